@@ -1,0 +1,310 @@
+//! Files (plain or gzip, several in order) and standard input.
+//!
+//! A reader thread pulls whole lines in chunks of whatever is available and hands them over
+//! a bounded channel; the caller's thread decodes them. So a batch closes on time even when
+//! stdin trickles, and reading overlaps decoding. Gzip is recognised by its magic bytes,
+//! not the file name. Lines longer than the record limit are dead-lettered as `too_large`
+//! without buffering them whole.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use flate2::read::MultiGzDecoder;
+
+use super::{Batching, SourceBatch};
+use crate::batch::BatchDecoder;
+use crate::dead_letter::{DecodeError, Reason};
+use crate::provenance::Provenance;
+use crate::{Error, Result};
+
+/// Bytes read per chunk from a file.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+enum Msg {
+    /// Complete lines (each ending in `\n`, except possibly the last line of a file) of
+    /// input `input`, the first being line `first_line`.
+    Lines {
+        input: usize,
+        first_line: u64,
+        bytes: Vec<u8>,
+    },
+    /// A line too long to keep: its first bytes and full length.
+    TooLong {
+        input: usize,
+        line: u64,
+        head: Vec<u8>,
+        len: usize,
+    },
+    Failed(Error),
+}
+
+/// Reads files (or `-` for stdin) in order and yields decoded batches.
+pub struct FileSource {
+    names: Vec<String>,
+    rx: Receiver<Msg>,
+    reader: Option<JoinHandle<()>>,
+    decoder: BatchDecoder,
+    batching: Batching,
+    /// A chunk being consumed: (input, next line number, bytes, position).
+    current: Option<(usize, u64, Vec<u8>, usize)>,
+    done: bool,
+}
+
+impl FileSource {
+    /// Starts reading `paths` (`-` is stdin) in the given order.
+    pub fn open(paths: Vec<String>, decoder: BatchDecoder, batching: Batching) -> Result<Self> {
+        Self::open_with_limit(paths, decoder, batching, crate::batch::DEFAULT_MAX_RECORD_BYTES)
+    }
+
+    /// As [`open`](Self::open), with a different longest line.
+    pub fn open_with_limit(
+        paths: Vec<String>,
+        decoder: BatchDecoder,
+        batching: Batching,
+        max_line_bytes: usize,
+    ) -> Result<Self> {
+        batching.validate().map_err(Error::Config)?;
+        // Open everything up front so a typo fails before any output.
+        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(paths.len());
+        for p in &paths {
+            readers.push(open_input(p)?);
+        }
+        let (tx, rx) = sync_channel(4);
+        let names = paths.clone();
+        let reader = std::thread::Builder::new()
+            .name("file-reader".into())
+            .spawn(move || read_all(names, readers, tx, max_line_bytes))
+            .map_err(|e| Error::Io {
+                path: "reader thread".into(),
+                source: e,
+            })?;
+        Ok(Self {
+            names: paths,
+            rx,
+            reader: Some(reader),
+            decoder: decoder.with_max_record_bytes(max_line_bytes),
+            batching,
+            current: None,
+            done: false,
+        })
+    }
+
+    /// The next batch, or `None` when every input is exhausted.
+    pub fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+        let mut started: Option<Instant> = None;
+        loop {
+            if let Some((input, line, bytes, pos)) = self.current.as_mut() {
+                let name = &self.names[*input];
+                while *pos < bytes.len() && self.decoder.pending() < self.batching.max_rows {
+                    let rest = &bytes[*pos..];
+                    let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+                    let mut rec = &rest[..end];
+                    if rec.last() == Some(&b'\r') {
+                        rec = &rec[..rec.len() - 1];
+                    }
+                    *pos += (end + 1).min(rest.len());
+                    let prov = Provenance::File {
+                        path: name,
+                        line: *line,
+                    };
+                    *line += 1;
+                    // Blank lines are not records; skip them rather than dead-letter them.
+                    if !rec.iter().all(u8::is_ascii_whitespace) {
+                        self.decoder.push(rec, &prov);
+                    }
+                    started.get_or_insert_with(Instant::now);
+                }
+                if *pos >= bytes.len() {
+                    self.current = None;
+                }
+            }
+            if self.decoder.pending() >= self.batching.max_rows {
+                return Ok(Some(self.emit()));
+            }
+            if self.done {
+                return Ok((self.decoder.pending() > 0).then(|| self.emit()));
+            }
+            let msg = match started {
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(t) => {
+                    let left = self.batching.linger.saturating_sub(t.elapsed());
+                    if left.is_zero() {
+                        return Ok(Some(self.emit()));
+                    }
+                    self.rx.recv_timeout(left)
+                }
+            };
+            match msg {
+                Ok(Msg::Lines {
+                    input,
+                    first_line,
+                    bytes,
+                }) => self.current = Some((input, first_line, bytes, 0)),
+                Ok(Msg::TooLong {
+                    input,
+                    line,
+                    head,
+                    len,
+                }) => {
+                    let prov = Provenance::File {
+                        path: &self.names[input],
+                        line,
+                    };
+                    self.decoder.push_dead_letter(
+                        DecodeError::new(
+                            Reason::TooLarge,
+                            format!("line of at least {len} bytes exceeds the limit"),
+                        ),
+                        &head,
+                        &prov,
+                    );
+                    started.get_or_insert_with(Instant::now);
+                }
+                Ok(Msg::Failed(e)) => return Err(e),
+                Err(RecvTimeoutError::Timeout) => return Ok(Some(self.emit())),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.done = true;
+                    if let Some(h) = self.reader.take() {
+                        let _ = h.join();
+                    }
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self) -> SourceBatch {
+        SourceBatch {
+            decoded: self.decoder.finish(),
+            ack: None,
+        }
+    }
+}
+
+impl Iterator for FileSource {
+    type Item = Result<SourceBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch().transpose()
+    }
+}
+
+/// Opens a file, or stdin for `-`, un-gzipping when the content starts with gzip's magic.
+fn open_input(path: &str) -> Result<Box<dyn Read + Send>> {
+    let io_err = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let raw: Box<dyn Read + Send> = if path == "-" {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(io_err)?)
+    };
+    let mut buffered = BufReader::with_capacity(CHUNK_BYTES, raw);
+    let head = buffered.fill_buf().map_err(io_err)?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(MultiGzDecoder::new(buffered)))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+fn read_all(
+    names: Vec<String>,
+    readers: Vec<Box<dyn Read + Send>>,
+    tx: SyncSender<Msg>,
+    max_line: usize,
+) {
+    for (input, reader) in readers.into_iter().enumerate() {
+        if let Err(e) = read_one(input, reader, &tx, max_line) {
+            let _ = tx.send(Msg::Failed(Error::Io {
+                path: names[input].clone(),
+                source: e,
+            }));
+            return;
+        }
+    }
+}
+
+/// Sends the lines of one input in chunks; returns early if the receiver is gone.
+fn read_one(
+    input: usize,
+    mut reader: Box<dyn Read + Send>,
+    tx: &SyncSender<Msg>,
+    max_line: usize,
+) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
+    let mut line_no: u64 = 1;
+    // While discarding the rest of an over-long line: its line number and length so far.
+    let mut skipping: Option<(u64, usize)> = None;
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut data = &chunk[..n];
+        if let Some((line, len)) = skipping.as_mut() {
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    *len += i;
+                    let _ = (line, len);
+                    skipping = None;
+                    data = &data[i + 1..];
+                }
+                None => {
+                    *len += data.len();
+                    continue;
+                }
+            }
+        }
+        buf.extend_from_slice(data);
+        // Everything up to the last newline is complete lines; send it.
+        if let Some(last_nl) = memchr::memrchr(b'\n', &buf) {
+            let rest = buf.split_off(last_nl + 1);
+            let lines = std::mem::replace(&mut buf, rest);
+            let count = memchr::memchr_iter(b'\n', &lines).count() as u64;
+            if tx
+                .send(Msg::Lines {
+                    input,
+                    first_line: line_no,
+                    bytes: lines,
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+            line_no += count;
+        }
+        if buf.len() > max_line {
+            // No newline within the limit: report the line and drop it as it streams by.
+            let head = buf[..buf.len().min(crate::dead_letter::MAX_DEAD_LETTER_RAW_BYTES)].to_vec();
+            let len = buf.len();
+            if tx
+                .send(Msg::TooLong {
+                    input,
+                    line: line_no,
+                    head,
+                    len,
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+            line_no += 1;
+            skipping = Some((line_no, len));
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() && skipping.is_none() {
+        let _ = tx.send(Msg::Lines {
+            input,
+            first_line: line_no,
+            bytes: buf,
+        });
+    }
+    Ok(())
+}

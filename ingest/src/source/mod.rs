@@ -1,0 +1,77 @@
+//! Where records come from: files and stdin ([`file`]), Kafka ([`kafka`]).
+//!
+//! A source is a blocking producer of [`DecodedBatch`]es. A batch closes when it holds
+//! [`Batching::max_rows`] records or when [`Batching::linger`] has passed since its first
+//! record, whichever comes first, so a trickle of traffic is still delivered promptly.
+
+pub mod file;
+pub mod kafka;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::DecodedBatch;
+
+/// When a batch closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batching {
+    /// Close a batch at this many records (events plus dead letters). Default 8192.
+    pub max_rows: usize,
+    /// Close a non-empty batch this long after its first record. Default 200 ms.
+    #[serde(with = "millis", rename = "linger_ms")]
+    pub linger: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            max_rows: 8192,
+            linger: Duration::from_millis(200),
+        }
+    }
+}
+
+impl Batching {
+    /// Checks the limits, naming the bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_rows == 0 || self.max_rows > 1 << 20 {
+            return Err(format!(
+                "batch.max_rows must be between 1 and 1048576, got {}",
+                self.max_rows
+            ));
+        }
+        if self.linger.is_zero() || self.linger > Duration::from_secs(60) {
+            return Err(format!(
+                "batch.linger_ms must be between 1 and 60000, got {}",
+                self.linger.as_millis()
+            ));
+        }
+        Ok(())
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// A batch together with what is needed to acknowledge it.
+#[derive(Debug)]
+pub struct SourceBatch {
+    /// The decoded records.
+    pub decoded: DecodedBatch,
+    /// Hand back to the source's acknowledger once the batch's results are durable.
+    /// `None` for sources that need no acknowledgement (files).
+    pub ack: Option<kafka::AckToken>,
+}

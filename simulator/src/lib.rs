@@ -1,0 +1,1 @@
+//! Traffic simulator (being written).

@@ -1,0 +1,2 @@
+//! The `gatewatch` command line.
+fn main() {}
