@@ -1,2 +1,83 @@
-//! The `gatewatch` command line.
-fn main() {}
+//! The `gatewatch` command line: decode, simulate, and (as the engine grows) run, demo,
+//! train, query.
+//!
+//! Each subcommand lives in a module of its own; this file parses arguments, loads the
+//! configuration, sets up logging and dispatches.
+
+mod config;
+mod decode_cmd;
+mod logging;
+mod simulate_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+/// Catch API abuse in live gateway and WAF traffic.
+#[derive(Debug, Parser)]
+#[command(name = "gatewatch", version, about, long_about = None, after_help = "\
+Try it:
+  gatewatch simulate --seed 7 --events 100000 | gatewatch decode --summary -
+
+Configuration is read from --config (or $GATEWATCH_CONFIG); any setting can be
+overridden with GATEWATCH__SECTION__KEY environment variables, for example
+GATEWATCH__KAFKA__BROKERS=kafka:9092.")]
+struct Cli {
+    /// Configuration file (TOML). Without one, defaults apply.
+    #[arg(short, long, global = true, env = "GATEWATCH_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Log line format on stderr (overrides `[log] format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. `debug` or `gatewatch=debug,rdkafka=warn` (overrides `[log] level`;
+    /// RUST_LOG overrides both).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode log files or stdin and print the events and dead letters.
+    Decode(decode_cmd::DecodeArgs),
+    /// Generate realistic API traffic with labelled attacks, in any supported format.
+    Simulate(simulate_cmd::SimulateArgs),
+    /// Check a configuration file and print it with defaults and overrides applied.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gatewatch: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(
+        cli.log_format.unwrap_or(config.log.format),
+        cli.log_level.as_deref().unwrap_or(&config.log.level),
+    );
+    let result = match cli.command {
+        Command::Decode(args) => decode_cmd::run(args, &config),
+        Command::Simulate(args) => simulate_cmd::run(args),
+        Command::Config => toml::to_string_pretty(&config)
+            .map(|t| print!("{t}"))
+            .map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatewatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -29,6 +29,9 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
+/// 10000-01-01T00:00:00Z in seconds since the epoch: the first instant refused.
+const MAX_EPOCH_SECS: i64 = 253_402_300_800;
+
 /// Builds µs since the epoch from calendar fields, checking every range.
 #[allow(clippy::too_many_arguments)]
 fn civil_to_micros(
@@ -53,7 +56,9 @@ fn civil_to_micros(
     }
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + (hour * 3600 + min * 60 + sec) as i64 - offset_secs;
-    if secs < 0 {
+    // The offset can carry a local time just inside the range out of it, either way:
+    // 9999-12-31T23:59:59-23:59 is in year 10000 UTC.
+    if !(0..MAX_EPOCH_SECS).contains(&secs) {
         return None;
     }
     Some(secs * 1_000_000 + micros as i64)
@@ -221,8 +226,7 @@ pub fn epoch_guess(v: f64) -> Option<i64> {
     } else {
         v / 1e3
     };
-    // 253402300800 s is 10000-01-01T00:00:00Z.
-    if micros >= 253_402_300_800e6 {
+    if micros >= MAX_EPOCH_SECS as f64 * 1e6 {
         return None;
     }
     Some(micros as i64)
@@ -257,8 +261,14 @@ mod tests {
     #[test]
     fn clf_with_offset() {
         // 2000-10-10T20:55:36Z == 971211336
-        assert_eq!(parse_clf("10/Oct/2000:13:55:36 -0700"), Some(971_211_336_000_000));
-        assert_eq!(parse_clf("10/Oct/2000:20:55:36 +0000"), Some(971_211_336_000_000));
+        assert_eq!(
+            parse_clf("10/Oct/2000:13:55:36 -0700"),
+            Some(971_211_336_000_000)
+        );
+        assert_eq!(
+            parse_clf("10/Oct/2000:20:55:36 +0000"),
+            Some(971_211_336_000_000)
+        );
         assert_eq!(
             parse_clf("10/Oct/2000:20:55:36.250 +0000"),
             Some(971_211_336_250_000)
@@ -270,7 +280,10 @@ mod tests {
 
     #[test]
     fn rfc3339_forms() {
-        assert_eq!(parse_rfc3339("2000-10-10T20:55:36Z"), Some(971_211_336_000_000));
+        assert_eq!(
+            parse_rfc3339("2000-10-10T20:55:36Z"),
+            Some(971_211_336_000_000)
+        );
         assert_eq!(
             parse_rfc3339("2000-10-10T22:55:36.5+02:00"),
             Some(971_211_336_500_000)
@@ -281,12 +294,20 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2000-13-10T20:55:36Z"), None);
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), None);
+        // In range as local time, out of it in UTC.
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59-01:00"), None);
+        assert_eq!(parse_rfc3339("1970-01-01T00:30:00+01:00"), None);
+        assert!(parse_rfc3339("9999-12-31T23:59:59+01:00").is_some());
+        assert_eq!(parse_clf("31/Dec/9999:23:59:59 -2359"), None);
     }
 
     #[test]
     fn ctime_form() {
-        assert_eq!(parse_ctime("Tue Oct 10 20:55:36 2000"), Some(971_211_336_000_000));
-        assert_eq!(parse_ctime("Tue Oct  1 20:55:36 2000").is_some(), true);
+        assert_eq!(
+            parse_ctime("Tue Oct 10 20:55:36 2000"),
+            Some(971_211_336_000_000)
+        );
+        assert!(parse_ctime("Tue Oct  1 20:55:36 2000").is_some());
         assert_eq!(parse_ctime("Tue Oct 10 20:55 2000"), None);
     }
 
@@ -294,7 +315,10 @@ mod tests {
     fn epoch_units_by_magnitude() {
         assert_eq!(epoch_guess(971_211_336.0), Some(971_211_336_000_000));
         assert_eq!(epoch_guess(971_211_336_250.0), Some(971_211_336_250_000));
-        assert_eq!(epoch_guess(971_211_336_250_001.0), Some(971_211_336_250_001));
+        assert_eq!(
+            epoch_guess(971_211_336_250_001.0),
+            Some(971_211_336_250_001)
+        );
         assert_eq!(
             epoch_guess(971_211_336_250_001_000.0),
             Some(971_211_336_250_001)
@@ -306,7 +330,16 @@ mod tests {
 
     #[test]
     fn never_panics_on_short_or_odd_input() {
-        for s in ["", "1", "10/Oct/2000:", "2000-10-10T", "Tue", "+", "[]", "é/é/éééé:"] {
+        for s in [
+            "",
+            "1",
+            "10/Oct/2000:",
+            "2000-10-10T",
+            "Tue",
+            "+",
+            "[]",
+            "é/é/éééé:",
+        ] {
             let _ = parse_any(s);
             let _ = parse_clf(s);
         }

@@ -196,8 +196,7 @@ fn seconds_to_ms(tok: &str) -> Option<f64> {
 fn is_method_token(m: &str) -> bool {
     !m.is_empty()
         && m.len() <= 32
-        && m
-            .bytes()
+        && m.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'!' | b'~'))
 }
 
@@ -246,7 +245,10 @@ pub(crate) fn split_target<'a>(target: Cow<'a, str>) -> (Cow<'a, str>, Option<Co
         Cow::Owned(t) => {
             let (p, q) = split(&t);
             let p = if p.is_empty() { "/" } else { p };
-            (Cow::Owned(p.to_owned()), q.map(|q| Cow::Owned(q.to_owned())))
+            (
+                Cow::Owned(p.to_owned()),
+                q.map(|q| Cow::Owned(q.to_owned())),
+            )
         }
     }
 }
@@ -266,9 +268,7 @@ impl Decoder for ClfDecoder {
         let ip = c.token().ok_or_else(|| bad_line("no client address"))?;
         let _ident = c.token().ok_or_else(|| bad_line("no ident field"))?;
         let user = c.token().ok_or_else(|| bad_line("no user field"))?;
-        let time_text = c
-            .bracketed()
-            .ok_or_else(|| bad_line("no [time] field"))?;
+        let time_text = c.bracketed().ok_or_else(|| bad_line("no [time] field"))?;
         let timestamp_us = self.timestamp(time_text)?;
         let request = c
             .quoted()
@@ -318,10 +318,11 @@ impl Decoder for ClfDecoder {
                 _ => {
                     // nginx writes several upstream timings as "0.1, 0.2" or "0.1 : 0.2";
                     // the separators split them into tokens, so keep summing.
-                    if tok != ":" && tok != "," {
-                        if let Some(v) = seconds_to_ms(tok) {
-                            upstream_latency_ms = Some(upstream_latency_ms.unwrap_or(0.0) + v);
-                        }
+                    if tok != ":"
+                        && tok != ","
+                        && let Some(v) = seconds_to_ms(tok)
+                    {
+                        upstream_latency_ms = Some(upstream_latency_ms.unwrap_or(0.0) + v);
                     }
                 }
             }
@@ -393,7 +394,10 @@ mod tests {
         assert_eq!(ev.status, Some(200));
         assert_eq!(ev.response_bytes, Some(2326));
         assert_eq!(ev.referrer.as_deref(), Some("https://shop.example/cart"));
-        assert_eq!(ev.user_agent.as_deref(), Some("Mozilla/5.0 (X11; Linux x86_64)"));
+        assert_eq!(
+            ev.user_agent.as_deref(),
+            Some("Mozilla/5.0 (X11; Linux x86_64)")
+        );
         assert_eq!(ev.latency_ms, None);
     }
 
@@ -443,7 +447,10 @@ mod tests {
     fn refusals_name_their_reason() {
         let cases = [
             ("", Reason::BadLine),
-            ("1.2.3.4 - - [bad] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"", Reason::BadTimestamp),
+            (
+                "1.2.3.4 - - [bad] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"",
+                Reason::BadTimestamp,
+            ),
             (
                 r#"1.2.3.4 - - [01/May/2024:12:00:00 +0000] "-" 400 0 "-" "-""#,
                 Reason::BadRequestLine,

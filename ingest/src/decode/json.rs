@@ -265,6 +265,7 @@ const ECS: &[Spec] = &[
     p(Path, "url.path"),
     p(Query, "url.query"),
     p(Target, "url.original"),
+    p(Target, "url.full"),
     p(Route, "http.route"),
     p(HttpVersion, "http.version"),
     p(Status, "http.response.status_code"),
@@ -434,7 +435,11 @@ impl JsonDecoder {
             trie,
             slots,
             timestamp_paths: list(&[Timestamp]),
-            path_paths: list(&[Path, Target]),
+            path_paths: if format == Format::AwsApigw {
+                list(&[Path, Target, Route])
+            } else {
+                list(&[Path, Target])
+            },
         })
     }
 }
@@ -454,6 +459,17 @@ fn strip_port(addr: &str) -> &str {
         }
         _ => addr,
     }
+}
+
+/// The path of an API Gateway route: a REST resource path (`/pets/{petId}`) as it is, an
+/// HTTP API route key (`GET /pets/{petId}`, `ANY /{proxy+}`) without its method; `None`
+/// for `$default` and anything else that names no path.
+fn route_path(route: &str) -> Option<&str> {
+    let p = match route.split_once(' ') {
+        Some((_method, p)) => p.trim_start_matches(' '),
+        None => route,
+    };
+    p.starts_with('/').then_some(p)
 }
 
 fn cow_map<'a>(c: Cow<'a, str>, f: impl Fn(&str) -> &str) -> Cow<'a, str> {
@@ -476,7 +492,10 @@ fn number(field: &str, v: &Scalar<'_>) -> Result<Option<f64>, DecodeError> {
         Ok(None) => Ok(None),
         _ => Err(DecodeError::new(
             Reason::BadNumber,
-            format!("{field} is not a non-negative number: {:?}", short(&v.clone().into_str())),
+            format!(
+                "{field} is not a non-negative number: {:?}",
+                short(&v.clone().into_str())
+            ),
         )),
     }
 }
@@ -487,8 +506,8 @@ impl Decoder for JsonDecoder {
     }
 
     fn decode<'a>(&mut self, record: &'a str) -> Result<AccessEvent<'a>, DecodeError> {
-        let mut caps = walk(&self.trie, record)
-            .map_err(|e| DecodeError::new(Reason::BadJson, e.0))?;
+        let mut caps =
+            walk(&self.trie, record).map_err(|e| DecodeError::new(Reason::BadJson, e.0))?;
         let mut ev = AccessEvent::default();
         let mut timestamp = None;
         let mut have_path = false;
@@ -502,10 +521,10 @@ impl Decoder for JsonDecoder {
             }
             let Some(v) = caps.take(slot) else { continue };
             // Strings that say "nothing" count as absent, so the next path gets its turn.
-            if let Scalar::Str(s) = &v {
-                if matches!(s.trim(), "" | "-") {
-                    continue;
-                }
+            if let Scalar::Str(s) = &v
+                && matches!(s.trim(), "" | "-")
+            {
+                continue;
             }
             macro_rules! first {
                 ($slot:expr, $val:expr) => {
@@ -542,12 +561,17 @@ impl Decoder for JsonDecoder {
                         have_path = true;
                     }
                 }
-                Query => first!(ev.query, cow_map(v.into_str(), |q| q.trim_start_matches('?'))),
+                Query => first!(
+                    ev.query,
+                    cow_map(v.into_str(), |q| q.trim_start_matches('?'))
+                ),
                 Target => first!(target, v.into_str()),
                 Route => first!(ev.route, v.into_str()),
                 HttpVersion => {
                     let s = match v {
-                        // ModSecurity writes the version as a number (1.1).
+                        // ModSecurity writes the version as a bare JSON number (1.1, 1.0,
+                        // 2.0). Parsed as f64, 1.0 would print as "1": keep the decimal.
+                        Scalar::F64(n) if n.fract() == 0.0 => Cow::Owned(format!("HTTP/{n:.1}")),
                         Scalar::F64(n) => Cow::Owned(format!("HTTP/{n}")),
                         Scalar::U64(n) => Cow::Owned(format!("HTTP/{n}")),
                         other => other.into_str(),
@@ -561,6 +585,9 @@ impl Decoder for JsonDecoder {
                     let n = number("status", &v)
                         .map_err(|e| DecodeError::new(Reason::BadStatus, e.detail))?;
                     ev.status = match n {
+                        // Envoy logs 0 when no response was ever sent (the client went away
+                        // first): the request happened, it just has no status.
+                        Some(0.0) => None,
                         Some(n) if (100.0..=999.0).contains(&n) && n.fract() == 0.0 => {
                             Some(n as u16)
                         }
@@ -594,7 +621,11 @@ impl Decoder for JsonDecoder {
                     }
                 }
                 UpstreamLatencyMs => {
-                    if ev.upstream_latency_ms.is_none() {
+                    // Kong logs `latencies.proxy` as -1 when no upstream was contacted (a
+                    // plugin such as key-auth or rate-limiting answered itself).
+                    let no_upstream =
+                        self.format == Format::Kong && matches!(v.to_f64(), Ok(Some(n)) if n < 0.0);
+                    if ev.upstream_latency_ms.is_none() && !no_upstream {
                         // Envoy writes "-" when no upstream answered; that stays absent.
                         ev.upstream_latency_ms = number("upstream latency", &v)?;
                     }
@@ -615,6 +646,15 @@ impl Decoder for JsonDecoder {
                 format!("timestamp: none of {} present", self.timestamp_paths),
             )
         })?;
+        if !have_path && target.is_none() && self.format == Format::AwsApigw {
+            // AWS's documented access-log formats carry no `$context.path`, only the
+            // matched resource (`/pets/{petId}`) or route key (`GET /pets/{petId}`): the
+            // route's path is then the best path the record has.
+            if let Some(r) = ev.route.clone().filter(|r| route_path(r).is_some()) {
+                ev.path = cow_map(r, |s| route_path(s).unwrap_or(s));
+                have_path = true;
+            }
+        }
         if !have_path {
             let t = target.ok_or_else(|| {
                 DecodeError::new(

@@ -47,19 +47,23 @@ impl<'de> Scalar<'de> {
 
     /// The value as a number: numbers as they are, strings parsed; `None` for `-`/empty.
     /// `Err` when there is a value that is not a number.
-    pub fn to_f64(&self) -> Result<Option<f64>, ()> {
+    pub fn to_f64(&self) -> Result<Option<f64>, NotANumber> {
         match self {
             Scalar::U64(v) => Ok(Some(*v as f64)),
             Scalar::I64(v) => Ok(Some(*v as f64)),
             Scalar::F64(v) => Ok(Some(*v)),
             Scalar::Str(s) => match s.trim() {
                 "" | "-" | "null" => Ok(None),
-                t => t.parse::<f64>().map(Some).map_err(|_| ()),
+                t => t.parse::<f64>().map(Some).map_err(|_| NotANumber),
             },
-            Scalar::Bool(_) => Err(()),
+            Scalar::Bool(_) => Err(NotANumber),
         }
     }
 }
+
+/// A scalar that was expected to be a number and is not one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotANumber;
 
 #[derive(Debug, Default, Clone)]
 struct Node {
@@ -162,7 +166,10 @@ impl FieldTrie {
                 .find(|(k, _)| k.eq_ignore_ascii_case(key))
                 .map(|(_, c)| *c)
         } else {
-            n.children.iter().find(|(k, _)| &**k == key).map(|(_, c)| *c)
+            n.children
+                .iter()
+                .find(|(k, _)| &**k == key)
+                .map(|(_, c)| *c)
         }
     }
 
@@ -384,12 +391,11 @@ impl<'de> NodeSeed<'_, '_, 'de> {
                 }
             }
         }
-        if let (Some(n), Some(v)) = (name, value) {
-            if let Some(child) = self.trie.child(self.node, &n) {
-                if let Some(leaf) = self.trie.nodes[child].leaf {
-                    self.caps.put(leaf, Scalar::Str(v));
-                }
-            }
+        if let (Some(n), Some(v)) = (name, value)
+            && let Some(child) = self.trie.child(self.node, &n)
+            && let Some(leaf) = self.trie.nodes[child].leaf
+        {
+            self.caps.put(leaf, Scalar::Str(v));
         }
         Ok(())
     }
@@ -432,7 +438,10 @@ mod tests {
         let mut c = walk(&t, json).unwrap();
         assert_eq!(c.take(path), Some(Scalar::Str(Cow::Borrowed("/a\"b"))));
         assert_eq!(c.take(ua), Some(Scalar::Str(Cow::Borrowed("curl"))));
-        assert_eq!(c.take(host), Some(Scalar::Str(Cow::Borrowed("api.example"))));
+        assert_eq!(
+            c.take(host),
+            Some(Scalar::Str(Cow::Borrowed("api.example")))
+        );
         assert_eq!(c.take(status), Some(Scalar::U64(404)));
         let rules: Vec<_> = c
             .multi

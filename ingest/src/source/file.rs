@@ -236,8 +236,8 @@ fn read_one(
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
     let mut line_no: u64 = 1;
-    // While discarding the rest of an over-long line: its line number and length so far.
-    let mut skipping: Option<(u64, usize)> = None;
+    // True while dropping the rest of an over-long line that was already reported.
+    let mut skipping = false;
     let mut chunk = vec![0u8; CHUNK_BYTES];
     loop {
         let n = match reader.read(&mut chunk) {
@@ -247,18 +247,13 @@ fn read_one(
             Err(e) => return Err(e),
         };
         let mut data = &chunk[..n];
-        if let Some((line, len)) = skipping.as_mut() {
+        if skipping {
             match memchr::memchr(b'\n', data) {
                 Some(i) => {
-                    *len += i;
-                    let _ = (line, len);
-                    skipping = None;
+                    skipping = false;
                     data = &data[i + 1..];
                 }
-                None => {
-                    *len += data.len();
-                    continue;
-                }
+                None => continue,
             }
         }
         buf.extend_from_slice(data);
@@ -295,11 +290,11 @@ fn read_one(
                 return Ok(());
             }
             line_no += 1;
-            skipping = Some((line_no, len));
+            skipping = true;
             buf.clear();
         }
     }
-    if !buf.is_empty() && skipping.is_none() {
+    if !buf.is_empty() && !skipping {
         let _ = tx.send(Msg::Lines {
             input,
             first_line: line_no,

@@ -1,5 +1,1815 @@
-//! Kafka source (being written).
+//! Kafka source: a consumer group member that decodes access-log topics into batches and
+//! commits offsets only for what downstream has finished.
+//!
+//! # Reading
+//!
+//! [`KafkaSource`] joins the consumer group [`KafkaSourceConfig::group_id`] and subscribes
+//! to every configured topic. Each topic names its log [`Format`] and gets a
+//! [`BatchDecoder`] of its own. A batch closes when the records polled since the last one
+//! reach [`Batching::max_rows`] (over all topics) or [`Batching::linger`] has passed since
+//! the first of them. A close emits **one batch per topic** that has records, each with its
+//! own [`AckToken`]: the rows of a batch come from one decoder, so no batch is copied to be
+//! merged with another, and a batch's `log_format` is the same on every row.
+//!
+//! Every record becomes a row or a dead letter. Rows carry their provenance
+//! (`kafka_topic`, `kafka_partition`, `kafka_offset`); a message with a null value is a
+//! dead letter with reason `empty`, one longer than [`KafkaSourceConfig::max_record_bytes`]
+//! is `too_large`. The source is blocking and knows nothing of async runtimes: the binary
+//! runs it on a thread of its own and calls [`KafkaSource::next_batch`] (or
+//! [`KafkaSource::next_batch_timeout`]) in a loop. It never returns an empty batch; an idle
+//! source simply keeps waiting, and `next_batch_timeout` hands control back after
+//! `max_wait` with `Ok(None)`. The group's liveness depends on those calls: a member that
+//! does not poll for `max.poll.interval.ms` (librdkafka default 5 minutes) is removed from
+//! the group and its partitions move (nothing is lost; unacknowledged records are read
+//! again by the new owner), so the caller should not block for long between calls.
+//!
+//! # Acknowledgement and commits (at-least-once)
+//!
+//! Offsets are never committed automatically (`enable.auto.commit` and
+//! `enable.auto.offset.store` are forced off). Each emitted batch carries an [`AckToken`];
+//! once the batch's results are durable, downstream passes the token to an [`Acker`] (from
+//! [`KafkaSource::acker`]), from any thread, in any order. For every partition the source
+//! keeps its batches in the order they were emitted and commits only the contiguous
+//! acknowledged prefix: the committed offset is one past the last offset of the last batch
+//! that, together with every batch before it, has been acknowledged. A batch acknowledged
+//! while an earlier one is still out does not move the commit until the earlier one comes
+//! back.
+//!
+//! Commits are made by the source's own thread: asynchronously at most every
+//! [`KafkaSourceConfig::commit_interval`] while polling, and synchronously when partitions
+//! are revoked, on [`KafkaSource::commit_now`], on [`KafkaSource::close`] and on drop.
+//! Unacknowledged data is never committed. After a crash the group resumes from the last
+//! commit, so records can be delivered twice but are never skipped; stages after ingest
+//! derive alert and incident ids from the data so a replay does not open new incidents.
+//!
+//! # Rebalances
+//!
+//! When partitions are revoked (another member joined or left, or this one is closing),
+//! the source, inside the rebalance callback, synchronously commits what has been
+//! acknowledged for them and forgets their unacknowledged batches: acks that arrive later
+//! for those batches are ignored, because the new owner will read those records again from
+//! the committed offset. Records of revoked partitions that were polled but not yet emitted
+//! are dropped for the same reason, and any rebalance closes the open batch early so a
+//! batch never mixes records from before and after it. Assignments and revocations are
+//! recorded and can be collected with [`KafkaSource::take_rebalance_events`]; the stages
+//! that keep state per partition (event-time windows) use them to flush or drop that state.
+//! Under the cooperative protocol (`partition.assignment.strategy = cooperative-sticky`)
+//! only the partitions that move are revoked; under the default eager protocol every
+//! rebalance revokes everything and assigns the new set.
+//!
+//! # Partitioning
+//!
+//! A consumer sees only its partitions. Per-client windows (request rates, error ratios,
+//! enumeration counts) are exact only if all of a client's records land in one partition,
+//! so producers should key input topics by client (API key, consumer, user or source IP).
+//! With other keys, or none, each member sees a share of every client's traffic and the
+//! per-client features undercount accordingly. After a rebalance a partition's clients
+//! move with it, and their windows start over on the new owner.
+//!
+//! # Dead letters
+//!
+//! Records that do not decode go to a [`DeadLetterSink`] chosen by
+//! [`KafkaSourceConfig::dead_letter`]: a Kafka topic ([`KafkaDeadLetterSink`]: JSON value,
+//! keyed `topic/partition` of the source record, with a `reason` header) or a JSON-lines
+//! file ([`FileDeadLetterSink`], bounded by rotation). The sink has stored a batch's dead
+//! letters (delivered to the broker, or written and synced to disk) before the batch is
+//! handed out, so a committed offset never covers a dead letter that was not kept. The
+//! dead letters also stay in [`DecodedBatch::dead_letters`] for counting.
+//!
+//! # Errors
+//!
+//! Transient broker trouble (connection loss, leader changes, coordinator moves) is
+//! retried inside librdkafka and only logged. What reaches the caller:
+//! - [`Error::Config`]: bad settings; fix the configuration.
+//! - [`Error::Kafka`]: a fatal client error; not retryable, stop the source.
+//! - [`Error::DeadLetterSink`]: a batch's dead letters could not be stored. Retryable:
+//!   the batch is kept, and the next call to `next_batch` writes its dead letters again
+//!   (the sink may then hold some of them twice) before handing it out.
+//!
+//! No message content can make the source panic: every record either decodes or becomes a
+//! dead letter.
 
-/// Handed back to acknowledge a batch.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, BooleanArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::Int32Type;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::{Batching, SourceBatch};
+use crate::batch::{BatchDecoder, DEFAULT_MAX_RECORD_BYTES, DecodedBatch};
+use crate::dead_letter::{DeadLetter, DecodeError, Reason};
+use crate::decode::{JsonFieldMapping, decoder_for};
+use crate::provenance::{OwnedProvenance, Provenance};
+use crate::schema::col;
+use crate::{Error, Format, Result};
+
+/// Default bootstrap brokers.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+/// Default consumer group.
+pub const DEFAULT_GROUP_ID: &str = "gatewatch";
+/// Default longest time between two asynchronous commits while polling (1 s).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default size at which the dead-letter file is rotated (256 MiB).
+pub const DEFAULT_DEAD_LETTER_FILE_MAX_BYTES: u64 = 256 << 20;
+/// Smallest accepted dead-letter file limit (1 MiB): room for any single dead letter.
+pub const MIN_DEAD_LETTER_FILE_MAX_BYTES: u64 = 1 << 20;
+/// Largest accepted [`KafkaSourceConfig::max_record_bytes`] (64 MiB).
+pub const MAX_RECORD_BYTES_LIMIT: usize = 64 << 20;
+/// Rebalance events kept for [`KafkaSource::take_rebalance_events`]; older ones are
+/// dropped (with a warning) when nobody collects them.
+pub const MAX_REBALANCE_EVENTS: usize = 1024;
+/// How long the dead-letter topic sink waits for the broker to confirm a batch's letters.
+pub const DEAD_LETTER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest single wait inside `poll`, so a stop request is noticed promptly.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+
+/// Librdkafka settings the source owns; setting them in `properties` is an error.
+const OWNED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "kafka.brokers"),
+    ("metadata.broker.list", "kafka.brokers"),
+    ("group.id", "kafka.group_id"),
+    ("auto.offset.reset", "kafka.auto_offset_reset"),
+];
+
+/// Librdkafka settings that are forced off; `true` in `properties` is an error.
+const FORCED_OFF: &[&str] = &["enable.auto.commit", "enable.auto.offset.store"];
+
+// ------------------------------------------------------------------------------------------
+// Configuration
+
+/// `[kafka]`: where to read, as which group, and where dead letters go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap brokers, comma-separated `host:port`. Default `127.0.0.1:9092`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Consumer group. Members of one group share the partitions. Default `gatewatch`.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Topics to read, each with its log format. Required to start a Kafka source.
+    #[serde(default)]
+    pub topics: Vec<TopicConfig>,
+    /// Passed to librdkafka verbatim (TLS, SASL, timeouts, `client.id`, …).
+    /// `enable.auto.commit` and `enable.auto.offset.store` are always off (gatewatch
+    /// commits only what downstream acknowledged), and the settings that have keys of their
+    /// own here (`bootstrap.servers`, `group.id`, `auto.offset.reset`) may not be repeated.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Where a group with no committed offset starts: `earliest` (default), `latest`, or
+    /// `error` (fail instead).
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// Longest message accepted, in bytes; longer ones become `too_large` dead letters.
+    /// Default 1 MiB, at most 64 MiB.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Longest time between two asynchronous commits of acknowledged offsets while polling.
+    /// Default 1000 ms, between 1 and 60000.
+    #[serde(
+        default = "default_commit_interval",
+        with = "super::millis",
+        rename = "commit_interval_ms"
+    )]
+    pub commit_interval: Duration,
+    /// Where records that do not decode go; absent: they are only counted and logged.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+}
+
+fn default_brokers() -> String {
+    DEFAULT_BROKERS.to_owned()
+}
+
+fn default_group_id() -> String {
+    DEFAULT_GROUP_ID.to_owned()
+}
+
+fn default_max_record_bytes() -> usize {
+    DEFAULT_MAX_RECORD_BYTES
+}
+
+fn default_commit_interval() -> Duration {
+    DEFAULT_COMMIT_INTERVAL
+}
+
+fn default_dead_letter_max_bytes() -> u64 {
+    DEFAULT_DEAD_LETTER_FILE_MAX_BYTES
+}
+
+impl Default for KafkaSourceConfig {
+    fn default() -> Self {
+        Self {
+            brokers: default_brokers(),
+            group_id: default_group_id(),
+            topics: Vec::new(),
+            properties: BTreeMap::new(),
+            auto_offset_reset: OffsetReset::default(),
+            max_record_bytes: default_max_record_bytes(),
+            commit_interval: default_commit_interval(),
+            dead_letter: None,
+        }
+    }
+}
+
+/// One input topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Topic name.
+    pub name: String,
+    /// Log format of its messages (one record per message).
+    pub format: Format,
+}
+
+/// Where a consumer group without a committed offset starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// The oldest retained message.
+    #[default]
+    Earliest,
+    /// Only messages produced from now on.
+    Latest,
+    /// Fail with an error.
+    Error,
+}
+
+impl OffsetReset {
+    /// The librdkafka value.
+    pub fn name(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+            OffsetReset::Error => "error",
+        }
+    }
+}
+
+/// `[kafka.dead_letter]`: `kind = "topic"` with `topic`, or `kind = "file"` with `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeadLetterConfig {
+    /// Produce each dead letter as JSON to a Kafka topic (same brokers and properties as the
+    /// input), keyed `source-topic/partition`.
+    Topic {
+        /// The dead-letter topic; it must not be one of the input topics.
+        topic: String,
+    },
+    /// Append each dead letter as one JSON line to a file, rotated at `max_bytes`.
+    File {
+        /// The file; created if missing. On rotation it becomes `<path>.1`.
+        path: PathBuf,
+        /// Rotate when the file would grow past this many bytes. Default 256 MiB, at least
+        /// 1 MiB.
+        #[serde(default = "default_dead_letter_max_bytes")]
+        max_bytes: u64,
+    },
+}
+
+/// Whether `name` is a legal Kafka topic name.
+fn check_topic_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 249 {
+        return Err(format!("{name:?} is longer than 249 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a legal topic name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; topic names use only ASCII letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+impl KafkaSourceConfig {
+    /// Checks every setting, returning a message that names the first bad key. An empty
+    /// topic list is valid here (the Kafka input may be unused); [`KafkaSource::new`]
+    /// refuses it.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("kafka.brokers must not be empty (e.g. \"127.0.0.1:9092\")".into());
+        }
+        if self.group_id.trim().is_empty() {
+            return Err("kafka.group_id must not be empty".into());
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            check_topic_name(&t.name).map_err(|e| format!("kafka.topics[{i}].name: {e}"))?;
+            if let Some(j) = self.topics[..i].iter().position(|o| o.name == t.name) {
+                return Err(format!(
+                    "kafka.topics[{i}].name: topic {:?} is already listed as kafka.topics[{j}]; \
+                     each topic has one format",
+                    t.name
+                ));
+            }
+        }
+        for (key, value) in &self.properties {
+            if key.trim().is_empty() {
+                return Err("kafka.properties: a property name is empty".into());
+            }
+            if let Some((_, own)) = OWNED_PROPERTIES.iter().find(|(k, _)| k == key) {
+                return Err(format!(
+                    "kafka.properties.{key:?}: set {own} instead of passing it to librdkafka"
+                ));
+            }
+            if FORCED_OFF.contains(&key.as_str()) {
+                let v = value.trim().to_ascii_lowercase();
+                if !matches!(v.as_str(), "false" | "f" | "0") {
+                    return Err(format!(
+                        "kafka.properties.{key:?} = {value:?}: gatewatch forces this off, it \
+                         commits offsets itself and only for batches downstream acknowledged; \
+                         remove the setting"
+                    ));
+                }
+            }
+        }
+        if self.max_record_bytes == 0 || self.max_record_bytes > MAX_RECORD_BYTES_LIMIT {
+            return Err(format!(
+                "kafka.max_record_bytes must be between 1 and {MAX_RECORD_BYTES_LIMIT}, got {}",
+                self.max_record_bytes
+            ));
+        }
+        if self.commit_interval.is_zero() || self.commit_interval > Duration::from_secs(60) {
+            return Err(format!(
+                "kafka.commit_interval_ms must be between 1 and 60000, got {}",
+                self.commit_interval.as_millis()
+            ));
+        }
+        match &self.dead_letter {
+            None => {}
+            Some(DeadLetterConfig::Topic { topic }) => {
+                check_topic_name(topic).map_err(|e| format!("kafka.dead_letter.topic: {e}"))?;
+                if let Some(i) = self.topics.iter().position(|t| &t.name == topic) {
+                    return Err(format!(
+                        "kafka.dead_letter.topic: {topic:?} is also input kafka.topics[{i}]; \
+                         dead letters would be read back"
+                    ));
+                }
+            }
+            Some(DeadLetterConfig::File { path, max_bytes }) => {
+                if path.as_os_str().is_empty() {
+                    return Err("kafka.dead_letter.path must not be empty".into());
+                }
+                if *max_bytes < MIN_DEAD_LETTER_FILE_MAX_BYTES {
+                    return Err(format!(
+                        "kafka.dead_letter.max_bytes must be at least \
+                         {MIN_DEAD_LETTER_FILE_MAX_BYTES}, got {max_bytes}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps librdkafka's refusal of a setting to a configuration error naming it.
+fn config_error(e: KafkaError) -> Error {
+    match e {
+        KafkaError::ClientConfig(_, desc, key, _) => {
+            Error::Config(format!("kafka.properties.{key:?}: {desc}"))
+        }
+        KafkaError::ClientCreation(msg) => Error::Config(format!("kafka.properties: {msg}")),
+        other => Error::Kafka(other),
+    }
+}
+
+/// The librdkafka log level matching what the tracing subscriber lets through.
+fn librdkafka_log_level() -> RDKafkaLogLevel {
+    use tracing::level_filters::LevelFilter;
+    let current = LevelFilter::current();
+    if current >= LevelFilter::DEBUG {
+        RDKafkaLogLevel::Debug
+    } else if current >= LevelFilter::INFO {
+        RDKafkaLogLevel::Info
+    } else if current >= LevelFilter::WARN {
+        RDKafkaLogLevel::Warning
+    } else {
+        RDKafkaLogLevel::Error
+    }
+}
+
+/// Routes librdkafka's log lines into tracing.
+fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+/// A librdkafka configuration with the user's properties, the brokers and our log level.
+fn base_client_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("client.id", "gatewatch");
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c.set("bootstrap.servers", brokers);
+    c.set_log_level(librdkafka_log_level());
+    c
+}
+
+// ------------------------------------------------------------------------------------------
+// Public handles
+
+/// Hand back to [`Acker::ack`] once a batch's results are durable.
+///
+/// A token is neither `Clone` nor `Copy`: each batch is acknowledged once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AckToken {
+    source: u64,
+    batch: u64,
+}
+
+impl AckToken {
+    /// The batch's sequence number within its source (increasing in emission order).
+    pub fn batch_id(&self) -> u64 {
+        self.batch
+    }
+}
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+/// A change of this member's partitions, as recorded by the rebalance callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// These partitions were assigned; records from them follow.
+    Assigned(Vec<TopicPartition>),
+    /// These partitions were taken away. What was acknowledged for them has been committed;
+    /// their later records go to another member, which starts at the committed offset.
+    Revoked(Vec<TopicPartition>),
+}
+
+/// Asks a [`KafkaSource`] to stop; cloneable and usable from any thread.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// A handle that has not been stopped.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests the stop. The source's next call returns `Ok(None)` within about 100 ms.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Acknowledges batches of one [`KafkaSource`]. Cloneable, `Send + Sync`; acks may come
+/// from any thread, in any order. Commits themselves happen on the source's thread.
+#[derive(Clone)]
+pub struct Acker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acker")
+            .field("source", &self.shared.id)
+            .finish()
+    }
+}
+
+impl Acker {
+    /// Declares the batch of `token` done: its results are durable. Returns whether this
+    /// moved anything forward; `false` for a batch whose partitions have been revoked since
+    /// it was emitted (the new owner reads those records again) or a token of another
+    /// source.
+    pub fn ack(&self, token: AckToken) -> bool {
+        if token.source != self.shared.id {
+            tracing::warn!(
+                batch = token.batch,
+                "ignoring an acknowledgement for a batch of another Kafka source"
+            );
+            return false;
+        }
+        self.shared.lock().ack(token.batch)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Offset tracking shared by the source, its rebalance callback and the ackers
+
+/// (index of the topic in the configuration, partition).
+type Tp = (usize, i32);
+
+/// One emitted batch's share of a partition.
 #[derive(Debug)]
-pub struct AckToken(pub u64);
+struct Segment {
+    batch: u64,
+    /// One past the batch's last offset in this partition.
+    end: i64,
+    acked: bool,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    /// Distinguishes this assignment of the partition from earlier ones.
+    epoch: u64,
+    /// Emitted batches not yet part of the acknowledged prefix, oldest first.
+    in_flight: VecDeque<Segment>,
+    /// Offset to commit: one past the acknowledged prefix.
+    done: Option<i64>,
+    /// Offset last sent in a commit.
+    committed: Option<i64>,
+}
+
+impl PartitionState {
+    fn new(epoch: u64) -> Self {
+        Self {
+            epoch,
+            in_flight: VecDeque::new(),
+            done: None,
+            committed: None,
+        }
+    }
+
+    fn ack(&mut self, batch: u64) -> bool {
+        // Batch ids grow in emission order, so the segments are sorted by them.
+        let i = self.in_flight.partition_point(|s| s.batch < batch);
+        match self.in_flight.get_mut(i) {
+            Some(s) if s.batch == batch => s.acked = true,
+            _ => return false,
+        }
+        while self.in_flight.front().is_some_and(|s| s.acked) {
+            if let Some(s) = self.in_flight.pop_front() {
+                self.done = Some(s.end);
+            }
+        }
+        true
+    }
+
+    /// The offset to commit, if it is ahead of the last one committed.
+    fn to_commit(&self) -> Option<i64> {
+        match (self.done, self.committed) {
+            (Some(d), Some(c)) if d <= c => None,
+            (d, _) => d,
+        }
+    }
+}
+
+/// A partition's share of the batch being filled.
+#[derive(Debug, Clone, Copy)]
+struct OpenRange {
+    /// Epoch of the partition's assignment when its first record was polled (0: unowned).
+    epoch: u64,
+    /// One past the last offset polled.
+    end: i64,
+}
+
+#[derive(Debug, Default)]
+struct Tracker {
+    next_batch: u64,
+    next_epoch: u64,
+    partitions: HashMap<Tp, PartitionState>,
+    /// Emitted, unacknowledged batches → the partitions they cover.
+    unacked: HashMap<u64, Vec<Tp>>,
+    events: VecDeque<RebalanceEvent>,
+}
+
+impl Tracker {
+    fn epoch(&self, tp: Tp) -> u64 {
+        self.partitions.get(&tp).map_or(0, |s| s.epoch)
+    }
+
+    /// Registers one emitted batch of topic `topic`. Returns its id and the partitions whose
+    /// records are no longer ours (revoked, or reassigned since they were polled).
+    fn register(&mut self, topic: usize, ranges: &[(i32, OpenRange)]) -> (u64, Vec<i32>) {
+        self.next_batch += 1;
+        let batch = self.next_batch;
+        let mut covered = Vec::with_capacity(ranges.len());
+        let mut lost = Vec::new();
+        for &(partition, range) in ranges {
+            match self.partitions.get_mut(&(topic, partition)) {
+                Some(st) if st.epoch == range.epoch => {
+                    st.in_flight.push_back(Segment {
+                        batch,
+                        end: range.end,
+                        acked: false,
+                    });
+                    covered.push((topic, partition));
+                }
+                _ => lost.push(partition),
+            }
+        }
+        if !covered.is_empty() {
+            self.unacked.insert(batch, covered);
+        }
+        (batch, lost)
+    }
+
+    fn ack(&mut self, batch: u64) -> bool {
+        let Some(tps) = self.unacked.remove(&batch) else {
+            return false;
+        };
+        let mut moved = false;
+        for tp in tps {
+            if let Some(st) = self.partitions.get_mut(&tp) {
+                moved |= st.ack(batch);
+            }
+        }
+        moved
+    }
+
+    /// Offsets ready to commit, marked as committed.
+    fn take_commits(&mut self) -> Vec<(Tp, i64)> {
+        let mut out = Vec::new();
+        for (tp, st) in &mut self.partitions {
+            if let Some(o) = st.to_commit() {
+                st.committed = Some(o);
+                out.push((*tp, o));
+            }
+        }
+        out
+    }
+
+    /// A commit of `offset` failed: send it again next time unless something newer went.
+    fn commit_failed(&mut self, tp: Tp, offset: i64) {
+        if let Some(st) = self.partitions.get_mut(&tp)
+            && st.committed == Some(offset)
+        {
+            st.committed = None;
+        }
+    }
+
+    fn assign(&mut self, tps: &[Tp]) {
+        for &tp in tps {
+            // A partition assigned again without a revocation restarts from the committed
+            // offset too, so its old tracking is void either way.
+            self.next_epoch += 1;
+            self.partitions
+                .insert(tp, PartitionState::new(self.next_epoch));
+        }
+    }
+
+    /// Forgets `tps`, returning what was acknowledged for them and not yet committed.
+    fn revoke(&mut self, tps: &[Tp]) -> Vec<(Tp, i64)> {
+        let mut out = Vec::new();
+        for tp in tps {
+            if let Some(st) = self.partitions.remove(tp)
+                && let Some(o) = st.to_commit()
+            {
+                out.push((*tp, o));
+            }
+        }
+        self.unacked.retain(|_, covered| {
+            covered.retain(|tp| !tps.contains(tp));
+            !covered.is_empty()
+        });
+        out
+    }
+
+    fn record(&mut self, event: RebalanceEvent) {
+        // The cooperative protocol reports empty assignments; they change nothing.
+        if let RebalanceEvent::Assigned(p) | RebalanceEvent::Revoked(p) = &event
+            && p.is_empty()
+        {
+            return;
+        }
+        if self.events.len() >= MAX_REBALANCE_EVENTS {
+            self.events.pop_front();
+            tracing::warn!(
+                "dropping the oldest uncollected Kafka rebalance event; call \
+                 take_rebalance_events regularly"
+            );
+        }
+        self.events.push_back(event);
+    }
+}
+
+/// State shared by the source, its consumer context and its ackers.
+struct Shared {
+    /// Tells apart the tokens of different sources in one process.
+    id: u64,
+    topics: Vec<String>,
+    tracker: Mutex<Tracker>,
+    /// Bumped by every rebalance callback, so the polling loop notices them.
+    rebalances: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Tracker> {
+        // The tracker stays consistent even if a holder panicked: every update is a few
+        // plain assignments.
+        self.tracker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn topic_index(&self, name: &str) -> Option<usize> {
+        self.topics.iter().position(|t| t == name)
+    }
+
+    fn tps(&self, tpl: &TopicPartitionList) -> Vec<Tp> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| Some((self.topic_index(e.topic())?, e.partition())))
+            .collect()
+    }
+
+    fn named(&self, tps: &[Tp]) -> Vec<TopicPartition> {
+        let mut v: Vec<_> = tps
+            .iter()
+            .map(|&(t, partition)| TopicPartition {
+                topic: self.topics[t].clone(),
+                partition,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn offsets_list(&self, offsets: &[(Tp, i64)]) -> KafkaResult<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for &((t, p), o) in offsets {
+            tpl.add_partition_offset(&self.topics[t], p, Offset::Offset(o))?;
+        }
+        Ok(tpl)
+    }
+}
+
+static NEXT_SOURCE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The consumer's callbacks: logging, rebalances and commit results.
+struct SourceContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Global errors (broker down, all brokers down, …) are retried by librdkafka.
+        tracing::warn!(%error, reason, "kafka consumer error; retrying");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let tps = self.shared.tps(tpl);
+                let named = self.shared.named(&tps);
+                tracing::info!(partitions = ?named, "kafka partitions assigned");
+                let mut t = self.shared.lock();
+                t.assign(&tps);
+                t.record(RebalanceEvent::Assigned(named));
+            }
+            Rebalance::Revoke(tpl) => {
+                let tps = self.shared.tps(tpl);
+                let named = self.shared.named(&tps);
+                let commits = {
+                    let mut t = self.shared.lock();
+                    let c = t.revoke(&tps);
+                    t.record(RebalanceEvent::Revoked(named.clone()));
+                    c
+                };
+                tracing::info!(partitions = ?named, "kafka partitions revoked");
+                if commits.is_empty() {
+                    // Nothing acknowledged since the last commit.
+                } else if consumer.assignment_lost() {
+                    // The group has moved on without us; a commit would be refused, and the
+                    // new owner starts from the last offset committed before.
+                    tracing::warn!(
+                        partitions = ?named,
+                        "kafka assignment lost; acknowledged offsets not committed will be \
+                         read again by the new owner"
+                    );
+                } else {
+                    let result = self
+                        .shared
+                        .offsets_list(&commits)
+                        .and_then(|tpl| consumer.commit(&tpl, CommitMode::Sync));
+                    if let Err(error) = result {
+                        tracing::warn!(
+                            %error,
+                            "commit on revocation failed; the new owner will read some \
+                             acknowledged records again"
+                        );
+                    }
+                }
+            }
+            Rebalance::Error(error) => {
+                tracing::warn!(%error, "kafka rebalance error");
+            }
+        }
+        self.shared.rebalances.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            tracing::warn!(%error, "kafka offset commit failed; retrying with the next commit");
+            let mut t = self.shared.lock();
+            for e in offsets.elements() {
+                if let (Some(topic), Offset::Offset(o)) =
+                    (self.shared.topic_index(e.topic()), e.offset())
+                {
+                    t.commit_failed((topic, e.partition()), o);
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The source
+
+/// The batch being filled: one decoder per topic and the offsets polled per partition.
+struct Open {
+    decoders: Vec<BatchDecoder>,
+    ranges: HashMap<Tp, OpenRange>,
+    records: usize,
+    started: Option<Instant>,
+}
+
+impl Open {
+    fn push(&mut self, msg: &BorrowedMessage<'_>, shared: &Shared) {
+        let topic = msg.topic();
+        let Some(t) = shared.topic_index(topic) else {
+            tracing::warn!(
+                topic,
+                "message from a topic that was not subscribed; skipped"
+            );
+            return;
+        };
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let prov = Provenance::Kafka {
+            topic,
+            partition,
+            offset,
+        };
+        let decoder = &mut self.decoders[t];
+        match msg.payload() {
+            Some(payload) => {
+                decoder.push(payload, &prov);
+            }
+            None => decoder.push_dead_letter(
+                DecodeError::new(Reason::Empty, "message has a null value"),
+                &[],
+                &prov,
+            ),
+        }
+        self.ranges
+            .entry((t, partition))
+            .and_modify(|r| r.end = r.end.max(offset + 1))
+            .or_insert_with(|| OpenRange {
+                epoch: shared.lock().epoch((t, partition)),
+                end: offset + 1,
+            });
+        self.records += 1;
+        self.started.get_or_insert_with(Instant::now);
+    }
+}
+
+/// Removes the rows and dead letters of `lost` partitions from a topic's batch.
+fn drop_partitions(decoded: &mut DecodedBatch, lost: &[i32]) {
+    let parts = decoded
+        .events
+        .column_by_name(col::KAFKA_PARTITION)
+        .and_then(|c| c.as_primitive_opt::<Int32Type>());
+    if let Some(parts) = parts {
+        let keep: BooleanArray = parts
+            .iter()
+            .map(|p| Some(!p.is_some_and(|p| lost.contains(&p))))
+            .collect();
+        match filter_record_batch(&decoded.events, &keep) {
+            Ok(events) => decoded.events = events,
+            // Keeping the rows only means they are seen twice, which at-least-once allows.
+            Err(error) => tracing::error!(%error, "cannot drop rows of revoked partitions"),
+        }
+    }
+    decoded.dead_letters.retain(|d| {
+        !matches!(&d.provenance, OwnedProvenance::Kafka { partition, .. } if lost.contains(partition))
+    });
+}
+
+/// Consumes access-log topics as a member of a consumer group; see the [module
+/// docs](self).
+pub struct KafkaSource {
+    consumer: BaseConsumer<SourceContext>,
+    shared: Arc<Shared>,
+    open: Open,
+    /// Closed batches waiting to be handed out (their dead letters are written first).
+    ready: VecDeque<SourceBatch>,
+    batching: Batching,
+    sink: Option<Box<dyn DeadLetterSink>>,
+    stop: StopHandle,
+    seen_rebalances: u64,
+    commit_interval: Duration,
+    next_commit: Instant,
+    closed: bool,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("topics", &self.shared.topics)
+            .field("batching", &self.batching)
+            .field("open_records", &self.open.records)
+            .field("ready", &self.ready.len())
+            .finish()
+    }
+}
+
+impl KafkaSource {
+    /// Validates `config`, opens the dead-letter sink it names, joins the consumer group and
+    /// subscribes to the topics. `json_fields` customises topics of the generic `json`
+    /// format. Connecting happens in the background: an unreachable broker is not an error
+    /// here (librdkafka keeps retrying and logs why).
+    pub fn new(
+        config: &KafkaSourceConfig,
+        batching: Batching,
+        json_fields: &JsonFieldMapping,
+    ) -> Result<Self> {
+        config.validate().map_err(Error::Config)?;
+        batching.validate().map_err(Error::Config)?;
+        if config.topics.is_empty() {
+            return Err(Error::Config(
+                "kafka.topics lists no topic; add e.g. { name = \"gateway-logs\", format = \
+                 \"kong\" }"
+                    .into(),
+            ));
+        }
+        let mut decoders = Vec::with_capacity(config.topics.len());
+        for (i, t) in config.topics.iter().enumerate() {
+            let d = decoder_for(t.format, json_fields)
+                .map_err(|e| Error::Config(format!("kafka.topics[{i}].format: {e}")))?;
+            decoders.push(
+                BatchDecoder::new(d, batching.max_rows.min(4096))
+                    .with_max_record_bytes(config.max_record_bytes),
+            );
+        }
+        let sink = open_dead_letter_sink(config)?;
+
+        let shared = Arc::new(Shared {
+            id: NEXT_SOURCE_ID.fetch_add(1, Ordering::Relaxed),
+            topics: config.topics.iter().map(|t| t.name.clone()).collect(),
+            tracker: Mutex::new(Tracker::default()),
+            rebalances: AtomicU64::new(0),
+        });
+        let mut cc = base_client_config(&config.brokers, &config.properties);
+        cc.set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", config.auto_offset_reset.name());
+        let consumer: BaseConsumer<SourceContext> = cc
+            .create_with_context(SourceContext {
+                shared: shared.clone(),
+            })
+            .map_err(config_error)?;
+        let names: Vec<&str> = shared.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+
+        Ok(Self {
+            consumer,
+            shared,
+            open: Open {
+                decoders,
+                ranges: HashMap::new(),
+                records: 0,
+                started: None,
+            },
+            ready: VecDeque::new(),
+            batching,
+            sink,
+            stop: StopHandle::new(),
+            seen_rebalances: 0,
+            commit_interval: config.commit_interval,
+            next_commit: Instant::now() + config.commit_interval,
+            closed: false,
+        })
+    }
+
+    /// Replaces the dead-letter sink built from the configuration (`None`: count only).
+    pub fn set_dead_letter_sink(&mut self, sink: Option<Box<dyn DeadLetterSink>>) {
+        self.sink = sink;
+    }
+
+    /// Makes the source obey `stop` (a process-wide shutdown handle, say) instead of its own.
+    pub fn with_stop_handle(mut self, stop: StopHandle) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// A handle that stops this source from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Requests a stop: the current or next `next_batch*` call returns `Ok(None)`.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_stopped()
+    }
+
+    /// The handle that acknowledges this source's batches.
+    pub fn acker(&self) -> Acker {
+        Acker {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The next batch; blocks until one closes. `Ok(None)` only once a stop was requested;
+    /// records polled but not yet handed out are then dropped (they are not committed, so
+    /// the group reads them again).
+    pub fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+        self.next_until(None)
+    }
+
+    /// As [`next_batch`](Self::next_batch), but gives up after `max_wait`: `Ok(None)` then
+    /// means no batch closed in time (or a stop was requested; see
+    /// [`is_stopped`](Self::is_stopped)). Records already polled stay in the open batch,
+    /// whose linger keeps running across calls. Call it again soon: the group's liveness
+    /// (`max.poll.interval.ms`) depends on polling.
+    pub fn next_batch_timeout(&mut self, max_wait: Duration) -> Result<Option<SourceBatch>> {
+        // A wait too long to represent is no deadline at all.
+        self.next_until(Instant::now().checked_add(max_wait))
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Result<Option<SourceBatch>> {
+        loop {
+            if self.stop.is_stopped() {
+                return Ok(None);
+            }
+            if let Some(batch) = self.ready.front() {
+                if let Some(sink) = self.sink.as_mut()
+                    && !batch.decoded.dead_letters.is_empty()
+                {
+                    sink.write(&batch.decoded.dead_letters)?;
+                }
+                return Ok(self.ready.pop_front());
+            }
+            let now = Instant::now();
+            if now >= self.next_commit {
+                self.commit_acked(CommitMode::Async)?;
+                self.next_commit = now + self.commit_interval;
+            }
+            if self.open.records >= self.batching.max_rows {
+                self.close_open();
+                continue;
+            }
+            let mut wait = POLL_SLICE.min(self.next_commit.saturating_duration_since(now));
+            if let Some(started) = self.open.started {
+                let left = self.batching.linger.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    self.close_open();
+                    continue;
+                }
+                wait = wait.min(left);
+            }
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(now);
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                wait = wait.min(left);
+            }
+            match self.consumer.poll(wait) {
+                None => {}
+                Some(Ok(msg)) => self.open.push(&msg, &self.shared),
+                Some(Err(e)) => poll_error(e)?,
+            }
+            let seen = self.shared.rebalances.load(Ordering::Acquire);
+            if seen != self.seen_rebalances {
+                self.seen_rebalances = seen;
+                // Close now so no batch holds records from both sides of the rebalance;
+                // records of partitions that left are dropped on the way.
+                if self.open.records > 0 {
+                    self.close_open();
+                }
+            }
+        }
+    }
+
+    /// Closes the open batch into one ready batch per topic.
+    fn close_open(&mut self) {
+        let ranges = std::mem::take(&mut self.open.ranges);
+        self.open.records = 0;
+        self.open.started = None;
+        for (t, decoder) in self.open.decoders.iter_mut().enumerate() {
+            if decoder.pending() == 0 {
+                continue;
+            }
+            let mut decoded = decoder.finish();
+            let topic_ranges: Vec<(i32, OpenRange)> = ranges
+                .iter()
+                .filter(|((topic, _), _)| *topic == t)
+                .map(|(&(_, p), &r)| (p, r))
+                .collect();
+            let (batch, lost) = self.shared.lock().register(t, &topic_ranges);
+            if !lost.is_empty() {
+                tracing::debug!(
+                    topic = self.shared.topics[t],
+                    partitions = ?lost,
+                    "dropping polled records of partitions no longer assigned"
+                );
+                drop_partitions(&mut decoded, &lost);
+            }
+            if decoded.records() == 0 {
+                continue;
+            }
+            self.ready.push_back(SourceBatch {
+                decoded,
+                ack: Some(AckToken {
+                    source: self.shared.id,
+                    batch,
+                }),
+            });
+        }
+    }
+
+    /// Commits what has been acknowledged and not committed yet.
+    fn commit_acked(&mut self, mode: CommitMode) -> Result<()> {
+        let commits = self.shared.lock().take_commits();
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .shared
+            .offsets_list(&commits)
+            .and_then(|tpl| self.consumer.commit(&tpl, mode));
+        if let Err(error) = result {
+            let mut t = self.shared.lock();
+            for &(tp, o) in &commits {
+                t.commit_failed(tp, o);
+            }
+            drop(t);
+            match mode {
+                CommitMode::Sync => return Err(Error::Kafka(error)),
+                CommitMode::Async => {
+                    tracing::warn!(%error, "kafka offset commit failed; retrying later")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Synchronously commits everything acknowledged so far. Retryable on error.
+    pub fn commit_now(&mut self) -> Result<()> {
+        self.commit_acked(CommitMode::Sync)
+    }
+
+    /// Collects the assignments and revocations since the last call, oldest first.
+    pub fn take_rebalance_events(&self) -> Vec<RebalanceEvent> {
+        self.shared.lock().events.drain(..).collect()
+    }
+
+    /// The partitions currently assigned to this member.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        let tps: Vec<Tp> = self.shared.lock().partitions.keys().copied().collect();
+        self.shared.named(&tps)
+    }
+
+    /// Emitted batches not yet acknowledged (for partitions still assigned).
+    pub fn unacknowledged(&self) -> usize {
+        self.shared.lock().unacked.len()
+    }
+
+    /// Commits what is acknowledged, leaves the group (its partitions are revoked, which
+    /// commits anything acknowledged meanwhile) and closes the consumer. Unacknowledged
+    /// batches are not committed and will be read again by the group.
+    pub fn close(mut self) -> Result<()> {
+        let result = self.shutdown();
+        // Dropping the consumer leaves the group; the revocation runs the rebalance
+        // callback, which commits whatever was acknowledged in between.
+        drop(self);
+        result
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.closed, true) {
+            return Ok(());
+        }
+        self.commit_acked(CommitMode::Sync)
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown() {
+            tracing::warn!(%error, "final kafka offset commit failed");
+        }
+    }
+}
+
+impl Iterator for KafkaSource {
+    type Item = Result<SourceBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch().transpose()
+    }
+}
+
+/// Sorts a polling error: fatal ones stop the source, the rest librdkafka retries.
+fn poll_error(error: KafkaError) -> Result<()> {
+    match error {
+        KafkaError::PartitionEOF(_) => Ok(()),
+        KafkaError::MessageConsumptionFatal(_) => Err(Error::Kafka(error)),
+        other => {
+            tracing::warn!(error = %other, "kafka consume error; retrying");
+            Ok(())
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Dead-letter sinks
+
+/// Stores dead letters durably. `write` returns only once they are kept, because the
+/// offsets of their records may be committed right after.
+pub trait DeadLetterSink: Send {
+    /// Stores `dead_letters`, in order. On error none or some of them may be stored; the
+    /// caller writes them all again.
+    fn write(&mut self, dead_letters: &[DeadLetter]) -> Result<()>;
+}
+
+/// Opens the sink [`KafkaSourceConfig::dead_letter`] names (`None` when it names none).
+pub fn open_dead_letter_sink(
+    config: &KafkaSourceConfig,
+) -> Result<Option<Box<dyn DeadLetterSink>>> {
+    Ok(match &config.dead_letter {
+        None => None,
+        Some(DeadLetterConfig::Topic { topic }) => Some(Box::new(KafkaDeadLetterSink::new(
+            &config.brokers,
+            &config.properties,
+            topic,
+        )?)),
+        Some(DeadLetterConfig::File { path, max_bytes }) => {
+            Some(Box::new(FileDeadLetterSink::open(path, *max_bytes)?))
+        }
+    })
+}
+
+fn sink_error(what: impl std::fmt::Display) -> Error {
+    Error::DeadLetterSink(what.to_string())
+}
+
+/// Whether a librdkafka property applies to consumers only (the common ones).
+fn is_consumer_only(key: &str) -> bool {
+    key.starts_with("fetch.")
+        || key.starts_with("queued.")
+        || key.starts_with("group.")
+        || matches!(
+            key,
+            "session.timeout.ms"
+                | "heartbeat.interval.ms"
+                | "max.poll.interval.ms"
+                | "partition.assignment.strategy"
+                | "coordinator.query.interval.ms"
+                | "auto.commit.interval.ms"
+                | "enable.auto.commit"
+                | "enable.auto.offset.store"
+                | "enable.partition.eof"
+                | "isolation.level"
+                | "check.crcs"
+                | "consume.callback.max.messages"
+        )
+}
+
+/// Delivery results of the dead-letter producer.
+#[derive(Default)]
+struct DeliveryContext {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "dead-letter producer error; retrying");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::AcqRel);
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+        }
+    }
+}
+
+/// Produces dead letters to a Kafka topic: the value is the [`DeadLetter`] as JSON, the key
+/// `topic/partition` of the record it came from (so one partition's dead letters stay in
+/// order), and a `reason` header holds the reason's name. `write` waits until the broker
+/// has confirmed every letter (at most [`DEAD_LETTER_DELIVERY_TIMEOUT`]).
+pub struct KafkaDeadLetterSink {
+    producer: BaseProducer<DeliveryContext>,
+    topic: String,
+}
+
+impl KafkaDeadLetterSink {
+    /// A producer to `topic` on `brokers`, with the same librdkafka `properties` as the
+    /// consumer (TLS, SASL, `client.id`; the common consumer-only settings are left out).
+    pub fn new(brokers: &str, properties: &BTreeMap<String, String>, topic: &str) -> Result<Self> {
+        let mut cc = base_client_config(brokers, properties);
+        if !properties.contains_key("message.timeout.ms")
+            && !properties.contains_key("delivery.timeout.ms")
+        {
+            cc.set(
+                "message.timeout.ms",
+                DEAD_LETTER_DELIVERY_TIMEOUT.as_millis().to_string(),
+            );
+        }
+        // Consumer settings shared through `properties` would only make librdkafka warn.
+        let consumer_only: Vec<&String> =
+            properties.keys().filter(|k| is_consumer_only(k)).collect();
+        for key in consumer_only {
+            cc.remove(key);
+        }
+        let producer = cc
+            .create_with_context(DeliveryContext::default())
+            .map_err(config_error)?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+        })
+    }
+}
+
+impl DeadLetterSink for KafkaDeadLetterSink {
+    fn write(&mut self, dead_letters: &[DeadLetter]) -> Result<()> {
+        let ctx = self.producer.context();
+        ctx.failed.store(0, Ordering::Release);
+        let deadline = Instant::now() + DEAD_LETTER_DELIVERY_TIMEOUT;
+        for dl in dead_letters {
+            let payload = serde_json::to_vec(dl).map_err(sink_error)?;
+            let key = match &dl.provenance {
+                OwnedProvenance::Kafka {
+                    topic, partition, ..
+                } => Some(format!("{topic}/{partition}")),
+                _ => None,
+            };
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "reason",
+                value: Some(dl.reason.name()),
+            });
+            let mut record = BaseRecord::<str, [u8]>::to(&self.topic)
+                .payload(payload.as_slice())
+                .headers(headers);
+            if let Some(k) = &key {
+                record = record.key(k.as_str());
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                        if Instant::now() < deadline =>
+                    {
+                        // The local queue drains as the broker confirms.
+                        self.producer.poll(Duration::from_millis(50));
+                        record = r;
+                    }
+                    Err((e, _)) => {
+                        return Err(sink_error(format_args!("topic {}: {e}", self.topic)));
+                    }
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.producer
+            .flush(left)
+            .map_err(|e| sink_error(format_args!("topic {}: {e}", self.topic)))?;
+        let failed = ctx.failed.load(Ordering::Acquire);
+        if failed > 0 {
+            let last = ctx
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            return Err(sink_error(format_args!(
+                "topic {}: {failed} dead letters not delivered: {last}",
+                self.topic
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Appends dead letters to a JSON-lines file, one [`DeadLetter`] per line.
+///
+/// Bounded by rotation: when a line would take the file past `max_bytes`, the file is
+/// renamed to `<path>.1` (replacing any earlier `<path>.1`) and a new one is started. So at
+/// most about twice `max_bytes` is kept on disk, and the oldest dead letters are the ones
+/// discarded. Each `write` ends with an fsync of the file's data.
+pub struct FileDeadLetterSink {
+    path: PathBuf,
+    rotated: PathBuf,
+    max_bytes: u64,
+    file: File,
+    len: u64,
+}
+
+impl FileDeadLetterSink {
+    /// Opens (or creates) `path` for appending.
+    pub fn open(path: impl AsRef<Path>, max_bytes: u64) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(".1");
+        let file = Self::open_file(&path)?;
+        let len = file
+            .metadata()
+            .map_err(|e| sink_error(format_args!("{}: {e}", path.display())))?
+            .len();
+        Ok(Self {
+            path,
+            rotated: rotated.into(),
+            max_bytes,
+            file,
+            len,
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| sink_error(format_args!("{}: {e}", path.display())))
+    }
+
+    fn io(&self, e: std::io::Error) -> Error {
+        sink_error(format_args!("{}: {e}", self.path.display()))
+    }
+
+    fn append(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        if !buf.is_empty() {
+            self.file.write_all(buf).map_err(|e| self.io(e))?;
+            self.len += buf.len() as u64;
+            buf.clear();
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        std::fs::rename(&self.path, &self.rotated).map_err(|e| self.io(e))?;
+        self.file = Self::open_file(&self.path)?;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+impl DeadLetterSink for FileDeadLetterSink {
+    fn write(&mut self, dead_letters: &[DeadLetter]) -> Result<()> {
+        let mut buf = Vec::new();
+        for dl in dead_letters {
+            let mut line = serde_json::to_vec(dl).map_err(sink_error)?;
+            line.push(b'\n');
+            let size = self.len + buf.len() as u64;
+            if size > 0 && size + line.len() as u64 > self.max_bytes {
+                self.append(&mut buf)?;
+                self.rotate()?;
+            }
+            buf.extend_from_slice(&line);
+        }
+        self.append(&mut buf)?;
+        self.file.sync_data().map_err(|e| self.io(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> std::result::Result<KafkaSourceConfig, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    fn valid() -> KafkaSourceConfig {
+        KafkaSourceConfig {
+            topics: vec![
+                TopicConfig {
+                    name: "gateway".into(),
+                    format: Format::Kong,
+                },
+                TopicConfig {
+                    name: "waf".into(),
+                    format: Format::AwsWaf,
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_named_and_valid() {
+        let c = config("{}").unwrap();
+        assert_eq!(c, KafkaSourceConfig::default());
+        assert_eq!(c.brokers, DEFAULT_BROKERS);
+        assert_eq!(c.group_id, DEFAULT_GROUP_ID);
+        assert_eq!(c.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(c.commit_interval, DEFAULT_COMMIT_INTERVAL);
+        assert_eq!(c.max_record_bytes, DEFAULT_MAX_RECORD_BYTES);
+        assert!(c.dead_letter.is_none());
+        c.validate().unwrap();
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = config(
+            r#"{"brokers":"k:9092","group_id":"g","auto_offset_reset":"latest",
+                "topics":[{"name":"a","format":"kong"},{"name":"b","format":"aws-waf"}],
+                "properties":{"security.protocol":"SASL_SSL"},
+                "commit_interval_ms":250,
+                "dead_letter":{"kind":"file","path":"/tmp/dl.jsonl"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.topics[1].format, Format::AwsWaf);
+        assert_eq!(c.commit_interval, Duration::from_millis(250));
+        assert_eq!(
+            c.dead_letter,
+            Some(DeadLetterConfig::File {
+                path: "/tmp/dl.jsonl".into(),
+                max_bytes: DEFAULT_DEAD_LETTER_FILE_MAX_BYTES
+            })
+        );
+        let t = config(r#"{"dead_letter":{"kind":"topic","topic":"dl"}}"#).unwrap();
+        assert_eq!(
+            t.dead_letter,
+            Some(DeadLetterConfig::Topic { topic: "dl".into() })
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(config(r#"{"broker":"x"}"#).is_err());
+        assert!(config(r#"{"topics":[{"name":"a","format":"kong","x":1}]}"#).is_err());
+        assert!(config(r#"{"dead_letter":{"kind":"topic","topic":"d","path":"p"}}"#).is_err());
+        assert!(config(r#"{"dead_letter":{"kind":"s3","topic":"d"}}"#).is_err());
+        let e = config(r#"{"topics":[{"name":"a","format":"syslog"}]}"#).unwrap_err();
+        assert!(e.contains("syslog"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_the_bad_key() {
+        let check = |f: &dyn Fn(&mut KafkaSourceConfig), key: &str| {
+            let mut c = valid();
+            f(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(key), "{e:?} does not name {key}");
+        };
+        check(&|c| c.brokers = " ".into(), "kafka.brokers");
+        check(&|c| c.group_id.clear(), "kafka.group_id");
+        check(
+            &|c| c.topics[1].name = "bad name".into(),
+            "kafka.topics[1].name",
+        );
+        check(
+            &|c| c.topics[1].name = "gateway".into(),
+            "kafka.topics[1].name",
+        );
+        check(
+            &|c| {
+                c.properties
+                    .insert("enable.auto.commit".into(), "true".into());
+            },
+            "enable.auto.commit",
+        );
+        check(
+            &|c| {
+                c.properties
+                    .insert("enable.auto.offset.store".into(), "1".into());
+            },
+            "enable.auto.offset.store",
+        );
+        check(
+            &|c| {
+                c.properties.insert("group.id".into(), "x".into());
+            },
+            "kafka.group_id",
+        );
+        check(&|c| c.max_record_bytes = 0, "kafka.max_record_bytes");
+        check(
+            &|c| c.commit_interval = Duration::ZERO,
+            "kafka.commit_interval_ms",
+        );
+        check(
+            &|c| {
+                c.dead_letter = Some(DeadLetterConfig::Topic {
+                    topic: "waf".into(),
+                })
+            },
+            "kafka.dead_letter.topic",
+        );
+        check(
+            &|c| {
+                c.dead_letter = Some(DeadLetterConfig::File {
+                    path: "x".into(),
+                    max_bytes: 10,
+                })
+            },
+            "kafka.dead_letter.max_bytes",
+        );
+        let mut off = valid();
+        off.properties
+            .insert("enable.auto.commit".into(), "false".into());
+        off.validate().unwrap();
+    }
+
+    fn range(epoch: u64, end: i64) -> OpenRange {
+        OpenRange { epoch, end }
+    }
+
+    #[test]
+    fn commits_only_the_acknowledged_prefix() {
+        let mut t = Tracker::default();
+        t.assign(&[(0, 0), (0, 1)]);
+        let e0 = t.epoch((0, 0));
+        let e1 = t.epoch((0, 1));
+        let (b1, lost) = t.register(0, &[(0, range(e0, 10)), (1, range(e1, 5))]);
+        assert!(lost.is_empty());
+        let (b2, _) = t.register(0, &[(0, range(e0, 20))]);
+        let (b3, _) = t.register(0, &[(0, range(e0, 30)), (1, range(e1, 8))]);
+        assert!(t.take_commits().is_empty());
+
+        // Out of order: b3 and b2 before b1 move nothing until b1 arrives.
+        assert!(t.ack(b3));
+        assert!(t.take_commits().is_empty());
+        assert!(t.ack(b2));
+        assert!(t.take_commits().is_empty());
+        assert!(t.ack(b1));
+        let mut c = t.take_commits();
+        c.sort();
+        assert_eq!(c, vec![((0, 0), 30), ((0, 1), 8)]);
+        // Nothing new: nothing to commit; a second ack of the same batch is refused.
+        assert!(t.take_commits().is_empty());
+        assert!(!t.ack(b1));
+        assert!(t.unacked.is_empty());
+    }
+
+    #[test]
+    fn gap_holds_back_later_batches() {
+        let mut t = Tracker::default();
+        t.assign(&[(0, 0)]);
+        let e = t.epoch((0, 0));
+        let ids: Vec<u64> = (1..=4)
+            .map(|i| t.register(0, &[(0, range(e, i * 10))]).0)
+            .collect();
+        t.ack(ids[0]);
+        t.ack(ids[2]);
+        t.ack(ids[3]);
+        assert_eq!(t.take_commits(), vec![((0, 0), 10)]);
+        t.commit_failed((0, 0), 10);
+        assert_eq!(
+            t.take_commits(),
+            vec![((0, 0), 10)],
+            "a failed commit is retried"
+        );
+        t.ack(ids[1]);
+        assert_eq!(t.take_commits(), vec![((0, 0), 40)]);
+        // A stale failure report does not undo a newer commit.
+        t.commit_failed((0, 0), 10);
+        assert!(t.take_commits().is_empty());
+    }
+
+    #[test]
+    fn revocation_returns_acked_offsets_and_ignores_late_acks() {
+        let mut t = Tracker::default();
+        t.assign(&[(0, 0), (0, 1)]);
+        let (e0, e1) = (t.epoch((0, 0)), t.epoch((0, 1)));
+        let (b1, _) = t.register(0, &[(0, range(e0, 10)), (1, range(e1, 10))]);
+        let (b2, _) = t.register(0, &[(0, range(e0, 20))]);
+        t.ack(b1);
+        assert_eq!(t.revoke(&[(0, 0)]), vec![((0, 0), 10)]);
+        assert!(!t.ack(b2), "late ack of a revoked partition");
+        // Reassigned: a new epoch, and records polled under the old one are lost.
+        t.assign(&[(0, 0)]);
+        let (_, lost) = t.register(0, &[(0, range(e0, 30)), (1, range(e1, 12))]);
+        assert_eq!(lost, vec![0]);
+        assert_eq!(t.take_commits(), vec![((0, 1), 10)]);
+    }
+
+    #[test]
+    fn unowned_partitions_are_lost() {
+        let mut t = Tracker::default();
+        let (b, lost) = t.register(0, &[(3, range(0, 1))]);
+        assert_eq!(lost, vec![3]);
+        assert!(!t.ack(b));
+    }
+
+    fn dead_letter(i: usize) -> DeadLetter {
+        DeadLetter::new(
+            DecodeError::new(Reason::BadJson, "nope"),
+            "kong",
+            format!("{i:0>2000}").as_bytes(),
+            &Provenance::Kafka {
+                topic: "t",
+                partition: 1,
+                offset: i as i64,
+            },
+        )
+    }
+
+    #[test]
+    fn file_sink_rotates_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let rotated = dir.path().join("dl.jsonl.1");
+        let max = 10_000;
+        let mut sink = FileDeadLetterSink::open(&path, max).unwrap();
+        let letters: Vec<_> = (0..12).map(dead_letter).collect();
+        for chunk in letters.chunks(5) {
+            sink.write(chunk).unwrap();
+        }
+        let read = |p: &Path| -> Vec<DeadLetter> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let current = read(&path);
+        let old = read(&rotated);
+        assert!(std::fs::metadata(&path).unwrap().len() <= max);
+        assert!(std::fs::metadata(&rotated).unwrap().len() <= max);
+        // The newest letters are kept, in order, ending with the last one written.
+        let kept: Vec<_> = old.iter().chain(&current).cloned().collect();
+        assert_eq!(kept, letters[letters.len() - kept.len()..]);
+        assert!(kept.len() >= 6, "kept only {}", kept.len());
+
+        // Reopening continues the file rather than truncating it.
+        drop(sink);
+        let mut sink = FileDeadLetterSink::open(&path, max).unwrap();
+        sink.write(&letters[..0]).unwrap();
+        assert_eq!(read(&path), current);
+    }
+
+    #[test]
+    fn dropping_lost_partitions_keeps_the_rest() {
+        use crate::decode::decoder_for;
+        let mut d = BatchDecoder::new(decoder_for(Format::Common, &Default::default()).unwrap(), 8);
+        for (p, off) in [(0, 1), (1, 1), (0, 2), (2, 1)] {
+            let line =
+                format!("192.0.2.1 - - [01/May/2024:12:00:00 +0000] \"GET /{p} HTTP/1.1\" 200 1");
+            let prov = Provenance::Kafka {
+                topic: "t",
+                partition: p,
+                offset: off,
+            };
+            d.push(line.as_bytes(), &prov);
+            d.push(b"garbage", &prov);
+        }
+        let mut b = d.finish();
+        drop_partitions(&mut b, &[0, 2]);
+        assert_eq!(b.events.num_rows(), 1);
+        assert_eq!(b.dead_letters.len(), 1);
+        let parts = b.events.column_by_name(col::KAFKA_PARTITION).unwrap();
+        assert_eq!(parts.as_primitive::<Int32Type>().value(0), 1);
+    }
+}

@@ -1,0 +1,178 @@
+//! The file source: order, provenance, gzip, batching limits, over-long lines.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Int32Type, UInt64Type};
+use gatewatch_ingest::schema::col;
+use gatewatch_ingest::source::Batching;
+use gatewatch_ingest::source::file::FileSource;
+use gatewatch_ingest::{BatchDecoder, Format, OwnedProvenance, Reason, decoder_for};
+
+fn line(i: usize) -> String {
+    format!(
+        "192.0.2.{} - - [01/May/2024:12:00:{:02} +0000] \"GET /orders/{i} HTTP/1.1\" 200 {i} \"-\" \"t\"\n",
+        i % 250,
+        i % 60
+    )
+}
+
+fn decoder() -> BatchDecoder {
+    BatchDecoder::new(
+        decoder_for(Format::Combined, &Default::default()).unwrap(),
+        64,
+    )
+}
+
+fn batching(max_rows: usize) -> Batching {
+    Batching {
+        max_rows,
+        linger: Duration::from_millis(200),
+    }
+}
+
+type Seen = (Vec<(String, u64)>, Vec<(Reason, u64)>, Vec<usize>);
+
+/// (file, line) of every event and dead letter, and the size of every batch.
+fn provenance(source: FileSource) -> Seen {
+    let mut events = Vec::new();
+    let mut dead = Vec::new();
+    let mut sizes = Vec::new();
+    for b in source {
+        let b = b.unwrap().decoded;
+        sizes.push(b.records());
+        let files = b.events.column_by_name(col::LOG_FILE_PATH).unwrap();
+        let files = files.as_dictionary::<Int32Type>();
+        let names = files.values().as_string::<i32>();
+        let lines = b.events.column_by_name(col::LOG_FILE_LINE).unwrap();
+        let lines = lines.as_primitive::<UInt64Type>();
+        for i in 0..b.events.num_rows() {
+            let key = files.keys().value(i) as usize;
+            events.push((names.value(key).to_owned(), lines.value(i)));
+        }
+        for d in b.dead_letters {
+            let OwnedProvenance::File { line, .. } = d.provenance else {
+                panic!("file provenance expected");
+            };
+            dead.push((d.reason, line));
+        }
+    }
+    (events, dead, sizes)
+}
+
+#[test]
+fn files_are_read_in_order_with_line_numbers_and_gzip_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    let b = dir.path().join("b.gz");
+    std::fs::write(&a, (0..150).map(line).collect::<String>()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&b).unwrap(),
+        flate2::Compression::fast(),
+    );
+    gz.write_all((150..200).map(line).collect::<String>().as_bytes())
+        .unwrap();
+    gz.finish().unwrap();
+    let paths = vec![a.display().to_string(), b.display().to_string()];
+    let src = FileSource::open(paths.clone(), decoder(), batching(64)).unwrap();
+    let (events, dead, sizes) = provenance(src);
+    assert!(dead.is_empty());
+    assert_eq!(events.len(), 200);
+    for (i, (file, ln)) in events.iter().enumerate() {
+        let (want_file, want_line) = if i < 150 {
+            (&paths[0], i as u64 + 1)
+        } else {
+            (&paths[1], i as u64 - 149)
+        };
+        assert_eq!((file, *ln), (want_file, want_line), "event {i}");
+    }
+    assert!(sizes.iter().all(|&s| s <= 64), "{sizes:?}");
+}
+
+#[test]
+fn blank_lines_skip_and_bad_lines_dead_letter_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    let text = format!(
+        "{}\n\nnot a log line\r\n{}",
+        line(1).trim_end(),
+        line(2).trim_end()
+    );
+    std::fs::write(&a, text).unwrap();
+    let src = FileSource::open(vec![a.display().to_string()], decoder(), batching(64)).unwrap();
+    let (events, dead, _) = provenance(src);
+    let lines: Vec<u64> = events.iter().map(|e| e.1).collect();
+    assert_eq!(lines, [1, 4], "the last line has no newline and still counts");
+    assert_eq!(dead, [(Reason::BadLine, 3)]);
+}
+
+#[test]
+fn over_long_lines_are_dead_letters_and_reading_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    let huge = "x".repeat(3_000_000);
+    let text = format!("{}{huge}\n{}{huge}{huge}\n{}", line(1), line(3), line(5));
+    std::fs::write(&a, text).unwrap();
+    let src = FileSource::open_with_limit(
+        vec![a.display().to_string()],
+        decoder(),
+        batching(64),
+        100_000,
+    )
+    .unwrap();
+    let (events, dead, _) = provenance(src);
+    let lines: Vec<u64> = events.iter().map(|e| e.1).collect();
+    assert_eq!(lines, [1, 3, 5]);
+    assert_eq!(dead, [(Reason::TooLarge, 2), (Reason::TooLarge, 4)]);
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    let err = FileSource::open(vec!["/no/such/file.log".into()], decoder(), batching(8))
+        .err()
+        .expect("must fail");
+    assert!(err.to_string().contains("/no/such/file.log"), "{err}");
+}
+
+#[test]
+fn a_trickle_is_delivered_after_the_linger_not_held_for_a_full_batch() {
+    // A pipe written slowly: the first batch must close about one linger after its first
+    // record even though max_rows is far away.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(writer_path)
+            .unwrap();
+        f.write_all(line(1).as_bytes()).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        f.write_all(line(2).as_bytes()).unwrap();
+    });
+    let mut src = FileSource::open(
+        vec![fifo.display().to_string()],
+        decoder(),
+        batching(10_000),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let first = src.next_batch().unwrap().unwrap();
+    let waited = t.elapsed();
+    assert_eq!(first.decoded.events.num_rows(), 1);
+    assert!(
+        waited < Duration::from_millis(1200),
+        "first batch took {waited:?}"
+    );
+    let second = src.next_batch().unwrap().unwrap();
+    assert_eq!(second.decoded.events.num_rows(), 1);
+    assert!(src.next_batch().unwrap().is_none());
+    writer.join().unwrap();
+}

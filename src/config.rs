@@ -1,0 +1,233 @@
+//! `gatewatch.toml`: one file, overridable by environment, validated before anything runs.
+//!
+//! Every setting lives in a section (`[batch] max_rows = 8192`). Any setting can be
+//! overridden by an environment variable named `GATEWATCH__<SECTION>__<KEY>` (double
+//! underscores between levels, case-insensitive), e.g. `GATEWATCH__BATCH__MAX_ROWS=1024` or
+//! `GATEWATCH__KAFKA__BROKERS=kafka:9092`. Values are read as TOML when they parse as TOML
+//! (numbers, booleans, `["arrays"]`) and as plain strings otherwise. Unknown keys are
+//! errors, and every error names the key and where it came from.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use gatewatch_ingest::source::Batching;
+use gatewatch_ingest::source::kafka::KafkaSourceConfig;
+use gatewatch_ingest::{Format, JsonFieldMapping};
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "GATEWATCH__";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
+    /// Decoding of files and stdin.
+    pub input: InputConfig,
+    /// When batches close.
+    pub batch: Batching,
+    /// Kafka input (topics, group, librdkafka properties, dead letters).
+    pub kafka: KafkaSourceConfig,
+    /// Field mapping of the generic `json` format: canonical field → JSON paths to try.
+    pub json_fields: JsonFieldMapping,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` (default) or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `gatewatch=debug,rdkafka=warn`. `RUST_LOG` wins
+    /// when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines on stderr.
+    Human,
+    /// One JSON object per line on stderr, for log shippers.
+    Json,
+}
+
+/// `[input]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Format of files and stdin when the command line gives none. Default `combined`.
+    pub format: Format,
+    /// Longest record accepted, in bytes; longer ones are `too_large` dead letters.
+    /// Default 1 MiB.
+    pub max_record_bytes: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            format: Format::Combined,
+            max_record_bytes: gatewatch_ingest::batch::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (when given) and applies the environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?,
+            None => String::new(),
+        };
+        let origin = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        Self::from_parts(&text, &origin, &vars)
+    }
+
+    /// Parses TOML text, applies `GATEWATCH__…` overrides from `vars`, and validates.
+    pub fn from_parts(text: &str, origin: &str, vars: &[(String, String)]) -> Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).with_context(|| format!("{origin} is not valid TOML"))?;
+        let mut applied = Vec::new();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if keys.iter().any(String::is_empty) {
+                bail!("environment variable {name}: empty key segment");
+            }
+            set_path(&mut table, &keys, parse_env_value(value))
+                .with_context(|| format!("environment variable {name}"))?;
+            applied.push((keys.join("."), name.clone()));
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let from = applied
+                    .iter()
+                    .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")))
+                    .map_or_else(|| origin.to_owned(), |(_, v)| format!("environment variable {v}"));
+                anyhow::anyhow!("invalid setting `{key}` (from {from}): {}", e.into_inner())
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values the types alone cannot, naming the bad key.
+    pub fn validate(&self) -> Result<()> {
+        self.batch.validate().map_err(anyhow::Error::msg)?;
+        self.json_fields
+            .validate()
+            .map_err(|e| anyhow::anyhow!("json_fields: {e}"))?;
+        self.kafka.validate().map_err(anyhow::Error::msg)?;
+        if self.input.max_record_bytes < 256 || self.input.max_record_bytes > 64 << 20 {
+            bail!(
+                "input.max_record_bytes must be between 256 and 67108864, got {}",
+                self.input.max_record_bytes
+            );
+        }
+        if self.log.level.trim().is_empty() {
+            bail!("log.level must not be empty (try \"info\")");
+        }
+        Ok(())
+    }
+}
+
+/// An environment value as TOML when it is one, else as a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<()> {
+    let (last, parents) = keys.split_last().expect("at least one key");
+    let mut cur = table;
+    for (i, k) in parents.iter().enumerate() {
+        let entry = cur
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("`{}` is not a section", keys[..=i].join(".")),
+        };
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn example_config_is_valid_and_documents_every_section() {
+        let text = include_str!("../gatewatch.toml");
+        let c = Config::from_parts(text, "gatewatch.toml", &[]).unwrap();
+        assert_eq!(c.input.format, Format::Combined);
+        for section in ["[log]", "[input]", "[batch]", "[kafka]", "[json_fields]"] {
+            assert!(text.contains(section), "gatewatch.toml lacks {section}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_win_and_are_typed() {
+        let c = Config::from_parts(
+            "[batch]\nmax_rows = 10\n",
+            "t.toml",
+            &vars(&[
+                ("GATEWATCH__BATCH__MAX_ROWS", "20"),
+                ("GATEWATCH__INPUT__FORMAT", "kong"),
+                ("GATEWATCH__LOG__LEVEL", "debug"),
+                ("OTHER__BATCH__MAX_ROWS", "30"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.batch.max_rows, 20);
+        assert_eq!(c.input.format, Format::Kong);
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_origin() {
+        let e = Config::from_parts("[batch]\nmax_rowz = 1\n", "t.toml", &[]).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("max_rowz") && msg.contains("t.toml"), "{msg}");
+
+        let e = Config::from_parts("", "t.toml", &vars(&[("GATEWATCH__BATCH__LINGER", "5")]))
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("GATEWATCH__BATCH__LINGER"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::from_parts("[input]\nformat = \"nginx\"\n", "t.toml", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("input.format"), "{e:#}");
+        let e = Config::from_parts("[batch]\nmax_rows = 0\n", "t.toml", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("batch.max_rows"), "{e:#}");
+        let e = Config::from_parts("[json_fields]\nbogus = [\"a\"]\n", "t.toml", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("bogus"), "{e:#}");
+    }
+}

@@ -1,0 +1,182 @@
+//! The `gatewatch` binary as a user runs it: decode, simulate, config.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn gatewatch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gatewatch"));
+    // Keep the tests independent of the developer's environment.
+    c.env_remove("GATEWATCH_CONFIG").env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GATEWATCH__") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+const LINES: &str = concat!(
+    "203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] \"GET /api/v1/orders/1001 HTTP/1.1\" 200 2326 \"-\" \"curl/8.5.0\"\n",
+    "this is not a log line\n",
+    "203.0.113.8 - bob [10/Oct/2024:13:55:37 +0000] \"POST /auth/login HTTP/1.1\" 401 17 \"-\" \"curl/8.5.0\"\n",
+    "203.0.113.9 - - [10/Oct/2024:13:55:38 +0000] \"GET / HTTP/1.1\" 2x0 1 \"-\" \"x\"\n",
+);
+
+fn run_with_stdin(mut cmd: Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gatewatch");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn decode_summary_counts_events_and_dead_letters_by_reason() {
+    let mut cmd = gatewatch();
+    cmd.args(["decode", "--format", "combined", "--summary", "-"]);
+    let out = run_with_stdin(cmd, LINES.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"events": 2, "dead_letters": {"bad_line": 1, "bad_status": 1}})
+    );
+}
+
+#[test]
+fn decode_prints_events_as_json_and_dead_letters_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let mut cmd = gatewatch();
+    cmd.args(["decode", "--format", "combined", "--dead-letters"])
+        .arg(&dead)
+        .arg("-");
+    let out = run_with_stdin(cmd, LINES.as_bytes());
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["url_path"], "/api/v1/orders/1001");
+    assert_eq!(events[0]["log_file_line"], 1);
+    assert_eq!(events[1]["client_id"], "bob");
+    assert_eq!(events[1]["http_response_status_code"], 401);
+    assert_eq!(events[1]["log_file_line"], 3);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("-:2 (bad_line)"), "{stderr}");
+    assert!(stderr.contains("-:4 (bad_status)"), "{stderr}");
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["reason"], "bad_line");
+    assert_eq!(dead[0]["raw"], "this is not a log line");
+    assert_eq!(dead[0]["provenance"]["line"], 2);
+}
+
+#[test]
+fn decode_reads_gzip_files_in_order() {
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log.gz");
+    let b = dir.path().join("b.log");
+    let mut gz = GzEncoder::new(std::fs::File::create(&a).unwrap(), Compression::fast());
+    gz.write_all(LINES.lines().next().unwrap().as_bytes()).unwrap();
+    gz.write_all(b"\n").unwrap();
+    gz.finish().unwrap();
+    std::fs::write(&b, LINES.lines().nth(2).unwrap()).unwrap();
+    let out = gatewatch()
+        .args(["decode", "--format", "combined"])
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let files: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["log_file_path"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(files, [a.display().to_string(), b.display().to_string()]);
+}
+
+#[test]
+fn bad_format_and_missing_file_are_clear_errors() {
+    let out = gatewatch()
+        .args(["decode", "--format", "nginx", "x.log"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown format \"nginx\"") && err.contains("combined"), "{err}");
+
+    let out = gatewatch()
+        .args(["decode", "--format", "combined", "/nonexistent/access.log"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/access.log"), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_key_and_env_overrides_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("g.toml");
+    std::fs::write(&cfg, "[batch]\nmax_rows = 100\n").unwrap();
+    let out = gatewatch()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("config")
+        .env("GATEWATCH__BATCH__LINGER_MS", "50")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(shown["batch"]["max_rows"].as_integer(), Some(100));
+    assert_eq!(shown["batch"]["linger_ms"].as_integer(), Some(50));
+
+    let out = gatewatch()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("config")
+        .env("GATEWATCH__BATCH__MAX_ROWZ", "5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GATEWATCH__BATCH__MAX_ROWZ"), "{err}");
+}
+
+#[test]
+fn simulate_output_decodes_without_dead_letters() {
+    for format in ["combined", "kong", "aws-waf"] {
+        let sim = gatewatch()
+            .args(["simulate", "--seed", "7", "--start", "2026-01-05T00:00:00Z"])
+            .args(["--events", "3000", "--format", format])
+            .output()
+            .unwrap();
+        assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));
+        let mut cmd = gatewatch();
+        cmd.args(["decode", "--summary", "--format", format, "-"]);
+        let out = run_with_stdin(cmd, &sim.stdout);
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"events": 3000, "dead_letters": {}}),
+            "{format}"
+        );
+    }
+}
