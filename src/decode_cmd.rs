@@ -139,11 +139,12 @@ pub fn run(args: DecodeArgs, config: &Config) -> Result<()> {
         f.flush()?;
     }
     if args.summary {
-        let summary = serde_json::json!({
-            "events": events,
-            "dead_letters": counts.to_json(),
-        });
-        writeln!(out, "{summary}")?;
+        // Written by hand to keep the documented key order: events first.
+        writeln!(
+            out,
+            "{{\"events\":{events},\"dead_letters\":{}}}",
+            counts.to_json()
+        )?;
     }
     match out.flush() {
         Err(e) if is_broken_pipe(&e) => Ok(()),

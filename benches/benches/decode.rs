@@ -5,7 +5,7 @@
 //! the Arrow arrays. Throughput is in records per second on one thread.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{corpus, full_run, lines};
+use gatewatch_benches::{compact_envoy_corpus, corpus, full_run, lines};
 use gatewatch_ingest::{BatchDecoder, Format, Provenance, decoder_for};
 
 const BATCH: usize = 8192;
@@ -24,7 +24,22 @@ fn bench_decode(c: &mut Criterion) {
         Format::Json,
     ] {
         let data = corpus(format, n);
-        let records = lines(&data);
+        bench_one(&mut group, format, &format.to_string(), &data);
+    }
+    // The JSON target is stated for gateway events of about 300 bytes.
+    let data = compact_envoy_corpus(n);
+    bench_one(&mut group, Format::Envoy, "envoy-compact", &data);
+    group.finish();
+}
+
+fn bench_one(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    format: Format,
+    name: &str,
+    data: &[u8],
+) {
+    {
+        let records = lines(data);
         let mean_bytes = data.len() / records.len().max(1);
         group.throughput(Throughput::Elements(records.len() as u64));
         let mut decoder = BatchDecoder::new(
@@ -33,10 +48,14 @@ fn bench_decode(c: &mut Criterion) {
         );
         // Every record must decode, or the bench would be timing the error path.
         for r in &records {
-            assert!(decoder.push(r, &Provenance::None), "{format}: {}", String::from_utf8_lossy(r));
+            assert!(
+                decoder.push(r, &Provenance::None),
+                "{format}: {}",
+                String::from_utf8_lossy(r)
+            );
         }
         decoder.finish();
-        let id = format!("{format} ({mean_bytes} B/record)");
+        let id = format!("{name} ({mean_bytes} B/record)");
         group.bench_function(id, |b| {
             b.iter(|| {
                 let mut rows = 0;
@@ -52,7 +71,6 @@ fn bench_decode(c: &mut Criterion) {
             })
         });
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench_decode);

@@ -9,8 +9,7 @@
 use gatewatch_ingest::dead_letter::MAX_DEAD_LETTER_RAW_BYTES;
 use gatewatch_ingest::schema::col;
 use gatewatch_ingest::{
-    BatchDecoder, Format, JsonFieldMapping, Provenance, Reason, access_event_schema,
-    decoder_for,
+    BatchDecoder, Format, JsonFieldMapping, Provenance, Reason, access_event_schema, decoder_for,
 };
 
 /// Largest record the fuzz targets accept, far below the 1 MiB default, so a run spends
@@ -43,7 +42,10 @@ pub fn run(format: Format, data: &[u8]) {
     assert_eq!(out.events.num_rows(), ok);
     assert_eq!(out.dead_letters.len(), records.len() - ok);
     assert_eq!(out.events.schema(), access_event_schema());
-    assert_eq!(out.events.column_by_name(col::PATH).unwrap().null_count(), 0);
+    assert_eq!(
+        out.events.column_by_name(col::PATH).unwrap().null_count(),
+        0
+    );
     for d in &out.dead_letters {
         assert!(Reason::ALL.contains(&d.reason));
         assert!(!d.detail.is_empty());

@@ -21,7 +21,7 @@ use crate::req::{
 };
 use crate::scenario::Scenario;
 use crate::util::{
-    SimRng, between, chance, exp, index, jitter, pick, push_num, unit, weighted,
+    SimRng, between, chance, exp, index, jitter, pick, pick_ref, push_num, unit, weighted,
 };
 use crate::world::{PRODUCT_ID_BASE, PRODUCTS, World, datacenter_ip, residential_ip};
 
@@ -48,12 +48,12 @@ fn size_range(s: Scenario) -> (u64, u64) {
     match s {
         Scenario::Bola => (80, 400),
         Scenario::BolaSlow => (40, 200),
-        Scenario::CredentialStuffing => (300, 2500),
+        Scenario::CredentialStuffing => (200, 1500),
         Scenario::CredentialStuffingSlow => (100, 600),
-        Scenario::BruteForce => (150, 1200),
+        Scenario::BruteForce => (100, 800),
         Scenario::ExcessiveDataExposure => (15, 120),
         // Rate × duration; see `start`.
-        Scenario::RateAbuse => (1200, 24_000),
+        Scenario::RateAbuse => (300, 4_800),
         Scenario::Bfla => (15, 80),
         Scenario::BusinessFlowAbuse => (60, 600),
         Scenario::Ssrf => (20, 150),
@@ -65,8 +65,8 @@ fn size_range(s: Scenario) -> (u64, u64) {
 /// Expected requests of one campaign, for turning an event share into a campaign rate.
 pub(crate) fn mean_events(s: Scenario) -> f64 {
     match s {
-        // 20-80 requests/s for 60-300 s.
-        Scenario::RateAbuse => 50.0 * 180.0,
+        // 10-40 requests/s for 30-120 s.
+        Scenario::RateAbuse => 25.0 * 75.0,
         _ => {
             let (lo, hi) = size_range(s);
             (lo + hi) as f64 / 2.0
@@ -138,7 +138,7 @@ impl Campaign {
             variant: 0,
             user: None,
             ips: [datacenter_ip(rng), datacenter_ip(rng), datacenter_ip(rng)],
-            ua: *pick(rng, TOOL_UAS),
+            ua: pick(rng, TOOL_UAS),
             cursor: 0,
             walk: Walk::Up,
             target: 0,
@@ -154,13 +154,16 @@ impl Campaign {
         match scenario {
             Scenario::Bola | Scenario::BolaSlow => {
                 c.user = own_account(world, rng, false);
-                c.variant = *weighted(rng, &[(0u8, 35), (1, 10), (2, 20), (3, 10), (4, 15), (5, 10)]);
+                c.variant = weighted(
+                    rng,
+                    &[(0u8, 35), (1, 10), (2, 20), (3, 10), (4, 15), (5, 10)],
+                );
                 let u = c.user.unwrap_or(0) as usize;
                 c.cursor = match c.variant {
                     0 | 1 | 4 | 5 if !world.users.is_empty() => world.order_id(u, 0),
                     _ => World::user_id(u),
                 };
-                c.walk = *weighted(rng, &[(Walk::Up, 70), (Walk::Down, 15), (Walk::Skip, 15)]);
+                c.walk = weighted(rng, &[(Walk::Up, 70), (Walk::Down, 15), (Walk::Skip, 15)]);
                 let own_ua = c.user.map(|u| world.users[u as usize].ua);
                 if scenario == Scenario::Bola {
                     c.gap_us = between(rng, 300_000, 1_500_000) as f64;
@@ -169,10 +172,8 @@ impl Campaign {
                         (x, _) if x < 0.8 => "python-requests/2.31.0",
                         _ => "PostmanRuntime/7.37.3",
                     };
-                    if chance(rng, 0.55) {
-                        if let Some(u) = c.user {
-                            c.ips[0] = world.users[u as usize].home_ip;
-                        }
+                    if let Some(u) = c.user.filter(|_| chance(rng, 0.55)) {
+                        c.ips[0] = world.users[u as usize].home_ip;
                     }
                 } else {
                     // Low and slow: minutes apart, blending in with the user's own client.
@@ -195,9 +196,13 @@ impl Campaign {
                     Some(u) if chance(rng, 0.7) => u as u64,
                     _ => u64::MAX,
                 };
-                c.ua = *weighted(
+                c.ua = weighted(
                     rng,
-                    &[(HYDRA_UA, 3), ("python-requests/2.31.0", 4), (BROWSER_UAS[0].0, 3)],
+                    &[
+                        (HYDRA_UA, 3),
+                        ("python-requests/2.31.0", 4),
+                        (BROWSER_UAS[0].0, 3),
+                    ],
                 );
                 c.regular = true;
                 c.gap_us = between(rng, 150_000, 600_000) as f64;
@@ -210,27 +215,34 @@ impl Campaign {
             Scenario::ExcessiveDataExposure => {
                 c.user = own_account(world, rng, false);
                 c.gap_us = between(rng, 1_000_000, 8_000_000) as f64;
-                if chance(rng, 0.5) {
-                    if let Some(u) = c.user {
-                        c.ua = world.users[u as usize].ua;
-                        c.ips[0] = world.users[u as usize].home_ip;
-                    }
+                if let Some(u) = c.user.filter(|_| chance(rng, 0.5)) {
+                    c.ua = world.users[u as usize].ua;
+                    c.ips[0] = world.users[u as usize].home_ip;
                 }
             }
             Scenario::RateAbuse => {
-                let rate = between(rng, 20, 80) as f64;
-                let secs = between(rng, 60, 300) as f64;
+                let rate = between(rng, 10, 40) as f64;
+                let secs = between(rng, 30, 120) as f64;
                 c.left = (rate * secs) as u32;
                 c.gap_us = 1e6 / rate;
                 c.limit = between(rng, 100, 400) as u32;
                 c.cursor = between(rng, 0, PRODUCTS / 2);
                 c.variant = if world.partners.is_empty() {
-                    *weighted(rng, &[(0u8, 55), (2, 45)])
+                    weighted(rng, &[(0u8, 55), (2, 45)])
                 } else {
-                    *weighted(rng, &[(0u8, 45), (1, 25), (2, 30)])
+                    weighted(rng, &[(0u8, 45), (1, 25), (2, 30)])
                 };
                 match c.variant {
-                    0 => c.ua = *weighted(rng, &[(SCRAPY_UA, 5), ("python-requests/2.31.0", 3), (HEADLESS_UA, 2)]),
+                    0 => {
+                        c.ua = weighted(
+                            rng,
+                            &[
+                                (SCRAPY_UA, 5),
+                                ("python-requests/2.31.0", 3),
+                                (HEADLESS_UA, 2),
+                            ],
+                        )
+                    }
                     1 => {
                         let p = index(rng, world.partners.len());
                         c.target = p as u64;
@@ -255,11 +267,16 @@ impl Campaign {
                 }
             }
             Scenario::BusinessFlowAbuse => {
-                c.variant = *weighted(rng, &[(0u8, 40), (1, 35), (2, 25)]);
+                c.variant = weighted(rng, &[(0u8, 40), (1, 35), (2, 25)]);
                 c.regular = true;
-                c.ua = *weighted(
+                c.ua = weighted(
                     rng,
-                    &[(HEADLESS_UA, 4), ("python-requests/2.31.0", 3), ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", 2), (BROWSER_UAS[0].0, 1)],
+                    &[
+                        (HEADLESS_UA, 4),
+                        ("python-requests/2.31.0", 3),
+                        ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", 2),
+                        (BROWSER_UAS[0].0, 1),
+                    ],
                 );
                 match c.variant {
                     0 => {
@@ -282,9 +299,14 @@ impl Campaign {
                     c.user = own_account(world, rng, false);
                 }
                 c.gap_us = between(rng, 500_000, 5_000_000) as f64;
-                c.ua = *weighted(
+                c.ua = weighted(
                     rng,
-                    &[("curl/8.5.0", 3), ("python-requests/2.31.0", 3), (BROWSER_UAS[2].0, 2), (SCANNER_UAS[1], 2)],
+                    &[
+                        ("curl/8.5.0", 3),
+                        ("python-requests/2.31.0", 3),
+                        (BROWSER_UAS[2].0, 2),
+                        (SCANNER_UAS[1], 2),
+                    ],
                 );
             }
             Scenario::Injection => {
@@ -293,9 +315,9 @@ impl Campaign {
                 }
                 c.gap_us = between(rng, 80_000, 1_000_000) as f64;
                 c.ua = match unit(rng) {
-                    x if x < 0.4 => *pick(rng, SCANNER_UAS),
-                    x if x < 0.7 => *weighted(rng, BROWSER_UAS),
-                    _ => *pick(rng, TOOL_UAS),
+                    x if x < 0.4 => pick(rng, SCANNER_UAS),
+                    x if x < 0.7 => weighted(rng, BROWSER_UAS),
+                    _ => pick(rng, TOOL_UAS),
                 };
             }
             Scenario::ShadowEndpoints => {
@@ -307,9 +329,9 @@ impl Campaign {
                 }
                 c.gap_us = between(rng, 300_000, 4_000_000) as f64;
                 c.ua = match unit(rng) {
-                    x if x < 0.25 => *pick(rng, SCANNER_UAS),
+                    x if x < 0.25 => pick(rng, SCANNER_UAS),
                     x if x < 0.4 => crate::catalog::OLD_APP_UAS[0],
-                    _ => *pick(rng, TOOL_UAS),
+                    _ => pick(rng, TOOL_UAS),
                 };
             }
         }
@@ -323,13 +345,28 @@ impl Campaign {
     }
 
     fn begin(&self, ev: &mut SimEvent, rng: &mut SimRng, t: i64, ip: Ipv4Addr, ua: &'static str) {
-        begin(ev, rng, t, ClientKind::Attacker, Some(self.scenario), ip, API_HOST, ua);
+        begin(
+            ev,
+            rng,
+            t,
+            ClientKind::Attacker,
+            Some(self.scenario),
+            ip,
+            API_HOST,
+            ua,
+        );
         ev.http_version = if self.http2 { "HTTP/2.0" } else { "HTTP/1.1" };
     }
 
     /// Emits the campaign's next request; returns when the following one is due, or
     /// `None` when the campaign is over.
-    pub(crate) fn step(&mut self, t: i64, world: &World, rng: &mut SimRng, ev: &mut SimEvent) -> Option<i64> {
+    pub(crate) fn step(
+        &mut self,
+        t: i64,
+        world: &World,
+        rng: &mut SimRng,
+        ev: &mut SimEvent,
+    ) -> Option<i64> {
         if self.takeover > 0 {
             self.takeover_step(t, rng, ev);
             if self.takeover == 0 && self.left == 0 {
@@ -364,6 +401,12 @@ impl Campaign {
             self.gap_us + between(rng, 0, 12_000) as f64 - 6_000.0
         } else if matches!(self.scenario, Scenario::Bola) {
             jitter(rng, self.gap_us, 0.4)
+        } else if matches!(
+            self.scenario,
+            Scenario::BolaSlow | Scenario::CredentialStuffingSlow
+        ) {
+            // Low and slow: never two requests close together.
+            jitter(rng, self.gap_us, 0.6)
         } else {
             exp(rng, self.gap_us)
         };
@@ -398,10 +441,14 @@ impl Campaign {
     }
 
     fn bola(&mut self, t: i64, world: &World, rng: &mut SimRng, ev: &mut SimEvent) {
-        let ip = if self.scenario == Scenario::BolaSlow && !world.carrier_ips.is_empty() {
-            world.carrier_ips[index(rng, world.carrier_ips.len())]
-        } else {
-            self.ips[0]
+        // The slow walk changes address every time: carrier NAT for an app user, a VPN or
+        // residential proxy for a web user.
+        let ip = match self.user {
+            _ if self.scenario == Scenario::Bola => self.ips[0],
+            Some(u) if u as usize >= world.browsers && !world.carrier_ips.is_empty() => {
+                world.carrier_ips[index(rng, world.carrier_ips.len())]
+            }
+            _ => residential_ip(rng),
         };
         self.begin(ev, rng, t, ip, self.ua);
         self.identity(ev);
@@ -414,8 +461,8 @@ impl Campaign {
         let (ep, exists) = match self.variant {
             0 => (Ep::Order, world.order_owner(id).is_some()),
             1 => (Ep::OrderItems, world.order_owner(id).is_some()),
-            2 => (Ep::User, world.user_of_id(id).is_some()),
-            3 => (Ep::UserAddresses, world.user_of_id(id).is_some()),
+            2 => (Ep::User, world.account_of_id(id).is_some()),
+            3 => (Ep::UserAddresses, world.account_of_id(id).is_some()),
             4 => (Ep::Download, world.order_owner(id).is_some()),
             _ => (Ep::OrderV2, world.order_owner(id).is_some()),
         };
@@ -429,7 +476,9 @@ impl Campaign {
         }
         let own = match self.variant {
             2 | 3 => self.user.is_some_and(|u| World::user_id(u as usize) == id),
-            _ => self.user.is_some_and(|u| world.order_owner(id) == Some(u as usize)),
+            _ => self
+                .user
+                .is_some_and(|u| world.order_owner(id) == Some(u as usize)),
         };
         // v1 hands out any object it finds; v2 checks ownership.
         let status = match (exists, ep) {
@@ -447,7 +496,7 @@ impl Campaign {
             self.ips[0] = residential_ip(rng);
         }
         let ua = match unit(rng) {
-            x if x < 0.85 => *weighted(rng, BROWSER_UAS),
+            x if x < 0.85 => weighted(rng, BROWSER_UAS),
             x if x < 0.95 => "python-requests/2.31.0",
             _ => HEADLESS_UA,
         };
@@ -502,7 +551,14 @@ impl Campaign {
         } else {
             401
         };
-        respond(ev, rng, Ep::Login, status, 1.0, if status == 429 { 0.1 } else { 1.0 });
+        respond(
+            ev,
+            rng,
+            Ep::Login,
+            status,
+            1.0,
+            if status == 429 { 0.1 } else { 1.0 },
+        );
     }
 
     fn exposure(&mut self, t: i64, rng: &mut SimRng, ev: &mut SimEvent) {
@@ -554,12 +610,16 @@ impl Campaign {
         let ep = match self.variant {
             0 => {
                 self.cursor += 1;
-                if self.cursor % 3 == 0 {
+                if self.cursor.is_multiple_of(3) {
                     call(ev, Ep::Product, &[PRODUCT_ID_BASE + self.cursor % PRODUCTS]);
                     Ep::Product
                 } else {
                     call(ev, Ep::Products, &[]);
-                    param(ev, "category", CATEGORIES[(self.cursor / 40) as usize % CATEGORIES.len()]);
+                    param(
+                        ev,
+                        "category",
+                        CATEGORIES[(self.cursor / 40) as usize % CATEGORIES.len()],
+                    );
                     param_num(ev, "page", self.cursor % 40 + 1);
                     Ep::Products
                 }
@@ -568,13 +628,21 @@ impl Campaign {
                 ev.host = PARTNER_HOST;
                 world.push_partner_identity(&mut ev.client_id, self.target as usize);
                 self.cursor += 1;
-                call(ev, Ep::Inventory, &[PRODUCT_ID_BASE + self.cursor % PRODUCTS]);
+                call(
+                    ev,
+                    Ep::Inventory,
+                    &[PRODUCT_ID_BASE + self.cursor % PRODUCTS],
+                );
                 Ep::Inventory
             }
             _ => {
                 self.identity(ev);
                 call(ev, Ep::Search, &[]);
-                let term = if chance(rng, 0.5) { "*" } else { pick(rng, SEARCH_TERMS) };
+                let term = if chance(rng, 0.5) {
+                    "*"
+                } else {
+                    pick(rng, SEARCH_TERMS)
+                };
                 param(ev, "q", term);
                 param_num(ev, "page_size", 500);
                 param(ev, "sort", "relevance");
@@ -586,14 +654,26 @@ impl Campaign {
         // The upstream slows down under the load.
         let slow = 1.0 + (self.n.min(self.limit) as f64 / self.limit as f64) * 3.0;
         let size = if ep == Ep::Search { 20.0 } else { 1.0 };
-        respond(ev, rng, ep, status, size, if ep == Ep::Search { slow * 4.0 } else { slow });
+        respond(
+            ev,
+            rng,
+            ep,
+            status,
+            size,
+            if ep == Ep::Search { slow * 4.0 } else { slow },
+        );
     }
 
     fn bfla(&mut self, t: i64, world: &World, rng: &mut SimRng, ev: &mut SimEvent) {
         self.begin(ev, rng, t, self.ips[0], self.ua);
         self.identity(ev);
-        let (method, template, ep) = ADMIN_PROBES[(self.cursor % ADMIN_PROBES.len() as u64) as usize];
-        self.cursor += if chance(rng, 0.7) { 1 } else { between(rng, 2, 5) };
+        let (method, template, ep) =
+            ADMIN_PROBES[(self.cursor % ADMIN_PROBES.len() as u64) as usize];
+        self.cursor += if chance(rng, 0.7) {
+            1
+        } else {
+            between(rng, 2, 5)
+        };
         let own = World::user_id(self.user.unwrap_or(0) as usize);
         let other = World::user_id(index(rng, world.users.len().max(1)));
         let product = World::popular_product(rng);
@@ -667,7 +747,15 @@ impl Campaign {
                 ev.body.push_str("{\"email\":\"");
                 push_random_local(&mut ev.body, rng, 9);
                 ev.body.push('@');
-                ev.body.push_str(pick(rng, &["mailinator.com", "guerrillamail.com", "yopmail.com", "sharklasers.com"]));
+                ev.body.push_str(pick(
+                    rng,
+                    &[
+                        "mailinator.com",
+                        "guerrillamail.com",
+                        "yopmail.com",
+                        "sharklasers.com",
+                    ],
+                ));
                 ev.body.push_str("\",\"password\":\"");
                 push_redacted(&mut ev.body, 12);
                 ev.body.push_str("\",\"referral_code\":\"FRIEND-7731\"}");
@@ -696,7 +784,7 @@ impl Campaign {
     fn ssrf(&mut self, t: i64, rng: &mut SimRng, ev: &mut SimEvent) {
         self.begin(ev, rng, t, self.ips[0], self.ua);
         self.identity(ev);
-        let target = pick(rng, SSRF_TARGETS);
+        let target = pick_ref(rng, SSRF_TARGETS);
         let in_body;
         let ep = match unit(rng) {
             x if x < 0.5 => {
@@ -732,15 +820,23 @@ impl Campaign {
                 Ep::Search
             }
         };
-        waf(ev, if in_body { target.body_rules } else { target.query_rules }, false);
+        waf(
+            ev,
+            if in_body {
+                target.body_rules
+            } else {
+                target.query_rules
+            },
+            false,
+        );
         if SCANNER_UAS.contains(&self.ua) {
             waf(ev, &[SCANNER_UA], false);
         }
         let status = match ep {
             _ if ev.waf_action == WafAction::Block => 403,
-            Ep::ImageProxy => *weighted(rng, &[(200u16, 40), (502, 35), (400, 25)]),
+            Ep::ImageProxy => weighted(rng, &[(200u16, 40), (502, 35), (400, 25)]),
             Ep::Webhooks if self.user.is_none() => 401,
-            Ep::Webhooks => *weighted(rng, &[(201u16, 70), (400, 30)]),
+            Ep::Webhooks => weighted(rng, &[(201u16, 70), (400, 30)]),
             _ => 200,
         };
         // A fetched metadata document is small.
@@ -749,8 +845,12 @@ impl Campaign {
     }
 
     fn injection(&mut self, t: i64, rng: &mut SimRng, ev: &mut SimEvent) {
-        let payload = pick(rng, INJECTIONS);
-        let ua = if payload.slot == Slot::UserAgent { payload.text } else { self.ua };
+        let payload = pick_ref(rng, INJECTIONS);
+        let ua = if payload.slot == Slot::UserAgent {
+            payload.text
+        } else {
+            self.ua
+        };
         self.begin(ev, rng, t, self.ips[0], ua);
         self.identity(ev);
         let text = payload.text;
@@ -760,7 +860,10 @@ impl Campaign {
                 let ep = if traversal {
                     Ep::Download
                 } else {
-                    *weighted(rng, &[(Ep::Search, 4), (Ep::Products, 3), (Ep::ProductReviews, 3)])
+                    weighted(
+                        rng,
+                        &[(Ep::Search, 4), (Ep::Products, 3), (Ep::ProductReviews, 3)],
+                    )
                 };
                 let key = match ep {
                     Ep::Download => "file",
@@ -783,7 +886,9 @@ impl Campaign {
                 if text.bytes().any(|b| b < 0x20) {
                     // Control characters travel raw in a multipart form field.
                     call(ev, Ep::ReviewCreate, &[World::popular_product(rng)]);
-                    ev.body.push_str("--x9f3k\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\n");
+                    ev.body.push_str(
+                        "--x9f3k\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\n",
+                    );
                     ev.body.push_str(text);
                     ev.body.push_str("\r\n--x9f3k--\r\n");
                     Ep::ReviewCreate
@@ -829,20 +934,24 @@ impl Campaign {
         } else {
             match ep {
                 Ep::NoRoute => 404,
-                Ep::Login if text.starts_with('{') => *weighted(rng, &[(401u16, 8), (200, 2)]),
-                Ep::Download => *weighted(rng, &[(404u16, 6), (200, 2), (400, 2)]),
-                Ep::ReviewCreate => *weighted(rng, &[(201u16, 6), (400, 2), (500, 2)]),
-                _ => *weighted(rng, &[(500u16, 4), (200, 4), (400, 2)]),
+                Ep::Login if text.starts_with('{') => weighted(rng, &[(401u16, 8), (200, 2)]),
+                Ep::Download => weighted(rng, &[(404u16, 6), (200, 2), (400, 2)]),
+                Ep::ReviewCreate => weighted(rng, &[(201u16, 6), (400, 2), (500, 2)]),
+                _ => weighted(rng, &[(500u16, 4), (200, 4), (400, 2)]),
             }
         };
-        let size = if ep == Ep::Download && status == 200 { 0.03 } else { 1.0 };
+        let size = if ep == Ep::Download && status == 200 {
+            0.03
+        } else {
+            1.0
+        };
         respond(ev, rng, ep, status, size, 1.0);
     }
 
     fn shadow(&mut self, t: i64, world: &World, rng: &mut SimRng, ev: &mut SimEvent) {
         self.begin(ev, rng, t, self.ips[0], self.ua);
         self.identity(ev);
-        let (template, proxied) = *pick(rng, SHADOW_PATHS);
+        let (template, proxied) = pick(rng, SHADOW_PATHS);
         let ep = if template == "/api/v1/account" {
             call(ev, Ep::Account, &[]);
             Ep::Account
@@ -873,7 +982,7 @@ impl Campaign {
             Ep::Account if self.user.is_none() => 401,
             Ep::Account => 200,
             Ep::NoRoute => 404,
-            _ => *weighted(rng, &[(200u16, 55), (401, 25), (404, 20)]),
+            _ => weighted(rng, &[(200u16, 55), (401, 25), (404, 20)]),
         };
         respond(ev, rng, ep, status, 1.0, 1.0);
     }

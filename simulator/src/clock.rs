@@ -7,8 +7,7 @@
 use crate::util::{push_padded, push_u64};
 
 const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-    b"Dec",
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 const WEEKDAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
 
@@ -165,11 +164,19 @@ mod tests {
         let mut t: i64 = 0;
         while t < 4_102_444_800_000_000 {
             let clf = text(|o| push_clf(o, t));
-            assert_eq!(time::parse_clf(&clf), Some(t / 1_000_000 * 1_000_000), "{clf}");
+            assert_eq!(
+                time::parse_clf(&clf),
+                Some(t / 1_000_000 * 1_000_000),
+                "{clf}"
+            );
             let r = text(|o| push_rfc3339(o, t, 6));
             assert_eq!(time::parse_rfc3339(&r), Some(t), "{r}");
             let c = text(|o| push_ctime(o, t));
-            assert_eq!(time::parse_ctime(&c), Some(t / 1_000_000 * 1_000_000), "{c}");
+            assert_eq!(
+                time::parse_ctime(&c),
+                Some(t / 1_000_000 * 1_000_000),
+                "{c}"
+            );
             t += 86_399_999_937;
         }
     }
@@ -181,7 +188,10 @@ mod tests {
         assert_eq!(text(|o| push_clf(o, t)), "10/Oct/2000:20:55:36 +0000");
         assert_eq!(text(|o| push_rfc3339(o, t, 3)), "2000-10-10T20:55:36.250Z");
         assert_eq!(text(|o| push_ctime(o, t)), "Tue Oct 10 20:55:36 2000");
-        assert_eq!(text(|o| push_http_date(o, t)), "Tue, 10 Oct 2000 20:55:36 GMT");
+        assert_eq!(
+            text(|o| push_http_date(o, t)),
+            "Tue, 10 Oct 2000 20:55:36 GMT"
+        );
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
         let c = civil(t);
         assert_eq!((c.year, c.month, c.day, c.weekday), (2000, 10, 10, 2));

@@ -1,8 +1,9 @@
 //! [`SimEvent`]: one simulated request with everything any log format can say about it.
 
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
-use gatewatch_ingest::Format;
+use gatewatch_ingest::{AccessEvent, Format};
 
 use crate::scenario::Scenario;
 
@@ -214,6 +215,39 @@ impl SimEvent {
         (!self.query.is_empty()).then_some(self.query.as_str())
     }
 
+    /// The event as a canonical [`AccessEvent`], as a decoder of a format that carries
+    /// every field would produce it (CRS rule ids and verdict for the WAF fields). Feeds
+    /// `gatewatch_ingest::EventBuilder` directly when a test or bench wants Arrow batches
+    /// without rendering and decoding text.
+    pub fn to_access_event(&self) -> AccessEvent<'_> {
+        fn opt(s: &str) -> Option<Cow<'_, str>> {
+            (!s.is_empty()).then_some(Cow::Borrowed(s))
+        }
+        AccessEvent {
+            timestamp_us: self.time_us,
+            source_ip: Some(Cow::Owned(self.source_ip.to_string())),
+            client_id: opt(&self.client_id),
+            method: Some(Cow::Borrowed(self.method)),
+            domain: opt(self.host),
+            path: Cow::Borrowed(&self.path),
+            query: opt(&self.query),
+            route: opt(self.route),
+            http_version: Some(Cow::Borrowed(self.http_version)),
+            status: Some(self.status),
+            request_bytes: Some(self.request_bytes),
+            response_bytes: Some(self.response_bytes),
+            latency_ms: Some(self.latency_ms),
+            upstream_latency_ms: self.upstream_latency_ms,
+            user_agent: opt(self.user_agent),
+            referrer: opt(&self.referrer),
+            request_id: opt(&self.request_id),
+            body: opt(&self.body),
+            waf_action: Some(Cow::Borrowed(self.crs_action().name())),
+            waf_rule_ids: self.crs_rule_ids().map(Cow::Borrowed).collect(),
+            label: Some(Cow::Borrowed(self.label())),
+        }
+    }
+
     /// Clears every field for reuse, keeping the string buffers' capacity.
     pub(crate) fn reset(&mut self) {
         self.client_id.clear();
@@ -240,12 +274,18 @@ impl SimEvent {
 
     /// The CRS rules among [`waf_rules`](Self::waf_rules).
     fn crs_rules(&self) -> impl Iterator<Item = &'static WafRule> + '_ {
-        self.waf_rules.iter().copied().filter(|r| !r.crs_id.is_empty())
+        self.waf_rules
+            .iter()
+            .copied()
+            .filter(|r| !r.crs_id.is_empty())
     }
 
     /// The AWS managed rule that decided the request, if one matched.
     pub fn aws_rule(&self) -> Option<&'static WafRule> {
-        self.waf_rules.iter().copied().find(|r| !r.aws_rule.is_empty())
+        self.waf_rules
+            .iter()
+            .copied()
+            .find(|r| !r.aws_rule.is_empty())
     }
 
     /// CRS rule ids as ModSecurity logs them: the matched rules, plus the anomaly-score

@@ -272,7 +272,9 @@ fn kong(ev: &SimEvent, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(b"},");
     kv(out, "id", &ev.request_id);
-    out.extend_from_slice(b",\"tls\":{\"version\":\"TLSv1.3\",\"cipher\":\"TLS_AES_256_GCM_SHA384\"}},");
+    out.extend_from_slice(
+        b",\"tls\":{\"version\":\"TLSv1.3\",\"cipher\":\"TLS_AES_256_GCM_SHA384\"}},",
+    );
     if proxied {
         key(out, "upstream_uri");
         push_target_json(out, ev, &[]);
@@ -290,7 +292,9 @@ fn kong(ev: &SimEvent, out: &mut Vec<u8>) {
         push_name_uuid(out, ev.route_name);
         out.extend_from_slice(b"\",");
         kv(out, "name", ev.route_name);
-        out.extend_from_slice(b",\"protocols\":[\"https\"],\"strip_path\":false,\"preserve_host\":false},");
+        out.extend_from_slice(
+            b",\"protocols\":[\"https\"],\"strip_path\":false,\"preserve_host\":false},",
+        );
         if !ev.upstream_service.is_empty() {
             out.extend_from_slice(b"\"service\":{\"id\":\"");
             push_name_uuid(out, ev.upstream_service);
@@ -342,7 +346,9 @@ fn kong(ev: &SimEvent, out: &mut Vec<u8>) {
     push_ip(out, ev.source_ip);
     out.extend_from_slice(b"\",");
     kn(out, "started_at", (ev.time_us / 1000) as u64);
-    out.extend_from_slice(b",\"workspace\":\"0dc6f45b-8f8d-40d2-a504-473555f1b4a7\",\"workspace_name\":\"default\",");
+    out.extend_from_slice(
+        b",\"workspace\":\"0dc6f45b-8f8d-40d2-a504-473555f1b4a7\",\"workspace_name\":\"default\",",
+    );
     kv(out, "label", ev.label());
     out.push(b'}');
 }
@@ -359,7 +365,10 @@ fn envoy_flags(ev: &SimEvent) -> (&'static str, &'static str) {
         (429, false) => ("RL", "request_rate_limited"),
         (503, false) => ("UH", "no_healthy_upstream"),
         (504, _) => ("UT", "upstream_response_timeout"),
-        (502, _) => ("UF", "upstream_reset_before_response_started{connection_failure}"),
+        (502, _) => (
+            "UF",
+            "upstream_reset_before_response_started{connection_failure}",
+        ),
         (_, false) => ("-", "direct_response"),
         _ => ("-", "via_upstream"),
     }
@@ -383,7 +392,9 @@ fn envoy(ev: &SimEvent, out: &mut Vec<u8>) {
     kv(out, "response_flags", flags);
     out.push(b',');
     kv(out, "response_code_details", details);
-    out.extend_from_slice(b",\"connection_termination_details\":null,\"upstream_transport_failure_reason\":null,");
+    out.extend_from_slice(
+        b",\"connection_termination_details\":null,\"upstream_transport_failure_reason\":null,",
+    );
     kn(out, "bytes_received", ev.body_bytes);
     out.push(b',');
     kn(out, "bytes_sent", ev.response_bytes);
@@ -455,7 +466,11 @@ fn apigw(ev: &SimEvent, out: &mut Vec<u8>) {
     out.push(b',');
     kv(out, "httpMethod", ev.method);
     out.push(b',');
-    kv(out, "resourcePath", if ev.route.is_empty() { "-" } else { ev.route });
+    kv(
+        out,
+        "resourcePath",
+        if ev.route.is_empty() { "-" } else { ev.route },
+    );
     out.push(b',');
     kv(out, "path", &ev.path);
     out.push(b',');
@@ -474,10 +489,22 @@ fn apigw(ev: &SimEvent, out: &mut Vec<u8>) {
     out.push(b',');
     kv(out, "domainName", ev.host);
     out.extend_from_slice(b",\"stage\":\"prod\",");
-    kv(out, "userAgent", if ev.user_agent.is_empty() { "-" } else { ev.user_agent });
+    kv(
+        out,
+        "userAgent",
+        if ev.user_agent.is_empty() {
+            "-"
+        } else {
+            ev.user_agent
+        },
+    );
     out.push(b',');
     let partner = ev.client_id.starts_with("partner-");
-    let id = if ev.client_id.is_empty() { "-" } else { &ev.client_id };
+    let id = if ev.client_id.is_empty() {
+        "-"
+    } else {
+        &ev.client_id
+    };
     kv(out, "apiKeyId", if partner { id } else { "-" });
     out.push(b',');
     kv(out, "principalId", if partner { "-" } else { id });
@@ -585,7 +612,9 @@ fn modsec_message(out: &mut Vec<u8>, id: &str, msg: &str, file: &str, tag: &str,
     out.extend_from_slice(severity.as_bytes());
     out.extend_from_slice(b"\",\"ver\":\"OWASP_CRS/4.3.0\",\"rev\":\"\",\"tags\":[\"application-multi\",\"language-multi\",\"platform-multi\",\"");
     out.extend_from_slice(tag.as_bytes());
-    out.extend_from_slice(b"\",\"paranoia-level/1\",\"OWASP_CRS\"],\"maturity\":\"0\",\"accuracy\":\"0\"}}");
+    out.extend_from_slice(
+        b"\",\"paranoia-level/1\",\"OWASP_CRS\"],\"maturity\":\"0\",\"accuracy\":\"0\"}}",
+    );
 }
 
 /// ModSecurity v3 JSON audit log (`SecAuditLogFormat JSON`, parts ABIJDEFHZ), with the
@@ -676,14 +705,22 @@ fn ecs(ev: &SimEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"@timestamp\":\"");
     push_rfc3339(out, ev.time_us, 6);
     out.extend_from_slice(b"\",\"ecs\":{\"version\":\"8.11.0\"},\"event\":{\"kind\":\"event\",\"category\":[\"web\"],\"type\":[\"access\"],\"dataset\":\"shopfront.gateway\",");
-    kn(out, "duration", (ev.latency_ms * 1e6).round().max(0.0) as u64);
+    kn(
+        out,
+        "duration",
+        (ev.latency_ms * 1e6).round().max(0.0) as u64,
+    );
     out.push(b',');
     kv(out, "action", ev.crs_action().name());
     out.push(b',');
     kv(
         out,
         "outcome",
-        if ev.status < 400 { "success" } else { "failure" },
+        if ev.status < 400 {
+            "success"
+        } else {
+            "failure"
+        },
     );
     out.extend_from_slice(b"},\"source\":{\"ip\":\"");
     push_ip(out, ev.source_ip);
@@ -699,7 +736,9 @@ fn ecs(ev: &SimEvent, out: &mut Vec<u8>) {
     kv(
         out,
         "version",
-        ev.http_version.strip_prefix("HTTP/").unwrap_or(ev.http_version),
+        ev.http_version
+            .strip_prefix("HTTP/")
+            .unwrap_or(ev.http_version),
     );
     out.extend_from_slice(b",\"request\":{");
     kv(out, "method", ev.method);
@@ -770,7 +809,10 @@ mod tests {
     #[test]
     fn json_escapes() {
         assert_eq!(json("plain"), "\"plain\"");
-        assert_eq!(json("a\"b\\c\nd\u{0}e\u{1f}é"), "\"a\\\"b\\\\c\\nd\\u0000e\\u001Fé\"");
+        assert_eq!(
+            json("a\"b\\c\nd\u{0}e\u{1f}é"),
+            "\"a\\\"b\\\\c\\nd\\u0000e\\u001Fé\""
+        );
     }
 
     #[test]

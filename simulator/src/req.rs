@@ -10,7 +10,9 @@ use std::net::Ipv4Addr;
 use crate::catalog::Ep;
 use crate::event::{ClientKind, SimEvent, WafAction, WafRule};
 use crate::scenario::Scenario;
-use crate::util::{SimRng, between, chance, exp, lognormal, push_num, push_query_value, push_uuid, unit};
+use crate::util::{
+    SimRng, between, chance, exp, lognormal, push_num, push_query_value, push_uuid, unit,
+};
 
 /// Starts a new event at `t` from `ip`, clearing the previous one.
 #[allow(clippy::too_many_arguments)]
@@ -186,17 +188,26 @@ fn header_bytes(ev: &SimEvent, rng: &mut SimRng) -> u64 {
 
 /// Fills status, sizes and latencies. `size` scales the success body (pages of 100 items
 /// are bigger than pages of 20), `slow` the upstream latency.
-pub(crate) fn respond(ev: &mut SimEvent, rng: &mut SimRng, ep: Ep, status: u16, size: f64, slow: f64) {
+pub(crate) fn respond(
+    ev: &mut SimEvent,
+    rng: &mut SimRng,
+    ep: Ep,
+    status: u16,
+    size: f64,
+    slow: f64,
+) {
     let info = ep.info();
     let mut status = status;
-    let overhead = 0.2 + exp(rng, 0.5);
+    let mut overhead = 0.2 + exp(rng, 0.5);
     let kind_factor = if ev.client_kind == ClientKind::Internal {
         0.6
     } else {
         1.0
     };
     let (bytes, upstream): (f64, Option<f64>) = if ev.waf_action == WafAction::Block {
+        // Refused after the WAF inspected the request: its time, no upstream.
         status = 403;
+        overhead += 0.4 + exp(rng, 1.0);
         (153.0, None)
     } else if info.service.is_empty() {
         // Answered by the gateway: health checks, paths no route matches.

@@ -128,7 +128,7 @@ impl Scenario {
                  PATCHes (role, credit); responses of megabytes"
             }
             Scenario::RateAbuse => {
-                "a scraper or runaway partner job at 20-80 requests/s on search and catalogue \
+                "a scraper or runaway partner job at 10-40 requests/s on search and catalogue \
                  pages; the gateway answers 429 after the first burst"
             }
             Scenario::Bfla => {
@@ -198,7 +198,10 @@ impl FromStr for Scenario {
             .find(|sc| sc.name() == wanted)
             .ok_or_else(|| {
                 let names: Vec<_> = Scenario::ALL.iter().map(|sc| sc.name()).collect();
-                format!("unknown scenario {s:?}; expected one of {}", names.join(", "))
+                format!(
+                    "unknown scenario {s:?}; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }

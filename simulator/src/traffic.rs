@@ -12,8 +12,8 @@
 use std::net::Ipv4Addr;
 
 use crate::catalog::{
-    API_HOST, CATEGORIES, CDN_ORIGIN, ELB_UA, Ep, HOST_IS_IP, INTERNAL_HOST, KUBE_UA,
-    PARTNER_HOST, SEARCH_TERMS, SERVICES, WEB_ORIGIN, BODY_SIZE,
+    API_HOST, BODY_SIZE, CATEGORIES, CDN_ORIGIN, ELB_UA, Ep, HOST_IS_IP, INTERNAL_HOST, KUBE_UA,
+    PARTNER_HOST, SEARCH_TERMS, SERVICES, WEB_ORIGIN,
 };
 use crate::event::{ClientKind, SimEvent};
 use crate::req::{
@@ -89,7 +89,6 @@ pub(crate) struct Session {
     product: u64,
     /// An expired token was refused: refresh, then repeat the call.
     refresh_pending: bool,
-    ended: bool,
 }
 
 impl Session {
@@ -115,14 +114,18 @@ impl Session {
             flag: false,
             product: PRODUCT_ID_BASE,
             refresh_pending: false,
-            ended: false,
         };
         let first = if mobile {
             if warm { Page::AppBrowse } else { Page::Launch }
         } else {
-            *weighted(
+            weighted(
                 rng,
-                &[(Page::Home, 45), (Page::Product, 25), (Page::Category, 15), (Page::Search, 15)],
+                &[
+                    (Page::Home, 45),
+                    (Page::Product, 25),
+                    (Page::Category, 15),
+                    (Page::Search, 15),
+                ],
             )
         };
         s.plan(world, rng, first);
@@ -147,14 +150,22 @@ impl Session {
 
     /// Mean number of pages.
     pub(crate) fn mean_pages(mobile: bool) -> f64 {
-        1.0 / (1.0 - if mobile { APP_CONTINUE } else { BROWSER_CONTINUE })
+        1.0 / (1.0
+            - if mobile {
+                APP_CONTINUE
+            } else {
+                BROWSER_CONTINUE
+            })
     }
 
     /// Moves to the next page; false when the session ends.
     fn advance(&mut self, world: &World, rng: &mut SimRng) -> bool {
-        let cont = if self.mobile { APP_CONTINUE } else { BROWSER_CONTINUE };
+        let cont = if self.mobile {
+            APP_CONTINUE
+        } else {
+            BROWSER_CONTINUE
+        };
         if self.page == Page::Logout || !maybe(rng, cont) {
-            self.ended = true;
             return false;
         }
         let next = if self.mobile {
@@ -192,7 +203,10 @@ impl Session {
                 },
             ),
             (Page::Account, auth(4 + boost(Page::Login, 10))),
-            (Page::OrderDetail, auth(4 + boost(Page::Account, 20) + boost(Page::OrderDetail, 4))),
+            (
+                Page::OrderDetail,
+                auth(4 + boost(Page::Account, 20) + boost(Page::OrderDetail, 4)),
+            ),
             (
                 Page::Checkout,
                 auth(2 + boost(Page::Cart, 8) + boost(Page::AddToCart, 5) + boost(Page::Login, 4)),
@@ -209,14 +223,17 @@ impl Session {
                 },
             ),
         ];
-        *weighted(rng, &choices)
+        weighted(rng, &choices)
     }
 
     fn next_screen(&self, rng: &mut SimRng) -> Page {
         let prev = self.page;
         let boost = |p: Page, w: u32| if prev == p { w } else { 0 };
         let choices = [
-            (Page::AppBrowse, 18 + boost(Page::AppBrowse, 8) + boost(Page::Launch, 6)),
+            (
+                Page::AppBrowse,
+                18 + boost(Page::AppBrowse, 8) + boost(Page::Launch, 6),
+            ),
             (
                 Page::AppProduct,
                 26 + boost(Page::AppSearch, 25) + boost(Page::AppBrowse, 20),
@@ -232,7 +249,7 @@ impl Session {
                 2 + boost(Page::AppCart, 8) + boost(Page::AppAddToCart, 4),
             ),
         ];
-        *weighted(rng, &choices)
+        weighted(rng, &choices)
     }
 
     /// Decides a page's parameters and how many calls it makes.
@@ -304,10 +321,7 @@ impl Session {
                 self.flag = maybe(rng, 0.4);
                 2 + self.flag as u8 + user.old_app as u8
             }
-            Page::AppCart
-            | Page::AppAddToCart
-            | Page::AppOrders
-            | Page::AppProfile => 1,
+            Page::AppCart | Page::AppAddToCart | Page::AppOrders | Page::AppProfile => 1,
             Page::AppCheckout => 2,
         };
     }
@@ -358,7 +372,11 @@ impl Session {
         }
         let think = lognormal(
             rng,
-            if self.mobile { APP_THINK_S } else { BROWSER_THINK_S } * 1e6,
+            if self.mobile {
+                APP_THINK_S
+            } else {
+                BROWSER_THINK_S
+            } * 1e6,
             THINK_SIGMA,
         );
         Some(t + think as i64)
@@ -525,7 +543,11 @@ impl Session {
                 call(ev, Ep::Checkout, &[]);
                 let b = &mut ev.body;
                 b.push_str("{\"payment_method\":\"pm_card_");
-                b.push_str(if uid % 3 == 0 { "visa" } else { "mastercard" });
+                b.push_str(if uid.is_multiple_of(3) {
+                    "visa"
+                } else {
+                    "mastercard"
+                });
                 b.push_str("\",\"address_id\":");
                 push_num(b, 1 + uid % 3);
                 b.push_str(",\"accept_terms\":true}");
@@ -536,8 +558,13 @@ impl Session {
                 Ep::Order
             }
             (Page::Admin, _) => {
-                let ep = [Ep::AdminUsers, Ep::AdminOrders, Ep::AdminAudit, Ep::AdminReports, Ep::AdminRoles]
-                    [self.choice as usize];
+                let ep = [
+                    Ep::AdminUsers,
+                    Ep::AdminOrders,
+                    Ep::AdminAudit,
+                    Ep::AdminReports,
+                    Ep::AdminRoles,
+                ][self.choice as usize];
                 match ep {
                     Ep::AdminRoles => {
                         let other = index(rng, world.users.len());
@@ -550,7 +577,11 @@ impl Session {
                     }
                     Ep::AdminOrders => {
                         call(ev, ep, &[]);
-                        param(ev, "status", ["pending", "refund_requested", "shipped"][self.page_no as usize % 3]);
+                        param(
+                            ev,
+                            "status",
+                            ["pending", "refund_requested", "shipped"][self.page_no as usize % 3],
+                        );
                     }
                     _ => call(ev, ep, &[]),
                 }
@@ -571,7 +602,11 @@ impl Session {
             (Page::Profile, _) => {
                 call(ev, Ep::UserUpdate, &[uid]);
                 ev.body.push_str("{\"newsletter\":");
-                ev.body.push_str(if uid % 2 == 0 { "true" } else { "false" });
+                ev.body.push_str(if uid.is_multiple_of(2) {
+                    "true"
+                } else {
+                    "false"
+                });
                 ev.body.push('}');
                 Ep::UserUpdate
             }
@@ -643,7 +678,11 @@ impl Session {
                 ep
             }
             (Page::AppProfile, _) => {
-                let ep = if user.old_app { Ep::Account } else { Ep::UserV2 };
+                let ep = if user.old_app {
+                    Ep::Account
+                } else {
+                    Ep::UserV2
+                };
                 call(ev, ep, &[uid]);
                 ep
             }
@@ -661,11 +700,6 @@ impl Session {
         };
         respond_benign(ev, rng, ep, size);
         false
-    }
-
-    /// True once the session has ended.
-    pub(crate) fn is_over(&self) -> bool {
-        self.ended
     }
 }
 
@@ -699,6 +733,8 @@ pub(crate) struct PartnerJob {
     webhook: bool,
     /// Mean period between job starts, µs.
     period_us: f64,
+    /// Pause between calls, µs.
+    gap_us: f64,
     retry: bool,
 }
 
@@ -714,8 +750,14 @@ impl PartnerJob {
             plan: [0; 4],
             webhook: false,
             period_us,
+            gap_us: world.partners[partner].gap_us,
             retry: false,
         }
+    }
+
+    /// Shortens the pause between calls to at most `max_us`, so a job fits its period.
+    pub(crate) fn cap_gap(&mut self, max_us: f64) {
+        self.gap_us = self.gap_us.min(max_us).max(1_000.0);
     }
 
     fn start(&mut self, world: &World, rng: &mut SimRng, t: i64) {
@@ -767,13 +809,28 @@ impl PartnerJob {
 
     /// Emits the job's next call; returns when the next one is due (the job repeats
     /// forever, so always `Some`).
-    pub(crate) fn step(&mut self, t: i64, world: &World, rng: &mut SimRng, ev: &mut SimEvent) -> i64 {
+    pub(crate) fn step(
+        &mut self,
+        t: i64,
+        world: &World,
+        rng: &mut SimRng,
+        ev: &mut SimEvent,
+    ) -> i64 {
         if self.phase == JobPhase::Idle {
             self.start(world, rng, t);
         }
         let pi = self.partner as usize;
         let p = &world.partners[pi];
-        begin(ev, rng, t, ClientKind::Partner, None, self.ip, PARTNER_HOST, p.ua);
+        begin(
+            ev,
+            rng,
+            t,
+            ClientKind::Partner,
+            None,
+            self.ip,
+            PARTNER_HOST,
+            p.ua,
+        );
         world.push_partner_identity(&mut ev.client_id, pi);
         let ep = match self.phase {
             JobPhase::Webhook => {
@@ -783,7 +840,8 @@ impl PartnerJob {
                 hook.push_str(p.name);
                 hook.push_str(".example/shopfront/events");
                 param(ev, "callback", &hook);
-                ev.body.push_str("{\"events\":[\"order.created\",\"order.cancelled\"],\"secret\":\"");
+                ev.body
+                    .push_str("{\"events\":[\"order.created\",\"order.cancelled\"],\"secret\":\"");
                 push_redacted(&mut ev.body, 32);
                 ev.body.push_str("\"}");
                 Ep::Webhooks
@@ -797,7 +855,11 @@ impl PartnerJob {
             }
             JobPhase::Ship => {
                 let k = between(rng, 0, 5_000);
-                call(ev, Ep::Shipment, &[SHIPMENT_ID_BASE + k * world.partners.len() as u64 + pi as u64]);
+                call(
+                    ev,
+                    Ep::Shipment,
+                    &[SHIPMENT_ID_BASE + k * world.partners.len() as u64 + pi as u64],
+                );
                 let b = &mut ev.body;
                 b.push_str("{\"status\":\"shipped\",\"carrier\":\"ups\",\"tracking_number\":\"1Z");
                 push_num(b, 100_000_000 + between(rng, 0, 899_999_999));
@@ -805,7 +867,11 @@ impl PartnerJob {
                 Ep::Shipment
             }
             JobPhase::Stock => {
-                call(ev, Ep::Inventory, &[PRODUCT_ID_BASE + between(rng, 0, PRODUCTS - 1)]);
+                call(
+                    ev,
+                    Ep::Inventory,
+                    &[PRODUCT_ID_BASE + between(rng, 0, PRODUCTS - 1)],
+                );
                 Ep::Inventory
             }
             JobPhase::Bulk | JobPhase::Idle => {
@@ -823,7 +889,7 @@ impl PartnerJob {
                     push_num(b, between(rng, 0, 400));
                     b.push('}');
                 }
-                b.push_str(",");
+                b.push(',');
                 ev.body_bytes = items * 34 + 12;
                 if ev.body_bytes > 8 * 1024 {
                     // Over the common rule set's body limit: counted, not blocked.
@@ -843,7 +909,7 @@ impl PartnerJob {
             1.0
         };
         respond(ev, rng, ep, status, size, 1.0);
-        let gap = jitter(rng, p.gap_us, 0.04) as i64;
+        let gap = jitter(rng, self.gap_us, 0.04) as i64;
         if status == 429 {
             // Back off a second, then retry the same call.
             self.retry = true;
@@ -902,7 +968,16 @@ impl ServiceStream {
         let si = self.service as usize;
         let svc = &world.services[si];
         let (_, ua, _) = SERVICES[svc.kind];
-        begin(ev, rng, t, ClientKind::Internal, None, svc.ip, INTERNAL_HOST, ua);
+        begin(
+            ev,
+            rng,
+            t,
+            ClientKind::Internal,
+            None,
+            svc.ip,
+            INTERNAL_HOST,
+            ua,
+        );
         world.push_service_identity(&mut ev.client_id, si);
         let n_users = world.users.len().max(1);
         let any_user = |rng: &mut SimRng| World::user_id(index(rng, n_users));
@@ -989,7 +1064,16 @@ impl HealthCheck {
     /// Emits one probe; returns when the next is due.
     pub(crate) fn step(&self, t: i64, rng: &mut SimRng, ev: &mut SimEvent) -> i64 {
         let ua = if self.kube { KUBE_UA } else { ELB_UA };
-        begin(ev, rng, t, ClientKind::Internal, None, self.ip, GATEWAY_IP_HOST, ua);
+        begin(
+            ev,
+            rng,
+            t,
+            ClientKind::Internal,
+            None,
+            self.ip,
+            GATEWAY_IP_HOST,
+            ua,
+        );
         let ep = if self.kube { Ep::Ready } else { Ep::Health };
         call(ev, ep, &[]);
         // A numeric Host header trips CRS 920350; run in detection-only mode.

@@ -35,21 +35,27 @@ pub(crate) fn index(rng: &mut SimRng, n: usize) -> usize {
 
 /// A uniformly chosen element.
 #[inline]
-pub(crate) fn pick<'a, T>(rng: &mut SimRng, items: &'a [T]) -> &'a T {
+pub(crate) fn pick<T: Copy>(rng: &mut SimRng, items: &[T]) -> T {
+    items[index(rng, items.len())]
+}
+
+/// A uniformly chosen element, by reference.
+#[inline]
+pub(crate) fn pick_ref<'a, T>(rng: &mut SimRng, items: &'a [T]) -> &'a T {
     &items[index(rng, items.len())]
 }
 
 /// An element chosen with the given integer weights.
-pub(crate) fn weighted<'a, T>(rng: &mut SimRng, items: &'a [(T, u32)]) -> &'a T {
+pub(crate) fn weighted<T: Copy>(rng: &mut SimRng, items: &[(T, u32)]) -> T {
     let total: u32 = items.iter().map(|(_, w)| *w).sum();
     let mut r = (unit(rng) * total as f64) as u32;
     for (item, w) in items {
         if r < *w {
-            return item;
+            return *item;
         }
         r -= w;
     }
-    &items[items.len() - 1].0
+    items[items.len() - 1].0
 }
 
 /// An exponential draw with the given mean (inter-arrival times of a Poisson process).
@@ -280,7 +286,9 @@ mod tests {
     #[test]
     fn lognormal_median_is_close() {
         let mut rng = SimRng::seed_from_u64(3);
-        let mut v: Vec<f64> = (0..20_001).map(|_| lognormal(&mut rng, 100.0, 0.6)).collect();
+        let mut v: Vec<f64> = (0..20_001)
+            .map(|_| lognormal(&mut rng, 100.0, 0.6))
+            .collect();
         v.sort_by(f64::total_cmp);
         let median = v[10_000];
         assert!((90.0..110.0).contains(&median), "{median}");

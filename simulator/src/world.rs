@@ -107,13 +107,12 @@ impl World {
     ) -> Self {
         let mut rng = SimRng::seed_from_u64(seed);
         rng.set_stream(1);
-        let carrier_ips: Vec<Ipv4Addr> =
-            (0..64).map(|_| ip_in(&mut rng, CARRIER_NETS)).collect();
+        let carrier_ips: Vec<Ipv4Addr> = (0..64).map(|_| ip_in(&mut rng, CARRIER_NETS)).collect();
         let mut users = Vec::with_capacity(browsers + mobile);
         for u in 0..browsers + mobile {
             let h = mix64(seed ^ (u as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
             let is_browser = u < browsers;
-            let has_account = !is_browser || h % 4 != 0;
+            let has_account = !is_browser || !h.is_multiple_of(4);
             users.push(User {
                 home_ip: residential_ip(&mut rng),
                 ua: if is_browser {
@@ -129,7 +128,7 @@ impl World {
                     0
                 },
                 has_account,
-                admin: is_browser && has_account && (h >> 20) % 150 == 0,
+                admin: is_browser && has_account && (h >> 20).is_multiple_of(150),
                 old_app: !is_browser && h % 20 == 7,
             });
         }
@@ -144,7 +143,7 @@ impl World {
                 name: PARTNER_NAMES[p % PARTNER_NAMES.len()],
                 suffix: (p / PARTNER_NAMES.len()) as u32,
                 ips: [datacenter_ip(&mut rng), datacenter_ip(&mut rng)],
-                ua: if p % 3 == 0 {
+                ua: if p.is_multiple_of(3) {
                     "shopfront-partner-sdk/2.4.0 (java 17)"
                 } else {
                     pick(&mut rng, PARTNER_UAS)
@@ -156,7 +155,12 @@ impl World {
             .map(|s| Service {
                 kind: s % SERVICES.len(),
                 suffix: (s / SERVICES.len()) as u32,
-                ip: Ipv4Addr::new(10, 20, between(&mut rng, 2, 40) as u8, between(&mut rng, 2, 250) as u8),
+                ip: Ipv4Addr::new(
+                    10,
+                    20,
+                    between(&mut rng, 2, 40) as u8,
+                    between(&mut rng, 2, 250) as u8,
+                ),
             })
             .collect();
         let office_ip = residential_ip(&mut rng);
@@ -191,6 +195,12 @@ impl World {
         }
         let u = block * 16 + r;
         (u < self.user_count()).then_some(u as usize)
+    }
+
+    /// The user index behind a public user id, if that user has an account (guests have
+    /// an index but no account, so no profile).
+    pub(crate) fn account_of_id(&self, id: u64) -> Option<usize> {
+        self.user_of_id(id).filter(|&u| self.users[u].has_account)
     }
 
     /// The id of the `j`-th order of user `u`.

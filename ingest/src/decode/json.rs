@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::clf::split_target;
-use super::walker::{FieldTrie, PathOpts, Scalar, walk};
+use super::walker::{Captures, FieldTrie, PathOpts, Scalar, walk_into};
 use crate::dead_letter::{DecodeError, Reason};
 use crate::decode::Decoder;
 use crate::schema::{AccessEvent, truncate_str};
@@ -506,8 +506,9 @@ impl Decoder for JsonDecoder {
     }
 
     fn decode<'a>(&mut self, record: &'a str) -> Result<AccessEvent<'a>, DecodeError> {
-        let mut caps =
-            walk(&self.trie, record).map_err(|e| DecodeError::new(Reason::BadJson, e.0))?;
+        let mut caps = Captures::new();
+        walk_into(&self.trie, record, &mut caps)
+            .map_err(|e| DecodeError::new(Reason::BadJson, e.0))?;
         let mut ev = AccessEvent::default();
         let mut timestamp = None;
         let mut have_path = false;

@@ -198,8 +198,15 @@ pub struct Captures<'de> {
     pub multi: Vec<(u8, Cow<'de, str>)>,
 }
 
+impl Default for Captures<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<'de> Captures<'de> {
-    fn new() -> Self {
+    /// Nothing captured yet.
+    pub fn new() -> Self {
         Self {
             values: std::array::from_fn(|_| None),
             multi: Vec::new(),
@@ -230,18 +237,28 @@ pub struct WalkError(pub String);
 /// Walks `json`, capturing the trie's paths. The record must be one JSON object.
 pub fn walk<'de>(trie: &FieldTrie, json: &'de str) -> Result<Captures<'de>, WalkError> {
     let mut caps = Captures::new();
+    walk_into(trie, json, &mut caps)?;
+    Ok(caps)
+}
+
+/// As [`walk`], filling captures the caller owns: they are over a kilobyte, and filling
+/// them in place saves copying them on every record.
+pub fn walk_into<'de>(
+    trie: &FieldTrie,
+    json: &'de str,
+    caps: &mut Captures<'de>,
+) -> Result<(), WalkError> {
     let mut de = serde_json::Deserializer::from_str(json);
     RootSeed {
         seed: NodeSeed {
             trie,
             node: 0,
-            caps: &mut caps,
+            caps,
         },
     }
     .deserialize(&mut de)
     .map_err(|e| WalkError(e.to_string()))?;
-    de.end().map_err(|e| WalkError(e.to_string()))?;
-    Ok(caps)
+    de.end().map_err(|e| WalkError(e.to_string()))
 }
 
 /// Insists on an object at the top level.

@@ -22,6 +22,9 @@
 //! does not poll for `max.poll.interval.ms` (librdkafka default 5 minutes) is removed from
 //! the group and its partitions move (nothing is lost; unacknowledged records are read
 //! again by the new owner), so the caller should not block for long between calls.
+//! librdkafka fetches ahead in the background; the only prefetch setting the source
+//! changes from librdkafka's defaults is `fetch.queue.backoff.ms` (see
+//! [`DEFAULT_FETCH_QUEUE_BACKOFF`]).
 //!
 //! # Acknowledgement and commits (at-least-once)
 //!
@@ -134,8 +137,23 @@ pub const MAX_REBALANCE_EVENTS: usize = 1024;
 /// How long the dead-letter topic sink waits for the broker to confirm a batch's letters.
 pub const DEAD_LETTER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default `fetch.queue.backoff.ms` of the consumer (librdkafka's own default is 1000 ms).
+///
+/// Once a partition's prefetch queue holds `queued.min.messages` (100,000) records or
+/// `queued.max.messages.kbytes`, librdkafka stops fetching it for this long. With the
+/// library default a source that decodes more slowly than the broker delivers drains the
+/// queue well within the second and then sits idle: on the local broker, a topic of
+/// 800,000 records in 4 partitions was read at about 140,000 records/s instead of over
+/// 400,000. Setting `fetch.queue.backoff.ms` in [`KafkaSourceConfig::properties`]
+/// overrides this.
+pub const DEFAULT_FETCH_QUEUE_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Longest single wait inside `poll`, so a stop request is noticed promptly.
 const POLL_SLICE: Duration = Duration::from_millis(100);
+
+/// Most messages taken with zero-timeout polls after a poll that waited, before the stop,
+/// commit and linger checks run again (about a millisecond of work).
+const DRAIN_MAX: usize = 1024;
 
 /// Librdkafka settings the source owns; setting them in `properties` is an error.
 const OWNED_PROPERTIES: &[(&str, &str)] = &[
@@ -168,6 +186,8 @@ pub struct KafkaSourceConfig {
     /// `enable.auto.commit` and `enable.auto.offset.store` are always off (gatewatch
     /// commits only what downstream acknowledged), and the settings that have keys of their
     /// own here (`bootstrap.servers`, `group.id`, `auto.offset.reset`) may not be repeated.
+    /// `fetch.queue.backoff.ms` defaults to [`DEFAULT_FETCH_QUEUE_BACKOFF`] rather than
+    /// librdkafka's 1000 ms.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// Where a group with no committed offset starts: `earliest` (default), `latest`, or
@@ -994,6 +1014,12 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", config.auto_offset_reset.name());
+        if !config.properties.contains_key("fetch.queue.backoff.ms") {
+            cc.set(
+                "fetch.queue.backoff.ms",
+                DEFAULT_FETCH_QUEUE_BACKOFF.as_millis().to_string(),
+            );
+        }
         let consumer: BaseConsumer<SourceContext> = cc
             .create_with_context(SourceContext {
                 shared: shared.clone(),
@@ -1110,10 +1136,28 @@ impl KafkaSource {
                 }
                 wait = wait.min(left);
             }
-            match self.consumer.poll(wait) {
-                None => {}
-                Some(Ok(msg)) => self.open.push(&msg, &self.shared),
-                Some(Err(e)) => poll_error(e)?,
+            // Wait for one message, then take the ones already fetched with zero-timeout
+            // polls: those skip the clock readings and deadline arithmetic of a waiting
+            // poll and of this loop, about a tenth of the source's CPU time per record.
+            // A rebalance makes `poll` return `None`, which ends the drain.
+            let mut polled = self.consumer.poll(wait);
+            let mut drained = 0;
+            while let Some(result) = polled {
+                match result {
+                    Ok(msg) => self.open.push(&msg, &self.shared),
+                    Err(e) => {
+                        poll_error(e)?;
+                        break;
+                    }
+                }
+                drained += 1;
+                if drained >= DRAIN_MAX
+                    || self.open.records >= self.batching.max_rows
+                    || self.shared.rebalances.load(Ordering::Acquire) != self.seen_rebalances
+                {
+                    break;
+                }
+                polled = self.consumer.poll(Duration::ZERO);
             }
             let seen = self.shared.rebalances.load(Ordering::Acquire);
             if seen != self.seen_rebalances {

@@ -1,4 +1,4 @@
-//! Where records come from: files and stdin ([`file`]), Kafka ([`kafka`]).
+//! Where records come from: files and stdin ([`mod@file`]), Kafka ([`kafka`]).
 //!
 //! A source is a blocking producer of [`DecodedBatch`]es. A batch closes when it holds
 //! [`Batching::max_rows`] records or when [`Batching::linger`] has passed since its first
