@@ -115,13 +115,16 @@ impl Config {
                 .with_context(|| format!("environment variable {name}"))?;
             applied.push((keys.join("."), name.clone()));
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
                 let from = applied
                     .iter()
                     .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")))
-                    .map_or_else(|| origin.to_owned(), |(_, v)| format!("environment variable {v}"));
+                    .map_or_else(
+                        || origin.to_owned(),
+                        |(_, v)| format!("environment variable {v}"),
+                    );
                 anyhow::anyhow!("invalid setting `{key}` (from {from}): {}", e.into_inner())
             })?;
         config.validate()?;
@@ -152,7 +155,9 @@ impl Config {
 fn parse_env_value(raw: &str) -> toml::Value {
     let wrapped = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&wrapped) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -178,7 +183,9 @@ mod tests {
     use super::*;
 
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]

@@ -102,7 +102,10 @@ pub fn run(args: DecodeArgs, config: &Config) -> Result<()> {
                 f.write_all(b"\n")?;
             }
             if !args.summary {
-                eprintln!("dead letter {} ({}): {}", dl.provenance, dl.reason, dl.detail);
+                eprintln!(
+                    "dead letter {} ({}): {}",
+                    dl.provenance, dl.reason, dl.detail
+                );
             }
         }
         if !args.summary && decoded.events.num_rows() > 0 {

@@ -27,7 +27,13 @@ overridden with GATEWATCH__SECTION__KEY environment variables, for example
 GATEWATCH__KAFKA__BROKERS=kafka:9092.")]
 struct Cli {
     /// Configuration file (TOML). Without one, defaults apply.
-    #[arg(short, long, global = true, env = "GATEWATCH_CONFIG", value_name = "PATH")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "GATEWATCH_CONFIG",
+        value_name = "PATH"
+    )]
     config: Option<PathBuf>,
 
     /// Log line format on stderr (overrides `[log] format`).

@@ -468,7 +468,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         None => Some(DEFAULT_EVENTS),
     };
     let end_us = args.duration.map(|d| start_us.saturating_add(d));
-    let mut sim = Simulator::new(cfg).context("simulator configuration")?;
+    let mut sim = Simulator::new(cfg)?;
 
     let to_stdout = kafka.is_none() && matches!(args.output.as_deref(), None | Some("-"));
     let mut sink: Box<dyn Sink> = match kafka {

@@ -38,7 +38,11 @@ fn decode_summary_counts_events_and_dead_letters_by_reason() {
     let mut cmd = gatewatch();
     cmd.args(["decode", "--format", "combined", "--summary", "-"]);
     let out = run_with_stdin(cmd, LINES.as_bytes());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v,
@@ -89,7 +93,8 @@ fn decode_reads_gzip_files_in_order() {
     let a = dir.path().join("a.log.gz");
     let b = dir.path().join("b.log");
     let mut gz = GzEncoder::new(std::fs::File::create(&a).unwrap(), Compression::fast());
-    gz.write_all(LINES.lines().next().unwrap().as_bytes()).unwrap();
+    gz.write_all(LINES.lines().next().unwrap().as_bytes())
+        .unwrap();
     gz.write_all(b"\n").unwrap();
     gz.finish().unwrap();
     std::fs::write(&b, LINES.lines().nth(2).unwrap()).unwrap();
@@ -119,7 +124,10 @@ fn bad_format_and_missing_file_are_clear_errors() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown format \"nginx\"") && err.contains("combined"), "{err}");
+    assert!(
+        err.contains("unknown format \"nginx\"") && err.contains("combined"),
+        "{err}"
+    );
 
     let out = gatewatch()
         .args(["decode", "--format", "combined", "/nonexistent/access.log"])
@@ -142,7 +150,11 @@ fn config_errors_name_the_key_and_env_overrides_apply() {
         .env("GATEWATCH__BATCH__LINGER_MS", "50")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
     assert_eq!(shown["batch"]["max_rows"].as_integer(), Some(100));
     assert_eq!(shown["batch"]["linger_ms"].as_integer(), Some(50));
@@ -167,7 +179,11 @@ fn simulate_output_decodes_without_dead_letters() {
             .args(["--events", "3000", "--format", format])
             .output()
             .unwrap();
-        assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));
+        assert!(
+            sim.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sim.stderr)
+        );
         let mut cmd = gatewatch();
         cmd.args(["decode", "--summary", "--format", format, "-"]);
         let out = run_with_stdin(cmd, &sim.stdout);

@@ -83,8 +83,12 @@ impl BatchDecoder {
 
     /// Records a dead letter found before decoding (a line too long to buffer, say).
     pub fn push_dead_letter(&mut self, err: DecodeError, raw: &[u8], prov: &Provenance<'_>) {
-        self.dead_letters
-            .push(DeadLetter::new(err, self.decoder.format().name(), raw, prov));
+        self.dead_letters.push(DeadLetter::new(
+            err,
+            self.decoder.format().name(),
+            raw,
+            prov,
+        ));
     }
 
     fn decode_one(&mut self, record: &[u8], prov: &Provenance<'_>) -> Result<(), DecodeError> {
@@ -99,7 +103,10 @@ impl BatchDecoder {
             ));
         }
         let text = std::str::from_utf8(record).map_err(|e| {
-            DecodeError::new(Reason::NotUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+            DecodeError::new(
+                Reason::NotUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
         })?;
         if text.trim().is_empty() {
             return Err(DecodeError::new(Reason::Empty, "empty record"));

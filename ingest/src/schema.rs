@@ -44,9 +44,8 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
-    StringBuilder, StringDictionaryBuilder, TimestampMicrosecondBuilder, UInt16Builder,
-    UInt64Builder,
+    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
+    StringDictionaryBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Int8Type, Int32Type, Schema, SchemaRef, TimeUnit};
 
@@ -339,7 +338,8 @@ impl EventBuilder {
             m => opt_dict(&mut self.method, m, 32),
         }
         opt_dict(&mut self.domain, present(&ev.domain), 256);
-        self.path.append_value(truncate_str(&ev.path, MAX_PATH_BYTES));
+        self.path
+            .append_value(truncate_str(&ev.path, MAX_PATH_BYTES));
         match ev.query.as_deref() {
             Some(q) if !q.is_empty() => self.query.append_value(truncate_str(q, MAX_QUERY_BYTES)),
             _ => self.query.append_null(),
@@ -353,7 +353,11 @@ impl EventBuilder {
             .append_option(ev.latency_ms.filter(|v| v.is_finite()));
         self.upstream_latency_ms
             .append_option(ev.upstream_latency_ms.filter(|v| v.is_finite()));
-        opt_dict(&mut self.user_agent, present(&ev.user_agent), MAX_FIELD_BYTES);
+        opt_dict(
+            &mut self.user_agent,
+            present(&ev.user_agent),
+            MAX_FIELD_BYTES,
+        );
         opt_str(&mut self.referrer, present(&ev.referrer), MAX_FIELD_BYTES);
         opt_str(&mut self.request_id, present(&ev.request_id), 256);
         match ev.body.as_deref() {

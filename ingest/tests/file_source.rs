@@ -103,7 +103,11 @@ fn blank_lines_skip_and_bad_lines_dead_letter_in_place() {
     let src = FileSource::open(vec![a.display().to_string()], decoder(), batching(64)).unwrap();
     let (events, dead, _) = provenance(src);
     let lines: Vec<u64> = events.iter().map(|e| e.1).collect();
-    assert_eq!(lines, [1, 4], "the last line has no newline and still counts");
+    assert_eq!(
+        lines,
+        [1, 4],
+        "the last line has no newline and still counts"
+    );
     assert_eq!(dead, [(Reason::BadLine, 3)]);
 }
 

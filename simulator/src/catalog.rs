@@ -18,7 +18,7 @@ pub(crate) const INTERNAL_HOST: &str = "api.internal.shopfront.example";
 /// The web app's origin, for referrers.
 pub(crate) const WEB_ORIGIN: &str = "https://www.shopfront.example";
 /// The CDN product images come from (legitimate `url=` values of the image proxy).
-pub(crate) const CDN_ORIGIN: &str = "https://cdn.shopfront.example";
+pub(crate) const CDN_HOST: &str = "cdn.shopfront.example";
 
 /// One API endpoint: what the gateway's route table and the upstream look like.
 #[derive(Debug)]
@@ -44,7 +44,6 @@ macro_rules! endpoints {
     ($($id:ident = $m:literal $route:literal $name:literal $svc:literal $bytes:literal $sigma:literal $lat:literal $cache:literal;)*) => {
         /// Endpoint ids; index into [`ENDPOINTS`].
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        #[allow(dead_code)]
         pub(crate) enum Ep { $($id),* }
         /// The route table.
         pub(crate) static ENDPOINTS: &[Endpoint] = &[

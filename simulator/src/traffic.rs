@@ -12,7 +12,7 @@
 use std::net::Ipv4Addr;
 
 use crate::catalog::{
-    API_HOST, BODY_SIZE, CATEGORIES, CDN_ORIGIN, ELB_UA, Ep, HOST_IS_IP, INTERNAL_HOST, KUBE_UA,
+    API_HOST, BODY_SIZE, CATEGORIES, CDN_HOST, ELB_UA, Ep, HOST_IS_IP, INTERNAL_HOST, KUBE_UA,
     PARTNER_HOST, SEARCH_TERMS, SERVICES, WEB_ORIGIN,
 };
 use crate::event::{ClientKind, SimEvent};
@@ -294,16 +294,20 @@ impl Session {
             }
             Page::AddToCart => 2,
             Page::Login => {
-                // A mistyped password first, now and then.
+                // A mistyped password first, now and then; logged in afterwards (decided
+                // here, so the page model alone predicts what the session does next).
                 self.flag = maybe(rng, 0.06);
+                self.logged_in = true;
                 1 + self.flag as u8
             }
             Page::Account => 2,
             Page::OrderDetail | Page::AppOrder => {
                 self.order_j = index(rng, user.orders.max(1) as usize) as u8;
+                // Download the invoice now and then; rarely, cancel the order.
                 self.flag = maybe(rng, 0.15);
+                self.choice = maybe(rng, 0.04) as u8;
                 if page == Page::OrderDetail {
-                    2 + self.flag as u8
+                    2 + self.flag as u8 + self.choice
                 } else {
                     1
                 }
@@ -459,15 +463,14 @@ impl Session {
             }
             (Page::Product, _) => {
                 call(ev, Ep::ImageProxy, &[]);
+                // The product image through the resizing proxy: `url=` carries a CDN URL,
+                // percent-encoded as the web app's URLSearchParams writes it.
                 let q = &mut ev.query;
-                q.push_str("url=");
-                let mut img = String::with_capacity(64);
-                img.push_str(CDN_ORIGIN);
-                img.push_str("/p/");
-                push_num(&mut img, self.product);
-                img.push_str(".jpg");
-                crate::util::push_query_value(q, &img);
-                q.push_str("&w=640");
+                q.push_str("url=https%3A%2F%2F");
+                q.push_str(CDN_HOST);
+                q.push_str("%2Fp%2F");
+                push_num(q, self.product);
+                q.push_str(".jpg&w=640");
                 Ep::ImageProxy
             }
             (Page::Search, _) => {
@@ -503,12 +506,8 @@ impl Session {
                 b.push_str("\",\"password\":\"");
                 push_redacted(b, between(rng, 8, 16));
                 b.push_str("\"}");
-                if self.flag && c == 0 {
-                    respond(ev, rng, Ep::Login, 401, 1.0, 1.0);
-                } else {
-                    respond(ev, rng, Ep::Login, 200, 1.0, 1.0);
-                    self.logged_in = true;
-                }
+                let status = if self.flag && c == 0 { 401 } else { 200 };
+                respond(ev, rng, Ep::Login, status, 1.0, 1.0);
                 return false;
             }
             (Page::Account, 0) => {
@@ -528,12 +527,17 @@ impl Session {
                 call(ev, Ep::OrderItems, &[order(self.order_j)]);
                 Ep::OrderItems
             }
-            (Page::OrderDetail, _) => {
+            (Page::OrderDetail, 2) if self.flag => {
                 call(ev, Ep::Download, &[]);
                 ev.query.push_str("file=invoice-");
                 push_num(&mut ev.query, order(self.order_j));
                 ev.query.push_str(".pdf");
                 Ep::Download
+            }
+            (Page::OrderDetail, _) => {
+                call(ev, Ep::OrderCancel, &[order(self.order_j)]);
+                ev.body.push_str("{\"reason\":\"changed_mind\"}");
+                Ep::OrderCancel
             }
             (Page::Checkout, 0) | (Page::AppCheckout, 0) => {
                 call(ev, Ep::PaymentMethods, &[]);
@@ -693,12 +697,7 @@ impl Session {
             self.refresh_pending = true;
             return true;
         }
-        let size = match ep {
-            Ep::Products if self.flag => 1.05,
-            Ep::ProductsV2 => 1.0,
-            _ => 1.0,
-        };
-        respond_benign(ev, rng, ep, size);
+        respond_benign(ev, rng, ep, 1.0);
         false
     }
 }
@@ -835,11 +834,10 @@ impl PartnerJob {
         let ep = match self.phase {
             JobPhase::Webhook => {
                 call(ev, Ep::Webhooks, &[]);
-                let mut hook = String::with_capacity(64);
-                hook.push_str("https://hooks.");
-                hook.push_str(p.name);
-                hook.push_str(".example/shopfront/events");
-                param(ev, "callback", &hook);
+                // A legitimate `callback=`: the partner's own webhook receiver.
+                ev.query.push_str("callback=https%3A%2F%2Fhooks.");
+                ev.query.push_str(p.name);
+                ev.query.push_str(".example%2Fshopfront%2Fevents");
                 ev.body
                     .push_str("{\"events\":[\"order.created\",\"order.cancelled\"],\"secret\":\"");
                 push_redacted(&mut ev.body, 32);
@@ -986,66 +984,95 @@ impl ServiceStream {
             let orders = world.users.get(u).map_or(1, |x| x.orders.max(1));
             world.order_id(u, index(rng, orders as usize) as u64)
         };
-        let ep = match (SERVICES[svc.kind].0, unit(rng)) {
-            ("svc-notifications", x) if x < 0.6 => {
+        // What each service reads, by share of its calls.
+        #[derive(Clone, Copy)]
+        enum Want {
+            User,
+            Order,
+            Items,
+            Addresses,
+            Stock,
+            Reserve,
+            Crawl,
+            CrawlPage,
+            Popular,
+            Catalogue,
+        }
+        let x = unit(rng);
+        let want = match SERVICES[svc.kind].0 {
+            "svc-notifications" if x < 0.6 => Want::User,
+            "svc-notifications" => Want::Order,
+            "svc-billing" if x < 0.7 => Want::Order,
+            "svc-billing" => Want::Items,
+            "svc-fraud" if x < 0.5 => Want::Order,
+            "svc-fraud" if x < 0.8 => Want::User,
+            "svc-fraud" => Want::Addresses,
+            "svc-inventory" if x < 0.92 => Want::Stock,
+            "svc-inventory" => Want::Reserve,
+            "svc-search-indexer" if x < 0.15 => Want::CrawlPage,
+            "svc-search-indexer" => Want::Crawl,
+            "svc-recommender" => Want::Popular,
+            _ => Want::Catalogue,
+        };
+        let (ep, size) = match want {
+            Want::User => {
                 call(ev, Ep::User, &[any_user(rng)]);
-                Ep::User
+                (Ep::User, 1.0)
             }
-            ("svc-notifications", _) | ("svc-billing", _) | ("svc-fraud", _) if unit(rng) < 0.7 => {
-                let o = any_order(rng);
-                if unit(rng) < 0.3 {
-                    call(ev, Ep::OrderItems, &[o]);
-                    Ep::OrderItems
-                } else {
-                    call(ev, Ep::Order, &[o]);
-                    Ep::Order
-                }
+            Want::Order => {
+                call(ev, Ep::Order, &[any_order(rng)]);
+                (Ep::Order, 1.0)
             }
-            ("svc-fraud", _) => {
+            Want::Items => {
+                call(ev, Ep::OrderItems, &[any_order(rng)]);
+                (Ep::OrderItems, 1.0)
+            }
+            Want::Addresses => {
                 call(ev, Ep::UserAddresses, &[any_user(rng)]);
-                Ep::UserAddresses
+                (Ep::UserAddresses, 1.0)
             }
-            ("svc-inventory", x) if x < 0.92 => {
+            Want::Stock => {
                 call(ev, Ep::Inventory, &[World::popular_product(rng)]);
-                Ep::Inventory
+                (Ep::Inventory, 1.0)
             }
-            ("svc-inventory", _) => {
+            Want::Reserve => {
                 call(ev, Ep::InventoryBulk, &[]);
                 ev.body.push_str("{\"items\":[{\"product_id\":");
                 push_num(&mut ev.body, World::popular_product(rng));
                 ev.body.push_str(",\"reserved\":1}]}");
-                Ep::InventoryBulk
+                (Ep::InventoryBulk, 1.0)
             }
-            ("svc-search-indexer", x) => {
-                // Crawls the catalogue in order: a benign sequential id walk.
+            Want::Crawl | Want::CrawlPage => {
+                // The indexer crawls the catalogue in order: a benign sequential id walk
+                // (and a classic false positive for naive enumeration detectors).
                 self.cursor = (self.cursor + 1) % PRODUCTS;
-                if x < 0.15 {
+                if matches!(want, Want::CrawlPage) {
                     call(ev, Ep::Products, &[]);
                     param_num(ev, "page", self.cursor % 30 + 1);
                     param_num(ev, "per_page", 200);
-                    respond_benign(ev, rng, Ep::Products, 6.0);
-                    return;
+                    (Ep::Products, 6.0)
+                } else {
+                    call(ev, Ep::ProductV2, &[PRODUCT_ID_BASE + self.cursor]);
+                    (Ep::ProductV2, 1.0)
                 }
-                call(ev, Ep::ProductV2, &[PRODUCT_ID_BASE + self.cursor]);
-                Ep::ProductV2
             }
-            ("svc-recommender", _) => {
+            Want::Popular => {
                 call(ev, Ep::ProductV2, &[World::popular_product(rng)]);
-                Ep::ProductV2
+                (Ep::ProductV2, 1.0)
             }
-            _ => {
+            Want::Catalogue => {
                 if unit(rng) < 0.5 {
                     call(ev, Ep::Categories, &[]);
-                    Ep::Categories
+                    (Ep::Categories, 1.0)
                 } else {
                     call(ev, Ep::Products, &[]);
                     param(ev, "category", CATEGORIES[index(rng, CATEGORIES.len())]);
                     param_num(ev, "page", between(rng, 1, 5));
-                    Ep::Products
+                    (Ep::Products, 1.0)
                 }
             }
         };
-        respond_benign(ev, rng, ep, 1.0);
+        respond_benign(ev, rng, ep, size);
     }
 }
 

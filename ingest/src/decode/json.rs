@@ -575,6 +575,11 @@ impl Decoder for JsonDecoder {
                         Scalar::F64(n) if n.fract() == 0.0 => Cow::Owned(format!("HTTP/{n:.1}")),
                         Scalar::F64(n) => Cow::Owned(format!("HTTP/{n}")),
                         Scalar::U64(n) => Cow::Owned(format!("HTTP/{n}")),
+                        // ECS `http.version` is the bare version ("1.1"); every other
+                        // format names the protocol, so name it here too.
+                        Scalar::Str(t) if t.starts_with(|c: char| c.is_ascii_digit()) => {
+                            Cow::Owned(format!("HTTP/{t}"))
+                        }
                         other => other.into_str(),
                     };
                     first!(ev.http_version, s)

@@ -56,7 +56,12 @@ pub struct FileSource {
 impl FileSource {
     /// Starts reading `paths` (`-` is stdin) in the given order.
     pub fn open(paths: Vec<String>, decoder: BatchDecoder, batching: Batching) -> Result<Self> {
-        Self::open_with_limit(paths, decoder, batching, crate::batch::DEFAULT_MAX_RECORD_BYTES)
+        Self::open_with_limit(
+            paths,
+            decoder,
+            batching,
+            crate::batch::DEFAULT_MAX_RECORD_BYTES,
+        )
     }
 
     /// As [`open`](Self::open), with a different longest line.
