@@ -523,6 +523,7 @@ impl Decoder for JsonDecoder {
             let Some(v) = caps.take(slot) else { continue };
             // Strings that say "nothing" count as absent, so the next path gets its turn.
             if let Scalar::Str(s) = &v
+                && s.len() <= 16
                 && matches!(s.trim(), "" | "-")
             {
                 continue;

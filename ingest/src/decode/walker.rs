@@ -160,17 +160,19 @@ impl FieldTrie {
 
     fn child(&self, node: usize, key: &str) -> Option<usize> {
         let n = &self.nodes[node];
-        if n.case_insensitive {
+        let key = key.as_bytes();
+        // Most keys of a record are not wanted. Comparing lengths first, then the bytes in
+        // an inlined loop (keys are short), rejects them without a call into memcmp.
+        let found = if n.case_insensitive {
             n.children
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, c)| *c)
+                .find(|(k, _)| k.len() == key.len() && k.as_bytes().eq_ignore_ascii_case(key))
         } else {
             n.children
                 .iter()
-                .find(|(k, _)| &**k == key)
-                .map(|(_, c)| *c)
-        }
+                .find(|(k, _)| k.len() == key.len() && short_eq(k.as_bytes(), key))
+        };
+        found.map(|(_, c)| *c)
     }
 
     /// Follows a (possibly dotted) key from `node`.
@@ -187,6 +189,12 @@ impl FieldTrie {
         }
         Some(n)
     }
+}
+
+/// Byte equality of two slices of the same length, without a libc call.
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Values captured from one record.

@@ -152,7 +152,8 @@ pub const DEFAULT_FETCH_QUEUE_BACKOFF: Duration = Duration::from_millis(100);
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
 /// Most messages taken with zero-timeout polls after a poll that waited, before the stop,
-/// commit and linger checks run again (about a millisecond of work).
+/// commit and linger checks run again: a few milliseconds of decoding at most, which is
+/// how late a linger or a stop request can be noticed.
 const DRAIN_MAX: usize = 1024;
 
 /// Librdkafka settings the source owns; setting them in `properties` is an error.
