@@ -507,8 +507,19 @@ impl Decoder for JsonDecoder {
 
     fn decode<'a>(&mut self, record: &'a str) -> Result<AccessEvent<'a>, DecodeError> {
         let mut caps = Captures::new();
-        walk_into(&self.trie, record, &mut caps)
-            .map_err(|e| DecodeError::new(Reason::BadJson, e.0))?;
+        walk_into(&self.trie, record, &mut caps).map_err(|e| {
+            // One message or line is one request. Batching shippers (Kong's http-log with
+            // queue.max_batch_size > 1) send arrays; say so rather than just "invalid".
+            let detail = if record.trim_start().starts_with('[') {
+                format!(
+                    "a JSON array where one record per line or message is expected                      (batched log shipping? set the batch size to 1): {}",
+                    e.0
+                )
+            } else {
+                e.0
+            };
+            DecodeError::new(Reason::BadJson, detail)
+        })?;
         let mut ev = AccessEvent::default();
         let mut timestamp = None;
         let mut have_path = false;
