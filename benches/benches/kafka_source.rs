@@ -94,10 +94,11 @@ const PRODUCER_SETTINGS: &[(&str, &str)] = &[
 /// for the source), on top of librdkafka's defaults and the source's own
 /// (`fetch.queue.backoff.ms`, which the bare consumer gets too).
 ///
-/// tansu holds every fetch response for `fetch.wait.max.ms` (half of it from 500 ms up),
-/// even when it has data to send; Kafka answers as soon as `fetch.min.bytes` are there. At
-/// librdkafka's default of 500 ms each fetch of tansu costs a quarter of a second, which
-/// would make this a bench of tansu's waiting, so the consumers ask for at most 10 ms.
+/// tansu 0.6 holds every fetch response for `fetch.wait.max.ms` (half of it from 500 ms
+/// up; see `FetchService::fetch` in tansu-storage) even when it has data to send, where
+/// Kafka answers as soon as `fetch.min.bytes` are there. At librdkafka's default of 500 ms
+/// each fetch from tansu costs a quarter of a second, which would make this a bench of
+/// tansu's waiting, so the consumers ask for at most 10 ms.
 const CONSUMER_SETTINGS: &[(&str, &str)] = &[("fetch.wait.max.ms", "10")];
 
 // ------------------------------------------------------------------------------------------
@@ -140,6 +141,29 @@ fn unique(what: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Deletes the bench's topics, so that repeated runs do not fill a broker that keeps
+/// everything in memory (as the local tansu does). Best effort: a failure is only reported.
+fn delete_topics(brokers: &str, names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+    {
+        Ok(a) => a,
+        Err(e) => return eprintln!("kafka_source bench: not deleting the topics: {e}"),
+    };
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match block_on(admin.delete_topics(names, &opts)) {
+        Ok(results) => {
+            for r in results {
+                if let Err((t, e)) = r {
+                    eprintln!("kafka_source bench: deleting topic {t}: {e}");
+                }
+            }
+        }
+        Err(e) => eprintln!("kafka_source bench: deleting the topics: {e}"),
+    }
 }
 
 fn create_topic(brokers: &str, name: &str) {
@@ -403,8 +427,8 @@ fn start_group_at_beginning(brokers: &str, group: &str, topic: &str) {
         .unwrap_or_else(|e| panic!("committing the start of {topic} for {group}: {e}"));
 }
 
-/// Reads all `n` records of `topic` with a fresh [`KafkaSource`]. Returns the records read
-/// and the time from the assignment of the partitions to the last record.
+/// Reads all `n` records of `topic` with a fresh [`KafkaSource`]. Returns the time from the
+/// assignment of the partitions to the last record.
 fn read_with_source(
     brokers: &str,
     topic: &str,
@@ -611,6 +635,8 @@ fn bench_kafka_source(c: &mut Criterion) {
         ledger.report(&format!("bare_consumer/{format}"), hz);
     }
     group.finish();
+    let names: Vec<&str> = topics.iter().map(|(_, t, _)| t.as_str()).collect();
+    delete_topics(&brokers, &names);
 }
 
 criterion_group!(benches, bench_kafka_source);
