@@ -1,6 +1,8 @@
 //! Logging with `tracing`: readable lines by default, JSON for log shippers, always on
 //! stderr so stdout stays clean for data.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -13,8 +15,10 @@ pub fn init(format: LogFormat, level: &str) {
             eprintln!("gatewatch: bad log filter {level:?} ({e}); using info");
             EnvFilter::new("info")
         });
+    // Colour only for a person at a terminal, never into files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
