@@ -11,6 +11,12 @@
 //! own [`AckToken`]: the rows of a batch come from one decoder, so no batch is copied to be
 //! merged with another, and a batch's `log_format` is the same on every row.
 //!
+//! Polling and decoding overlap: the source's thread polls and copies each message's bytes
+//! into the open batch, and a closed batch is decoded on a `kafka-decode` thread of the
+//! source's own while the next one is polled. At most a few closed batches are in flight
+//! there (the source waits for the decoder beyond that, so memory stays bounded), and they
+//! come out in the order they closed.
+//!
 //! Every record becomes a row or a dead letter. Rows carry their provenance
 //! (`kafka_topic`, `kafka_partition`, `kafka_offset`); a message with a null value is a
 //! dead letter with reason `empty`, one longer than [`KafkaSourceConfig::max_record_bytes`]
@@ -97,12 +103,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, BooleanArray};
-use arrow::compute::filter_record_batch;
-use arrow::datatypes::Int32Type;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -116,7 +120,6 @@ use crate::batch::{BatchDecoder, DEFAULT_MAX_RECORD_BYTES, DecodedBatch};
 use crate::dead_letter::{DeadLetter, DecodeError, Reason};
 use crate::decode::{JsonFieldMapping, decoder_for};
 use crate::provenance::{OwnedProvenance, Provenance};
-use crate::schema::col;
 use crate::{Error, Format, Result};
 
 /// Default bootstrap brokers.
@@ -877,9 +880,27 @@ impl ConsumerContext for SourceContext {
 // ------------------------------------------------------------------------------------------
 // The source
 
-/// The batch being filled: one decoder per topic and the offsets polled per partition.
+/// One polled record of the open batch; its bytes live in [`RawTopic::bytes`].
+#[derive(Debug, Clone, Copy)]
+struct RawRecord {
+    partition: i32,
+    offset: i64,
+    start: usize,
+    /// `None` for a message with a null value.
+    len: Option<usize>,
+}
+
+/// The records of one topic polled since the last close, copied out of librdkafka's
+/// buffers so they can be decoded on the decode thread.
+#[derive(Debug, Default)]
+struct RawTopic {
+    bytes: Vec<u8>,
+    records: Vec<RawRecord>,
+}
+
+/// The batch being filled: the raw records per topic and the offsets polled per partition.
 struct Open {
-    decoders: Vec<BatchDecoder>,
+    raw: Vec<RawTopic>,
     ranges: HashMap<Tp, OpenRange>,
     records: usize,
     started: Option<Instant>,
@@ -896,22 +917,18 @@ impl Open {
             return;
         };
         let (partition, offset) = (msg.partition(), msg.offset());
-        let prov = Provenance::Kafka {
-            topic,
+        let raw = &mut self.raw[t];
+        let start = raw.bytes.len();
+        let len = msg.payload().map(|p| {
+            raw.bytes.extend_from_slice(p);
+            p.len()
+        });
+        raw.records.push(RawRecord {
             partition,
             offset,
-        };
-        let decoder = &mut self.decoders[t];
-        match msg.payload() {
-            Some(payload) => {
-                decoder.push(payload, &prov);
-            }
-            None => decoder.push_dead_letter(
-                DecodeError::new(Reason::Empty, "message has a null value"),
-                &[],
-                &prov,
-            ),
-        }
+            start,
+            len,
+        });
         self.ranges
             .entry((t, partition))
             .and_modify(|r| r.end = r.end.max(offset + 1))
@@ -924,26 +941,98 @@ impl Open {
     }
 }
 
-/// Removes the rows and dead letters of `lost` partitions from a topic's batch.
-fn drop_partitions(decoded: &mut DecodedBatch, lost: &[i32]) {
-    let parts = decoded
-        .events
-        .column_by_name(col::KAFKA_PARTITION)
-        .and_then(|c| c.as_primitive_opt::<Int32Type>());
-    if let Some(parts) = parts {
-        let keep: BooleanArray = parts
-            .iter()
-            .map(|p| Some(!p.is_some_and(|p| lost.contains(&p))))
-            .collect();
-        match filter_record_batch(&decoded.events, &keep) {
-            Ok(events) => decoded.events = events,
-            // Keeping the rows only means they are seen twice, which at-least-once allows.
-            Err(error) => tracing::error!(%error, "cannot drop rows of revoked partitions"),
+/// Batches handed to the decode thread at most, before the source waits for it: bounds
+/// the memory of raw records in flight.
+const MAX_DECODING: usize = 4;
+
+/// A job for the decode thread: one topic's raw records, decoded into one batch.
+struct DecodeJob {
+    topic: usize,
+    raw: RawTopic,
+    reply: SyncSender<DecodedBatch>,
+}
+
+/// Decodes closed batches on a thread of its own, so decoding (the larger part of the
+/// source's CPU time for JSON formats) overlaps polling the next batch. Jobs are decoded
+/// in the order they are sent; each answers on its own channel.
+struct DecodeThread {
+    jobs: Option<SyncSender<DecodeJob>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DecodeThread {
+    fn start(mut decoders: Vec<BatchDecoder>, topics: Vec<String>) -> Result<Self> {
+        let (tx, rx) = sync_channel::<DecodeJob>(MAX_DECODING);
+        let handle = std::thread::Builder::new()
+            .name("kafka-decode".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let decoder = &mut decoders[job.topic];
+                    let topic = topics[job.topic].as_str();
+                    for r in &job.raw.records {
+                        let prov = Provenance::Kafka {
+                            topic,
+                            partition: r.partition,
+                            offset: r.offset,
+                        };
+                        match r.len {
+                            Some(len) => {
+                                decoder.push(&job.raw.bytes[r.start..r.start + len], &prov);
+                            }
+                            None => decoder.push_dead_letter(
+                                DecodeError::new(Reason::Empty, "message has a null value"),
+                                &[],
+                                &prov,
+                            ),
+                        }
+                    }
+                    // The source may have gone (closed mid-batch): nothing to hand over then.
+                    let _ = job.reply.send(decoder.finish());
+                }
+            })
+            .map_err(|e| Error::Io {
+                path: "kafka decode thread".into(),
+                source: e,
+            })?;
+        Ok(Self {
+            jobs: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    fn send(&self, job: DecodeJob) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .and_then(|j| j.send(job).ok())
+            .ok_or_else(decode_thread_gone)
+    }
+}
+
+impl Drop for DecodeThread {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread once it finishes the job at hand.
+        self.jobs.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
         }
     }
-    decoded.dead_letters.retain(|d| {
-        !matches!(&d.provenance, OwnedProvenance::Kafka { partition, .. } if lost.contains(partition))
-    });
+}
+
+fn decode_thread_gone() -> Error {
+    Error::Io {
+        path: "kafka decode thread".into(),
+        source: std::io::Error::other("the decode thread stopped"),
+    }
+}
+
+/// A closed batch on its way out: still decoding, or decoded and waiting to be handed out
+/// (its dead letters are written to the sink first).
+enum Ready {
+    Decoding {
+        reply: Receiver<DecodedBatch>,
+        token: AckToken,
+    },
+    Done(SourceBatch),
 }
 
 /// Consumes access-log topics as a member of a consumer group; see the [module
@@ -952,8 +1041,9 @@ pub struct KafkaSource {
     consumer: BaseConsumer<SourceContext>,
     shared: Arc<Shared>,
     open: Open,
-    /// Closed batches waiting to be handed out (their dead letters are written first).
-    ready: VecDeque<SourceBatch>,
+    /// Closed batches, in order: decoding, or waiting to be handed out.
+    ready: VecDeque<Ready>,
+    decode: DecodeThread,
     batching: Batching,
     sink: Option<Box<dyn DeadLetterSink>>,
     stop: StopHandle,
@@ -1029,16 +1119,20 @@ impl KafkaSource {
         let names: Vec<&str> = shared.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
 
+        let decode = DecodeThread::start(decoders, shared.topics.clone())?;
         Ok(Self {
             consumer,
-            shared,
             open: Open {
-                decoders,
+                raw: (0..shared.topics.len())
+                    .map(|_| RawTopic::default())
+                    .collect(),
                 ranges: HashMap::new(),
                 records: 0,
                 started: None,
             },
+            shared,
             ready: VecDeque::new(),
+            decode,
             batching,
             sink,
             stop: StopHandle::new(),
@@ -1104,13 +1198,61 @@ impl KafkaSource {
             if self.stop.is_stopped() {
                 return Ok(None);
             }
-            if let Some(batch) = self.ready.front() {
-                if let Some(sink) = self.sink.as_mut()
-                    && !batch.decoded.dead_letters.is_empty()
-                {
-                    sink.write(&batch.decoded.dead_letters)?;
+            // Hand out the oldest closed batch once it is decoded. While decoding is behind
+            // by MAX_DECODING batches, wait for it instead of polling more.
+            let decoding = self
+                .ready
+                .iter()
+                .filter(|r| matches!(r, Ready::Decoding { .. }))
+                .count();
+            if let Some(front) = self.ready.front_mut() {
+                if let Ready::Decoding { reply, token } = front {
+                    let decoded = if decoding >= MAX_DECODING {
+                        match deadline {
+                            None => Some(reply.recv().map_err(|_| decode_thread_gone())?),
+                            Some(d) => match reply
+                                .recv_timeout(d.saturating_duration_since(Instant::now()))
+                            {
+                                Ok(b) => Some(b),
+                                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                                Err(RecvTimeoutError::Disconnected) => {
+                                    return Err(decode_thread_gone());
+                                }
+                            },
+                        }
+                    } else {
+                        match reply.try_recv() {
+                            Ok(b) => Some(b),
+                            Err(TryRecvError::Empty) => None,
+                            Err(TryRecvError::Disconnected) => return Err(decode_thread_gone()),
+                        }
+                    };
+                    if let Some(decoded) = decoded {
+                        let token = AckToken {
+                            source: token.source,
+                            batch: token.batch,
+                        };
+                        *front = Ready::Done(SourceBatch {
+                            decoded,
+                            ack: Some(token),
+                        });
+                    }
                 }
-                return Ok(self.ready.pop_front());
+                if let Ready::Done(batch) = front {
+                    if let Some(sink) = self.sink.as_mut()
+                        && !batch.decoded.dead_letters.is_empty()
+                    {
+                        sink.write(&batch.decoded.dead_letters)?;
+                    }
+                    if batch.decoded.records() == 0 {
+                        self.ready.pop_front();
+                        continue;
+                    }
+                    return Ok(match self.ready.pop_front() {
+                        Some(Ready::Done(b)) => Some(b),
+                        _ => None,
+                    });
+                }
             }
             let now = Instant::now();
             if now >= self.next_commit {
@@ -1118,14 +1260,18 @@ impl KafkaSource {
                 self.next_commit = now + self.commit_interval;
             }
             if self.open.records >= self.batching.max_rows {
-                self.close_open();
+                self.close_open()?;
                 continue;
             }
             let mut wait = POLL_SLICE.min(self.next_commit.saturating_duration_since(now));
+            if !self.ready.is_empty() {
+                // A batch is being decoded: come back for it soon.
+                wait = wait.min(Duration::from_millis(1));
+            }
             if let Some(started) = self.open.started {
                 let left = self.batching.linger.saturating_sub(started.elapsed());
                 if left.is_zero() {
-                    self.close_open();
+                    self.close_open()?;
                     continue;
                 }
                 wait = wait.min(left);
@@ -1166,22 +1312,22 @@ impl KafkaSource {
                 // Close now so no batch holds records from both sides of the rebalance;
                 // records of partitions that left are dropped on the way.
                 if self.open.records > 0 {
-                    self.close_open();
+                    self.close_open()?;
                 }
             }
         }
     }
 
-    /// Closes the open batch into one ready batch per topic.
-    fn close_open(&mut self) {
+    /// Closes the open batch into one batch per topic, sent to the decode thread.
+    fn close_open(&mut self) -> Result<()> {
         let ranges = std::mem::take(&mut self.open.ranges);
         self.open.records = 0;
         self.open.started = None;
-        for (t, decoder) in self.open.decoders.iter_mut().enumerate() {
-            if decoder.pending() == 0 {
+        for t in 0..self.open.raw.len() {
+            if self.open.raw[t].records.is_empty() {
                 continue;
             }
-            let mut decoded = decoder.finish();
+            let mut raw = std::mem::take(&mut self.open.raw[t]);
             let topic_ranges: Vec<(i32, OpenRange)> = ranges
                 .iter()
                 .filter(|((topic, _), _)| *topic == t)
@@ -1194,19 +1340,27 @@ impl KafkaSource {
                     partitions = ?lost,
                     "dropping polled records of partitions no longer assigned"
                 );
-                drop_partitions(&mut decoded, &lost);
+                // Their new owner reads them again from the committed offset.
+                raw.records.retain(|r| !lost.contains(&r.partition));
             }
-            if decoded.records() == 0 {
+            if raw.records.is_empty() {
                 continue;
             }
-            self.ready.push_back(SourceBatch {
-                decoded,
-                ack: Some(AckToken {
+            let (reply, rx) = sync_channel(1);
+            self.decode.send(DecodeJob {
+                topic: t,
+                raw,
+                reply,
+            })?;
+            self.ready.push_back(Ready::Decoding {
+                reply: rx,
+                token: AckToken {
                     source: self.shared.id,
                     batch,
-                }),
+                },
             });
         }
+        Ok(())
     }
 
     /// Commits what has been acknowledged and not committed yet.
@@ -1833,28 +1987,5 @@ mod tests {
         let mut sink = FileDeadLetterSink::open(&path, max).unwrap();
         sink.write(&letters[..0]).unwrap();
         assert_eq!(read(&path), current);
-    }
-
-    #[test]
-    fn dropping_lost_partitions_keeps_the_rest() {
-        use crate::decode::decoder_for;
-        let mut d = BatchDecoder::new(decoder_for(Format::Common, &Default::default()).unwrap(), 8);
-        for (p, off) in [(0, 1), (1, 1), (0, 2), (2, 1)] {
-            let line =
-                format!("192.0.2.1 - - [01/May/2024:12:00:00 +0000] \"GET /{p} HTTP/1.1\" 200 1");
-            let prov = Provenance::Kafka {
-                topic: "t",
-                partition: p,
-                offset: off,
-            };
-            d.push(line.as_bytes(), &prov);
-            d.push(b"garbage", &prov);
-        }
-        let mut b = d.finish();
-        drop_partitions(&mut b, &[0, 2]);
-        assert_eq!(b.events.num_rows(), 1);
-        assert_eq!(b.dead_letters.len(), 1);
-        let parts = b.events.column_by_name(col::KAFKA_PARTITION).unwrap();
-        assert_eq!(parts.as_primitive::<Int32Type>().value(0), 1);
     }
 }
