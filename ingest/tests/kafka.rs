@@ -959,3 +959,61 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
         started.elapsed()
     );
 }
+
+/// Many small batches, handed out faster than they are taken: the decode thread's queue
+/// fills and the source waits for it, and every record still comes out exactly once, in
+/// offset order, with its bad records as dead letters in place.
+#[test]
+fn batches_come_out_in_order_when_decoding_falls_behind() {
+    let brokers = broker_or_skip!();
+    let topic = unique("order");
+    let group = unique("group");
+    create_topic(&brokers, &topic, 1);
+    let p = producer(&brokers);
+    const N: usize = 400;
+    for i in 0..N {
+        let line = if i % 37 == 0 {
+            "not a log line".to_owned()
+        } else {
+            combined_line(i)
+        };
+        produce(&p, &topic, 0, "k", Some(line.as_bytes()));
+    }
+    let cfg = config(&brokers, &group, &[(&topic, Format::Combined)]);
+    let mut source =
+        KafkaSource::new(&cfg, batching(7, 5000), &JsonFieldMapping::default()).unwrap();
+    let acker = source.acker();
+    let mut offsets = Vec::new();
+    let mut dead = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while offsets.len() < N {
+        assert!(Instant::now() < deadline, "only {} records", offsets.len());
+        let Some(b) = source
+            .next_batch_timeout(Duration::from_millis(200))
+            .unwrap()
+        else {
+            continue;
+        };
+        // A slow consumer: the source keeps polling and closing batches meanwhile.
+        std::thread::sleep(Duration::from_millis(5));
+        let mut positions = record_positions(&b);
+        positions.sort_unstable();
+        offsets.extend(positions.iter().map(|&(_, o)| o));
+        dead.extend(b.decoded.dead_letters.iter().map(|d| match d.provenance {
+            OwnedProvenance::Kafka { offset, .. } => offset,
+            _ => panic!("kafka provenance expected"),
+        }));
+        assert!(acker.ack(b.ack.unwrap()));
+    }
+    source.close().unwrap();
+    assert_eq!(offsets, (0..N as i64).collect::<Vec<_>>());
+    let want_dead: Vec<i64> = (0..N as i64).filter(|i| i % 37 == 0).collect();
+    assert_eq!(dead, want_dead);
+    await_committed(
+        &brokers,
+        &group,
+        &topic,
+        &[N as i64],
+        Duration::from_secs(30),
+    );
+}
