@@ -6,39 +6,15 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures::executor::block_on;
-use gatewatch_ingest::source::Batching;
 use gatewatch_ingest::source::kafka::{KafkaSource, KafkaSourceConfig, TopicConfig};
+use gatewatch_ingest::source::{Batching, admin};
 use gatewatch_ingest::{Format, JsonFieldMapping};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-
-fn broker() -> Option<String> {
-    let addr =
-        std::env::var("GATEWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &addr)
-        .create()
-        .expect("probe consumer");
-    match probe.fetch_metadata(None, Duration::from_secs(3)) {
-        Ok(_) => Some(addr),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("no Kafka broker answers at {addr} ({e}); .ci/run must start one")
-        }
-        Err(e) => {
-            eprintln!(
-                "skipping: no Kafka broker at {addr} ({e}); start one or set GATEWATCH_TEST_KAFKA"
-            );
-            None
-        }
-    }
-}
 
 #[test]
 fn simulate_produces_to_kafka_and_every_record_decodes() {
-    let Some(brokers) = broker() else { return };
+    let Some(brokers) = admin::broker_for_tests("cli kafka test") else {
+        return;
+    };
     let unique = format!(
         "{}-{}",
         std::process::id(),
@@ -48,19 +24,7 @@ fn simulate_produces_to_kafka_and_every_record_decodes() {
             .as_millis()
     );
     let topic = format!("cli-simulate-{unique}");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for r in block_on(admin.create_topics(
-        [&NewTopic::new(&topic, 3, TopicReplication::Fixed(1))],
-        &opts,
-    ))
-    .unwrap()
-    {
-        r.unwrap();
-    }
+    admin::create_topic(&brokers, &topic, 3, Duration::from_secs(30)).unwrap();
 
     const N: usize = 3_000;
     let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))

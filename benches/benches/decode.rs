@@ -13,16 +13,7 @@ const BATCH: usize = 8192;
 fn bench_decode(c: &mut Criterion) {
     let n = if full_run() { 50_000 } else { 2_000 };
     let mut group = c.benchmark_group("decode");
-    for format in [
-        Format::Combined,
-        Format::Common,
-        Format::Kong,
-        Format::Envoy,
-        Format::AwsApigw,
-        Format::AwsWaf,
-        Format::Modsecurity,
-        Format::Json,
-    ] {
+    for format in Format::ALL {
         let data = corpus(format, n);
         bench_one(&mut group, format, &format.to_string(), &data);
     }

@@ -58,12 +58,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
 use gatewatch_benches::{corpus, full_run, lines};
-use gatewatch_ingest::source::Batching;
 use gatewatch_ingest::source::kafka::{
     DEFAULT_FETCH_QUEUE_BACKOFF, KafkaSource, KafkaSourceConfig, TopicConfig,
 };
+use gatewatch_ingest::source::{Batching, admin};
 use gatewatch_ingest::{Format, JsonFieldMapping};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -104,32 +104,6 @@ const CONSUMER_SETTINGS: &[(&str, &str)] = &[("fetch.wait.max.ms", "10")];
 // ------------------------------------------------------------------------------------------
 // Broker
 
-fn broker_address() -> String {
-    std::env::var("GATEWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-/// Whether the broker answers; panics under `CI=true` when it does not.
-fn broker_answers(addr: &str) -> bool {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .expect("consumer for the broker probe");
-    match probe.fetch_metadata(None, Duration::from_secs(3)) {
-        Ok(_) => true,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "kafka_source bench: no Kafka broker answers at {addr} ({e}); CI must start one \
-             (see .ci/run) or set GATEWATCH_TEST_KAFKA"
-        ),
-        Err(e) => {
-            eprintln!(
-                "kafka_source bench: skipping, no Kafka broker at {addr} ({e}); start one or \
-                 set GATEWATCH_TEST_KAFKA"
-            );
-            false
-        }
-    }
-}
-
 /// A topic or group name no other run uses.
 fn unique(what: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -167,33 +141,8 @@ fn delete_topics(brokers: &str, names: &[&str]) {
 }
 
 fn create_topic(brokers: &str, name: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let topic = NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for r in block_on(admin.create_topics([&topic], &opts)).expect("create_topics") {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-    // Wait until the metadata shows every partition, so producer and consumers agree.
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("metadata client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(md) = probe.fetch_metadata(Some(name), Duration::from_secs(5))
-            && md
-                .topics()
-                .iter()
-                .any(|t| t.name() == name && t.partitions().len() == PARTITIONS as usize)
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "topic {name} never showed up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    admin::create_topic(brokers, name, PARTITIONS, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("creating topic {name}: {e}"));
 }
 
 /// Counts the producer's delivery reports.
@@ -565,10 +514,9 @@ fn read_bare(brokers: &str, topic: &str, n: usize, ledger: &mut CpuLedger) -> Du
 // The bench
 
 fn bench_kafka_source(c: &mut Criterion) {
-    let brokers = broker_address();
-    if !broker_answers(&brokers) {
+    let Some(brokers) = admin::broker_for_tests("kafka_source bench") else {
         return;
-    }
+    };
     let n = match std::env::var("GATEWATCH_BENCH_KAFKA_RECORDS") {
         Ok(v) => v
             .parse()

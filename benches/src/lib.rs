@@ -8,14 +8,19 @@ use gatewatch_simulator::{SimConfig, Simulator, render};
 /// run): 2026-01-05T00:00:00Z.
 pub const START_US: i64 = 1_767_571_200_000_000;
 
-/// `n` simulated records in `format`, newline-separated, from a fixed seed.
-pub fn corpus(format: Format, n: usize) -> Vec<u8> {
+/// The simulator every bench corpus comes from: default traffic, fixed seed and start.
+fn simulator() -> Simulator {
     let cfg = SimConfig {
         seed: 42,
         start_us: START_US,
         ..SimConfig::default()
     };
-    let mut sim = Simulator::new(cfg).expect("the default simulator configuration is valid");
+    Simulator::new(cfg).expect("the default simulator configuration is valid")
+}
+
+/// `n` simulated records in `format`, newline-separated, from a fixed seed.
+pub fn corpus(format: Format, n: usize) -> Vec<u8> {
+    let mut sim = simulator();
     let mut out = Vec::with_capacity(n * 320);
     for _ in 0..n {
         render(sim.next_event(), format, &mut out);
@@ -58,12 +63,7 @@ pub fn compact_envoy_corpus(n: usize) -> Vec<u8> {
         request_id: &'a str,
         authority: &'a str,
     }
-    let cfg = SimConfig {
-        seed: 42,
-        start_us: START_US,
-        ..SimConfig::default()
-    };
-    let mut sim = Simulator::new(cfg).expect("the default simulator configuration is valid");
+    let mut sim = simulator();
     let mut out = Vec::with_capacity(n * 360);
     for _ in 0..n {
         let ev = sim.next_event();

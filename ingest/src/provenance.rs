@@ -84,16 +84,27 @@ impl From<&Provenance<'_>> for OwnedProvenance {
     }
 }
 
-impl fmt::Display for OwnedProvenance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl OwnedProvenance {
+    /// The borrowed form.
+    pub fn as_provenance(&self) -> Provenance<'_> {
         match self {
             OwnedProvenance::Kafka {
                 topic,
                 partition,
                 offset,
-            } => write!(f, "kafka:{topic}/{partition}@{offset}"),
-            OwnedProvenance::File { path, line } => write!(f, "{path}:{line}"),
-            OwnedProvenance::None => f.write_str("memory"),
+            } => Provenance::Kafka {
+                topic,
+                partition: *partition,
+                offset: *offset,
+            },
+            OwnedProvenance::File { path, line } => Provenance::File { path, line: *line },
+            OwnedProvenance::None => Provenance::None,
         }
+    }
+}
+
+impl fmt::Display for OwnedProvenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_provenance().fmt(f)
     }
 }

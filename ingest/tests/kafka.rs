@@ -19,13 +19,11 @@ use gatewatch_ingest::schema::col;
 use gatewatch_ingest::source::kafka::{
     DeadLetterConfig, KafkaSource, KafkaSourceConfig, RebalanceEvent, TopicConfig, TopicPartition,
 };
-use gatewatch_ingest::source::{Batching, SourceBatch};
+use gatewatch_ingest::source::{Batching, SourceBatch, admin};
 use gatewatch_ingest::{
     BatchDecoder, DeadLetter, Format, JsonFieldMapping, OwnedProvenance, Provenance, Reason,
     decoder_for,
 };
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -36,25 +34,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// The broker address, or `None` (after saying so) when no broker answers outside CI.
 fn broker() -> Option<String> {
-    let addr =
-        std::env::var("GATEWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &addr)
-        .create()
-        .expect("consumer for the broker probe");
-    match probe.fetch_metadata(None, Duration::from_secs(3)) {
-        Ok(_) => Some(addr),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "no Kafka broker answers at {addr} ({e}); CI must start one (see .ci/run) or set \
-             GATEWATCH_TEST_KAFKA"
-        ),
-        Err(e) => {
-            eprintln!(
-                "skipping: no Kafka broker at {addr} ({e}); start one or set GATEWATCH_TEST_KAFKA"
-            );
-            None
-        }
-    }
+    admin::broker_for_tests("kafka test")
 }
 
 macro_rules! broker_or_skip {
@@ -81,34 +61,8 @@ fn unique(what: &str) -> String {
 }
 
 fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = block_on(admin.create_topics([&topic], &opts)).expect("create_topics");
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-    // Wait until the metadata shows every partition, so producers and consumers agree.
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("metadata client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(md) = probe.fetch_metadata(Some(name), Duration::from_secs(5))
-            && md
-                .topics()
-                .iter()
-                .any(|t| t.name() == name && t.partitions().len() == partitions as usize)
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "topic {name} never showed up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    admin::create_topic(brokers, name, partitions, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("creating topic {name}: {e}"));
 }
 
 fn producer(brokers: &str) -> FutureProducer {

@@ -57,10 +57,7 @@ impl ClfDecoder {
     }
 }
 
-/// At most 64 bytes of `s`, for error details.
-fn short(s: &str) -> &str {
-    crate::schema::truncate_str(s, 64)
-}
+use super::short;
 
 fn bad_line(what: &str) -> DecodeError {
     DecodeError::new(Reason::BadLine, what.to_owned())

@@ -16,7 +16,7 @@ use super::clf::split_target;
 use super::walker::{Captures, FieldTrie, PathOpts, Scalar, walk_into};
 use crate::dead_letter::{DecodeError, Reason};
 use crate::decode::Decoder;
-use crate::schema::{AccessEvent, truncate_str};
+use crate::schema::AccessEvent;
 use crate::{Format, time};
 
 /// What a JSON path holds, and in which unit.
@@ -444,9 +444,7 @@ impl JsonDecoder {
     }
 }
 
-fn short(s: &str) -> &str {
-    truncate_str(s, 64)
-}
+use super::short;
 
 /// Drops the port from `1.2.3.4:5678` or `[2001:db8::1]:443`; a bare v6 address is kept.
 fn strip_port(addr: &str) -> &str {

@@ -23,6 +23,11 @@ pub trait Decoder: Send {
     fn decode<'a>(&mut self, record: &'a str) -> Result<AccessEvent<'a>, DecodeError>;
 }
 
+/// At most 64 bytes of `s`, for quoting bad input in error details.
+pub(crate) fn short(s: &str) -> &str {
+    crate::schema::truncate_str(s, 64)
+}
+
 /// Builds the decoder for `format`. `json_fields` customises the generic `json` decoder.
 pub fn decoder_for(
     format: Format,

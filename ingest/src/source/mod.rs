@@ -4,6 +4,7 @@
 //! [`Batching::max_rows`] records or when [`Batching::linger`] has passed since its first
 //! record, whichever comes first, so a trickle of traffic is still delivered promptly.
 
+pub mod admin;
 pub mod file;
 pub mod kafka;
 
