@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use gatewatch_ingest::source::Batching;
 use gatewatch_ingest::source::kafka::KafkaSourceConfig;
 use gatewatch_ingest::{Format, JsonFieldMapping};
+use gatewatch_scoring::{IncidentConfig, ScoringConfig};
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "GATEWATCH__";
@@ -33,6 +34,46 @@ pub struct Config {
     pub kafka: KafkaSourceConfig,
     /// Field mapping of the generic `json` format: canonical field → JSON paths to try.
     pub json_fields: JsonFieldMapping,
+    /// Risk fusion, rule thresholds, severities.
+    pub scoring: ScoringConfig,
+    /// Incident folding, idle close, suppressions.
+    pub incidents: IncidentConfig,
+    /// Where alerts go.
+    pub alerts: AlertsConfig,
+    /// The Parquet store: data directory, file sizes, compression, retention.
+    pub store: gatewatch_hunt::StoreConfig,
+    /// SQL over the store: the PostgreSQL-protocol server and the per-query limits.
+    pub sql: gatewatch_hunt::SqlConfig,
+    /// Feature stage: templating, windows, baselines, bounded state.
+    pub features: gatewatch_features::FeatureConfig,
+    /// Models: a trained artifact, or live learning (warm-up, retraining).
+    pub models: crate::pipeline::engine::ModelsConfig,
+    /// The SOC dashboard served by `run` and `demo`.
+    pub dashboard: gatewatch_dashboard::DashboardConfig,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Kafka topic `gatewatch run` publishes OCSF alerts to (on `kafka.brokers`), keyed by
+    /// entity. Empty: no Kafka alerts.
+    pub topic: String,
+    /// Also append alerts as JSON lines to this file.
+    pub file: Option<std::path::PathBuf>,
+    /// How long to wait for the broker to acknowledge alerts before giving up on a commit
+    /// (the batch is retried by a restart, never lost). Milliseconds.
+    pub flush_timeout_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            topic: "gatewatch-alerts".into(),
+            file: None,
+            flush_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// `[log]`
@@ -144,6 +185,18 @@ impl Config {
                 self.input.max_record_bytes
             );
         }
+        self.scoring.validate().map_err(anyhow::Error::msg)?;
+        self.incidents.validate().map_err(anyhow::Error::msg)?;
+        self.models.validate().map_err(anyhow::Error::msg)?;
+        self.dashboard
+            .validate()
+            .map_err(|e| anyhow::anyhow!("dashboard: {e}"))?;
+        if self.alerts.flush_timeout_ms == 0 {
+            bail!("alerts.flush_timeout_ms must be at least 1");
+        }
+        self.store.validate().map_err(anyhow::Error::msg)?;
+        self.sql.validate().map_err(anyhow::Error::msg)?;
+        self.features.resolve().map_err(anyhow::Error::msg)?;
         if self.log.level.trim().is_empty() {
             bail!("log.level must not be empty (try \"info\")");
         }
@@ -193,7 +246,19 @@ mod tests {
         let text = include_str!("../gatewatch.toml");
         let c = Config::from_parts(text, "gatewatch.toml", &[]).unwrap();
         assert_eq!(c.input.format, Format::Combined);
-        for section in ["[log]", "[input]", "[batch]", "[kafka]", "[json_fields]"] {
+        for section in [
+            "[log]",
+            "[input]",
+            "[batch]",
+            "[kafka]",
+            "[json_fields]",
+            "[scoring]",
+            "[incidents]",
+            "[alerts]",
+            "[store]",
+            "[sql]",
+            "[features]",
+        ] {
             assert!(text.contains(section), "gatewatch.toml lacks {section}");
         }
     }

@@ -5,9 +5,21 @@
 //! configuration, sets up logging and dispatches.
 
 mod config;
+mod dashboard_feed;
 mod decode_cmd;
+mod backtest_cmd;
+mod demo_cmd;
+mod eval;
+mod http;
 mod logging;
+mod metrics;
+mod pipeline;
+mod query_cmd;
+mod run_cmd;
 mod simulate_cmd;
+mod sql_cmd;
+mod suppress_cmd;
+mod train_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +32,7 @@ use crate::config::{Config, LogFormat};
 #[derive(Debug, Parser)]
 #[command(name = "gatewatch", version, about, long_about = None, after_help = "\
 Try it:
-  gatewatch simulate --seed 7 --events 100000 | gatewatch decode --summary -
+  gatewatch demo
 
 Configuration is read from --config (or $GATEWATCH_CONFIG); any setting can be
 overridden with GATEWATCH__SECTION__KEY environment variables, for example
@@ -51,6 +63,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole engine on simulated traffic with every attack mixed in, and score it.
+    Demo(demo_cmd::DemoArgs),
+    /// Run the stream processor: Kafka in, alerts out.
+    Run(run_cmd::RunArgs),
+    /// Train a model from logs and save it (`model.gwm`).
+    Train(train_cmd::TrainArgs),
+    /// Replay labelled logs through the engine and report detection quality.
+    Backtest(backtest_cmd::BacktestArgs),
+    /// Silence alerts about an entity, category or endpoint (analyst feedback).
+    Suppress(suppress_cmd::SuppressArgs),
+    /// List the detector rules and their thresholds (after config overrides).
+    Rules,
+    /// Run read-only SQL over the store (tables events, alerts, incidents, endpoints).
+    Query(query_cmd::QueryArgs),
+    /// Serve the store over the PostgreSQL wire protocol (psql, Grafana, DBeaver, psycopg).
+    Sql(sql_cmd::SqlArgs),
     /// Decode log files or stdin and print the events and dead letters.
     Decode(decode_cmd::DecodeArgs),
     /// Generate realistic API traffic with labelled attacks, in any supported format.
@@ -73,6 +101,14 @@ fn main() -> ExitCode {
         cli.log_level.as_deref().unwrap_or(&config.log.level),
     );
     let result = match cli.command {
+        Command::Demo(args) => demo_cmd::run(args, &config),
+        Command::Run(args) => run_cmd::run(args, &config),
+        Command::Train(args) => train_cmd::run(args, &config),
+        Command::Backtest(args) => backtest_cmd::run(args, &config),
+        Command::Suppress(args) => suppress_cmd::run(args),
+        Command::Rules => suppress_cmd::list_rules(&config),
+        Command::Query(args) => query_cmd::run(args, &config),
+        Command::Sql(args) => sql_cmd::run(args, &config),
         Command::Decode(args) => decode_cmd::run(args, &config),
         Command::Simulate(args) => simulate_cmd::run(args),
         Command::Config => toml::to_string_pretty(&config)

@@ -152,14 +152,14 @@ fn parse_format(s: &str) -> Result<Format, String> {
 }
 
 /// RFC 3339 text to microseconds since the epoch.
-fn parse_start(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_start(s: &str) -> Result<i64, String> {
     gatewatch_ingest::time::parse_rfc3339(s)
         .ok_or_else(|| format!("{s:?} is not an RFC 3339 time such as 2025-06-02T08:00:00Z"))
 }
 
 /// `90s`, `15m`, `2h`, `1d`, `1w`, `500ms`, combinations (`1h30m`) or plain seconds, to
 /// microseconds.
-fn parse_duration_us(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_duration_us(s: &str) -> Result<i64, String> {
     let bad = || format!("{s:?} is not a duration such as 90s, 15m, 2h, 1d or 1h30m");
     let t = s.trim();
     if t.is_empty() {
@@ -417,7 +417,7 @@ impl Sink for KafkaSink {
 
 /// A flag set by Ctrl-C, so an endless run still flushes what it wrote. The handler runs
 /// on a small thread of its own; the command itself stays synchronous.
-fn interrupt_flag() -> Arc<AtomicBool> {
+pub(crate) fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = Arc::clone(&flag);
     let spawned = std::thread::Builder::new()

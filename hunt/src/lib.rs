@@ -1,4 +1,42 @@
-//! gatewatch-hunt: the Parquet event store and SQL over DataFusion, from the CLI and the
-//! PostgreSQL wire protocol.
+//! gatewatch-hunt: the Parquet store of everything the engine sees, and SQL over it from
+//! the command line and the PostgreSQL wire protocol.
 //!
-//! Empty until the hunt issue lands; see ARCHITECTURE.md for where it sits.
+//! - [`store`]: [`Store`] writes enriched events, alerts and incidents as Parquet,
+//!   Hive-partitioned by date and hour under one data directory, and the endpoint
+//!   inventory as a snapshot; it says which appended batches are durable so the stream
+//!   processor commits its input offsets only that far; maintenance merges small files
+//!   and applies retention.
+//! - [`session`]: [`HuntSession`] registers the tables `events`, `alerts`, `incidents`
+//!   and `endpoints` in DataFusion with the hunting functions ([`udf`]) and runs
+//!   read-only queries under a timeout, a memory limit and a row cap.
+//! - [`server`]: `gatewatch sql`, the same session over the PostgreSQL wire protocol, with
+//!   password authentication and optional TLS.
+//! - [`hunts`]: the hunt library (the `hunts/` directory of the repository), one
+//!   documented query per OWASP API risk the engine covers.
+//!
+//! ```no_run
+//! # async fn demo() -> gatewatch_hunt::Result<()> {
+//! use gatewatch_hunt::{HuntSession, QueryLimits};
+//! let session = HuntSession::open("./gatewatch-data", QueryLimits::default()).await?;
+//! let out = session.query("SELECT count(*) FROM events").await?;
+//! println!("{} rows{}", out.rows, if out.truncated { " (cut)" } else { "" });
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod hunts;
+pub mod output;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod testdata;
+pub mod udf;
+
+pub use error::{Error, Result};
+pub use server::{SqlConfig, SqlServer};
+pub use session::{HuntSession, QueryLimits, QueryOutput};
+pub use store::{Store, StoreConfig, Table};
+
+/// The data directory every command uses unless `--data-dir` or `[store] data_dir` says
+/// otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./gatewatch-data";

@@ -162,6 +162,36 @@ fn fraction(b: &[u8]) -> Option<(u32, &[u8])> {
     Some((micros, &b[end..]))
 }
 
+/// The proleptic Gregorian date of a day number (days since 1970-01-01): the inverse of
+/// [`days_from_civil`].
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Same March-based era arithmetic as `days_from_civil`, run backwards.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// RFC 3339 text in UTC with milliseconds, e.g. `2026-01-05T12:00:00.250Z`.
+pub fn format_rfc3339_ms(time_us: i64) -> String {
+    let secs = time_us.div_euclid(1_000_000);
+    let ms = time_us.rem_euclid(1_000_000) / 1_000;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3_600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
 /// Parses RFC 3339 / ISO 8601 date-times: `2024-05-01T12:00:00Z`,
 /// `2024-05-01 12:00:00.123456+02:00`, `2024-05-01T12:00:00` (taken as UTC).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
@@ -326,6 +356,17 @@ mod tests {
         assert_eq!(epoch_guess(-1.0), None);
         assert_eq!(epoch_guess(f64::NAN), None);
         assert_eq!(epoch_guess(1e30), None);
+    }
+
+    #[test]
+    fn civil_days_round_trip_and_format() {
+        for days in (-800_000..3_000_000).step_by(997) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        let t = parse_rfc3339("2000-02-29T23:59:58.250Z").unwrap();
+        assert_eq!(format_rfc3339_ms(t), "2000-02-29T23:59:58.250Z");
     }
 
     #[test]

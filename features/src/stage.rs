@@ -1,0 +1,1168 @@
+//! The feature stage: templating, inventory, windows per client, network, endpoint and
+//! client × endpoint, and the feature columns.
+//!
+//! Every event is processed on its own, in batch order, and updates the state before its
+//! features are read, so the output does not depend on how the stream is cut into batches.
+//! Per event the work is: one templating pass over the path, four hash-table lookups
+//! (endpoint, client, network, pair), O(1) counter and sketch updates per span, and one
+//! pass over path, query, body and user agent for the lexical features.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanBuilder, Float32Array, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::catalog::{self, FEATURES};
+use crate::config::{ClientKey, FeatureConfig, Resolved};
+use crate::hash::{combine, hash64};
+use crate::input::{Columns, opt};
+use crate::inventory::{Endpoint, Inventory};
+use crate::openapi::{Spec, seg_hash};
+use crate::request::{Lexer, Lexical};
+use crate::table::Table;
+use crate::template::{LearnConfig, Templater};
+use crate::window::{Geometry, Landing, Rings};
+use crate::{Error, Result};
+
+/// Seeds of the key hashes (distinct so the entity kinds never share a key space).
+const SEED_CLIENT: u64 = 1;
+const SEED_NETWORK: u64 = 2;
+const SEED_ENDPOINT: u64 = 3;
+const SEED_ID: u64 = 4;
+const SEED_UA: u64 = 5;
+
+/// Weight of one event in the per-endpoint size/latency statistics.
+const EP_ALPHA: f32 = 0.02;
+/// Weight of one client bucket close in the population baselines.
+const POP_ALPHA: f32 = 0.01;
+/// Weight of one gap in the inter-arrival statistics.
+const GAP_ALPHA: f32 = 0.1;
+/// Weight of one request in the client's usual privileged share.
+const PRIV_ALPHA: f32 = 0.02;
+/// Smallest standard deviation used in z-scores (log units), so a client or endpoint with
+/// perfectly constant sizes does not turn a tiny change into a huge z.
+const MIN_STD: f32 = 0.25;
+/// z-scores and ratios are clamped to this magnitude.
+const CLAMP: f32 = 1.0e4;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ClientBucket {
+    req: u16,
+    e4: u16,
+    e5: u16,
+    authfail: u16,
+    login_fail: u16,
+    privileged: u16,
+    inventory: u16,
+    waf: u16,
+    bytes: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PairBucket {
+    req: u16,
+    id_req: u16,
+    seq: u16,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct NetBucket {
+    req: u32,
+    login_fail: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct EpBucket {
+    req: u32,
+    err: u32,
+    authfail: u32,
+}
+
+/// Baseline slots: rate, distinct ids, bytes out (log), 401/403 share, distinct endpoints.
+const B_RATE: usize = 0;
+const B_IDS: usize = 1;
+const B_BYTES: usize = 2;
+const B_AUTHFAIL: usize = 3;
+const B_ENDPOINTS: usize = 4;
+const BASELINES: usize = 5;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ClientMeta {
+    last_t: i64,
+    gap_mean: f32,
+    gap_var: f32,
+    gaps: u32,
+    priv_share: f32,
+    base: [f32; BASELINES],
+    bytes_var: f32,
+    closes: u32,
+    /// Highest distinct-ids value (any endpoint) since the last close.
+    last_ids: f32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PairMeta {
+    last_id: u64,
+    has_last: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Population {
+    base: [f32; BASELINES],
+    bytes_var: f32,
+    n: u64,
+}
+
+/// State sizes and counters, cheap to read (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StateStats {
+    /// Events processed.
+    pub events: u64,
+    /// Events flagged late (behind the watermark).
+    pub late_events: u64,
+    /// Events whose timestamp was null (scored at the watermark's time).
+    pub bad_timestamps: u64,
+    /// Clients tracked.
+    pub clients: usize,
+    /// Endpoints tracked (inventory rows).
+    pub endpoints: usize,
+    /// Client × endpoint pairs tracked.
+    pub pairs: usize,
+    /// Client networks tracked.
+    pub networks: usize,
+    /// Learned-templater prefix nodes.
+    pub template_nodes: usize,
+    /// Entities evicted (TTL or capacity), all kinds.
+    pub evictions: u64,
+    /// Approximate bytes of state in all.
+    pub bytes: usize,
+    /// Bytes of state per tracked client (client windows, baselines and index).
+    pub bytes_per_client: usize,
+}
+
+/// Per-dictionary-value caches, rebuilt per batch.
+#[derive(Default)]
+struct DictCache {
+    method: Vec<(u8, u64)>,
+    ua: Vec<u64>,
+    waf_block: Vec<bool>,
+}
+
+fn method_code(m: &str) -> u8 {
+    match m {
+        "GET" => 0,
+        "HEAD" => 1,
+        "POST" => 2,
+        "PUT" => 3,
+        "PATCH" => 4,
+        "DELETE" => 5,
+        "OPTIONS" => 6,
+        _ => 7,
+    }
+}
+
+fn is_block(a: &str) -> bool {
+    [
+        "block", "blocked", "deny", "denied", "drop", "reject", "rejected",
+    ]
+    .iter()
+    .any(|b| a.eq_ignore_ascii_case(b))
+}
+
+fn matches_route(template: &str, patterns: &[String]) -> bool {
+    let t = template.to_ascii_lowercase();
+    patterns.iter().any(|p| {
+        t.match_indices(p.as_str()).any(|(i, m)| {
+            matches!(
+                t.as_bytes().get(i + m.len()),
+                None | Some(b'/') | Some(b'.')
+            )
+        })
+    })
+}
+
+#[inline]
+fn finite(v: f32) -> f32 {
+    if v.is_finite() {
+        v.clamp(-CLAMP, CLAMP)
+    } else {
+        0.0
+    }
+}
+
+#[inline]
+fn ratio(a: u32, b: u32) -> f32 {
+    if b == 0 { 0.0 } else { a as f32 / b as f32 }
+}
+
+#[inline]
+fn z(x: f32, mean: f32, var: f32) -> f32 {
+    (x - mean) / var.max(0.0).sqrt().max(MIN_STD)
+}
+
+#[inline]
+fn ew(mean: &mut f32, var: &mut f32, x: f32, alpha: f32) {
+    let d = x - *mean;
+    *mean += alpha * d;
+    *var = (1.0 - alpha) * (*var + alpha * d * d);
+}
+
+/// The feature stage. See the [crate documentation](crate).
+pub struct FeatureStage {
+    cfg: FeatureConfig,
+    res: Resolved,
+    geo: Geometry,
+    names: Vec<String>,
+    schema_cache: Option<(SchemaRef, SchemaRef)>,
+    lexer: Lexer,
+    templater: Templater,
+    spec: Option<Spec>,
+    privileged: Vec<String>,
+    login: Vec<String>,
+    inventory: Inventory,
+    ep_rings: Rings<EpBucket>,
+    clients: Table,
+    client_rings: Rings<ClientBucket>,
+    client_meta: Vec<ClientMeta>,
+    pairs: Table,
+    pair_rings: Rings<PairBucket>,
+    pair_meta: Vec<PairMeta>,
+    networks: Table,
+    net_rings: Rings<NetBucket>,
+    pop: Population,
+    max_t: Option<i64>,
+    first_t: Option<i64>,
+    events: u64,
+    late: u64,
+    bad_ts: u64,
+    tmpl: String,
+    segs: Vec<u64>,
+    net_buf: String,
+    row: Vec<f32>,
+}
+
+impl std::fmt::Debug for FeatureStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureStage")
+            .field("stats", &self.state_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Window features per span, in catalogue order within each group.
+const CW: usize = 14;
+const NW: usize = 3;
+const EW: usize = 4;
+
+impl FeatureStage {
+    /// A stage for `cfg` (validated; the OpenAPI spec, if any, is loaded now).
+    pub fn new(cfg: FeatureConfig) -> Result<Self> {
+        let res = cfg.resolve()?;
+        let spec = match &cfg.openapi_spec {
+            Some(p) => Some(Spec::load(p)?),
+            None => None,
+        };
+        Self::build(cfg, res, spec)
+    }
+
+    /// A stage with an already parsed spec (for tests and embedding).
+    pub fn with_spec(cfg: FeatureConfig, spec: Spec) -> Result<Self> {
+        let res = cfg.resolve()?;
+        Self::build(cfg, res, Some(spec))
+    }
+
+    fn build(cfg: FeatureConfig, res: Resolved, spec: Option<Spec>) -> Result<Self> {
+        let n = cfg.buckets_per_span;
+        let geo = Geometry {
+            width_us: res
+                .spans_us
+                .iter()
+                .map(|&s| (s / n as i64).max(1))
+                .collect(),
+            n,
+        };
+        let names = catalog::feature_names(&res.suffixes);
+        let lower = |v: &[String]| v.iter().map(|p| p.trim().to_ascii_lowercase()).collect();
+        Ok(Self {
+            templater: Templater::new(LearnConfig {
+                threshold: cfg.learn_threshold as f32,
+                min_depth: cfg.learn_min_depth,
+                max_nodes: cfg.max_templates,
+            }),
+            privileged: lower(&cfg.privileged_routes),
+            login: lower(&cfg.login_routes),
+            inventory: Inventory::new(cfg.max_endpoints, spec.is_some()),
+            ep_rings: Rings::new(&geo, 1),
+            clients: Table::new(cfg.max_clients),
+            client_rings: Rings::new(&geo, 2),
+            client_meta: Vec::new(),
+            pairs: Table::new(cfg.max_pairs),
+            pair_rings: Rings::new(&geo, 1),
+            pair_meta: Vec::new(),
+            networks: Table::new(cfg.max_networks),
+            net_rings: Rings::new(&geo, 1),
+            pop: Population::default(),
+            max_t: None,
+            first_t: None,
+            events: 0,
+            late: 0,
+            bad_ts: 0,
+            tmpl: String::with_capacity(256),
+            segs: Vec::with_capacity(32),
+            net_buf: String::with_capacity(64),
+            row: Vec::with_capacity(names.len()),
+            lexer: Lexer::new(),
+            schema_cache: None,
+            names,
+            spec,
+            geo,
+            res,
+            cfg,
+        })
+    }
+
+    /// The `f_` column names, in order.
+    pub fn feature_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &FeatureConfig {
+        &self.cfg
+    }
+
+    /// The API inventory.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    /// The watermark: newest event time seen minus the allowed lateness (µs).
+    pub fn watermark(&self) -> Option<i64> {
+        self.max_t.map(|m| m.saturating_sub(self.res.lateness_us))
+    }
+
+    /// The output schema for an input schema.
+    pub fn output_schema(&mut self, input: &SchemaRef) -> SchemaRef {
+        if let Some((i, o)) = &self.schema_cache
+            && Arc::ptr_eq(i, input)
+        {
+            return o.clone();
+        }
+        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(
+            "endpoint_template",
+            DataType::Utf8,
+            false,
+        )));
+        fields.push(Arc::new(Field::new("client_key", DataType::Utf8, false)));
+        fields.push(Arc::new(Field::new("client_network", DataType::Utf8, true)));
+        fields.push(Arc::new(Field::new("object_id", DataType::Utf8, true)));
+        fields.push(Arc::new(Field::new("event_late", DataType::Boolean, false)));
+        for n in &self.names {
+            fields.push(Arc::new(Field::new(n.as_str(), DataType::Float32, false)));
+        }
+        let out = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
+        self.schema_cache = Some((input.clone(), out.clone()));
+        out
+    }
+
+    /// Counters and state sizes.
+    pub fn state_stats(&self) -> StateStats {
+        let per_client = self.client_rings.bytes_per_entity()
+            + std::mem::size_of::<ClientMeta>()
+            + Table::bytes_per_entity();
+        let per_pair = self.pair_rings.bytes_per_entity()
+            + std::mem::size_of::<PairMeta>()
+            + Table::bytes_per_entity();
+        let per_net = self.net_rings.bytes_per_entity() + Table::bytes_per_entity();
+        let per_ep = self.ep_rings.bytes_per_entity()
+            + std::mem::size_of::<Endpoint>()
+            + Table::bytes_per_entity()
+            + 48;
+        StateStats {
+            events: self.events,
+            late_events: self.late,
+            bad_timestamps: self.bad_ts,
+            clients: self.clients.len(),
+            endpoints: self.inventory.len(),
+            pairs: self.pairs.len(),
+            networks: self.networks.len(),
+            template_nodes: self.templater.nodes(),
+            evictions: self.clients.evictions()
+                + self.pairs.evictions()
+                + self.networks.evictions()
+                + self.inventory.table.evictions(),
+            bytes: self.clients.slots() * per_client
+                + self.pairs.slots() * per_pair
+                + self.networks.slots() * per_net
+                + self.inventory.table.slots() * per_ep
+                + self.templater.bytes(),
+            bytes_per_client: per_client,
+        }
+    }
+
+    /// The client's current baseline for a feature: `f_client_rate`, `f_client_distinct_ids`,
+    /// `f_client_bytes_out`, `f_client_authfail` (or `f_client_authfail_ratio`),
+    /// `f_client_distinct_endpoints`, each optionally with the reference-span suffix or
+    /// `_baseline`. The population baseline while the client has none of its own; `None`
+    /// for an unknown client or feature.
+    pub fn client_baseline(&self, client_key: &str, feature: &str) -> Option<f32> {
+        let mut f = feature.strip_prefix("f_").unwrap_or(feature);
+        f = f.strip_suffix("_baseline").unwrap_or(f);
+        let suffix = format!("_{}", self.res.suffixes[self.res.reference]);
+        f = f.strip_suffix(suffix.as_str()).unwrap_or(f);
+        let idx = match f {
+            "client_rate" => B_RATE,
+            "client_distinct_ids" => B_IDS,
+            "client_bytes_out" => B_BYTES,
+            "client_authfail" | "client_authfail_ratio" => B_AUTHFAIL,
+            "client_distinct_endpoints" => B_ENDPOINTS,
+            _ => return None,
+        };
+        let slot = self
+            .clients
+            .get(hash64(SEED_CLIENT, client_key.as_bytes()))?;
+        let m = &self.client_meta[slot];
+        Some(if m.closes > 0 {
+            m.base[idx]
+        } else {
+            self.pop.base[idx]
+        })
+    }
+
+    /// Appends the feature columns to `batch` (see `FEATURES.md`).
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let cols = Columns::of(batch)?;
+        let rows = batch.num_rows();
+        let nf = self.names.len();
+        let mut out: Vec<Vec<f32>> = (0..nf).map(|_| Vec::with_capacity(rows)).collect();
+        let mut tmpl_b = StringBuilder::with_capacity(rows, rows * 24);
+        let mut key_b = StringBuilder::with_capacity(rows, rows * 16);
+        let mut net_b = StringBuilder::with_capacity(rows, rows * 16);
+        let mut id_b = StringBuilder::with_capacity(rows, rows * 4);
+        let mut late_b = BooleanBuilder::with_capacity(rows);
+        let cache = self.dict_cache(&cols);
+        for i in 0..rows {
+            self.event(
+                &cols,
+                &cache,
+                i,
+                &mut tmpl_b,
+                &mut key_b,
+                &mut net_b,
+                &mut id_b,
+                &mut late_b,
+            );
+            debug_assert_eq!(self.row.len(), nf);
+            for (c, &v) in out.iter_mut().zip(&self.row) {
+                c.push(finite(v));
+            }
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(tmpl_b.finish()));
+        columns.push(Arc::new(key_b.finish()));
+        columns.push(Arc::new(net_b.finish()));
+        columns.push(Arc::new(id_b.finish()));
+        columns.push(Arc::new(late_b.finish()));
+        for c in out {
+            columns.push(Arc::new(Float32Array::from(c)));
+        }
+        let schema = self.output_schema(&batch.schema());
+        RecordBatch::try_new(schema, columns).map_err(Error::Arrow)
+    }
+
+    fn dict_cache(&self, cols: &Columns<'_>) -> DictCache {
+        let mut c = DictCache::default();
+        if let Some(v) = cols.method.dictionary() {
+            c.method = (0..v.len())
+                .map(|k| {
+                    let m = if v.is_valid(k) { v.value(k) } else { "-" };
+                    (method_code(m), hash64(SEED_ENDPOINT, m.as_bytes()))
+                })
+                .collect();
+        }
+        if let Some(v) = cols.user_agent.dictionary() {
+            c.ua = (0..v.len())
+                .map(|k| {
+                    hash64(
+                        SEED_UA,
+                        if v.is_valid(k) {
+                            v.value(k).as_bytes()
+                        } else {
+                            b""
+                        },
+                    )
+                })
+                .collect();
+        }
+        if let Some(v) = cols.waf_action.dictionary() {
+            c.waf_block = (0..v.len())
+                .map(|k| v.is_valid(k) && is_block(v.value(k)))
+                .collect();
+        }
+        c
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        cols: &Columns<'_>,
+        cache: &DictCache,
+        i: usize,
+        tmpl_b: &mut StringBuilder,
+        key_b: &mut StringBuilder,
+        net_b: &mut StringBuilder,
+        id_b: &mut StringBuilder,
+        late_b: &mut BooleanBuilder,
+    ) {
+        self.events += 1;
+        // Time and watermark.
+        let t = if cols.ts.is_valid(i) {
+            cols.ts.value(i)
+        } else {
+            self.bad_ts += 1;
+            self.max_t.unwrap_or(0)
+        };
+        let late = self.max_t.is_some_and(|m| t < m.saturating_sub(self.res.lateness_us));
+        if late {
+            self.late += 1;
+        }
+        let max_t = self.max_t.map_or(t, |m| m.max(t));
+        self.max_t = Some(max_t);
+        let first_t = *self.first_t.get_or_insert(t);
+        late_b.append_value(late);
+        let cutoff = max_t
+            .saturating_sub(self.res.lateness_us)
+            .saturating_sub(self.res.ttl_us);
+        self.clients.sweep(cutoff);
+        self.pairs.sweep(cutoff);
+        self.networks.sweep(cutoff);
+        self.inventory.table.sweep(cutoff);
+
+        // Request fields.
+        let path = cols.path.get(i).unwrap_or("");
+        let query = cols.query.get(i);
+        let body = cols.body.get(i);
+        let ua = cols.user_agent.get(i);
+        let method = cols.method.get(i).unwrap_or("-");
+        let (mcode, mhash) = match cols.method.key(i) {
+            Some(k) => cache.method[k],
+            None if cols.method.get(i).is_none() => (8, hash64(SEED_ENDPOINT, b"-")),
+            None => (
+                method_code(method),
+                hash64(SEED_ENDPOINT, method.as_bytes()),
+            ),
+        };
+        let ua_hash = match cols.user_agent.key(i) {
+            Some(k) => cache.ua[k],
+            None => hash64(SEED_UA, ua.unwrap_or("").as_bytes()),
+        };
+        let waf_blocked = match cols.waf_action.key(i) {
+            Some(k) => cache.waf_block[k],
+            None => cols.waf_action.get(i).is_some_and(is_block),
+        };
+        let waf_rules = cols.waf_rules.map_or(0, |l| {
+            if l.is_valid(i) {
+                l.value_length(i).max(0) as usize
+            } else {
+                0
+            }
+        });
+        let status = opt(&cols.status, i);
+        let resp = opt(&cols.resp_bytes, i).unwrap_or(0);
+        let req_bytes = opt(&cols.req_bytes, i).unwrap_or(0);
+        let latency = opt(&cols.latency, i)
+            .filter(|l| l.is_finite() && *l >= 0.0)
+            .unwrap_or(0.0);
+        let client_id = cols.client_id.get(i).filter(|s| !s.is_empty() && *s != "-");
+        let source_ip = cols.source_ip.get(i).filter(|s| !s.is_empty() && *s != "-");
+        let class = status.map_or(0u16, |s| s / 100);
+        let e4 = class == 4;
+        let e5 = class == 5;
+        let authfail = matches!(status, Some(401) | Some(403));
+
+        // Endpoint.
+        let mut spec_hit = None;
+        let mut id_span = None;
+        if let Some(spec) = &self.spec {
+            self.segs.clear();
+            self.segs.extend(path.split('/').map(seg_hash));
+            spec_hit = spec.match_path(&self.segs, method);
+        }
+        match spec_hit {
+            Some(m) => {
+                let spec = self.spec.as_ref().expect("matched a spec");
+                self.tmpl.clear();
+                self.tmpl.push_str(&spec.paths[m.path].template);
+                // The object id: the last segment in a parameter position that looks like
+                // an id, else the last parameter.
+                let mut start = 0;
+                for (j, seg) in path.split('/').enumerate() {
+                    if spec.paths[m.path].is_param(j) {
+                        id_span = Some((start, start + seg.len()));
+                    }
+                    start += seg.len() + 1;
+                }
+            }
+            None => {
+                id_span = self.templater.template(path, &mut self.tmpl);
+            }
+        }
+        let ep_key = combine(mhash, hash64(SEED_ENDPOINT, self.tmpl.as_bytes()));
+        let ef = self.inventory.table.touch(ep_key, t);
+        let es = ef.slot;
+        if es >= self.inventory.endpoints.len() {
+            self.inventory
+                .endpoints
+                .resize_with(es + 1, Endpoint::default);
+        }
+        if ef.fresh {
+            let (in_spec, deprecated) =
+                spec_hit.map_or((false, false), |m| (m.method_declared, m.deprecated));
+            let superseded = self
+                .spec
+                .as_ref()
+                .is_some_and(|s| !in_spec && s.superseded(&self.tmpl));
+            self.inventory.endpoints[es] = Endpoint {
+                method: method.to_owned(),
+                template: self.tmpl.clone(),
+                in_spec,
+                deprecated,
+                zombie: deprecated || superseded,
+                new: t >= first_t.saturating_add(self.res.warmup_us),
+                privileged: matches_route(&self.tmpl, &self.privileged),
+                login: matches_route(&self.tmpl, &self.login),
+                params: self.tmpl.matches('{').count().min(255) as u8,
+                bytes_var: 1.0,
+                lat_var: 1.0,
+                ..Endpoint::default()
+            };
+            self.ep_rings.reset(es);
+        }
+        let spec_loaded = self.spec.is_some();
+        let ep_first = self.inventory.table.first_seen(es);
+        let (ep_new, ep_undeclared, ep_zombie, ep_priv, ep_login, ep_params) = {
+            let e = &mut self.inventory.endpoints[es];
+            e.requests += 1;
+            if (2..=5).contains(&class) {
+                e.status[(class - 2) as usize] += 1;
+            }
+            e.authenticated += u64::from(client_id.is_some());
+            (
+                e.new && t.saturating_sub(ep_first) < self.res.new_period_us,
+                spec_loaded && !e.in_spec,
+                e.zombie,
+                e.privileged,
+                e.login,
+                e.params,
+            )
+        };
+        let login_fail = ep_login && e4;
+        let inventory_hit = ep_new || ep_undeclared || ep_zombie;
+        tmpl_b.append_value(&self.tmpl);
+        let object_id = id_span.and_then(|(a, b)| path.get(a..b));
+        id_b.append_option(object_id);
+
+        // Client.
+        let key = match self.cfg.client_key {
+            ClientKey::Auto => client_id.or(source_ip),
+            ClientKey::Ip => source_ip,
+            ClientKey::ClientId => client_id,
+        }
+        .unwrap_or("-");
+        key_b.append_value(key);
+        let ck = hash64(SEED_CLIENT, key.as_bytes());
+        self.inventory.endpoints[es].add_client(ck);
+        let cf = self.clients.touch(ck, t);
+        let cs = cf.slot;
+        if cf.fresh {
+            self.client_rings.reset(cs);
+            if cs >= self.client_meta.len() {
+                self.client_meta.resize(cs + 1, ClientMeta::default());
+            }
+            self.client_meta[cs] = ClientMeta {
+                last_t: t,
+                ..ClientMeta::default()
+            };
+        }
+
+        // Network.
+        let net = source_ip
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .map(|ip| self.network(ip));
+        let ns = match net {
+            Some(nk) => {
+                net_b.append_value(&self.net_buf);
+                let nf = self.networks.touch(nk, t);
+                if nf.fresh {
+                    self.net_rings.reset(nf.slot);
+                }
+                Some(nf.slot)
+            }
+            None => {
+                net_b.append_null();
+                None
+            }
+        };
+
+        // Pair.
+        let pk = combine(ck, ep_key);
+        let pf = self.pairs.touch(pk, t);
+        let ps = pf.slot;
+        if pf.fresh {
+            self.pair_rings.reset(ps);
+            if ps >= self.pair_meta.len() {
+                self.pair_meta.resize(ps + 1, PairMeta::default());
+            }
+            self.pair_meta[ps] = PairMeta::default();
+        }
+        let id_hash = object_id.map(|o| hash64(SEED_ID, o.as_bytes()));
+        let mut seq = false;
+        if let Some(o) = object_id {
+            let numeric = (o.len() <= 18 && o.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| o.parse::<u64>().ok())
+                .flatten();
+            if let Some(v) = numeric {
+                let pm = &mut self.pair_meta[ps];
+                seq = pm.has_last && v != pm.last_id && v.abs_diff(pm.last_id) <= 3;
+                pm.last_id = v;
+                pm.has_last = true;
+            }
+        }
+
+        // Windows.
+        let spans = self.geo.spans();
+        let r = self.res.reference;
+        let bytes_add = resp.min(u64::from(u32::MAX)) as u32;
+        for s in 0..spans {
+            let b = self.geo.bucket(s, t);
+            if s == r && self.client_rings.closes(cs, s, b) {
+                self.close_client(cs);
+            }
+            if let Landing::At(p) = self.client_rings.land(cs, s, b) {
+                let c = self.client_rings.bucket_mut(cs, s, p);
+                c.req = c.req.saturating_add(1);
+                c.e4 = c.e4.saturating_add(u16::from(e4));
+                c.e5 = c.e5.saturating_add(u16::from(e5));
+                c.authfail = c.authfail.saturating_add(u16::from(authfail));
+                c.login_fail = c.login_fail.saturating_add(u16::from(login_fail));
+                c.privileged = c.privileged.saturating_add(u16::from(ep_priv));
+                c.inventory = c.inventory.saturating_add(u16::from(inventory_hit));
+                c.waf = c.waf.saturating_add(u16::from(waf_blocked));
+                c.bytes = c.bytes.saturating_add(bytes_add);
+                self.client_rings.insert(cs, s, p, 0, ep_key);
+                self.client_rings.insert(cs, s, p, 1, ua_hash);
+            }
+            if let Landing::At(p) = self.pair_rings.land(ps, s, b) {
+                let c = self.pair_rings.bucket_mut(ps, s, p);
+                c.req = c.req.saturating_add(1);
+                c.id_req = c.id_req.saturating_add(u16::from(id_hash.is_some()));
+                c.seq = c.seq.saturating_add(u16::from(seq));
+                if let Some(h) = id_hash {
+                    self.pair_rings.insert(ps, s, p, 0, h);
+                }
+            }
+            if let Some(ns) = ns
+                && let Landing::At(p) = self.net_rings.land(ns, s, b)
+            {
+                let c = self.net_rings.bucket_mut(ns, s, p);
+                c.req = c.req.saturating_add(1);
+                c.login_fail = c.login_fail.saturating_add(u32::from(login_fail));
+                self.net_rings.insert(ns, s, p, 0, ck);
+            }
+            if s == r && self.ep_rings.closes(es, s, b) {
+                let req: u32 = self.ep_rings.buckets(es, s).iter().map(|b| b.req).sum();
+                let rate = req as f32 / self.span_secs(s);
+                let e = &mut self.inventory.endpoints[es];
+                e.base_rate = if e.closes == 0 {
+                    rate
+                } else {
+                    e.base_rate + self.cfg.baseline_alpha * (rate - e.base_rate)
+                };
+                e.closes += 1;
+            }
+            if let Landing::At(p) = self.ep_rings.land(es, s, b) {
+                let c = self.ep_rings.bucket_mut(es, s, p);
+                c.req = c.req.saturating_add(1);
+                c.err = c.err.saturating_add(u32::from(e4 || e5));
+                c.authfail = c.authfail.saturating_add(u32::from(authfail));
+                self.ep_rings.insert(es, s, p, 0, ck);
+            }
+        }
+
+        // Features.
+        let lex = self.lexer.features(path, query, body, ua);
+        let mut row = std::mem::take(&mut self.row);
+        row.clear();
+        push_request(
+            &mut row,
+            &lex,
+            &RequestFlags {
+                mcode,
+                class,
+                authfail,
+                resp,
+                req_bytes,
+                latency,
+                authenticated: client_id.is_some(),
+                privileged: ep_priv,
+                login: ep_login,
+                waf_blocked,
+                waf_rules,
+                params: ep_params,
+                new: ep_new,
+                undeclared: ep_undeclared,
+                zombie: ep_zombie,
+            },
+        );
+
+        // Client windows.
+        let mut cw = [[0f32; 8]; CW];
+        for s in 0..spans {
+            let secs = self.span_secs(s);
+            let mut tot = [0u32; 9];
+            for b in self.client_rings.buckets(cs, s) {
+                tot[0] += u32::from(b.req);
+                tot[1] += u32::from(b.e4);
+                tot[2] += u32::from(b.e5);
+                tot[3] += u32::from(b.authfail);
+                tot[4] += u32::from(b.login_fail);
+                tot[5] += u32::from(b.privileged);
+                tot[6] += u32::from(b.inventory);
+                tot[7] += u32::from(b.waf);
+            }
+            let bytes: u64 = self
+                .client_rings
+                .buckets(cs, s)
+                .iter()
+                .map(|b| u64::from(b.bytes))
+                .sum();
+            let mut ptot = [0u32; 3];
+            for b in self.pair_rings.buckets(ps, s) {
+                ptot[0] += u32::from(b.req);
+                ptot[1] += u32::from(b.id_req);
+                ptot[2] += u32::from(b.seq);
+            }
+            cw[0][s] = tot[0] as f32 / secs;
+            cw[1][s] = ratio(tot[1], tot[0]);
+            cw[2][s] = ratio(tot[2], tot[0]);
+            cw[3][s] = ratio(tot[3], tot[0]);
+            cw[4][s] = tot[4] as f32;
+            cw[5][s] = self.client_rings.distinct(cs, s, 0);
+            cw[6][s] = self.pair_rings.distinct(ps, s, 0);
+            cw[7][s] = ratio(ptot[2], ptot[1]);
+            cw[8][s] = ptot[0] as f32;
+            cw[9][s] = (bytes as f64).ln_1p() as f32;
+            cw[10][s] = tot[5] as f32;
+            cw[11][s] = tot[6] as f32;
+            cw[12][s] = tot[7] as f32;
+            cw[13][s] = self.client_rings.distinct(cs, s, 1);
+        }
+        for f in &cw {
+            row.extend_from_slice(&f[..spans]);
+        }
+
+        // Client scalars.
+        let floor = 1.0 / self.span_secs(r);
+        let m = &mut self.client_meta[cs];
+        m.last_ids = m.last_ids.max(cw[6][r]);
+        if t > m.last_t {
+            let gap = (t.saturating_sub(m.last_t) as f64 / 1000.0) as f32;
+            if m.gaps == 0 {
+                m.gap_mean = gap;
+                m.gap_var = 0.0;
+            } else {
+                ew(&mut m.gap_mean, &mut m.gap_var, gap, GAP_ALPHA);
+            }
+            m.gaps = m.gaps.saturating_add(1);
+            m.last_t = t;
+        }
+        let (base, bytes_var) = if m.closes > 0 {
+            (m.base, m.bytes_var)
+        } else {
+            (self.pop.base, self.pop.bytes_var)
+        };
+        let priv_unusual = if ep_priv { 1.0 - m.priv_share } else { 0.0 };
+        m.priv_share += PRIV_ALPHA * (f32::from(u8::from(ep_priv)) - m.priv_share);
+        let cv = if m.gaps >= 8 && m.gap_mean > 0.0 {
+            m.gap_var.max(0.0).sqrt() / m.gap_mean
+        } else {
+            1.0
+        };
+        let bytes_now = cw[9][r];
+        // Before any client bucket has closed there is no baseline at all: neutral values
+        // rather than ratios against zero.
+        let known = m.closes > 0 || self.pop.n > 0;
+        let (rate_ratio, z_own, z_pop) = if known {
+            (
+                cw[0][r] / base[B_RATE].max(floor),
+                z(bytes_now, base[B_BYTES], bytes_var),
+                z(bytes_now, self.pop.base[B_BYTES], self.pop.bytes_var),
+            )
+        } else {
+            (1.0, 0.0, 0.0)
+        };
+        row.extend_from_slice(&[
+            rate_ratio,
+            z_own,
+            z_pop,
+            cv,
+            m.gap_mean.max(0.0).ln_1p(),
+            priv_unusual,
+            ((t.saturating_sub(self.clients.first_seen(cs)).max(0) as f64) / 1e6).ln_1p() as f32,
+            base[B_RATE],
+            base[B_IDS],
+            base[B_BYTES],
+            base[B_AUTHFAIL],
+            base[B_ENDPOINTS],
+        ]);
+
+        // Network windows.
+        let mut nw = [[0f32; 8]; NW];
+        if let Some(ns) = ns {
+            for s in 0..spans {
+                let (req, lf) = self
+                    .net_rings
+                    .buckets(ns, s)
+                    .iter()
+                    .fold((0u32, 0u32), |(a, b), x| (a + x.req, b + x.login_fail));
+                nw[0][s] = req as f32 / self.span_secs(s);
+                nw[1][s] = self.net_rings.distinct(ns, s, 0);
+                nw[2][s] = lf as f32;
+            }
+        }
+        for f in &nw {
+            row.extend_from_slice(&f[..spans]);
+        }
+
+        // Endpoint windows and scalars.
+        let mut ew_ = [[0f32; 8]; EW];
+        for s in 0..spans {
+            let (req, err, af) = self
+                .ep_rings
+                .buckets(es, s)
+                .iter()
+                .fold((0u32, 0u32, 0u32), |(a, b, c), x| {
+                    (a + x.req, b + x.err, c + x.authfail)
+                });
+            ew_[0][s] = req as f32 / self.span_secs(s);
+            ew_[1][s] = ratio(err, req);
+            ew_[2][s] = ratio(af, req);
+            ew_[3][s] = self.ep_rings.distinct(es, s, 0);
+        }
+        for f in &ew_ {
+            row.extend_from_slice(&f[..spans]);
+        }
+        let ep_floor = floor;
+        let e = &mut self.inventory.endpoints[es];
+        let lb = (resp as f64).ln_1p() as f32;
+        let ll = latency.ln_1p() as f32;
+        let (bz, lz) = if e.stat_n >= 10 {
+            (
+                z(lb, e.bytes_mean, e.bytes_var),
+                z(ll, e.lat_mean, e.lat_var),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        if e.stat_n == 0 {
+            e.bytes_mean = lb;
+            e.lat_mean = ll;
+        } else {
+            ew(&mut e.bytes_mean, &mut e.bytes_var, lb, EP_ALPHA);
+            ew(&mut e.lat_mean, &mut e.lat_var, ll, EP_ALPHA);
+        }
+        e.stat_n = e.stat_n.saturating_add(1);
+        let ep_ratio = if e.closes > 0 {
+            ew_[0][r] / e.base_rate.max(ep_floor)
+        } else {
+            1.0
+        };
+        row.extend_from_slice(&[ep_ratio, bz, lz]);
+        self.row = row;
+    }
+
+    #[inline]
+    fn span_secs(&self, s: usize) -> f32 {
+        (self.res.spans_us[s] as f64 / 1e6) as f32
+    }
+
+    /// Folds the client's reference-span window, as it stands before its head bucket
+    /// closes, into its baselines and the population's.
+    fn close_client(&mut self, cs: usize) {
+        let r = self.res.reference;
+        let (req, af, bytes) =
+            self.client_rings
+                .buckets(cs, r)
+                .iter()
+                .fold((0u32, 0u32, 0u64), |(a, b, c), x| {
+                    (
+                        a + u32::from(x.req),
+                        b + u32::from(x.authfail),
+                        c + u64::from(x.bytes),
+                    )
+                });
+        let mut v = [0f32; BASELINES];
+        v[B_RATE] = req as f32 / self.span_secs(r);
+        v[B_IDS] = self.client_meta[cs].last_ids;
+        v[B_BYTES] = (bytes as f64).ln_1p() as f32;
+        v[B_AUTHFAIL] = ratio(af, req);
+        v[B_ENDPOINTS] = self.client_rings.distinct(cs, r, 0);
+        let alpha = self.cfg.baseline_alpha;
+        let m = &mut self.client_meta[cs];
+        if m.closes == 0 {
+            m.base = v;
+            m.bytes_var = if self.pop.n > 0 {
+                self.pop.bytes_var
+            } else {
+                1.0
+            };
+        } else {
+            let mut mean = m.base[B_BYTES];
+            ew(&mut mean, &mut m.bytes_var, v[B_BYTES], alpha);
+            for (j, x) in v.iter().enumerate() {
+                // Count-like baselines take at most three times their current value (or
+                // 3 when smaller), so an attack in progress cannot become "usual" in a few
+                // buckets; a genuine change still gets through, just more slowly.
+                let x = if matches!(j, B_RATE | B_IDS | B_ENDPOINTS) {
+                    x.min(3.0 * m.base[j].max(1.0))
+                } else {
+                    *x
+                };
+                m.base[j] += alpha * (x - m.base[j]);
+            }
+            m.base[B_BYTES] = mean;
+        }
+        m.closes = m.closes.saturating_add(1);
+        m.last_ids = 0.0;
+        let p = &mut self.pop;
+        if p.n == 0 {
+            p.base = v;
+            p.bytes_var = 1.0;
+        } else {
+            let mut mean = p.base[B_BYTES];
+            ew(&mut mean, &mut p.bytes_var, v[B_BYTES], POP_ALPHA);
+            for (j, x) in v.iter().enumerate() {
+                p.base[j] += POP_ALPHA * (x - p.base[j]);
+            }
+            p.base[B_BYTES] = mean;
+        }
+        p.n += 1;
+    }
+
+    /// The network key of `ip` (its /24 or /64 by default), with its text in `net_buf`.
+    fn network(&mut self, ip: IpAddr) -> u64 {
+        use std::fmt::Write;
+        self.net_buf.clear();
+        match ip {
+            IpAddr::V4(a) => {
+                let p = u32::from(self.cfg.ipv4_prefix.min(32));
+                let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+                let n = u32::from(a) & mask;
+                let _ = write!(self.net_buf, "{}/{p}", std::net::Ipv4Addr::from(n));
+                hash64(
+                    SEED_NETWORK,
+                    &[&n.to_be_bytes()[..], &[p as u8, 4]].concat(),
+                )
+            }
+            IpAddr::V6(a) => {
+                let p = u32::from(self.cfg.ipv6_prefix.min(128));
+                let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+                let n = u128::from(a) & mask;
+                let _ = write!(self.net_buf, "{}/{p}", std::net::Ipv6Addr::from(n));
+                hash64(
+                    SEED_NETWORK,
+                    &[&n.to_be_bytes()[..], &[p as u8, 6]].concat(),
+                )
+            }
+        }
+    }
+}
+
+struct RequestFlags {
+    mcode: u8,
+    class: u16,
+    authfail: bool,
+    resp: u64,
+    req_bytes: u64,
+    latency: f64,
+    authenticated: bool,
+    privileged: bool,
+    login: bool,
+    waf_blocked: bool,
+    waf_rules: usize,
+    params: u8,
+    new: bool,
+    undeclared: bool,
+    zombie: bool,
+}
+
+fn push_request(row: &mut Vec<f32>, l: &Lexical, f: &RequestFlags) {
+    let b = |v: bool| f32::from(u8::from(v));
+    row.extend_from_slice(&[
+        l.path_depth,
+        l.path_len,
+        l.query_len,
+        l.query_params,
+        l.body_len,
+        l.path_entropy,
+        l.query_entropy,
+        l.body_entropy,
+        l.path_digit_ratio,
+        l.path_special_ratio,
+        l.query_digit_ratio,
+        l.query_special_ratio,
+        l.body_special_ratio,
+        l.max_param_len,
+        l.param_url,
+        l.param_internal_host,
+        l.sqli,
+        l.xss,
+        l.traversal,
+        l.cmd,
+        l.null_bytes,
+        l.encoded_ratio,
+        f32::from(f.mcode),
+        b(matches!(f.mcode, 2..=5)),
+        f32::from(f.class),
+        b(f.authfail),
+        (f.resp as f64).ln_1p() as f32,
+        (f.req_bytes as f64).ln_1p() as f32,
+        f.latency.ln_1p() as f32,
+        b(f.authenticated),
+        b(f.privileged),
+        b(f.login),
+        b(f.waf_blocked),
+        f.waf_rules as f32,
+        f32::from(f.params),
+        b(f.new),
+        b(f.undeclared),
+        b(f.zombie),
+    ]);
+}
+
+/// Checks that the catalogue's groups have the sizes the stage fills (a compile-time
+/// guard against adding a feature to one and not the other).
+const _: () = {
+    let mut counts = [0usize; 6];
+    let mut i = 0;
+    while i < FEATURES.len() {
+        let k = match FEATURES[i].scope {
+            catalog::Scope::Request => 0,
+            catalog::Scope::ClientWindow => 1,
+            catalog::Scope::Client => 2,
+            catalog::Scope::NetworkWindow => 3,
+            catalog::Scope::EndpointWindow => 4,
+            catalog::Scope::Endpoint => 5,
+        };
+        counts[k] += 1;
+        i += 1;
+    }
+    assert!(counts[0] == 38);
+    assert!(counts[1] == CW);
+    assert!(counts[2] == 12);
+    assert!(counts[3] == NW);
+    assert!(counts[4] == EW);
+    assert!(counts[5] == 3);
+};

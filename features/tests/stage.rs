@@ -1,0 +1,484 @@
+//! The stage's contract: output schema, pass-through, finiteness, lateness, inventory,
+//! baselines, bounded memory, and FEATURES.md in sync with the catalogue.
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use gatewatch_features::catalog::{FEATURES, markdown_table};
+use gatewatch_features::openapi::Spec;
+use gatewatch_features::{Error, FeatureConfig, FeatureStage};
+use gatewatch_simulator::SimConfig;
+
+use common::{T0, batch_of, ev, f32_col, simulate, str_col};
+
+#[test]
+fn features_md_matches_the_catalogue() {
+    const START: &str = "<!-- feature-table:start -->\n";
+    const END: &str = "<!-- feature-table:end -->";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/FEATURES.md");
+    let mut md = std::fs::read_to_string(path).unwrap();
+    let start = md.find(START).expect("start marker") + START.len();
+    let end = md.find(END).expect("end marker");
+    if std::env::var_os("GATEWATCH_BLESS").is_some() {
+        md.replace_range(start..end, &markdown_table());
+        std::fs::write(path, &md).unwrap();
+    } else {
+        assert_eq!(
+            &md[start..end],
+            markdown_table(),
+            "FEATURES.md is out of date: run this test with GATEWATCH_BLESS=1 to regenerate its table"
+        );
+    }
+    let stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    for name in stage.feature_names() {
+        let listed = FEATURES.iter().any(|f| {
+            let pattern = format!("`{}`", f.name);
+            md.contains(&pattern)
+                && (f.name == name
+                    || f.name.replace("{span}", "")
+                        == name.rsplit_once('_').map_or("", |(a, _)| a).to_owned() + "_")
+        });
+        assert!(listed, "{name} is not documented in FEATURES.md");
+        assert!(name.starts_with("f_"));
+    }
+    assert_eq!(
+        stage.feature_names().len(),
+        38 + 14 * 3 + 12 + 3 * 3 + 4 * 3 + 3
+    );
+}
+
+#[test]
+fn output_appends_columns_and_passes_input_through() {
+    let events = simulate(
+        SimConfig {
+            seed: 3,
+            start_us: T0,
+            ..SimConfig::default()
+        },
+        3000,
+    );
+    let input = batch_of(&events);
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let out = stage.process(&input).unwrap();
+    let n_in = input.num_columns();
+    assert_eq!(out.num_rows(), input.num_rows());
+    for i in 0..n_in {
+        assert_eq!(out.schema().field(i), input.schema().field(i));
+        assert_eq!(out.column(i).to_data(), input.column(i).to_data());
+    }
+    let names: Vec<String> = out.schema().fields()[n_in..]
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        &names[..5],
+        [
+            "endpoint_template",
+            "client_key",
+            "client_network",
+            "object_id",
+            "event_late"
+        ]
+    );
+    assert_eq!(&names[5..], stage.feature_names());
+    for f in &out.schema().fields()[n_in + 5..] {
+        assert_eq!(f.data_type(), &DataType::Float32);
+        let v = f32_col(&out, f.name());
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "{} has a non-finite value",
+            f.name()
+        );
+    }
+    // Templates, keys and networks look right.
+    let t = str_col(&out, "endpoint_template");
+    assert!(
+        t.iter()
+            .any(|t| t.as_deref() == Some("/api/v1/orders/{id}")),
+        "{:?}",
+        &t[..20]
+    );
+    assert!(t.iter().all(|t| !t.as_ref().unwrap().is_empty()));
+    let k = str_col(&out, "client_key");
+    assert!(k.iter().any(|k| k.as_deref().unwrap().starts_with("user-")));
+    let nets = str_col(&out, "client_network");
+    assert!(
+        nets.iter()
+            .all(|n| n.as_deref().unwrap().ends_with(".0/24"))
+    );
+    // Every non-empty feature vector differs somewhere: the columns are not constant.
+    for name in [
+        "f_path_depth",
+        "f_client_rate_1m",
+        "f_endpoint_rate_10m",
+        "f_response_bytes_log",
+    ] {
+        let v = f32_col(&out, name);
+        assert!(v.iter().any(|&x| x != v[0]), "{name} is constant");
+    }
+    // A second batch with a different schema object of the same shape works too.
+    let again = stage.process(&batch_of(&events[..10])).unwrap();
+    assert_eq!(again.num_columns(), out.num_columns());
+}
+
+#[test]
+fn hostile_values_give_finite_features() {
+    let mut e = ev(T0, "not-an-ip", None, "BREW", "/%00/../..;/x", 999);
+    e.latency_ms = Some(f64::NAN);
+    e.response_bytes = Some(u64::MAX);
+    e.request_bytes = Some(u64::MAX);
+    e.query = Some("a=%zz&&&=&b=".repeat(500).into());
+    e.body = Some("\u{0}".repeat(4096).into());
+    let mut e2 = ev(T0 - 3_600_000_000, "::1", Some(""), "GET", "", 0);
+    e2.status = None;
+    e2.latency_ms = Some(f64::INFINITY);
+    // Timestamps at the ends of the range must not overflow any arithmetic.
+    let far_past = ev(i64::MIN + 1, "10.0.0.1", None, "GET", "/a", 200);
+    let far_future = ev(i64::MAX - 1, "10.0.0.1", None, "GET", "/a", 200);
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let out = stage
+        .process(&batch_of(&[e.clone(), e2, e, far_past.clone(), far_future, far_past]))
+        .unwrap();
+    for name in stage.feature_names() {
+        assert!(f32_col(&out, name).iter().all(|x| x.is_finite()), "{name}");
+    }
+    assert_eq!(str_col(&out, "client_network")[0], None);
+    assert_eq!(str_col(&out, "client_network")[1].as_deref(), Some("::/64"));
+}
+
+#[test]
+fn late_events_are_flagged_counted_and_still_scored() {
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let evs = [
+        ev(T0, "10.0.0.1", None, "GET", "/a", 200),
+        ev(T0 + 120_000_000, "10.0.0.1", None, "GET", "/a", 200),
+        // 30 s behind the newest event: within the 60 s lateness.
+        ev(T0 + 90_000_000, "10.0.0.1", None, "GET", "/a", 200),
+        // 100 s behind: late, but its 10-minute bucket is still in the ring.
+        ev(T0 + 20_000_000, "10.0.0.1", None, "GET", "/a", 200),
+    ];
+    let out = stage.process(&batch_of(&evs)).unwrap();
+    let late = out
+        .column_by_name("event_late")
+        .unwrap()
+        .as_boolean()
+        .clone();
+    assert_eq!(
+        (0..4).map(|i| late.value(i)).collect::<Vec<_>>(),
+        [false, false, false, true]
+    );
+    assert_eq!(stage.state_stats().late_events, 1);
+    assert_eq!(stage.watermark(), Some(T0 + 60_000_000));
+    // Counted: the 10-minute window holds all four events.
+    assert_eq!(f32_col(&out, "f_client_rate_10m")[3], 4.0 / 600.0);
+}
+
+#[test]
+fn bad_batches_are_errors_not_panics() {
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let no_path = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "timestamp",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            false,
+        )])),
+        vec![Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![1i64])) as ArrayRef],
+    )
+    .unwrap();
+    assert!(matches!(stage.process(&no_path), Err(Error::Schema(_))));
+    let good = batch_of(&[ev(T0, "10.0.0.1", None, "GET", "/a", 200)]);
+    let mut cols = good.columns().to_vec();
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let i = good.schema().index_of("source_ip").unwrap();
+    cols[i] = Arc::new(Float32Array::from(vec![1.0f32]));
+    fields[i] = Field::new("source_ip", DataType::Float32, true);
+    let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    let e = stage.process(&bad).unwrap_err();
+    assert!(e.to_string().contains("source_ip"), "{e}");
+    // Extra and missing optional columns are fine.
+    let mut cols = good.columns().to_vec();
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    cols.push(Arc::new(StringArray::from(vec!["extra"])));
+    fields.push(Field::new("my_extra", DataType::Utf8, true));
+    let j = fields
+        .iter()
+        .position(|f| f.name() == "user_agent_original")
+        .unwrap();
+    cols.remove(j);
+    fields.remove(j);
+    let odd = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    let out = stage.process(&odd).unwrap();
+    assert!(out.column_by_name("my_extra").is_some());
+    assert!(stage.process(&batch_of(&[])).unwrap().num_rows() == 0);
+}
+
+#[test]
+fn state_is_bounded_under_a_flood_of_random_ips_and_paths() {
+    let cfg = FeatureConfig {
+        max_clients: 2_000,
+        max_pairs: 4_000,
+        max_endpoints: 300,
+        max_networks: 1_000,
+        max_templates: 1_000,
+        ..FeatureConfig::default()
+    };
+    let mut stage = FeatureStage::new(cfg).unwrap();
+    let mut x = 7u64;
+    let mut rand = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut sizes = Vec::new();
+    for round in 0..8 {
+        let evs: Vec<_> = (0..10_000)
+            .map(|i| {
+                let r = rand();
+                let ip = format!(
+                    "{}.{}.{}.{}",
+                    r >> 56,
+                    (r >> 48) & 255,
+                    (r >> 40) & 255,
+                    (r >> 32) & 255
+                );
+                let path = format!(
+                    "/{:x}/{:x}/{:x}",
+                    r & 0xffff,
+                    (r >> 16) & 0xff,
+                    rand() & 0xfff
+                );
+                ev(
+                    T0 + (round * 10_000 + i) * 1000,
+                    &ip,
+                    None,
+                    "GET",
+                    &path,
+                    404,
+                )
+            })
+            .collect();
+        stage.process(&batch_of(&evs)).unwrap();
+        let s = stage.state_stats();
+        assert!(
+            s.clients <= 2_000
+                && s.pairs <= 4_000
+                && s.endpoints <= 300
+                && s.networks <= 1_000
+                && s.template_nodes <= 1_000,
+            "{s:?}"
+        );
+        sizes.push(s.bytes);
+    }
+    // Flat: once the tables are full, the state stops growing.
+    assert!(sizes[7] <= sizes[2] + sizes[2] / 10, "{sizes:?}");
+    assert!(stage.state_stats().evictions > 50_000);
+    assert!(stage.inventory().to_record_batch().num_rows() <= 300);
+}
+
+#[test]
+fn idle_clients_cost_under_a_kibibyte() {
+    let stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let per = stage.state_stats().bytes_per_client;
+    assert!(per > 300 && per <= 1024, "{per} bytes per client");
+}
+
+#[test]
+fn baselines_are_exposed() {
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    // A client with 3 requests per 100 s bucket for an hour, then a burst.
+    let mut evs = Vec::new();
+    for k in 0..108i64 {
+        evs.push(ev(
+            T0 + k * 33_000_000,
+            "10.1.1.1",
+            Some("alice"),
+            "GET",
+            &format!("/api/orders/{}", k % 3),
+            200,
+        ));
+    }
+    let out = stage.process(&batch_of(&evs)).unwrap();
+    let usual = stage.client_baseline("alice", "f_client_rate_10m").unwrap();
+    // About 18 requests per 10 minutes.
+    assert!((0.02..0.04).contains(&usual), "{usual}");
+    assert_eq!(
+        stage.client_baseline("alice", "f_client_rate_baseline"),
+        Some(usual)
+    );
+    assert_eq!(
+        *f32_col(&out, "f_client_rate_baseline").last().unwrap(),
+        usual
+    );
+    let ids = stage
+        .client_baseline("alice", "f_client_distinct_ids")
+        .unwrap();
+    assert!((2.0..4.5).contains(&ids), "{ids}");
+    assert!(stage.client_baseline("bob", "f_client_rate").is_none());
+    assert!(stage.client_baseline("alice", "f_nonsense").is_none());
+    // A walk over 300 ids: distinct ids far above the usual, sequential.
+    let t1 = T0 + 108 * 33_000_000;
+    let walk: Vec<_> = (0..300i64)
+        .map(|k| {
+            ev(
+                t1 + k * 1_000_000,
+                "10.1.1.1",
+                Some("alice"),
+                "GET",
+                &format!("/api/orders/{}", 1000 + k),
+                200,
+            )
+        })
+        .collect();
+    let out = stage.process(&batch_of(&walk)).unwrap();
+    let last = out.num_rows() - 1;
+    assert!(f32_col(&out, "f_client_distinct_ids_10m")[last] > 150.0);
+    assert!(f32_col(&out, "f_client_id_sequential_10m")[last] > 0.9);
+    assert!(f32_col(&out, "f_client_distinct_ids_baseline")[last] < 20.0);
+    assert!(f32_col(&out, "f_client_rate_ratio")[last] > 5.0);
+    assert_eq!(str_col(&out, "object_id")[last].as_deref(), Some("1299"));
+}
+
+#[test]
+fn inventory_knows_spec_status_and_new_endpoints() {
+    let spec = Spec::from_json(
+        r#"{"paths":{"/api/v1/users/{userId}":{"get":{}},"/api/v1/account":{"get":{"deprecated":true}},
+        "/api/v2/orders/{id}":{"get":{}}}}"#,
+    )
+    .unwrap();
+    let cfg = FeatureConfig {
+        warmup: "1m".into(),
+        ..FeatureConfig::default()
+    };
+    let mut stage = FeatureStage::with_spec(cfg, spec).unwrap();
+    let evs = [
+        ev(T0, "10.0.0.1", Some("u1"), "GET", "/api/v1/users/7", 200),
+        ev(
+            T0 + 1_000_000,
+            "10.0.0.2",
+            None,
+            "GET",
+            "/api/v1/account",
+            200,
+        ),
+        ev(
+            T0 + 2_000_000,
+            "10.0.0.3",
+            None,
+            "GET",
+            "/api/v1/orders/9",
+            404,
+        ),
+        ev(
+            T0 + 120_000_000,
+            "10.0.0.3",
+            None,
+            "GET",
+            "/internal/debug/vars",
+            200,
+        ),
+        ev(
+            T0 + 121_000_000,
+            "10.0.0.4",
+            Some("u2"),
+            "GET",
+            "/api/v1/users/8",
+            500,
+        ),
+    ];
+    let out = stage.process(&batch_of(&evs)).unwrap();
+    assert_eq!(
+        str_col(&out, "endpoint_template")[0].as_deref(),
+        Some("/api/v1/users/{userId}")
+    );
+    assert_eq!(str_col(&out, "object_id")[0].as_deref(), Some("7"));
+    assert_eq!(
+        f32_col(&out, "f_endpoint_undeclared"),
+        [0.0, 0.0, 1.0, 1.0, 0.0]
+    );
+    assert_eq!(
+        f32_col(&out, "f_endpoint_deprecated"),
+        [0.0, 1.0, 1.0, 0.0, 0.0]
+    );
+    assert_eq!(f32_col(&out, "f_endpoint_new"), [0.0, 0.0, 0.0, 1.0, 0.0]);
+    assert_eq!(
+        f32_col(&out, "f_privileged_route"),
+        [0.0, 0.0, 0.0, 1.0, 0.0]
+    );
+    let inv = stage.inventory();
+    let users = inv.get("GET", "/api/v1/users/{userId}").unwrap();
+    assert_eq!((users.requests, users.status), (2, [1, 0, 0, 1]));
+    assert_eq!(users.authenticated, 2);
+    assert!((users.distinct_clients() - 2.0).abs() < 0.5);
+    let b = inv.to_record_batch();
+    assert_eq!(b.num_rows(), 4);
+    let col = |n: &str| b.column_by_name(n).unwrap().clone();
+    let templates = col("endpoint_template");
+    let templates = templates.as_string::<i32>();
+    let row = |t: &str| {
+        (0..b.num_rows())
+            .find(|&i| templates.value(i) == t)
+            .unwrap()
+    };
+    let flag = |n: &str, t: &str| col(n).as_boolean().value(row(t));
+    assert!(flag("shadow", "/internal/debug/vars") && flag("new", "/internal/debug/vars"));
+    assert!(flag("zombie", "/api/v1/orders/{id}") && flag("shadow", "/api/v1/orders/{id}"));
+    assert!(flag("deprecated", "/api/v1/account") && flag("zombie", "/api/v1/account"));
+    assert!(flag("in_spec", "/api/v1/users/{userId}") && !flag("shadow", "/api/v1/users/{userId}"));
+    let auth = col("authenticated_ratio");
+    assert_eq!(
+        auth.as_primitive::<arrow::datatypes::Float32Type>()
+            .value(row("/api/v1/account")),
+        0.0
+    );
+    assert_eq!(b.schema(), gatewatch_features::Inventory::schema());
+}
+
+#[test]
+fn client_keys_follow_the_configuration() {
+    let evs = [
+        ev(T0, "203.0.113.9", Some("key-1"), "GET", "/a", 200),
+        ev(T0, "2001:db8:1:2:3::9", None, "GET", "/a", 200),
+    ];
+    for (key, want) in [
+        (
+            gatewatch_features::ClientKey::Auto,
+            ["key-1", "2001:db8:1:2:3::9"],
+        ),
+        (
+            gatewatch_features::ClientKey::Ip,
+            ["203.0.113.9", "2001:db8:1:2:3::9"],
+        ),
+        (gatewatch_features::ClientKey::ClientId, ["key-1", "-"]),
+    ] {
+        let mut stage = FeatureStage::new(FeatureConfig {
+            client_key: key,
+            ..FeatureConfig::default()
+        })
+        .unwrap();
+        let out = stage.process(&batch_of(&evs)).unwrap();
+        let got: Vec<_> = str_col(&out, "client_key")
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        assert_eq!(got, want);
+        let nets: Vec<_> = str_col(&out, "client_network")
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        assert_eq!(nets, ["203.0.113.0/24", "2001:db8:1:2::/64"]);
+    }
+}

@@ -1,0 +1,614 @@
+//! `gatewatch sql`: the hunt session over the PostgreSQL wire protocol.
+//!
+//! Built on pgwire and the PostgreSQL compatibility layer of `datafusion-postgres`
+//! (`pg_catalog` tables and functions, the query rewrites that make `psql`'s `\d`,
+//! Grafana's and DBeaver's catalog queries plan in DataFusion, `SET`/`SHOW` and
+//! transaction statements). What runs is gatewatch's: every query goes through
+//! [`HuntSession`]'s read-only checks and limits, whichever protocol (simple or extended)
+//! carries it; anything else is refused with SQLSTATE `25006` (read-only transaction) and
+//! the connection stays usable. Clients authenticate with SCRAM-SHA-256 against the one
+//! configured user; the database is `gatewatch`. TLS is used when a certificate and key
+//! are configured.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::fmt::Debug;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion_postgres::arrow_pg::datatypes::df::{deserialize_parameters, encode_dataframe};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::PgCatalogContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_postgres::{DfSessionService, Parser};
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::NoticeResponse;
+use pgwire::types::format::FormatOptions;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::session::{CATALOG, HuntSession, QueryLimits, QueryOutput, check_sql_statement};
+
+/// `[sql]`: the PostgreSQL-protocol server and the limits of every query (also those of
+/// `gatewatch query`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// Address to listen on. Loopback by default: exposing the store is a decision.
+    pub listen: String,
+    /// The one user clients log in as.
+    pub user: String,
+    /// Its password; the server refuses to start without one.
+    pub password: Option<String>,
+    /// PEM certificate chain; with `tls_key`, clients may (and `sslmode=require` ones
+    /// must) use TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Most concurrent connections; more are turned away.
+    pub max_connections: usize,
+    /// Seconds a query may run.
+    pub timeout_secs: u64,
+    /// MiB of memory all running queries may hold together.
+    pub memory_limit_mb: usize,
+    /// Most rows a query returns (the rest are cut, with a notice).
+    pub max_rows: usize,
+}
+
+/// Default for [`SqlConfig::listen`].
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
+/// Default for [`SqlConfig::user`].
+pub const DEFAULT_USER: &str = "gatewatch";
+/// Default for [`SqlConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        let l = QueryLimits::default();
+        SqlConfig {
+            listen: DEFAULT_LISTEN.into(),
+            user: DEFAULT_USER.into(),
+            password: None,
+            tls_cert: None,
+            tls_key: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            timeout_secs: l.timeout_secs,
+            memory_limit_mb: l.memory_limit_mb,
+            max_rows: l.max_rows,
+        }
+    }
+}
+
+impl SqlConfig {
+    /// The query limits of this section.
+    pub fn limits(&self) -> QueryLimits {
+        QueryLimits {
+            timeout_secs: self.timeout_secs,
+            memory_limit_mb: self.memory_limit_mb,
+            max_rows: self.max_rows,
+        }
+    }
+
+    /// Checks every field that does not need the server to start.
+    pub fn validate(&self) -> Result<()> {
+        self.limits().validate()?;
+        let bad = |key, message: String| Err(Error::Config { key, message });
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "sql.listen",
+                format!("must be IP:PORT, got {:?}", self.listen),
+            );
+        }
+        if self.user.is_empty() {
+            return bad("sql.user", "must not be empty".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("sql.tls_cert", "tls_cert and tls_key go together".into());
+        }
+        if self.max_connections == 0 {
+            return bad("sql.max_connections", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The one login, with the SCRAM-salted password computed once.
+#[derive(Debug)]
+struct Login {
+    user: String,
+    salt: Vec<u8>,
+    salted: Vec<u8>,
+}
+
+#[async_trait]
+impl AuthSource for Login {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let db = login.database().unwrap_or(CATALOG);
+        if db != CATALOG {
+            return Err(user_error(
+                "FATAL",
+                "3D000",
+                format!("database \"{db}\" does not exist; connect to \"{CATALOG}\""),
+            ));
+        }
+        if login.user() != Some(self.user.as_str()) {
+            // Same answer as a wrong password: do not tell which users exist.
+            return Err(user_error(
+                "FATAL",
+                "28P01",
+                format!(
+                    "password authentication failed for user \"{}\"",
+                    login.user().unwrap_or("")
+                ),
+            ));
+        }
+        Ok(Password::new(Some(self.salt.clone()), self.salted.clone()))
+    }
+}
+
+fn random_salt() -> Vec<u8> {
+    // The salt only has to differ between servers, not be secret; the std hasher's
+    // per-process random keys are enough and need no extra dependency.
+    let mut out = Vec::with_capacity(16);
+    for i in 0..2u64 {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(i);
+        out.extend_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
+fn user_error(severity: &str, code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        severity.into(),
+        code.into(),
+        message,
+    )))
+}
+
+fn pg_error(e: Error) -> PgWireError {
+    let code = match &e {
+        Error::Refused(_) => "25006",
+        Error::Timeout(_) => "57014",
+        Error::DataFusion(d) => match d.find_root() {
+            datafusion::error::DataFusionError::ResourcesExhausted(_) => "53200",
+            datafusion::error::DataFusionError::SQL(_, _) => "42601",
+            datafusion::error::DataFusionError::Plan(_)
+            | datafusion::error::DataFusionError::SchemaError(_, _) => "42P01",
+            _ => "XX000",
+        },
+        _ => "XX000",
+    };
+    user_error("ERROR", code, e.to_string())
+}
+
+/// The PostgreSQL-protocol server, bound and ready to serve.
+pub struct SqlServer {
+    listener: TcpListener,
+    handlers: Arc<Handlers>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    max_connections: usize,
+}
+
+impl Debug for SqlServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlServer")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NoRoles;
+impl PgCatalogContextProvider for NoRoles {}
+
+impl SqlServer {
+    /// Validates `cfg`, adds `pg_catalog` to the session and binds the listener.
+    pub async fn bind(session: HuntSession, cfg: &SqlConfig) -> Result<SqlServer> {
+        cfg.validate()?;
+        let password = cfg
+            .password
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .ok_or(Error::Config {
+                key: "sql.password",
+                message: "a password is required (set [sql] password or GATEWATCH__SQL__PASSWORD)"
+                    .into(),
+            })?;
+        setup_pg_catalog(session.context(), CATALOG, NoRoles)
+            .map_err(|e| Error::Server(format!("pg_catalog: {e}")))?;
+        let salt = random_salt();
+        let salted = gen_salted_password(
+            password,
+            &salt,
+            pgwire::api::auth::sasl::scram::SCRAM_ITERATIONS,
+        );
+        let login = Arc::new(Login {
+            user: cfg.user.clone(),
+            salt,
+            salted,
+        });
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
+            _ => None,
+        };
+        let ctx = Arc::new(session.context().clone());
+        let inner = Arc::new(DfSessionService::new(ctx));
+        let handlers = Arc::new(Handlers {
+            service: Arc::new(Guarded {
+                parser: Arc::new(GuardedParser {
+                    session: session.clone(),
+                    inner: inner.query_parser(),
+                    compat: PostgresCompatibilityParser::new(),
+                }),
+                session,
+                inner,
+            }),
+            login,
+        });
+        let listener = TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| Error::Server(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        Ok(SqlServer {
+            listener,
+            handlers,
+            tls,
+            max_connections: cfg.max_connections,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::Server(e.to_string()))
+    }
+
+    /// Serves connections until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let limiter = Arc::new(Semaphore::new(self.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let (socket, addr) = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sql: accept failed");
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = limiter.clone().try_acquire_owned() else {
+                tracing::warn!(%addr, "sql: connection refused, max_connections reached");
+                drop(socket);
+                continue;
+            };
+            let handlers = self.handlers.clone();
+            let tls = self.tls.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                    tracing::debug!(%addr, error = %e, "sql: connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<pgwire::tokio::TlsAcceptor> {
+    use pgwire::tokio::tokio_rustls::rustls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| Error::Server(format!("tls_cert {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::Server(format!("tls_key {}: {e}", key.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+    .map_err(|e| Error::Server(format!("tls: {e}")))?;
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
+
+struct Handlers {
+    service: Arc<Guarded>,
+    login: Arc<Login>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.service.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        // One per connection: the handler holds that connection's SASL state.
+        let scram = ScramAuth::new(self.login.clone());
+        Arc::new(SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram))
+    }
+}
+
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut p = DefaultServerParameterProvider::default();
+    p.is_superuser = false;
+    p.default_transaction_read_only = true;
+    p
+}
+
+/// What a statement is, for routing.
+enum Route {
+    /// A query gatewatch plans and runs itself, under the limits.
+    Query,
+    /// `SET`, `SHOW`, `BEGIN`, `COMMIT`, `ROLLBACK`, …: session bookkeeping that
+    /// `datafusion-postgres` answers and that reads or writes no data.
+    Session,
+}
+
+fn route(s: &SqlStatement) -> Result<Route> {
+    match s {
+        // DataFusion's own settings include the memory limit: clients change only the
+        // PostgreSQL session variables (DateStyle, search_path, …).
+        SqlStatement::Set(set) if set.to_string().to_lowercase().contains("datafusion.") => Err(Error::Refused(
+            "SET of datafusion.* settings is not allowed: gatewatch SQL is read-only".into(),
+        )),
+        SqlStatement::Set(_)
+        | SqlStatement::ShowVariable { .. }
+        | SqlStatement::ShowVariables { .. }
+        | SqlStatement::StartTransaction { .. }
+        | SqlStatement::Commit { .. }
+        | SqlStatement::Rollback { .. }
+        | SqlStatement::Deallocate { .. }
+        | SqlStatement::Discard { .. } => Ok(Route::Session),
+        other => check_sql_statement(other).map(|()| Route::Query),
+    }
+}
+
+struct Guarded {
+    session: HuntSession,
+    inner: Arc<DfSessionService>,
+    parser: Arc<GuardedParser>,
+}
+
+impl Guarded {
+    async fn plan(&self, stmt: &SqlStatement) -> Result<LogicalPlan> {
+        let plan = self
+            .session
+            .context()
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt.clone())))
+            .await?;
+        self.session.check_plan(&plan)?;
+        Ok(plan)
+    }
+
+    async fn respond<C>(
+        &self,
+        client: &mut C,
+        out: QueryOutput,
+        format: &Format,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if out.truncated {
+            let notice = ErrorInfo::new(
+                "NOTICE".into(),
+                "01000".into(),
+                format!(
+                    "result cut at {} rows (the [sql] max_rows limit); narrow the query or aggregate",
+                    out.rows
+                ),
+            );
+            client
+                .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                    notice,
+                )))
+                .await?;
+        }
+        let table =
+            MemTable::try_new(out.schema, vec![out.batches]).map_err(|e| pg_error(e.into()))?;
+        let df = self
+            .session
+            .context()
+            .read_table(Arc::new(table))
+            .map_err(|e| pg_error(e.into()))?;
+        let opts = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        Ok(Response::Query(
+            encode_dataframe(df, format, Some(opts)).await?,
+        ))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Guarded {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = self
+            .parser
+            .compat
+            .parse(query)
+            .map_err(|e| user_error("ERROR", "42601", e.to_string()))?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut results = Vec::new();
+        for stmt in statements {
+            match route(&stmt).map_err(pg_error)? {
+                Route::Session => {
+                    let r = SimpleQueryHandler::do_query(&*self.inner, client, &stmt.to_string())
+                        .await?;
+                    results.extend(r);
+                }
+                Route::Query => {
+                    let plan = self.plan(&stmt).await.map_err(pg_error)?;
+                    let out = self.session.execute(plan).await.map_err(pg_error)?;
+                    results.push(self.respond(client, out, &Format::UnifiedText).await?);
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+type Stmt = (String, Option<(SqlStatement, LogicalPlan)>);
+
+#[async_trait]
+impl ExtendedQueryHandler for Guarded {
+    type Statement = Stmt;
+    type QueryParser = GuardedParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some((stmt, plan)) = &portal.statement.statement.1 else {
+            return Ok(Response::EmptyQuery);
+        };
+        match route(stmt).map_err(pg_error)? {
+            Route::Session => {
+                ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await
+            }
+            Route::Query => {
+                let types = parameter_types(plan).map_err(pg_error)?;
+                let refs: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+                let params = deserialize_parameters(portal, &refs)?;
+                let plan = plan
+                    .clone()
+                    .replace_params_with_values(&params)
+                    .map_err(|e| pg_error(e.into()))?;
+                let out = self.session.execute(plan).await.map_err(pg_error)?;
+                self.respond(client, out, &portal.result_column_format)
+                    .await
+            }
+        }
+    }
+}
+
+/// Parameter types in `$1, $2, …` order.
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let map: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
+    let mut ids: Vec<(usize, Option<DataType>)> = map
+        .into_iter()
+        .filter_map(|(k, v)| {
+            k.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|i| (i, v))
+        })
+        .collect();
+    ids.sort_by_key(|(i, _)| *i);
+    Ok(ids.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Parses extended-protocol statements: queries are checked and planned here (so a
+/// refused statement fails at Parse, before anything runs); session statements go to
+/// `datafusion-postgres`'s parser.
+struct GuardedParser {
+    session: HuntSession,
+    inner: Arc<Parser>,
+    compat: PostgresCompatibilityParser,
+}
+
+#[async_trait]
+impl QueryParser for GuardedParser {
+    type Statement = Stmt;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = self
+            .compat
+            .parse(sql)
+            .map_err(|e| user_error("ERROR", "42601", e.to_string()))?;
+        if statements.is_empty() {
+            return Ok(None);
+        }
+        if statements.len() > 1 {
+            return Err(user_error(
+                "ERROR",
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        let stmt = statements.remove(0);
+        match route(&stmt).map_err(pg_error)? {
+            Route::Session => self.inner.parse_sql(client, sql, types).await,
+            Route::Query => {
+                let plan = self
+                    .session
+                    .context()
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(Box::new(stmt.clone())))
+                    .await
+                    .map_err(|e| pg_error(e.into()))?;
+                self.session.check_plan(&plan).map_err(pg_error)?;
+                Ok(Some((stmt.to_string(), Some((stmt, plan)))))
+            }
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(stmt, column_format)
+    }
+}

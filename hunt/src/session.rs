@@ -1,0 +1,407 @@
+//! The SQL session over the store: the four tables, the hunting functions and the safety
+//! limits, shared by `gatewatch query` and `gatewatch sql`.
+//!
+//! Read-only on purpose. A statement is checked twice before it runs: by kind (only
+//! `SELECT`/`WITH`/`VALUES` queries, `EXPLAIN` of one, and `SHOW`), and its plan by
+//! DataFusion's [`SQLOptions`] with DDL, DML and session statements off (which also
+//! refuses `COPY … TO` and `CREATE EXTERNAL TABLE`). No table function or URL table that
+//! reads files is registered: tables are the four of the store and nothing else. Every
+//! query runs under a timeout, inside a memory pool of fixed size (a query that needs more
+//! fails with a clear error instead of taking the machine), and returns at most
+//! [`QueryLimits::max_rows`] rows, saying when it cut.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{SetExpr, Statement as SqlStatement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::store::Table;
+
+/// The catalog (database) name the tables live in.
+pub const CATALOG: &str = "gatewatch";
+/// The schema the tables live in.
+pub const SCHEMA: &str = "public";
+/// Hive partition columns every time-partitioned table gets from its directory names.
+pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
+
+/// Limits applied to every query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLimits {
+    /// Seconds a query may run before it is cancelled.
+    pub timeout_secs: u64,
+    /// Memory, in MiB, that all running queries may hold together (sorts, joins,
+    /// aggregations); a query that needs more fails with a resources-exhausted error.
+    pub memory_limit_mb: usize,
+    /// Most rows a query returns; the rest are cut off and the caller is told.
+    pub max_rows: usize,
+}
+
+/// Default for [`QueryLimits::timeout_secs`].
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+/// Default for [`QueryLimits::memory_limit_mb`].
+pub const DEFAULT_MEMORY_LIMIT_MB: usize = 2048;
+/// Default for [`QueryLimits::max_rows`].
+pub const DEFAULT_MAX_ROWS: usize = 100_000;
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            memory_limit_mb: DEFAULT_MEMORY_LIMIT_MB,
+            max_rows: DEFAULT_MAX_ROWS,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// Checks every field; `section` prefixes the key in the message (`sql`).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key, message: String| Err(Error::Config { key, message });
+        if !(1..=86_400).contains(&self.timeout_secs) {
+            return bad(
+                "sql.timeout_secs",
+                format!("must be in [1, 86400], got {}", self.timeout_secs),
+            );
+        }
+        if !(16..=1 << 20).contains(&self.memory_limit_mb) {
+            return bad(
+                "sql.memory_limit_mb",
+                format!("must be in [16, 1048576], got {}", self.memory_limit_mb),
+            );
+        }
+        if !(1..=100_000_000).contains(&self.max_rows) {
+            return bad(
+                "sql.max_rows",
+                format!("must be in [1, 100000000], got {}", self.max_rows),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a query returned.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    /// Schema of the result.
+    pub schema: SchemaRef,
+    /// The rows, at most [`QueryLimits::max_rows`].
+    pub batches: Vec<RecordBatch>,
+    /// Rows returned.
+    pub rows: usize,
+    /// True when the result had more rows than the cap and was cut.
+    pub truncated: bool,
+}
+
+/// A DataFusion session over one data directory.
+#[derive(Clone)]
+pub struct HuntSession {
+    ctx: SessionContext,
+    limits: QueryLimits,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for HuntSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HuntSession")
+            .field("dir", &self.dir)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+impl HuntSession {
+    /// Opens a session over the store in `dir` (which need not exist yet: missing tables
+    /// are empty). Each table's schema is the union of its files' schemas, so files
+    /// written before a column existed read that column as NULL.
+    pub async fn open(dir: impl AsRef<Path>, limits: QueryLimits) -> Result<HuntSession> {
+        limits.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_information_schema(true)
+            // Late materialisation: evaluate selective predicates (one client, one
+            // status) while decoding, before the wide string columns are read.
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true)
+            // File-level min/max let a time or client filter skip whole files.
+            .set_bool("datafusion.execution.collect_statistics", true);
+        config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_limit_mb << 20, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        for udf in crate::udf::all() {
+            ctx.register_udf(udf);
+        }
+        let session = HuntSession { ctx, limits, dir };
+        for t in Table::ALL {
+            session.register(t).await?;
+        }
+        Ok(session)
+    }
+
+    /// Re-reads the tables' file lists and schemas (new columns, new files appear in
+    /// queries without this too; new columns need it).
+    pub async fn refresh(&self) -> Result<()> {
+        for t in Table::ALL {
+            self.ctx.deregister_table(t.name())?;
+            self.register(t).await?;
+        }
+        Ok(())
+    }
+
+    async fn register(&self, table: Table) -> Result<()> {
+        let tdir = self.dir.join(table.name());
+        let provider: Arc<dyn datafusion::catalog::TableProvider> = if has_parquet(&tdir) {
+            let abs = std::fs::canonicalize(&tdir).map_err(Error::io("resolve", &tdir))?;
+            let url = format!("{}/", abs.display());
+            let url = ListingTableUrl::parse(&url)?;
+            let mut opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            if table.is_partitioned() {
+                opts = opts.with_table_partition_cols(
+                    PARTITION_COLUMNS
+                        .iter()
+                        .map(|c| (c.to_string(), DataType::Utf8))
+                        .collect(),
+                );
+            }
+            let state = self.ctx.state();
+            let inferred = opts.infer_schema(&state, &url).await?;
+            let schema = if inferred.fields().is_empty() {
+                base_schema(table)
+            } else {
+                inferred
+            };
+            let cfg = ListingTableConfig::new(url)
+                .with_listing_options(opts)
+                .with_schema(schema);
+            Arc::new(ListingTable::try_new(cfg)?)
+        } else {
+            let mut fields: Vec<Field> = base_schema(table)
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            if table.is_partitioned() {
+                fields.extend(
+                    PARTITION_COLUMNS
+                        .iter()
+                        .map(|c| Field::new(*c, DataType::Utf8, true)),
+                );
+            }
+            Arc::new(MemTable::try_new(
+                Arc::new(Schema::new(fields)),
+                vec![vec![]],
+            )?)
+        };
+        self.ctx.register_table(table.name(), provider)?;
+        Ok(())
+    }
+
+    /// The DataFusion context, for the SQL server (which adds `pg_catalog`).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The limits every query runs under.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// Splits SQL text into its statements (a hunt file, a `-f` script), re-printed one
+    /// by one; comments are dropped.
+    pub fn split_statements(sql: &str) -> Result<Vec<String>> {
+        let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+            .map_err(|e| Error::DataFusion(e.into()))?;
+        Ok(stmts.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Parses, checks and plans one read-only statement.
+    pub async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
+        let mut stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+            .map_err(|e| Error::DataFusion(e.into()))?;
+        if stmts.len() != 1 {
+            return Err(Error::Refused(format!(
+                "expected one statement, got {}",
+                stmts.len()
+            )));
+        }
+        let Some(stmt) = stmts.pop_front() else {
+            return Err(Error::Refused("empty statement".into()));
+        };
+        check_df_statement(&stmt)?;
+        let plan = self.ctx.state().statement_to_plan(stmt).await?;
+        self.check_plan(&plan)?;
+        Ok(plan)
+    }
+
+    /// Refuses a plan that would change anything (DDL, DML, `COPY`, `SET`).
+    pub fn check_plan(&self, plan: &LogicalPlan) -> Result<()> {
+        read_only()
+            .verify_plan(plan)
+            .map_err(|e| Error::Refused(format!("{e}; gatewatch SQL is read-only")))
+    }
+
+    /// Runs one read-only statement under the limits.
+    pub async fn query(&self, sql: &str) -> Result<QueryOutput> {
+        let timeout = Duration::from_secs(self.limits.timeout_secs);
+        let fut = async {
+            let plan = self.plan(sql).await?;
+            self.run(plan).await
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| Error::Timeout(self.limits.timeout_secs))?
+    }
+
+    /// Runs an already checked plan under the limits.
+    pub async fn execute(&self, plan: LogicalPlan) -> Result<QueryOutput> {
+        self.check_plan(&plan)?;
+        let timeout = Duration::from_secs(self.limits.timeout_secs);
+        tokio::time::timeout(timeout, self.run(plan))
+            .await
+            .map_err(|_| Error::Timeout(self.limits.timeout_secs))?
+    }
+
+    async fn run(&self, plan: LogicalPlan) -> Result<QueryOutput> {
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await?;
+        let cap = self.limits.max_rows;
+        let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if rows + batch.num_rows() > cap {
+                let keep = cap - rows;
+                if keep > 0 {
+                    batches.push(batch.slice(0, keep));
+                }
+                rows = cap;
+                truncated = true;
+                // Dropping the stream cancels the rest of the plan.
+                break;
+            }
+            rows += batch.num_rows();
+            batches.push(batch);
+        }
+        Ok(QueryOutput {
+            schema,
+            batches,
+            rows,
+            truncated,
+        })
+    }
+}
+
+/// Whether any Parquet file lies under `dir` (stops at the first).
+fn has_parquet(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if p.is_dir() {
+            if has_parquet(&p) {
+                return true;
+            }
+        } else if name.ends_with(".parquet") && !name.starts_with('.') {
+            return true;
+        }
+    }
+    false
+}
+
+/// The columns a table has before any file exists, so queries over an empty store plan.
+fn base_schema(table: Table) -> SchemaRef {
+    let ts = || {
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        )
+    };
+    match table {
+        Table::Events => gatewatch_ingest::schema::access_event_schema(),
+        Table::Alerts | Table::Incidents => Arc::new(Schema::new(vec![ts()])),
+        Table::Endpoints => Arc::new(Schema::new(vec![Field::new(
+            "endpoint_template",
+            DataType::Utf8,
+            true,
+        )])),
+    }
+}
+
+fn check_df_statement(stmt: &DfStatement) -> Result<()> {
+    match stmt {
+        DfStatement::Statement(s) => check_sql_statement(s),
+        DfStatement::Explain(e) => check_df_statement(&e.statement),
+        DfStatement::CreateExternalTable(_) => Err(refused("CREATE EXTERNAL TABLE")),
+        DfStatement::CopyTo(_) => Err(refused("COPY")),
+        other => Err(refused(&first_words(&other.to_string()))),
+    }
+}
+
+/// Whether a parsed PostgreSQL statement is one the read-only surface runs.
+pub fn check_sql_statement(s: &SqlStatement) -> Result<()> {
+    match s {
+        SqlStatement::Query(q) => check_set_expr(&q.body),
+        SqlStatement::Explain { statement, .. } => check_sql_statement(statement),
+        SqlStatement::ShowVariable { .. }
+        | SqlStatement::ShowTables { .. }
+        | SqlStatement::ShowColumns { .. } => Ok(()),
+        other => Err(refused(&first_words(&other.to_string()))),
+    }
+}
+
+fn check_set_expr(e: &SetExpr) -> Result<()> {
+    match e {
+        SetExpr::Select(_) | SetExpr::Values(_) | SetExpr::Table(_) => Ok(()),
+        SetExpr::Query(q) => check_set_expr(&q.body),
+        SetExpr::SetOperation { left, right, .. } => {
+            check_set_expr(left)?;
+            check_set_expr(right)
+        }
+        other => Err(refused(&first_words(&other.to_string()))),
+    }
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase()
+}
+
+fn refused(what: &str) -> Error {
+    Error::Refused(format!(
+        "{what} is not allowed: gatewatch SQL is read-only (SELECT, WITH, VALUES, EXPLAIN and SHOW only)"
+    ))
+}

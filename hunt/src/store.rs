@@ -1,0 +1,985 @@
+//! The Parquet store: enriched events, alerts, incidents and the API inventory under one
+//! data directory.
+//!
+//! Layout: `<dir>/<table>/date=YYYY-MM-DD/hour=HH/part-<writer>-<n>.parquet` for the
+//! time-partitioned tables (`events`, `alerts`, `incidents`), and
+//! `<dir>/endpoints/inventory.parquet` for the endpoint inventory, a snapshot that is
+//! replaced whole. The partition comes from each row's `timestamp` (UTC), so a late event
+//! lands in the hour it happened, and a query's time filter only opens the files of the
+//! hours it asks for.
+//!
+//! Every file is written under a hidden temporary name, synced, and renamed into place:
+//! a reader (or a crash) can see a whole file or none, never a torn one. Temporary files a
+//! crash left behind are removed when the store opens. Events are sorted by client address
+//! then time inside each file, so the row-group statistics of `source_ip` are narrow and a
+//! query for one client skips most row groups; `source_ip` and `client_id` also carry
+//! bloom filters for exact lookups.
+//!
+//! [`Store::append`] buffers rows per partition (bounded in rows and bytes) and numbers
+//! every batch it accepts; [`Store::durable_seq`] says up to which batch everything is on
+//! disk. A stream processor commits its input offsets only up to that sequence number, so
+//! a crash replays what was buffered and loses nothing.
+//!
+//! Maintenance ([`Store::maintain`], or a background thread from
+//! [`Store::spawn_maintenance`]) merges the small files of a finished hour into one and
+//! drops partitions older than the retention. A merge is journalled: its inputs are listed
+//! in a journal file before the merged file is renamed into place, and a merge a crash
+//! interrupted is finished (or undone) the next time maintenance runs, so rows are never
+//! lost and never stay duplicated.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::{
+    SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take_record_batch,
+};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The tables of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Enriched access events: the access-event columns, the endpoint template, the
+    /// feature columns, scores, risk, category and incident id.
+    Events,
+    /// Alerts as raised.
+    Alerts,
+    /// Incident versions: a row each time an incident opens or changes.
+    Incidents,
+    /// The API inventory: one row per endpoint template, replaced as a whole.
+    Endpoints,
+}
+
+impl Table {
+    /// Every table, in the order the SQL session registers them.
+    pub const ALL: [Table; 4] = [
+        Table::Events,
+        Table::Alerts,
+        Table::Incidents,
+        Table::Endpoints,
+    ];
+
+    /// The table's name in SQL and its directory under the data directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::Alerts => "alerts",
+            Table::Incidents => "incidents",
+            Table::Endpoints => "endpoints",
+        }
+    }
+
+    /// Whether rows are appended into date/hour partitions (all but the inventory
+    /// snapshot).
+    pub fn is_partitioned(self) -> bool {
+        self != Table::Endpoints
+    }
+}
+
+/// The column every appended batch carries and partitions by.
+pub const TIMESTAMP_COLUMN: &str = "timestamp";
+/// File name of the endpoint inventory snapshot.
+pub const INVENTORY_FILE: &str = "inventory.parquet";
+
+const HOUR_US: i64 = 3_600_000_000;
+
+/// `[store]`: how the Parquet store writes and maintains its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The data directory, shared by `run`, `demo`, `query` and `sql`; `--data-dir`
+    /// overrides it.
+    pub data_dir: PathBuf,
+    /// Most rows in one Parquet file; a partition's buffer is written out when it holds
+    /// this many.
+    pub max_file_rows: usize,
+    /// Rows per Parquet row group: the unit that statistics let a query skip.
+    pub row_group_rows: usize,
+    /// Most bytes of rows held in memory before they are written; past it the largest
+    /// buffers are written early (smaller files, merged later by maintenance).
+    pub max_buffered_bytes: usize,
+    /// zstd compression level (1–22).
+    pub zstd_level: i32,
+    /// Partitions older than this many days (counted back from the newest partition of
+    /// the table, so a replay of old traffic is kept) are deleted; 0 keeps everything.
+    pub retention_days: u32,
+    /// A finished hour with at least this many small files gets them merged.
+    pub compact_min_files: usize,
+    /// Files with fewer rows than this count as small.
+    pub compact_small_file_rows: usize,
+    /// Seconds between two background maintenance rounds.
+    pub maintenance_interval_secs: u64,
+}
+
+/// Default for [`StoreConfig::max_file_rows`].
+pub const DEFAULT_MAX_FILE_ROWS: usize = 1_000_000;
+/// Default for [`StoreConfig::row_group_rows`].
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Default for [`StoreConfig::max_buffered_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
+/// Default for [`StoreConfig::zstd_level`].
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Default for [`StoreConfig::retention_days`].
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// Default for [`StoreConfig::compact_min_files`].
+pub const DEFAULT_COMPACT_MIN_FILES: usize = 4;
+/// Default for [`StoreConfig::compact_small_file_rows`].
+pub const DEFAULT_COMPACT_SMALL_FILE_ROWS: usize = 250_000;
+/// Default for [`StoreConfig::maintenance_interval_secs`].
+pub const DEFAULT_MAINTENANCE_INTERVAL_SECS: u64 = 300;
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from(crate::DEFAULT_DATA_DIR),
+            max_file_rows: DEFAULT_MAX_FILE_ROWS,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            compact_min_files: DEFAULT_COMPACT_MIN_FILES,
+            compact_small_file_rows: DEFAULT_COMPACT_SMALL_FILE_ROWS,
+            maintenance_interval_secs: DEFAULT_MAINTENANCE_INTERVAL_SECS,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key, message: String| Err(Error::Config { key, message });
+        if !(1..=100_000_000).contains(&self.max_file_rows) {
+            return bad(
+                "store.max_file_rows",
+                format!("must be in [1, 100000000], got {}", self.max_file_rows),
+            );
+        }
+        if !(1..=10_000_000).contains(&self.row_group_rows) {
+            return bad(
+                "store.row_group_rows",
+                format!("must be in [1, 10000000], got {}", self.row_group_rows),
+            );
+        }
+        if self.max_buffered_bytes < 1 << 20 {
+            return bad(
+                "store.max_buffered_bytes",
+                format!("must be at least 1048576, got {}", self.max_buffered_bytes),
+            );
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return bad(
+                "store.zstd_level",
+                format!("must be in [1, 22], got {}", self.zstd_level),
+            );
+        }
+        if self.compact_min_files < 2 {
+            return bad(
+                "store.compact_min_files",
+                format!("must be at least 2, got {}", self.compact_min_files),
+            );
+        }
+        if self.maintenance_interval_secs == 0 {
+            return bad(
+                "store.maintenance_interval_secs",
+                "must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn writer_properties(&self, table: Table) -> Result<WriterProperties> {
+        let level = ZstdLevel::try_new(self.zstd_level)?;
+        let mut b = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.row_group_rows))
+            .set_statistics_enabled(EnabledStatistics::Page);
+        if table == Table::Events {
+            // Exact-match lookups of one client are the commonest hunt filter; a bloom
+            // filter lets a reader skip a row group whose min/max range happens to cover it.
+            for c in ["source_ip", "client_id"] {
+                b = b.set_column_bloom_filter_enabled(ColumnPath::from(c), true);
+            }
+        }
+        Ok(b.build())
+    }
+}
+
+/// Counters of what the store has written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Rows written to Parquet files.
+    pub rows_written: u64,
+    /// Files written.
+    pub files_written: u64,
+    /// Bytes of Parquet written.
+    pub bytes_written: u64,
+}
+
+struct PartBuffer {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+    /// Sequence number of the oldest batch with rows in here: everything before it that
+    /// is not in another buffer is durable.
+    first_seq: u64,
+}
+
+/// The writer side of the store. One per data directory at a time; it is not shared
+/// between threads (wrap it in a mutex or give it its own thread).
+pub struct Store {
+    dir: PathBuf,
+    cfg: StoreConfig,
+    props: BTreeMap<Table, WriterProperties>,
+    buffers: BTreeMap<(Table, i64), PartBuffer>,
+    buffered_bytes: usize,
+    last_seq: u64,
+    writer_id: String,
+    file_counter: u64,
+    stats: StoreStats,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("buffered_bytes", &self.buffered_bytes)
+            .field("last_seq", &self.last_seq)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `dir` and removes temporary files an
+    /// earlier crash left behind.
+    pub fn open(dir: impl AsRef<Path>, cfg: StoreConfig) -> Result<Store> {
+        cfg.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let mut props = BTreeMap::new();
+        for t in Table::ALL {
+            let tdir = dir.join(t.name());
+            fs::create_dir_all(&tdir).map_err(Error::io("create", &tdir))?;
+            props.insert(t, cfg.writer_properties(t)?);
+        }
+        recover(&dir)?;
+        // Unique per writer so that a restarted writer (or a merge) never picks a name
+        // an earlier one used.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let writer_id = format!("{:x}{:05x}", nanos, std::process::id() & 0xfffff);
+        Ok(Store {
+            dir,
+            cfg,
+            props,
+            buffers: BTreeMap::new(),
+            buffered_bytes: 0,
+            last_seq: 0,
+            writer_id,
+            file_counter: 0,
+            stats: StoreStats::default(),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What has been written so far.
+    pub fn stats(&self) -> StoreStats {
+        self.stats
+    }
+
+    /// Rows held in memory, not yet written.
+    pub fn buffered_rows(&self) -> usize {
+        self.buffers.values().map(|b| b.rows).sum()
+    }
+
+    /// Appends a batch to a partitioned table and returns its sequence number (1, 2, …).
+    ///
+    /// The batch needs a `timestamp` column (any time unit; nulls are refused, since a row
+    /// without a time has no partition). Rows are buffered; a partition is written once it
+    /// holds [`StoreConfig::max_file_rows`] rows or the buffers pass
+    /// [`StoreConfig::max_buffered_bytes`].
+    pub fn append(&mut self, table: Table, batch: RecordBatch) -> Result<u64> {
+        if !table.is_partitioned() {
+            return Err(Error::Schema {
+                table: table.name(),
+                message: "is a snapshot table; use Store::replace_endpoints".into(),
+            });
+        }
+        let hours = hour_of_rows(table, &batch)?;
+        let seq = self.last_seq + 1;
+        if batch.num_rows() > 0 {
+            for (hour, part) in split_by_hour(&batch, &hours)? {
+                self.buffer(table, hour, part, seq)?;
+            }
+        }
+        self.last_seq = seq;
+        if self.buffered_bytes > self.cfg.max_buffered_bytes {
+            self.relieve_memory()?;
+        }
+        Ok(seq)
+    }
+
+    fn buffer(&mut self, table: Table, hour: i64, part: RecordBatch, seq: u64) -> Result<()> {
+        let key = (table, hour);
+        // A schema change (the events table grows columns as stages land) starts a new
+        // file: a file has one schema, and readers reconcile files at query time.
+        let schema_changed = self
+            .buffers
+            .get(&key)
+            .and_then(|b| b.batches.first())
+            .is_some_and(|b| b.schema() != part.schema());
+        if schema_changed {
+            self.write_buffer(key)?;
+        }
+        let bytes = part.get_array_memory_size();
+        let buf = self.buffers.entry(key).or_insert_with(|| PartBuffer {
+            batches: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            first_seq: seq,
+        });
+        buf.rows += part.num_rows();
+        buf.bytes += bytes;
+        buf.batches.push(part);
+        self.buffered_bytes += bytes;
+        if buf.rows >= self.cfg.max_file_rows {
+            self.write_buffer(key)?;
+        }
+        Ok(())
+    }
+
+    fn relieve_memory(&mut self) -> Result<()> {
+        // Largest first, down to half the limit, so the next batches do not land right
+        // back over it.
+        while self.buffered_bytes > self.cfg.max_buffered_bytes / 2 {
+            let Some(key) = self
+                .buffers
+                .iter()
+                .max_by_key(|(_, b)| b.bytes)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            self.write_buffer(key)?;
+        }
+        Ok(())
+    }
+
+    /// Sequence number up to which every appended batch is on disk: a batch with
+    /// `seq <= durable_seq()` can be acknowledged upstream. 0 before anything is durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.buffers
+            .values()
+            .map(|b| b.first_seq - 1)
+            .min()
+            .unwrap_or(self.last_seq)
+    }
+
+    /// Writes every buffered row and returns the new durability watermark (the sequence
+    /// number of the last appended batch).
+    pub fn flush(&mut self) -> Result<u64> {
+        let keys: Vec<_> = self.buffers.keys().copied().collect();
+        for key in keys {
+            self.write_buffer(key)?;
+        }
+        Ok(self.durable_seq())
+    }
+
+    fn write_buffer(&mut self, key: (Table, i64)) -> Result<()> {
+        let Some(buf) = self.buffers.remove(&key) else {
+            return Ok(());
+        };
+        self.buffered_bytes -= buf.bytes;
+        let (table, hour) = key;
+        let Some(first) = buf.batches.first() else {
+            return Ok(());
+        };
+        let mut batch = concat_batches(&first.schema(), &buf.batches)?;
+        drop(buf);
+        if table == Table::Events {
+            batch = sort_for_pruning(&batch)?;
+        }
+        let pdir = partition_dir(&self.dir, table, hour);
+        fs::create_dir_all(&pdir).map_err(Error::io("create", &pdir))?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = (batch.num_rows() - offset).min(self.cfg.max_file_rows);
+            self.file_counter += 1;
+            let name = format!("part-{}-{:06}.parquet", self.writer_id, self.file_counter);
+            let bytes = write_parquet_atomic(
+                &pdir,
+                &name,
+                &[batch.slice(offset, len)],
+                &self.props[&table],
+            )?;
+            self.stats.files_written += 1;
+            self.stats.rows_written += len as u64;
+            self.stats.bytes_written += bytes;
+            offset += len;
+        }
+        Ok(())
+    }
+
+    /// Replaces the endpoint inventory with `batch` (atomically: readers see the old
+    /// snapshot or the new one).
+    pub fn replace_endpoints(&mut self, batch: &RecordBatch) -> Result<()> {
+        let dir = self.dir.join(Table::Endpoints.name());
+        let bytes = write_parquet_atomic(
+            &dir,
+            INVENTORY_FILE,
+            std::slice::from_ref(batch),
+            &self.props[&Table::Endpoints],
+        )?;
+        self.stats.files_written += 1;
+        self.stats.rows_written += batch.num_rows() as u64;
+        self.stats.bytes_written += bytes;
+        Ok(())
+    }
+
+    /// Runs one maintenance round now (merge small files, apply retention).
+    pub fn maintain(&self) -> Result<MaintenanceReport> {
+        maintain(&self.dir, &self.cfg)
+    }
+
+    /// Starts a thread that runs maintenance every
+    /// [`StoreConfig::maintenance_interval_secs`] until the handle is stopped or dropped.
+    /// It only touches files already on disk, so it runs alongside the writer.
+    pub fn spawn_maintenance(&self) -> Result<Maintenance> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (dir, cfg) = (self.dir.clone(), self.cfg.clone());
+        let (stop2, rounds2) = (stop.clone(), rounds.clone());
+        let handle = std::thread::Builder::new()
+            .name("store-maintenance".into())
+            .spawn(move || {
+                let tick = Duration::from_millis(200);
+                let every = Duration::from_secs(cfg.maintenance_interval_secs);
+                let mut waited = Duration::ZERO;
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    waited += tick;
+                    if waited < every {
+                        continue;
+                    }
+                    waited = Duration::ZERO;
+                    match maintain(&dir, &cfg) {
+                        Ok(r) => tracing::debug!(?r, "store maintenance"),
+                        Err(e) => tracing::warn!(error = %e, "store maintenance failed; retrying next round"),
+                    }
+                    rounds2.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .map_err(Error::io("spawn maintenance thread", &self.dir))?;
+        Ok(Maintenance {
+            stop,
+            rounds,
+            handle: Some(handle),
+        })
+    }
+}
+
+/// Handle of the background maintenance thread; stops it when dropped.
+#[derive(Debug)]
+pub struct Maintenance {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Maintenance {
+    /// Rounds completed so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Stops the thread and waits for the round in progress to finish.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What one maintenance round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Files merged away.
+    pub files_merged: u64,
+    /// Merged files written.
+    pub files_written: u64,
+    /// Partitions (`date=` directories) deleted by retention.
+    pub partitions_deleted: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Partitioning
+
+fn hour_of_rows(table: Table, batch: &RecordBatch) -> Result<Vec<i64>> {
+    let schema_err = |message: String| Error::Schema {
+        table: table.name(),
+        message,
+    };
+    let col = batch
+        .column_by_name(TIMESTAMP_COLUMN)
+        .ok_or_else(|| schema_err(format!("the batch has no `{TIMESTAMP_COLUMN}` column")))?;
+    let ts: ArrayRef = match col.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => col.clone(),
+        DataType::Timestamp(_, _) => cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
+        other => {
+            return Err(schema_err(format!(
+                "`{TIMESTAMP_COLUMN}` must be a timestamp, got {other}"
+            )));
+        }
+    };
+    let ts = ts
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| schema_err("timestamp column did not cast to microseconds".into()))?;
+    if ts.null_count() > 0 {
+        return Err(schema_err(format!(
+            "{} rows have a null `{TIMESTAMP_COLUMN}`",
+            ts.null_count()
+        )));
+    }
+    Ok(ts.values().iter().map(|t| t.div_euclid(HOUR_US)).collect())
+}
+
+fn split_by_hour(batch: &RecordBatch, hours: &[i64]) -> Result<Vec<(i64, RecordBatch)>> {
+    let Some(&first) = hours.first() else {
+        return Ok(Vec::new());
+    };
+    if hours.iter().all(|&h| h == first) {
+        return Ok(vec![(first, batch.clone())]);
+    }
+    let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, &h) in hours.iter().enumerate() {
+        groups.entry(h).or_default().push(i as u32);
+    }
+    groups
+        .into_iter()
+        .map(|(h, idx)| {
+            let idx = arrow::array::UInt32Array::from(idx);
+            Ok((h, take_record_batch(batch, &idx)?))
+        })
+        .collect()
+}
+
+fn sort_for_pruning(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut cols = Vec::new();
+    for name in ["source_ip", TIMESTAMP_COLUMN] {
+        if let Some(c) = batch.column_by_name(name) {
+            cols.push(SortColumn {
+                values: c.clone(),
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                }),
+            });
+        }
+    }
+    if cols.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch.clone());
+    }
+    let idx = lexsort_to_indices(&cols, None)?;
+    Ok(take_record_batch(batch, &idx)?)
+}
+
+/// `date=YYYY-MM-DD` for an hour number (hours since the epoch).
+pub fn date_partition(hour: i64) -> String {
+    let (y, m, d) = civil_from_days(hour.div_euclid(24));
+    format!("date={y:04}-{m:02}-{d:02}")
+}
+
+fn partition_dir(dir: &Path, table: Table, hour: i64) -> PathBuf {
+    dir.join(table.name())
+        .join(date_partition(hour))
+        .join(format!("hour={:02}", hour.rem_euclid(24)))
+}
+
+/// Year, month, day of a day number (days since 1970-01-01), proleptic Gregorian.
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Day number (days since 1970-01-01) of a date.
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn parse_date_dir(name: &str) -> Option<i64> {
+    let s = name.strip_prefix("date=")?;
+    let mut it = s.splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: u32 = it.next()?.parse().ok()?;
+    let d: u32 = it.next()?.parse().ok()?;
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d))
+}
+
+// ---------------------------------------------------------------------------------------
+// Files
+
+/// Writes `batches` to `dir/name` through a hidden temporary file, synced before the
+/// rename and the directory synced after it. Returns the file's size.
+fn write_parquet_atomic(
+    dir: &Path,
+    name: &str,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+) -> Result<u64> {
+    let Some(first) = batches.first() else {
+        return Ok(0);
+    };
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    let result = (|| -> Result<u64> {
+        let mut w = ArrowWriter::try_new(file, first.schema(), Some(props.clone()))?;
+        for b in batches {
+            w.write(b)?;
+        }
+        let file = w.into_inner()?;
+        file.sync_all().map_err(Error::io("sync", &tmp))?;
+        let len = file.metadata().map_err(Error::io("stat", &tmp))?.len();
+        fs::rename(&tmp, &dst).map_err(Error::io("rename", &tmp))?;
+        Ok(len)
+    })();
+    match result {
+        Ok(len) => {
+            sync_dir(dir)?;
+            Ok(len)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("sync", dir))
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("list", dir)(e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every partition directory (`<table>/date=…/hour=…`) of the partitioned tables, plus
+/// the endpoints directory.
+fn leaf_dirs(dir: &Path) -> Result<Vec<(Table, PathBuf)>> {
+    let mut out = Vec::new();
+    for t in Table::ALL {
+        let tdir = dir.join(t.name());
+        if !t.is_partitioned() {
+            if tdir.is_dir() {
+                out.push((t, tdir));
+            }
+            continue;
+        }
+        for (_, ddir) in subdirs(&tdir)? {
+            for (_, hdir) in subdirs(&ddir)? {
+                out.push((t, hdir));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes temporary files and finishes (or rolls back) interrupted merges.
+fn recover(dir: &Path) -> Result<()> {
+    for (_, leaf) in leaf_dirs(dir)? {
+        for (name, path) in files(&leaf)? {
+            if let Some(id) = name
+                .strip_prefix(".compact-")
+                .and_then(|n| n.strip_suffix(".journal"))
+            {
+                finish_merge(&leaf, id, &path)?;
+            }
+        }
+        for (name, path) in files(&leaf)? {
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A journal names a merge's output (first line) and inputs (the rest). If the output
+/// made it into place, the inputs are deleted; otherwise the merge never happened and
+/// only the journal goes.
+fn finish_merge(leaf: &Path, _id: &str, journal: &Path) -> Result<()> {
+    let text = fs::read_to_string(journal).map_err(Error::io("read", journal))?;
+    let mut lines = text.lines();
+    let output_done = lines
+        .next()
+        .is_some_and(|out| !out.is_empty() && leaf.join(out).is_file());
+    if output_done {
+        for input in lines.filter(|l| !l.is_empty() && !l.contains('/')) {
+            let p = leaf.join(input);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &p)(e)),
+            }
+        }
+    }
+    fs::remove_file(journal).map_err(Error::io("remove", journal))?;
+    sync_dir(leaf)
+}
+
+// ---------------------------------------------------------------------------------------
+// Maintenance
+
+/// One maintenance round over the store at `dir`: finish interrupted merges, merge the
+/// small files of every finished hour, apply retention.
+pub fn maintain(dir: &Path, cfg: &StoreConfig) -> Result<MaintenanceReport> {
+    let mut report = MaintenanceReport::default();
+    // Journals of merges that died half-way.
+    for (_, leaf) in leaf_dirs(dir)? {
+        for (name, path) in files(&leaf)? {
+            if let Some(id) = name
+                .strip_prefix(".compact-")
+                .and_then(|n| n.strip_suffix(".journal"))
+            {
+                finish_merge(&leaf, id, &path)?;
+            }
+        }
+    }
+    for t in Table::ALL.into_iter().filter(|t| t.is_partitioned()) {
+        let tdir = dir.join(t.name());
+        let dates = subdirs(&tdir)?;
+        // The newest hour stays open: the writer is still adding to it.
+        let mut hours: Vec<PathBuf> = Vec::new();
+        for (_, ddir) in &dates {
+            for (_, hdir) in subdirs(ddir)? {
+                hours.push(hdir);
+            }
+        }
+        hours.pop();
+        for hdir in hours {
+            let (merged, written) = compact_partition(&hdir, t, cfg)?;
+            report.files_merged += merged;
+            report.files_written += written;
+        }
+        if cfg.retention_days > 0 {
+            let days: Vec<(i64, &PathBuf)> = dates
+                .iter()
+                .filter_map(|(n, p)| parse_date_dir(n).map(|d| (d, p)))
+                .collect();
+            if let Some(newest) = days.iter().map(|(d, _)| *d).max() {
+                for (d, p) in days {
+                    if newest - d >= i64::from(cfg.retention_days) {
+                        fs::remove_dir_all(p).map_err(Error::io("remove", p))?;
+                        report.partitions_deleted += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn compact_partition(hdir: &Path, table: Table, cfg: &StoreConfig) -> Result<(u64, u64)> {
+    // Small files grouped by schema: only files of one schema merge into one file.
+    let mut groups: BTreeMap<String, (SchemaRef, Vec<(String, usize)>)> = BTreeMap::new();
+    for (name, path) in files(hdir)? {
+        if name.starts_with('.') || !name.ends_with(".parquet") {
+            continue;
+        }
+        let file = File::open(&path).map_err(Error::io("open", &path))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let rows =
+            usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(usize::MAX);
+        if rows >= cfg.compact_small_file_rows {
+            continue;
+        }
+        let schema = builder.schema().clone();
+        let key = format!("{:?}", schema.fields());
+        groups
+            .entry(key)
+            .or_insert_with(|| (schema, Vec::new()))
+            .1
+            .push((name, rows));
+    }
+    let props = cfg.writer_properties(table)?;
+    let (mut merged, mut written) = (0, 0);
+    for (_, (schema, inputs)) in groups {
+        // Chunks that each fit in one file.
+        let mut chunk: Vec<String> = Vec::new();
+        let mut chunk_rows = 0;
+        let mut chunks = Vec::new();
+        for (name, rows) in inputs {
+            if chunk_rows + rows > cfg.max_file_rows && !chunk.is_empty() {
+                chunks.push(std::mem::take(&mut chunk));
+                chunk_rows = 0;
+            }
+            chunk.push(name);
+            chunk_rows += rows;
+        }
+        chunks.push(chunk);
+        for chunk in chunks
+            .into_iter()
+            .filter(|c| c.len() >= cfg.compact_min_files)
+        {
+            merge_files(hdir, table, &schema, &chunk, &props)?;
+            merged += chunk.len() as u64;
+            written += 1;
+        }
+    }
+    Ok((merged, written))
+}
+
+fn merge_files(
+    hdir: &Path,
+    table: Table,
+    schema: &SchemaRef,
+    inputs: &[String],
+    props: &WriterProperties,
+) -> Result<()> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!("{nanos:x}");
+    let out = format!("part-m{id}.parquet");
+    let mut batches = Vec::new();
+    for name in inputs {
+        let path = hdir.join(name);
+        let file = File::open(&path).map_err(Error::io("open", &path))?;
+        for b in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
+            batches.push(b?);
+        }
+    }
+    let mut batch = concat_batches(schema, &batches)?;
+    drop(batches);
+    if table == Table::Events {
+        batch = sort_for_pruning(&batch)?;
+    }
+    let journal = hdir.join(format!(".compact-{id}.journal"));
+    {
+        let mut j = File::create(&journal).map_err(Error::io("create", &journal))?;
+        let mut text = format!("{out}\n");
+        for i in inputs {
+            text.push_str(i);
+            text.push('\n');
+        }
+        j.write_all(text.as_bytes())
+            .map_err(Error::io("write", &journal))?;
+        j.sync_all().map_err(Error::io("sync", &journal))?;
+    }
+    write_parquet_atomic(hdir, &out, &[batch], props)?;
+    finish_merge(hdir, &id, &journal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_241), (2025, 6, 2));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        for z in (-800_000..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(
+            date_partition(1_748_851_200_000_000 / HOUR_US),
+            "date=2025-06-02"
+        );
+        assert_eq!(parse_date_dir("date=2025-06-02"), Some(20_241));
+        assert_eq!(parse_date_dir("date=2025-13-02"), None);
+        assert_eq!(parse_date_dir("hour=02"), None);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cfg = StoreConfig {
+            zstd_level: 0,
+            ..StoreConfig::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("store.zstd_level"), "{e}");
+        assert!(StoreConfig::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,550 @@
+//! Behaviour profiles: k-means (linfa-clustering) on standardised client-window features.
+//!
+//! Each client window is assigned to its nearest centre — a behaviour profile a human
+//! can name from [`BehaviourProfiles::describe`] ("browser-like", "mobile app", "partner
+//! batch job", "crawler", …) — and gets a distance score against that profile's own
+//! spread: the Euclidean distance to the centre in standardised units divided by the
+//! profile's RMS member distance, so 1.0 is a typical member whatever the profile's
+//! width and 5.0 is five times further out than usual.
+//!
+//! **Choosing k.** k-means is fitted for every k in `k_min..=k_max` and the k with the
+//! highest mean silhouette (on a bounded, evenly strided sample of rows) is kept. The
+//! silhouette compares each row's distance to its own cluster with the nearest other
+//! one, so it rewards profiles that are actually separate behaviours, needs no
+//! distributional assumption (unlike BIC) and no human reading of a curve (unlike the
+//! elbow); its cost is bounded by the sample size.
+
+use linfa::DatasetBase;
+use linfa::traits::Fit;
+use linfa_clustering::KMeans;
+use ndarray::{Array2, ArrayView2, Axis};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::codec::{Reader, Writer};
+use crate::{Error, Result};
+
+/// How profiles are fitted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileParams {
+    /// Smallest k tried.
+    pub k_min: usize,
+    /// Largest k tried.
+    pub k_max: usize,
+    /// k-means restarts per k (best inertia kept).
+    pub n_runs: usize,
+    /// Lloyd iterations per run.
+    pub max_iterations: u64,
+    /// Rows in the silhouette sample (cost grows with its square).
+    pub silhouette_sample: usize,
+}
+
+impl Default for ProfileParams {
+    fn default() -> Self {
+        Self {
+            k_min: 2,
+            k_max: 8,
+            n_runs: 4,
+            max_iterations: 200,
+            silhouette_sample: 2000,
+        }
+    }
+}
+
+/// Features whose standard deviation is below this are treated as constant (scale 1) so
+/// standardising never divides by ~0.
+const MIN_STD: f32 = 1e-6;
+
+/// One feature that sets a profile apart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distinctive {
+    /// Feature name.
+    pub feature: String,
+    /// The centre's value in standard deviations from the overall mean.
+    pub z: f32,
+    /// The centre's value in the feature's own units.
+    pub value: f32,
+}
+
+/// A profile's description: its size and most distinctive features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileDescription {
+    /// Cluster id.
+    pub cluster: usize,
+    /// Training rows in it.
+    pub size: u64,
+    /// Share of training rows.
+    pub share: f32,
+    /// Features by decreasing |z|.
+    pub top: Vec<Distinctive>,
+}
+
+impl std::fmt::Display for ProfileDescription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "profile {} ({:.1} % of windows):",
+            self.cluster,
+            100.0 * self.share
+        )?;
+        for (i, d) in self.top.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            let word = if d.z >= 0.0 { "high" } else { "low" };
+            write!(
+                f,
+                "{sep}{} {word} ({:+.1}σ, {:.3})",
+                d.feature, d.z, d.value
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Fitted behaviour profiles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BehaviourProfiles {
+    features: Vec<String>,
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+    /// k × d, standardised units.
+    centroids: Array2<f32>,
+    /// Per cluster: RMS distance of its members to the centre (floored, > 0).
+    radius: Vec<f32>,
+    sizes: Vec<u64>,
+    /// (k, mean silhouette) for every k tried, for reports.
+    silhouettes: Vec<(usize, f32)>,
+}
+
+impl BehaviourProfiles {
+    /// Fits profiles on rows of `x` whose columns are `features`.
+    pub fn fit(
+        x: ArrayView2<'_, f32>,
+        features: &[String],
+        params: &ProfileParams,
+    ) -> Result<Self> {
+        let (n, d) = x.dim();
+        if features.len() != d {
+            return Err(Error::InvalidInput(format!(
+                "{d} columns but {} feature names",
+                features.len()
+            )));
+        }
+        if params.k_min < 2 || params.k_max < params.k_min || params.k_max > 64 {
+            return Err(Error::InvalidParam {
+                name: "k_min/k_max",
+                reason: format!("{}..={} is not within 2..=64", params.k_min, params.k_max),
+            });
+        }
+        if params.n_runs == 0 || params.max_iterations == 0 || params.silhouette_sample < 10 {
+            return Err(Error::InvalidParam {
+                name: "n_runs/max_iterations/silhouette_sample",
+                reason: "must be positive (silhouette_sample ≥ 10)".into(),
+            });
+        }
+        if n < params.k_max * 2 {
+            return Err(Error::InvalidInput(format!(
+                "{n} rows are too few for up to {} profiles",
+                params.k_max
+            )));
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput("non-finite feature value".into()));
+        }
+        let mean: Vec<f32> = x.mean_axis(Axis(0)).map(|m| m.to_vec()).unwrap_or_default();
+        let scale: Vec<f32> = x
+            .std_axis(Axis(0), 0.0)
+            .iter()
+            .map(|&s| if s < MIN_STD { 1.0 } else { s })
+            .collect();
+        let mut z = x.to_owned();
+        for mut row in z.rows_mut() {
+            for ((v, m), s) in row.iter_mut().zip(&mean).zip(&scale) {
+                *v = (*v - m) / s;
+            }
+        }
+        let sample = sample_rows(&z, params.silhouette_sample);
+        let ds = DatasetBase::from(z.clone());
+        let mut best: Option<(f32, Array2<f32>)> = None;
+        let mut silhouettes = Vec::new();
+        for k in params.k_min..=params.k_max {
+            let model = KMeans::params(k)
+                .n_runs(params.n_runs)
+                .max_n_iterations(params.max_iterations)
+                .tolerance(1e-4)
+                .fit(&ds)?;
+            let labels: Vec<usize> = sample
+                .rows()
+                .into_iter()
+                .map(|r| nearest(model.centroids(), r.as_slice().unwrap_or(&[])).0)
+                .collect();
+            let s = silhouette(&sample, &labels, k);
+            silhouettes.push((k, s));
+            if best.as_ref().is_none_or(|(b, _)| s > *b) {
+                best = Some((s, model.centroids().clone()));
+            }
+        }
+        let Some((_, centroids)) = best else {
+            return Err(Error::InvalidInput("no k tried".into()));
+        };
+        let k = centroids.nrows();
+        let mut sq = vec![0.0f64; k];
+        let mut sizes = vec![0u64; k];
+        for row in z.rows() {
+            let (c, d2) = nearest(&centroids, row.as_slice().unwrap_or(&[]));
+            sq[c] += f64::from(d2);
+            sizes[c] += 1;
+        }
+        let raw: Vec<f32> = sq
+            .iter()
+            .zip(&sizes)
+            .map(|(s, &m)| {
+                if m == 0 {
+                    0.0
+                } else {
+                    (s / m as f64).sqrt() as f32
+                }
+            })
+            .collect();
+        // A singleton or empty cluster has no spread of its own; borrow a fraction of the
+        // typical one so its distance scores stay finite and comparable.
+        let typical = raw
+            .iter()
+            .copied()
+            .filter(|&r| r > 0.0)
+            .fold(0.0f32, f32::max);
+        let floor = (0.1 * typical).max(1e-3);
+        let radius = raw.iter().map(|&r| r.max(floor)).collect();
+        Ok(Self {
+            features: features.to_vec(),
+            mean,
+            scale,
+            centroids,
+            radius,
+            sizes,
+            silhouettes,
+        })
+    }
+
+    /// Rows of `x` (raw feature units) in the standardised units the profiles live in.
+    pub fn standardise(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        if x.ncols() != self.features.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} columns, profiles expect {}",
+                x.ncols(),
+                self.features.len()
+            )));
+        }
+        let mut z = x.to_owned();
+        for mut row in z.rows_mut() {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+                *v = (*v - m) / s;
+            }
+        }
+        Ok(z)
+    }
+
+    /// Number of profiles (the chosen k).
+    pub fn k(&self) -> usize {
+        self.centroids.nrows()
+    }
+    /// Feature names, in column order.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+    /// Mean silhouette for every k tried.
+    pub fn silhouettes(&self) -> &[(usize, f32)] {
+        &self.silhouettes
+    }
+    /// Training rows per profile.
+    pub fn sizes(&self) -> &[u64] {
+        &self.sizes
+    }
+    /// RMS member distance per profile (standardised units).
+    pub fn radii(&self) -> &[f32] {
+        &self.radius
+    }
+
+    /// The profile of one row (raw feature units) and its distance score: distance to the
+    /// centre over the profile's RMS member distance. Allocation-free.
+    pub fn assign(&self, row: &[f32]) -> Result<(usize, f32)> {
+        let d = self.features.len();
+        if row.len() != d {
+            return Err(Error::InvalidInput(format!(
+                "row has {} features, profiles expect {d}",
+                row.len()
+            )));
+        }
+        let mut best = (0usize, f32::INFINITY);
+        for (c, centre) in self.centroids.rows().into_iter().enumerate() {
+            let mut d2 = 0.0f32;
+            for f in 0..d {
+                let z = (row[f] - self.mean[f]) / self.scale[f];
+                let t = z - centre[f];
+                d2 += t * t;
+            }
+            if d2 < best.1 {
+                best = (c, d2);
+            }
+        }
+        if !best.1.is_finite() {
+            return Err(Error::InvalidInput("non-finite feature value".into()));
+        }
+        Ok((best.0, best.1.sqrt() / self.radius[best.0]))
+    }
+
+    /// Each profile described by its `top_n` most distinctive features (largest |z| of
+    /// the centre), for a human to name.
+    pub fn describe(&self, top_n: usize) -> Vec<ProfileDescription> {
+        let total: u64 = self.sizes.iter().sum::<u64>().max(1);
+        self.centroids
+            .rows()
+            .into_iter()
+            .enumerate()
+            .map(|(c, centre)| {
+                let mut top: Vec<Distinctive> = centre
+                    .iter()
+                    .enumerate()
+                    .map(|(f, &z)| Distinctive {
+                        feature: self.features[f].clone(),
+                        z,
+                        value: self.mean[f] + z * self.scale[f],
+                    })
+                    .collect();
+                top.sort_by(|a, b| b.z.abs().total_cmp(&a.z.abs()));
+                top.truncate(top_n);
+                ProfileDescription {
+                    cluster: c,
+                    size: self.sizes[c],
+                    share: self.sizes[c] as f32 / total as f32,
+                    top,
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        w.strs(&self.features);
+        w.f32s(&self.mean);
+        w.f32s(&self.scale);
+        w.len(self.centroids.nrows());
+        w.f32s(
+            self.centroids
+                .as_standard_layout()
+                .as_slice()
+                .unwrap_or(&[]),
+        );
+        w.f32s(&self.radius);
+        w.len(self.sizes.len());
+        for &s in &self.sizes {
+            w.u64(s);
+        }
+        w.len(self.silhouettes.len());
+        for &(k, s) in &self.silhouettes {
+            w.len(k);
+            w.f32(s);
+        }
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self> {
+        let features = r.strs()?;
+        let mean = r.f32s()?;
+        let scale = r.f32s()?;
+        let k = r.u64()? as usize;
+        let flat = r.f32s()?;
+        let radius = r.f32s()?;
+        let n_sizes = r.len(8)?;
+        let sizes = (0..n_sizes).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
+        let n_sil = r.len(12)?;
+        let silhouettes = (0..n_sil)
+            .map(|_| Ok((r.u64()? as usize, r.f32()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let d = features.len();
+        let bad = || Error::Corrupt("behaviour profiles have inconsistent sizes".into());
+        if d == 0
+            || k == 0
+            || mean.len() != d
+            || scale.len() != d
+            || radius.len() != k
+            || sizes.len() != k
+        {
+            return Err(bad());
+        }
+        if scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || radius.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(bad());
+        }
+        let centroids = Array2::from_shape_vec((k, d), flat).map_err(|_| bad())?;
+        Ok(Self {
+            features,
+            mean,
+            scale,
+            centroids,
+            radius,
+            sizes,
+            silhouettes,
+        })
+    }
+}
+
+/// Nearest centre and squared distance.
+fn nearest(centroids: &Array2<f32>, row: &[f32]) -> (usize, f32) {
+    let mut best = (0usize, f32::INFINITY);
+    for (c, centre) in centroids.rows().into_iter().enumerate() {
+        let d2: f32 = centre.iter().zip(row).map(|(a, b)| (a - b) * (a - b)).sum();
+        if d2 < best.1 {
+            best = (c, d2);
+        }
+    }
+    best
+}
+
+/// At most `max` rows drawn uniformly without replacement from a fixed seed: random, not
+/// strided, so periodic input (rows ordered by client type, say) cannot alias.
+fn sample_rows(z: &Array2<f32>, max: usize) -> Array2<f32> {
+    let n = z.nrows();
+    if n <= max {
+        return z.as_standard_layout().to_owned();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+    let mut idx = rand::seq::index::sample(&mut rng, n, max).into_vec();
+    idx.sort_unstable();
+    z.select(Axis(0), &idx).as_standard_layout().to_owned()
+}
+
+/// Mean silhouette (Euclidean) of a labelling, labels `0..k`: for comparing clusterings
+/// (k-means, a Gaussian mixture, DBSCAN without its noise) on the same rows. Cost is
+/// quadratic in the rows; sample first. Rows in singleton clusters count 0, as usual.
+pub fn silhouette_score(x: ArrayView2<'_, f32>, labels: &[usize]) -> Result<f32> {
+    if labels.len() != x.nrows() || labels.is_empty() {
+        return Err(Error::InvalidInput("one label per row needed".into()));
+    }
+    let k = labels.iter().max().map_or(0, |m| m + 1);
+    Ok(silhouette(&x.to_owned(), labels, k))
+}
+
+/// Mean silhouette of a labelled sample (Euclidean). Rows in singleton clusters count 0,
+/// as in the usual definition.
+fn silhouette(x: &Array2<f32>, labels: &[usize], k: usize) -> f32 {
+    let n = x.nrows();
+    let mut counts = vec![0usize; k];
+    for &l in labels {
+        counts[l] += 1;
+    }
+    let mut sums = vec![0.0f64; k];
+    let mut total = 0.0f64;
+    for i in 0..n {
+        sums.iter_mut().for_each(|s| *s = 0.0);
+        let xi = x.row(i);
+        for j in 0..n {
+            if i != j {
+                let d2: f32 = xi
+                    .iter()
+                    .zip(x.row(j))
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum();
+                sums[labels[j]] += f64::from(d2.sqrt());
+            }
+        }
+        let own = labels[i];
+        if counts[own] <= 1 {
+            continue;
+        }
+        let a = sums[own] / (counts[own] - 1) as f64;
+        let b = (0..k)
+            .filter(|&c| c != own && counts[c] > 0)
+            .map(|c| sums[c] / counts[c] as f64)
+            .fold(f64::INFINITY, f64::min);
+        if b.is_finite() {
+            let m = a.max(b);
+            if m > 0.0 {
+                total += (b - a) / m;
+            }
+        }
+    }
+    (total / n as f64) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// Three behaviours in 3 features with very different scales.
+    fn data() -> (Array2<f32>, Vec<usize>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let centres = [[1.0f32, 100.0, 0.1], [10.0, 100.0, 0.9], [1.0, 5000.0, 0.5]];
+        let spread = [[0.3f32, 10.0, 0.03], [1.0, 10.0, 0.03], [0.3, 300.0, 0.05]];
+        let mut rows = Vec::new();
+        let mut truth = Vec::new();
+        for i in 0..900 {
+            let c = i % 3;
+            for f in 0..3 {
+                rows.push(centres[c][f] + spread[c][f] * (rng.random::<f32>() - 0.5) * 2.0);
+            }
+            truth.push(c);
+        }
+        (Array2::from_shape_vec((900, 3), rows).unwrap(), truth)
+    }
+
+    fn names() -> Vec<String> {
+        ["f_rate", "f_bytes", "f_ratio"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn finds_the_three_behaviours() {
+        let (x, truth) = data();
+        let p = ProfileParams {
+            k_max: 5,
+            silhouette_sample: 300,
+            ..ProfileParams::default()
+        };
+        let m = BehaviourProfiles::fit(x.view(), &names(), &p).unwrap();
+        assert_eq!(m.k(), 3, "silhouettes {:?}", m.silhouettes());
+        // The clustering matches the truth up to relabelling.
+        let mut map = [usize::MAX; 3];
+        for (r, &t) in truth.iter().enumerate() {
+            let (c, score) = m.assign(x.row(r).as_slice().unwrap()).unwrap();
+            assert!(map[t] == usize::MAX || map[t] == c);
+            map[t] = c;
+            assert!(score < 3.0, "member {r} scored {score}");
+        }
+        // A row far from every behaviour scores far above a member.
+        let (_, far) = m.assign(&[30.0, 100.0, 0.9]).unwrap();
+        assert!(far > 5.0, "{far}");
+        let desc = m.describe(1);
+        let fast = &desc[map[1]];
+        assert_eq!(fast.top[0].feature, "f_rate");
+        assert!(fast.top[0].z > 1.0 && (fast.top[0].value - 10.0).abs() < 0.5);
+        assert!(fast.to_string().contains("f_rate high"));
+    }
+
+    #[test]
+    fn errors_and_codec() {
+        let (x, _) = data();
+        let p = ProfileParams {
+            k_max: 3,
+            silhouette_sample: 100,
+            ..ProfileParams::default()
+        };
+        assert!(BehaviourProfiles::fit(x.view(), &names()[..2], &p).is_err());
+        let bad = ProfileParams {
+            k_min: 1,
+            ..p.clone()
+        };
+        assert!(BehaviourProfiles::fit(x.view(), &names(), &bad).is_err());
+        let m = BehaviourProfiles::fit(x.view(), &names(), &p).unwrap();
+        assert!(m.assign(&[1.0]).is_err());
+        assert!(m.assign(&[f32::NAN, 1.0, 1.0]).is_err());
+        let mut w = Writer::default();
+        m.encode(&mut w);
+        assert_eq!(
+            BehaviourProfiles::decode(&mut Reader::new(&w.buf)).unwrap(),
+            m
+        );
+    }
+}

@@ -1,0 +1,931 @@
+//! Incidents: alert candidates about the same entity and category fold into one incident
+//! that alerts when it opens and again only when it escalates.
+//!
+//! An incident's id is a hash of (entity kind, entity, category, the incident window its first
+//! alert fell in), so it is the same on every replay of the same traffic. The table of open
+//! incidents is bounded; it can be saved to a checkpoint (written, then renamed) so that a
+//! restart continues the same incidents instead of opening new ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::category::{Category, EntityKind, Severity};
+use crate::{Error, Result};
+
+/// Most sample requests kept per incident.
+pub const MAX_SAMPLES: usize = 5;
+/// Most distinct labels counted per incident (labels come from labelled replays).
+pub const MAX_LABELS: usize = 16;
+/// Most distinct endpoints and source IPs listed per incident.
+pub const MAX_OBSERVABLES: usize = 8;
+
+/// One line of an explanation: a feature's value against the entity's own baseline and the
+/// population's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// Feature column, e.g. `f_client_distinct_ids_10m`.
+    pub feature: String,
+    /// What the feature measures, for people.
+    pub label: String,
+    /// The observed value.
+    pub observed: f32,
+    /// The entity's usual value, when known.
+    pub baseline: Option<f32>,
+    /// The population's 99th percentile, when known.
+    pub population_p99: Option<f32>,
+}
+
+impl Contribution {
+    /// `"distinct object ids in 10 min: 412, usual 3, population p99 9"`.
+    pub fn text(&self) -> String {
+        let mut s = format!("{}: {}", self.label, fmt_num(self.observed));
+        if let Some(b) = self.baseline {
+            s.push_str(&format!(", usual {}", fmt_num(b)));
+        }
+        if let Some(p) = self.population_p99 {
+            s.push_str(&format!(", population p99 {}", fmt_num(p)));
+        }
+        s
+    }
+}
+
+/// Formats a feature value compactly: integers without decimals, small values with two.
+pub fn fmt_num(v: f32) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    if (v - v.round()).abs() < 1e-3 && v.abs() < 1e12 {
+        format!("{}", v.round() as i64)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A request kept as evidence. Every string is attacker-controlled and already bounded by
+/// the ingest schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRequest {
+    /// Event time, ms since the epoch.
+    pub time_ms: i64,
+    /// Source IP.
+    pub source_ip: String,
+    /// HTTP method.
+    pub method: String,
+    /// Raw path.
+    pub path: String,
+    /// Raw query string, when present.
+    pub query: Option<String>,
+    /// Response status.
+    pub status: Option<u16>,
+    /// Response bytes.
+    pub response_bytes: Option<u64>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// Where the event came from (`topic/partition@offset` or `file:line`).
+    pub provenance: Option<String>,
+}
+
+/// A request whose risk crossed the alert threshold, attributed to an entity and category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertCandidate {
+    /// What kind of entity is blamed.
+    pub entity_kind: EntityKind,
+    /// The entity (client key, `METHOD /template`, or network).
+    pub entity: String,
+    /// The risk category.
+    pub category: Category,
+    /// The rule or model that fired, e.g. `bola_enumeration` or `isolation_forest`.
+    pub detector: String,
+    /// Calibrated risk 0–100.
+    pub risk: f32,
+    /// Severity from the configured thresholds.
+    pub severity: Severity,
+    /// Event time of the request, ms since the epoch.
+    pub time_ms: i64,
+    /// `METHOD /template` of the request.
+    pub endpoint: String,
+    /// The top contributing features.
+    pub contributions: Vec<Contribution>,
+    /// The request itself.
+    pub sample: SampleRequest,
+    /// The event's label, when the input carries one (labelled replays, the demo).
+    pub label: Option<String>,
+}
+
+/// Where an analyst has put an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    /// New or still active.
+    Open,
+    /// Someone is on it.
+    Acknowledged,
+    /// Dealt with.
+    Resolved,
+    /// Not an attack; a suppression was created from it.
+    FalsePositive,
+}
+
+impl IncidentStatus {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::Acknowledged => "acknowledged",
+            IncidentStatus::Resolved => "resolved",
+            IncidentStatus::FalsePositive => "false_positive",
+        }
+    }
+}
+
+/// One incident: everything the engine saw about one entity doing one kind of thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Deterministic id (32 hex digits).
+    pub id: String,
+    /// What kind of entity.
+    pub entity_kind: EntityKind,
+    /// The entity.
+    pub entity: String,
+    /// The category.
+    pub category: Category,
+    /// Detectors that contributed, with counts.
+    pub detectors: BTreeMap<String, u64>,
+    /// First alerting request, ms.
+    pub first_seen_ms: i64,
+    /// Last alerting request, ms.
+    pub last_seen_ms: i64,
+    /// Alerting requests folded in.
+    pub count: u64,
+    /// Highest risk seen.
+    pub peak_risk: f32,
+    /// Severity at the peak.
+    pub severity: Severity,
+    /// The severity last published, so updates only go out on escalation.
+    pub alerted_severity: Severity,
+    /// How many alerts were published for it (open + escalations).
+    pub alerts_sent: u32,
+    /// Triage state.
+    pub status: IncidentStatus,
+    /// The explanation at the peak.
+    pub contributions: Vec<Contribution>,
+    /// A few of the requests (the first and the peak among them).
+    pub samples: Vec<SampleRequest>,
+    /// Endpoints involved (bounded).
+    pub endpoints: Vec<String>,
+    /// Source IPs involved (bounded).
+    pub source_ips: Vec<String>,
+    /// Labels of the alerting requests, when the input is labelled (bounded).
+    pub labels: BTreeMap<String, u64>,
+}
+
+impl Incident {
+    /// One-line summary for terminals and alert titles.
+    pub fn summary(&self) -> String {
+        let why = self
+            .contributions
+            .first()
+            .map(|c| c.text())
+            .unwrap_or_else(|| "unusual behaviour".into());
+        format!(
+            "{} {} {} {}: {}",
+            self.category.owasp_id(),
+            self.category.title(),
+            self.entity_kind,
+            self.entity,
+            why
+        )
+    }
+
+    /// The label most of its requests carried, when labelled.
+    pub fn majority_label(&self) -> Option<&str> {
+        self.labels
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(l, _)| l.as_str())
+    }
+}
+
+/// Why an incident was published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertActivity {
+    /// The incident opened.
+    Opened,
+    /// Its severity rose above what was last published.
+    Escalated,
+}
+
+/// An incident snapshot to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentAlert {
+    /// Opened or escalated.
+    pub activity: AlertActivity,
+    /// The incident as it is now.
+    pub incident: Incident,
+}
+
+impl IncidentAlert {
+    /// Deterministic alert id: the incident id and how many alerts it has sent.
+    pub fn alert_id(&self) -> String {
+        stable_id(&[
+            self.incident.id.as_bytes(),
+            &self.incident.alerts_sent.to_le_bytes(),
+        ])
+    }
+}
+
+/// A rule that silences alert candidates (from config or from an analyst's "false positive").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suppression {
+    /// Only this entity (exact match).
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// Only this category (name or OWASP id in config).
+    #[serde(default, with = "category_opt")]
+    pub category: Option<Category>,
+    /// Only this endpoint (`METHOD /template`, or just `/template` for any method).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Until this time (RFC 3339 in config; ms here); forever when absent.
+    #[serde(default, with = "time_opt", rename = "until")]
+    pub until_ms: Option<i64>,
+    /// Why, for the audit trail.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Suppression {
+    /// Whether it silences this candidate at this time.
+    pub fn matches(&self, c: &AlertCandidate) -> bool {
+        if self.until_ms.is_some_and(|u| c.time_ms >= u) {
+            return false;
+        }
+        if self.entity.as_deref().is_some_and(|e| e != c.entity) {
+            return false;
+        }
+        if self.category.is_some_and(|k| k != c.category) {
+            return false;
+        }
+        if let Some(ep) = self.endpoint.as_deref() {
+            let hit = if ep.starts_with('/') {
+                c.endpoint.split_once(' ').map(|(_, t)| t) == Some(ep)
+            } else {
+                c.endpoint == ep
+            };
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// True when it names nothing (would silence everything): refused by validation.
+    pub fn is_empty(&self) -> bool {
+        self.entity.is_none() && self.category.is_none() && self.endpoint.is_none()
+    }
+}
+
+mod category_opt {
+    use super::Category;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &Option<Category>, s: S) -> Result<S::Ok, S::Error> {
+        match c {
+            Some(c) => s.serialize_str(c.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Category>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        match s {
+            None => Ok(None),
+            Some(s) => Category::parse(&s).map(Some).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown category {s:?} (use a name like \"bola\" or an id like \"API1\")"
+                ))
+            }),
+        }
+    }
+}
+
+mod time_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(ms) => s.serialize_str(&gatewatch_ingest::time::format_rfc3339_ms(*ms * 1000)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum T {
+            Ms(i64),
+            Text(String),
+        }
+        match Option::<T>::deserialize(d)? {
+            None => Ok(None),
+            Some(T::Ms(ms)) => Ok(Some(ms)),
+            Some(T::Text(s)) => gatewatch_ingest::time::parse_rfc3339(&s)
+                .map(|us| us / 1000)
+                .map(Some)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "bad time {s:?}: use RFC 3339, e.g. 2026-12-01T00:00:00Z"
+                    ))
+                }),
+        }
+    }
+}
+
+/// Settings of the incident table (`[incidents]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentConfig {
+    /// An incident with no new alerting request for this long (event time) closes; the next
+    /// one opens a new incident. Seconds.
+    pub idle_close_secs: u64,
+    /// Incident ids are stable within windows of this length (seconds): the first alert of an
+    /// incident falls in one of them.
+    pub id_window_secs: u64,
+    /// Most open incidents held; beyond it the least recently active closes early (counted).
+    pub max_open: usize,
+    /// Suppression rules.
+    pub suppress: Vec<Suppression>,
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        Self {
+            idle_close_secs: 30 * 60,
+            id_window_secs: 24 * 3600,
+            max_open: 10_000,
+            suppress: Vec::new(),
+        }
+    }
+}
+
+impl IncidentConfig {
+    /// Checks the settings; the message names the bad key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.idle_close_secs == 0 {
+            return Err("incidents.idle_close_secs must be at least 1".into());
+        }
+        if self.id_window_secs == 0 {
+            return Err("incidents.id_window_secs must be at least 1".into());
+        }
+        if self.max_open == 0 {
+            return Err("incidents.max_open must be at least 1".into());
+        }
+        for (i, s) in self.suppress.iter().enumerate() {
+            if s.is_empty() {
+                return Err(format!(
+                    "incidents.suppress[{i}] names no entity, category or endpoint: it would \
+                     silence every alert"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counters the processor exports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentCounts {
+    /// Incidents opened.
+    pub opened: u64,
+    /// Escalation alerts.
+    pub escalated: u64,
+    /// Candidates folded into an incident without a new alert.
+    pub folded: u64,
+    /// Candidates silenced by a suppression.
+    pub suppressed: u64,
+    /// Incidents closed for being idle.
+    pub closed_idle: u64,
+    /// Incidents closed early because the table was full.
+    pub evicted: u64,
+}
+
+type Key = (EntityKind, String, Category);
+
+/// The bounded table of open incidents.
+#[derive(Debug)]
+pub struct IncidentTable {
+    cfg: IncidentConfig,
+    open: HashMap<Key, Incident>,
+    /// Suppressions added at run time (analyst feedback), on top of the configured ones.
+    extra_suppressions: Vec<Suppression>,
+    counts: IncidentCounts,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    version: u32,
+    incidents: Vec<Incident>,
+    suppressions: Vec<Suppression>,
+}
+
+const CHECKPOINT_VERSION: u32 = 1;
+
+impl IncidentTable {
+    /// An empty table.
+    pub fn new(cfg: IncidentConfig) -> Self {
+        Self {
+            cfg,
+            open: HashMap::new(),
+            extra_suppressions: Vec::new(),
+            counts: IncidentCounts::default(),
+        }
+    }
+
+    /// Folds one candidate in; returns the alert to publish when it opens or escalates an
+    /// incident.
+    pub fn observe(&mut self, c: AlertCandidate) -> Option<IncidentAlert> {
+        self.observe_with_id(c).1
+    }
+
+    /// Like [`observe`](Self::observe), and also returns the id of the incident the candidate
+    /// went into (`None` when a suppression silenced it).
+    pub fn observe_with_id(
+        &mut self,
+        c: AlertCandidate,
+    ) -> (Option<String>, Option<IncidentAlert>) {
+        if self
+            .cfg
+            .suppress
+            .iter()
+            .chain(&self.extra_suppressions)
+            .any(|s| s.matches(&c))
+        {
+            self.counts.suppressed += 1;
+            return (None, None);
+        }
+        let idle_ms = self.cfg.idle_close_secs as i64 * 1000;
+        let key: Key = (c.entity_kind, c.entity.clone(), c.category);
+        if let Some(inc) = self.open.get(&key)
+            && c.time_ms - inc.last_seen_ms > idle_ms
+        {
+            self.open.remove(&key);
+            self.counts.closed_idle += 1;
+        }
+        if let Some(inc) = self.open.get_mut(&key) {
+            if inc.status == IncidentStatus::FalsePositive {
+                self.counts.suppressed += 1;
+                return (None, None);
+            }
+            fold(inc, &c);
+            if c.severity > inc.alerted_severity && inc.status != IncidentStatus::Resolved {
+                inc.alerted_severity = c.severity;
+                inc.alerts_sent += 1;
+                self.counts.escalated += 1;
+                let alert = IncidentAlert {
+                    activity: AlertActivity::Escalated,
+                    incident: inc.clone(),
+                };
+                return (Some(inc.id.clone()), Some(alert));
+            }
+            self.counts.folded += 1;
+            return (Some(inc.id.clone()), None);
+        }
+        if self.open.len() >= self.cfg.max_open {
+            self.evict_one();
+        }
+        let window_ms = self.cfg.id_window_secs as i64 * 1000;
+        let bucket = c.time_ms.div_euclid(window_ms);
+        let id = stable_id(&[
+            c.entity_kind.name().as_bytes(),
+            c.entity.as_bytes(),
+            c.category.name().as_bytes(),
+            &bucket.to_le_bytes(),
+        ]);
+        let mut inc = Incident {
+            id,
+            entity_kind: c.entity_kind,
+            entity: c.entity.clone(),
+            category: c.category,
+            detectors: BTreeMap::new(),
+            first_seen_ms: c.time_ms,
+            last_seen_ms: c.time_ms,
+            count: 0,
+            peak_risk: f32::MIN,
+            severity: c.severity,
+            alerted_severity: c.severity,
+            alerts_sent: 1,
+            status: IncidentStatus::Open,
+            contributions: Vec::new(),
+            samples: Vec::new(),
+            endpoints: Vec::new(),
+            source_ips: Vec::new(),
+            labels: BTreeMap::new(),
+        };
+        fold(&mut inc, &c);
+        self.counts.opened += 1;
+        let alert = IncidentAlert {
+            activity: AlertActivity::Opened,
+            incident: inc.clone(),
+        };
+        let id = inc.id.clone();
+        self.open.insert(key, inc);
+        (Some(id), Some(alert))
+    }
+
+    fn evict_one(&mut self) {
+        if let Some(k) = self
+            .open
+            .iter()
+            .min_by_key(|(_, i)| i.last_seen_ms)
+            .map(|(k, _)| k.clone())
+        {
+            self.open.remove(&k);
+            self.counts.evicted += 1;
+        }
+    }
+
+    /// Closes incidents idle since before `now_ms - idle_close_secs` and returns them (for
+    /// the store).
+    pub fn close_idle(&mut self, now_ms: i64) -> Vec<Incident> {
+        let idle_ms = self.cfg.idle_close_secs as i64 * 1000;
+        let mut closed = Vec::new();
+        self.open.retain(|_, inc| {
+            if now_ms - inc.last_seen_ms > idle_ms {
+                closed.push(inc.clone());
+                false
+            } else {
+                true
+            }
+        });
+        self.counts.closed_idle += closed.len() as u64;
+        closed
+    }
+
+    /// Open incidents, highest peak risk first.
+    pub fn open_incidents(&self) -> Vec<&Incident> {
+        let mut v: Vec<&Incident> = self.open.values().collect();
+        v.sort_by(|a, b| {
+            b.peak_risk
+                .total_cmp(&a.peak_risk)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// Looks an open incident up by id.
+    pub fn get(&self, id: &str) -> Option<&Incident> {
+        self.open.values().find(|i| i.id == id)
+    }
+
+    /// Sets an incident's triage status. Marking a false positive also adds a suppression for
+    /// that entity and category, returned so the caller can persist it.
+    pub fn set_status(&mut self, id: &str, status: IncidentStatus) -> Option<Option<Suppression>> {
+        let inc = self.open.values_mut().find(|i| i.id == id)?;
+        inc.status = status;
+        if status == IncidentStatus::FalsePositive {
+            let s = Suppression {
+                entity: Some(inc.entity.clone()),
+                category: Some(inc.category),
+                endpoint: None,
+                until_ms: None,
+                reason: Some(format!("false positive: incident {}", inc.id)),
+            };
+            self.extra_suppressions.push(s.clone());
+            return Some(Some(s));
+        }
+        Some(None)
+    }
+
+    /// Adds a suppression at run time.
+    pub fn add_suppression(&mut self, s: Suppression) {
+        self.extra_suppressions.push(s);
+    }
+
+    /// Every suppression in force (configured first).
+    pub fn suppressions(&self) -> impl Iterator<Item = &Suppression> {
+        self.cfg.suppress.iter().chain(&self.extra_suppressions)
+    }
+
+    /// Counters so far.
+    pub fn counts(&self) -> IncidentCounts {
+        self.counts
+    }
+
+    /// How many incidents are open.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// True when none is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Saves open incidents and run-time suppressions to `path` (write to a temporary file,
+    /// then rename, so a crash leaves the old checkpoint or the new one).
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let cp = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            incidents: self.open.values().cloned().collect(),
+            suppressions: self.extra_suppressions.clone(),
+        };
+        let bytes = serde_json::to_vec(&cp).map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        Ok(())
+    }
+
+    /// Restores a checkpoint written by [`save_checkpoint`](Self::save_checkpoint); a missing
+    /// file is an empty table.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<usize> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if cp.version != CHECKPOINT_VERSION {
+            return Err(Error::Checkpoint {
+                path: path.display().to_string(),
+                message: format!(
+                    "format version {} (this build reads {CHECKPOINT_VERSION})",
+                    cp.version
+                ),
+            });
+        }
+        let n = cp.incidents.len();
+        for inc in cp.incidents {
+            self.open
+                .insert((inc.entity_kind, inc.entity.clone(), inc.category), inc);
+        }
+        self.extra_suppressions = cp.suppressions;
+        Ok(n)
+    }
+}
+
+fn fold(inc: &mut Incident, c: &AlertCandidate) {
+    inc.count += 1;
+    inc.first_seen_ms = inc.first_seen_ms.min(c.time_ms);
+    inc.last_seen_ms = inc.last_seen_ms.max(c.time_ms);
+    *inc.detectors.entry(c.detector.clone()).or_default() += 1;
+    if c.risk > inc.peak_risk {
+        inc.peak_risk = c.risk;
+        inc.severity = inc.severity.max(c.severity);
+        inc.contributions = c.contributions.clone();
+        // Keep the first request and the latest peak: replace the last sample when full.
+        if inc.samples.len() >= MAX_SAMPLES {
+            inc.samples.pop();
+        }
+        inc.samples.push(c.sample.clone());
+    } else if inc.samples.len() < MAX_SAMPLES {
+        inc.samples.push(c.sample.clone());
+    }
+    inc.severity = inc.severity.max(c.severity);
+    push_bounded(&mut inc.endpoints, &c.endpoint);
+    push_bounded(&mut inc.source_ips, &c.sample.source_ip);
+    if let Some(l) = &c.label {
+        if let Some(n) = inc.labels.get_mut(l) {
+            *n += 1;
+        } else if inc.labels.len() < MAX_LABELS {
+            inc.labels.insert(l.clone(), 1);
+        }
+    }
+}
+
+fn push_bounded(v: &mut Vec<String>, s: &str) {
+    if v.len() < MAX_OBSERVABLES && !v.iter().any(|x| x == s) {
+        v.push(s.to_string());
+    }
+}
+
+/// A stable 128-bit id (32 hex digits) from byte parts: two FNV-1a 64 passes with
+/// different offsets, parts separated so `("ab","c")` and `("a","bc")` differ. Stable across
+/// builds and platforms, unlike std's hasher.
+pub fn stable_id(parts: &[&[u8]]) -> String {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x8422_2325_cbf2_9ce4;
+    for p in parts {
+        for &x in p.iter().chain(std::iter::once(&0xffu8)) {
+            a = (a ^ x as u64).wrapping_mul(PRIME);
+            b = (b ^ (x ^ 0x5a) as u64).wrapping_mul(PRIME);
+        }
+    }
+    // Final mix so ids do not share visible prefixes for similar inputs.
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    format!("{:016x}{:016x}", mix(a), mix(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(entity: &str, cat: Category, t: i64, risk: f32, sev: Severity) -> AlertCandidate {
+        AlertCandidate {
+            entity_kind: EntityKind::Client,
+            entity: entity.into(),
+            category: cat,
+            detector: "test".into(),
+            risk,
+            severity: sev,
+            time_ms: t,
+            endpoint: "GET /orders/{id}".into(),
+            contributions: vec![Contribution {
+                feature: "f_x".into(),
+                label: "x".into(),
+                observed: risk,
+                baseline: Some(1.0),
+                population_p99: None,
+            }],
+            sample: SampleRequest {
+                time_ms: t,
+                source_ip: "192.0.2.1".into(),
+                method: "GET".into(),
+                path: "/orders/1".into(),
+                query: None,
+                status: Some(200),
+                response_bytes: Some(10),
+                user_agent: None,
+                provenance: None,
+            },
+            label: Some("bola".into()),
+        }
+    }
+
+    #[test]
+    fn folds_and_realerts_only_on_escalation() {
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        let a = t.observe(cand("u1", Category::Bola, 1_000, 65.0, Severity::Medium));
+        assert_eq!(a.as_ref().unwrap().activity, AlertActivity::Opened);
+        assert!(
+            t.observe(cand("u1", Category::Bola, 2_000, 66.0, Severity::Medium))
+                .is_none()
+        );
+        let e = t
+            .observe(cand("u1", Category::Bola, 3_000, 80.0, Severity::High))
+            .unwrap();
+        assert_eq!(e.activity, AlertActivity::Escalated);
+        assert_eq!(e.incident.id, a.as_ref().unwrap().incident.id);
+        assert_eq!(e.incident.count, 3);
+        assert_eq!(e.incident.peak_risk, 80.0);
+        assert_ne!(e.alert_id(), a.unwrap().alert_id());
+        // A different category about the same entity is its own incident.
+        assert!(
+            t.observe(cand("u1", Category::Ssrf, 3_000, 80.0, Severity::High))
+                .is_some()
+        );
+        assert_eq!(t.len(), 2);
+        let c = t.counts();
+        assert_eq!((c.opened, c.escalated, c.folded), (2, 1, 1));
+    }
+
+    #[test]
+    fn ids_are_deterministic_across_tables() {
+        let mut a = IncidentTable::new(IncidentConfig::default());
+        let mut b = IncidentTable::new(IncidentConfig::default());
+        let x = a.observe(cand("u9", Category::Bola, 5_000, 70.0, Severity::Medium));
+        let y = b.observe(cand("u9", Category::Bola, 6_000, 70.0, Severity::Medium));
+        assert_eq!(x.unwrap().incident.id, y.unwrap().incident.id);
+    }
+
+    #[test]
+    fn idle_incidents_close_and_a_new_one_opens() {
+        let mut t = IncidentTable::new(IncidentConfig {
+            idle_close_secs: 10,
+            id_window_secs: 5,
+            ..Default::default()
+        });
+        let first = t
+            .observe(cand("u1", Category::Bola, 0, 70.0, Severity::Medium))
+            .unwrap();
+        let second = t
+            .observe(cand("u1", Category::Bola, 60_000, 70.0, Severity::Medium))
+            .unwrap();
+        assert_eq!(second.activity, AlertActivity::Opened);
+        assert_ne!(first.incident.id, second.incident.id);
+        assert_eq!(t.close_idle(200_000).len(), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn suppressions_and_false_positives_silence() {
+        let mut t = IncidentTable::new(IncidentConfig {
+            suppress: vec![Suppression {
+                entity: None,
+                category: Some(Category::Inventory),
+                endpoint: Some("/health".into()),
+                until_ms: Some(10_000),
+                reason: None,
+            }],
+            ..Default::default()
+        });
+        let mut c = cand("u1", Category::Inventory, 1_000, 70.0, Severity::Medium);
+        c.endpoint = "GET /health".into();
+        assert!(t.observe(c.clone()).is_none());
+        c.time_ms = 20_000; // suppression expired
+        let a = t.observe(c.clone()).unwrap();
+        let s = t
+            .set_status(&a.incident.id, IncidentStatus::FalsePositive)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.entity.as_deref(), Some("u1"));
+        c.time_ms = 21_000;
+        c.severity = Severity::Critical;
+        assert!(t.observe(c).is_none());
+        assert_eq!(t.counts().suppressed, 2);
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let mut t = IncidentTable::new(IncidentConfig {
+            max_open: 3,
+            ..Default::default()
+        });
+        for i in 0..10 {
+            t.observe(cand(
+                &format!("u{i}"),
+                Category::Bola,
+                i * 1000,
+                70.0,
+                Severity::Medium,
+            ));
+        }
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.counts().evicted, 7);
+        // The most recent survive.
+        let ents: Vec<_> = t
+            .open_incidents()
+            .iter()
+            .map(|i| i.entity.clone())
+            .collect();
+        for e in ["u7", "u8", "u9"] {
+            assert!(ents.contains(&e.to_string()), "{ents:?}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_continues_the_same_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/incidents.json");
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        let a = t
+            .observe(cand("u1", Category::Bola, 1_000, 65.0, Severity::Medium))
+            .unwrap();
+        t.save_checkpoint(&path).unwrap();
+        let mut r = IncidentTable::new(IncidentConfig::default());
+        assert_eq!(r.load_checkpoint(&path).unwrap(), 1);
+        // The same request replayed does not open a second incident.
+        assert!(
+            r.observe(cand("u1", Category::Bola, 1_000, 65.0, Severity::Medium))
+                .is_none()
+        );
+        assert_eq!(r.get(&a.incident.id).unwrap().count, 2);
+        std::fs::write(&path, b"{not json").unwrap();
+        let err = r.load_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains("incidents.json"), "{err}");
+    }
+
+    #[test]
+    fn contribution_text_reads_well() {
+        let c = Contribution {
+            feature: "f_client_distinct_ids_10m".into(),
+            label: "distinct order ids in 10 min".into(),
+            observed: 412.0,
+            baseline: Some(3.0),
+            population_p99: Some(9.0),
+        };
+        assert_eq!(
+            c.text(),
+            "distinct order ids in 10 min: 412, usual 3, population p99 9"
+        );
+        assert_eq!(fmt_num(0.123), "0.12");
+        assert_eq!(fmt_num(f32::NAN), "n/a");
+    }
+
+    #[test]
+    fn stable_id_separates_parts() {
+        assert_ne!(stable_id(&[b"ab", b"c"]), stable_id(&[b"a", b"bc"]));
+        assert_eq!(stable_id(&[b"x"]).len(), 32);
+        assert_eq!(stable_id(&[b"x"]), stable_id(&[b"x"]));
+    }
+}

@@ -1,0 +1,556 @@
+//! Detectors: one or more rules per OWASP API Security Top 10 (2023) risk, each a set of
+//! thresholds over the feature stage's columns (see `features/FEATURES.md`).
+//!
+//! A rule fires on an event when every condition holds. Its risk starts at the rule's `base`
+//! when the first (primary) condition sits exactly on its threshold and rises toward 100 as
+//! the observed value moves past it: `base + (100 − base) · (1 − threshold / value)` for `>=`
+//! conditions (twice the threshold is halfway to 100). So a threshold is where a rule starts
+//! alerting, and how far past it an entity goes is how bad it is.
+//!
+//! Every threshold can be changed in `[scoring.rules.<name>]` without a rebuild.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::category::{Category, EntityKind};
+
+/// How a condition compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// value ≥ threshold.
+    #[serde(rename = ">=")]
+    AtLeast,
+    /// value ≤ threshold.
+    #[serde(rename = "<=")]
+    AtMost,
+}
+
+/// One condition: a feature (or the sum of several) against a threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// Feature columns; their values are summed (one column is the usual case).
+    pub features: Vec<String>,
+    /// The comparison.
+    pub op: Op,
+    /// The threshold.
+    pub threshold: f32,
+    /// What the value means, for explanations (`distinct object ids on one endpoint in 10 min`).
+    pub label: String,
+    /// A column holding the entity's usual value, shown next to the observed one.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// Also require the value to be at least this many times the 99th percentile of the
+    /// same feature among all clients of the same endpoint template (so a catalogue that
+    /// everyone browses widely does not look like an id walk on orders).
+    #[serde(default)]
+    pub min_endpoint_p99_ratio: Option<f32>,
+}
+
+impl Condition {
+    fn ge(feature: &str, threshold: f32, label: &str) -> Self {
+        Self {
+            features: vec![feature.into()],
+            op: Op::AtLeast,
+            threshold,
+            label: label.into(),
+            baseline: None,
+            min_endpoint_p99_ratio: None,
+        }
+    }
+
+    fn le(feature: &str, threshold: f32, label: &str) -> Self {
+        Self {
+            op: Op::AtMost,
+            ..Self::ge(feature, threshold, label)
+        }
+    }
+
+    fn sum_ge(features: &[&str], threshold: f32, label: &str) -> Self {
+        Self {
+            features: features.iter().map(|f| f.to_string()).collect(),
+            ..Self::ge(features[0], threshold, label)
+        }
+    }
+
+    fn with_baseline(mut self, col: &str) -> Self {
+        self.baseline = Some(col.into());
+        self
+    }
+
+    fn vs_endpoint_p99(mut self, ratio: f32) -> Self {
+        self.min_endpoint_p99_ratio = Some(ratio);
+        self
+    }
+
+    /// Whether `value` satisfies the condition.
+    pub fn holds(&self, value: f32) -> bool {
+        match self.op {
+            Op::AtLeast => value >= self.threshold,
+            Op::AtMost => value <= self.threshold,
+        }
+    }
+
+    /// How far past the threshold `value` is, in (0, 1]: 0 on the threshold, → 1 far past it.
+    pub fn excess(&self, value: f32) -> f32 {
+        let (t, v) = (self.threshold.abs(), value.abs());
+        let e = match self.op {
+            Op::AtLeast if v > 0.0 => 1.0 - t / v,
+            Op::AtMost if t > 0.0 => 1.0 - v / t,
+            _ => 0.0,
+        };
+        e.clamp(0.0, 1.0)
+    }
+}
+
+/// A detector rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Stable name (`bola_enumeration`), used in config and alerts.
+    pub name: String,
+    /// The risk it belongs to.
+    pub category: Category,
+    /// Who is blamed.
+    pub entity: EntityKind,
+    /// Risk when the primary condition sits on its threshold.
+    pub base: f32,
+    /// All must hold; the first is the primary one that sets the risk.
+    pub when: Vec<Condition>,
+    /// Only requests whose endpoint template contains one of these (empty: every endpoint).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Off switch.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Rule {
+    /// Whether the rule applies to requests on this endpoint template.
+    pub fn applies_to(&self, template: &str) -> bool {
+        self.endpoints.is_empty() || self.endpoints.iter().any(|e| template.contains(e.as_str()))
+    }
+}
+
+/// Endpoint fragments of business flows that bots abuse: sign-ups, carts and checkouts,
+/// coupons and gift cards, reviews and votes, bookings, password resets, transfers.
+pub const SENSITIVE_FLOWS: &[&str] = &[
+    "/signup", "/register", "/checkout", "/cart", "/coupon", "/redeem", "/gift", "/review",
+    "/vote", "/reserv", "/booking", "/password", "/reset", "/transfer", "/referral", "/cancel",
+];
+
+/// Overrides of a built-in rule in `[scoring.rules.<name>]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleOverride {
+    /// Turn the rule off (or back on).
+    pub enabled: Option<bool>,
+    /// New base risk (0–100).
+    pub base: Option<f32>,
+    /// New thresholds by feature column (the first feature of a condition names it).
+    pub thresholds: BTreeMap<String, f32>,
+    /// New endpoint scope (template fragments; empty list: every endpoint).
+    pub endpoints: Option<Vec<String>>,
+}
+
+/// The built-in rules, with thresholds chosen on the simulator's benign traffic (see the
+/// scenario tests) and on what the patterns mean.
+pub fn builtin_rules() -> Vec<Rule> {
+    use Category::*;
+    use EntityKind::*;
+    let rule = |name: &str, category, entity, base, when| Rule {
+        name: name.into(),
+        category,
+        entity,
+        base,
+        when,
+        endpoints: Vec::new(),
+        enabled: true,
+    };
+    let scoped = |mut r: Rule, endpoints: &[&str]| {
+        r.endpoints = endpoints.iter().map(|e| e.to_string()).collect();
+        r
+    };
+    vec![
+        // API1: one client touching many object ids on one endpoint template, mostly in
+        // sequence.
+        rule(
+            "bola_enumeration",
+            Bola,
+            Client,
+            65.0,
+            vec![
+                Condition::ge(
+                    "f_client_distinct_ids_10m",
+                    25.0,
+                    "distinct object ids on one endpoint in 10 min",
+                )
+                .with_baseline("f_client_distinct_ids_baseline")
+                .vs_endpoint_p99(2.0),
+                Condition::ge(
+                    "f_client_id_sequential_10m",
+                    0.3,
+                    "share of ids within 3 of the previous one",
+                ),
+            ],
+        ),
+        rule(
+            "bola_slow_walk",
+            Bola,
+            Client,
+            62.0,
+            vec![
+                Condition::ge(
+                    "f_client_distinct_ids_1h",
+                    15.0,
+                    "distinct object ids on one endpoint in 1 h",
+                )
+                .with_baseline("f_client_distinct_ids_baseline")
+                .vs_endpoint_p99(2.0),
+                Condition::ge(
+                    "f_client_id_sequential_1h",
+                    0.6,
+                    "share of ids within 3 of the previous one",
+                ),
+            ],
+        ),
+        // API2: failed logins by one client, by one network, and across a login endpoint.
+        rule(
+            "brute_force_client",
+            BrokenAuthentication,
+            Client,
+            65.0,
+            vec![
+                Condition::ge("f_client_login_fail_10m", 10.0, "failed logins in 10 min"),
+                Condition::ge("f_login_route", 1.0, "request to a login route"),
+            ],
+        ),
+        rule(
+            "login_failures_network",
+            BrokenAuthentication,
+            Network,
+            62.0,
+            vec![
+                Condition::ge(
+                    "f_network_login_fail_10m",
+                    20.0,
+                    "failed logins from the network in 10 min",
+                ),
+                Condition::ge("f_login_route", 1.0, "request to a login route"),
+            ],
+        ),
+        rule(
+            "credential_stuffing_endpoint",
+            BrokenAuthentication,
+            Endpoint,
+            65.0,
+            vec![
+                Condition::ge(
+                    "f_endpoint_authfail_ratio_10m",
+                    0.5,
+                    "share of the login endpoint's requests answered 401/403 in 10 min",
+                ),
+                Condition::ge("f_login_route", 1.0, "request to a login route"),
+                Condition::ge(
+                    "f_endpoint_distinct_clients_10m",
+                    20.0,
+                    "distinct clients on the login endpoint in 10 min",
+                ),
+            ],
+        ),
+        rule(
+            "credential_stuffing_slow",
+            BrokenAuthentication,
+            Endpoint,
+            60.0,
+            vec![
+                Condition::ge(
+                    "f_endpoint_authfail_ratio_1h",
+                    0.5,
+                    "share of the login endpoint's requests answered 401/403 in 1 h",
+                ),
+                Condition::ge("f_login_route", 1.0, "request to a login route"),
+                Condition::ge(
+                    "f_endpoint_distinct_clients_1h",
+                    30.0,
+                    "distinct clients on the login endpoint in 1 h",
+                ),
+            ],
+        ),
+        // API3: far more bytes out than the client usually takes, or a response far larger
+        // than the endpoint's usual.
+        rule(
+            "bulk_data_client",
+            PropertyExposure,
+            Client,
+            62.0,
+            vec![
+                Condition::ge(
+                    "f_client_bytes_z_own",
+                    4.0,
+                    "bytes out in 10 min against the client's usual (z)",
+                ),
+                Condition::ge(
+                    "f_client_bytes_out_10m",
+                    14.5,
+                    "bytes out in 10 min (ln 1+bytes)",
+                )
+                .with_baseline("f_client_bytes_out_baseline"),
+            ],
+        ),
+        rule(
+            "oversized_response",
+            PropertyExposure,
+            Client,
+            60.0,
+            vec![
+                Condition::ge(
+                    "f_endpoint_bytes_z",
+                    5.0,
+                    "response size against the endpoint's usual (z)",
+                ),
+                Condition::ge("f_response_bytes_log", 13.0, "response size (ln 1+bytes)"),
+            ],
+        ),
+        // API4: a client far above its own rate.
+        rule(
+            "rate_abuse",
+            ResourceConsumption,
+            Client,
+            62.0,
+            vec![
+                Condition::ge("f_client_rate_1m", 4.0, "requests per second over 1 min")
+                    .with_baseline("f_client_rate_baseline"),
+                Condition::ge(
+                    "f_client_rate_ratio",
+                    4.0,
+                    "rate against the client's usual (×)",
+                ),
+            ],
+        ),
+        // API5: privileged routes from a client that does not normally use them.
+        rule(
+            "privileged_route_probe",
+            FunctionAuthorization,
+            Client,
+            62.0,
+            vec![
+                Condition::ge(
+                    "f_client_privileged_10m",
+                    3.0,
+                    "requests to privileged routes in 10 min",
+                ),
+                Condition::ge(
+                    "f_client_privileged_unusual",
+                    0.8,
+                    "how unusual privileged routes are for this client (0–1)",
+                ),
+            ],
+        ),
+        // API6: machine-regular cadence on state-changing endpoints of sensitive business
+        // flows (a partner's nightly batch is regular too, but does not sign up or check out).
+        scoped(rule(
+            "business_flow_bot",
+            BusinessFlow,
+            Client,
+            62.0,
+            vec![
+                Condition::le(
+                    "f_client_interarrival_cv",
+                    0.15,
+                    "variation of the gaps between requests (low = machine)",
+                ),
+                Condition::ge(
+                    "f_client_endpoint_requests_10m",
+                    15.0,
+                    "requests to this endpoint in 10 min",
+                ),
+                Condition::ge("f_method_write", 1.0, "state-changing method"),
+            ],
+        ), SENSITIVE_FLOWS),
+        // API7: URLs or addresses in parameters that point inside.
+        rule(
+            "ssrf_internal_target",
+            Ssrf,
+            Client,
+            80.0,
+            vec![Condition::ge(
+                "f_param_internal_host",
+                1.0,
+                "parameter naming an internal host or cloud metadata",
+            )],
+        ),
+        // API8: injection payloads, whether or not the WAF blocked them (a probe is news),
+        // and verbose error bursts.
+        rule(
+            "injection_payload",
+            Misconfiguration,
+            Client,
+            65.0,
+            vec![Condition::sum_ge(
+                &[
+                    "f_sqli_markers",
+                    "f_xss_markers",
+                    "f_traversal_markers",
+                    "f_cmd_markers",
+                    "f_null_bytes",
+                ],
+                1.0,
+                "injection markers (SQL, script, traversal, command, null byte)",
+            )],
+        ),
+        rule(
+            "server_error_burst",
+            Misconfiguration,
+            Client,
+            60.0,
+            vec![
+                Condition::ge(
+                    "f_client_err5xx_ratio_1m",
+                    0.5,
+                    "share of the client's requests answered 5xx in 1 min",
+                ),
+                Condition::ge("f_client_rate_1m", 0.2, "requests per second over 1 min"),
+            ],
+        ),
+        // API9: calls to endpoints that are new, undeclared or deprecated.
+        rule(
+            "shadow_endpoint_use",
+            Inventory,
+            Client,
+            60.0,
+            vec![Condition::ge(
+                "f_client_inventory_10m",
+                3.0,
+                "requests to new, undeclared or deprecated endpoints in 10 min",
+            )],
+        ),
+    ]
+}
+
+/// Applies `[scoring.rules]` overrides; unknown rule or feature names are errors naming them.
+pub fn apply_overrides(
+    rules: &mut [Rule],
+    overrides: &BTreeMap<String, RuleOverride>,
+) -> Result<(), String> {
+    for (name, o) in overrides {
+        let Some(rule) = rules.iter_mut().find(|r| &r.name == name) else {
+            let known: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+            return Err(format!(
+                "scoring.rules.{name}: no such rule (rules: {})",
+                known.join(", ")
+            ));
+        };
+        if let Some(e) = o.enabled {
+            rule.enabled = e;
+        }
+        if let Some(eps) = &o.endpoints {
+            rule.endpoints = eps.clone();
+        }
+        if let Some(b) = o.base {
+            if !(0.0..=100.0).contains(&b) {
+                return Err(format!(
+                    "scoring.rules.{name}.base: {b} is not within 0–100"
+                ));
+            }
+            rule.base = b;
+        }
+        for (feature, t) in &o.thresholds {
+            let Some(c) = rule.when.iter_mut().find(|c| &c.features[0] == feature) else {
+                let known: Vec<&str> = rule.when.iter().map(|c| c.features[0].as_str()).collect();
+                return Err(format!(
+                    "scoring.rules.{name}.thresholds.{feature}: the rule has no such condition \
+                     (its features: {})",
+                    known.join(", ")
+                ));
+            };
+            if !t.is_finite() {
+                return Err(format!(
+                    "scoring.rules.{name}.thresholds.{feature}: not a number"
+                ));
+            }
+            c.threshold = *t;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excess_grows_past_the_threshold() {
+        let c = Condition::ge("f", 10.0, "x");
+        assert!(!c.holds(9.9) && c.holds(10.0));
+        assert_eq!(c.excess(10.0), 0.0);
+        assert_eq!(c.excess(20.0), 0.5);
+        assert!(c.excess(1e9) > 0.99);
+        let l = Condition::le("f", 0.2, "x");
+        assert!(l.holds(0.1) && !l.holds(0.3));
+        assert_eq!(l.excess(0.2), 0.0);
+        assert_eq!(l.excess(0.0), 1.0);
+    }
+
+    #[test]
+    fn every_builtin_rule_is_well_formed() {
+        let rules = builtin_rules();
+        let mut names: Vec<_> = rules.iter().map(|r| &r.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), rules.len(), "rule names are unique");
+        for r in &rules {
+            assert!(!r.when.is_empty(), "{}", r.name);
+            assert!((0.0..=100.0).contains(&r.base), "{}", r.name);
+            for c in &r.when {
+                assert!(c.features.iter().all(|f| f.starts_with("f_")), "{}", r.name);
+            }
+        }
+        // Every OWASP risk the logs can show has at least one rule.
+        for cat in Category::ALL {
+            if cat != Category::Anomaly {
+                assert!(rules.iter().any(|r| r.category == cat), "{cat}");
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_apply_and_name_bad_keys() {
+        let mut rules = builtin_rules();
+        let mut o = BTreeMap::new();
+        o.insert(
+            "bola_enumeration".to_string(),
+            RuleOverride {
+                enabled: Some(false),
+                base: Some(70.0),
+                thresholds: [("f_client_distinct_ids_10m".to_string(), 40.0)].into(),
+            },
+        );
+        apply_overrides(&mut rules, &o).unwrap();
+        let r = rules.iter().find(|r| r.name == "bola_enumeration").unwrap();
+        assert!(!r.enabled);
+        assert_eq!(r.when[0].threshold, 40.0);
+        let mut bad = BTreeMap::new();
+        bad.insert("nope".to_string(), RuleOverride::default());
+        let e = apply_overrides(&mut rules, &bad).unwrap_err();
+        assert!(e.contains("scoring.rules.nope"), "{e}");
+        let mut bad = BTreeMap::new();
+        bad.insert(
+            "rate_abuse".to_string(),
+            RuleOverride {
+                thresholds: [("f_typo".to_string(), 1.0)].into(),
+                ..Default::default()
+            },
+        );
+        let e = apply_overrides(&mut rules, &bad).unwrap_err();
+        assert!(
+            e.contains("f_typo") && e.contains("f_client_rate_1m"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,747 @@
+//! Fusion: rule findings and model scores become one risk per event (0–100), a category, a
+//! severity, and alert candidates with explanations.
+//!
+//! - Each rule that fires gives a risk (see [`crate::rules`]); model scores arrive as
+//!   calibrated 0–100 columns (`score_iforest`, `score_profile`, `score_content` by default).
+//! - The event's risk is the highest of them; when a rule and a model agree (both at or above
+//!   the alert threshold) it gains `agreement_bonus`. The category is the top rule's, else the
+//!   model's (content anomalies are injection-like, API8; the others are `anomaly`).
+//! - Model-only findings must reach `model_alert_threshold`, higher than the rules' threshold,
+//!   because a model knows "unusual", not "malicious".
+//! - Explanations name the features behind the finding with the entity's usual value and the
+//!   population's 99th percentile, which the scorer tracks itself in fixed-size histograms.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float32Array, Float32Builder, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::category::{Category, EntityKind, Severity};
+use crate::columns::{EventCols, StrCol, f32_col, opt, timestamps_ms};
+use crate::incidents::{AlertCandidate, Contribution, SampleRequest};
+use crate::rules::{Rule, RuleOverride, apply_overrides, builtin_rules};
+use crate::{Error, Result};
+
+/// Severity cut-offs on the 0–100 risk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeverityThresholds {
+    /// Risk from which an event is `low`.
+    pub low: f32,
+    /// … `medium`.
+    pub medium: f32,
+    /// … `high`.
+    pub high: f32,
+    /// … `critical`.
+    pub critical: f32,
+}
+
+impl Default for SeverityThresholds {
+    fn default() -> Self {
+        Self {
+            low: 40.0,
+            medium: 60.0,
+            high: 75.0,
+            critical: 90.0,
+        }
+    }
+}
+
+impl SeverityThresholds {
+    /// The severity of a risk.
+    pub fn of(&self, risk: f32) -> Severity {
+        if risk >= self.critical {
+            Severity::Critical
+        } else if risk >= self.high {
+            Severity::High
+        } else if risk >= self.medium {
+            Severity::Medium
+        } else if risk >= self.low {
+            Severity::Low
+        } else {
+            Severity::Info
+        }
+    }
+}
+
+/// A model score column the scorer reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelColumn {
+    /// Float32 column with a calibrated 0–100 score.
+    pub column: String,
+    /// Detector name in alerts.
+    pub detector: String,
+    /// Category of a finding this model alone raises.
+    pub category: Category,
+    /// Optional Utf8 column with the model's own explanation of the row.
+    #[serde(default)]
+    pub explanation: Option<String>,
+    /// How the column's values become risk.
+    #[serde(default)]
+    pub scale: ModelScale,
+}
+
+/// How a model column's values map to risk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelScale {
+    /// The column is a calibrated percentile of normal traffic (0–100). Risk grows by 20
+    /// points for every tenfold rarer score: p99 → 40, p99.9 → 60, p99.99 → 80, p99.999 →
+    /// 100, so "unusual" alone (p90, p95) stays harmless.
+    #[default]
+    Percentile,
+    /// The column is already a 0–100 risk.
+    Risk,
+}
+
+impl ModelScale {
+    /// Risk of a column value.
+    pub fn risk(self, v: f32) -> f32 {
+        match self {
+            ModelScale::Risk => v.clamp(0.0, 100.0),
+            ModelScale::Percentile => {
+                let tail = (1.0 - (v.clamp(0.0, 100.0) as f64) / 100.0).max(1e-12);
+                (-20.0 * tail.log10()).clamp(0.0, 100.0) as f32
+            }
+        }
+    }
+}
+
+/// `[scoring]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    /// Events at or above this risk become alert candidates.
+    pub alert_threshold: f32,
+    /// Model-only findings need at least this risk to alert.
+    pub model_alert_threshold: f32,
+    /// Added when a rule and a model both reach the alert threshold.
+    pub agreement_bonus: f32,
+    /// Severity cut-offs.
+    pub severity: SeverityThresholds,
+    /// Overrides of the built-in rules by name.
+    pub rules: BTreeMap<String, RuleOverride>,
+    /// Model score columns.
+    pub models: Vec<ModelColumn>,
+    /// Features listed per explanation.
+    pub max_contributions: usize,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            alert_threshold: 60.0,
+            model_alert_threshold: 90.0,
+            agreement_bonus: 5.0,
+            severity: SeverityThresholds::default(),
+            rules: BTreeMap::new(),
+            models: vec![
+                ModelColumn {
+                    column: "score_iforest".into(),
+                    detector: "isolation_forest".into(),
+                    category: Category::Anomaly,
+                    explanation: None,
+                    scale: ModelScale::Percentile,
+                },
+                ModelColumn {
+                    column: "score_profile".into(),
+                    detector: "behaviour_profile".into(),
+                    category: Category::Anomaly,
+                    explanation: None,
+                    scale: ModelScale::Percentile,
+                },
+                ModelColumn {
+                    column: "score_content".into(),
+                    detector: "content_profile".into(),
+                    category: Category::Misconfiguration,
+                    explanation: Some("content_explanation".into()),
+                    scale: ModelScale::Risk,
+                },
+            ],
+            max_contributions: 3,
+        }
+    }
+}
+
+impl ScoringConfig {
+    /// Checks the settings; messages name the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (k, v) in [
+            ("scoring.alert_threshold", self.alert_threshold),
+            ("scoring.model_alert_threshold", self.model_alert_threshold),
+            ("scoring.severity.low", self.severity.low),
+            ("scoring.severity.medium", self.severity.medium),
+            ("scoring.severity.high", self.severity.high),
+            ("scoring.severity.critical", self.severity.critical),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("{k}: {v} is not within 0–100"));
+            }
+        }
+        let s = &self.severity;
+        if !(s.low <= s.medium && s.medium <= s.high && s.high <= s.critical) {
+            return Err(
+                "scoring.severity: thresholds must rise low ≤ medium ≤ high ≤ critical".into(),
+            );
+        }
+        apply_overrides(&mut builtin_rules(), &self.rules)
+    }
+}
+
+/// Column names the scorer appends.
+pub mod out_col {
+    /// Float32 0–100.
+    pub const RISK: &str = "risk";
+    /// Utf8: info … critical.
+    pub const SEVERITY: &str = "severity";
+    /// Utf8, null below `low`: the category name.
+    pub const CATEGORY: &str = "category";
+    /// Utf8, null below `low`: the rule or model behind the risk.
+    pub const DETECTOR: &str = "detector";
+}
+
+/// Per-feature population statistics in fixed memory: a signed log-scale histogram (for
+/// percentiles) and an exponentially weighted mean and variance (for z-scores).
+#[derive(Debug, Clone)]
+struct FeatureStats {
+    hist: [u32; HIST_BUCKETS],
+    total: u64,
+    mean: f64,
+    var: f64,
+}
+
+const HIST_BUCKETS: usize = 128;
+/// Most (feature, endpoint) histograms kept (about 600 bytes each); further endpoints are
+/// judged without the endpoint-population condition.
+pub const MAX_ENDPOINT_STATS: usize = 8192;
+/// Sub-buckets per doubling of |v|+1: 4 gives ±9 % resolution, plenty for "p99 9".
+const HIST_RES: f32 = 4.0;
+
+impl FeatureStats {
+    fn new() -> Self {
+        Self {
+            hist: [0; HIST_BUCKETS],
+            total: 0,
+            mean: 0.0,
+            var: 0.0,
+        }
+    }
+
+    fn bucket(v: f32) -> usize {
+        let m = ((v.abs() + 1.0).log2() * HIST_RES).round().min(63.0) as usize;
+        if v < 0.0 { 63 - m.min(63) } else { 64 + m }
+    }
+
+    fn bucket_value(b: usize) -> f32 {
+        if b >= 64 {
+            (2f32.powf((b - 64) as f32 / HIST_RES)) - 1.0
+        } else {
+            -((2f32.powf((63 - b) as f32 / HIST_RES)) - 1.0)
+        }
+    }
+
+    fn add(&mut self, v: f32) {
+        let b = Self::bucket(v);
+        self.hist[b] = self.hist[b].saturating_add(1);
+        self.total += 1;
+        // Halve the histogram now and then so it follows today's population.
+        if self.total >= 2_000_000 {
+            for h in &mut self.hist {
+                *h /= 2;
+            }
+            self.total = self.hist.iter().map(|&h| h as u64).sum();
+        }
+        let alpha = 1e-4f64.max(1.0 / self.total as f64);
+        let d = v as f64 - self.mean;
+        self.mean += alpha * d;
+        self.var = (1.0 - alpha) * (self.var + alpha * d * d);
+    }
+
+    fn quantile(&self, q: f32) -> Option<f32> {
+        if self.total < 100 {
+            return None;
+        }
+        let want = (self.total as f64 * q as f64).ceil() as u64;
+        let mut seen = 0u64;
+        for (b, &h) in self.hist.iter().enumerate() {
+            seen += h as u64;
+            if seen >= want {
+                return Some(Self::bucket_value(b));
+            }
+        }
+        None
+    }
+
+    fn z(&self, v: f32) -> f32 {
+        if self.total < 100 {
+            return 0.0;
+        }
+        let sd = self.var.sqrt().max(1e-3);
+        ((v as f64 - self.mean) / sd) as f32
+    }
+}
+
+/// What [`Scorer::score`] returns.
+#[derive(Debug)]
+pub struct Scored {
+    /// The input with `risk`, `severity`, `category`, `detector` appended.
+    pub batch: RecordBatch,
+    /// Rows at or above the alert threshold, with explanations, in row order.
+    pub candidates: Vec<(usize, AlertCandidate)>,
+}
+
+/// The fusion stage.
+pub struct Scorer {
+    cfg: ScoringConfig,
+    rules: Vec<Rule>,
+    stats: BTreeMap<String, FeatureStats>,
+    /// Rules switched off because the batches lack one of their features.
+    missing: BTreeMap<String, String>,
+    /// Per (feature, endpoint template) population histograms for conditions that compare
+    /// against the endpoint's own population; bounded by [`MAX_ENDPOINT_STATS`].
+    endpoint_stats: std::collections::HashMap<(String, String), FeatureStats>,
+    rows_seen: u64,
+}
+
+struct ResolvedCond<'a> {
+    cols: Vec<&'a Float32Array>,
+    baseline: Option<&'a Float32Array>,
+}
+
+impl Scorer {
+    /// Builds the scorer; fails on invalid settings.
+    pub fn new(cfg: ScoringConfig) -> Result<Self> {
+        cfg.validate().map_err(Error::Config)?;
+        let mut rules = builtin_rules();
+        apply_overrides(&mut rules, &cfg.rules).map_err(Error::Config)?;
+        rules.retain(|r| r.enabled);
+        Ok(Self {
+            cfg,
+            rules,
+            stats: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            endpoint_stats: std::collections::HashMap::new(),
+            rows_seen: 0,
+        })
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Rules that could not run because a feature column was absent: rule → column.
+    pub fn missing_features(&self) -> &BTreeMap<String, String> {
+        &self.missing
+    }
+
+    /// The population's quantile `q` of a feature, once enough rows were seen.
+    pub fn population_quantile(&self, feature: &str, q: f32) -> Option<f32> {
+        self.stats.get(feature).and_then(|s| s.quantile(q))
+    }
+
+    /// Scores a batch that carries the feature stage's columns (and model scores when
+    /// present).
+    // One row index reads a dozen columns; an iterator per column would hide that.
+    #[allow(clippy::needless_range_loop)]
+    pub fn score(&mut self, batch: &RecordBatch) -> Result<Scored> {
+        let n = batch.num_rows();
+        let times = timestamps_ms(batch)?;
+        let ev = EventCols::of(batch)?;
+
+        // Resolve rule columns once per batch.
+        let mut resolved: Vec<Option<Vec<ResolvedCond<'_>>>> = Vec::with_capacity(self.rules.len());
+        for r in &self.rules {
+            let mut conds = Vec::with_capacity(r.when.len());
+            let mut ok = true;
+            for c in &r.when {
+                let mut cols = Vec::with_capacity(c.features.len());
+                for f in &c.features {
+                    match f32_col(batch, f)? {
+                        Some(a) => cols.push(a),
+                        None => {
+                            self.missing
+                                .entry(r.name.clone())
+                                .or_insert_with(|| f.clone());
+                            ok = false;
+                        }
+                    }
+                }
+                let baseline = match &c.baseline {
+                    Some(b) => f32_col(batch, b)?,
+                    None => None,
+                };
+                conds.push(ResolvedCond { cols, baseline });
+            }
+            resolved.push(ok.then_some(conds));
+        }
+        let mut models: Vec<(&ModelColumn, &Float32Array, StrCol<'_>)> = Vec::new();
+        for m in &self.cfg.models {
+            if let Some(a) = f32_col(batch, &m.column)? {
+                let ex = match &m.explanation {
+                    Some(e) => StrCol::of(batch, e)?,
+                    None => StrCol::Missing,
+                };
+                models.push((m, a, ex));
+            }
+        }
+
+        // Population statistics of every feature column, on a sample of rows.
+        let feature_cols: Vec<(String, &Float32Array)> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(f, _)| f.name().starts_with("f_") && *f.data_type() == DataType::Float32)
+            .filter_map(|(f, a)| {
+                a.as_any()
+                    .downcast_ref::<Float32Array>()
+                    .map(|a| (f.name().clone(), a))
+            })
+            .collect();
+        for (name, a) in &feature_cols {
+            let st = self
+                .stats
+                .entry(name.clone())
+                .or_insert_with(FeatureStats::new);
+            let mut row = (self.rows_seen % 4) as usize;
+            while row < n {
+                st.add(a.value(row));
+                row += 4;
+            }
+        }
+        self.rows_seen += n as u64;
+        // Endpoint-population histograms for the conditions that use them.
+        let template_col = StrCol::of(batch, "endpoint_template")?;
+        for (ri, conds) in resolved.iter().enumerate() {
+            let Some(conds) = conds else { continue };
+            for (ci, c) in self.rules[ri].when.iter().enumerate() {
+                if c.min_endpoint_p99_ratio.is_none() || conds[ci].cols.len() != 1 {
+                    continue;
+                }
+                let a = conds[ci].cols[0];
+                for row in 0..n {
+                    let Some(t) = template_col.get(row) else { continue };
+                    let key = (c.features[0].clone(), t.to_string());
+                    let len = self.endpoint_stats.len();
+                    match self.endpoint_stats.get_mut(&key) {
+                        Some(st) => st.add(a.value(row)),
+                        None if len < MAX_ENDPOINT_STATS => {
+                            let mut st = FeatureStats::new();
+                            st.add(a.value(row));
+                            self.endpoint_stats.insert(key, st);
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+
+        let mut risk_b = Float32Builder::with_capacity(n);
+        let mut sev_b = StringBuilder::with_capacity(n, n * 6);
+        let mut cat_b = StringBuilder::with_capacity(n, n * 4);
+        let mut det_b = StringBuilder::with_capacity(n, n * 4);
+        let mut candidates = Vec::new();
+
+        for row in 0..n {
+            // Best rule.
+            let mut best_rule: Option<(usize, f32)> = None;
+            for (ri, conds) in resolved.iter().enumerate() {
+                let Some(conds) = conds else { continue };
+                let rule = &self.rules[ri];
+                if !rule.endpoints.is_empty()
+                    && !template_col.get(row).is_some_and(|t| rule.applies_to(t))
+                {
+                    continue;
+                }
+                let mut fired = true;
+                let mut primary = 0.0;
+                for (ci, c) in conds.iter().enumerate() {
+                    let v: f32 = c.cols.iter().map(|a| a.value(row)).sum();
+                    if !rule.when[ci].holds(v) {
+                        fired = false;
+                        break;
+                    }
+                    if let Some(ratio) = rule.when[ci].min_endpoint_p99_ratio
+                        && let Some(t) = template_col.get(row)
+                        && let Some(p99) = self
+                            .endpoint_stats
+                            .get(&(rule.when[ci].features[0].clone(), t.to_string()))
+                            .and_then(|st| st.quantile(0.99))
+                        && v < ratio * p99
+                    {
+                        fired = false;
+                        break;
+                    }
+                    if ci == 0 {
+                        primary = rule.when[0].excess(v);
+                    }
+                }
+                if fired {
+                    let risk = rule.base + (100.0 - rule.base) * primary;
+                    if best_rule.is_none_or(|(_, r)| risk > r) {
+                        best_rule = Some((ri, risk));
+                    }
+                }
+            }
+            // Best model.
+            let mut best_model: Option<(usize, f32)> = None;
+            for (mi, (_, a, _)) in models.iter().enumerate() {
+                if a.is_null(row) {
+                    continue;
+                }
+                let v = a.value(row);
+                if !v.is_finite() {
+                    continue;
+                }
+                let r = models[mi].0.scale.risk(v);
+                if best_model.is_none_or(|(_, b)| r > b) {
+                    best_model = Some((mi, r));
+                }
+            }
+            let rule_risk = best_rule.map_or(0.0, |(_, r)| r);
+            let model_risk = best_model.map_or(0.0, |(_, r)| r);
+            let mut risk = rule_risk.max(model_risk);
+            if rule_risk >= self.cfg.alert_threshold && model_risk >= self.cfg.alert_threshold {
+                risk = (risk + self.cfg.agreement_bonus).min(100.0);
+            }
+            let severity = self.cfg.severity.of(risk);
+            risk_b.append_value(risk);
+            sev_b.append_value(severity.name());
+            let rule_leads = rule_risk >= model_risk && best_rule.is_some();
+            let (category, detector) = if rule_leads {
+                let r = &self.rules[best_rule.unwrap().0];
+                (Some(r.category), Some(r.name.as_str()))
+            } else if let Some((mi, _)) = best_model {
+                let m = models[mi].0;
+                (Some(m.category), Some(m.detector.as_str()))
+            } else {
+                (None, None)
+            };
+            if severity >= Severity::Low {
+                cat_b.append_option(category.map(|c| c.name()));
+                det_b.append_option(detector);
+            } else {
+                cat_b.append_null();
+                det_b.append_null();
+            }
+            let alerting = if rule_leads {
+                risk >= self.cfg.alert_threshold
+            } else {
+                risk >= self.cfg.model_alert_threshold
+            };
+            if !alerting {
+                continue;
+            }
+            let (Some(category), Some(detector)) = (category, detector) else {
+                continue;
+            };
+            let (entity_kind, contributions) = if rule_leads {
+                let (ri, _) = best_rule.unwrap();
+                let rule = &self.rules[ri];
+                let conds = resolved[ri].as_ref().expect("fired rules are resolved");
+                let contribs = rule
+                    .when
+                    .iter()
+                    .zip(conds)
+                    .take(self.cfg.max_contributions)
+                    .map(|(c, rc)| Contribution {
+                        feature: c.features.join("+"),
+                        label: c.label.clone(),
+                        observed: rc.cols.iter().map(|a| a.value(row)).sum(),
+                        baseline: rc
+                            .baseline
+                            .and_then(|b| (!b.is_null(row)).then(|| b.value(row))),
+                        population_p99: (c.features.len() == 1)
+                            .then(|| self.population_quantile(&c.features[0], 0.99))
+                            .flatten(),
+                    })
+                    .collect();
+                (rule.entity, contribs)
+            } else {
+                let (mi, score) = best_model.unwrap();
+                let (_, _, ex) = &models[mi];
+                let mut contribs = Vec::new();
+                if let Some(text) = ex.get(row) {
+                    contribs.push(Contribution {
+                        feature: models[mi].0.column.clone(),
+                        label: format!("content profile: {text}; score"),
+                        observed: score,
+                        baseline: None,
+                        population_p99: None,
+                    });
+                }
+                // The features furthest from the population explain a model's view.
+                let mut zs: Vec<(f32, &str, f32)> = feature_cols
+                    .iter()
+                    .filter_map(|(name, a)| {
+                        let st = self.stats.get(name)?;
+                        let v = a.value(row);
+                        let z = st.z(v);
+                        (z.abs() >= 3.0).then_some((z.abs(), name.as_str(), v))
+                    })
+                    .collect();
+                zs.sort_by(|a, b| b.0.total_cmp(&a.0));
+                for (_, name, v) in zs.into_iter().take(self.cfg.max_contributions) {
+                    if contribs.len() >= self.cfg.max_contributions {
+                        break;
+                    }
+                    contribs.push(Contribution {
+                        feature: name.to_string(),
+                        label: name.trim_start_matches("f_").replace('_', " "),
+                        observed: v,
+                        baseline: None,
+                        population_p99: self.population_quantile(name, 0.99),
+                    });
+                }
+                (EntityKind::Client, contribs)
+            };
+            let method = ev.method.get(row).unwrap_or("-");
+            let path = ev.path.get(row).unwrap_or("");
+            let template = ev.template.get(row).unwrap_or(path);
+            let endpoint = format!("{method} {template}");
+            let client = ev
+                .client_key
+                .get(row)
+                .or_else(|| ev.source_ip.get(row))
+                .unwrap_or("-");
+            let entity = match entity_kind {
+                EntityKind::Client => client.to_string(),
+                EntityKind::Endpoint => endpoint.clone(),
+                EntityKind::Network => ev.client_network.get(row).unwrap_or(client).to_string(),
+            };
+            candidates.push((
+                row,
+                AlertCandidate {
+                    entity_kind,
+                    entity,
+                    category,
+                    detector: detector.to_string(),
+                    risk,
+                    severity,
+                    time_ms: times[row],
+                    endpoint,
+                    contributions,
+                    sample: SampleRequest {
+                        time_ms: times[row],
+                        source_ip: ev.source_ip.get(row).unwrap_or("-").to_string(),
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        query: ev.query.get(row).map(str::to_string),
+                        status: opt(ev.status, row),
+                        response_bytes: opt(ev.response_bytes, row),
+                        user_agent: ev.user_agent.get(row).map(str::to_string),
+                        provenance: ev.provenance(row),
+                    },
+                    label: ev.label.get(row).map(str::to_string),
+                },
+            ));
+        }
+
+        let batch = append(
+            batch,
+            vec![
+                (
+                    out_col::RISK,
+                    DataType::Float32,
+                    false,
+                    Arc::new(risk_b.finish()) as ArrayRef,
+                ),
+                (
+                    out_col::SEVERITY,
+                    DataType::Utf8,
+                    false,
+                    Arc::new(sev_b.finish()),
+                ),
+                (
+                    out_col::CATEGORY,
+                    DataType::Utf8,
+                    true,
+                    Arc::new(cat_b.finish()),
+                ),
+                (
+                    out_col::DETECTOR,
+                    DataType::Utf8,
+                    true,
+                    Arc::new(det_b.finish()),
+                ),
+            ],
+        )?;
+        Ok(Scored { batch, candidates })
+    }
+}
+
+/// Appends columns to a batch.
+pub fn append(
+    batch: &RecordBatch,
+    cols: Vec<(&str, DataType, bool, ArrayRef)>,
+) -> Result<RecordBatch> {
+    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+    let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
+    for (name, dt, nullable, a) in cols {
+        fields.push(Arc::new(Field::new(name, dt, nullable)));
+        arrays.push(a);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| Error::Input(format!("appending score columns: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_close() {
+        let mut s = FeatureStats::new();
+        for i in 0..10_000 {
+            s.add((i % 100) as f32);
+        }
+        let p99 = s.quantile(0.99).unwrap();
+        assert!((90.0..=110.0).contains(&p99), "{p99}");
+        let p50 = s.quantile(0.5).unwrap();
+        assert!((40.0..=60.0).contains(&p50), "{p50}");
+        let mut neg = FeatureStats::new();
+        for _ in 0..1000 {
+            neg.add(-5.0);
+        }
+        let q = neg.quantile(0.5).unwrap();
+        assert!((-6.0..=-4.0).contains(&q), "{q}");
+        assert!((s.z(49.5)).abs() < 0.5);
+    }
+
+    #[test]
+    fn percentile_scores_map_to_risk_by_rarity() {
+        let p = ModelScale::Percentile;
+        assert!(p.risk(50.0) < 7.0);
+        assert!((p.risk(99.0) - 40.0).abs() < 0.1);
+        assert!((p.risk(99.9) - 60.0).abs() < 0.1);
+        assert!((p.risk(99.99) - 80.0).abs() < 0.5);
+        assert_eq!(p.risk(100.0), 100.0);
+        assert_eq!(ModelScale::Risk.risk(73.0), 73.0);
+    }
+
+    #[test]
+    fn severity_cutoffs() {
+        let t = SeverityThresholds::default();
+        assert_eq!(t.of(10.0), Severity::Info);
+        assert_eq!(t.of(60.0), Severity::Medium);
+        assert_eq!(t.of(95.0), Severity::Critical);
+    }
+
+    #[test]
+    fn config_validation_names_keys() {
+        let c = ScoringConfig {
+            alert_threshold: 120.0,
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("scoring.alert_threshold")
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Where alerts go: a Kafka topic (idempotent producer, keyed by entity), a JSON-lines file,
+//! or stdout. Every sink is flushed before the processor commits the input offsets behind
+//! the alerts, which is what makes delivery at-least-once end to end.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+
+use crate::incidents::IncidentAlert;
+use crate::ocsf::{alert_key, detection_finding};
+use crate::{Error, Result};
+
+/// A destination for alerts.
+pub trait AlertSink: Send {
+    /// Queues one alert.
+    fn send(&mut self, alert: &IncidentAlert) -> Result<()>;
+    /// Returns once every queued alert is durable (acknowledged by the broker, written to
+    /// the file); an error means some may not be, and offsets must not be committed.
+    fn flush(&mut self) -> Result<()>;
+    /// Short description for logs.
+    fn describe(&self) -> String;
+}
+
+/// JSON lines to a file (appended) or to stdout.
+pub struct JsonlSink {
+    out: Box<dyn Write + Send>,
+    path: Option<PathBuf>,
+}
+
+impl JsonlSink {
+    /// Appends to `path`, creating it.
+    pub fn file(path: &Path) -> Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            out: Box::new(std::io::BufWriter::new(f)),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Writes to stdout.
+    pub fn stdout() -> Self {
+        Self {
+            out: Box::new(std::io::stdout()),
+            path: None,
+        }
+    }
+}
+
+impl AlertSink for JsonlSink {
+    fn send(&mut self, alert: &IncidentAlert) -> Result<()> {
+        let v = detection_finding(alert);
+        let res = serde_json::to_writer(&mut self.out, &v)
+            .map_err(std::io::Error::other)
+            .and_then(|_| self.out.write_all(b"\n"));
+        res.map_err(|e| self.io_err(e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(|e| self.io_err(e))
+    }
+
+    fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("file {}", p.display()),
+            None => "stdout".into(),
+        }
+    }
+}
+
+impl JsonlSink {
+    fn io_err(&self, e: std::io::Error) -> Error {
+        match &self.path {
+            Some(p) => Error::io(p, e),
+            None => Error::io(Path::new("<stdout>"), e),
+        }
+    }
+}
+
+/// Counts deliveries the broker refused or that timed out, so `flush` can tell the caller
+/// not to commit.
+#[derive(Default, Clone)]
+struct DeliveryCounter {
+    failed: Arc<AtomicU64>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut g) = self.last_error.lock() {
+                *g = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Alerts to a Kafka topic with an idempotent producer (`enable.idempotence=true`,
+/// `acks=all`), keyed by entity.
+pub struct KafkaAlertSink {
+    producer: ThreadedProducer<DeliveryCounter>,
+    topic: String,
+    flush_timeout: Duration,
+    deliveries: DeliveryCounter,
+    failed_seen: u64,
+}
+
+impl KafkaAlertSink {
+    /// Connects a producer. `properties` are librdkafka settings passed through (TLS, SASL).
+    pub fn new(
+        brokers: &str,
+        properties: &BTreeMap<String, String>,
+        topic: &str,
+        flush_timeout: Duration,
+    ) -> Result<Self> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        for (k, v) in properties {
+            // Consumer-only settings would make the producer refuse to start.
+            if is_producer_property(k) {
+                cfg.set(k, v);
+            }
+        }
+        let deliveries = DeliveryCounter::default();
+        let producer: ThreadedProducer<DeliveryCounter> = cfg
+            .create_with_context(deliveries.clone())
+            .map_err(|e| Error::Kafka {
+                context: format!("creating the alert producer for {brokers}"),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            producer,
+            topic: topic.to_string(),
+            flush_timeout,
+            deliveries,
+            failed_seen: 0,
+        })
+    }
+}
+
+/// Properties that apply to producers as well as consumers (security, client id, ...).
+fn is_producer_property(k: &str) -> bool {
+    k.starts_with("security.")
+        || k.starts_with("ssl.")
+        || k.starts_with("sasl.")
+        || k == "client.id"
+        || k.starts_with("socket.")
+        || k.starts_with("broker.")
+        || k == "debug"
+}
+
+impl AlertSink for KafkaAlertSink {
+    fn send(&mut self, alert: &IncidentAlert) -> Result<()> {
+        let payload = serde_json::to_vec(&detection_finding(alert)).map_err(|e| Error::Kafka {
+            context: "encoding an alert".into(),
+            message: e.to_string(),
+        })?;
+        let key = alert_key(&alert.incident);
+        let mut record = BaseRecord::to(&self.topic).key(&key).payload(&payload);
+        // A full local queue means the broker is slow: wait for room rather than drop.
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, r)) => {
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        self.producer.poll(Duration::from_millis(50));
+                        record = r;
+                        continue;
+                    }
+                    return Err(Error::Kafka {
+                        context: format!("publishing an alert to {}", self.topic),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.producer
+            .flush(self.flush_timeout)
+            .map_err(|e| Error::Kafka {
+                context: format!("waiting for alert acknowledgements on {}", self.topic),
+                message: e.to_string(),
+            })?;
+        if self.producer.in_flight_count() > 0 {
+            return Err(Error::Kafka {
+                context: format!("alerts to {}", self.topic),
+                message: format!(
+                    "{} alerts not acknowledged after {:?}",
+                    self.producer.in_flight_count(),
+                    self.flush_timeout
+                ),
+            });
+        }
+        let failed = self.deliveries.failed.load(Ordering::Relaxed);
+        if failed > self.failed_seen {
+            let n = failed - self.failed_seen;
+            self.failed_seen = failed;
+            let last = self
+                .deliveries
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_default();
+            return Err(Error::Kafka {
+                context: format!("alerts to {}", self.topic),
+                message: format!("{n} alerts were not delivered (last error: {last})"),
+            });
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka topic {}", self.topic)
+    }
+}

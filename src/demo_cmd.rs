@@ -1,0 +1,457 @@
+//! `gatewatch demo`: the whole engine in one process, fed by the simulator, with a scorecard.
+//!
+//! No Kafka, no files: the simulator's labelled traffic (every attack scenario mixed into
+//! normal clients) runs through decode-free batches → features → models → scoring →
+//! incidents. The models learn live during a warm-up, alerts print as they fire, and the
+//! end shows, per scenario, whether it was detected and how long after its first request,
+//! and how many incidents benign traffic opened per hour.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use gatewatch_ingest::schema::EventBuilder;
+use gatewatch_ingest::{Format, Provenance};
+use gatewatch_scoring::incidents::fmt_num;
+use gatewatch_scoring::sink::{AlertSink, JsonlSink};
+use gatewatch_scoring::{AlertActivity, IncidentAlert};
+use gatewatch_simulator::{Scenario, SimConfig, Simulator, rfc3339};
+
+use crate::config::Config;
+use crate::pipeline::engine::Engine;
+use crate::simulate_cmd::{interrupt_flag, parse_duration_us, parse_start};
+
+const EXAMPLES: &str = "\
+Examples:
+  # the default: two simulated hours of a shop's API traffic with every attack mixed in
+  gatewatch demo
+
+  # a longer, quieter run with the scorecard as JSON for a report
+  gatewatch demo --duration 6h --quiet --json scorecard.json
+
+  # only BOLA and credential stuffing, as fast as the machine goes
+  gatewatch demo --scenarios bola,credential_stuffing --rate 0
+
+Time: traffic carries simulated time from --start; --rate paces events against the
+wall clock (events per second, 0 = as fast as possible), so two simulated hours take
+well under a minute at the default rate. The first --warmup events train the models
+live; rules alert from the start.";
+
+/// Arguments of `gatewatch demo`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct DemoArgs {
+    /// Simulated time to run (e.g. 30m, 2h, 1d).
+    #[arg(long, default_value = "2h", value_parser = parse_duration_us)]
+    pub duration: i64,
+    /// Events per wall-clock second; 0 runs as fast as possible.
+    #[arg(long, default_value_t = 25_000.0)]
+    pub rate: f64,
+    /// Mean normal events per simulated second.
+    #[arg(long, default_value_t = 100.0)]
+    pub sim_rate: f64,
+    /// Attack scenarios to mix in, comma-separated, or `all`.
+    #[arg(long, default_value = "all")]
+    pub scenarios: String,
+    /// Seed of the simulator (and so of the whole run).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Simulated start time (RFC 3339).
+    #[arg(long, default_value = "2025-06-02T08:00:00Z", value_parser = parse_start)]
+    pub start: i64,
+    /// Events the models learn from before they score (overrides `models.warmup_events`).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Write the scorecard as one JSON object to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also append every alert (OCSF JSON) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub alerts: Option<PathBuf>,
+    /// Do not print alerts as they fire (the progress line and scorecard remain).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Serve the SOC dashboard on this address (default: `[dashboard] listen`,
+    /// 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// Do not serve the dashboard.
+    #[arg(long, conflicts_with = "dashboard")]
+    pub no_dashboard: bool,
+}
+
+/// Ground truth of a scenario during the run.
+#[derive(Default)]
+struct ScenarioTruth {
+    first_event_us: Option<i64>,
+    events: u64,
+    detected_at_ms: Option<i64>,
+    incidents: u64,
+    categories: Vec<String>,
+}
+
+pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
+    let scenarios = Scenario::parse_list(&args.scenarios).map_err(anyhow::Error::msg)?;
+    let sim_cfg = SimConfig {
+        seed: args.seed,
+        start_us: args.start,
+        rate_per_sec: args.sim_rate,
+        scenarios: scenarios.clone(),
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(sim_cfg).context("simulator")?;
+    let mut models = config.models.clone();
+    if let Some(w) = args.warmup {
+        models.warmup_events = w;
+    }
+    let mut engine = Engine::new(
+        config.features.clone(),
+        models,
+        config.scoring.clone(),
+        config.incidents.clone(),
+    )?;
+    let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
+    let _dashboard = if args.no_dashboard {
+        None
+    } else {
+        let mut cfg = config.dashboard.clone();
+        if let Some(a) = args.dashboard {
+            cfg.listen = a;
+        }
+        match feed.serve(cfg) {
+            Ok(server) => {
+                eprintln!("dashboard: http://{}/", server.addr);
+                Some(server)
+            }
+            Err(e) => {
+                eprintln!("gatewatch demo: no dashboard ({e:#}); use --dashboard ADDR or --no-dashboard");
+                None
+            }
+        }
+    };
+    for s in crate::suppress_cmd::load_suppressions(std::path::Path::new("gatewatch-data"))? {
+        engine.scoring_mut().incidents_mut().add_suppression(s);
+    }
+    let mut alert_file = match &args.alerts {
+        Some(p) => Some(JsonlSink::file(p)?),
+        None => None,
+    };
+    let stop = interrupt_flag();
+    let end_us = args.start + args.duration;
+    let batch_rows = config.batch.max_rows.clamp(256, 8192);
+    let mut truth: BTreeMap<&'static str, ScenarioTruth> = scenarios
+        .iter()
+        .map(|s| (s.name(), ScenarioTruth::default()))
+        .collect();
+    let mut benign_events = 0u64;
+    let mut false_incidents = 0u64;
+    let mut false_examples: Vec<String> = Vec::new();
+    let mut events = 0u64;
+    let mut alerts_n = 0u64;
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut builder = EventBuilder::with_capacity(batch_rows);
+    let mut sim_now = args.start;
+    let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    eprintln!(
+        "gatewatch demo: {} of simulated traffic from {}, scenarios: {}; models learn from the first {} events",
+        crate::demo_cmd::human_duration(args.duration),
+        rfc3339(args.start),
+        if scenarios.is_empty() { "none".to_string() } else { scenarios.iter().map(|s| s.name()).collect::<Vec<_>>().join(",") },
+        config.models.warmup_events.max(args.warmup.unwrap_or(0)),
+    );
+    'outer: loop {
+        while builder.len() < batch_rows {
+            let ev = sim.next_event();
+            if ev.time_us >= end_us {
+                break 'outer;
+            }
+            sim_now = ev.time_us;
+            match ev.scenario {
+                Some(s) => {
+                    let t = truth.entry(s.name()).or_default();
+                    t.first_event_us.get_or_insert(ev.time_us);
+                    t.events += 1;
+                }
+                None => benign_events += 1,
+            }
+            builder.append(Format::Json, &ev.to_access_event(), &Provenance::None);
+        }
+        let batch = builder.finish();
+        let n = batch.num_rows() as u64;
+        let out = engine.process(&batch)?;
+        events += n;
+        feed.record_batch(&out.events)?;
+        for s in feed.new_suppressions() {
+            engine.scoring_mut().incidents_mut().add_suppression(s);
+        }
+        for alert in &out.alerts {
+            alerts_n += 1;
+            feed.raise(alert);
+            if let Some(f) = alert_file.as_mut() {
+                f.send(alert)?;
+            }
+            account(alert, &mut truth, &mut false_incidents, &mut false_examples);
+            if !args.quiet {
+                print_alert(alert);
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(2) {
+            last_progress = Instant::now();
+            feed.set_pipeline(Some(sim_now / 1000), Vec::new());
+            progress(stderr_tty, events, started, sim_now, alerts_n, &engine);
+        }
+        if stop.load(Ordering::Relaxed) {
+            eprintln!("\ninterrupted; scorecard so far:");
+            break;
+        }
+        if args.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(events as f64 / args.rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+    }
+    // The tail of the last batch.
+    if !builder.is_empty() {
+        let batch = builder.finish();
+        events += batch.num_rows() as u64;
+        let out = engine.process(&batch)?;
+        for alert in &out.alerts {
+            alerts_n += 1;
+            if let Some(f) = alert_file.as_mut() {
+                f.send(alert)?;
+            }
+            account(alert, &mut truth, &mut false_incidents, &mut false_examples);
+            if !args.quiet {
+                print_alert(alert);
+            }
+        }
+    }
+    if let Some(f) = alert_file.as_mut() {
+        f.flush()?;
+    }
+    if stderr_tty {
+        eprintln!();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let sim_hours = (sim_now - args.start).max(1) as f64 / 3.6e9;
+    let benign_hours = sim_hours;
+    let card = Scorecard {
+        events,
+        benign_events,
+        alerts: alerts_n,
+        incidents: engine.scoring().incidents().counts().opened,
+        false_incidents,
+        false_incidents_per_hour: false_incidents as f64 / benign_hours,
+        sim_hours,
+        wall_secs: elapsed,
+        truth,
+        false_examples,
+    };
+    card.print();
+    if let Some(path) = &args.json {
+        let v = card.json();
+        if path.as_os_str() == "-" {
+            println!("{v}");
+        } else {
+            std::fs::write(path, format!("{v}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Credits an alert to the scenario most of its requests belong to, or counts a false
+/// incident when they were benign.
+fn account(
+    alert: &IncidentAlert,
+    truth: &mut BTreeMap<&'static str, ScenarioTruth>,
+    false_incidents: &mut u64,
+    false_examples: &mut Vec<String>,
+) {
+    let inc = &alert.incident;
+    let label = inc.majority_label().unwrap_or("benign");
+    if label == "benign" {
+        if alert.activity == AlertActivity::Opened {
+            *false_incidents += 1;
+            if false_examples.len() < 20 {
+                false_examples.push(format!(
+                    "{} [{}] on {}",
+                    inc.summary(),
+                    inc.detectors.keys().cloned().collect::<Vec<_>>().join(","),
+                    inc.endpoints.join(" ")
+                ));
+            }
+        }
+        return;
+    }
+    if let Some((name, t)) = truth.iter_mut().find(|(k, _)| **k == label) {
+        if alert.activity == AlertActivity::Opened {
+            t.incidents += 1;
+        }
+        // Detected means: an incident of the scenario's own OWASP category.
+        let right = name
+            .parse::<Scenario>()
+            .is_ok_and(|sc| sc.owasp_id() == inc.category.owasp_id());
+        if right && t.detected_at_ms.is_none() {
+            t.detected_at_ms = Some(inc.first_seen_ms);
+        }
+        let cat = inc.category.owasp_id().to_string();
+        if !t.categories.contains(&cat) {
+            t.categories.push(cat);
+        }
+    }
+}
+
+fn print_alert(alert: &IncidentAlert) {
+    let inc = &alert.incident;
+    let why = inc
+        .contributions
+        .first()
+        .map(|c| c.text())
+        .unwrap_or_default();
+    let what = match alert.activity {
+        AlertActivity::Opened => "",
+        AlertActivity::Escalated => " (escalated)",
+    };
+    let t = rfc3339(inc.last_seen_ms * 1000);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{} {:<8} {:<9} {} {}: {} — risk {}{} [{}] incident {}",
+        &t[11..19],
+        inc.severity.name().to_uppercase(),
+        inc.category.owasp_id(),
+        inc.entity_kind,
+        printable(&inc.entity, 60),
+        printable(&why, 120),
+        fmt_num(inc.peak_risk),
+        what,
+        inc.detectors.keys().cloned().collect::<Vec<_>>().join(","),
+        &inc.id[..12],
+    );
+}
+
+/// Attacker-controlled text for a terminal: control characters (escape sequences above
+/// all) shown as `\u{..}`, cut to `max` characters.
+pub fn printable(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 8);
+    for (i, c) in s.chars().enumerate() {
+        if i >= max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn progress(tty: bool, events: u64, started: Instant, sim_now: i64, alerts: u64, engine: &Engine) {
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let line = format!(
+        "{:>10} events  {:>7.0} ev/s  sim {}  alerts {}  open incidents {}  model {}",
+        events,
+        events as f64 / secs,
+        &rfc3339(sim_now)[..19],
+        alerts,
+        engine.scoring().incidents().len(),
+        if engine.has_model() { "live" } else { "learning" }
+    );
+    if tty {
+        eprint!("\r{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// Human text for a duration in µs.
+pub fn human_duration(us: i64) -> String {
+    let s = us / 1_000_000;
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+struct Scorecard {
+    events: u64,
+    benign_events: u64,
+    alerts: u64,
+    incidents: u64,
+    false_incidents: u64,
+    false_incidents_per_hour: f64,
+    sim_hours: f64,
+    wall_secs: f64,
+    truth: BTreeMap<&'static str, ScenarioTruth>,
+    false_examples: Vec<String>,
+}
+
+impl Scorecard {
+    fn print(&self) {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "\nScorecard ({:.1} simulated hours, {} events, {:.1} s, {:.0} events/s)",
+            self.sim_hours, self.events, self.wall_secs, self.events as f64 / self.wall_secs.max(1e-3));
+        let _ = writeln!(o, "{:<26} {:<10} {:>8} {:>9} {:>10}  detected by", "scenario", "OWASP", "events", "detected", "after");
+        for (name, t) in &self.truth {
+            let owasp = name.parse::<Scenario>().map(|s| s.owasp_id()).unwrap_or("");
+            let (det, after) = match (t.detected_at_ms, t.first_event_us) {
+                (Some(d), Some(f)) => ("yes", format!("{:.0} s", ((d * 1000 - f) as f64 / 1e6).max(0.0))),
+                (None, None) => ("-", "no traffic".to_string()),
+                _ => ("MISSED", String::new()),
+            };
+            let _ = writeln!(o, "{:<26} {:<10} {:>8} {:>9} {:>10}  {}", name, owasp, t.events, det, after,
+                t.categories.join(" "));
+        }
+        let _ = writeln!(o, "benign events {}, false incidents {} ({:.2} per hour), alerts {}, incidents {}",
+            self.benign_events, self.false_incidents, self.false_incidents_per_hour, self.alerts, self.incidents);
+        for e in &self.false_examples {
+            let _ = writeln!(o, "  false incident: {}", printable(e, 160));
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let per: serde_json::Map<String, serde_json::Value> = self
+            .truth
+            .iter()
+            .map(|(name, t)| {
+                let secs = match (t.detected_at_ms, t.first_event_us) {
+                    (Some(d), Some(f)) => Some(((d * 1000 - f) as f64 / 1e6).max(0.0)),
+                    _ => None,
+                };
+                (
+                    name.to_string(),
+                    json!({
+                        "detected": t.detected_at_ms.is_some(),
+                        "seconds_to_detect": secs,
+                        "events": t.events,
+                        "incidents": t.incidents,
+                        "categories": t.categories,
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "scenarios": per,
+            "false_incidents": self.false_incidents,
+            "false_incidents_per_hour": self.false_incidents_per_hour,
+            "benign_events": self.benign_events,
+            "events": self.events,
+            "alerts": self.alerts,
+            "incidents": self.incidents,
+            "simulated_hours": self.sim_hours,
+            "wall_seconds": self.wall_secs,
+        })
+    }
+}

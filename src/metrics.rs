@@ -1,0 +1,218 @@
+//! Process metrics in the Prometheus text format, and the `/healthz`, `/readyz` and
+//! `/metrics` endpoints.
+//!
+//! Counters are plain atomics written by the pipeline threads and read by the HTTP task.
+//! No metric carries a client, IP or path label: those are attacker-chosen and unbounded.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use gatewatch_ingest::dead_letter::Reason;
+use gatewatch_scoring::Severity;
+
+/// Latency histogram bucket bounds, seconds.
+const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Everything `/metrics` reports.
+#[derive(Default)]
+pub struct Metrics {
+    /// Decoded events in.
+    pub events_in: AtomicU64,
+    /// Dead letters by reason (index = `Reason::ALL` order).
+    pub dead_letters: [AtomicU64; 16],
+    /// Alerts published, by severity (index = `Severity::ALL` order).
+    pub alerts: [AtomicU64; 5],
+    /// Events scored at or above the alert threshold.
+    pub alert_candidates: AtomicU64,
+    /// Incidents opened.
+    pub incidents_opened: AtomicU64,
+    /// Incidents open now.
+    pub incidents_open: AtomicI64,
+    /// Batches fully processed (alerts acknowledged, store flushed, offsets acknowledged).
+    pub batches: AtomicU64,
+    /// Batch latency histogram: from the batch leaving the source to its acknowledgement.
+    pub batch_latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of batch latencies, microseconds.
+    pub batch_latency_sum_us: AtomicU64,
+    /// Batches handed out by the source and not yet acknowledged.
+    pub in_flight_batches: AtomicI64,
+    /// Consumer lag (messages behind the high watermarks), when known.
+    pub lag: AtomicI64,
+    /// Tracked entities in the feature state.
+    pub state_entities: AtomicI64,
+    /// Approximate bytes of feature state.
+    pub state_bytes: AtomicI64,
+    /// Late events (behind the watermark).
+    pub late_events: AtomicU64,
+    /// Events written to the store.
+    pub stored_events: AtomicU64,
+    /// Model swaps (initial training and retrains).
+    pub model_swaps: AtomicU64,
+    /// 1 once the pipeline runs (assigned partitions, stages built).
+    pub ready: AtomicBool,
+    /// Set when the pipeline hit an error it cannot go on from.
+    pub failed: AtomicBool,
+}
+
+impl Metrics {
+    /// A fresh set, shared.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Counts a dead letter.
+    pub fn dead_letter(&self, reason: Reason, n: u64) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.dead_letters[i].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a published alert.
+    pub fn alert(&self, severity: Severity) {
+        let i = Severity::ALL.iter().position(|s| *s == severity).unwrap_or(0);
+        self.alerts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one batch's end-to-end latency.
+    pub fn observe_batch_latency(&self, secs: f64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.batch_latency[i].fetch_add(1, Ordering::Relaxed);
+        self.batch_latency_sum_us
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let gi = |v: &AtomicI64| v.load(Ordering::Relaxed);
+        counter(&mut s, "gatewatch_events_in_total", "Decoded events read.", g(&self.events_in));
+        let _ = writeln!(s, "# HELP gatewatch_dead_letters_total Records that did not decode, by reason.");
+        let _ = writeln!(s, "# TYPE gatewatch_dead_letters_total counter");
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "gatewatch_dead_letters_total{{reason=\"{}\"}} {}",
+                r.name(),
+                g(&self.dead_letters[i])
+            );
+        }
+        let _ = writeln!(s, "# HELP gatewatch_alerts_total Alerts published, by severity.");
+        let _ = writeln!(s, "# TYPE gatewatch_alerts_total counter");
+        for (i, sev) in Severity::ALL.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "gatewatch_alerts_total{{severity=\"{}\"}} {}",
+                sev.name(),
+                g(&self.alerts[i])
+            );
+        }
+        counter(&mut s, "gatewatch_alert_candidates_total", "Events scored at or above the alert threshold.", g(&self.alert_candidates));
+        counter(&mut s, "gatewatch_incidents_opened_total", "Incidents opened.", g(&self.incidents_opened));
+        gauge(&mut s, "gatewatch_incidents_open", "Incidents open now.", gi(&self.incidents_open));
+        let _ = writeln!(s, "# HELP gatewatch_batch_latency_seconds From a batch leaving the source to its offsets being acknowledged.");
+        let _ = writeln!(s, "# TYPE gatewatch_batch_latency_seconds histogram");
+        let mut cum = 0u64;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cum += g(&self.batch_latency[i]);
+            let _ = writeln!(s, "gatewatch_batch_latency_seconds_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += g(&self.batch_latency[LATENCY_BUCKETS.len()]);
+        let _ = writeln!(s, "gatewatch_batch_latency_seconds_bucket{{le=\"+Inf\"}} {cum}");
+        let _ = writeln!(s, "gatewatch_batch_latency_seconds_sum {}", g(&self.batch_latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(s, "gatewatch_batch_latency_seconds_count {cum}");
+        gauge(&mut s, "gatewatch_in_flight_batches", "Batches read and not yet acknowledged.", gi(&self.in_flight_batches));
+        gauge(&mut s, "gatewatch_consumer_lag", "Messages behind the partitions' high watermarks (-1 unknown).", gi(&self.lag));
+        gauge(&mut s, "gatewatch_state_entities", "Entities tracked by the feature windows.", gi(&self.state_entities));
+        gauge(&mut s, "gatewatch_state_bytes", "Approximate bytes of feature-window state.", gi(&self.state_bytes));
+        counter(&mut s, "gatewatch_late_events_total", "Events behind the event-time watermark.", g(&self.late_events));
+        counter(&mut s, "gatewatch_stored_events_total", "Events written to the Parquet store.", g(&self.stored_events));
+        counter(&mut s, "gatewatch_model_swaps_total", "Models trained and swapped in.", g(&self.model_swaps));
+        gauge(&mut s, "gatewatch_ready", "1 when the pipeline is running.", self.ready.load(Ordering::Relaxed) as i64);
+        s
+    }
+}
+
+fn counter(s: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
+fn gauge(s: &mut String, name: &str, help: &str, v: i64) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+/// The health and metrics routes.
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let m1 = metrics.clone();
+    let m2 = metrics.clone();
+    axum::Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let failed = m1.failed.load(Ordering::Relaxed);
+                async move {
+                    if failed {
+                        (StatusCode::SERVICE_UNAVAILABLE, "failed\n")
+                    } else {
+                        (StatusCode::OK, "ok\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = m2.ready.load(Ordering::Relaxed) && !m2.failed.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        body,
+                    )
+                }
+            }),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histogram_and_no_entity_labels() {
+        let m = Metrics::new();
+        m.events_in.fetch_add(5, Ordering::Relaxed);
+        m.dead_letter(Reason::ALL[0], 2);
+        m.alert(Severity::High);
+        m.observe_batch_latency(0.02);
+        m.observe_batch_latency(7.0);
+        let t = m.render();
+        assert!(t.contains("gatewatch_events_in_total 5"), "{t}");
+        assert!(t.contains(&format!("reason=\"{}\"}} 2", Reason::ALL[0].name())));
+        assert!(t.contains("gatewatch_alerts_total{severity=\"high\"} 1"));
+        assert!(t.contains("gatewatch_batch_latency_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(t.contains("gatewatch_batch_latency_seconds_bucket{le=\"+Inf\"} 2"));
+        for line in t.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains("client") && !line.contains("ip=") && !line.contains("path="));
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The engine: feature stage → models → scoring, one batch at a time, on one thread.
+//!
+//! `gatewatch run`, `demo` and `backtest` all drive this same struct; they differ only in
+//! where batches come from and where results go.
+//!
+//! Models: with a trained artifact (`[models] path`), scores start with the first event.
+//! Without one, the engine learns live: it fills a reservoir with the feature rows of
+//! events that did not alert, and once `warmup_events` have passed it trains the isolation
+//! forest (and behaviour profiles) on a background thread and swaps the model in without
+//! pausing; the content profiles learn from the same warm-up events. Every
+//! `retrain_every_events` it retrains on the reservoir and logs the drift between the old
+//! and the new model.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{Array, ArrayRef, Float32Array, Float32Builder};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use gatewatch_features::{FeatureConfig, FeatureStage};
+use gatewatch_models::content::{ContentConfig, ContentProfiles};
+use gatewatch_models::{
+    ModelArtifact, ModelHandle, Reservoir, RetrainReport, Trainer, TrainerConfig,
+};
+use gatewatch_scoring::{IncidentAlert, IncidentConfig, ScoringConfig, ScoringStage};
+
+/// `[models]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// A model trained by `gatewatch train`; without one the engine learns live.
+    pub path: Option<PathBuf>,
+    /// Events to learn from before the first live model is trained.
+    pub warmup_events: u64,
+    /// Retrain on the reservoir after this many more events; 0 never retrains.
+    pub retrain_every_events: u64,
+    /// Feature rows kept for (re)training: the most recent non-alerted ones.
+    pub reservoir_rows: usize,
+    /// Isolation-forest and profile settings.
+    pub trainer: TrainerConfig,
+    /// Request-content profile settings.
+    pub content: ContentConfig,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            warmup_events: 50_000,
+            retrain_every_events: 1_000_000,
+            reservoir_rows: 50_000,
+            trainer: TrainerConfig {
+                profile_features: DEFAULT_PROFILE_FEATURES.iter().map(|s| s.to_string()).collect(),
+                ..TrainerConfig::default()
+            },
+            content: ContentConfig::default(),
+        }
+    }
+}
+
+/// Client-window features the behaviour profiles cluster on: how much, how fast, how
+/// regular, how erroneous, how wide a client's traffic is.
+pub const DEFAULT_PROFILE_FEATURES: &[&str] = &[
+    "f_client_rate_10m",
+    "f_client_err4xx_ratio_10m",
+    "f_client_distinct_endpoints_10m",
+    "f_client_bytes_out_10m",
+    "f_client_interarrival_cv",
+    "f_client_interarrival_log",
+    "f_authenticated",
+    "f_method_write",
+];
+
+impl ModelsConfig {
+    /// Checks the settings; messages name the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.reservoir_rows < 1000 {
+            return Err(format!(
+                "models.reservoir_rows must be at least 1000, got {}",
+                self.reservoir_rows
+            ));
+        }
+        if self.path.is_none() && self.warmup_events < self.trainer.min_rows as u64 {
+            return Err(format!(
+                "models.warmup_events ({}) must be at least models.trainer.min_rows ({})",
+                self.warmup_events, self.trainer.min_rows
+            ));
+        }
+        self.content.validate().map_err(|e| format!("models.content: {e}"))?;
+        Ok(())
+    }
+}
+
+/// The model features: every feature column except the slow baselines (they describe the
+/// entity's past, not this request) — stable for a given feature configuration.
+pub fn model_features(stage_features: &[String]) -> Vec<String> {
+    stage_features
+        .iter()
+        .filter(|f| !f.ends_with("_baseline"))
+        .cloned()
+        .collect()
+}
+
+/// Columns the model step appends.
+pub mod model_col {
+    /// Isolation-forest score, calibrated percentile of normal (0–100).
+    pub const IFOREST: &str = "score_iforest";
+    /// Behaviour-profile distance, calibrated percentile (0–100).
+    pub const PROFILE: &str = "score_profile";
+    /// Content-profile score as risk (0–100).
+    pub const CONTENT: &str = "score_content";
+    /// Content-profile explanation (null for unremarkable requests).
+    pub const CONTENT_EXPLANATION: &str = "content_explanation";
+}
+
+/// What one batch produced.
+pub struct Processed {
+    /// Enriched events: access event + features + model scores + risk + incident id.
+    pub events: RecordBatch,
+    /// Alerts to publish.
+    pub alerts: Vec<IncidentAlert>,
+    /// Rows at or above the alert threshold.
+    pub candidates: usize,
+}
+
+/// Live state of the models.
+struct ModelRuntime {
+    cfg: ModelsConfig,
+    features: Vec<String>,
+    handle: Option<ModelHandle>,
+    content: ContentProfiles,
+    content_frozen: bool,
+    reservoir: Reservoir,
+    trainer: Trainer,
+    training: Option<JoinHandle<gatewatch_models::Result<RetrainReport>>>,
+    first_training: Option<JoinHandle<gatewatch_models::Result<ModelArtifact>>>,
+    events_seen: u64,
+    next_retrain_at: u64,
+    row: Vec<f32>,
+    cols: Vec<usize>,
+    swaps: u64,
+}
+
+impl ModelRuntime {
+    fn new(cfg: ModelsConfig, features: Vec<String>) -> Result<Self> {
+        let trainer = Trainer::new(features.clone(), cfg.trainer.clone())
+            .context("models.trainer")?;
+        let reservoir = Reservoir::new(features.len(), cfg.reservoir_rows)
+            .context("models.reservoir_rows")?;
+        let mut rt = Self {
+            content: ContentProfiles::new(cfg.content.clone()),
+            content_frozen: false,
+            handle: None,
+            reservoir,
+            trainer,
+            training: None,
+            first_training: None,
+            events_seen: 0,
+            next_retrain_at: u64::MAX,
+            row: vec![0.0; features.len()],
+            cols: Vec::new(),
+            swaps: 0,
+            features,
+            cfg,
+        };
+        if let Some(path) = rt.cfg.path.clone() {
+            let model = ModelArtifact::load(&path, &rt.features).with_context(|| {
+                format!(
+                    "loading model {} (trained with another feature configuration? retrain \
+                     it with `gatewatch train`)",
+                    path.display()
+                )
+            })?;
+            if let Some(bytes) = &model.content {
+                rt.content = ContentProfiles::from_bytes(bytes)
+                    .with_context(|| format!("content profiles in {}", path.display()))?;
+                rt.content_frozen = true;
+            }
+            rt.handle = Some(ModelHandle::new(model));
+            rt.swaps = 1;
+        }
+        if rt.cfg.retrain_every_events > 0 && rt.handle.is_some() {
+            rt.next_retrain_at = rt.cfg.retrain_every_events;
+        }
+        Ok(rt)
+    }
+
+    /// Appends the model score columns (nulls while no model is trained yet).
+    fn score(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        self.poll_training();
+        let n = batch.num_rows();
+        let mut iforest = Float32Builder::with_capacity(n);
+        let mut profile = Float32Builder::with_capacity(n);
+        let (content, explanations): (ArrayRef, ArrayRef) = if self.content_frozen {
+            let s = self.content.score_batch(batch).context("content profiles")?;
+            let risk: Float32Array = s.scores.iter().map(|v| v.map(|v| v * 100.0)).collect();
+            (Arc::new(risk), Arc::new(s.explanations))
+        } else {
+            (
+                arrow::array::new_null_array(&DataType::Float32, n),
+                arrow::array::new_null_array(&DataType::Utf8, n),
+            )
+        };
+        self.resolve_columns(batch)?;
+        if let Some(handle) = &self.handle {
+            let model = handle.current();
+            let cols: Vec<&[f32]> = self
+                .cols
+                .iter()
+                .map(|&i| batch.column(i).as_any().downcast_ref::<Float32Array>().map(|a| a.values().as_ref()))
+                .collect::<Option<_>>()
+                .context("model feature columns must be Float32")?;
+            let mut out = vec![0f32; n];
+            model.forest().score_columns(&cols, &mut out).context("isolation forest")?;
+            model.forest_calibrator.calibrate_all(&mut out);
+            iforest.append_slice(&out);
+            if let Some(p) = model.profiles() {
+                let idx: Vec<usize> = p
+                    .profiles
+                    .features()
+                    .iter()
+                    .filter_map(|f| self.features.iter().position(|g| g == f))
+                    .collect();
+                let mut row = vec![0f32; idx.len()];
+                for r in 0..n {
+                    for (k, &i) in idx.iter().enumerate() {
+                        row[k] = cols[i][r];
+                    }
+                    let (_, d) = p.profiles.assign(&row).context("behaviour profiles")?;
+                    profile.append_value(p.calibrator.calibrate(d));
+                }
+            } else {
+                profile.append_nulls(n);
+            }
+        } else {
+            iforest.append_nulls(n);
+            profile.append_nulls(n);
+        }
+        append(
+            batch,
+            vec![
+                (model_col::IFOREST, DataType::Float32, Arc::new(iforest.finish()) as ArrayRef),
+                (model_col::PROFILE, DataType::Float32, Arc::new(profile.finish())),
+                (model_col::CONTENT, DataType::Float32, content),
+                (model_col::CONTENT_EXPLANATION, DataType::Utf8, explanations),
+            ],
+        )
+    }
+
+    fn resolve_columns(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.cols.len() == self.features.len() {
+            return Ok(());
+        }
+        let schema = batch.schema();
+        self.cols = self
+            .features
+            .iter()
+            .map(|f| schema.index_of(f).with_context(|| format!("feature column {f} missing")))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    /// Learns from a scored batch: the reservoir takes rows that did not alert, the content
+    /// profiles learn during warm-up; training starts when due.
+    fn learn(&mut self, batch: &RecordBatch, risk: &Float32Array, alert_threshold: f32) -> Result<()> {
+        self.resolve_columns(batch)?;
+        let n = batch.num_rows();
+        let cols: Vec<&Float32Array> = self
+            .cols
+            .iter()
+            .map(|&i| batch.column(i).as_any().downcast_ref::<Float32Array>())
+            .collect::<Option<_>>()
+            .context("model feature columns must be Float32")?;
+        let times = batch
+            .column_by_name(gatewatch_ingest::schema::col::TIMESTAMP)
+            .and_then(|a| a.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>())
+            .context("timestamp column")?;
+        for r in 0..n {
+            for (k, c) in cols.iter().enumerate() {
+                self.row[k] = c.value(r);
+            }
+            let alerted = risk.value(r) >= alert_threshold;
+            self.reservoir
+                .push(&self.row, times.value(r), alerted)
+                .context("model reservoir")?;
+        }
+        if !self.content_frozen {
+            self.content.train_batch(batch).context("content profiles")?;
+        }
+        self.events_seen += n as u64;
+        if self.handle.is_none()
+            && self.first_training.is_none()
+            && self.events_seen >= self.cfg.warmup_events
+            && self.reservoir.len() >= self.cfg.trainer.min_rows
+        {
+            // Content profiles stop learning at the end of the warm-up, so later attacks
+            // cannot teach them.
+            self.content_frozen = true;
+            let set = self.reservoir.snapshot();
+            let trainer = self.trainer.clone();
+            tracing::info!(rows = set.rows.nrows(), "warm-up done; training the first model in the background");
+            self.first_training = Some(
+                std::thread::Builder::new()
+                    .name("gatewatch-train".into())
+                    .spawn(move || trainer.train(&set))
+                    .context("starting the training thread")?,
+            );
+        }
+        if self.events_seen >= self.next_retrain_at && self.training.is_none()
+            && let Some(handle) = &self.handle
+        {
+            let set = self.reservoir.snapshot();
+            self.training = Some(
+                self.trainer
+                    .retrain_in_background(set, handle.clone())
+                    .context("starting a retrain")?,
+            );
+            self.next_retrain_at = self.events_seen + self.cfg.retrain_every_events;
+        }
+        Ok(())
+    }
+
+    /// Swaps in finished trainings.
+    fn poll_training(&mut self) {
+        if self.first_training.as_ref().is_some_and(|h| h.is_finished()) {
+            match self.first_training.take().map(|h| h.join()) {
+                Some(Ok(Ok(model))) => {
+                    tracing::info!(
+                        trees = model.forest().n_trees(),
+                        rows = model.rows.trained,
+                        "first model trained and swapped in"
+                    );
+                    self.handle = Some(ModelHandle::new(model));
+                    self.swaps += 1;
+                    if self.cfg.retrain_every_events > 0 {
+                        self.next_retrain_at = self.events_seen + self.cfg.retrain_every_events;
+                    }
+                }
+                Some(Ok(Err(e))) => tracing::error!("training failed, scoring without models: {e}"),
+                Some(Err(_)) => tracing::error!("the training thread panicked; scoring without models"),
+                None => {}
+            }
+        }
+        if self.training.as_ref().is_some_and(|h| h.is_finished()) {
+            match self.training.take().map(|h| h.join()) {
+                Some(Ok(Ok(report))) => {
+                    if report.swapped {
+                        self.swaps += 1;
+                    }
+                    match report.drift {
+                        Some(d) => tracing::info!(
+                            rows = report.rows,
+                            swapped = report.swapped,
+                            drift_ks = d.ks,
+                            mean_score_shift = d.mean_abs_shift,
+                            "retrained"
+                        ),
+                        None => tracing::info!(rows = report.rows, swapped = report.swapped, "retrained"),
+                    }
+                }
+                Some(Ok(Err(e))) => tracing::warn!("retraining failed; keeping the current model: {e}"),
+                Some(Err(_)) => tracing::warn!("the retraining thread panicked; keeping the current model"),
+                None => {}
+            }
+        }
+    }
+
+    /// Waits for a training in progress (end of a bounded run).
+    fn finish_training(&mut self) {
+        if let Some(h) = &self.first_training {
+            while !h.is_finished() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        self.poll_training();
+    }
+}
+
+/// Feature stage, models and scoring.
+pub struct Engine {
+    features: FeatureStage,
+    models: ModelRuntime,
+    scoring: ScoringStage,
+    alert_threshold: f32,
+}
+
+impl Engine {
+    /// Builds every stage; fails with a message naming the bad setting.
+    pub fn new(
+        features: FeatureConfig,
+        models: ModelsConfig,
+        scoring: ScoringConfig,
+        incidents: IncidentConfig,
+    ) -> Result<Self> {
+        let alert_threshold = scoring.alert_threshold;
+        let stage = FeatureStage::new(features).context("features")?;
+        let names = model_features(stage.feature_names());
+        if names.is_empty() {
+            bail!("the feature stage produces no features");
+        }
+        Ok(Self {
+            models: ModelRuntime::new(models, names)?,
+            features: stage,
+            scoring: ScoringStage::new(scoring, incidents).context("scoring")?,
+            alert_threshold,
+        })
+    }
+
+    /// Runs one batch of access events through every stage.
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<Processed> {
+        let featured = self.features.process(batch).context("feature stage")?;
+        let modelled = self.models.score(&featured)?;
+        let out = self.scoring.process(&modelled).context("scoring")?;
+        let risk = out
+            .batch
+            .column_by_name(gatewatch_scoring::scorer::out_col::RISK)
+            .and_then(|a| a.as_any().downcast_ref::<Float32Array>())
+            .context("risk column")?
+            .clone();
+        self.models.learn(&featured, &risk, self.alert_threshold)?;
+        Ok(Processed {
+            events: out.batch,
+            alerts: out.alerts,
+            candidates: out.candidates,
+        })
+    }
+
+    /// Waits for a model being trained (so a short bounded run ends with one).
+    pub fn finish_training(&mut self) {
+        self.models.finish_training();
+    }
+
+    /// Whether a model scores events yet.
+    pub fn has_model(&self) -> bool {
+        self.models.handle.is_some()
+    }
+
+    /// Models swapped in so far (first training + retrains + a loaded one).
+    pub fn model_swaps(&self) -> u64 {
+        self.models.swaps
+    }
+
+    /// The current model, to save.
+    pub fn current_model(&self) -> Option<Arc<ModelArtifact>> {
+        self.models.handle.as_ref().map(|h| h.current())
+    }
+
+    /// The content profiles, to save.
+    pub fn content_profiles(&self) -> &ContentProfiles {
+        &self.models.content
+    }
+
+    /// The feature stage (inventory, state figures).
+    pub fn features(&self) -> &FeatureStage {
+        &self.features
+    }
+
+    /// The scoring stage (incidents, triage).
+    pub fn scoring(&self) -> &ScoringStage {
+        &self.scoring
+    }
+
+    /// The scoring stage, mutable.
+    pub fn scoring_mut(&mut self) -> &mut ScoringStage {
+        &mut self.scoring
+    }
+}
+
+fn append(batch: &RecordBatch, cols: Vec<(&str, DataType, ArrayRef)>) -> Result<RecordBatch> {
+    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+    let mut arrays = batch.columns().to_vec();
+    for (name, dt, a) in cols {
+        fields.push(Arc::new(Field::new(name, dt, true)));
+        arrays.push(a);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}

@@ -1,0 +1,273 @@
+//! `gatewatch run`: the stream processor. Kafka in → decode → features → models → scoring
+//! → alerts out, with at-least-once delivery end to end.
+//!
+//! Threads: the Kafka source polls and decodes on threads of its own; this thread runs the
+//! engine; a small tokio runtime serves `/healthz`, `/readyz`, `/metrics` (and the
+//! dashboard). The engine thread pulls the next batch only when it has finished the last,
+//! so a slow stage pauses consumption (librdkafka's bounded prefetch queue) instead of
+//! growing memory.
+//!
+//! Commit protocol: a batch's offsets are acknowledged only after its alerts were
+//! acknowledged by the broker, its events were flushed to the store, and the incident
+//! table was checkpointed. A crash therefore replays from the last acknowledged batch; the
+//! restored checkpoint and deterministic incident ids make the replay update the same
+//! incidents instead of opening new ones.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use gatewatch_ingest::source::kafka::{KafkaSource, RebalanceEvent};
+use gatewatch_scoring::sink::{AlertSink, JsonlSink, KafkaAlertSink};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::engine::Engine;
+
+const EXAMPLES: &str = "\
+Examples:
+  # consume the topics in gatewatch.toml, publish alerts to [alerts] topic
+  gatewatch run --config gatewatch.toml
+
+  # the same against a local broker, metrics on another port
+  GATEWATCH__KAFKA__BROKERS=127.0.0.1:9092 gatewatch run --listen 127.0.0.1:9899
+
+Scaling out: start more instances with the same kafka.group_id; the topics' partitions
+are shared between them. Per-client windows are exact when every topic is keyed by
+client (all of a client's requests in one partition); see the README.";
+
+/// Arguments of `gatewatch run`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct RunArgs {
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:9898")]
+    pub listen: SocketAddr,
+    /// Where incident checkpoints (and the event store) live.
+    #[arg(long, env = "GATEWATCH_DATA_DIR", default_value = "gatewatch-data")]
+    pub data_dir: PathBuf,
+    /// Stop after this many events (tests, benchmarks); runs until signalled otherwise.
+    #[arg(long)]
+    pub max_events: Option<u64>,
+    /// Stop after this long without a new record (tests, benchmarks), e.g. 10s.
+    #[arg(long, value_parser = crate::simulate_cmd::parse_duration_us)]
+    pub idle_exit: Option<i64>,
+    /// Do not serve the SOC dashboard (`[dashboard] listen`).
+    #[arg(long)]
+    pub no_dashboard: bool,
+}
+
+pub fn run(args: RunArgs, config: &Config) -> Result<()> {
+    let metrics = Metrics::new();
+    let checkpoint = args.data_dir.join("state").join("incidents.json");
+    std::fs::create_dir_all(args.data_dir.join("state"))
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+
+    let mut engine = Engine::new(
+        config.features.clone(),
+        config.models.clone(),
+        config.scoring.clone(),
+        config.incidents.clone(),
+    )?;
+    let restored = engine
+        .scoring_mut()
+        .incidents_mut()
+        .load_checkpoint(&checkpoint)
+        .context("restoring incidents")?;
+    if restored > 0 {
+        tracing::info!(incidents = restored, path = %checkpoint.display(), "restored open incidents");
+    }
+
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    if !config.alerts.topic.is_empty() {
+        sinks.push(Box::new(KafkaAlertSink::new(
+            &config.kafka.brokers,
+            &config.kafka.properties,
+            &config.alerts.topic,
+            Duration::from_millis(config.alerts.flush_timeout_ms),
+        )?));
+    }
+    if let Some(p) = &config.alerts.file {
+        sinks.push(Box::new(JsonlSink::file(p)?));
+    }
+    if sinks.is_empty() {
+        tracing::warn!("alerts.topic is empty and alerts.file unset: alerts are only counted");
+    }
+
+    let mut source = KafkaSource::new(&config.kafka, config.batch.clone(), &config.json_fields)
+        .context("starting the Kafka source")?;
+    let stop = source.stop_handle();
+    let acker = source.acker();
+    spawn_signal_handler(stop.clone());
+    let http = crate::http::serve_in_background(args.listen, crate::metrics::router(metrics.clone()))?;
+    let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
+    let _dashboard = if args.no_dashboard {
+        None
+    } else {
+        let server = feed.serve(config.dashboard.clone())?;
+        tracing::info!("dashboard on http://{}/", server.addr);
+        Some(server)
+    };
+    let mut suppressions_seen = 0usize;
+    let mut last_suppression_check = Instant::now();
+    tracing::info!(
+        brokers = %config.kafka.brokers,
+        group = %config.kafka.group_id,
+        alerts = %sinks.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", "),
+        listen = %args.listen,
+        "gatewatch run started"
+    );
+    metrics.ready.store(true, Ordering::Relaxed);
+
+    let mut events = 0u64;
+    let mut last_record = Instant::now();
+    let mut last_report = Instant::now();
+    let result: Result<()> = (|| {
+        loop {
+            let Some(sb) = source
+                .next_batch_timeout(Duration::from_millis(200))
+                .context("reading from Kafka")?
+            else {
+                if stop.is_stopped() {
+                    break;
+                }
+                if args
+                    .idle_exit
+                    .is_some_and(|us| last_record.elapsed().as_micros() as i64 >= us)
+                {
+                    tracing::info!("idle; stopping");
+                    break;
+                }
+                continue;
+            };
+            let started = Instant::now();
+            last_record = Instant::now();
+            for ev in source.take_rebalance_events() {
+                match ev {
+                    RebalanceEvent::Assigned(tps) => tracing::info!(partitions = tps.len(), "partitions assigned"),
+                    // Per-client state of moved partitions is kept and ages out by TTL; the
+                    // new owner builds its windows from its first records.
+                    RebalanceEvent::Revoked(tps) => tracing::info!(partitions = tps.len(), "partitions revoked"),
+                }
+            }
+            let dl = sb.decoded.dead_letter_counts();
+            for (reason, n) in dl.iter() {
+                metrics.dead_letter(reason, n);
+            }
+            let batch = &sb.decoded.events;
+            let n = batch.num_rows() as u64;
+            metrics.events_in.fetch_add(n, Ordering::Relaxed);
+            if n > 0 {
+                let out = engine.process(batch)?;
+                if !args.no_dashboard {
+                    feed.record_batch(&out.events)?;
+                    for a in &out.alerts {
+                        feed.raise(a);
+                    }
+                    for s in feed.new_suppressions() {
+                        engine.scoring_mut().incidents_mut().add_suppression(s);
+                    }
+                }
+                metrics
+                    .alert_candidates
+                    .fetch_add(out.candidates as u64, Ordering::Relaxed);
+                for a in &out.alerts {
+                    for s in sinks.iter_mut() {
+                        s.send(a)?;
+                    }
+                    metrics.alert(a.incident.severity);
+                    if a.activity == gatewatch_scoring::AlertActivity::Opened {
+                        metrics.incidents_opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if !out.alerts.is_empty() {
+                    for s in sinks.iter_mut() {
+                        s.flush()?;
+                    }
+                    engine
+                        .scoring()
+                        .incidents()
+                        .save_checkpoint(&checkpoint)
+                        .context("checkpointing incidents")?;
+                }
+                engine.scoring_mut().close_idle();
+                metrics
+                    .incidents_open
+                    .store(engine.scoring().incidents().len() as i64, Ordering::Relaxed);
+                metrics.model_swaps.store(engine.model_swaps(), Ordering::Relaxed);
+            }
+            if last_suppression_check.elapsed() >= Duration::from_secs(5) {
+                last_suppression_check = Instant::now();
+                // `gatewatch suppress` appends lines; pick up the new ones.
+                let all = crate::suppress_cmd::load_suppressions(&args.data_dir)?;
+                for s in all.into_iter().skip(suppressions_seen) {
+                    suppressions_seen += 1;
+                    engine.scoring_mut().incidents_mut().add_suppression(s);
+                }
+                feed.set_pipeline(engine.scoring().watermark_ms(), Vec::new());
+            }
+            if let Some(tok) = sb.ack {
+                acker.ack(tok);
+            }
+            metrics.observe_batch_latency(started.elapsed().as_secs_f64());
+            events += n;
+            if last_report.elapsed() >= Duration::from_secs(30) {
+                last_report = Instant::now();
+                tracing::info!(events, incidents = engine.scoring().incidents().len(), "progress");
+            }
+            if args.max_events.is_some_and(|m| events >= m) {
+                break;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = &result {
+        metrics.failed.store(true, Ordering::Relaxed);
+        tracing::error!("stopping: {e:#}");
+    }
+    // Drain: what was acknowledged is committed by close(); the rest replays next time.
+    for s in sinks.iter_mut() {
+        if let Err(e) = s.flush() {
+            tracing::warn!("flushing alerts at shutdown: {e}");
+        }
+    }
+    if let Err(e) = engine.scoring().incidents().save_checkpoint(&checkpoint) {
+        tracing::warn!("checkpointing incidents at shutdown: {e}");
+    }
+    source.close().context("closing the Kafka consumer")?;
+    drop(http);
+    tracing::info!(events, "gatewatch run stopped");
+    result
+}
+
+/// SIGINT and SIGTERM ask the source to stop; the loop then drains and commits.
+fn spawn_signal_handler(stop: gatewatch_ingest::source::kafka::StopHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("gatewatch-signals".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            tracing::info!("signal received; draining");
+            stop.stop();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no signal handler: {e}");
+    }
+}

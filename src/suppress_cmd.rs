@@ -1,0 +1,145 @@
+//! `gatewatch suppress` and `gatewatch rules`: analyst feedback and what the rules are.
+//!
+//! Suppressions are JSON lines in `<data-dir>/state/suppressions.jsonl`; `run` and `demo`
+//! load them at start and `run` picks up new lines while it runs (checked every few
+//! seconds), so a suppression takes effect without a restart.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use gatewatch_scoring::rules::{Op, builtin_rules, apply_overrides};
+use gatewatch_scoring::{Category, Suppression};
+
+use crate::config::Config;
+
+/// Arguments of `gatewatch suppress`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  # a partner's nightly export is not data exfiltration, for a month
+  gatewatch suppress --entity partner-acme --category API3 --for 30d --reason \"nightly export\"
+
+  # health checks of a new endpoint are not shadow-API use
+  gatewatch suppress --endpoint /healthz/deep --category inventory --reason \"new probe\"
+
+  gatewatch suppress --list")]
+pub struct SuppressArgs {
+    /// Entity: a client key (client id or IP), `METHOD /template`, or a network.
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Category: name (bola, ssrf, …) or OWASP id (API1 … API9).
+    #[arg(long, value_parser = |s: &str| Category::parse(s).ok_or_else(|| format!("unknown category {s:?}")))]
+    pub category: Option<Category>,
+    /// Endpoint: `METHOD /template` or `/template` for every method.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Until this time (RFC 3339).
+    #[arg(long, value_parser = crate::simulate_cmd::parse_start, conflicts_with = "for_")]
+    pub until: Option<i64>,
+    /// For this long from now (e.g. 7d, 12h).
+    #[arg(long = "for", id = "for_", value_parser = crate::simulate_cmd::parse_duration_us)]
+    pub for_: Option<i64>,
+    /// Why (kept for the audit trail).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// List the suppressions instead of adding one.
+    #[arg(long)]
+    pub list: bool,
+    /// Data directory.
+    #[arg(long, env = "GATEWATCH_DATA_DIR", default_value = "gatewatch-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Where suppressions live.
+pub fn suppressions_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("state").join("suppressions.jsonl")
+}
+
+/// Reads every suppression; a bad line is an error naming it.
+pub fn load_suppressions(data_dir: &Path) -> Result<Vec<Suppression>> {
+    let path = suppressions_path(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+pub fn run(args: SuppressArgs) -> Result<()> {
+    if args.list {
+        for s in load_suppressions(&args.data_dir)? {
+            println!("{}", serde_json::to_string(&s)?);
+        }
+        return Ok(());
+    }
+    let until_ms = match (args.until, args.for_) {
+        (Some(u), _) => Some(u / 1000),
+        (None, Some(d)) => Some((std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros() as i64
+            + d)
+            / 1000),
+        (None, None) => None,
+    };
+    let s = Suppression {
+        entity: args.entity,
+        category: args.category,
+        endpoint: args.endpoint,
+        until_ms,
+        reason: args.reason,
+    };
+    if s.is_empty() {
+        bail!("name at least one of --entity, --category, --endpoint (a suppression of everything would silence every alert)");
+    }
+    let path = suppressions_path(&args.data_dir);
+    std::fs::create_dir_all(path.parent().expect("state dir"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(&s)?)?;
+    eprintln!("added to {}: {}", path.display(), serde_json::to_string(&s)?);
+    Ok(())
+}
+
+/// `gatewatch rules`: the detector rules with their thresholds after config overrides.
+pub fn list_rules(config: &Config) -> Result<()> {
+    let mut rules = builtin_rules();
+    apply_overrides(&mut rules, &config.scoring.rules).map_err(anyhow::Error::msg)?;
+    let mut out = std::io::stdout().lock();
+    for r in rules {
+        writeln!(
+            out,
+            "{:<30} {:<10} {:<9} base {:>3}{}",
+            r.name,
+            r.category.owasp_id(),
+            r.entity,
+            r.base,
+            if r.enabled { "" } else { "  (disabled)" }
+        )?;
+        for c in &r.when {
+            writeln!(
+                out,
+                "    {} {} {}   {}",
+                c.features.join(" + "),
+                match c.op {
+                    Op::AtLeast => ">=",
+                    Op::AtMost => "<=",
+                },
+                c.threshold,
+                c.label
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! `gatewatch run` end to end on a real broker: the simulator produces labelled traffic to
+//! Kafka, the processor consumes it and publishes OCSF alerts; every injected scenario must
+//! open an incident of its own OWASP category, benign traffic must open (almost) none, and
+//! a processor killed with SIGKILL mid-stream and restarted must neither lose a detection
+//! nor open a second incident for the same thing.
+//!
+//! The broker is `127.0.0.1:9092` unless `GATEWATCH_TEST_KAFKA` names another. Without one
+//! the test says it is skipping, except under `CI=true`, where it fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gatewatch_ingest::source::admin;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use serde_json::Value;
+
+/// Scenarios fast enough to show within the test's half hour of traffic.
+const SCENARIOS: &str = "bola,brute_force,credential_stuffing,excessive_data_exposure,rate_abuse,bfla,business_flow_abuse,ssrf,injection,shadow_endpoints";
+
+fn expected_category(scenario: &str) -> &'static str {
+    match scenario {
+        "bola" => "API1:2023",
+        "brute_force" | "credential_stuffing" => "API2:2023",
+        "excessive_data_exposure" => "API3:2023",
+        "rate_abuse" => "API4:2023",
+        "bfla" => "API5:2023",
+        "business_flow_abuse" => "API6:2023",
+        "ssrf" => "API7:2023",
+        "injection" => "API8:2023",
+        "shadow_endpoints" => "API9:2023",
+        other => panic!("no category for {other}"),
+    }
+}
+
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    )
+}
+
+fn write_config(dir: &Path, brokers: &str, input: &str, alerts: &str, group: &str) -> std::path::PathBuf {
+    let path = dir.join("gatewatch.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+topics = [{{ name = "{input}", format = "kong" }}]
+commit_interval_ms = 200
+[kafka.properties]
+"fetch.wait.max.ms" = "10"
+[alerts]
+topic = "{alerts}"
+[models]
+warmup_events = 20000
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start_run(config: &Path, data_dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+        .env_remove("GATEWATCH_CONFIG")
+        .env("GATEWATCH__LOG__LEVEL", "warn")
+        .arg("--config")
+        .arg(config)
+        .args(["run", "--no-dashboard", "--idle-exit", "8s", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait(mut child: Child, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            assert!(status.success(), "gatewatch run failed: {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gatewatch run did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every alert on the topic, in order.
+fn read_alerts(brokers: &str, topic: &str) -> Vec<Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("alert-reader-{}", unique()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(6) {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// incident id → (entity kind:entity, category, majority label)
+fn incidents(alerts: &[Value]) -> BTreeMap<String, (String, String, String)> {
+    let mut m = BTreeMap::new();
+    for a in alerts {
+        assert_eq!(a["class_uid"], 2004, "{a}");
+        let g = &a["unmapped"]["gatewatch"];
+        let label = g["labels"]
+            .as_object()
+            .and_then(|o| o.iter().max_by_key(|(_, n)| n.as_u64().unwrap_or(0)).map(|(l, _)| l.clone()))
+            .unwrap_or_else(|| "benign".into());
+        m.insert(
+            a["finding_info"]["uid"].as_str().unwrap().to_string(),
+            (
+                format!("{}:{}", g["entity_kind"].as_str().unwrap(), g["entity"].as_str().unwrap()),
+                a["finding_info"]["types"][0].as_str().unwrap().to_string(),
+                label,
+            ),
+        );
+    }
+    m
+}
+
+fn metric(port: u16, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch run test") else {
+        return;
+    };
+    let u = unique();
+    let input = format!("run-input-{u}");
+    admin::create_topic(&brokers, &input, 3, Duration::from_secs(30)).unwrap();
+
+    // Half an hour of a shop's traffic with the fast scenarios mixed in.
+    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+        .env_remove("GATEWATCH_CONFIG")
+        .args(["simulate", "--format", "kong", "--seed", "5", "--start", "2026-01-05T09:00:00Z"])
+        .args(["--duration", "30m", "--sim-rate", "40", "--scenarios", SCENARIOS])
+        .args(["--kafka-brokers", &brokers, "--kafka-topic", &input])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Reference: one uninterrupted run.
+    let ref_alerts = format!("run-alerts-ref-{u}");
+    admin::create_topic(&brokers, &ref_alerts, 1, Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &brokers, &input, &ref_alerts, &format!("ref-{u}"));
+    let t0 = Instant::now();
+    wait(start_run(&cfg, &dir.path().join("data"), free_port()), Duration::from_secs(600));
+    eprintln!("reference run took {:.1} s", t0.elapsed().as_secs_f64());
+    let reference = incidents(&read_alerts(&brokers, &ref_alerts));
+
+    let benign_events = 40.0 * 1800.0; // the simulator's mean normal rate × duration
+    let false_incidents: Vec<_> = reference.values().filter(|(_, _, l)| l == "benign").collect();
+    assert!(
+        (false_incidents.len() as f64) < benign_events / 100_000.0 + 1.0,
+        "benign traffic opened {} incidents: {false_incidents:?}",
+        false_incidents.len()
+    );
+    for sc in SCENARIOS.split(',') {
+        assert!(
+            reference.values().any(|(_, c, l)| l == sc && c == expected_category(sc)),
+            "no {} incident for scenario {sc}; incidents: {reference:?}",
+            expected_category(sc)
+        );
+    }
+
+    // Crash: SIGKILL once about half the records are in, then restart on the same group
+    // and data directory.
+    let crash_alerts = format!("run-alerts-crash-{u}");
+    admin::create_topic(&brokers, &crash_alerts, 1, Duration::from_secs(30)).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let cfg2 = write_config(dir2.path(), &brokers, &input, &crash_alerts, &format!("crash-{u}"));
+    let port = free_port();
+    let mut child = start_run(&cfg2, &dir2.path().join("data"), port);
+    let total: u64 = 40 * 1800;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while metric(port, "gatewatch_events_in_total").unwrap_or(0) < total / 2 {
+        assert!(Instant::now() < deadline, "the first run never got half way");
+        assert!(child.try_wait().unwrap().is_none(), "the first run ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    wait(start_run(&cfg2, &dir2.path().join("data"), free_port()), Duration::from_secs(600));
+    let crashed = incidents(&read_alerts(&brokers, &crash_alerts));
+
+    // No second incident for the same entity and category.
+    let mut seen: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (id, (entity, cat, _)) in &crashed {
+        seen.entry((entity.clone(), cat.clone())).or_default().insert(id.clone());
+    }
+    for (k, ids) in &seen {
+        assert_eq!(ids.len(), 1, "{k:?} opened {} incidents after the restart: {ids:?}", ids.len());
+    }
+    // Every detection of the reference run is there.
+    for sc in SCENARIOS.split(',') {
+        assert!(
+            crashed.values().any(|(_, c, l)| l == sc && c == expected_category(sc)),
+            "after the crash, no {} incident for {sc}",
+            expected_category(sc)
+        );
+    }
+}
