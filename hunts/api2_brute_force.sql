@@ -1,7 +1,7 @@
 -- hunt: brute_force
 -- owasp: API2:2023 Broken Authentication
 -- scenarios: brute_force, credential_stuffing
--- entity: actor
+-- entity: address
 -- title: Addresses failing to log in again and again
 --
 -- Password guessing against one account comes from one to three addresses at a steady

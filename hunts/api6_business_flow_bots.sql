@@ -1,7 +1,7 @@
 -- hunt: business_flow_bots
 -- owasp: API6:2023 Unrestricted Access to Sensitive Business Flows
 -- scenarios: business_flow_abuse
--- entity: actor
+-- entity: address
 -- title: Addresses driving signup, checkout and coupons like a machine
 --
 -- People sign up once, check out a few times and try a coupon now and then. Bots buying

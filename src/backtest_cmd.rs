@@ -74,7 +74,9 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
     let format = args.format.unwrap_or(config.input.format);
     let mut fields = config.json_fields.clone();
     if format == Format::Json && args.label_field != "label" {
-        fields.0.insert("label".into(), vec![args.label_field.clone()]);
+        fields
+            .0
+            .insert("label".into(), vec![args.label_field.clone()]);
         fields.validate().map_err(anyhow::Error::msg)?;
     }
     let decoder = decoder_for(format, &fields).map_err(anyhow::Error::msg)?;
@@ -82,7 +84,7 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
         args.input.clone(),
         BatchDecoder::new(decoder, config.batch.max_rows)
             .with_max_record_bytes(config.input.max_record_bytes),
-        config.batch.clone(),
+        config.batch,
     )?;
     let mut models = config.models.clone();
     if let Some(m) = &args.model {
@@ -117,7 +119,9 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
         let out = engine.process(batch)?;
         alerts += out.alerts.len() as u64;
         for a in &out.alerts {
-            *per_alert_category.entry(a.incident.category.owasp_id().to_string()).or_default() += 1;
+            *per_alert_category
+                .entry(a.incident.category.owasp_id().to_string())
+                .or_default() += 1;
         }
         let ev = &out.events;
         let r = ev
@@ -187,14 +191,20 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
     };
     let attack: Vec<bool> = label_of.iter().map(|&l| l as usize != normal).collect();
     if !attack.iter().any(|a| *a) {
-        bail!("every event is labelled {:?}: nothing to detect", args.normal_label);
+        bail!(
+            "every event is labelled {:?}: nothing to detect",
+            args.normal_label
+        );
     }
     let flags_f: Vec<f32> = flagged.iter().map(|&f| if f { 1.0 } else { 0.0 }).collect();
     let (precision, recall) = precision_recall_at(&flags_f, &attack, 0.5);
     let hours = ((t_max - t_min).max(1) as f64) / 3.6e9;
     let mut at_fpr = serde_json::Map::new();
     for (k, f) in FPRS {
-        at_fpr.insert(k.into(), json!(recall_at_fpr(&risk, &attack, f).map(|(r, _)| r)));
+        at_fpr.insert(
+            k.into(),
+            json!(recall_at_fpr(&risk, &attack, f).map(|(r, _)| r)),
+        );
     }
     let mut per_category = serde_json::Map::new();
     for (li, name) in labels.iter().enumerate() {
@@ -258,23 +268,46 @@ fn print_report(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().map_or("n/a".to_string(), |x| format!("{x:.4}"));
     println!(
         "events {} (attacks {}, normal {}), dead letters {}, model {}",
-        r["events"], r["attack_events"], r["normal_events"], r["dead_letters"], r["model"].as_str().unwrap_or("")
+        r["events"],
+        r["attack_events"],
+        r["normal_events"],
+        r["dead_letters"],
+        r["model"].as_str().unwrap_or("")
     );
-    println!("ROC AUC {}   precision {}   recall {} (flagged = joined an incident)", f(&r["roc_auc"]), f(&r["precision"]), f(&r["recall"]));
+    println!(
+        "ROC AUC {}   precision {}   recall {} (flagged = joined an incident)",
+        f(&r["roc_auc"]),
+        f(&r["precision"]),
+        f(&r["recall"])
+    );
     println!(
         "recall at FPR 0.1% {}   1% {}   3% {}",
         f(&r["recall_at_fpr"]["0.001"]),
         f(&r["recall_at_fpr"]["0.01"]),
         f(&r["recall_at_fpr"]["0.03"])
     );
-    println!("alerts {} ({:.1} per hour of event time)", r["alerts"], r["alerts_per_hour"].as_f64().unwrap_or(0.0));
-    println!("\n{:<28} {:>8} {:>8} {:>8} {:>12} {:>14}", "category", "events", "ROC AUC", "recall", "recall@1%FPR", "first alert");
+    println!(
+        "alerts {} ({:.1} per hour of event time)",
+        r["alerts"],
+        r["alerts_per_hour"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "\n{:<28} {:>8} {:>8} {:>8} {:>12} {:>14}",
+        "category", "events", "ROC AUC", "recall", "recall@1%FPR", "first alert"
+    );
     if let Some(m) = r["per_category"].as_object() {
         for (k, v) in m {
-            let first = v["seconds_to_first_alert"].as_f64().map_or("never".to_string(), |s| format!("{s:.0} s"));
+            let first = v["seconds_to_first_alert"]
+                .as_f64()
+                .map_or("never".to_string(), |s| format!("{s:.0} s"));
             println!(
                 "{:<28} {:>8} {:>8} {:>8} {:>12} {:>14}",
-                k, v["events"], f(&v["roc_auc"]), f(&v["recall"]), f(&v["recall_at_fpr_0.01"]), first
+                k,
+                v["events"],
+                f(&v["roc_auc"]),
+                f(&v["recall"]),
+                f(&v["recall_at_fpr_0.01"]),
+                first
             );
         }
     }

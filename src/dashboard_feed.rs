@@ -15,7 +15,9 @@ use arrow::array::{Array, Float32Array, StringArray};
 use arrow::record_batch::RecordBatch;
 
 use gatewatch_dashboard::model::{EvidenceRequest, ExplanationRow, PipelineHealth, Severity};
-use gatewatch_dashboard::{DashboardBackend, DashboardConfig, MemoryBackend, MemoryEvent, MemoryLimits, NewAlert};
+use gatewatch_dashboard::{
+    DashboardBackend, DashboardConfig, MemoryBackend, MemoryEvent, MemoryLimits, NewAlert,
+};
 use gatewatch_ingest::schema::col;
 use gatewatch_scoring::columns::{EventCols, StrCol, opt, timestamps_ms};
 use gatewatch_scoring::{Category, IncidentAlert, Suppression};
@@ -45,7 +47,8 @@ impl DashboardFeed {
 
     /// Serves the dashboard on `cfg.listen` in the background.
     pub fn serve(&self, cfg: DashboardConfig) -> Result<HttpServer> {
-        cfg.validate().map_err(|e| anyhow::anyhow!("dashboard: {e}"))?;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("dashboard: {e}"))?;
         let listen: SocketAddr = cfg.listen;
         let backend: Arc<dyn DashboardBackend> = self.backend.clone();
         let router = gatewatch_dashboard::router(backend, cfg);
@@ -53,6 +56,8 @@ impl DashboardFeed {
     }
 
     /// Records a scored batch (events with `client_key`, `endpoint_template`, `risk`).
+    // One row index reads a dozen columns.
+    #[allow(clippy::needless_range_loop)]
     pub fn record_batch(&mut self, events: &RecordBatch) -> Result<()> {
         let ev = EventCols::of(events)?;
         let times = timestamps_ms(events)?;
@@ -87,8 +92,7 @@ impl DashboardFeed {
                     source_ip: ev.source_ip.get(i).unwrap_or("-").to_string(),
                     user_agent: ev.user_agent.get(i).unwrap_or("").to_string(),
                     risk: r as f64,
-                    anomalous: r >= self.alert_threshold
-                        || incident.is_some_and(|a| !a.is_null(i)),
+                    anomalous: r >= self.alert_threshold || incident.is_some_and(|a| !a.is_null(i)),
                 },
             });
         }
@@ -150,6 +154,28 @@ impl DashboardFeed {
         });
     }
 
+    /// Tells the inventory view which routes the API spec declares (OpenAPI JSON), so it can
+    /// flag shadow and zombie endpoints.
+    pub fn set_spec(&self, openapi_json: &str) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(openapi_json) else {
+            return;
+        };
+        let mut routes = Vec::new();
+        if let Some(paths) = v["paths"].as_object() {
+            for (path, ops) in paths {
+                let Some(ops) = ops.as_object() else { continue };
+                for (method, op) in ops {
+                    routes.push(gatewatch_dashboard::DocumentedRoute {
+                        method: method.to_ascii_uppercase(),
+                        route: path.clone(),
+                        deprecated: op["deprecated"].as_bool().unwrap_or(false),
+                    });
+                }
+            }
+        }
+        self.backend.set_documented_routes(routes);
+    }
+
     /// Suppressions analysts created since the last call, as the scorer's rules.
     pub fn new_suppressions(&mut self) -> Vec<Suppression> {
         let all = match futures::executor::block_on(self.backend.suppressions()) {
@@ -169,7 +195,10 @@ impl DashboardFeed {
                 category: Category::parse(&s.category),
                 endpoint: s.endpoint.clone(),
                 until_ms: None,
-                reason: Some(format!("dashboard: false positive {} {}", s.created_from, s.note)),
+                reason: Some(format!(
+                    "dashboard: false positive {} {}",
+                    s.created_from, s.note
+                )),
             });
         }
         out

@@ -83,6 +83,25 @@ pub struct DemoArgs {
     /// Do not serve the dashboard.
     #[arg(long, conflicts_with = "dashboard")]
     pub no_dashboard: bool,
+    /// Store events, alerts and incidents as Parquet here, for `gatewatch query` (default
+    /// `[store] data_dir`, `./gatewatch-data`).
+    #[arg(long, env = "GATEWATCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Do not store anything.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub no_store: bool,
+    /// Keep serving the dashboard after the scorecard, until Ctrl-C.
+    #[arg(long)]
+    pub keep_serving: bool,
+    /// Do not give the feature stage the shop's OpenAPI spec (then only endpoints first seen
+    /// after the warm-up count as shadow APIs).
+    #[arg(long)]
+    pub no_spec: bool,
+    /// A JSON array of hostile strings (XSS, markup, control characters) to send as
+    /// attacker-controlled fields — client id, path, query, user agent — once the models
+    /// are live: for testing that every consumer of alerts treats them as text.
+    #[arg(long, value_name = "FILE")]
+    pub hostile: Option<PathBuf>,
 }
 
 /// Ground truth of a scenario during the run.
@@ -109,12 +128,6 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
     if let Some(w) = args.warmup {
         models.warmup_events = w;
     }
-    let mut engine = Engine::new(
-        config.features.clone(),
-        models,
-        config.scoring.clone(),
-        config.incidents.clone(),
-    )?;
     let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
     let _dashboard = if args.no_dashboard {
         None
@@ -129,18 +142,72 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
                 Some(server)
             }
             Err(e) => {
-                eprintln!("gatewatch demo: no dashboard ({e:#}); use --dashboard ADDR or --no-dashboard");
+                eprintln!(
+                    "gatewatch demo: no dashboard ({e:#}); use --dashboard ADDR or --no-dashboard"
+                );
                 None
             }
         }
     };
-    for s in crate::suppress_cmd::load_suppressions(std::path::Path::new("gatewatch-data"))? {
+    // The simulated shop publishes an API spec; the feature stage maps requests to it so
+    // probes of undeclared endpoints are shadow-API use.
+    let mut features = config.features.clone();
+    let spec_file = if features.openapi_spec.is_none() && !args.no_spec {
+        let p =
+            std::env::temp_dir().join(format!("gatewatch-demo-spec-{}.json", std::process::id()));
+        std::fs::write(&p, gatewatch_simulator::openapi_json())
+            .with_context(|| format!("writing {}", p.display()))?;
+        features.openapi_spec = Some(p.clone());
+        feed.set_spec(&gatewatch_simulator::openapi_json());
+        Some(p)
+    } else {
+        None
+    };
+    let mut engine = Engine::new(
+        features,
+        models,
+        config.scoring.clone(),
+        config.incidents.clone(),
+    )?;
+    // What the shop's SOC has told the engine: its internal services read every user's
+    // objects by design (the search indexer walks the catalogue in id order).
+    engine
+        .scoring_mut()
+        .incidents_mut()
+        .add_suppression(gatewatch_scoring::Suppression {
+            entity: Some("svc-*".into()),
+            category: Some(gatewatch_scoring::Category::Bola),
+            endpoint: None,
+            until_ms: None,
+            reason: Some("internal services read across users by design".into()),
+        });
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.store.data_dir.clone());
+    let mut store = if args.no_store {
+        None
+    } else {
+        Some(
+            gatewatch_hunt::Store::open(&data_dir, config.store.clone())
+                .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+        )
+    };
+    for s in crate::suppress_cmd::load_suppressions(&data_dir)? {
         engine.scoring_mut().incidents_mut().add_suppression(s);
     }
     let mut alert_file = match &args.alerts {
         Some(p) => Some(JsonlSink::file(p)?),
         None => None,
     };
+    let hostile: Vec<String> = match &args.hostile {
+        Some(p) => serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{}: expected a JSON array of strings", p.display()))?,
+        None => Vec::new(),
+    };
+    let mut hostile_sent = hostile.is_empty();
     let stop = interrupt_flag();
     let end_us = args.start + args.duration;
     let batch_rows = config.batch.max_rows.clamp(256, 8192);
@@ -159,11 +226,19 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
     let mut sim_now = args.start;
     let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     eprintln!(
-        "gatewatch demo: {} of simulated traffic from {}, scenarios: {}; models learn from the first {} events",
+        "gatewatch demo: {} of simulated traffic from {}, scenarios: {}; models learn from the first {} events; known: internal services (svc-*) read across users",
         crate::demo_cmd::human_duration(args.duration),
         rfc3339(args.start),
-        if scenarios.is_empty() { "none".to_string() } else { scenarios.iter().map(|s| s.name()).collect::<Vec<_>>().join(",") },
-        config.models.warmup_events.max(args.warmup.unwrap_or(0)),
+        if scenarios.is_empty() {
+            "none".to_string()
+        } else {
+            scenarios
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        args.warmup.unwrap_or(config.models.warmup_events),
     );
     'outer: loop {
         while builder.len() < batch_rows {
@@ -181,12 +256,30 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
                 None => benign_events += 1,
             }
             builder.append(Format::Json, &ev.to_access_event(), &Provenance::None);
+            if !hostile_sent && events > 1000 && builder.len() == batch_rows / 2 {
+                hostile_sent = true;
+                let base = ev.to_access_event();
+                for (k, h) in hostile.iter().enumerate() {
+                    let path = format!("/api/v1/search/{h}");
+                    let ua = format!("{h} hostile-{k}");
+                    let mut a = base.clone();
+                    a.client_id = Some(h.as_str().into());
+                    a.path = path.as_str().into();
+                    a.query = Some(h.as_str().into());
+                    a.user_agent = Some(ua.as_str().into());
+                    a.label = Some("hostile".into());
+                    builder.append(Format::Json, &a, &Provenance::None);
+                }
+            }
         }
         let batch = builder.finish();
         let n = batch.num_rows() as u64;
         let out = engine.process(&batch)?;
         events += n;
         feed.record_batch(&out.events)?;
+        if let Some(st) = store.as_mut() {
+            crate::pipeline::store_sink::append_processed(st, &out.events, &out.alerts)?;
+        }
         for s in feed.new_suppressions() {
             engine.scoring_mut().incidents_mut().add_suppression(s);
         }
@@ -237,6 +330,15 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
     if let Some(f) = alert_file.as_mut() {
         f.flush()?;
     }
+    if let Some(st) = store.as_mut() {
+        st.flush().context("flushing the store")?;
+        st.replace_endpoints(&engine.features().inventory().to_record_batch())
+            .context("storing the API inventory")?;
+        eprintln!(
+            "stored in {} — try: gatewatch query \"SELECT category, count(*) FROM events WHERE category IS NOT NULL GROUP BY 1\"",
+            data_dir.display()
+        );
+    }
     if stderr_tty {
         eprintln!();
     }
@@ -255,7 +357,16 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         truth,
         false_examples,
     };
+    if let Some(p) = &spec_file {
+        let _ = std::fs::remove_file(p);
+    }
     card.print();
+    if args.keep_serving && _dashboard.is_some() {
+        eprintln!("the dashboard keeps serving; Ctrl-C to stop");
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     if let Some(path) = &args.json {
         let v = card.json();
         if path.as_os_str() == "-" {
@@ -366,7 +477,11 @@ fn progress(tty: bool, events: u64, started: Instant, sim_now: i64, alerts: u64,
         &rfc3339(sim_now)[..19],
         alerts,
         engine.scoring().incidents().len(),
-        if engine.has_model() { "live" } else { "learning" }
+        if engine.has_model() {
+            "live"
+        } else {
+            "learning"
+        }
     );
     if tty {
         eprint!("\r{line}");
@@ -401,21 +516,49 @@ struct Scorecard {
 impl Scorecard {
     fn print(&self) {
         let mut o = std::io::stdout().lock();
-        let _ = writeln!(o, "\nScorecard ({:.1} simulated hours, {} events, {:.1} s, {:.0} events/s)",
-            self.sim_hours, self.events, self.wall_secs, self.events as f64 / self.wall_secs.max(1e-3));
-        let _ = writeln!(o, "{:<26} {:<10} {:>8} {:>9} {:>10}  detected by", "scenario", "OWASP", "events", "detected", "after");
+        let _ = writeln!(
+            o,
+            "\nScorecard ({:.1} simulated hours, {} events, {:.1} s, {:.0} events/s)",
+            self.sim_hours,
+            self.events,
+            self.wall_secs,
+            self.events as f64 / self.wall_secs.max(1e-3)
+        );
+        let _ = writeln!(
+            o,
+            "{:<26} {:<10} {:>8} {:>9} {:>10}  detected by",
+            "scenario", "OWASP", "events", "detected", "after"
+        );
         for (name, t) in &self.truth {
             let owasp = name.parse::<Scenario>().map(|s| s.owasp_id()).unwrap_or("");
             let (det, after) = match (t.detected_at_ms, t.first_event_us) {
-                (Some(d), Some(f)) => ("yes", format!("{:.0} s", ((d * 1000 - f) as f64 / 1e6).max(0.0))),
+                (Some(d), Some(f)) => (
+                    "yes",
+                    format!("{:.0} s", ((d * 1000 - f) as f64 / 1e6).max(0.0)),
+                ),
                 (None, None) => ("-", "no traffic".to_string()),
                 _ => ("MISSED", String::new()),
             };
-            let _ = writeln!(o, "{:<26} {:<10} {:>8} {:>9} {:>10}  {}", name, owasp, t.events, det, after,
-                t.categories.join(" "));
+            let _ = writeln!(
+                o,
+                "{:<26} {:<10} {:>8} {:>9} {:>10}  {}",
+                name,
+                owasp,
+                t.events,
+                det,
+                after,
+                t.categories.join(" ")
+            );
         }
-        let _ = writeln!(o, "benign events {}, false incidents {} ({:.2} per hour), alerts {}, incidents {}",
-            self.benign_events, self.false_incidents, self.false_incidents_per_hour, self.alerts, self.incidents);
+        let _ = writeln!(
+            o,
+            "benign events {}, false incidents {} ({:.2} per hour), alerts {}, incidents {}",
+            self.benign_events,
+            self.false_incidents,
+            self.false_incidents_per_hour,
+            self.alerts,
+            self.incidents
+        );
         for e in &self.false_examples {
             let _ = writeln!(o, "  false incident: {}", printable(e, 160));
         }

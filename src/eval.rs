@@ -47,8 +47,16 @@ pub fn precision_recall_at(scores: &[f32], positive: &[bool], threshold: f32) ->
             }
         }
     }
-    let precision = if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 };
-    let recall = if pos == 0 { 0.0 } else { tp as f64 / pos as f64 };
+    let precision = if tp + fp == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fp) as f64
+    };
+    let recall = if pos == 0 {
+        0.0
+    } else {
+        tp as f64 / pos as f64
+    };
     (precision, recall)
 }
 
@@ -109,7 +117,10 @@ mod tests {
     #[test]
     fn precision_recall() {
         let pos = [false, false, true, true];
-        assert_eq!(precision_recall_at(&[0.1, 0.7, 0.8, 0.2], &pos, 0.5), (0.5, 0.5));
+        assert_eq!(
+            precision_recall_at(&[0.1, 0.7, 0.8, 0.2], &pos, 0.5),
+            (0.5, 0.5)
+        );
     }
 
     #[test]

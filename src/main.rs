@@ -4,10 +4,10 @@
 //! Each subcommand lives in a module of its own; this file parses arguments, loads the
 //! configuration, sets up logging and dispatches.
 
+mod backtest_cmd;
 mod config;
 mod dashboard_feed;
 mod decode_cmd;
-mod backtest_cmd;
 mod demo_cmd;
 mod eval;
 mod http;

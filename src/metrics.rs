@@ -70,7 +70,10 @@ impl Metrics {
 
     /// Counts a published alert.
     pub fn alert(&self, severity: Severity) {
-        let i = Severity::ALL.iter().position(|s| *s == severity).unwrap_or(0);
+        let i = Severity::ALL
+            .iter()
+            .position(|s| *s == severity)
+            .unwrap_or(0);
         self.alerts[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -91,8 +94,16 @@ impl Metrics {
         let mut s = String::with_capacity(4096);
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let gi = |v: &AtomicI64| v.load(Ordering::Relaxed);
-        counter(&mut s, "gatewatch_events_in_total", "Decoded events read.", g(&self.events_in));
-        let _ = writeln!(s, "# HELP gatewatch_dead_letters_total Records that did not decode, by reason.");
+        counter(
+            &mut s,
+            "gatewatch_events_in_total",
+            "Decoded events read.",
+            g(&self.events_in),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP gatewatch_dead_letters_total Records that did not decode, by reason."
+        );
         let _ = writeln!(s, "# TYPE gatewatch_dead_letters_total counter");
         for (i, r) in Reason::ALL.iter().enumerate() {
             let _ = writeln!(
@@ -102,7 +113,10 @@ impl Metrics {
                 g(&self.dead_letters[i])
             );
         }
-        let _ = writeln!(s, "# HELP gatewatch_alerts_total Alerts published, by severity.");
+        let _ = writeln!(
+            s,
+            "# HELP gatewatch_alerts_total Alerts published, by severity."
+        );
         let _ = writeln!(s, "# TYPE gatewatch_alerts_total counter");
         for (i, sev) in Severity::ALL.iter().enumerate() {
             let _ = writeln!(
@@ -112,28 +126,96 @@ impl Metrics {
                 g(&self.alerts[i])
             );
         }
-        counter(&mut s, "gatewatch_alert_candidates_total", "Events scored at or above the alert threshold.", g(&self.alert_candidates));
-        counter(&mut s, "gatewatch_incidents_opened_total", "Incidents opened.", g(&self.incidents_opened));
-        gauge(&mut s, "gatewatch_incidents_open", "Incidents open now.", gi(&self.incidents_open));
-        let _ = writeln!(s, "# HELP gatewatch_batch_latency_seconds From a batch leaving the source to its offsets being acknowledged.");
+        counter(
+            &mut s,
+            "gatewatch_alert_candidates_total",
+            "Events scored at or above the alert threshold.",
+            g(&self.alert_candidates),
+        );
+        counter(
+            &mut s,
+            "gatewatch_incidents_opened_total",
+            "Incidents opened.",
+            g(&self.incidents_opened),
+        );
+        gauge(
+            &mut s,
+            "gatewatch_incidents_open",
+            "Incidents open now.",
+            gi(&self.incidents_open),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP gatewatch_batch_latency_seconds From a batch leaving the source to its offsets being acknowledged."
+        );
         let _ = writeln!(s, "# TYPE gatewatch_batch_latency_seconds histogram");
         let mut cum = 0u64;
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
             cum += g(&self.batch_latency[i]);
-            let _ = writeln!(s, "gatewatch_batch_latency_seconds_bucket{{le=\"{b}\"}} {cum}");
+            let _ = writeln!(
+                s,
+                "gatewatch_batch_latency_seconds_bucket{{le=\"{b}\"}} {cum}"
+            );
         }
         cum += g(&self.batch_latency[LATENCY_BUCKETS.len()]);
-        let _ = writeln!(s, "gatewatch_batch_latency_seconds_bucket{{le=\"+Inf\"}} {cum}");
-        let _ = writeln!(s, "gatewatch_batch_latency_seconds_sum {}", g(&self.batch_latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(
+            s,
+            "gatewatch_batch_latency_seconds_bucket{{le=\"+Inf\"}} {cum}"
+        );
+        let _ = writeln!(
+            s,
+            "gatewatch_batch_latency_seconds_sum {}",
+            g(&self.batch_latency_sum_us) as f64 / 1e6
+        );
         let _ = writeln!(s, "gatewatch_batch_latency_seconds_count {cum}");
-        gauge(&mut s, "gatewatch_in_flight_batches", "Batches read and not yet acknowledged.", gi(&self.in_flight_batches));
-        gauge(&mut s, "gatewatch_consumer_lag", "Messages behind the partitions' high watermarks (-1 unknown).", gi(&self.lag));
-        gauge(&mut s, "gatewatch_state_entities", "Entities tracked by the feature windows.", gi(&self.state_entities));
-        gauge(&mut s, "gatewatch_state_bytes", "Approximate bytes of feature-window state.", gi(&self.state_bytes));
-        counter(&mut s, "gatewatch_late_events_total", "Events behind the event-time watermark.", g(&self.late_events));
-        counter(&mut s, "gatewatch_stored_events_total", "Events written to the Parquet store.", g(&self.stored_events));
-        counter(&mut s, "gatewatch_model_swaps_total", "Models trained and swapped in.", g(&self.model_swaps));
-        gauge(&mut s, "gatewatch_ready", "1 when the pipeline is running.", self.ready.load(Ordering::Relaxed) as i64);
+        gauge(
+            &mut s,
+            "gatewatch_in_flight_batches",
+            "Batches read and not yet acknowledged.",
+            gi(&self.in_flight_batches),
+        );
+        gauge(
+            &mut s,
+            "gatewatch_consumer_lag",
+            "Messages behind the partitions' high watermarks (-1 unknown).",
+            gi(&self.lag),
+        );
+        gauge(
+            &mut s,
+            "gatewatch_state_entities",
+            "Entities tracked by the feature windows.",
+            gi(&self.state_entities),
+        );
+        gauge(
+            &mut s,
+            "gatewatch_state_bytes",
+            "Approximate bytes of feature-window state.",
+            gi(&self.state_bytes),
+        );
+        counter(
+            &mut s,
+            "gatewatch_late_events_total",
+            "Events behind the event-time watermark.",
+            g(&self.late_events),
+        );
+        counter(
+            &mut s,
+            "gatewatch_stored_events_total",
+            "Events written to the Parquet store.",
+            g(&self.stored_events),
+        );
+        counter(
+            &mut s,
+            "gatewatch_model_swaps_total",
+            "Models trained and swapped in.",
+            g(&self.model_swaps),
+        );
+        gauge(
+            &mut s,
+            "gatewatch_ready",
+            "1 when the pipeline is running.",
+            self.ready.load(Ordering::Relaxed) as i64,
+        );
         s
     }
 }
@@ -185,7 +267,10 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
                 let body = metrics.render();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
                         body,
                     )
                 }

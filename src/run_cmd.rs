@@ -46,9 +46,10 @@ pub struct RunArgs {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, default_value = "127.0.0.1:9898")]
     pub listen: SocketAddr,
-    /// Where incident checkpoints (and the event store) live.
-    #[arg(long, env = "GATEWATCH_DATA_DIR", default_value = "gatewatch-data")]
-    pub data_dir: PathBuf,
+    /// The data directory: the Parquet store and incident checkpoints (default:
+    /// `[store] data_dir`, `./gatewatch-data`).
+    #[arg(long, env = "GATEWATCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Stop after this many events (tests, benchmarks); runs until signalled otherwise.
     #[arg(long)]
     pub max_events: Option<u64>,
@@ -62,9 +63,21 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let metrics = Metrics::new();
-    let checkpoint = args.data_dir.join("state").join("incidents.json");
-    std::fs::create_dir_all(args.data_dir.join("state"))
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.store.data_dir.clone());
+    let checkpoint = data_dir.join("state").join("incidents.json");
+    std::fs::create_dir_all(data_dir.join("state"))
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut store = gatewatch_hunt::Store::open(&data_dir, config.store.clone())
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let maintenance = store.spawn_maintenance().context("store maintenance")?;
+    // Batches whose results are not yet durable in the store: (store sequence, token).
+    let mut pending: std::collections::VecDeque<(u64, gatewatch_ingest::source::kafka::AckToken)> =
+        std::collections::VecDeque::new();
+    let mut last_flush = Instant::now();
+    let mut last_inventory = Instant::now();
 
     let mut engine = Engine::new(
         config.features.clone(),
@@ -97,12 +110,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         tracing::warn!("alerts.topic is empty and alerts.file unset: alerts are only counted");
     }
 
-    let mut source = KafkaSource::new(&config.kafka, config.batch.clone(), &config.json_fields)
+    let mut source = KafkaSource::new(&config.kafka, config.batch, &config.json_fields)
         .context("starting the Kafka source")?;
     let stop = source.stop_handle();
     let acker = source.acker();
     spawn_signal_handler(stop.clone());
-    let http = crate::http::serve_in_background(args.listen, crate::metrics::router(metrics.clone()))?;
+    let http =
+        crate::http::serve_in_background(args.listen, crate::metrics::router(metrics.clone()))?;
     let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
     let _dashboard = if args.no_dashboard {
         None
@@ -147,10 +161,14 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             last_record = Instant::now();
             for ev in source.take_rebalance_events() {
                 match ev {
-                    RebalanceEvent::Assigned(tps) => tracing::info!(partitions = tps.len(), "partitions assigned"),
+                    RebalanceEvent::Assigned(tps) => {
+                        tracing::info!(partitions = tps.len(), "partitions assigned")
+                    }
                     // Per-client state of moved partitions is kept and ages out by TTL; the
                     // new owner builds its windows from its first records.
-                    RebalanceEvent::Revoked(tps) => tracing::info!(partitions = tps.len(), "partitions revoked"),
+                    RebalanceEvent::Revoked(tps) => {
+                        tracing::info!(partitions = tps.len(), "partitions revoked")
+                    }
                 }
             }
             let dl = sb.decoded.dead_letter_counts();
@@ -160,6 +178,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             let batch = &sb.decoded.events;
             let n = batch.num_rows() as u64;
             metrics.events_in.fetch_add(n, Ordering::Relaxed);
+            let mut seq = store.durable_seq();
             if n > 0 {
                 let out = engine.process(batch)?;
                 if !args.no_dashboard {
@@ -193,16 +212,24 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                         .save_checkpoint(&checkpoint)
                         .context("checkpointing incidents")?;
                 }
+                seq = crate::pipeline::store_sink::append_processed(
+                    &mut store,
+                    &out.events,
+                    &out.alerts,
+                )?;
+                metrics.stored_events.fetch_add(n, Ordering::Relaxed);
                 engine.scoring_mut().close_idle();
                 metrics
                     .incidents_open
                     .store(engine.scoring().incidents().len() as i64, Ordering::Relaxed);
-                metrics.model_swaps.store(engine.model_swaps(), Ordering::Relaxed);
+                metrics
+                    .model_swaps
+                    .store(engine.model_swaps(), Ordering::Relaxed);
             }
             if last_suppression_check.elapsed() >= Duration::from_secs(5) {
                 last_suppression_check = Instant::now();
                 // `gatewatch suppress` appends lines; pick up the new ones.
-                let all = crate::suppress_cmd::load_suppressions(&args.data_dir)?;
+                let all = crate::suppress_cmd::load_suppressions(&data_dir)?;
                 for s in all.into_iter().skip(suppressions_seen) {
                     suppressions_seen += 1;
                     engine.scoring_mut().incidents_mut().add_suppression(s);
@@ -210,13 +237,38 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 feed.set_pipeline(engine.scoring().watermark_ms(), Vec::new());
             }
             if let Some(tok) = sb.ack {
-                acker.ack(tok);
+                pending.push_back((seq, tok));
+            }
+            // Durable before acknowledged: flush the store (and checkpoint incidents) at
+            // most once per commit interval, then acknowledge what it covers.
+            if last_flush.elapsed() >= config.kafka.commit_interval || pending.len() >= 64 {
+                last_flush = Instant::now();
+                let durable = store.flush().context("flushing the store")?;
+                engine
+                    .scoring()
+                    .incidents()
+                    .save_checkpoint(&checkpoint)
+                    .context("checkpointing incidents")?;
+                while pending.front().is_some_and(|(s, _)| *s <= durable) {
+                    let (_, tok) = pending.pop_front().expect("front exists");
+                    acker.ack(tok);
+                }
+            }
+            if last_inventory.elapsed() >= Duration::from_secs(60) {
+                last_inventory = Instant::now();
+                store
+                    .replace_endpoints(&engine.features().inventory().to_record_batch())
+                    .context("storing the API inventory")?;
             }
             metrics.observe_batch_latency(started.elapsed().as_secs_f64());
             events += n;
             if last_report.elapsed() >= Duration::from_secs(30) {
                 last_report = Instant::now();
-                tracing::info!(events, incidents = engine.scoring().incidents().len(), "progress");
+                tracing::info!(
+                    events,
+                    incidents = engine.scoring().incidents().len(),
+                    "progress"
+                );
             }
             if args.max_events.is_some_and(|m| events >= m) {
                 break;
@@ -237,6 +289,23 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     if let Err(e) = engine.scoring().incidents().save_checkpoint(&checkpoint) {
         tracing::warn!("checkpointing incidents at shutdown: {e}");
     }
+    match store.flush() {
+        Ok(durable) => {
+            if result.is_ok() {
+                while pending.front().is_some_and(|(s, _)| *s <= durable) {
+                    let (_, tok) = pending.pop_front().expect("front exists");
+                    acker.ack(tok);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!("flushing the store at shutdown (the unflushed batches replay): {e}")
+        }
+    }
+    if let Err(e) = store.replace_endpoints(&engine.features().inventory().to_record_batch()) {
+        tracing::warn!("storing the API inventory at shutdown: {e}");
+    }
+    maintenance.stop();
     source.close().context("closing the Kafka consumer")?;
     drop(http);
     tracing::info!(events, "gatewatch run stopped");
@@ -248,14 +317,19 @@ fn spawn_signal_handler(stop: gatewatch_ingest::source::kafka::StopHandle) {
     let spawned = std::thread::Builder::new()
         .name("gatewatch-signals".into())
         .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async {
                 #[cfg(unix)]
                 {
                     use tokio::signal::unix::{SignalKind, signal};
-                    let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+                    let Ok(mut term) = signal(SignalKind::terminate()) else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}
                         _ = term.recv() => {}

@@ -145,6 +145,11 @@ pub struct SimulateArgs {
     /// Print the attack scenarios with their OWASP API Top 10 (2023) risk, and exit.
     #[arg(long)]
     pub list_scenarios: bool,
+
+    /// Print the simulated shop's OpenAPI 3 spec (JSON), for `[features] openapi_spec`, and
+    /// exit.
+    #[arg(long)]
+    pub openapi: bool,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -454,6 +459,10 @@ fn sleep_until(deadline: Instant, stop: &AtomicBool) {
 pub fn run(args: SimulateArgs) -> Result<()> {
     if args.list_scenarios {
         return list_scenarios();
+    }
+    if args.openapi {
+        println!("{}", gatewatch_simulator::openapi_json());
+        return Ok(());
     }
     let cfg = sim_config(&args)?;
     let start_us = cfg.start_us;

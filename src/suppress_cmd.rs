@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use gatewatch_scoring::rules::{Op, builtin_rules, apply_overrides};
+use gatewatch_scoring::rules::{Op, apply_overrides, builtin_rules};
 use gatewatch_scoring::{Category, Suppression};
 
 use crate::config::Config;
@@ -83,11 +83,13 @@ pub fn run(args: SuppressArgs) -> Result<()> {
     }
     let until_ms = match (args.until, args.for_) {
         (Some(u), _) => Some(u / 1000),
-        (None, Some(d)) => Some((std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_micros() as i64
-            + d)
-            / 1000),
+        (None, Some(d)) => Some(
+            (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_micros() as i64
+                + d)
+                / 1000,
+        ),
         (None, None) => None,
     };
     let s = Suppression {
@@ -98,7 +100,9 @@ pub fn run(args: SuppressArgs) -> Result<()> {
         reason: args.reason,
     };
     if s.is_empty() {
-        bail!("name at least one of --entity, --category, --endpoint (a suppression of everything would silence every alert)");
+        bail!(
+            "name at least one of --entity, --category, --endpoint (a suppression of everything would silence every alert)"
+        );
     }
     let path = suppressions_path(&args.data_dir);
     std::fs::create_dir_all(path.parent().expect("state dir"))?;
@@ -108,7 +112,11 @@ pub fn run(args: SuppressArgs) -> Result<()> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     writeln!(f, "{}", serde_json::to_string(&s)?)?;
-    eprintln!("added to {}: {}", path.display(), serde_json::to_string(&s)?);
+    eprintln!(
+        "added to {}: {}",
+        path.display(),
+        serde_json::to_string(&s)?
+    );
     Ok(())
 }
 

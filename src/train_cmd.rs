@@ -77,14 +77,17 @@ pub fn run(args: TrainArgs, config: &Config) -> Result<()> {
     let decoder = decoder_for(format, &fields).map_err(anyhow::Error::msg)?;
     let mut source = FileSource::open(
         args.input.clone(),
-        BatchDecoder::new(decoder, config.batch.max_rows).with_max_record_bytes(config.input.max_record_bytes),
-        config.batch.clone(),
+        BatchDecoder::new(decoder, config.batch.max_rows)
+            .with_max_record_bytes(config.input.max_record_bytes),
+        config.batch,
     )?;
     let mut stage = FeatureStage::new(config.features.clone()).context("features")?;
     let names = model_features(stage.feature_names());
-    let mut reservoir = Reservoir::new(names.len(), args.max_rows.max(1000)).context("--max-rows")?;
+    let mut reservoir =
+        Reservoir::new(names.len(), args.max_rows.max(1000)).context("--max-rows")?;
     let mut content = ContentProfiles::new(config.models.content.clone());
-    let trainer = Trainer::new(names.clone(), config.models.trainer.clone()).context("models.trainer")?;
+    let trainer =
+        Trainer::new(names.clone(), config.models.trainer.clone()).context("models.trainer")?;
 
     let started = Instant::now();
     let mut last = Instant::now();
@@ -133,14 +136,26 @@ pub fn run(args: TrainArgs, config: &Config) -> Result<()> {
         }
     }
     if used == 0 {
-        bail!("no rows to learn from ({events} events read, {dead} dead letters){}",
-            if args.normal_only { format!("; none labelled {:?}", args.normal_label) } else { String::new() });
+        bail!(
+            "no rows to learn from ({events} events read, {dead} dead letters){}",
+            if args.normal_only {
+                format!("; none labelled {:?}", args.normal_label)
+            } else {
+                String::new()
+            }
+        );
     }
-    eprintln!("train: {events} events read, {used} learned; fitting {} trees on {} rows", config.models.trainer.forest.n_trees, reservoir.len());
+    eprintln!(
+        "train: {events} events read, {used} learned; fitting {} trees on {} rows",
+        config.models.trainer.forest.n_trees,
+        reservoir.len()
+    );
     let set = reservoir.snapshot();
     let mut model = trainer.train(&set).context("training")?;
     model.content = Some(content.to_bytes());
-    model.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    model
+        .save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
         "train: wrote {} ({} features, {} rows, {} content templates) in {:.1} s",
         args.out.display(),

@@ -154,7 +154,9 @@ fn psql_and_psycopg_query_the_store_and_cannot_write() {
 
         let (ok, _, err) = psql(server.port, "wrong-password", &["SELECT 1"]);
         assert!(
-            !ok && err.to_lowercase().contains("password authentication failed"),
+            !ok && err
+                .to_lowercase()
+                .contains("password authentication failed"),
             "{err}"
         );
     } else {

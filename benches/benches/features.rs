@@ -48,10 +48,10 @@ fn corpus(n: usize) -> Vec<RecordBatch> {
             (c >> 8) & 255,
             c & 255
         )));
-        e.client_id = (c % 2 == 0).then(|| Cow::Owned(format!("cust-{c}")));
+        e.client_id = c.is_multiple_of(2).then(|| Cow::Owned(format!("cust-{c}")));
         // A quarter of the requests go to 150 further resources, for ~200 templates.
         let path;
-        if (x >> 40) % 4 == 0 {
+        if (x >> 40).is_multiple_of(4) {
             path = format!("/api/v3/res{}/{}", (x >> 20) % 150, (x >> 8) % 100_000);
             e.path = Cow::Owned(path);
         }

@@ -504,7 +504,9 @@ impl FeatureStage {
         c
     }
 
-    #[allow(clippy::too_many_arguments)]
+    // The per-span loops index several feature arrays by span at once; an iterator over
+    // one of them would hide that the others are indexed the same way.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     fn event(
         &mut self,
         cols: &Columns<'_>,
@@ -524,7 +526,9 @@ impl FeatureStage {
             self.bad_ts += 1;
             self.max_t.unwrap_or(0)
         };
-        let late = self.max_t.is_some_and(|m| t < m.saturating_sub(self.res.lateness_us));
+        let late = self
+            .max_t
+            .is_some_and(|m| t < m.saturating_sub(self.res.lateness_us));
         if late {
             self.late += 1;
         }

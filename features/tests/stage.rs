@@ -140,7 +140,14 @@ fn hostile_values_give_finite_features() {
     let far_future = ev(i64::MAX - 1, "10.0.0.1", None, "GET", "/a", 200);
     let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
     let out = stage
-        .process(&batch_of(&[e.clone(), e2, e, far_past.clone(), far_future, far_past]))
+        .process(&batch_of(&[
+            e.clone(),
+            e2,
+            e,
+            far_past.clone(),
+            far_future,
+            far_past,
+        ]))
         .unwrap();
     for name in stage.feature_names() {
         assert!(f32_col(&out, name).iter().all(|x| x.is_finite()), "{name}");

@@ -18,7 +18,9 @@ pub struct Hunt {
     pub owasp: String,
     /// Simulator scenarios the hunt is meant to find (the tests check it does).
     pub scenarios: Vec<String>,
-    /// What a result row is about: `actor` (a client id, else an address) or `hour`.
+    /// What a result row is about: `actor` (column `actor`, a client id, else an
+    /// address), `address` (column `actor`, always a source address) or `hour` (column
+    /// `hour_start`).
     pub entity: String,
     /// One-line title.
     pub title: String,
@@ -141,7 +143,7 @@ mod tests {
             );
             assert!(!h.scenarios.is_empty(), "{}: no scenarios", h.path);
             assert!(
-                ["actor", "hour"].contains(&h.entity.as_str()),
+                ["actor", "address", "hour"].contains(&h.entity.as_str()),
                 "{}: entity {:?}",
                 h.path,
                 h.entity

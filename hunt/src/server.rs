@@ -318,7 +318,10 @@ impl SqlServer {
     }
 }
 
-fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<pgwire::tokio::TlsAcceptor> {
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<pgwire::tokio::TlsAcceptor> {
     use pgwire::tokio::tokio_rustls::rustls;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -377,9 +380,11 @@ fn route(s: &SqlStatement) -> Result<Route> {
     match s {
         // DataFusion's own settings include the memory limit: clients change only the
         // PostgreSQL session variables (DateStyle, search_path, …).
-        SqlStatement::Set(set) if set.to_string().to_lowercase().contains("datafusion.") => Err(Error::Refused(
-            "SET of datafusion.* settings is not allowed: gatewatch SQL is read-only".into(),
-        )),
+        SqlStatement::Set(set) if set.to_string().to_lowercase().contains("datafusion.") => {
+            Err(Error::Refused(
+                "SET of datafusion.* settings is not allowed: gatewatch SQL is read-only".into(),
+            ))
+        }
         SqlStatement::Set(_)
         | SqlStatement::ShowVariable { .. }
         | SqlStatement::ShowVariables { .. }

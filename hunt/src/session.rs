@@ -237,14 +237,14 @@ impl HuntSession {
     /// by one; comments are dropped.
     pub fn split_statements(sql: &str) -> Result<Vec<String>> {
         let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
-            .map_err(|e| Error::DataFusion(e.into()))?;
+            .map_err(Error::DataFusion)?;
         Ok(stmts.iter().map(|s| s.to_string()).collect())
     }
 
     /// Parses, checks and plans one read-only statement.
     pub async fn plan(&self, sql: &str) -> Result<LogicalPlan> {
         let mut stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
-            .map_err(|e| Error::DataFusion(e.into()))?;
+            .map_err(Error::DataFusion)?;
         if stmts.len() != 1 {
             return Err(Error::Refused(format!(
                 "expected one statement, got {}",
@@ -309,6 +309,9 @@ impl HuntSession {
             rows += batch.num_rows();
             batches.push(batch);
         }
+        // The batches' own schema, where there are any: the plan's may differ in
+        // nullability or metadata, and consumers re-wrap the batches in tables.
+        let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
         Ok(QueryOutput {
             schema,
             batches,

@@ -23,6 +23,9 @@ pub struct Truth {
     /// Per attack scenario, each actor (client id, else source address) and how many of
     /// its events carried that scenario's label.
     pub actors: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per attack scenario, each source address and how many of its events carried that
+    /// scenario's label (for hunts about addresses rather than identities).
+    pub addresses: BTreeMap<String, BTreeMap<String, u64>>,
     /// Per scenario, the hours (hours since the epoch) with events of that label, and
     /// how many.
     pub hours: BTreeMap<String, BTreeMap<i64, u64>>,
@@ -41,9 +44,22 @@ pub struct Truth {
 impl Truth {
     /// Actors of any of `scenarios` with at least `min_events` labelled events.
     pub fn actors_of(&self, scenarios: &[&str], min_events: u64) -> BTreeSet<String> {
+        Self::of(&self.actors, scenarios, min_events)
+    }
+
+    /// Source addresses of any of `scenarios` with at least `min_events` labelled events.
+    pub fn addresses_of(&self, scenarios: &[&str], min_events: u64) -> BTreeSet<String> {
+        Self::of(&self.addresses, scenarios, min_events)
+    }
+
+    fn of(
+        map: &BTreeMap<String, BTreeMap<String, u64>>,
+        scenarios: &[&str],
+        min_events: u64,
+    ) -> BTreeSet<String> {
         scenarios
             .iter()
-            .filter_map(|s| self.actors.get(*s))
+            .filter_map(|s| map.get(*s))
             .flat_map(|m| {
                 m.iter()
                     .filter(|(_, n)| **n >= min_events)
@@ -94,6 +110,12 @@ pub fn write_simulated(
                 .entry(label.to_owned())
                 .or_default()
                 .entry(actor.clone())
+                .or_default() += 1;
+            *truth
+                .addresses
+                .entry(label.to_owned())
+                .or_default()
+                .entry(ev.source_ip.to_string())
                 .or_default() += 1;
             *truth
                 .hours

@@ -718,6 +718,8 @@ fn hunt_library_finds_its_scenarios() {
                     .collect()
             };
             (hours(1), hours(200))
+        } else if col == "address" {
+            (t.addresses_of(&scen, 1), t.addresses_of(&scen, 30))
         } else {
             (t.actors_of(&scen, 1), t.actors_of(&scen, 30))
         };

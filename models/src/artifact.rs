@@ -16,8 +16,9 @@
 //! list differs from the caller's and names the missing and extra features.
 //!
 //! The request-content profiles live in an opaque section ([`ModelArtifact::content`]):
-//! their module serialises itself, so either side can change its layout under its own
-//! versioning without touching this format.
+//! their module serialises itself (`content::ContentProfiles::to_bytes` fills the
+//! section, `from_bytes` reads it back), so either side can change its layout under its
+//! own versioning without touching this format.
 
 use std::io::Write;
 use std::path::Path;

@@ -12,7 +12,8 @@
 //! silhouette compares each row's distance to its own cluster with the nearest other
 //! one, so it rewards profiles that are actually separate behaviours, needs no
 //! distributional assumption (unlike BIC) and no human reading of a curve (unlike the
-//! elbow); its cost is bounded by the sample size.
+//! elbow); its cost is bounded by the sample size. k-means runs use linfa's default
+//! generator with its fixed seed, so the same rows give the same profiles.
 
 use linfa::DatasetBase;
 use linfa::traits::Fit;

@@ -264,7 +264,12 @@ impl Trainer {
                 .iter()
                 .filter_map(|f| self.features.iter().position(|g| g == f))
                 .collect();
-            let px = x.select(ndarray::Axis(1), &idx);
+            // `select` along columns can yield a column-major array; rows must be
+            // contiguous slices for `assign`.
+            let px = x
+                .select(ndarray::Axis(1), &idx)
+                .as_standard_layout()
+                .into_owned();
             let profiles = BehaviourProfiles::fit(
                 px.view(),
                 &self.config.profile_features,

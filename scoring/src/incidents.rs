@@ -243,7 +243,7 @@ impl IncidentAlert {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Suppression {
-    /// Only this entity (exact match).
+    /// Only this entity (exact match, or a prefix when it ends in `*`).
     #[serde(default)]
     pub entity: Option<String>,
     /// Only this category (name or OWASP id in config).
@@ -266,8 +266,15 @@ impl Suppression {
         if self.until_ms.is_some_and(|u| c.time_ms >= u) {
             return false;
         }
-        if self.entity.as_deref().is_some_and(|e| e != c.entity) {
-            return false;
+        if let Some(e) = self.entity.as_deref() {
+            // A trailing `*` matches a prefix: `svc-*` covers every internal service.
+            let hit = match e.strip_suffix('*') {
+                Some(prefix) => c.entity.starts_with(prefix),
+                None => e == c.entity,
+            };
+            if !hit {
+                return false;
+            }
         }
         if self.category.is_some_and(|k| k != c.category) {
             return false;
@@ -851,8 +858,25 @@ mod tests {
         assert_eq!(s.entity.as_deref(), Some("u1"));
         c.time_ms = 21_000;
         c.severity = Severity::Critical;
-        assert!(t.observe(c).is_none());
+        assert!(t.observe(c.clone()).is_none());
         assert_eq!(t.counts().suppressed, 2);
+        t.add_suppression(Suppression {
+            entity: Some("svc-*".into()),
+            category: Some(Category::Bola),
+            endpoint: None,
+            until_ms: None,
+            reason: None,
+        });
+        let mut svc = cand(
+            "svc-search-indexer",
+            Category::Bola,
+            22_000,
+            70.0,
+            Severity::Medium,
+        );
+        assert!(t.observe(svc.clone()).is_none());
+        svc.entity = "user-svc".into();
+        assert!(t.observe(svc).is_some());
     }
 
     #[test]

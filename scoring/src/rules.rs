@@ -121,6 +121,10 @@ pub struct Rule {
     /// Only requests whose endpoint template contains one of these (empty: every endpoint).
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Only endpoints whose requests carry an identity at least this often (0–1): object
+    /// ids of a public catalogue that anyone may read are no authorization matter.
+    #[serde(default)]
+    pub min_endpoint_authenticated: Option<f32>,
     /// Off switch.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -140,8 +144,22 @@ impl Rule {
 /// Endpoint fragments of business flows that bots abuse: sign-ups, carts and checkouts,
 /// coupons and gift cards, reviews and votes, bookings, password resets, transfers.
 pub const SENSITIVE_FLOWS: &[&str] = &[
-    "/signup", "/register", "/checkout", "/cart", "/coupon", "/redeem", "/gift", "/review",
-    "/vote", "/reserv", "/booking", "/password", "/reset", "/transfer", "/referral", "/cancel",
+    "/signup",
+    "/register",
+    "/checkout",
+    "/cart",
+    "/coupon",
+    "/redeem",
+    "/gift",
+    "/review",
+    "/vote",
+    "/reserv",
+    "/booking",
+    "/password",
+    "/reset",
+    "/transfer",
+    "/referral",
+    "/cancel",
 ];
 
 /// Overrides of a built-in rule in `[scoring.rules.<name>]`.
@@ -170,7 +188,12 @@ pub fn builtin_rules() -> Vec<Rule> {
         base,
         when,
         endpoints: Vec::new(),
+        min_endpoint_authenticated: None,
         enabled: true,
+    };
+    let private = |mut r: Rule| {
+        r.min_endpoint_authenticated = Some(0.9);
+        r
     };
     let scoped = |mut r: Rule, endpoints: &[&str]| {
         r.endpoints = endpoints.iter().map(|e| e.to_string()).collect();
@@ -179,7 +202,7 @@ pub fn builtin_rules() -> Vec<Rule> {
     vec![
         // API1: one client touching many object ids on one endpoint template, mostly in
         // sequence.
-        rule(
+        private(rule(
             "bola_enumeration",
             Bola,
             Client,
@@ -198,8 +221,8 @@ pub fn builtin_rules() -> Vec<Rule> {
                     "share of ids within 3 of the previous one",
                 ),
             ],
-        ),
-        rule(
+        )),
+        private(rule(
             "bola_slow_walk",
             Bola,
             Client,
@@ -218,7 +241,7 @@ pub fn builtin_rules() -> Vec<Rule> {
                     "share of ids within 3 of the previous one",
                 ),
             ],
-        ),
+        )),
         // API2: failed logins by one client, by one network, and across a login endpoint.
         rule(
             "brute_force_client",
@@ -350,29 +373,38 @@ pub fn builtin_rules() -> Vec<Rule> {
                     0.8,
                     "how unusual privileged routes are for this client (0–1)",
                 ),
+                // Refused: staff using their admin screens get 200s.
+                Condition::ge(
+                    "f_client_err4xx_ratio_10m",
+                    0.3,
+                    "share of the client's requests answered 4xx in 10 min",
+                ),
             ],
         ),
         // API6: machine-regular cadence on state-changing endpoints of sensitive business
         // flows (a partner's nightly batch is regular too, but does not sign up or check out).
-        scoped(rule(
-            "business_flow_bot",
-            BusinessFlow,
-            Client,
-            62.0,
-            vec![
-                Condition::le(
-                    "f_client_interarrival_cv",
-                    0.15,
-                    "variation of the gaps between requests (low = machine)",
-                ),
-                Condition::ge(
-                    "f_client_endpoint_requests_10m",
-                    15.0,
-                    "requests to this endpoint in 10 min",
-                ),
-                Condition::ge("f_method_write", 1.0, "state-changing method"),
-            ],
-        ), SENSITIVE_FLOWS),
+        scoped(
+            rule(
+                "business_flow_bot",
+                BusinessFlow,
+                Client,
+                62.0,
+                vec![
+                    Condition::le(
+                        "f_client_interarrival_cv",
+                        0.15,
+                        "variation of the gaps between requests (low = machine)",
+                    ),
+                    Condition::ge(
+                        "f_client_endpoint_requests_10m",
+                        8.0,
+                        "requests to this endpoint in 10 min",
+                    ),
+                    Condition::ge("f_method_write", 1.0, "state-changing method"),
+                ],
+            ),
+            SENSITIVE_FLOWS,
+        ),
         // API7: URLs or addresses in parameters that point inside.
         rule(
             "ssrf_internal_target",
@@ -424,11 +456,21 @@ pub fn builtin_rules() -> Vec<Rule> {
             Inventory,
             Client,
             60.0,
-            vec![Condition::ge(
-                "f_client_inventory_10m",
-                3.0,
-                "requests to new, undeclared or deprecated endpoints in 10 min",
-            )],
+            vec![
+                Condition::ge(
+                    "f_client_inventory_10m",
+                    5.0,
+                    "requests to new, undeclared or deprecated endpoints in 10 min",
+                ),
+                // The request itself is to an endpoint nobody declared or saw before (a
+                // client of a deprecated but declared endpoint is an inventory matter for
+                // the endpoint's owner, not an attack).
+                Condition::sum_ge(
+                    &["f_endpoint_undeclared", "f_endpoint_new"],
+                    1.0,
+                    "request to an undeclared or newly seen endpoint",
+                ),
+            ],
         ),
     ]
 }
@@ -529,12 +571,14 @@ mod tests {
                 enabled: Some(false),
                 base: Some(70.0),
                 thresholds: [("f_client_distinct_ids_10m".to_string(), 40.0)].into(),
+                endpoints: Some(vec!["/orders".into()]),
             },
         );
         apply_overrides(&mut rules, &o).unwrap();
         let r = rules.iter().find(|r| r.name == "bola_enumeration").unwrap();
         assert!(!r.enabled);
         assert_eq!(r.when[0].threshold, 40.0);
+        assert!(r.applies_to("/api/v1/orders/{id}") && !r.applies_to("/api/v1/products/{id}"));
         let mut bad = BTreeMap::new();
         bad.insert("nope".to_string(), RuleOverride::default());
         let e = apply_overrides(&mut rules, &bad).unwrap_err();

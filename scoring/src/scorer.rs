@@ -83,6 +83,11 @@ pub struct ModelColumn {
     /// How the column's values become risk.
     #[serde(default)]
     pub scale: ModelScale,
+    /// Whether this model alone may raise an alert. Models that know only "unusual" (the
+    /// isolation forest, behaviour profiles) lift a rule finding's risk and rank events
+    /// for hunting, but on their own would page someone for every new browser.
+    #[serde(default)]
+    pub alert_alone: bool,
 }
 
 /// How a model column's values map to risk.
@@ -146,6 +151,7 @@ impl Default for ScoringConfig {
                     category: Category::Anomaly,
                     explanation: None,
                     scale: ModelScale::Percentile,
+                    alert_alone: false,
                 },
                 ModelColumn {
                     column: "score_profile".into(),
@@ -153,6 +159,7 @@ impl Default for ScoringConfig {
                     category: Category::Anomaly,
                     explanation: None,
                     scale: ModelScale::Percentile,
+                    alert_alone: false,
                 },
                 ModelColumn {
                     column: "score_content".into(),
@@ -160,6 +167,7 @@ impl Default for ScoringConfig {
                     category: Category::Misconfiguration,
                     explanation: Some("content_explanation".into()),
                     scale: ModelScale::Risk,
+                    alert_alone: true,
                 },
             ],
             max_contributions: 3,
@@ -215,6 +223,21 @@ struct FeatureStats {
 }
 
 const HIST_BUCKETS: usize = 128;
+/// Sampled clients an endpoint needs before its population percentile is trusted.
+const ENDPOINT_MIN_SAMPLES: u64 = 30;
+
+/// The client × endpoint request count that weights the endpoint population.
+const PER_CLIENT_ENDPOINT_REQUESTS: &str = "f_client_endpoint_requests_10m";
+
+/// A well-mixed 64-bit value from a batch counter and a row, for sampling.
+fn sample_hash(batch: u64, row: usize) -> u64 {
+    let mut z = batch.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (row as u64).wrapping_add(0x632b_e59b_d9b4_e019);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Most (feature, endpoint) histograms kept (about 600 bytes each); further endpoints are
 /// judged without the endpoint-population condition.
 pub const MAX_ENDPOINT_STATS: usize = 8192;
@@ -262,7 +285,12 @@ impl FeatureStats {
     }
 
     fn quantile(&self, q: f32) -> Option<f32> {
-        if self.total < 100 {
+        self.quantile_after(q, 100)
+    }
+
+    /// The quantile once at least `min` values were seen.
+    fn quantile_after(&self, q: f32, min: u64) -> Option<f32> {
+        if self.total < min {
             return None;
         }
         let want = (self.total as f64 * q as f64).ceil() as u64;
@@ -304,6 +332,9 @@ pub struct Scorer {
     /// Per (feature, endpoint template) population histograms for conditions that compare
     /// against the endpoint's own population; bounded by [`MAX_ENDPOINT_STATS`].
     endpoint_stats: std::collections::HashMap<(String, String), FeatureStats>,
+    /// Per endpoint template: (requests, authenticated requests), halved now and then so
+    /// they follow current traffic; bounded by [`MAX_ENDPOINT_STATS`].
+    endpoint_auth: std::collections::HashMap<String, (f32, f32)>,
     rows_seen: u64,
 }
 
@@ -325,6 +356,7 @@ impl Scorer {
             stats: BTreeMap::new(),
             missing: BTreeMap::new(),
             endpoint_stats: std::collections::HashMap::new(),
+            endpoint_auth: std::collections::HashMap::new(),
             rows_seen: 0,
         })
     }
@@ -415,8 +447,39 @@ impl Scorer {
             }
         }
         self.rows_seen += n as u64;
-        // Endpoint-population histograms for the conditions that use them.
+        // How often each endpoint's requests carry an identity.
+        if self
+            .rules
+            .iter()
+            .any(|r| r.min_endpoint_authenticated.is_some())
+            && let Some(auth) = f32_col(batch, "f_authenticated")?
+        {
+            let tc = StrCol::of(batch, "endpoint_template")?;
+            for row in 0..n {
+                let Some(t) = tc.get(row) else { continue };
+                let len = self.endpoint_auth.len();
+                let e = match self.endpoint_auth.get_mut(t) {
+                    Some(e) => e,
+                    None if len < MAX_ENDPOINT_STATS => self
+                        .endpoint_auth
+                        .entry(t.to_string())
+                        .or_insert((0.0, 0.0)),
+                    None => continue,
+                };
+                e.0 += 1.0;
+                e.1 += auth.value(row).min(1.0);
+                if e.0 >= 100_000.0 {
+                    e.0 /= 2.0;
+                    e.1 /= 2.0;
+                }
+            }
+        }
+        // Endpoint-population histograms for the conditions that use them. Each client
+        // should count about once per window whatever its volume (else one heavy client,
+        // the attacker above all, becomes the population): a row is sampled with
+        // probability 1 / (the client's requests to this endpoint in the window).
         let template_col = StrCol::of(batch, "endpoint_template")?;
+        let per_client = f32_col(batch, PER_CLIENT_ENDPOINT_REQUESTS)?;
         for (ri, conds) in resolved.iter().enumerate() {
             let Some(conds) = conds else { continue };
             for (ci, c) in self.rules[ri].when.iter().enumerate() {
@@ -425,7 +488,17 @@ impl Scorer {
                 }
                 let a = conds[ci].cols[0];
                 for row in 0..n {
-                    let Some(t) = template_col.get(row) else { continue };
+                    let Some(t) = template_col.get(row) else {
+                        continue;
+                    };
+                    if let Some(pc) = per_client {
+                        let k = pc.value(row).max(1.0);
+                        let u =
+                            (sample_hash(self.rows_seen, row) >> 11) as f64 / (1u64 << 53) as f64;
+                        if u * k as f64 >= 1.0 {
+                            continue;
+                        }
+                    }
                     let key = (c.features[0].clone(), t.to_string());
                     let len = self.endpoint_stats.len();
                     match self.endpoint_stats.get_mut(&key) {
@@ -458,6 +531,16 @@ impl Scorer {
                 {
                     continue;
                 }
+                if let Some(min) = rule.min_endpoint_authenticated {
+                    let share = template_col
+                        .get(row)
+                        .and_then(|t| self.endpoint_auth.get(t))
+                        .filter(|(n, _)| *n >= 30.0)
+                        .map(|(n, a)| a / n);
+                    if share.is_none_or(|s| s < min) {
+                        continue;
+                    }
+                }
                 let mut fired = true;
                 let mut primary = 0.0;
                 for (ci, c) in conds.iter().enumerate() {
@@ -466,16 +549,18 @@ impl Scorer {
                         fired = false;
                         break;
                     }
-                    if let Some(ratio) = rule.when[ci].min_endpoint_p99_ratio
-                        && let Some(t) = template_col.get(row)
-                        && let Some(p99) = self
-                            .endpoint_stats
-                            .get(&(rule.when[ci].features[0].clone(), t.to_string()))
-                            .and_then(|st| st.quantile(0.99))
-                        && v < ratio * p99
-                    {
-                        fired = false;
-                        break;
+                    if let Some(ratio) = rule.when[ci].min_endpoint_p99_ratio {
+                        // Until the endpoint has a population (30 sampled clients) the
+                        // condition cannot be judged and the rule waits.
+                        let p99 = template_col.get(row).and_then(|t| {
+                            self.endpoint_stats
+                                .get(&(rule.when[ci].features[0].clone(), t.to_string()))
+                                .and_then(|st| st.quantile_after(0.99, ENDPOINT_MIN_SAMPLES))
+                        });
+                        if p99.is_none_or(|p| v < ratio * p) {
+                            fired = false;
+                            break;
+                        }
                     }
                     if ci == 0 {
                         primary = rule.when[0].excess(v);
@@ -533,6 +618,7 @@ impl Scorer {
                 risk >= self.cfg.alert_threshold
             } else {
                 risk >= self.cfg.model_alert_threshold
+                    && best_model.is_some_and(|(mi, _)| models[mi].0.alert_alone)
             };
             if !alerting {
                 continue;

@@ -113,6 +113,7 @@ mod render;
 mod req;
 mod scenario;
 mod sim;
+mod spec;
 mod traffic;
 mod util;
 mod world;
@@ -124,6 +125,7 @@ pub use scenario::Scenario;
 pub use sim::{
     FIRST_CAMPAIGN_WITHIN_US, MAX_ACTIVE_SESSIONS, MAX_CAMPAIGNS_PER_SCENARIO, Simulator,
 };
+pub use spec::openapi_json;
 
 /// Errors of the simulator.
 #[derive(Debug, thiserror::Error)]

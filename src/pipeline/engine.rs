@@ -54,7 +54,10 @@ impl Default for ModelsConfig {
             retrain_every_events: 1_000_000,
             reservoir_rows: 50_000,
             trainer: TrainerConfig {
-                profile_features: DEFAULT_PROFILE_FEATURES.iter().map(|s| s.to_string()).collect(),
+                profile_features: DEFAULT_PROFILE_FEATURES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 ..TrainerConfig::default()
             },
             content: ContentConfig::default(),
@@ -90,7 +93,9 @@ impl ModelsConfig {
                 self.warmup_events, self.trainer.min_rows
             ));
         }
-        self.content.validate().map_err(|e| format!("models.content: {e}"))?;
+        self.content
+            .validate()
+            .map_err(|e| format!("models.content: {e}"))?;
         Ok(())
     }
 }
@@ -140,6 +145,8 @@ struct ModelRuntime {
     first_training: Option<JoinHandle<gatewatch_models::Result<ModelArtifact>>>,
     events_seen: u64,
     next_retrain_at: u64,
+    /// After a failed first training, the next attempt waits for this many events.
+    retry_first_at: u64,
     row: Vec<f32>,
     cols: Vec<usize>,
     swaps: u64,
@@ -147,10 +154,10 @@ struct ModelRuntime {
 
 impl ModelRuntime {
     fn new(cfg: ModelsConfig, features: Vec<String>) -> Result<Self> {
-        let trainer = Trainer::new(features.clone(), cfg.trainer.clone())
-            .context("models.trainer")?;
-        let reservoir = Reservoir::new(features.len(), cfg.reservoir_rows)
-            .context("models.reservoir_rows")?;
+        let trainer =
+            Trainer::new(features.clone(), cfg.trainer.clone()).context("models.trainer")?;
+        let reservoir =
+            Reservoir::new(features.len(), cfg.reservoir_rows).context("models.reservoir_rows")?;
         let mut rt = Self {
             content: ContentProfiles::new(cfg.content.clone()),
             content_frozen: false,
@@ -161,6 +168,7 @@ impl ModelRuntime {
             first_training: None,
             events_seen: 0,
             next_retrain_at: u64::MAX,
+            retry_first_at: 0,
             row: vec![0.0; features.len()],
             cols: Vec::new(),
             swaps: 0,
@@ -196,7 +204,10 @@ impl ModelRuntime {
         let mut iforest = Float32Builder::with_capacity(n);
         let mut profile = Float32Builder::with_capacity(n);
         let (content, explanations): (ArrayRef, ArrayRef) = if self.content_frozen {
-            let s = self.content.score_batch(batch).context("content profiles")?;
+            let s = self
+                .content
+                .score_batch(batch)
+                .context("content profiles")?;
             let risk: Float32Array = s.scores.iter().map(|v| v.map(|v| v * 100.0)).collect();
             (Arc::new(risk), Arc::new(s.explanations))
         } else {
@@ -211,11 +222,20 @@ impl ModelRuntime {
             let cols: Vec<&[f32]> = self
                 .cols
                 .iter()
-                .map(|&i| batch.column(i).as_any().downcast_ref::<Float32Array>().map(|a| a.values().as_ref()))
+                .map(|&i| {
+                    batch
+                        .column(i)
+                        .as_any()
+                        .downcast_ref::<Float32Array>()
+                        .map(|a| a.values().as_ref())
+                })
                 .collect::<Option<_>>()
                 .context("model feature columns must be Float32")?;
             let mut out = vec![0f32; n];
-            model.forest().score_columns(&cols, &mut out).context("isolation forest")?;
+            model
+                .forest()
+                .score_columns(&cols, &mut out)
+                .context("isolation forest")?;
             model.forest_calibrator.calibrate_all(&mut out);
             iforest.append_slice(&out);
             if let Some(p) = model.profiles() {
@@ -225,10 +245,11 @@ impl ModelRuntime {
                     .iter()
                     .filter_map(|f| self.features.iter().position(|g| g == f))
                     .collect();
+                let picked: Vec<&[f32]> = idx.iter().map(|&i| cols[i]).collect();
                 let mut row = vec![0f32; idx.len()];
                 for r in 0..n {
-                    for (k, &i) in idx.iter().enumerate() {
-                        row[k] = cols[i][r];
+                    for (slot, col) in row.iter_mut().zip(&picked) {
+                        *slot = col[r];
                     }
                     let (_, d) = p.profiles.assign(&row).context("behaviour profiles")?;
                     profile.append_value(p.calibrator.calibrate(d));
@@ -243,8 +264,16 @@ impl ModelRuntime {
         append(
             batch,
             vec![
-                (model_col::IFOREST, DataType::Float32, Arc::new(iforest.finish()) as ArrayRef),
-                (model_col::PROFILE, DataType::Float32, Arc::new(profile.finish())),
+                (
+                    model_col::IFOREST,
+                    DataType::Float32,
+                    Arc::new(iforest.finish()) as ArrayRef,
+                ),
+                (
+                    model_col::PROFILE,
+                    DataType::Float32,
+                    Arc::new(profile.finish()),
+                ),
                 (model_col::CONTENT, DataType::Float32, content),
                 (model_col::CONTENT_EXPLANATION, DataType::Utf8, explanations),
             ],
@@ -259,14 +288,23 @@ impl ModelRuntime {
         self.cols = self
             .features
             .iter()
-            .map(|f| schema.index_of(f).with_context(|| format!("feature column {f} missing")))
+            .map(|f| {
+                schema
+                    .index_of(f)
+                    .with_context(|| format!("feature column {f} missing"))
+            })
             .collect::<Result<_>>()?;
         Ok(())
     }
 
     /// Learns from a scored batch: the reservoir takes rows that did not alert, the content
     /// profiles learn during warm-up; training starts when due.
-    fn learn(&mut self, batch: &RecordBatch, risk: &Float32Array, alert_threshold: f32) -> Result<()> {
+    fn learn(
+        &mut self,
+        batch: &RecordBatch,
+        risk: &Float32Array,
+        alert_threshold: f32,
+    ) -> Result<()> {
         self.resolve_columns(batch)?;
         let n = batch.num_rows();
         let cols: Vec<&Float32Array> = self
@@ -277,7 +315,10 @@ impl ModelRuntime {
             .context("model feature columns must be Float32")?;
         let times = batch
             .column_by_name(gatewatch_ingest::schema::col::TIMESTAMP)
-            .and_then(|a| a.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>())
+            .and_then(|a| {
+                a.as_any()
+                    .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            })
             .context("timestamp column")?;
         for r in 0..n {
             for (k, c) in cols.iter().enumerate() {
@@ -289,12 +330,14 @@ impl ModelRuntime {
                 .context("model reservoir")?;
         }
         if !self.content_frozen {
-            self.content.train_batch(batch).context("content profiles")?;
+            self.content
+                .train_batch(batch)
+                .context("content profiles")?;
         }
         self.events_seen += n as u64;
         if self.handle.is_none()
             && self.first_training.is_none()
-            && self.events_seen >= self.cfg.warmup_events
+            && self.events_seen >= self.cfg.warmup_events.max(self.retry_first_at)
             && self.reservoir.len() >= self.cfg.trainer.min_rows
         {
             // Content profiles stop learning at the end of the warm-up, so later attacks
@@ -302,7 +345,10 @@ impl ModelRuntime {
             self.content_frozen = true;
             let set = self.reservoir.snapshot();
             let trainer = self.trainer.clone();
-            tracing::info!(rows = set.rows.nrows(), "warm-up done; training the first model in the background");
+            tracing::info!(
+                rows = set.rows.nrows(),
+                "warm-up done; training the first model in the background"
+            );
             self.first_training = Some(
                 std::thread::Builder::new()
                     .name("gatewatch-train".into())
@@ -310,7 +356,8 @@ impl ModelRuntime {
                     .context("starting the training thread")?,
             );
         }
-        if self.events_seen >= self.next_retrain_at && self.training.is_none()
+        if self.events_seen >= self.next_retrain_at
+            && self.training.is_none()
             && let Some(handle) = &self.handle
         {
             let set = self.reservoir.snapshot();
@@ -326,7 +373,11 @@ impl ModelRuntime {
 
     /// Swaps in finished trainings.
     fn poll_training(&mut self) {
-        if self.first_training.as_ref().is_some_and(|h| h.is_finished()) {
+        if self
+            .first_training
+            .as_ref()
+            .is_some_and(|h| h.is_finished())
+        {
             match self.first_training.take().map(|h| h.join()) {
                 Some(Ok(Ok(model))) => {
                     tracing::info!(
@@ -340,8 +391,14 @@ impl ModelRuntime {
                         self.next_retrain_at = self.events_seen + self.cfg.retrain_every_events;
                     }
                 }
-                Some(Ok(Err(e))) => tracing::error!("training failed, scoring without models: {e}"),
-                Some(Err(_)) => tracing::error!("the training thread panicked; scoring without models"),
+                Some(Ok(Err(e))) => {
+                    tracing::error!("training failed, scoring without models for now: {e}");
+                    self.retry_first_at = self.events_seen + self.cfg.warmup_events.max(1);
+                }
+                Some(Err(_)) => {
+                    tracing::error!("the training thread panicked; scoring without models for now");
+                    self.retry_first_at = self.events_seen + self.cfg.warmup_events.max(1);
+                }
                 None => {}
             }
         }
@@ -359,24 +416,22 @@ impl ModelRuntime {
                             mean_score_shift = d.mean_abs_shift,
                             "retrained"
                         ),
-                        None => tracing::info!(rows = report.rows, swapped = report.swapped, "retrained"),
+                        None => tracing::info!(
+                            rows = report.rows,
+                            swapped = report.swapped,
+                            "retrained"
+                        ),
                     }
                 }
-                Some(Ok(Err(e))) => tracing::warn!("retraining failed; keeping the current model: {e}"),
-                Some(Err(_)) => tracing::warn!("the retraining thread panicked; keeping the current model"),
+                Some(Ok(Err(e))) => {
+                    tracing::warn!("retraining failed; keeping the current model: {e}")
+                }
+                Some(Err(_)) => {
+                    tracing::warn!("the retraining thread panicked; keeping the current model")
+                }
                 None => {}
             }
         }
-    }
-
-    /// Waits for a training in progress (end of a bounded run).
-    fn finish_training(&mut self) {
-        if let Some(h) = &self.first_training {
-            while !h.is_finished() {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-        self.poll_training();
     }
 }
 
@@ -429,11 +484,6 @@ impl Engine {
         })
     }
 
-    /// Waits for a model being trained (so a short bounded run ends with one).
-    pub fn finish_training(&mut self) {
-        self.models.finish_training();
-    }
-
     /// Whether a model scores events yet.
     pub fn has_model(&self) -> bool {
         self.models.handle.is_some()
@@ -442,16 +492,6 @@ impl Engine {
     /// Models swapped in so far (first training + retrains + a loaded one).
     pub fn model_swaps(&self) -> u64 {
         self.models.swaps
-    }
-
-    /// The current model, to save.
-    pub fn current_model(&self) -> Option<Arc<ModelArtifact>> {
-        self.models.handle.as_ref().map(|h| h.current())
-    }
-
-    /// The content profiles, to save.
-    pub fn content_profiles(&self) -> &ContentProfiles {
-        &self.models.content
     }
 
     /// The feature stage (inventory, state figures).

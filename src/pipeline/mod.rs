@@ -2,3 +2,4 @@
 //! feed it from Kafka or the simulator.
 
 pub mod engine;
+pub mod store_sink;

@@ -67,7 +67,7 @@ use syntax::SyntaxEvidence;
 use crate::{Error, Result};
 
 /// Format version of serialised [`ContentProfiles`].
-pub const FORMAT_VERSION: u32 = 1;
+pub const PROFILES_FORMAT_VERSION: u32 = 1;
 
 /// Settings of the content profiles. Every limit bounds memory or work per request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -310,7 +310,7 @@ impl ContentProfiles {
     /// unusable limit here only makes the profiles learn nothing.
     pub fn new(config: ContentConfig) -> Self {
         ContentProfiles {
-            version: FORMAT_VERSION,
+            version: PROFILES_FORMAT_VERSION,
             config,
             templates: HashMap::new(),
             stats: ContentStats::default(),
@@ -333,7 +333,7 @@ impl ContentProfiles {
         self.version
     }
 
-    /// Serialises the profiles (JSON, carrying [`FORMAT_VERSION`]) for a model artifact.
+    /// Serialises the profiles (JSON, carrying [`PROFILES_FORMAT_VERSION`]) for a model artifact.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising plain maps of numbers and strings cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
@@ -347,10 +347,10 @@ impl ContentProfiles {
         }
         let v: Version = serde_json::from_slice(bytes)
             .map_err(|e| Error::Corrupt(format!("content profiles: {e}")))?;
-        if v.version != FORMAT_VERSION {
+        if v.version != PROFILES_FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: v.version,
-                supported: FORMAT_VERSION,
+                supported: PROFILES_FORMAT_VERSION,
             });
         }
         let p: ContentProfiles = serde_json::from_slice(bytes)

@@ -1069,14 +1069,21 @@ fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || needle.len() > hay.len() {
         return None;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    // Checking the first byte before comparing keeps this from calling memcmp at every
+    // offset (dozens of needles run over every value).
+    let first = needle[0];
+    hay.windows(needle.len())
+        .position(|w| w[0] == first && w == needle)
 }
 
 fn memcount(hay: &[u8], needle: &[u8]) -> usize {
     if needle.is_empty() || needle.len() > hay.len() {
         return 0;
     }
-    hay.windows(needle.len()).filter(|w| *w == needle).count()
+    let first = needle[0];
+    hay.windows(needle.len())
+        .filter(|w| w[0] == first && *w == needle)
+        .count()
 }
 
 #[cfg(test)]

@@ -1,0 +1,127 @@
+//! Throughput and memory at scale, in release mode only (ignored by default):
+//!
+//! ```sh
+//! cargo test --release -p gatewatch-features --test throughput -- --ignored --nocapture
+//! ```
+//!
+//! The same workload as the criterion bench `benches/benches/features.rs` (simulated
+//! traffic re-keyed onto 100,000 clients and ~200 endpoint templates, 8192-row batches,
+//! state warmed by one pass), timed with `Instant` over several passes so the figure is
+//! available without building the bench crate's heavier dependencies.
+
+mod common;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use gatewatch_features::{FeatureConfig, FeatureStage};
+use gatewatch_ingest::{EventBuilder, Format, Provenance};
+use gatewatch_simulator::{SimConfig, Simulator};
+
+const BATCH: usize = 8192;
+const CLIENTS: u64 = 100_000;
+const GAP_US: i64 = 1_000;
+
+fn corpus(n: usize) -> Vec<RecordBatch> {
+    let mut sim = Simulator::new(SimConfig {
+        seed: 42,
+        start_us: common::T0,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let mut batches = Vec::new();
+    let mut b = EventBuilder::with_capacity(BATCH);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..n {
+        let mut e = sim.next_event().to_access_event();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let c = x % CLIENTS;
+        e.timestamp_us = common::T0 + i as i64 * GAP_US;
+        e.source_ip = Some(Cow::Owned(format!(
+            "10.{}.{}.{}",
+            c >> 16,
+            (c >> 8) & 255,
+            c & 255
+        )));
+        e.client_id = c.is_multiple_of(2).then(|| Cow::Owned(format!("cust-{c}")));
+        if (x >> 40).is_multiple_of(4) {
+            e.path = Cow::Owned(format!(
+                "/api/v3/res{}/{}",
+                (x >> 20) % 150,
+                (x >> 8) % 100_000
+            ));
+        }
+        b.append(Format::Json, &e, &Provenance::None);
+        if b.len() == BATCH {
+            batches.push(b.finish());
+        }
+    }
+    if !b.is_empty() {
+        batches.push(b.finish());
+    }
+    batches
+}
+
+fn shifted(batches: &[RecordBatch], by_us: i64) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .map(|b| {
+            let ts = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            let moved: TimestampMicrosecondArray = ts
+                .unary::<_, arrow::datatypes::TimestampMicrosecondType>(|t| t + by_us)
+                .with_timezone("UTC");
+            let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+            cols[0] = Arc::new(moved);
+            RecordBatch::try_new(b.schema(), cols).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "release-mode measurement; run with --release -- --ignored"]
+fn throughput_with_100k_clients() {
+    let n = 1_000_000;
+    let batches = corpus(n);
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    for b in &batches {
+        stage.process(b).unwrap();
+    }
+    let s = stage.state_stats();
+    println!(
+        "warm: {} clients, {} endpoints, {} pairs, {} networks, {} MiB state, {} B/client",
+        s.clients,
+        s.endpoints,
+        s.pairs,
+        s.networks,
+        s.bytes >> 20,
+        s.bytes_per_client
+    );
+    let mut rates = Vec::new();
+    for pass in 1..=5i64 {
+        let input = shifted(&batches, pass * n as i64 * GAP_US);
+        let start = Instant::now();
+        for b in &input {
+            std::hint::black_box(stage.process(b).unwrap());
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        println!("pass {pass}: {:.0} events/s", rate);
+        rates.push(rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("median: {:.0} events/s", rates[2]);
+    let s2 = stage.state_stats();
+    println!(
+        "after: {} MiB state, {} clients, {} evictions",
+        s2.bytes >> 20,
+        s2.clients,
+        s2.evictions
+    );
+}
