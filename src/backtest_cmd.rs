@@ -62,6 +62,10 @@ pub struct BacktestArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also write every event's label, risk, category and detector as CSV, for your own
+    /// analysis.
+    #[arg(long, value_name = "FILE")]
+    pub scores: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -107,6 +111,17 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
     let mut per_alert_category: BTreeMap<String, u64> = BTreeMap::new();
     let started = Instant::now();
     let mut last = Instant::now();
+    let mut scores_out = match &args.scores {
+        Some(p) => {
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            );
+            use std::io::Write as _;
+            writeln!(w, "label,risk,category,detector,flagged")?;
+            Some(w)
+        }
+        None => None,
+    };
     while let Some(sb) = source.next_batch()? {
         dead += sb.decoded.dead_letters.len() as u64;
         let batch = &sb.decoded.events;
@@ -137,6 +152,8 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
             .and_then(|a| a.as_any().downcast_ref::<TimestampMicrosecondArray>())
             .context("timestamp column")?;
         let lab = StrCol::of(ev, gatewatch_ingest::schema::col::LABEL)?;
+        let cat = StrCol::of(ev, "category")?;
+        let det = StrCol::of(ev, "detector")?;
         for i in 0..ev.num_rows() {
             let l = match lab.get(i) {
                 Some(l) => l,
@@ -165,6 +182,18 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
             if f {
                 pl.first_flag_us.get_or_insert(t);
             }
+            if let Some(w) = scores_out.as_mut() {
+                use std::io::Write as _;
+                writeln!(
+                    w,
+                    "{},{},{},{},{}",
+                    l.replace([',', '\n'], " "),
+                    r.value(i),
+                    cat.get(i).unwrap_or(""),
+                    det.get(i).unwrap_or(""),
+                    f as u8
+                )?;
+            }
             risk.push(r.value(i));
             flagged.push(f);
             label_of.push(li as u16);
@@ -177,6 +206,10 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
                 risk.len() as f64 / started.elapsed().as_secs_f64()
             );
         }
+    }
+    if let Some(mut w) = scores_out.take() {
+        use std::io::Write as _;
+        w.flush()?;
     }
     if risk.is_empty() {
         bail!("no events decoded ({dead} dead letters)");

@@ -84,7 +84,8 @@ impl Condition {
         self
     }
 
-    /// Whether `value` satisfies the condition.
+    /// Whether `value` satisfies the condition. (A null input — a model column before the
+    /// model is trained — is not judged: the scorer lets the condition hold.)
     pub fn holds(&self, value: f32) -> bool {
         match self.op {
             Op::AtLeast => value >= self.threshold,
@@ -423,18 +424,29 @@ pub fn builtin_rules() -> Vec<Rule> {
             "injection_payload",
             Misconfiguration,
             Client,
+            // Two markers at least: one alone (a quote and a keyword in prose) is left to
+            // the content profiles, which know what each parameter normally carries.
             65.0,
-            vec![Condition::sum_ge(
-                &[
-                    "f_sqli_markers",
-                    "f_xss_markers",
-                    "f_traversal_markers",
-                    "f_cmd_markers",
-                    "f_null_bytes",
-                ],
-                1.0,
-                "injection markers (SQL, script, traversal, command, null byte)",
-            )],
+            vec![
+                Condition::sum_ge(
+                    &[
+                        "f_sqli_markers",
+                        "f_xss_markers",
+                        "f_traversal_markers",
+                        "f_cmd_markers",
+                        "f_null_bytes",
+                    ],
+                    2.0,
+                    "injection markers (SQL, script, traversal, command, null byte)",
+                ),
+                // …and the parameter's learned profile agrees that it carries code (until
+                // the content profiles are trained the column is null and this holds).
+                Condition::ge(
+                    "score_content",
+                    45.0,
+                    "content-profile risk of the worst parameter",
+                ),
+            ],
         ),
         rule(
             "server_error_burst",
@@ -550,7 +562,13 @@ mod tests {
             assert!(!r.when.is_empty(), "{}", r.name);
             assert!((0.0..=100.0).contains(&r.base), "{}", r.name);
             for c in &r.when {
-                assert!(c.features.iter().all(|f| f.starts_with("f_")), "{}", r.name);
+                assert!(
+                    c.features
+                        .iter()
+                        .all(|f| f.starts_with("f_") || f.starts_with("score_")),
+                    "{}",
+                    r.name
+                );
             }
         }
         // Every OWASP risk the logs can show has at least one rule.

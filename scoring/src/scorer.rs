@@ -544,6 +544,10 @@ impl Scorer {
                 let mut fired = true;
                 let mut primary = 0.0;
                 for (ci, c) in conds.iter().enumerate() {
+                    // Model columns are null until a model is trained: not judged.
+                    if c.cols.iter().any(|a| a.is_null(row)) {
+                        continue;
+                    }
                     let v: f32 = c.cols.iter().map(|a| a.value(row)).sum();
                     if !rule.when[ci].holds(v) {
                         fired = false;
@@ -583,7 +587,13 @@ impl Scorer {
                 if !v.is_finite() {
                     continue;
                 }
-                let r = models[mi].0.scale.risk(v);
+                // A model that may not alert alone stays below `low`: "unusual" on its own
+                // is information; it ranks such events for hunting and confirms rules, but
+                // cannot outrank a finding of a rule or of the content profiles.
+                let mut r = models[mi].0.scale.risk(v);
+                if !models[mi].0.alert_alone {
+                    r = r.min(self.cfg.severity.low - 1.0);
+                }
                 if best_model.is_none_or(|(_, b)| r > b) {
                     best_model = Some((mi, r));
                 }
@@ -591,7 +601,11 @@ impl Scorer {
             let rule_risk = best_rule.map_or(0.0, |(_, r)| r);
             let model_risk = best_model.map_or(0.0, |(_, r)| r);
             let mut risk = rule_risk.max(model_risk);
-            if rule_risk >= self.cfg.alert_threshold && model_risk >= self.cfg.alert_threshold {
+            // Agreement: a rule fires and a model finds the same event unusual (a capped
+            // model at its cap counts).
+            if rule_risk >= self.cfg.alert_threshold
+                && model_risk >= self.cfg.alert_threshold.min(self.cfg.severity.low - 1.0)
+            {
                 risk = (risk + self.cfg.agreement_bonus).min(100.0);
             }
             let severity = self.cfg.severity.of(risk);
