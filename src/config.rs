@@ -255,6 +255,8 @@ mod tests {
             "[scoring]",
             "[incidents]",
             "[alerts]",
+            "[models]",
+            "[dashboard]",
             "[store]",
             "[sql]",
             "[features]",
