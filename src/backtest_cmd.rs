@@ -15,8 +15,7 @@ use anyhow::{Context, Result, bail};
 use arrow::array::{Array, Float32Array, StringArray, TimestampMicrosecondArray};
 use serde_json::json;
 
-use gatewatch_ingest::source::file::FileSource;
-use gatewatch_ingest::{BatchDecoder, Format, decoder_for};
+use gatewatch_ingest::Format;
 use gatewatch_scoring::columns::StrCol;
 
 use crate::config::Config;
@@ -76,19 +75,11 @@ struct PerLabel {
 
 pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
     let format = args.format.unwrap_or(config.input.format);
-    let mut fields = config.json_fields.clone();
-    if format == Format::Json && args.label_field != "label" {
-        fields
-            .0
-            .insert("label".into(), vec![args.label_field.clone()]);
-        fields.validate().map_err(anyhow::Error::msg)?;
-    }
-    let decoder = decoder_for(format, &fields).map_err(anyhow::Error::msg)?;
-    let mut source = FileSource::open(
-        args.input.clone(),
-        BatchDecoder::new(decoder, config.batch.max_rows)
-            .with_max_record_bytes(config.input.max_record_bytes),
-        config.batch,
+    let mut source = crate::pipeline::labelled_file_source(
+        &args.input,
+        format,
+        Some(&args.label_field),
+        config,
     )?;
     let mut models = config.models.clone();
     if let Some(m) = &args.model {

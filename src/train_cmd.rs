@@ -14,8 +14,7 @@ use arrow::array::{Array, BooleanArray, Float32Array, TimestampMicrosecondArray}
 use arrow::compute::filter_record_batch;
 
 use gatewatch_features::FeatureStage;
-use gatewatch_ingest::source::file::FileSource;
-use gatewatch_ingest::{BatchDecoder, Format, decoder_for};
+use gatewatch_ingest::Format;
 use gatewatch_models::content::ContentProfiles;
 use gatewatch_models::{Reservoir, Trainer};
 use gatewatch_scoring::columns::StrCol;
@@ -66,20 +65,11 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs, config: &Config) -> Result<()> {
     let format = args.format.unwrap_or(config.input.format);
-    let mut fields = config.json_fields.clone();
-    if let Some(f) = &args.label_field {
-        if format != Format::Json {
-            bail!("--label-field applies to the json format; {format} logs carry `label=` tokens");
-        }
-        fields.0.insert("label".into(), vec![f.clone()]);
-        fields.validate().map_err(anyhow::Error::msg)?;
-    }
-    let decoder = decoder_for(format, &fields).map_err(anyhow::Error::msg)?;
-    let mut source = FileSource::open(
-        args.input.clone(),
-        BatchDecoder::new(decoder, config.batch.max_rows)
-            .with_max_record_bytes(config.input.max_record_bytes),
-        config.batch,
+    let mut source = crate::pipeline::labelled_file_source(
+        &args.input,
+        format,
+        args.label_field.as_deref(),
+        config,
     )?;
     let mut stage = FeatureStage::new(config.features.clone()).context("features")?;
     let names = model_features(stage.feature_names());
