@@ -24,20 +24,21 @@ pub fn sql_literal(s: &str) -> String {
     out
 }
 
-/// The hunt in the `hunts/` library that generalises this category's evidence query.
-pub fn hunt_file(category: Category) -> &'static str {
-    match category {
+/// The hunt in the `hunts/` library that generalises this category's evidence query (none
+/// for model-only anomalies).
+pub fn hunt_file(category: Category) -> Option<&'static str> {
+    Some(match category {
         Category::Bola => "hunts/api1_bola_enumeration.sql",
         Category::BrokenAuthentication => "hunts/api2_credential_stuffing.sql",
         Category::PropertyExposure => "hunts/api3_data_exfiltration.sql",
         Category::ResourceConsumption => "hunts/api4_rate_abuse.sql",
-        Category::FunctionAuthorization => "hunts/api5_privileged_routes.sql",
+        Category::FunctionAuthorization => "hunts/api5_bfla.sql",
         Category::BusinessFlow => "hunts/api6_business_flow_bots.sql",
-        Category::Ssrf => "hunts/api7_ssrf_parameters.sql",
-        Category::Misconfiguration => "hunts/api8_injection_and_errors.sql",
+        Category::Ssrf => "hunts/api7_ssrf.sql",
+        Category::Misconfiguration => "hunts/api8_injection.sql",
         Category::Inventory => "hunts/api9_shadow_endpoints.sql",
-        Category::Anomaly => "hunts/anomalous_clients.sql",
-    }
+        Category::Anomaly => return None,
+    })
 }
 
 /// SQL over the `events` table returning the requests behind an incident, from a minute
@@ -57,8 +58,11 @@ pub fn evidence_sql(inc: &Incident) -> String {
             )
         }
     };
+    let hunt = hunt_file(inc.category)
+        .map(|h| format!("; the general hunt is {h}"))
+        .unwrap_or_default();
     format!(
-        "-- {} {} evidence; the general hunt is {}\n\
+        "-- {} {} evidence{hunt}\n\
          SELECT timestamp, source_ip, client_key, http_request_method, url_path, url_query,\n\
          \x20      http_response_status_code, http_response_bytes, user_agent_original, risk, category\n\
          FROM events\n\
@@ -68,13 +72,24 @@ pub fn evidence_sql(inc: &Incident) -> String {
          LIMIT 1000",
         inc.category.owasp_id(),
         inc.category.title(),
-        hunt_file(inc.category)
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_named_hunt_exists() {
+        for c in Category::ALL {
+            if let Some(h) = hunt_file(c) {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(h);
+                assert!(path.is_file(), "{c}: {} is missing", path.display());
+            }
+        }
+    }
 
     #[test]
     fn literals_are_quoted() {
