@@ -56,9 +56,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A fresh set, shared.
+    /// A fresh set, shared. Lag starts unknown (-1), not zero.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        let m = Self::default();
+        m.lag.store(-1, Ordering::Relaxed);
+        Arc::new(m)
     }
 
     /// Counts a dead letter.

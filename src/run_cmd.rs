@@ -225,6 +225,15 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 metrics
                     .model_swaps
                     .store(engine.model_swaps(), Ordering::Relaxed);
+                let st = engine.features().state_stats();
+                metrics.state_entities.store(
+                    (st.clients + st.endpoints + st.pairs + st.networks) as i64,
+                    Ordering::Relaxed,
+                );
+                metrics
+                    .state_bytes
+                    .store(st.bytes as i64, Ordering::Relaxed);
+                metrics.late_events.store(st.late_events, Ordering::Relaxed);
             }
             if last_suppression_check.elapsed() >= Duration::from_secs(5) {
                 last_suppression_check = Instant::now();

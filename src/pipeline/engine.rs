@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
 use arrow::array::{Array, ArrayRef, Float32Array, Float32Builder};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
@@ -261,23 +261,31 @@ impl ModelRuntime {
             iforest.append_nulls(n);
             profile.append_nulls(n);
         }
-        append(
+        // Model columns are null until a model is trained.
+        Ok(gatewatch_scoring::scorer::append(
             batch,
             vec![
                 (
                     model_col::IFOREST,
                     DataType::Float32,
+                    true,
                     Arc::new(iforest.finish()) as ArrayRef,
                 ),
                 (
                     model_col::PROFILE,
                     DataType::Float32,
+                    true,
                     Arc::new(profile.finish()),
                 ),
-                (model_col::CONTENT, DataType::Float32, content),
-                (model_col::CONTENT_EXPLANATION, DataType::Utf8, explanations),
+                (model_col::CONTENT, DataType::Float32, true, content),
+                (
+                    model_col::CONTENT_EXPLANATION,
+                    DataType::Utf8,
+                    true,
+                    explanations,
+                ),
             ],
-        )
+        )?)
     }
 
     fn resolve_columns(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -508,14 +516,4 @@ impl Engine {
     pub fn scoring_mut(&mut self) -> &mut ScoringStage {
         &mut self.scoring
     }
-}
-
-fn append(batch: &RecordBatch, cols: Vec<(&str, DataType, ArrayRef)>) -> Result<RecordBatch> {
-    let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
-    let mut arrays = batch.columns().to_vec();
-    for (name, dt, a) in cols {
-        fields.push(Arc::new(Field::new(name, dt, true)));
-        arrays.push(a);
-    }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
