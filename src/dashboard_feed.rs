@@ -3,7 +3,8 @@
 //! carries the analysts' false-positive verdicts back to the scorer as suppressions.
 //!
 //! The dashboard keeps a bounded window of recent events in memory (`MemoryBackend`);
-//! older history is in the Parquet store, which the evidence SQL of each incident reads.
+//! with a store, incident pages and the inventory read the Parquet store through DataFusion
+//! as well (`crate::dashboard_store`), so history older than the window stays visible.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -45,12 +46,24 @@ impl DashboardFeed {
         }
     }
 
-    /// Serves the dashboard on `cfg.listen` in the background.
-    pub fn serve(&self, cfg: DashboardConfig) -> Result<HttpServer> {
+    /// Serves the dashboard on `cfg.listen` in the background; with `store_dir`, incident
+    /// pages and the inventory also read the Parquet store there.
+    pub fn serve(
+        &self,
+        cfg: DashboardConfig,
+        store_dir: Option<std::path::PathBuf>,
+    ) -> Result<HttpServer> {
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("dashboard: {e}"))?;
         let listen: SocketAddr = cfg.listen;
-        let backend: Arc<dyn DashboardBackend> = self.backend.clone();
+        let backend: Arc<dyn DashboardBackend> = match store_dir {
+            Some(dir) => Arc::new(crate::dashboard_store::StoreBackedDashboard::new(
+                self.backend.clone(),
+                dir,
+                self.alert_threshold,
+            )),
+            None => self.backend.clone(),
+        };
         let router = gatewatch_dashboard::router(backend, cfg);
         crate::http::serve_in_background(listen, router)
     }

@@ -26,6 +26,10 @@ use crate::config::Config;
 use crate::pipeline::engine::Engine;
 use crate::simulate_cmd::{interrupt_flag, parse_duration_us, parse_start};
 
+/// How often the demo writes buffered rows to the store, so that the dashboard and
+/// `gatewatch query` see recent traffic while the demo runs.
+const DEMO_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
 const EXAMPLES: &str = "\
 Examples:
   # the default: two simulated hours of a shop's API traffic with every attack mixed in
@@ -128,6 +132,24 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
     if let Some(w) = args.warmup {
         models.warmup_events = w;
     }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.store.data_dir.clone());
+    let mut store = if args.no_store {
+        None
+    } else {
+        Some(
+            gatewatch_hunt::Store::open(&data_dir, config.store.clone())
+                .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+        )
+    };
+    // Small files from the periodic flushes below are merged in the background.
+    let maintenance = match store.as_ref() {
+        Some(st) => Some(st.spawn_maintenance().context("store maintenance")?),
+        None => None,
+    };
+    let mut last_flush = Instant::now();
     let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
     let _dashboard = if args.no_dashboard {
         None
@@ -136,7 +158,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         if let Some(a) = args.dashboard {
             cfg.listen = a;
         }
-        match feed.serve(cfg) {
+        match feed.serve(cfg, store.as_ref().map(|_| data_dir.clone())) {
             Ok(server) => {
                 eprintln!("dashboard: http://{}/", server.addr);
                 Some(server)
@@ -181,18 +203,6 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
             until_ms: None,
             reason: Some("internal services read across users by design".into()),
         });
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| config.store.data_dir.clone());
-    let mut store = if args.no_store {
-        None
-    } else {
-        Some(
-            gatewatch_hunt::Store::open(&data_dir, config.store.clone())
-                .with_context(|| format!("opening the store in {}", data_dir.display()))?,
-        )
-    };
     for s in crate::suppress_cmd::load_suppressions(&data_dir)? {
         engine.scoring_mut().incidents_mut().add_suppression(s);
     }
@@ -294,6 +304,16 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
                 print_alert(alert);
             }
         }
+        // The dashboard's incident pages and hunts read the store: keep it minutes fresh,
+        // not only complete at the end.
+        if let Some(st) = store.as_mut()
+            && last_flush.elapsed() >= DEMO_FLUSH_INTERVAL
+        {
+            last_flush = Instant::now();
+            st.flush().context("flushing the store")?;
+            st.replace_endpoints(&engine.features().inventory().to_record_batch())
+                .context("storing the API inventory")?;
+        }
         if last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
             feed.set_pipeline(Some(sim_now / 1000), Vec::new());
@@ -316,8 +336,13 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         let batch = builder.finish();
         events += batch.num_rows() as u64;
         let out = engine.process(&batch)?;
+        feed.record_batch(&out.events)?;
+        if let Some(st) = store.as_mut() {
+            crate::pipeline::store_sink::append_processed(st, &out.events, &out.alerts)?;
+        }
         for alert in &out.alerts {
             alerts_n += 1;
+            feed.raise(alert);
             if let Some(f) = alert_file.as_mut() {
                 f.send(alert)?;
             }
@@ -334,6 +359,9 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         st.flush().context("flushing the store")?;
         st.replace_endpoints(&engine.features().inventory().to_record_batch())
             .context("storing the API inventory")?;
+        if let Some(m) = maintenance {
+            m.stop();
+        }
         eprintln!(
             "stored in {} — try: gatewatch query \"SELECT category, count(*) FROM events WHERE category IS NOT NULL GROUP BY 1\"",
             data_dir.display()

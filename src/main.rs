@@ -7,6 +7,7 @@
 mod backtest_cmd;
 mod config;
 mod dashboard_feed;
+mod dashboard_store;
 mod decode_cmd;
 mod demo_cmd;
 mod eval;

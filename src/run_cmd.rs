@@ -121,7 +121,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let _dashboard = if args.no_dashboard {
         None
     } else {
-        let server = feed.serve(config.dashboard.clone())?;
+        let server = feed.serve(config.dashboard.clone(), Some(data_dir.clone()))?;
         tracing::info!("dashboard on http://{}/", server.addr);
         Some(server)
     };

@@ -415,11 +415,12 @@ impl MemoryBackend {
                 "SELECT timestamp, source_ip, client_id, http_request_method, url_path, url_query,\n       \
                  http_response_status_code, user_agent_original, risk\nFROM events\n\
                  WHERE (client_id = {e} OR CAST(source_ip AS VARCHAR) = {e})\n  \
-                 AND timestamp BETWEEN to_timestamp_millis({from}) AND to_timestamp_millis({to})\n  \
+                 AND timestamp >= to_timestamp_millis({from}) AND timestamp < to_timestamp_millis({to})\n  \
                  AND anomalous\nORDER BY timestamp DESC\nLIMIT 1000",
                 e = sql_literal(&s.entity),
                 from = s.first_seen_ms,
-                to = s.last_seen_ms,
+                // Stored times are microseconds: one past the last whole millisecond.
+                to = s.last_seen_ms.saturating_add(1),
             )
         });
         Ok(IncidentDetail {
