@@ -32,6 +32,8 @@ const TIMELINE_MARGIN_MS: i64 = 30 * 60_000;
 const MAX_TIMELINE_POINTS: usize = 240;
 /// Most evidence requests on an incident page.
 const MAX_EVIDENCE: usize = 50;
+/// Least time between two re-reads of the store's tables after a failed query.
+const MIN_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most endpoints read from the inventory table.
 const MAX_ENDPOINTS: usize = 5_000;
 
@@ -41,6 +43,7 @@ pub struct StoreBackedDashboard {
     live: Arc<MemoryBackend>,
     dir: PathBuf,
     session: tokio::sync::OnceCell<HuntSession>,
+    last_refresh: std::sync::Mutex<Option<std::time::Instant>>,
     alert_threshold: f32,
 }
 
@@ -51,6 +54,7 @@ impl StoreBackedDashboard {
             live,
             dir,
             session: tokio::sync::OnceCell::new(),
+            last_refresh: std::sync::Mutex::new(None),
             alert_threshold,
         }
     }
@@ -69,8 +73,54 @@ impl StoreBackedDashboard {
             .await
     }
 
-    async fn query(&self, sql: &str) -> gatewatch_hunt::Result<Vec<RecordBatch>> {
-        Ok(self.session().await?.query(sql).await?.batches)
+    /// Runs a page's query, or `None` while the store has no events yet (the live state then
+    /// stands in, and nothing is logged for what is the normal start of a run).
+    ///
+    /// A failed query is retried once: tables are registered with the schema their files
+    /// had when the session opened (none, for a store that was still empty), so the retry
+    /// re-reads them first (at most every second); and the inventory snapshot is replaced
+    /// in place, so a read that raced a replacement reads the new file on the retry.
+    async fn query(&self, sql: &str) -> gatewatch_hunt::Result<Option<Vec<RecordBatch>>> {
+        if !self.has_events() {
+            return Ok(None);
+        }
+        let session = self.session().await?;
+        match session.query(sql).await {
+            Ok(out) => Ok(Some(out.batches)),
+            Err(_) => {
+                let due = {
+                    let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = last.is_none_or(|t| t.elapsed() >= MIN_REFRESH_INTERVAL);
+                    if due {
+                        *last = Some(std::time::Instant::now());
+                    }
+                    due
+                };
+                if due {
+                    session.refresh().await?;
+                }
+                Ok(Some(session.query(sql).await?.batches))
+            }
+        }
+    }
+
+    /// True once the store has written an events file.
+    fn has_events(&self) -> bool {
+        fn any_parquet(dir: &std::path::Path, depth: usize) -> bool {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return false;
+            };
+            entries.flatten().any(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    depth > 0 && any_parquet(&p, depth - 1)
+                } else {
+                    p.extension().is_some_and(|x| x == "parquet")
+                }
+            })
+        }
+        // events/date=…/hour=…/part-….parquet
+        any_parquet(&self.dir.join("events"), 2)
     }
 
     /// The incident's evidence requests from the store: the requests attributed to it,
@@ -99,7 +149,7 @@ impl StoreBackedDashboard {
             end = to_ms.saturating_add(1),
         );
         let mut out = Vec::new();
-        for b in self.query(&sql).await? {
+        for b in self.query(&sql).await?.unwrap_or_default() {
             let ts = millis(b.column(0))?;
             let request_id = strings(b.column(1))?;
             let method = strings(b.column(2))?;
@@ -146,7 +196,7 @@ impl StoreBackedDashboard {
             end = to_ms.saturating_add(1),
         );
         let mut out = Vec::new();
-        for b in self.query(&sql).await? {
+        for b in self.query(&sql).await?.unwrap_or_default() {
             let minute = millis(b.column(0))?;
             let requests = ints(b.column(1))?;
             let anomalous = ints(b.column(2))?;
@@ -171,7 +221,7 @@ impl StoreBackedDashboard {
              FROM endpoints ORDER BY requests DESC, method, endpoint_template LIMIT {MAX_ENDPOINTS}"
         );
         let mut out = Vec::new();
-        for b in self.query(&sql).await? {
+        for b in self.query(&sql).await?.unwrap_or_default() {
             let method = strings(b.column(0))?;
             let route = strings(b.column(1))?;
             let first = millis(b.column(2))?;
@@ -579,6 +629,39 @@ mod tests {
                 .iter()
                 .any(|e| e.auth == AuthMode::Authenticated)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn tables_written_after_the_first_page_view_are_found() {
+        let f = fixture();
+        let later = tempfile::tempdir().unwrap();
+        let backend = StoreBackedDashboard::new(f.live.clone(), later.path().into(), 50.0);
+        // The first view opens the session on an empty store and falls back.
+        assert!(backend.inventory().await.unwrap().endpoints.is_empty());
+        // Then the engine writes its first files (after the re-read interval).
+        std::thread::sleep(MIN_REFRESH_INTERVAL);
+        for entry in std::fs::read_dir(f.dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &later.path().join(entry.file_name()));
+        }
+        assert_eq!(
+            backend.inventory().await.unwrap().endpoints.len(),
+            f.endpoints
+        );
+        let detail = backend.incident(INCIDENT.into()).await.unwrap();
+        assert_eq!(detail.evidence.len(), f.marked_ms.len().min(MAX_EVIDENCE));
+    }
+
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        if from.is_dir() {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                copy_tree(&e.path(), &to.join(e.file_name()));
+            }
+        } else {
+            std::fs::copy(from, to).unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -21,6 +21,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -152,6 +153,11 @@ impl HuntSession {
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_limit_mb << 20, 1.0)
+            // No listing cache: the store adds files at every flush and replaces the
+            // inventory snapshot in place, so a cached listing would hide new rows from a
+            // long-lived session (`gatewatch sql`, the dashboard) and point it at the byte
+            // ranges of a file that no longer exists.
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         for udf in crate::udf::all() {
