@@ -163,6 +163,20 @@ pub const SENSITIVE_FLOWS: &[&str] = &[
     "/cancel",
 ];
 
+/// Business flows a person goes through once or twice (create an account, reset a
+/// password, redeem a code): a client repeating one of them many times in minutes is
+/// automating it, whatever its cadence.
+pub const ONE_OFF_FLOWS: &[&str] = &[
+    "/signup",
+    "/register",
+    "/password",
+    "/reset",
+    "/redeem",
+    "/gift",
+    "/coupon",
+    "/referral",
+];
+
 /// Overrides of a built-in rule in `[scoring.rules.<name>]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -405,6 +419,26 @@ pub fn builtin_rules() -> Vec<Rule> {
                 ],
             ),
             SENSITIVE_FLOWS,
+        ),
+        // API6: one client repeating a once-per-person flow. Bots that rotate addresses or
+        // accounts every few requests break the cadence rule above (each address sees a
+        // burst, then a pause), but each address still signs up dozens of times in minutes.
+        scoped(
+            rule(
+                "one_off_flow_repeated",
+                BusinessFlow,
+                Client,
+                62.0,
+                vec![
+                    Condition::ge(
+                        "f_client_endpoint_requests_10m",
+                        12.0,
+                        "requests to this once-per-person flow in 10 min",
+                    ),
+                    Condition::ge("f_method_write", 1.0, "state-changing method"),
+                ],
+            ),
+            ONE_OFF_FLOWS,
         ),
         // API7: URLs or addresses in parameters that point inside.
         rule(
