@@ -1,0 +1,449 @@
+//! End-to-end measurement of `gatewatch run` through a Kafka broker: how many events per
+//! CPU-second of the processor, and how long from a record being produced to its alert
+//! being published.
+//!
+//! ```sh
+//! cargo build --release --bin gatewatch
+//! cargo run -p gatewatch-benches --no-default-features --example e2e_run -- \
+//!     --gatewatch target/release/gatewatch --format kong --events 1000000 --rate 50000
+//! ```
+//!
+//! 1. **Model**: two simulated hours of normal traffic are written to a file and
+//!    `gatewatch train` builds a model from them, so the measured run scores with every model
+//!    from its first event (no warm-up, no training on the hot path).
+//! 2. **Throughput**: `gatewatch simulate` produces `--events` records (attacks mixed in)
+//!    to a fresh topic; then `gatewatch run` (the binary under test, with the model, the
+//!    store and the alert topic) consumes them. Its user+sys CPU time is read from
+//!    `/proc/<pid>/stat` when the first events have arrived and when all have; the figure is
+//!    events ÷ CPU seconds between those two points (start-up and shutdown excluded).
+//! 3. **Latency**: a second run consumes a topic that `gatewatch simulate --rate R --flat`
+//!    fills in real time (event time = wall clock). For each alert on the alert topic the
+//!    latency is the alert record's Kafka timestamp (set when the processor produced it,
+//!    acknowledged right after) minus the event time of the request that raised it
+//!    (`time` in the OCSF finding). Reported: alerts, p50, p99, max, and the rate the
+//!    processor kept up with.
+//!
+//! The harness itself only reads metrics and alerts; build it in debug.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gatewatch_ingest::source::admin;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+
+struct Args {
+    gatewatch: PathBuf,
+    brokers: String,
+    format: String,
+    events: u64,
+    rate: u64,
+    latency_secs: u64,
+    partitions: i32,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        gatewatch: PathBuf::from("target/release/gatewatch"),
+        brokers: "127.0.0.1:9092".into(),
+        format: "kong".into(),
+        events: 1_000_000,
+        rate: 50_000,
+        latency_secs: 60,
+        partitions: 4,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || {
+            it.next()
+                .unwrap_or_else(|| fail(&format!("{k} needs a value")))
+        };
+        match k.as_str() {
+            "--gatewatch" => a.gatewatch = v().into(),
+            "--brokers" => a.brokers = v(),
+            "--format" => a.format = v(),
+            "--events" => a.events = num(&k, &v()),
+            "--rate" => a.rate = num(&k, &v()),
+            "--latency-secs" => a.latency_secs = num(&k, &v()),
+            "--partitions" => a.partitions = num(&k, &v()) as i32,
+            "-h" | "--help" => {
+                println!(
+                    "e2e_run [--gatewatch PATH] [--brokers HOST:PORT] [--format kong|combined|…] \
+                     [--events N] [--rate EVENTS_PER_SEC] [--latency-secs S] [--partitions P]\n\
+                     Set --events 0 or --rate 0 to skip that phase."
+                );
+                std::process::exit(0);
+            }
+            other => fail(&format!("unknown argument {other}; see --help")),
+        }
+    }
+    if !a.gatewatch.is_file() {
+        fail(&format!(
+            "no gatewatch binary at {} (cargo build --release --bin gatewatch)",
+            a.gatewatch.display()
+        ));
+    }
+    a
+}
+
+fn num(k: &str, v: &str) -> u64 {
+    v.parse()
+        .unwrap_or_else(|_| fail(&format!("{k}: {v:?} is not a whole number")))
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("e2e_run: {msg}");
+    std::process::exit(2)
+}
+
+fn unique() -> String {
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{ns}", std::process::id())
+}
+
+fn gatewatch(a: &Args) -> Command {
+    let mut c = Command::new(&a.gatewatch);
+    c.env_remove("GATEWATCH_CONFIG")
+        .env("GATEWATCH__LOG__LEVEL", "warn");
+    c
+}
+
+fn check(c: &mut Command, what: &str) {
+    let out = c.output().unwrap_or_else(|e| fail(&format!("{what}: {e}")));
+    if !out.status.success() {
+        fail(&format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User + system CPU seconds of a process, all its threads.
+fn cpu_secs(pid: u32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (get(11) + get(12)) / ticks
+}
+
+/// A counter from the processor's `/metrics`.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| fail(&format!("no free port: {e}")))
+}
+
+fn write_config(
+    dir: &Path,
+    a: &Args,
+    input: &str,
+    alerts: &str,
+    model: &Path,
+    spec: &Path,
+) -> PathBuf {
+    let path = dir.join(format!("{input}.toml"));
+    let cfg = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "e2e-{input}"
+topics = [{{ name = "{input}", format = "{format}" }}]
+[kafka.properties]
+"fetch.wait.max.ms" = "10"
+[alerts]
+topic = "{alerts}"
+[features]
+openapi_spec = "{spec}"
+[models]
+path = "{model}"
+[incidents]
+suppress = [{{ entity = "svc-*", category = "bola", reason = "internal services" }}]
+"#,
+        brokers = a.brokers,
+        format = a.format,
+        spec = spec.display(),
+        model = model.display(),
+    );
+    std::fs::write(&path, cfg).unwrap_or_else(|e| fail(&format!("writing the config: {e}")));
+    path
+}
+
+fn start_run(a: &Args, config: &Path, data: &Path, port: u16) -> Child {
+    gatewatch(a)
+        .arg("--config")
+        .arg(config)
+        .args(["run", "--no-dashboard", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("starting gatewatch run: {e}")))
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn main() {
+    let a = parse_args();
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
+    let dir = tmp.path();
+    let ticks = clock_ticks();
+    let u = unique();
+
+    // The shop's spec, and a model trained on two hours of its normal traffic.
+    let spec = dir.join("openapi.json");
+    let out = gatewatch(&a)
+        .args(["simulate", "--openapi"])
+        .output()
+        .unwrap_or_else(|e| fail(&format!("simulate --openapi: {e}")));
+    std::fs::write(&spec, out.stdout).unwrap_or_else(|e| fail(&format!("spec: {e}")));
+    let train = dir.join("train.log");
+    let model = dir.join("model.gwm");
+    eprintln!("e2e_run: training a model on two simulated hours of normal traffic");
+    check(
+        gatewatch(&a)
+            .args([
+                "simulate",
+                "--format",
+                &a.format,
+                "--seed",
+                "1",
+                "--no-attacks",
+            ])
+            .args(["--duration", "2h", "--start", "2026-01-05T08:00:00Z", "-o"])
+            .arg(&train),
+        "simulate (training traffic)",
+    );
+    check(
+        gatewatch(&a)
+            .args(["train", "--format", &a.format, "--out"])
+            .arg(&model)
+            .arg(&train),
+        "train",
+    );
+
+    println!(
+        "machine: nproc {}, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find_map(|l| l
+                .strip_prefix("model name")?
+                .split_once(':')
+                .map(|x| x.1.trim().to_string())))
+            .unwrap_or_default()
+    );
+    if a.events > 0 {
+        throughput(&a, dir, &u, &model, &spec, ticks);
+    }
+    if a.rate > 0 {
+        latency(&a, dir, &u, &model, &spec);
+    }
+}
+
+fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64) {
+    let input = format!("e2e-in-{u}");
+    let alerts = format!("e2e-alerts-{u}");
+    admin::create_topic(&a.brokers, &input, a.partitions, Duration::from_secs(30))
+        .unwrap_or_else(|e| fail(&format!("creating {input}: {e}")));
+    admin::create_topic(&a.brokers, &alerts, 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| fail(&format!("creating {alerts}: {e}")));
+    eprintln!("e2e_run: producing {} {} records", a.events, a.format);
+    let n = a.events.to_string();
+    check(
+        gatewatch(a)
+            .args(["simulate", "--format", &a.format, "--seed", "2", "-n", &n])
+            .args(["--start", "2026-01-05T10:00:00Z", "--sim-rate", "1000"])
+            .args(["--kafka-brokers", &a.brokers, "--kafka-topic", &input]),
+        "simulate (to Kafka)",
+    );
+    let cfg = write_config(dir, a, &input, &alerts, model, spec);
+    let port = free_port();
+    let started = Instant::now();
+    let child = start_run(a, &cfg, &dir.join("data-throughput"), port);
+    let pid = child.id();
+    // From the first events in to the last: start-up (model load, connecting, the first
+    // fetch) and shutdown are left out.
+    let (mut t0, mut c0, mut e0) = (None, 0.0, 0.0);
+    let deadline = Instant::now() + Duration::from_secs(3_600);
+    let (wall, cpu, events) = loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() > deadline {
+            fail("the processor did not consume every record within an hour");
+        }
+        let Some(e) = metric(port, "gatewatch_events_in_total") else {
+            continue;
+        };
+        if t0.is_none() && e > 0.0 {
+            t0 = Some(Instant::now());
+            c0 = cpu_secs(pid, ticks);
+            e0 = e;
+        }
+        if e >= a.events as f64 {
+            let t0 = t0.unwrap_or(started);
+            break (
+                t0.elapsed().as_secs_f64(),
+                cpu_secs(pid, ticks) - c0,
+                e - e0,
+            );
+        }
+    };
+    let alerts_n = metric(port, "gatewatch_incidents_opened_total").unwrap_or(f64::NAN);
+    stop(child);
+    println!(
+        "throughput ({fmt}, {events:.0} events after the first fetch): {per_cpu:.0} events per \
+         CPU-second of the processor; {per_wall:.0} events/s wall; CPU {cpu:.1} s in {wall:.1} s \
+         ({cores:.2} cores busy); incidents opened {alerts_n}",
+        fmt = a.format,
+        per_cpu = events / cpu.max(1e-9),
+        per_wall = events / wall.max(1e-9),
+        cores = cpu / wall.max(1e-9),
+    );
+}
+
+fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
+    let input = format!("e2e-live-{u}");
+    let alerts = format!("e2e-live-alerts-{u}");
+    admin::create_topic(&a.brokers, &input, a.partitions, Duration::from_secs(30))
+        .unwrap_or_else(|e| fail(&format!("creating {input}: {e}")));
+    admin::create_topic(&a.brokers, &alerts, 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| fail(&format!("creating {alerts}: {e}")));
+    let cfg = write_config(dir, a, &input, &alerts, model, spec);
+    let port = free_port();
+    let child = start_run(a, &cfg, &dir.join("data-latency"), port);
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &a.brokers)
+        .set("group.id", format!("e2e-reader-{u}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap_or_else(|e| fail(&format!("alert consumer: {e}")));
+    consumer
+        .subscribe(&[&alerts])
+        .unwrap_or_else(|e| fail(&format!("subscribing to {alerts}: {e}")));
+
+    eprintln!(
+        "e2e_run: producing {} records/s of normal traffic (attacks on top) for {} s, in real time",
+        a.rate, a.latency_secs
+    );
+    let rate = a.rate.to_string();
+    let secs = format!("{}s", a.latency_secs);
+    let mut producer = gatewatch(a)
+        .args(["simulate", "--format", &a.format, "--seed", "3", "--flat"])
+        .args(["--rate", &rate, "--duration", &secs])
+        .args(["--kafka-brokers", &a.brokers, "--kafka-topic", &input])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("simulate --rate: {e}")));
+    let started = Instant::now();
+    let mut latencies: Vec<i64> = Vec::new();
+    let mut produced_done: Option<Instant> = None;
+    let mut first_in: Option<(Instant, f64)> = None;
+    let mut last_in = (Instant::now(), 0.0);
+    loop {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
+            && let (Some(payload), Some(published)) = (m.payload(), m.timestamp().to_millis())
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload)
+            && let Some(event_ms) = v["time"].as_i64()
+        {
+            latencies.push(published - event_ms);
+        }
+        if let Some(e) = metric(port, "gatewatch_events_in_total") {
+            if first_in.is_none() && e > 0.0 {
+                first_in = Some((Instant::now(), e));
+            }
+            if e > last_in.1 {
+                last_in = (Instant::now(), e);
+            }
+        }
+        if produced_done.is_none() && matches!(producer.try_wait(), Ok(Some(_))) {
+            produced_done = Some(Instant::now());
+        }
+        // Ten seconds after the producer finished, whatever is still queued counts as late
+        // as it is: stop.
+        if produced_done.is_some_and(|t| t.elapsed() > Duration::from_secs(10))
+            || started.elapsed() > Duration::from_secs(a.latency_secs + 600)
+        {
+            break;
+        }
+    }
+    let lag = metric(port, "gatewatch_consumer_lag").unwrap_or(f64::NAN);
+    stop(child);
+    let kept_up = match first_in {
+        Some((t, e)) if last_in.0 > t => (last_in.1 - e) / (last_in.0 - t).as_secs_f64(),
+        _ => 0.0,
+    };
+    latencies.sort_unstable();
+    let q = |p: f64| -> i64 {
+        if latencies.is_empty() {
+            return -1;
+        }
+        let i = ((latencies.len() - 1) as f64 * p).round() as usize;
+        latencies[i]
+    };
+    println!(
+        "latency ({fmt}, produced at {rate}/s normal + attacks for {secs} s; processor took in \
+         {kept_up:.0} events/s; lag at the end {lag}): {n} alerts, record→alert p50 {p50} ms, \
+         p99 {p99} ms, max {max} ms",
+        fmt = a.format,
+        rate = a.rate,
+        secs = a.latency_secs,
+        n = latencies.len(),
+        p50 = q(0.5),
+        p99 = q(0.99),
+        max = latencies.last().copied().unwrap_or(-1),
+    );
+}
