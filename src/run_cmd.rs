@@ -2,10 +2,12 @@
 //! → alerts out, with at-least-once delivery end to end.
 //!
 //! Threads: the Kafka source polls and decodes on threads of its own; this thread runs the
-//! engine; a small tokio runtime serves `/healthz`, `/readyz`, `/metrics` (and the
-//! dashboard). The engine thread pulls the next batch only when it has finished the last,
-//! so a slow stage pauses consumption (librdkafka's bounded prefetch queue) instead of
-//! growing memory.
+//! engine (features, models, scoring, incidents); a sink thread delivers alerts, writes the
+//! Parquet store and checkpoints, and acknowledges offsets; a small tokio runtime serves
+//! `/healthz`, `/readyz`, `/metrics` (and the dashboard). Stages are joined by bounded
+//! queues (the source's, and `SINK_QUEUE_BATCHES` batches to the sink), and the engine
+//! pulls the next batch only when it has handed on the last, so a slow stage pauses
+//! consumption (librdkafka's bounded prefetch queue) instead of growing memory.
 //!
 //! Commit protocol: a batch's offsets are acknowledged only after its alerts were
 //! acknowledged by the broker, its events were flushed to the store, and the incident
@@ -70,12 +72,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let checkpoint = data_dir.join("state").join("incidents.json");
     std::fs::create_dir_all(data_dir.join("state"))
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let mut store = gatewatch_hunt::Store::open(&data_dir, config.store.clone())
+    let store = gatewatch_hunt::Store::open(&data_dir, config.store.clone())
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     let maintenance = store.spawn_maintenance().context("store maintenance")?;
-    // Batches whose results are not yet durable in the store: (store sequence, token).
-    let mut pending: std::collections::VecDeque<(u64, gatewatch_ingest::source::kafka::AckToken)> =
-        std::collections::VecDeque::new();
     let mut last_flush = Instant::now();
     let mut last_inventory = Instant::now();
 
@@ -136,9 +135,24 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     );
     metrics.ready.store(true, Ordering::Relaxed);
 
+    // The sink side (alert delivery, the Parquet store, checkpoints and acknowledgements)
+    // runs on its own thread behind a bounded channel: while it encodes and writes one
+    // batch, this thread decodes and scores the next; when it falls behind, `send` blocks
+    // and consumption pauses.
+    let (to_sink, sink_rx) = std::sync::mpsc::sync_channel::<Processed>(SINK_QUEUE_BATCHES);
+    let sink = {
+        let metrics = metrics.clone();
+        let checkpoint = checkpoint.clone();
+        std::thread::Builder::new()
+            .name("gatewatch-sink".into())
+            .spawn(move || sink_loop(sink_rx, store, sinks, &metrics, &checkpoint, &acker))
+            .context("starting the sink thread")?
+    };
+
     let mut events = 0u64;
     let mut last_record = Instant::now();
     let mut last_report = Instant::now();
+    let mut batches_since_commit = 0usize;
     let result: Result<()> = (|| {
         loop {
             let Some(sb) = source
@@ -178,7 +192,15 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             let batch = &sb.decoded.events;
             let n = batch.num_rows() as u64;
             metrics.events_in.fetch_add(n, Ordering::Relaxed);
-            let mut seq = store.durable_seq();
+            let mut processed = Processed {
+                events: None,
+                alerts: Vec::new(),
+                ack: sb.ack,
+                checkpoint: None,
+                commit: false,
+                inventory: None,
+                started,
+            };
             if n > 0 {
                 let out = engine.process(batch)?;
                 if !args.no_dashboard {
@@ -193,31 +215,19 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 metrics
                     .alert_candidates
                     .fetch_add(out.candidates as u64, Ordering::Relaxed);
-                for a in &out.alerts {
-                    for s in sinks.iter_mut() {
-                        s.send(a)?;
-                    }
-                    metrics.alert(a.incident.severity);
-                    if a.activity == gatewatch_scoring::AlertActivity::Opened {
-                        metrics.incidents_opened.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
                 if !out.alerts.is_empty() {
-                    for s in sinks.iter_mut() {
-                        s.flush()?;
-                    }
-                    engine
-                        .scoring()
-                        .incidents()
-                        .save_checkpoint(&checkpoint)
-                        .context("checkpointing incidents")?;
+                    // Incidents changed: the checkpoint travels with the batch, so it is
+                    // written right after that batch's alerts are delivered.
+                    processed.checkpoint = Some(
+                        engine
+                            .scoring()
+                            .incidents()
+                            .checkpoint_bytes(&checkpoint)
+                            .context("checkpointing incidents")?,
+                    );
                 }
-                seq = crate::pipeline::store_sink::append_processed(
-                    &mut store,
-                    &out.events,
-                    &out.alerts,
-                )?;
-                metrics.stored_events.fetch_add(n, Ordering::Relaxed);
+                processed.events = Some(out.events);
+                processed.alerts = out.alerts;
                 engine.scoring_mut().close_idle();
                 metrics
                     .incidents_open
@@ -245,31 +255,32 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 }
                 feed.set_pipeline(engine.scoring().watermark_ms(), Vec::new());
             }
-            if let Some(tok) = sb.ack {
-                pending.push_back((seq, tok));
-            }
-            // Durable before acknowledged: flush the store (and checkpoint incidents) at
-            // most once per commit interval, then acknowledge what it covers.
-            if last_flush.elapsed() >= config.kafka.commit_interval || pending.len() >= 64 {
+            // Durable before acknowledged: at most once per commit interval the sink
+            // flushes the store, writes the checkpoint of the state after this batch, and
+            // acknowledges every batch up to it.
+            batches_since_commit += 1;
+            if last_flush.elapsed() >= config.kafka.commit_interval || batches_since_commit >= 64 {
                 last_flush = Instant::now();
-                let durable = store.flush().context("flushing the store")?;
-                engine
-                    .scoring()
-                    .incidents()
-                    .save_checkpoint(&checkpoint)
-                    .context("checkpointing incidents")?;
-                while pending.front().is_some_and(|(s, _)| *s <= durable) {
-                    let (_, tok) = pending.pop_front().expect("front exists");
-                    acker.ack(tok);
+                batches_since_commit = 0;
+                processed.commit = true;
+                if processed.checkpoint.is_none() {
+                    processed.checkpoint = Some(
+                        engine
+                            .scoring()
+                            .incidents()
+                            .checkpoint_bytes(&checkpoint)
+                            .context("checkpointing incidents")?,
+                    );
                 }
             }
             if last_inventory.elapsed() >= Duration::from_secs(60) {
                 last_inventory = Instant::now();
-                store
-                    .replace_endpoints(&engine.features().inventory().to_record_batch())
-                    .context("storing the API inventory")?;
+                processed.inventory = Some(engine.features().inventory().to_record_batch());
             }
-            metrics.observe_batch_latency(started.elapsed().as_secs_f64());
+            if to_sink.send(processed).is_err() {
+                // The sink stopped on an error; joining it below reports that error.
+                break;
+            }
             events += n;
             if last_report.elapsed() >= Duration::from_secs(30) {
                 last_report = Instant::now();
@@ -285,39 +296,137 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         }
         Ok(())
     })();
+    // Drain: the last message carries the final checkpoint and inventory; the sink then
+    // delivers, flushes and (when the loop ended cleanly) acknowledges everything queued.
+    let last = Processed {
+        events: None,
+        alerts: Vec::new(),
+        ack: None,
+        checkpoint: engine
+            .scoring()
+            .incidents()
+            .checkpoint_bytes(&checkpoint)
+            .map_err(|e| tracing::warn!("checkpointing incidents at shutdown: {e}"))
+            .ok(),
+        commit: result.is_ok(),
+        inventory: Some(engine.features().inventory().to_record_batch()),
+        started: Instant::now(),
+    };
+    let _ = to_sink.send(last);
+    drop(to_sink);
+    let sink_result = match sink.join() {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("the sink thread panicked")),
+    };
+    let result = result.and(sink_result);
     if let Err(e) = &result {
         metrics.failed.store(true, Ordering::Relaxed);
         tracing::error!("stopping: {e:#}");
     }
-    // Drain: what was acknowledged is committed by close(); the rest replays next time.
-    for s in sinks.iter_mut() {
-        if let Err(e) = s.flush() {
-            tracing::warn!("flushing alerts at shutdown: {e}");
-        }
-    }
-    if let Err(e) = engine.scoring().incidents().save_checkpoint(&checkpoint) {
-        tracing::warn!("checkpointing incidents at shutdown: {e}");
-    }
-    match store.flush() {
-        Ok(durable) => {
-            if result.is_ok() {
+    maintenance.stop();
+    // What was acknowledged is committed by close(); the rest replays next time.
+    source.close().context("closing the Kafka consumer")?;
+    drop(http);
+    tracing::info!(events, "gatewatch run stopped");
+    result
+}
+
+/// Batches queued between the engine and the sink thread.
+const SINK_QUEUE_BATCHES: usize = 4;
+
+/// One processed batch on its way to the sink thread.
+struct Processed {
+    /// Scored events for the store (none for an empty batch or the final message).
+    events: Option<arrow::record_batch::RecordBatch>,
+    /// Alerts to deliver.
+    alerts: Vec<gatewatch_scoring::IncidentAlert>,
+    /// Acknowledges the batch's offsets once its results are durable.
+    ack: Option<gatewatch_ingest::source::kafka::AckToken>,
+    /// The incident table after this batch, to write once its alerts are delivered.
+    checkpoint: Option<Vec<u8>>,
+    /// Flush the store and acknowledge every batch up to this one.
+    commit: bool,
+    /// A new API inventory snapshot for the store.
+    inventory: Option<arrow::record_batch::RecordBatch>,
+    /// When the batch left the source.
+    started: Instant,
+}
+
+/// The sink thread: delivers alerts, appends to the store, writes checkpoints and
+/// acknowledges offsets in batch order. Returns at the first error (the engine then stops;
+/// unacknowledged batches replay on restart) or when the engine hangs up.
+fn sink_loop(
+    rx: std::sync::mpsc::Receiver<Processed>,
+    mut store: gatewatch_hunt::Store,
+    mut sinks: Vec<Box<dyn AlertSink>>,
+    metrics: &Metrics,
+    checkpoint: &std::path::Path,
+    acker: &gatewatch_ingest::source::kafka::Acker,
+) -> Result<()> {
+    // Batches whose results are not yet durable in the store: (store sequence, token).
+    let mut pending: std::collections::VecDeque<(u64, gatewatch_ingest::source::kafka::AckToken)> =
+        std::collections::VecDeque::new();
+    let result = (|| -> Result<()> {
+        for p in rx.iter() {
+            for a in &p.alerts {
+                for s in sinks.iter_mut() {
+                    s.send(a)?;
+                }
+                metrics.alert(a.incident.severity);
+                if a.activity == gatewatch_scoring::AlertActivity::Opened {
+                    metrics.incidents_opened.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if !p.alerts.is_empty() {
+                for s in sinks.iter_mut() {
+                    s.flush()?;
+                }
+            }
+            let seq = match &p.events {
+                Some(events) => {
+                    let seq = crate::pipeline::store_sink::append_processed(
+                        &mut store, events, &p.alerts,
+                    )?;
+                    metrics
+                        .stored_events
+                        .fetch_add(events.num_rows() as u64, Ordering::Relaxed);
+                    seq
+                }
+                None => store.durable_seq(),
+            };
+            if let Some(tok) = p.ack {
+                pending.push_back((seq, tok));
+            }
+            if let Some(bytes) = &p.checkpoint {
+                gatewatch_scoring::incidents::write_checkpoint(checkpoint, bytes)
+                    .context("checkpointing incidents")?;
+            }
+            if p.commit {
+                let durable = store.flush().context("flushing the store")?;
                 while pending.front().is_some_and(|(s, _)| *s <= durable) {
                     let (_, tok) = pending.pop_front().expect("front exists");
                     acker.ack(tok);
                 }
             }
+            if let Some(inv) = &p.inventory {
+                store
+                    .replace_endpoints(inv)
+                    .context("storing the API inventory")?;
+            }
+            metrics.observe_batch_latency(p.started.elapsed().as_secs_f64());
         }
-        Err(e) => {
-            tracing::warn!("flushing the store at shutdown (the unflushed batches replay): {e}")
+        Ok(())
+    })();
+    // Whatever happened, deliver what was sent and write what is buffered; only the
+    // acknowledgements above make any of it count as done.
+    for s in sinks.iter_mut() {
+        if let Err(e) = s.flush() {
+            tracing::warn!("flushing alerts at shutdown: {e}");
         }
     }
-    if let Err(e) = store.replace_endpoints(&engine.features().inventory().to_record_batch()) {
-        tracing::warn!("storing the API inventory at shutdown: {e}");
+    if let Err(e) = store.flush() {
+        tracing::warn!("flushing the store at shutdown (the unflushed batches replay): {e}");
     }
-    maintenance.stop();
-    source.close().context("closing the Kafka consumer")?;
-    drop(http);
-    tracing::info!(events, "gatewatch run stopped");
     result
 }
 

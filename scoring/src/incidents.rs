@@ -637,22 +637,23 @@ impl IncidentTable {
     /// Saves open incidents and run-time suppressions to `path` (write to a temporary file,
     /// then rename, so a crash leaves the old checkpoint or the new one).
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let bytes = self.checkpoint_bytes(path)?;
+        write_checkpoint(path, &bytes)
+    }
+
+    /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write, as bytes, so
+    /// that another thread can write it with [`write_checkpoint`] (`path` only names the
+    /// file in an error).
+    pub fn checkpoint_bytes(&self, path: &Path) -> Result<Vec<u8>> {
         let cp = Checkpoint {
             version: CHECKPOINT_VERSION,
             incidents: self.open.values().cloned().collect(),
             suppressions: self.extra_suppressions.clone(),
         };
-        let bytes = serde_json::to_vec(&cp).map_err(|e| Error::Checkpoint {
+        serde_json::to_vec(&cp).map_err(|e| Error::Checkpoint {
             path: path.display().to_string(),
             message: e.to_string(),
-        })?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        Ok(())
+        })
     }
 
     /// Restores a checkpoint written by [`save_checkpoint`](Self::save_checkpoint); a missing
@@ -741,6 +742,18 @@ pub fn stable_id(parts: &[&[u8]]) -> String {
         z ^ (z >> 31)
     };
     format!("{:016x}{:016x}", mix(a), mix(b))
+}
+
+/// Writes checkpoint bytes from [`IncidentTable::checkpoint_bytes`] to `path`: to a
+/// temporary file, then renamed, so a crash leaves the old checkpoint or the new one.
+pub fn write_checkpoint(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(())
 }
 
 #[cfg(test)]
