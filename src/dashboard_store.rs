@@ -211,6 +211,32 @@ impl StoreBackedDashboard {
         Ok(out)
     }
 
+    /// The behaviour profile most of the entity's scored requests fell in around the
+    /// incident (`None` before a model was trained).
+    async fn stored_profile(
+        &self,
+        entity: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> gatewatch_hunt::Result<Option<String>> {
+        let sql = format!(
+            "SELECT CAST(behaviour_profile AS VARCHAR) AS profile, count(*) AS n\n\
+             FROM events\n\
+             WHERE client_key = {entity} AND behaviour_profile IS NOT NULL\n  \
+             AND timestamp >= to_timestamp_millis({from_ms}) AND timestamp < to_timestamp_millis({end})\n\
+             GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1",
+            entity = sql_literal(entity),
+            end = to_ms.saturating_add(1),
+        );
+        for b in self.query(&sql).await?.unwrap_or_default() {
+            let names = strings(b.column(0))?;
+            if b.num_rows() > 0 && !names.is_null(0) {
+                return Ok(Some(names.value(0).to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
     /// The engine's API inventory as last stored.
     async fn stored_inventory(&self) -> gatewatch_hunt::Result<Vec<EndpointRow>> {
         let sql = format!(
@@ -284,6 +310,11 @@ impl DashboardBackend for StoreBackedDashboard {
             match self.stored_timeline(&entity, from, to).await {
                 Ok(stored) => detail.timeline = merge_timeline(stored, detail.timeline),
                 Err(e) => tracing::warn!("dashboard: timeline of {id} from the store: {e}"),
+            }
+            match self.stored_profile(&entity, from, to).await {
+                Ok(p) => detail.profile.model_profile = p,
+                // Stores written before models ran have no such column.
+                Err(e) => tracing::debug!("dashboard: behaviour profile of {id}: {e}"),
             }
             Ok(detail)
         })
@@ -451,6 +482,8 @@ mod tests {
     const ROWS: usize = 3_000;
     /// A quote in the id and the entity: both reach SQL as literals.
     const INCIDENT: &str = "inc-o'brien-1";
+    const PROFILE_A: &str = "profile 0 (80.0 % of windows): f_client_rate_1m low";
+    const PROFILE_B: &str = "profile 1 (20.0 % of windows): f_client_rate_1m high";
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -532,6 +565,18 @@ mod tests {
         cols.push(Arc::new(Float32Array::from(risk)));
         fields.push(Arc::new(Field::new("incident_id", DataType::Utf8, true)));
         cols.push(Arc::new(StringArray::from(incident)));
+        // Two model profiles; the entity's requests fall mostly in the second.
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let keys: Vec<i32> = (0..ROWS)
+            .map(|i| i32::from(keys.value(i) == busiest && i % 5 != 0))
+            .collect();
+        let profiles = arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::try_new(
+            arrow::array::Int32Array::from(keys),
+            Arc::new(StringArray::from(vec![PROFILE_A, PROFILE_B])),
+        )
+        .unwrap();
+        fields.push(Arc::new(Field::new("behaviour_profile", dict, true)));
+        cols.push(Arc::new(profiles));
         let events = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
@@ -603,6 +648,8 @@ mod tests {
         assert_eq!(anomalous as usize, f.marked_ms.len());
         assert!(detail.timeline.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms));
         assert!(detail.timeline.iter().all(|p| p.ts_ms % 60_000 == 0));
+        assert_eq!(detail.profile.model_profile.as_deref(), Some(PROFILE_B));
+        assert_eq!(live_only.profile.model_profile, None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

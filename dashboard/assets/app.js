@@ -375,6 +375,7 @@ function drawIncident(root, d, refresh) {
     el('div', { class: 'stats' },
       stat('requests', fmtNum(p.requests)), stat('endpoints', fmtNum(p.distinct_endpoints)),
       stat('errors', fmtPct(p.error_share)), stat('authenticated', fmtPct(p.authenticated_share))),
+    p.model_profile ? el('p', { class: 'mono', id: 'model-profile' }, el('span', { class: 'muted', text: 'Model profile: ' }), el('span', { text: p.model_profile })) : null,
     list('Top endpoints', p.top_endpoints), list('Methods', p.methods),
     list('Status classes', p.status_classes), list('User agents', p.user_agents)));
 

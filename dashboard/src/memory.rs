@@ -723,6 +723,8 @@ impl ProfileAcc {
             methods: top(self.methods, PROFILE_TOP),
             status_classes: top(self.statuses, PROFILE_TOP),
             user_agents: top(self.agents, PROFILE_TOP),
+            // The live ring keeps no model output; the engine's store-backed view adds it.
+            model_profile: None,
         }
     }
 }

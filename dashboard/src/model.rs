@@ -254,6 +254,11 @@ pub struct BehaviourProfile {
     pub status_classes: Vec<NameCount>,
     /// User agents seen.
     pub user_agents: Vec<NameCount>,
+    /// The behaviour profile (k-means cluster of client windows) the entity's traffic
+    /// mostly fell in, as the model describes it; `None` before a model is trained or when
+    /// the backend does not know.
+    #[serde(default)]
+    pub model_profile: Option<String>,
 }
 
 /// A triage step taken on an incident.

@@ -116,10 +116,20 @@ pub mod model_col {
     pub const IFOREST: &str = "score_iforest";
     /// Behaviour-profile distance, calibrated percentile (0–100).
     pub const PROFILE: &str = "score_profile";
+    /// The behaviour profile (k-means cluster) the client's window falls in, described by
+    /// its most distinctive features (dictionary-encoded: one string per profile).
+    pub const PROFILE_NAME: &str = "behaviour_profile";
     /// Content-profile score as risk (0–100).
     pub const CONTENT: &str = "score_content";
     /// Content-profile explanation (null for unremarkable requests).
     pub const CONTENT_EXPLANATION: &str = "content_explanation";
+}
+
+/// Distinctive features named in a behaviour profile's description.
+const PROFILE_NAME_FEATURES: usize = 3;
+
+fn profile_name_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
 /// What one batch produced.
@@ -203,6 +213,7 @@ impl ModelRuntime {
         let n = batch.num_rows();
         let mut iforest = Float32Builder::with_capacity(n);
         let mut profile = Float32Builder::with_capacity(n);
+        let mut profile_name: ArrayRef = arrow::array::new_null_array(&profile_name_type(), n);
         let (content, explanations): (ArrayRef, ArrayRef) = if self.content_frozen {
             let s = self
                 .content
@@ -247,13 +258,29 @@ impl ModelRuntime {
                     .collect();
                 let picked: Vec<&[f32]> = idx.iter().map(|&i| cols[i]).collect();
                 let mut row = vec![0f32; idx.len()];
+                let mut cluster = Vec::with_capacity(n);
                 for r in 0..n {
                     for (slot, col) in row.iter_mut().zip(&picked) {
                         *slot = col[r];
                     }
-                    let (_, d) = p.profiles.assign(&row).context("behaviour profiles")?;
+                    let (c, d) = p.profiles.assign(&row).context("behaviour profiles")?;
                     profile.append_value(p.calibrator.calibrate(d));
+                    cluster.push(i32::try_from(c).unwrap_or(i32::MAX));
                 }
+                // A handful of profiles: their descriptions are the dictionary, each row a key.
+                let names: arrow::array::StringArray = p
+                    .profiles
+                    .describe(PROFILE_NAME_FEATURES)
+                    .iter()
+                    .map(|d| Some(d.to_string()))
+                    .collect();
+                profile_name = Arc::new(
+                    arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::try_new(
+                        arrow::array::Int32Array::from(cluster),
+                        Arc::new(names),
+                    )
+                    .context("behaviour profile names")?,
+                );
             } else {
                 profile.append_nulls(n);
             }
@@ -276,6 +303,12 @@ impl ModelRuntime {
                     DataType::Float32,
                     true,
                     Arc::new(profile.finish()),
+                ),
+                (
+                    model_col::PROFILE_NAME,
+                    profile_name_type(),
+                    true,
+                    profile_name,
                 ),
                 (model_col::CONTENT, DataType::Float32, true, content),
                 (
