@@ -156,6 +156,8 @@ def main():
     res["gatewatch_batch_cpu_ns_per_row"] = gw["batch_cpu_ns_per_row"]
     res["gatewatch_single_ns"] = gw["single_ns_per_row"]
     res["gatewatch_single_cpu_ns"] = gw["single_cpu_ns_per_row"]
+    # Which batch walk ran: "avx512" where the CPU has AVX-512F, else "compact".
+    res["gatewatch_batch_kernel"] = gw.get("batch_kernel", "unknown")
 
     res["ratio_batch_vs_sklearn"] = res["sklearn_batch_ns_per_row"] / gw["batch_ns_per_row"]
     res["ratio_batch_cpu_vs_sklearn"] = res["sklearn_batch_cpu_ns_per_row"] / gw["batch_cpu_ns_per_row"]

@@ -5,7 +5,8 @@
 //! `cargo run --release -p gatewatch-models --example iforest_timing -- DATA.csv [TREES] [PSI] [--extended]`
 //!
 //! Prints one JSON line: fit seconds, batch scoring ns/row (Arrow `Float32` columns,
-//! one thread), single-row scoring ns/row, and a checksum of the scores so a run that
+//! one thread), single-row scoring ns/row, the batch walk used (`batch_kernel`), and a
+//! checksum of the scores so a run that
 //! scored nothing cannot look fast.
 
 use std::sync::Arc;
@@ -102,12 +103,13 @@ fn main() {
         "{{\"rows\":{rows},\"features\":{d},\"trees\":{trees},\"psi\":{psi},\"extended\":{extended},\
          \"fit_s\":{fit_s:.6},\"batch_ns_per_row\":{:.1},\"batch_cpu_ns_per_row\":{:.1},\
          \"single_ns_per_row\":{:.1},\"single_cpu_ns_per_row\":{:.1},\
-         \"nodes\":{},\"checksum\":{checksum:.4}}}",
+         \"nodes\":{},\"batch_kernel\":\"{}\",\"checksum\":{checksum:.4}}}",
         batch.0,
         batch.1,
         single.0,
         single.1,
-        model.n_nodes()
+        model.n_nodes(),
+        model.batch_kernel()
     );
 }
 

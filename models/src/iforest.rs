@@ -33,6 +33,13 @@
 //! of waiting on one pointer chase at a time, and the tree stays in L1 while the block
 //! passes through it. A single row does the same with 8 trees as the lanes.
 //!
+//! **Batch fast path.** On CPUs with AVX-512F (detected at run time), forests of depth
+//! ≤ 8 over ≤ 32 features (ψ ≤ 256: the default size) are also re-laid out as perfect
+//! binary trees in heap order and scored over column-major row blocks, 16 rows per vector
+//! instruction (`iforest/levels.rs`, `iforest/avx512.rs` — the crate's one module allowed
+//! `unsafe`); elsewhere the compact node arrays serve. Scores are identical on every
+//! path, bit for bit.
+//!
 //! **NaN** (or a null Arrow slot) compares false with every threshold and goes left.
 
 use arrow::array::{Array, Float32Array, RecordBatch};
@@ -44,6 +51,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::codec::{Reader, Writer};
 use crate::{Error, Result};
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod levels;
 
 /// Euler–Mascheroni constant, for the harmonic-number approximation in c(n).
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
@@ -474,6 +485,9 @@ struct Compact {
     leaf_path: Vec<[f32; COMPACT_NODES]>,
     /// Steps to the deepest leaf, per tree.
     steps: Vec<u8>,
+    /// The same trees as perfect binary trees, when none is deeper than 8 and the CPU
+    /// has AVX-512F: the layout of the vector batch path.
+    levels: Option<levels::Levels>,
 }
 
 impl Compact {
@@ -485,6 +499,7 @@ impl Compact {
             nodes: Vec::with_capacity(f.roots.len()),
             leaf_path: Vec::with_capacity(f.roots.len()),
             steps: Vec::with_capacity(f.roots.len()),
+            levels: None,
         };
         for (t, &root) in f.roots.iter().enumerate() {
             let base = root as usize;
@@ -524,6 +539,7 @@ impl Compact {
             c.leaf_path.push(paths);
             c.steps.push(deepest);
         }
+        c.levels = levels::Levels::build_if_vector(&c);
         Some(c)
     }
 
@@ -599,6 +615,20 @@ impl IsolationForest {
     /// Total number of nodes over all trees.
     pub fn n_nodes(&self) -> usize {
         self.nodes.len()
+    }
+    /// Which walk [`score_columns`](Self::score_columns) and
+    /// [`score_batch`](Self::score_batch) use for this model on this CPU: `"avx512"`
+    /// (perfect trees, 16 rows per vector instruction), `"compact"` (8-byte nodes, 64
+    /// rows per tree pass), `"flat"` (trees too large for the compact arrays) or
+    /// `"extended"` (hyperplane steps). All give identical scores; this is for reports
+    /// and benchmarks.
+    pub fn batch_kernel(&self) -> &'static str {
+        match &self.compact {
+            Some(c) if c.levels.is_some() => "avx512",
+            Some(_) => "compact",
+            None if self.extended => "extended",
+            None => "flat",
+        }
     }
 
     #[inline]
@@ -682,6 +712,22 @@ impl IsolationForest {
             )));
         }
         let d = self.n_features;
+        if let Some(lv) = self.compact.as_ref().and_then(|c| c.levels.as_ref()) {
+            // 8 KiB, on the heap: `score_columns` may run on small thread stacks.
+            let mut block = Box::new([0.0f32; levels::BLOCK_VALUES]);
+            let mut start = 0;
+            while start < n {
+                let m = levels::BLOCK.min(n - start);
+                levels::fill_block(cols, start, m, &mut block);
+                let mut sums = [0.0f32; levels::BLOCK];
+                lv.block_sums(&block, m, &mut sums);
+                for (o, &s) in out[start..start + m].iter_mut().zip(&sums) {
+                    *o = self.finish(s);
+                }
+                start += m;
+            }
+            return Ok(());
+        }
         if let Some(c) = &self.compact {
             let mut block = vec![[0.0f32; COMPACT_FEATURES]; LANES];
             let mut start = 0;
@@ -750,7 +796,7 @@ impl IsolationForest {
     }
 
     /// Scores every row of an Arrow batch, reading the named `Float32` columns as the
-    /// features in training order. Null slots are read as NaN (right branch). Errors when a
+    /// features in training order. Null slots are read as NaN (left branch). Errors when a
     /// column is missing or not `Float32`.
     pub fn score_batch(&self, batch: &RecordBatch, columns: &[&str]) -> Result<Float32Array> {
         let mut cols: Vec<&[f32]> = Vec::with_capacity(columns.len());
@@ -1037,6 +1083,12 @@ mod tests {
             let x = blob(700, d, 11);
             let m = IsolationForestParams::new().fit_array(x.view()).unwrap();
             assert!(m.compact.is_some());
+            let want = if levels::vector_available() {
+                "avx512"
+            } else {
+                "compact"
+            };
+            assert_eq!(m.batch_kernel(), want);
             let mut flat = m.clone();
             flat.compact = None;
             let a = m.score_matrix(&x).unwrap();
@@ -1056,6 +1108,7 @@ mod tests {
             .fit_array(blob(300, 33, 12).view())
             .unwrap();
         assert!(wide.compact.is_none());
+        assert_eq!(wide.batch_kernel(), "flat");
         let deep = IsolationForestParams::new()
             .n_trees(3)
             .sample_size(2048)
