@@ -21,6 +21,7 @@ mod simulate_cmd;
 mod sql_cmd;
 mod suppress_cmd;
 mod train_cmd;
+mod train_source;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

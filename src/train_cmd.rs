@@ -1,6 +1,7 @@
-//! `gatewatch train`: learn a model from logs and save it as a versioned artifact.
+//! `gatewatch train`: learn a model from logs, the Parquet store or a Kafka topic, and save
+//! it as a versioned artifact.
 //!
-//! The files run through the same feature stage as live traffic; the isolation forest and
+//! The traffic runs through the same feature stage as live traffic; the isolation forest and
 //! behaviour profiles train on the feature rows, the content profiles on the requests. The
 //! artifact records the feature list (and its hash), the training window, the row counts
 //! and the calibration, and `run`/`demo`/`backtest` refuse it when their feature
@@ -21,6 +22,7 @@ use gatewatch_scoring::columns::StrCol;
 
 use crate::config::Config;
 use crate::pipeline::engine::model_features;
+use crate::train_source::{KafkaReader, StoreReader, TrainSource};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -29,6 +31,14 @@ Examples:
 
   # labelled data: learn only from the rows labelled normal
   gatewatch train --format json --normal-only --normal-label normal --out model.gwm train.jsonl
+
+  # yesterday's traffic from the store that `gatewatch run` writes
+  gatewatch train --store ./gatewatch-data --from 2026-01-05T00:00:00Z --to 2026-01-06T00:00:00Z \
+      --out model.gwm
+
+  # everything a Kafka topic holds (read with a group of its own; ends when the topic
+  # has been quiet for --kafka-idle)
+  gatewatch train --kafka-topic gateway-logs --format kong --out model.gwm
 
   # then score with it
   GATEWATCH__MODELS__PATH=model.gwm gatewatch run
@@ -39,10 +49,27 @@ normal looks like and flag what is unlike it.";
 /// Arguments of `gatewatch train`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "store", "kafka_topic"])))]
 pub struct TrainArgs {
     /// Log files (plain or gzip); `-` for stdin.
-    #[arg(required = true)]
     pub input: Vec<String>,
+    /// Learn from the `events` table of this data directory (what `run` and `demo` store)
+    /// instead of files; narrow it with --from and --to.
+    #[arg(long, value_name = "DATA_DIR")]
+    pub store: Option<PathBuf>,
+    /// With --store: the first event time to learn from (RFC 3339).
+    #[arg(long, requires = "store", value_parser = parse_time_us, value_name = "RFC3339")]
+    pub from: Option<i64>,
+    /// With --store: learn from events before this time (RFC 3339).
+    #[arg(long, requires = "store", value_parser = parse_time_us, value_name = "RFC3339")]
+    pub to: Option<i64>,
+    /// Learn from this Kafka topic (brokers and properties from `[kafka]`), from its oldest
+    /// record until it has been quiet for --kafka-idle; its format is --format.
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// With --kafka-topic: stop once no record has arrived for this long.
+    #[arg(long, requires = "kafka_topic", default_value = "5s", value_parser = parse_idle)]
+    pub kafka_idle: std::time::Duration,
     /// Log format (default: `[input] format`).
     #[arg(short, long, value_parser = |s: &str| s.parse::<Format>())]
     pub format: Option<Format>,
@@ -63,14 +90,32 @@ pub struct TrainArgs {
     pub max_rows: usize,
 }
 
+fn parse_time_us(s: &str) -> std::result::Result<i64, String> {
+    crate::simulate_cmd::parse_start(s)
+}
+
+fn parse_idle(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let us = crate::simulate_cmd::parse_duration_us(s)?;
+    Ok(std::time::Duration::from_micros(us.max(0) as u64))
+}
+
 pub fn run(args: TrainArgs, config: &Config) -> Result<()> {
     let format = args.format.unwrap_or(config.input.format);
-    let mut source = crate::pipeline::labelled_file_source(
-        &args.input,
-        format,
-        args.label_field.as_deref(),
-        config,
-    )?;
+    let mut source = if let Some(dir) = &args.store {
+        if args.label_field.is_some() {
+            bail!("--label-field applies to files; stored events keep their label column");
+        }
+        TrainSource::Store(StoreReader::open(dir, args.from, args.to)?)
+    } else if let Some(topic) = &args.kafka_topic {
+        TrainSource::Kafka(KafkaReader::open(config, topic, format, args.kafka_idle)?)
+    } else {
+        TrainSource::Files(crate::pipeline::labelled_file_source(
+            &args.input,
+            format,
+            args.label_field.as_deref(),
+            config,
+        )?)
+    };
     let mut stage = FeatureStage::new(config.features.clone()).context("features")?;
     let names = model_features(stage.feature_names());
     let mut reservoir =
@@ -83,9 +128,9 @@ pub fn run(args: TrainArgs, config: &Config) -> Result<()> {
     let mut last = Instant::now();
     let (mut events, mut used, mut dead) = (0u64, 0u64, 0u64);
     let mut row = vec![0f32; names.len()];
-    while let Some(sb) = source.next_batch()? {
-        dead += sb.decoded.dead_letters.len() as u64;
-        let batch = &sb.decoded.events;
+    while let Some(tb) = source.next_batch()? {
+        dead += tb.dead_letters;
+        let batch = &tb.events;
         events += batch.num_rows() as u64;
         let featured = stage.process(batch).context("feature stage")?;
         let keep = if args.normal_only {

@@ -1,0 +1,188 @@
+//! `gatewatch train` from its three inputs: log files, the Parquet store that `demo` and
+//! `run` write, and a Kafka topic. Each must learn from every event it was given (the
+//! "events read" count) and write a model that `backtest` then loads and scores with.
+//!
+//! The Kafka case needs a broker: `127.0.0.1:9092` unless `GATEWATCH_TEST_KAFKA` names
+//! another; without one it says it is skipping, except under `CI=true`, where it fails.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use gatewatch_ingest::source::admin;
+
+fn gatewatch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gatewatch"));
+    c.env_remove("GATEWATCH_CONFIG")
+        .env("GATEWATCH__LOG__LEVEL", "warn");
+    c
+}
+
+/// Runs a command that must succeed; returns its stderr.
+fn ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{c:?} failed:\n{err}");
+    err
+}
+
+/// The "N events read, M learned" of train's last summary line.
+fn read_and_learned(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains(" learned;"))
+        .unwrap_or_else(|| panic!("no summary in:\n{stderr}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+/// A model that backtest loads (and so accepts for its feature set) and scores with.
+fn usable(model: &Path, logs: &Path) {
+    let err = ok(gatewatch()
+        .args([
+            "backtest",
+            "--format",
+            "json",
+            "--normal-label",
+            "benign",
+            "--model",
+        ])
+        .arg(model)
+        .arg(logs));
+    assert!(!err.contains("warm-up not reached"), "{err}");
+}
+
+#[test]
+fn trains_from_files_and_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("traffic.jsonl");
+    ok(gatewatch()
+        .args([
+            "simulate",
+            "--format",
+            "json",
+            "--seed",
+            "4",
+            "--duration",
+            "10m",
+        ])
+        .args(["--start", "2026-01-05T09:00:00Z", "-o"])
+        .arg(&logs));
+    let lines = std::fs::read_to_string(&logs).unwrap().lines().count() as u64;
+
+    let from_files = dir.path().join("files.gwm");
+    let err = ok(gatewatch()
+        .args(["train", "--format", "json", "--out"])
+        .arg(&from_files)
+        .arg(&logs));
+    assert_eq!(read_and_learned(&err), (lines, lines));
+    usable(&from_files, &logs);
+
+    // A demo stores what it saw; train reads the events table back, oldest first.
+    let data = dir.path().join("data");
+    ok(gatewatch()
+        .args([
+            "demo",
+            "--quiet",
+            "--no-dashboard",
+            "--rate",
+            "0",
+            "--seed",
+            "4",
+        ])
+        .args([
+            "--duration",
+            "10m",
+            "--start",
+            "2026-01-05T09:00:00Z",
+            "--data-dir",
+        ])
+        .arg(&data));
+    let from_store = dir.path().join("store.gwm");
+    let err = ok(gatewatch()
+        .args(["train", "--store"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&from_store));
+    let (read, learned) = read_and_learned(&err);
+    assert!(read > 25_000 && read == learned, "{err}");
+    usable(&from_store, &logs);
+
+    // --from/--to take a slice of it: the second five minutes.
+    let err = ok(gatewatch()
+        .args(["train", "--store"])
+        .arg(&data)
+        .args([
+            "--from",
+            "2026-01-05T09:05:00Z",
+            "--to",
+            "2026-01-05T09:10:00Z",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("slice.gwm")));
+    let (slice, _) = read_and_learned(&err);
+    assert!(
+        slice > read / 4 && slice < read * 3 / 4,
+        "{slice} of {read}"
+    );
+
+    // A directory without a store is named in the error.
+    let out = gatewatch()
+        .args(["train", "--store"])
+        .arg(dir.path().join("nothing-here"))
+        .arg("--out")
+        .arg(dir.path().join("x.gwm"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing-here"));
+}
+
+#[test]
+fn trains_from_a_kafka_topic() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch train --kafka-topic test") else {
+        return;
+    };
+    let topic = format!(
+        "train-input-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    admin::create_topic(&brokers, &topic, 2, Duration::from_secs(30)).unwrap();
+    ok(gatewatch()
+        .args(["simulate", "--format", "kong", "--seed", "6", "-n", "10000"])
+        .args(["--start", "2026-01-05T09:00:00Z"])
+        .args(["--kafka-brokers", &brokers, "--kafka-topic", &topic]));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gatewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\n[kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n"
+        ),
+    )
+    .unwrap();
+    let model = dir.path().join("kafka.gwm");
+    let err = ok(gatewatch()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["train", "--kafka-topic", &topic, "--format", "kong"])
+        .args(["--kafka-idle", "3s", "--out"])
+        .arg(&model));
+    assert_eq!(read_and_learned(&err), (10_000, 10_000), "{err}");
+
+    let logs = dir.path().join("traffic.jsonl");
+    ok(gatewatch()
+        .args([
+            "simulate", "--format", "json", "--seed", "6", "-n", "5000", "-o",
+        ])
+        .arg(&logs));
+    usable(&model, &logs);
+}
