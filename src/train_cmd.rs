@@ -109,12 +109,12 @@ pub fn run(args: TrainArgs, config: &Config) -> Result<()> {
     } else if let Some(topic) = &args.kafka_topic {
         TrainSource::Kafka(KafkaReader::open(config, topic, format, args.kafka_idle)?)
     } else {
-        TrainSource::Files(crate::pipeline::labelled_file_source(
+        TrainSource::Files(Box::new(crate::pipeline::labelled_file_source(
             &args.input,
             format,
             args.label_field.as_deref(),
             config,
-        )?)
+        )?))
     };
     let mut stage = FeatureStage::new(config.features.clone()).context("features")?;
     let names = model_features(stage.feature_names());

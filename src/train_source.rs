@@ -28,8 +28,8 @@ pub struct TrainBatch {
 
 /// One of the three inputs.
 pub enum TrainSource {
-    /// Log files through the decoders.
-    Files(FileSource),
+    /// Log files through the decoders (boxed: the decoder state is large).
+    Files(Box<FileSource>),
     /// The `events` table of a store, oldest first.
     Store(StoreReader),
     /// A Kafka topic from its oldest record until it has been quiet for a while.
