@@ -107,7 +107,12 @@ pub fn run(args: TrainArgs, config: &Config) -> Result<()> {
         }
         TrainSource::Store(StoreReader::open(dir, args.from, args.to)?)
     } else if let Some(topic) = &args.kafka_topic {
-        TrainSource::Kafka(KafkaReader::open(config, topic, format, args.kafka_idle)?)
+        TrainSource::Kafka(Box::new(KafkaReader::open(
+            config,
+            topic,
+            format,
+            args.kafka_idle,
+        )?))
     } else {
         TrainSource::Files(Box::new(crate::pipeline::labelled_file_source(
             &args.input,

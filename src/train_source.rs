@@ -33,7 +33,7 @@ pub enum TrainSource {
     /// The `events` table of a store, oldest first.
     Store(StoreReader),
     /// A Kafka topic from its oldest record until it has been quiet for a while.
-    Kafka(KafkaReader),
+    Kafka(Box<KafkaReader>),
 }
 
 impl TrainSource {
