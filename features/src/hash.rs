@@ -25,13 +25,36 @@ pub fn hash64(seed: u64, bytes: &[u8]) -> u64 {
         let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
         h = fold(h ^ v, K1);
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        h = fold(h ^ u64::from_le_bytes(buf), K2);
+    let r = bytes.len() % 8;
+    if r != 0 {
+        h = fold(h ^ tail(bytes, r), K2);
     }
     mix(h)
+}
+
+/// The last `r` (1..=7) bytes of `bytes` as a little-endian number, zero-extended: the
+/// same value as copying them into a zeroed 8-byte buffer, read with a few overlapping
+/// loads instead (a byte copy into a buffer and a wide load right after it stall the
+/// pipeline).
+#[inline]
+fn tail(bytes: &[u8], r: usize) -> u64 {
+    let n = bytes.len();
+    if n >= 8 {
+        // The last eight bytes hold the tail in their top `r` bytes.
+        let w = u64::from_le_bytes(bytes[n - 8..].try_into().expect("eight bytes"));
+        return w >> (8 * (8 - r));
+    }
+    // The whole input is the tail (n == r < 8).
+    let b = bytes;
+    if r >= 4 {
+        let lo = u32::from_le_bytes(b[..4].try_into().expect("four bytes"));
+        let hi = u32::from_le_bytes(b[r - 4..r].try_into().expect("four bytes"));
+        u64::from(lo) | (u64::from(hi) << (8 * (r - 4)))
+    } else {
+        u64::from(b[0])
+            | (u64::from(b[r / 2]) << (8 * (r / 2)))
+            | (u64::from(b[r - 1]) << (8 * (r - 1)))
+    }
 }
 
 /// Finalises or combines hashes: a bijective mixer (splitmix64's finaliser).
@@ -62,6 +85,22 @@ mod tests {
         assert_ne!(hash64(0, b"abc"), hash64(1, b"abc"));
         assert_eq!(hash64(7, b"same"), hash64(7, b"same"));
         assert_ne!(combine(1, 2), combine(2, 1));
+    }
+
+    #[test]
+    fn tail_reads_equal_a_zero_padded_copy() {
+        for n in 1..40usize {
+            let bytes: Vec<u8> = (0..n as u8)
+                .map(|i| i.wrapping_mul(37).wrapping_add(200))
+                .collect();
+            let r = n % 8;
+            if r == 0 {
+                continue;
+            }
+            let mut buf = [0u8; 8];
+            buf[..r].copy_from_slice(&bytes[n - r..]);
+            assert_eq!(tail(&bytes, r), u64::from_le_bytes(buf), "n={n}");
+        }
     }
 
     #[test]

@@ -161,15 +161,15 @@ impl Default for Lexer {
 }
 
 #[inline]
-fn is_special_path(c: u8) -> bool {
+const fn is_special_path(c: u8) -> bool {
     !(c.is_ascii_alphanumeric() || matches!(c, b'/' | b'-' | b'_' | b'.' | b'~'))
 }
 #[inline]
-fn is_special_query(c: u8) -> bool {
+const fn is_special_query(c: u8) -> bool {
     !(c.is_ascii_alphanumeric() || matches!(c, b'&' | b'=' | b'-' | b'_' | b'.' | b'~' | b'+'))
 }
 #[inline]
-fn is_special_body(c: u8) -> bool {
+const fn is_special_body(c: u8) -> bool {
     !(c.is_ascii_alphanumeric()
         || c.is_ascii_whitespace()
         || matches!(
@@ -179,7 +179,7 @@ fn is_special_body(c: u8) -> bool {
 }
 /// Bytes without which none of the markers can occur (raw or percent-encoded).
 #[inline]
-fn suspicious(c: u8) -> bool {
+const fn suspicious(c: u8) -> bool {
     matches!(
         c,
         b'\''
@@ -199,6 +199,31 @@ fn suspicious(c: u8) -> bool {
             | 0
     )
 }
+
+/// Byte classes, one bit each, looked up once per byte by the profile scan.
+const DIGIT: u8 = 1;
+const SPECIAL_PATH: u8 = 2;
+const SPECIAL_QUERY: u8 = 4;
+const SPECIAL_BODY: u8 = 8;
+const SUSPICIOUS: u8 = 16;
+/// `b` when `on`, else 0.
+const fn bit(on: bool, b: u8) -> u8 {
+    if on { b } else { 0 }
+}
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = bit(c.is_ascii_digit(), DIGIT)
+            | bit(is_special_path(c), SPECIAL_PATH)
+            | bit(is_special_query(c), SPECIAL_QUERY)
+            | bit(is_special_body(c), SPECIAL_BODY)
+            | bit(suspicious(c), SUSPICIOUS);
+        i += 1;
+    }
+    t
+};
 
 fn hex(c: u8) -> Option<u8> {
     match c {
@@ -336,7 +361,7 @@ impl Lexer {
     }
 
     /// Entropy (bits/byte), digit count and special count of `s` under `special`.
-    fn profile(&mut self, s: &[u8], special: fn(u8) -> bool) -> (f32, f32, f32, bool) {
+    fn profile(&mut self, s: &[u8], special: u8) -> (f32, f32, f32, bool) {
         let s = &s[..s.len().min(MAX_SCAN)];
         if s.is_empty() {
             return (0.0, 0.0, 0.0, false);
@@ -347,10 +372,11 @@ impl Lexer {
         let mut prev = 0u8;
         for &c in s {
             self.counts[c as usize] += 1;
-            digits += u32::from(c.is_ascii_digit());
-            spec += u32::from(special(c));
+            let class = CLASS[c as usize];
+            digits += u32::from(class & DIGIT);
+            spec += u32::from(class & special != 0);
             // `..` and `&&` need a look at the previous byte; a lone `.` or `&` is benign.
-            sus |= suspicious(c) || (c == prev && (c == b'.' || c == b'&'));
+            sus |= class & SUSPICIOUS != 0 || (c == prev && (c == b'.' || c == b'&'));
             prev = c;
         }
         let mut sum = 0.0f32;
@@ -431,19 +457,19 @@ impl Lexer {
         out.query_len = q.len() as f32;
         out.body_len = b.len() as f32;
         out.path_depth = path.split('/').filter(|s| !s.is_empty()).count() as f32;
-        let (e, d, s, sus_p) = self.profile(p, is_special_path);
+        let (e, d, s, sus_p) = self.profile(p, SPECIAL_PATH);
         (
             out.path_entropy,
             out.path_digit_ratio,
             out.path_special_ratio,
         ) = (e, d, s);
-        let (e, d, s, sus_q) = self.profile(q, is_special_query);
+        let (e, d, s, sus_q) = self.profile(q, SPECIAL_QUERY);
         (
             out.query_entropy,
             out.query_digit_ratio,
             out.query_special_ratio,
         ) = (e, d, s);
-        let (e, _, s, sus_b) = self.profile(b, is_special_body);
+        let (e, _, s, sus_b) = self.profile(b, SPECIAL_BODY);
         (out.body_entropy, out.body_special_ratio) = (e, s);
         // Percent escapes.
         let escapes = |s: &[u8]| {
@@ -501,14 +527,69 @@ impl Lexer {
         if sus_b {
             self.scan(b, &mut out);
         }
-        if let Some(ua) = user_agent.map(str::as_bytes)
-            && ua
-                .iter()
-                .any(|&c| matches!(c, b'\'' | b'<' | b'$' | b'`' | b';' | b'|' | b'{'))
+        if let Some(ua) = user_agent {
+            self.user_agent_markers(ua).add_to(&mut out);
+        }
+        out
+    }
+
+    /// The features of one request without its user agent: [`features`](Self::features)
+    /// less the user agent's [`Markers`], which depend on the user agent alone and can be
+    /// computed once per distinct value (add them with [`Markers::add_to`]).
+    pub fn request_features(
+        &mut self,
+        path: &str,
+        query: Option<&str>,
+        body: Option<&str>,
+    ) -> Lexical {
+        self.features(path, query, body, None)
+    }
+
+    /// The injection markers in a user agent.
+    pub fn user_agent_markers(&mut self, ua: &str) -> Markers {
+        let ua = ua.as_bytes();
+        let mut out = Lexical::default();
+        if ua
+            .iter()
+            .any(|&c| matches!(c, b'\'' | b'<' | b'$' | b'`' | b';' | b'|' | b'{'))
         {
             self.scan(ua, &mut out);
         }
-        out
+        Markers {
+            sqli: out.sqli,
+            xss: out.xss,
+            traversal: out.traversal,
+            cmd: out.cmd,
+            null_bytes: out.null_bytes,
+        }
+    }
+}
+
+/// Marker counts of one string (see [`Lexer::user_agent_markers`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Markers {
+    /// SQL and NoSQL injection markers.
+    pub sqli: f32,
+    /// Script markers.
+    pub xss: f32,
+    /// Path traversal markers.
+    pub traversal: f32,
+    /// Command and template injection markers.
+    pub cmd: f32,
+    /// Null bytes.
+    pub null_bytes: f32,
+}
+
+impl Markers {
+    /// Adds these counts to a request's features. Counts are small whole numbers, exact in
+    /// `f32`, so the sum does not depend on the order the strings are scanned in.
+    #[inline]
+    pub fn add_to(&self, l: &mut Lexical) {
+        l.sqli += self.sqli;
+        l.xss += self.xss;
+        l.traversal += self.traversal;
+        l.cmd += self.cmd;
+        l.null_bytes += self.null_bytes;
     }
 }
 

@@ -5,7 +5,15 @@
 //! features are read, so the output does not depend on how the stream is cut into batches.
 //! Per event the work is: one templating pass over the path, four hash-table lookups
 //! (endpoint, client, network, pair), O(1) counter and sketch updates per span, and one
-//! pass over path, query, body and user agent for the lexical features.
+//! pass over path, query and body for the lexical features (user agents are scanned once
+//! per distinct value of a batch's dictionary).
+//!
+//! At 100,000 clients the client and pair state does not fit in the caches, so most of an
+//! event's time would be spent waiting for memory, one miss after the other. Rows are
+//! therefore handled in chunks of `CHUNK` rows: a first pass works out each row's template
+//! and keys (only the templater's own state is involved, so running it ahead changes
+//! nothing), a second pass reads the state those keys point to (independent loads, whose
+//! misses overlap), and then the events run in order against warm caches.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,10 +26,10 @@ use crate::config::{ClientKey, FeatureConfig, Resolved};
 use crate::hash::{combine, hash64};
 use crate::input::{Columns, opt};
 use crate::inventory::{Endpoint, Inventory};
-use crate::openapi::{Spec, seg_hash};
-use crate::request::{Lexer, Lexical};
+use crate::openapi::{Spec, SpecMatch, seg_hash};
+use crate::request::{Lexer, Lexical, Markers};
 use crate::table::Table;
-use crate::template::{LearnConfig, Templater};
+use crate::template::{IdSpan, LearnConfig, Templater};
 use crate::window::{Geometry, Landing, Rings};
 use crate::{Error, Result};
 
@@ -141,11 +149,41 @@ pub struct StateStats {
     pub bytes_per_client: usize,
 }
 
+/// Rows per chunk: the first pass and the state loads run a chunk ahead of the events.
+const CHUNK: usize = 16;
+
+/// The output builders of one batch.
+struct Builders {
+    tmpl: StringBuilder,
+    key: StringBuilder,
+    net: StringBuilder,
+    id: StringBuilder,
+    late: BooleanBuilder,
+}
+
+/// What the first pass works out for one row (see [`FeatureStage::prepare`]).
+#[derive(Clone, Copy)]
+struct Pre<'a> {
+    path: &'a str,
+    method: &'a str,
+    mcode: u8,
+    spec_hit: Option<SpecMatch>,
+    id_span: IdSpan,
+    /// The template's byte range in the chunk's template arena.
+    tmpl: (usize, usize),
+    ep_key: u64,
+    authenticated: bool,
+    key: &'a str,
+    ck: u64,
+    net: Option<NetAddr>,
+}
+
 /// Per-dictionary-value caches, rebuilt per batch.
 #[derive(Default)]
 struct DictCache {
     method: Vec<(u8, u64)>,
-    ua: Vec<u64>,
+    /// Per user agent: its hash and its injection markers.
+    ua: Vec<(u64, Markers)>,
     waf_block: Vec<bool>,
 }
 
@@ -237,8 +275,11 @@ pub struct FeatureStage {
     late: u64,
     bad_ts: u64,
     tmpl: String,
+    /// The templates of the chunk in progress, end to end.
+    tmpl_arena: String,
     segs: Vec<u64>,
-    net_buf: String,
+    /// Per network slot: the network it holds and its text.
+    net_text: Vec<(Option<NetAddr>, String)>,
     row: Vec<f32>,
 }
 
@@ -309,8 +350,9 @@ impl FeatureStage {
             late: 0,
             bad_ts: 0,
             tmpl: String::with_capacity(256),
+            tmpl_arena: String::with_capacity(CHUNK * 64),
             segs: Vec::with_capacity(32),
-            net_buf: String::with_capacity(64),
+            net_text: Vec::new(),
             row: Vec::with_capacity(names.len()),
             lexer: Lexer::new(),
             schema_cache: None,
@@ -375,7 +417,11 @@ impl FeatureStage {
         let per_pair = self.pair_rings.bytes_per_entity()
             + std::mem::size_of::<PairMeta>()
             + Table::bytes_per_entity();
-        let per_net = self.net_rings.bytes_per_entity() + Table::bytes_per_entity();
+        // Plus the network's text: about 20 bytes of heap for `a.b.c.0/24`, 43 at most.
+        let per_net = self.net_rings.bytes_per_entity()
+            + Table::bytes_per_entity()
+            + std::mem::size_of::<(Option<NetAddr>, String)>()
+            + 24;
         let per_ep = self.ep_rings.bytes_per_entity()
             + std::mem::size_of::<Endpoint>()
             + Table::bytes_per_entity()
@@ -437,34 +483,50 @@ impl FeatureStage {
         let rows = batch.num_rows();
         let nf = self.names.len();
         let mut out: Vec<Vec<f32>> = (0..nf).map(|_| Vec::with_capacity(rows)).collect();
-        let mut tmpl_b = StringBuilder::with_capacity(rows, rows * 24);
-        let mut key_b = StringBuilder::with_capacity(rows, rows * 16);
-        let mut net_b = StringBuilder::with_capacity(rows, rows * 16);
-        let mut id_b = StringBuilder::with_capacity(rows, rows * 4);
-        let mut late_b = BooleanBuilder::with_capacity(rows);
+        let mut b = Builders {
+            tmpl: StringBuilder::with_capacity(rows, rows * 24),
+            key: StringBuilder::with_capacity(rows, rows * 16),
+            net: StringBuilder::with_capacity(rows, rows * 16),
+            id: StringBuilder::with_capacity(rows, rows * 4),
+            late: BooleanBuilder::with_capacity(rows),
+        };
         let cache = self.dict_cache(&cols);
-        for i in 0..rows {
-            self.event(
-                &cols,
-                &cache,
-                i,
-                &mut tmpl_b,
-                &mut key_b,
-                &mut net_b,
-                &mut id_b,
-                &mut late_b,
-            );
-            debug_assert_eq!(self.row.len(), nf);
-            for (c, &v) in out.iter_mut().zip(&self.row) {
-                c.push(finite(v));
+        let mut arena = std::mem::take(&mut self.tmpl_arena);
+        let mut pre: Vec<Pre<'_>> = Vec::with_capacity(CHUNK);
+        let mut chunk_cols: Vec<f32> = vec![0.0; CHUNK * nf];
+        // Rows go in chunks: first what each row's keys are (templating included), then one
+        // sweep that loads the chunk's client and pair state (so the cache misses of a
+        // chunk overlap instead of following one another), then the events in order.
+        for start in (0..rows).step_by(CHUNK) {
+            let end = (start + CHUNK).min(rows);
+            arena.clear();
+            pre.clear();
+            for i in start..end {
+                pre.push(self.prepare(&cols, &cache, i, &mut arena));
+            }
+            self.warm(&pre);
+            // The chunk's features column by column (`CHUNK` values per column), so each
+            // output column then gets a short run of adjacent values instead of every
+            // column one value per event.
+            for (j, (i, p)) in (start..end).zip(&pre).enumerate() {
+                self.event(&cols, &cache, i, p, &arena, &mut b);
+                debug_assert_eq!(self.row.len(), nf);
+                for (run, &v) in chunk_cols.chunks_exact_mut(CHUNK).zip(&self.row) {
+                    run[j] = v;
+                }
+            }
+            let len = end - start;
+            for (col, run) in out.iter_mut().zip(chunk_cols.chunks_exact(CHUNK)) {
+                col.extend(run[..len].iter().map(|&v| finite(v)));
             }
         }
+        self.tmpl_arena = arena;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(tmpl_b.finish()));
-        columns.push(Arc::new(key_b.finish()));
-        columns.push(Arc::new(net_b.finish()));
-        columns.push(Arc::new(id_b.finish()));
-        columns.push(Arc::new(late_b.finish()));
+        columns.push(Arc::new(b.tmpl.finish()));
+        columns.push(Arc::new(b.key.finish()));
+        columns.push(Arc::new(b.net.finish()));
+        columns.push(Arc::new(b.id.finish()));
+        columns.push(Arc::new(b.late.finish()));
         for c in out {
             columns.push(Arc::new(Float32Array::from(c)));
         }
@@ -472,83 +534,18 @@ impl FeatureStage {
         RecordBatch::try_new(schema, columns).map_err(Error::Arrow)
     }
 
-    fn dict_cache(&self, cols: &Columns<'_>) -> DictCache {
-        let mut c = DictCache::default();
-        if let Some(v) = cols.method.dictionary() {
-            c.method = (0..v.len())
-                .map(|k| {
-                    let m = if v.is_valid(k) { v.value(k) } else { "-" };
-                    (method_code(m), hash64(SEED_ENDPOINT, m.as_bytes()))
-                })
-                .collect();
-        }
-        if let Some(v) = cols.user_agent.dictionary() {
-            c.ua = (0..v.len())
-                .map(|k| {
-                    hash64(
-                        SEED_UA,
-                        if v.is_valid(k) {
-                            v.value(k).as_bytes()
-                        } else {
-                            b""
-                        },
-                    )
-                })
-                .collect();
-        }
-        if let Some(v) = cols.waf_action.dictionary() {
-            c.waf_block = (0..v.len())
-                .map(|k| v.is_valid(k) && is_block(v.value(k)))
-                .collect();
-        }
-        c
-    }
-
-    // The per-span loops index several feature arrays by span at once; an iterator over
-    // one of them would hide that the others are indexed the same way.
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    fn event(
+    /// The first pass over row `i`: its method, endpoint template (into `arena`), object
+    /// id position, client key and network. Only the templater's state changes here, and
+    /// only it is read, so doing this a chunk ahead of the events is the same as doing it
+    /// event by event.
+    fn prepare<'a>(
         &mut self,
-        cols: &Columns<'_>,
+        cols: &Columns<'a>,
         cache: &DictCache,
         i: usize,
-        tmpl_b: &mut StringBuilder,
-        key_b: &mut StringBuilder,
-        net_b: &mut StringBuilder,
-        id_b: &mut StringBuilder,
-        late_b: &mut BooleanBuilder,
-    ) {
-        self.events += 1;
-        // Time and watermark.
-        let t = if cols.ts.is_valid(i) {
-            cols.ts.value(i)
-        } else {
-            self.bad_ts += 1;
-            self.max_t.unwrap_or(0)
-        };
-        let late = self
-            .max_t
-            .is_some_and(|m| t < m.saturating_sub(self.res.lateness_us));
-        if late {
-            self.late += 1;
-        }
-        let max_t = self.max_t.map_or(t, |m| m.max(t));
-        self.max_t = Some(max_t);
-        let first_t = *self.first_t.get_or_insert(t);
-        late_b.append_value(late);
-        let cutoff = max_t
-            .saturating_sub(self.res.lateness_us)
-            .saturating_sub(self.res.ttl_us);
-        self.clients.sweep(cutoff);
-        self.pairs.sweep(cutoff);
-        self.networks.sweep(cutoff);
-        self.inventory.table.sweep(cutoff);
-
-        // Request fields.
+        arena: &mut String,
+    ) -> Pre<'a> {
         let path = cols.path.get(i).unwrap_or("");
-        let query = cols.query.get(i);
-        let body = cols.body.get(i);
-        let ua = cols.user_agent.get(i);
         let method = cols.method.get(i).unwrap_or("-");
         let (mcode, mhash) = match cols.method.key(i) {
             Some(k) => cache.method[k],
@@ -558,33 +555,6 @@ impl FeatureStage {
                 hash64(SEED_ENDPOINT, method.as_bytes()),
             ),
         };
-        let ua_hash = match cols.user_agent.key(i) {
-            Some(k) => cache.ua[k],
-            None => hash64(SEED_UA, ua.unwrap_or("").as_bytes()),
-        };
-        let waf_blocked = match cols.waf_action.key(i) {
-            Some(k) => cache.waf_block[k],
-            None => cols.waf_action.get(i).is_some_and(is_block),
-        };
-        let waf_rules = cols.waf_rules.map_or(0, |l| {
-            if l.is_valid(i) {
-                l.value_length(i).max(0) as usize
-            } else {
-                0
-            }
-        });
-        let status = opt(&cols.status, i);
-        let resp = opt(&cols.resp_bytes, i).unwrap_or(0);
-        let req_bytes = opt(&cols.req_bytes, i).unwrap_or(0);
-        let latency = opt(&cols.latency, i)
-            .filter(|l| l.is_finite() && *l >= 0.0)
-            .unwrap_or(0.0);
-        let client_id = cols.client_id.get(i).filter(|s| !s.is_empty() && *s != "-");
-        let source_ip = cols.source_ip.get(i).filter(|s| !s.is_empty() && *s != "-");
-        let class = status.map_or(0u16, |s| s / 100);
-        let e4 = class == 4;
-        let e5 = class == 5;
-        let authfail = matches!(status, Some(401) | Some(403));
 
         // Endpoint.
         let mut spec_hit = None;
@@ -614,6 +584,184 @@ impl FeatureStage {
             }
         }
         let ep_key = combine(mhash, hash64(SEED_ENDPOINT, self.tmpl.as_bytes()));
+        let t0 = arena.len();
+        arena.push_str(&self.tmpl);
+
+        // Client and network.
+        let client_id = cols.client_id.get(i).filter(|s| !s.is_empty() && *s != "-");
+        let source_ip = cols.source_ip.get(i).filter(|s| !s.is_empty() && *s != "-");
+        let key = match self.cfg.client_key {
+            ClientKey::Auto => client_id.or(source_ip),
+            ClientKey::Ip => source_ip,
+            ClientKey::ClientId => client_id,
+        }
+        .unwrap_or("-");
+        let ck = hash64(SEED_CLIENT, key.as_bytes());
+        let net = source_ip.and_then(parse_ip).map(|ip| self.network(ip));
+        Pre {
+            path,
+            method,
+            mcode,
+            spec_hit,
+            id_span,
+            tmpl: (t0, arena.len()),
+            ep_key,
+            authenticated: client_id.is_some(),
+            key,
+            ck,
+            net,
+        }
+    }
+
+    /// Loads the state of a chunk's clients and pairs, and the slots the pair and client
+    /// tables would sample for evictions, before the events need them: the loads of one
+    /// pass do not depend on each other, so their cache misses overlap. Nothing changes.
+    fn warm(&self, pre: &[Pre<'_>]) {
+        let mut slots = [(None, None); CHUNK];
+        let mut acc = 0u64;
+        for (p, s) in pre.iter().zip(&mut slots) {
+            *s = (
+                self.clients.get(p.ck),
+                self.pairs.get(combine(p.ck, p.ep_key)),
+            );
+        }
+        for &(c, p) in &slots[..pre.len()] {
+            if let Some(c) = c {
+                acc = acc
+                    .wrapping_add(self.clients.warm(c))
+                    .wrapping_add(self.client_rings.warm(c));
+                std::hint::black_box(self.client_meta.get(c).copied());
+            }
+            if let Some(p) = p {
+                acc = acc
+                    .wrapping_add(self.pairs.warm(p))
+                    .wrapping_add(self.pair_rings.warm(p));
+                std::hint::black_box(self.pair_meta.get(p).copied());
+            }
+        }
+        acc = acc
+            .wrapping_add(self.pairs.warm_evictions(pre.len()))
+            .wrapping_add(self.clients.warm_evictions(pre.len()))
+            .wrapping_add(self.pairs.warm_sweep(pre.len()))
+            .wrapping_add(self.clients.warm_sweep(pre.len()));
+        std::hint::black_box(acc);
+    }
+
+    fn dict_cache(&mut self, cols: &Columns<'_>) -> DictCache {
+        let mut c = DictCache::default();
+        if let Some(v) = cols.method.dictionary() {
+            c.method = (0..v.len())
+                .map(|k| {
+                    let m = if v.is_valid(k) { v.value(k) } else { "-" };
+                    (method_code(m), hash64(SEED_ENDPOINT, m.as_bytes()))
+                })
+                .collect();
+        }
+        if let Some(v) = cols.user_agent.dictionary() {
+            c.ua = (0..v.len())
+                .map(|k| {
+                    let ua = if v.is_valid(k) { v.value(k) } else { "" };
+                    (
+                        hash64(SEED_UA, ua.as_bytes()),
+                        self.lexer.user_agent_markers(ua),
+                    )
+                })
+                .collect();
+        }
+        if let Some(v) = cols.waf_action.dictionary() {
+            c.waf_block = (0..v.len())
+                .map(|k| v.is_valid(k) && is_block(v.value(k)))
+                .collect();
+        }
+        c
+    }
+
+    // The per-span loops index several feature arrays by span at once; an iterator over
+    // one of them would hide that the others are indexed the same way.
+    #[allow(clippy::needless_range_loop)]
+    fn event(
+        &mut self,
+        cols: &Columns<'_>,
+        cache: &DictCache,
+        i: usize,
+        pre: &Pre<'_>,
+        arena: &str,
+        out: &mut Builders,
+    ) {
+        self.events += 1;
+        // Time and watermark.
+        let t = if cols.ts.is_valid(i) {
+            cols.ts.value(i)
+        } else {
+            self.bad_ts += 1;
+            self.max_t.unwrap_or(0)
+        };
+        let late = self
+            .max_t
+            .is_some_and(|m| t < m.saturating_sub(self.res.lateness_us));
+        if late {
+            self.late += 1;
+        }
+        let max_t = self.max_t.map_or(t, |m| m.max(t));
+        self.max_t = Some(max_t);
+        let first_t = *self.first_t.get_or_insert(t);
+        out.late.append_value(late);
+        let cutoff = max_t
+            .saturating_sub(self.res.lateness_us)
+            .saturating_sub(self.res.ttl_us);
+        self.clients.sweep(cutoff);
+        self.pairs.sweep(cutoff);
+        self.networks.sweep(cutoff);
+        self.inventory.table.sweep(cutoff);
+
+        // Request fields.
+        let Pre {
+            path,
+            method,
+            mcode,
+            spec_hit,
+            id_span,
+            ep_key,
+            authenticated,
+            key,
+            ck,
+            net,
+            ..
+        } = *pre;
+        let tmpl = &arena[pre.tmpl.0..pre.tmpl.1];
+        let query = cols.query.get(i);
+        let body = cols.body.get(i);
+        let ua = cols.user_agent.get(i);
+        let (ua_hash, ua_markers) = match cols.user_agent.key(i) {
+            Some(k) => cache.ua[k],
+            None => (
+                hash64(SEED_UA, ua.unwrap_or("").as_bytes()),
+                ua.map_or_else(Markers::default, |u| self.lexer.user_agent_markers(u)),
+            ),
+        };
+        let waf_blocked = match cols.waf_action.key(i) {
+            Some(k) => cache.waf_block[k],
+            None => cols.waf_action.get(i).is_some_and(is_block),
+        };
+        let waf_rules = cols.waf_rules.map_or(0, |l| {
+            if l.is_valid(i) {
+                l.value_length(i).max(0) as usize
+            } else {
+                0
+            }
+        });
+        let status = opt(&cols.status, i);
+        let resp = opt(&cols.resp_bytes, i).unwrap_or(0);
+        let req_bytes = opt(&cols.req_bytes, i).unwrap_or(0);
+        let latency = opt(&cols.latency, i)
+            .filter(|l| l.is_finite() && *l >= 0.0)
+            .unwrap_or(0.0);
+        let class = status.map_or(0u16, |s| s / 100);
+        let e4 = class == 4;
+        let e5 = class == 5;
+        let authfail = matches!(status, Some(401) | Some(403));
+
+        // Endpoint.
         let ef = self.inventory.table.touch(ep_key, t);
         let es = ef.slot;
         if es >= self.inventory.endpoints.len() {
@@ -627,17 +775,17 @@ impl FeatureStage {
             let superseded = self
                 .spec
                 .as_ref()
-                .is_some_and(|s| !in_spec && s.superseded(&self.tmpl));
+                .is_some_and(|s| !in_spec && s.superseded(tmpl));
             self.inventory.endpoints[es] = Endpoint {
                 method: method.to_owned(),
-                template: self.tmpl.clone(),
+                template: tmpl.to_owned(),
                 in_spec,
                 deprecated,
                 zombie: deprecated || superseded,
                 new: t >= first_t.saturating_add(self.res.warmup_us),
-                privileged: matches_route(&self.tmpl, &self.privileged),
-                login: matches_route(&self.tmpl, &self.login),
-                params: self.tmpl.matches('{').count().min(255) as u8,
+                privileged: matches_route(tmpl, &self.privileged),
+                login: matches_route(tmpl, &self.login),
+                params: tmpl.matches('{').count().min(255) as u8,
                 bytes_var: 1.0,
                 lat_var: 1.0,
                 ..Endpoint::default()
@@ -652,7 +800,7 @@ impl FeatureStage {
             if (2..=5).contains(&class) {
                 e.status[(class - 2) as usize] += 1;
             }
-            e.authenticated += u64::from(client_id.is_some());
+            e.authenticated += u64::from(authenticated);
             (
                 e.new && t.saturating_sub(ep_first) < self.res.new_period_us,
                 spec_loaded && !e.in_spec,
@@ -664,19 +812,12 @@ impl FeatureStage {
         };
         let login_fail = ep_login && e4;
         let inventory_hit = ep_new || ep_undeclared || ep_zombie;
-        tmpl_b.append_value(&self.tmpl);
+        out.tmpl.append_value(tmpl);
         let object_id = id_span.and_then(|(a, b)| path.get(a..b));
-        id_b.append_option(object_id);
+        out.id.append_option(object_id);
 
         // Client.
-        let key = match self.cfg.client_key {
-            ClientKey::Auto => client_id.or(source_ip),
-            ClientKey::Ip => source_ip,
-            ClientKey::ClientId => client_id,
-        }
-        .unwrap_or("-");
-        key_b.append_value(key);
-        let ck = hash64(SEED_CLIENT, key.as_bytes());
+        out.key.append_value(key);
         self.inventory.endpoints[es].add_client(ck);
         let cf = self.clients.touch(ck, t);
         let cs = cf.slot;
@@ -692,20 +833,27 @@ impl FeatureStage {
         }
 
         // Network.
-        let net = source_ip
-            .and_then(|s| s.parse::<IpAddr>().ok())
-            .map(|ip| self.network(ip));
         let ns = match net {
-            Some(nk) => {
-                net_b.append_value(&self.net_buf);
-                let nf = self.networks.touch(nk, t);
+            Some(na) => {
+                let nf = self.networks.touch(na.key, t);
                 if nf.fresh {
                     self.net_rings.reset(nf.slot);
                 }
+                // The network's text is made once per tracked network, not per event.
+                if nf.slot >= self.net_text.len() {
+                    self.net_text
+                        .resize_with(nf.slot + 1, || (None, String::new()));
+                }
+                let (held, text) = &mut self.net_text[nf.slot];
+                if *held != Some(na) {
+                    na.write_text(text);
+                    *held = Some(na);
+                }
+                out.net.append_value(text.as_str());
                 Some(nf.slot)
             }
             None => {
-                net_b.append_null();
+                out.net.append_null();
                 None
             }
         };
@@ -796,7 +944,10 @@ impl FeatureStage {
         }
 
         // Features.
-        let lex = self.lexer.features(path, query, body, ua);
+        let lb = (resp as f64).ln_1p() as f32;
+        let ll = latency.ln_1p() as f32;
+        let mut lex = self.lexer.request_features(path, query, body);
+        ua_markers.add_to(&mut lex);
         let mut row = std::mem::take(&mut self.row);
         row.clear();
         push_request(
@@ -806,10 +957,10 @@ impl FeatureStage {
                 mcode,
                 class,
                 authfail,
-                resp,
+                resp_log: lb,
                 req_bytes,
-                latency,
-                authenticated: client_id.is_some(),
+                latency_log: ll,
+                authenticated,
                 privileged: ep_priv,
                 login: ep_login,
                 waf_blocked,
@@ -823,6 +974,7 @@ impl FeatureStage {
 
         // Client windows.
         let mut cw = [[0f32; 8]; CW];
+        let mut last_bytes = (0u64, 0f32);
         for s in 0..spans {
             let secs = self.span_secs(s);
             let mut tot = [0u32; 9];
@@ -857,7 +1009,11 @@ impl FeatureStage {
             cw[6][s] = self.pair_rings.distinct(ps, s, 0);
             cw[7][s] = ratio(ptot[2], ptot[1]);
             cw[8][s] = ptot[0] as f32;
-            cw[9][s] = (bytes as f64).ln_1p() as f32;
+            // Spans often hold the same bytes (a client's few recent requests): one log each.
+            if s == 0 || bytes != last_bytes.0 {
+                last_bytes = (bytes, (bytes as f64).ln_1p() as f32);
+            }
+            cw[9][s] = last_bytes.1;
             cw[10][s] = tot[5] as f32;
             cw[11][s] = tot[6] as f32;
             cw[12][s] = tot[7] as f32;
@@ -960,8 +1116,6 @@ impl FeatureStage {
         }
         let ep_floor = floor;
         let e = &mut self.inventory.endpoints[es];
-        let lb = (resp as f64).ln_1p() as f32;
-        let ll = latency.ln_1p() as f32;
         let (bz, lz) = if e.stat_n >= 10 {
             (
                 z(lb, e.bytes_mean, e.bytes_var),
@@ -1055,32 +1209,116 @@ impl FeatureStage {
         p.n += 1;
     }
 
-    /// The network key of `ip` (its /24 or /64 by default), with its text in `net_buf`.
-    fn network(&mut self, ip: IpAddr) -> u64 {
-        use std::fmt::Write;
-        self.net_buf.clear();
-        match ip {
+    /// The network of `ip` (its /24 or /64 by default): its address bits, prefix length and
+    /// family, and its key.
+    fn network(&self, ip: IpAddr) -> NetAddr {
+        let (bits, prefix, family) = match ip {
             IpAddr::V4(a) => {
                 let p = u32::from(self.cfg.ipv4_prefix.min(32));
                 let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-                let n = u32::from(a) & mask;
-                let _ = write!(self.net_buf, "{}/{p}", std::net::Ipv4Addr::from(n));
-                hash64(
-                    SEED_NETWORK,
-                    &[&n.to_be_bytes()[..], &[p as u8, 4]].concat(),
-                )
+                (u128::from(u32::from(a) & mask), p as u8, 4u8)
             }
             IpAddr::V6(a) => {
                 let p = u32::from(self.cfg.ipv6_prefix.min(128));
                 let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-                let n = u128::from(a) & mask;
-                let _ = write!(self.net_buf, "{}/{p}", std::net::Ipv6Addr::from(n));
-                hash64(
-                    SEED_NETWORK,
-                    &[&n.to_be_bytes()[..], &[p as u8, 6]].concat(),
-                )
+                (u128::from(a) & mask, p as u8, 6u8)
             }
+        };
+        // The key hashes the network's bytes (4 or 16), its prefix and its family.
+        let mut buf = [0u8; 18];
+        let len = if family == 4 {
+            buf[..4].copy_from_slice(&(bits as u32).to_be_bytes());
+            4
+        } else {
+            buf[..16].copy_from_slice(&bits.to_be_bytes());
+            16
+        };
+        buf[len] = prefix;
+        buf[len + 1] = family;
+        NetAddr {
+            bits,
+            prefix,
+            family,
+            key: hash64(SEED_NETWORK, &buf[..len + 2]),
         }
+    }
+}
+
+/// A client network: address bits under the prefix, prefix length, family (4 or 6) and
+/// key hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NetAddr {
+    bits: u128,
+    prefix: u8,
+    family: u8,
+    key: u64,
+}
+
+impl NetAddr {
+    /// The network's text, `a.b.c.0/24` or `2001:db8::/64`.
+    fn write_text(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.clear();
+        let _ = if self.family == 4 {
+            write!(
+                out,
+                "{}/{}",
+                std::net::Ipv4Addr::from(self.bits as u32),
+                self.prefix
+            )
+        } else {
+            write!(
+                out,
+                "{}/{}",
+                std::net::Ipv6Addr::from(self.bits),
+                self.prefix
+            )
+        };
+    }
+}
+
+/// Parses the common dotted-quad IPv4 form (four decimal parts of 1–3 digits, no leading
+/// zeros, each at most 255) without the general parser; `None` for anything else, which
+/// then goes to `IpAddr::from_str`. Every string accepted here is accepted by it too, with
+/// the same value (a test checks this).
+#[inline]
+fn parse_ipv4_fast(s: &[u8]) -> Option<u32> {
+    if s.len() < 7 || s.len() > 15 {
+        return None;
+    }
+    let mut out = 0u32;
+    let mut parts = 0;
+    let mut i = 0;
+    while i <= s.len() {
+        let start = i;
+        let mut v = 0u32;
+        while i < s.len() && s[i].is_ascii_digit() {
+            v = v * 10 + u32::from(s[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || digits > 3 || v > 255 || (digits > 1 && s[start] == b'0') {
+            return None;
+        }
+        out = (out << 8) | v;
+        parts += 1;
+        if i == s.len() {
+            break;
+        }
+        if s[i] != b'.' || parts == 4 {
+            return None;
+        }
+        i += 1;
+    }
+    (parts == 4).then_some(out)
+}
+
+/// The address in `s`: the fast dotted-quad path, else the general parser.
+#[inline]
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    match parse_ipv4_fast(s.as_bytes()) {
+        Some(v) => Some(IpAddr::V4(std::net::Ipv4Addr::from(v))),
+        None => s.parse::<IpAddr>().ok(),
     }
 }
 
@@ -1088,9 +1326,11 @@ struct RequestFlags {
     mcode: u8,
     class: u16,
     authfail: bool,
-    resp: u64,
+    /// ln(1 + response bytes).
+    resp_log: f32,
     req_bytes: u64,
-    latency: f64,
+    /// ln(1 + latency).
+    latency_log: f32,
     authenticated: bool,
     privileged: bool,
     login: bool,
@@ -1131,9 +1371,9 @@ fn push_request(row: &mut Vec<f32>, l: &Lexical, f: &RequestFlags) {
         b(matches!(f.mcode, 2..=5)),
         f32::from(f.class),
         b(f.authfail),
-        (f.resp as f64).ln_1p() as f32,
+        f.resp_log,
         (f.req_bytes as f64).ln_1p() as f32,
-        f.latency.ln_1p() as f32,
+        f.latency_log,
         b(f.authenticated),
         b(f.privileged),
         b(f.login),

@@ -184,6 +184,36 @@ impl<B: Copy + Default> Rings<B> {
         self.estimates[(slot * self.spans + s) * self.k + f]
     }
 
+    /// Reads every cache line of `slot`'s state and returns a value made from it (see
+    /// [`Table::warm`](crate::table::Table::warm)); nothing changes.
+    pub fn warm(&self, slot: usize) -> u64 {
+        let mut acc = 0u64;
+        let h = slot * self.spans;
+        if let Some(v) = self.heads.get(h) {
+            acc = acc.wrapping_add(*v as u64);
+        }
+        let per_line = (64 / std::mem::size_of::<B>().max(1)).max(1);
+        let b0 = h * self.n;
+        if let Some(bs) = self.buckets.get(b0..b0 + self.spans * self.n) {
+            for b in bs.iter().step_by(per_line) {
+                std::hint::black_box(*b);
+            }
+        }
+        let k0 = h * self.k * (self.n + 1);
+        if let Some(ks) = self
+            .sketches
+            .get(k0..k0 + self.spans * self.k * (self.n + 1))
+        {
+            for w in ks.iter().step_by(8) {
+                acc = acc.wrapping_add(*w);
+            }
+        }
+        if let Some(e) = self.estimates.get(h * self.k) {
+            acc = acc.wrapping_add(u64::from(e.to_bits()));
+        }
+        acc
+    }
+
     /// The buckets of span `s` (ring order, not time order).
     #[inline]
     pub fn buckets(&self, slot: usize, s: usize) -> &[B] {
