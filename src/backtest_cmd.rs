@@ -192,9 +192,10 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
         if last.elapsed() >= Duration::from_secs(2) && !args.json {
             last = Instant::now();
             eprintln!(
-                "backtest: {} events, {alerts} alerts, {:.0} events/s",
+                "backtest: {} events, {alerts} alerts, {:.0} events/s{}",
                 risk.len(),
-                risk.len() as f64 / started.elapsed().as_secs_f64()
+                risk.len() as f64 / started.elapsed().as_secs_f64(),
+                crate::pipeline::progress_suffix(Some(source.progress()), started.elapsed())
             );
         }
     }

@@ -170,8 +170,9 @@ pub fn run(args: TrainArgs, config: &Config) -> Result<()> {
         if last.elapsed() >= Duration::from_secs(2) {
             last = Instant::now();
             eprintln!(
-                "train: {events} events read, {used} learned, {dead} dead letters, {:.0} events/s",
-                events as f64 / started.elapsed().as_secs_f64()
+                "train: {events} events read, {used} learned, {dead} dead letters, {:.0} events/s{}",
+                events as f64 / started.elapsed().as_secs_f64(),
+                crate::pipeline::progress_suffix(source.progress(), started.elapsed())
             );
         }
     }

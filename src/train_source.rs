@@ -37,6 +37,15 @@ pub enum TrainSource {
 }
 
 impl TrainSource {
+    /// How far a file input has got (`None` for the store and Kafka, whose end is not
+    /// known up front).
+    pub fn progress(&self) -> Option<gatewatch_ingest::source::file::Progress> {
+        match self {
+            TrainSource::Files(f) => Some(f.progress()),
+            _ => None,
+        }
+    }
+
     /// The next batch, or `None` at the end of the input.
     pub fn next_batch(&mut self) -> Result<Option<TrainBatch>> {
         match self {

@@ -180,3 +180,34 @@ fn a_trickle_is_delivered_after_the_linger_not_held_for_a_full_batch() {
     assert!(src.next_batch().unwrap().is_none());
     writer.join().unwrap();
 }
+
+#[test]
+fn progress_counts_stored_bytes_up_to_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    let b = dir.path().join("b.gz");
+    std::fs::write(&a, (0..3000).map(line).collect::<String>()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&b).unwrap(),
+        flate2::Compression::fast(),
+    );
+    gz.write_all((0..3000).map(line).collect::<String>().as_bytes())
+        .unwrap();
+    gz.finish().unwrap();
+    let total = std::fs::metadata(&a).unwrap().len() + std::fs::metadata(&b).unwrap().len();
+    let paths = vec![a.display().to_string(), b.display().to_string()];
+    let mut src = FileSource::open(paths, decoder(), batching(64)).unwrap();
+    assert_eq!(src.progress().total_bytes, Some(total));
+    let mut last = 0;
+    let mut events = 0;
+    while let Some(b) = src.next_batch().unwrap() {
+        events += b.decoded.events.num_rows();
+        let p = src.progress();
+        assert!(p.read_bytes >= last && p.read_bytes <= total, "{p:?}");
+        last = p.read_bytes;
+    }
+    assert_eq!(events, 6000);
+    // Compressed bytes count for the gzip file: the whole of both files, no more.
+    assert_eq!(src.progress().read_bytes, total);
+    assert_eq!(src.progress().fraction(), Some(1.0));
+}

@@ -8,6 +8,8 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -51,6 +53,28 @@ pub struct FileSource {
     /// A chunk being consumed: (input, next line number, bytes, position).
     current: Option<(usize, u64, Vec<u8>, usize)>,
     done: bool,
+    /// Bytes read from the inputs as stored (compressed, for gzip), for progress.
+    read_bytes: Arc<AtomicU64>,
+    /// Their total size, when every input is a regular file.
+    total_bytes: Option<u64>,
+}
+
+/// How far a [`FileSource`] has read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes read from the inputs as stored (compressed bytes for gzip). Reading runs a
+    /// few chunks ahead of decoding.
+    pub read_bytes: u64,
+    /// Total size of the inputs; `None` when one is stdin or not a regular file.
+    pub total_bytes: Option<u64>,
+}
+
+impl Progress {
+    /// Share read, 0–1, when the total is known.
+    pub fn fraction(&self) -> Option<f64> {
+        self.total_bytes
+            .map(|t| (self.read_bytes as f64 / t.max(1) as f64).min(1.0))
+    }
 }
 
 impl FileSource {
@@ -73,9 +97,17 @@ impl FileSource {
     ) -> Result<Self> {
         batching.validate().map_err(Error::Config)?;
         // Open everything up front so a typo fails before any output.
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        let mut total_bytes = Some(0u64);
         let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(paths.len());
         for p in &paths {
-            readers.push(open_input(p)?);
+            let size = (p != "-")
+                .then(|| std::fs::metadata(p).ok())
+                .flatten()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
+            total_bytes = total_bytes.zip(size).map(|(a, b)| a + b);
+            readers.push(open_input(p, read_bytes.clone())?);
         }
         let (tx, rx) = sync_channel(4);
         let names = paths.clone();
@@ -94,7 +126,17 @@ impl FileSource {
             batching,
             current: None,
             done: false,
+            read_bytes,
+            total_bytes,
         })
+    }
+
+    /// How far reading has got, for a progress display.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            read_bytes: self.read_bytes.load(Ordering::Relaxed),
+            total_bytes: self.total_bytes,
+        }
     }
 
     /// The next batch, or `None` when every input is exhausted.
@@ -196,15 +238,21 @@ impl Iterator for FileSource {
 }
 
 /// Opens a file, or stdin for `-`, un-gzipping when the content starts with gzip's magic.
-fn open_input(path: &str) -> Result<Box<dyn Read + Send>> {
+fn open_input(path: &str, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
     let io_err = |source| Error::Io {
         path: path.to_owned(),
         source,
     };
     let raw: Box<dyn Read + Send> = if path == "-" {
-        Box::new(io::stdin())
+        Box::new(Counting {
+            inner: io::stdin(),
+            counter,
+        })
     } else {
-        Box::new(File::open(path).map_err(io_err)?)
+        Box::new(Counting {
+            inner: File::open(path).map_err(io_err)?,
+            counter,
+        })
     };
     let mut buffered = BufReader::with_capacity(CHUNK_BYTES, raw);
     let head = buffered.fill_buf().map_err(io_err)?;
@@ -212,6 +260,20 @@ fn open_input(path: &str) -> Result<Box<dyn Read + Send>> {
         Ok(Box::new(MultiGzDecoder::new(buffered)))
     } else {
         Ok(Box::new(buffered))
+    }
+}
+
+/// Counts the bytes read through it (before any decompression).
+struct Counting<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
