@@ -149,7 +149,12 @@ impl DashboardFeed {
     }
 
     /// Pipeline health for the overview.
-    pub fn set_pipeline(&self, newest_event_ms: Option<i64>, dead_letters: Vec<(String, u64)>) {
+    pub fn set_pipeline(
+        &self,
+        newest_event_ms: Option<i64>,
+        lag_records: Option<i64>,
+        dead_letters: Vec<(String, u64)>,
+    ) {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -158,7 +163,7 @@ impl DashboardFeed {
         self.backend.set_pipeline(PipelineHealth {
             events_per_sec: self.events_total as f64 / secs,
             events_total: self.events_total,
-            lag_records: None,
+            lag_records: lag_records.map(|l| l.max(0) as u64),
             event_delay_ms: newest_event_ms.map(|t| now_ms - t),
             dead_letters: dead_letters
                 .into_iter()

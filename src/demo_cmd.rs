@@ -316,7 +316,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         }
         if last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
-            feed.set_pipeline(Some(sim_now / 1000), Vec::new());
+            feed.set_pipeline(Some(sim_now / 1000), None, Vec::new());
             progress(stderr_tty, events, started, sim_now, alerts_n, &engine);
         }
         if stop.load(Ordering::Relaxed) {

@@ -79,6 +79,21 @@ impl Metrics {
         self.alerts[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Dead letters so far by reason name, the reasons seen only.
+    pub fn dead_letter_counts(&self) -> Vec<(String, u64)> {
+        Reason::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    r.name().to_string(),
+                    self.dead_letters[i].load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Records one batch's end-to-end latency.
     pub fn observe_batch_latency(&self, secs: f64) {
         let i = LATENCY_BUCKETS

@@ -159,6 +159,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 .next_batch_timeout(Duration::from_millis(200))
                 .context("reading from Kafka")?
             else {
+                metrics
+                    .lag
+                    .store(source.lag().unwrap_or(-1), Ordering::Relaxed);
                 if stop.is_stopped() {
                     break;
                 }
@@ -173,6 +176,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             };
             let started = Instant::now();
             last_record = Instant::now();
+            metrics
+                .lag
+                .store(source.lag().unwrap_or(-1), Ordering::Relaxed);
             for ev in source.take_rebalance_events() {
                 match ev {
                     RebalanceEvent::Assigned(tps) => {
@@ -253,7 +259,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     suppressions_seen += 1;
                     engine.scoring_mut().incidents_mut().add_suppression(s);
                 }
-                feed.set_pipeline(engine.scoring().watermark_ms(), Vec::new());
+                feed.set_pipeline(
+                    engine.scoring().watermark_ms(),
+                    source.lag(),
+                    metrics.dead_letter_counts(),
+                );
             }
             // Durable before acknowledged: at most once per commit interval the sink
             // flushes the store, writes the checkpoint of the state after this batch, and

@@ -971,3 +971,68 @@ fn batches_come_out_in_order_when_decoding_falls_behind() {
         Duration::from_secs(30),
     );
 }
+
+#[test]
+fn reports_consumer_lag_from_statistics() {
+    let brokers = broker_or_skip!();
+    let topic = unique("lag");
+    let group = unique("group");
+    create_topic(&brokers, &topic, 2);
+    let p = producer(&brokers);
+    const N: usize = 300;
+    for i in 0..N {
+        produce(
+            &p,
+            &topic,
+            (i % 2) as i32,
+            "k",
+            Some(combined_line(i).as_bytes()),
+        );
+    }
+    let mut cfg = config(&brokers, &group, &[(&topic, Format::Combined)]);
+    cfg.properties
+        .insert("statistics.interval.ms".into(), "100".into());
+    let mut source =
+        KafkaSource::new(&cfg, batching(50, 50), &JsonFieldMapping::default()).unwrap();
+    assert_eq!(source.lag(), None, "unknown before the first statistics");
+    let wait_for = |source: &mut KafkaSource, want: i64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while source.lag() != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "lag {:?}, want {want}",
+                source.lag()
+            );
+            assert!(
+                source
+                    .next_batch_timeout(Duration::from_millis(50))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    };
+    let acker = source.acker();
+    // Everything read, acknowledged and committed: nothing is owed.
+    for b in collect(&mut source, N, Duration::from_secs(60)) {
+        assert!(acker.ack(b.ack.unwrap()));
+    }
+    wait_for(&mut source, 0);
+    // Lag counts from the committed offsets: records read but not acknowledged are owed.
+    const M: usize = 40;
+    for i in 0..M {
+        produce(
+            &p,
+            &topic,
+            (i % 2) as i32,
+            "k",
+            Some(combined_line(i).as_bytes()),
+        );
+    }
+    let unacked = collect(&mut source, M, Duration::from_secs(60));
+    wait_for(&mut source, M as i64);
+    for b in unacked {
+        assert!(acker.ack(b.ack.unwrap()));
+    }
+    wait_for(&mut source, 0);
+    source.close().unwrap();
+}

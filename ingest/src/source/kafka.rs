@@ -151,6 +151,11 @@ pub const DEAD_LETTER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// overrides this.
 pub const DEFAULT_FETCH_QUEUE_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How often librdkafka reports statistics to the source, which reads each assigned
+/// partition's consumer lag from them ([`KafkaSource::lag`]). Setting
+/// `statistics.interval.ms` in [`KafkaSourceConfig::properties`] overrides this.
+pub const DEFAULT_STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Longest single wait inside `poll`, so a stop request is noticed promptly.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
@@ -751,6 +756,9 @@ struct Shared {
     tracker: Mutex<Tracker>,
     /// Bumped by every rebalance callback, so the polling loop notices them.
     rebalances: AtomicU64,
+    /// Messages between the committed offsets and the high watermarks of the assigned
+    /// partitions, from librdkafka's statistics; -1 until known.
+    lag: std::sync::atomic::AtomicI64,
 }
 
 impl Shared {
@@ -807,6 +815,35 @@ impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Global errors (broker down, all brokers down, …) are retried by librdkafka.
         tracing::warn!(%error, reason, "kafka consumer error; retrying");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // Lag as the at-least-once contract sees it: messages past the committed offset
+        // (read or not, they are not done until committed), summed over the partitions
+        // this consumer fetches. A partition without a committed offset yet makes the total
+        // unknown rather than too small.
+        let mut total = 0i64;
+        let mut any = false;
+        for (name, topic) in &statistics.topics {
+            if self.shared.topic_index(name).is_none() {
+                continue;
+            }
+            for p in topic.partitions.values() {
+                // -1 is librdkafka's internal "unassigned" partition; only fetched ones count.
+                if p.partition < 0 || p.fetch_state == "none" || p.fetch_state == "stopped" {
+                    continue;
+                }
+                if p.committed_offset < 0 || p.hi_offset < 0 {
+                    self.shared.lag.store(-1, Ordering::Relaxed);
+                    return;
+                }
+                total += (p.hi_offset - p.committed_offset).max(0);
+                any = true;
+            }
+        }
+        self.shared
+            .lag
+            .store(if any { total } else { -1 }, Ordering::Relaxed);
     }
 }
 
@@ -1099,6 +1136,7 @@ impl KafkaSource {
             topics: config.topics.iter().map(|t| t.name.clone()).collect(),
             tracker: Mutex::new(Tracker::default()),
             rebalances: AtomicU64::new(0),
+            lag: std::sync::atomic::AtomicI64::new(-1),
         });
         let mut cc = base_client_config(&config.brokers, &config.properties);
         cc.set("group.id", &config.group_id)
@@ -1109,6 +1147,13 @@ impl KafkaSource {
             cc.set(
                 "fetch.queue.backoff.ms",
                 DEFAULT_FETCH_QUEUE_BACKOFF.as_millis().to_string(),
+            );
+        }
+        // Statistics carry each partition's consumer lag (see `KafkaSource::lag`).
+        if !config.properties.contains_key("statistics.interval.ms") {
+            cc.set(
+                "statistics.interval.ms",
+                DEFAULT_STATISTICS_INTERVAL.as_millis().to_string(),
             );
         }
         let consumer: BaseConsumer<SourceContext> = cc
@@ -1174,6 +1219,15 @@ impl KafkaSource {
         Acker {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Messages between the committed offsets and the high watermarks of the assigned
+    /// partitions (records not yet done, read or not), as of librdkafka's last statistics
+    /// (every `statistics.interval.ms`, default [`DEFAULT_STATISTICS_INTERVAL`]); `None`
+    /// until every assigned partition has a committed offset.
+    pub fn lag(&self) -> Option<i64> {
+        let l = self.shared.lag.load(Ordering::Relaxed);
+        (l >= 0).then_some(l)
     }
 
     /// The next batch; blocks until one closes. `Ok(None)` only once a stop was requested;
