@@ -44,6 +44,7 @@ pub struct StoreBackedDashboard {
     dir: PathBuf,
     session: tokio::sync::OnceCell<HuntSession>,
     last_refresh: std::sync::Mutex<Option<std::time::Instant>>,
+    has_events: std::sync::atomic::AtomicBool,
     alert_threshold: f32,
 }
 
@@ -55,6 +56,7 @@ impl StoreBackedDashboard {
             dir,
             session: tokio::sync::OnceCell::new(),
             last_refresh: std::sync::Mutex::new(None),
+            has_events: std::sync::atomic::AtomicBool::new(false),
             alert_threshold,
         }
     }
@@ -104,8 +106,12 @@ impl StoreBackedDashboard {
         }
     }
 
-    /// True once the store has written an events file.
+    /// True once the store has written an events file (looked up on disk until then, and
+    /// remembered after: a store does not lose its events table).
     fn has_events(&self) -> bool {
+        if self.has_events.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
         fn any_parquet(dir: &std::path::Path, depth: usize) -> bool {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 return false;
@@ -120,7 +126,10 @@ impl StoreBackedDashboard {
             })
         }
         // events/date=…/hour=…/part-….parquet
-        any_parquet(&self.dir.join("events"), 2)
+        let found = any_parquet(&self.dir.join("events"), 2);
+        self.has_events
+            .store(found, std::sync::atomic::Ordering::Relaxed);
+        found
     }
 
     /// The incident's evidence requests from the store: the requests attributed to it,
@@ -416,46 +425,38 @@ fn schema_error(what: &str, got: &DataType) -> gatewatch_hunt::Error {
     }
 }
 
+/// `a` cast to `to`, as the concrete array `A`; `what` names it in the error.
+fn cast_as<A: Array + Clone + 'static>(
+    a: &ArrayRef,
+    to: &DataType,
+    what: &str,
+) -> gatewatch_hunt::Result<A> {
+    cast(a, to)
+        .ok()
+        .and_then(|c| c.as_any().downcast_ref::<A>().cloned())
+        .ok_or_else(|| schema_error(what, a.data_type()))
+}
+
 fn millis(a: &ArrayRef) -> gatewatch_hunt::Result<Int64Array> {
     let ts = cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))
         .map_err(|_| schema_error("a time", a.data_type()))?;
-    let n = cast(&ts, &DataType::Int64).map_err(|_| schema_error("a time", a.data_type()))?;
-    Ok(n.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .unwrap_or_else(|| Int64Array::from(vec![0; a.len()])))
+    cast_as(&ts, &DataType::Int64, "a time")
 }
 
 fn ints(a: &ArrayRef) -> gatewatch_hunt::Result<Int64Array> {
-    let n = cast(a, &DataType::Int64).map_err(|_| schema_error("a count", a.data_type()))?;
-    Ok(n.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .unwrap_or_else(|| Int64Array::from(vec![0; a.len()])))
+    cast_as(a, &DataType::Int64, "a count")
 }
 
 fn floats(a: &ArrayRef) -> gatewatch_hunt::Result<Float64Array> {
-    let n = cast(a, &DataType::Float64).map_err(|_| schema_error("a number", a.data_type()))?;
-    Ok(n.as_any()
-        .downcast_ref::<Float64Array>()
-        .cloned()
-        .unwrap_or_else(|| Float64Array::from(vec![0.0; a.len()])))
+    cast_as(a, &DataType::Float64, "a number")
 }
 
 fn bools(a: &ArrayRef) -> gatewatch_hunt::Result<BooleanArray> {
-    let n = cast(a, &DataType::Boolean).map_err(|_| schema_error("a flag", a.data_type()))?;
-    Ok(n.as_any()
-        .downcast_ref::<BooleanArray>()
-        .cloned()
-        .unwrap_or_else(|| BooleanArray::from(vec![false; a.len()])))
+    cast_as(a, &DataType::Boolean, "a flag")
 }
 
 fn strings(a: &ArrayRef) -> gatewatch_hunt::Result<StringArray> {
-    let n = cast(a, &DataType::Utf8).map_err(|_| schema_error("text", a.data_type()))?;
-    Ok(n.as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .unwrap_or_else(|| StringArray::from(vec![""; a.len()])))
+    cast_as(a, &DataType::Utf8, "text")
 }
 
 fn text(a: &StringArray, i: usize) -> String {

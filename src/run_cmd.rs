@@ -153,6 +153,14 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let mut last_record = Instant::now();
     let mut last_report = Instant::now();
     let mut batches_since_commit = 0usize;
+    // The incident table as the sink writes it: taken on this thread, written on that one.
+    let snapshot = |engine: &Engine| -> Result<Vec<u8>> {
+        engine
+            .scoring()
+            .incidents()
+            .checkpoint_bytes(&checkpoint)
+            .context("checkpointing incidents")
+    };
     let result: Result<()> = (|| {
         loop {
             let Some(sb) = source
@@ -224,13 +232,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 if !out.alerts.is_empty() {
                     // Incidents changed: the checkpoint travels with the batch, so it is
                     // written right after that batch's alerts are delivered.
-                    processed.checkpoint = Some(
-                        engine
-                            .scoring()
-                            .incidents()
-                            .checkpoint_bytes(&checkpoint)
-                            .context("checkpointing incidents")?,
-                    );
+                    processed.checkpoint = Some(snapshot(&engine)?);
                 }
                 processed.events = Some(out.events);
                 processed.alerts = out.alerts;
@@ -274,13 +276,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 batches_since_commit = 0;
                 processed.commit = true;
                 if processed.checkpoint.is_none() {
-                    processed.checkpoint = Some(
-                        engine
-                            .scoring()
-                            .incidents()
-                            .checkpoint_bytes(&checkpoint)
-                            .context("checkpointing incidents")?,
-                    );
+                    processed.checkpoint = Some(snapshot(&engine)?);
                 }
             }
             if last_inventory.elapsed() >= Duration::from_secs(60) {
@@ -312,11 +308,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         events: None,
         alerts: Vec::new(),
         ack: None,
-        checkpoint: engine
-            .scoring()
-            .incidents()
-            .checkpoint_bytes(&checkpoint)
-            .map_err(|e| tracing::warn!("checkpointing incidents at shutdown: {e}"))
+        checkpoint: snapshot(&engine)
+            .map_err(|e| tracing::warn!("at shutdown: {e:#}"))
             .ok(),
         commit: result.is_ok(),
         inventory: Some(engine.features().inventory().to_record_batch()),
