@@ -10,10 +10,13 @@
 //!
 //! At 100,000 clients the client and pair state does not fit in the caches, so most of an
 //! event's time would be spent waiting for memory, one miss after the other. Rows are
-//! therefore handled in chunks of `CHUNK` rows: a first pass works out each row's template
-//! and keys (only the templater's own state is involved, so running it ahead changes
-//! nothing), a second pass reads the state those keys point to (independent loads, whose
-//! misses overlap), and then the events run in order against warm caches.
+//! therefore handled in chunks of `CHUNK` rows, in a pipeline three chunks deep: a first
+//! pass works out each row's template and keys (only the templater's own state is
+//! involved, so running it ahead changes nothing) and asks the cache for the index lines
+//! the keys hash to; a chunk later, the keys are looked up there and the cache is asked
+//! for the state they point to, for the samples of upcoming evictions and for the state of
+//! their predicted victims; a chunk later still, the events run in order, against state
+//! that arrived while the chunk before was computed (see [`crate::mem`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::config::{ClientKey, FeatureConfig, Resolved};
 use crate::hash::{combine, hash64};
 use crate::input::{Columns, opt};
 use crate::inventory::{Endpoint, Inventory};
+use crate::mem;
 use crate::openapi::{Spec, SpecMatch, seg_hash};
 use crate::request::{Lexer, Lexical, Markers};
 use crate::table::Table;
@@ -149,8 +153,12 @@ pub struct StateStats {
     pub bytes_per_client: usize,
 }
 
-/// Rows per chunk: the first pass and the state loads run a chunk ahead of the events.
+/// Rows per chunk: the first pass runs two chunks ahead of the events, the state loads
+/// one chunk ahead.
 const CHUNK: usize = 16;
+/// Chunks in flight: the one whose events run, the one whose state is on its way into
+/// the cache, the one whose index lines are.
+const PIPELINE: usize = 3;
 
 /// The output builders of one batch.
 struct Builders {
@@ -275,8 +283,8 @@ pub struct FeatureStage {
     late: u64,
     bad_ts: u64,
     tmpl: String,
-    /// The templates of the chunk in progress, end to end.
-    tmpl_arena: String,
+    /// The templates of the chunks in flight, end to end, one arena per chunk.
+    tmpl_arenas: [String; PIPELINE],
     segs: Vec<u64>,
     /// Per network slot: the network it holds and its text.
     net_text: Vec<(Option<NetAddr>, String)>,
@@ -350,7 +358,7 @@ impl FeatureStage {
             late: 0,
             bad_ts: 0,
             tmpl: String::with_capacity(256),
-            tmpl_arena: String::with_capacity(CHUNK * 64),
+            tmpl_arenas: std::array::from_fn(|_| String::with_capacity(CHUNK * 64)),
             segs: Vec::with_capacity(32),
             net_text: Vec::new(),
             row: Vec::with_capacity(names.len()),
@@ -491,25 +499,36 @@ impl FeatureStage {
             late: BooleanBuilder::with_capacity(rows),
         };
         let cache = self.dict_cache(&cols);
-        let mut arena = std::mem::take(&mut self.tmpl_arena);
-        let mut pre: Vec<Pre<'_>> = Vec::with_capacity(CHUNK);
+        // Rows go in chunks, three at a time in flight: while the events of chunk `c` run,
+        // the state of chunk `c + 1` (found through index lines asked for one chunk
+        // earlier) and the index lines of chunk `c + 2` are on their way into the cache,
+        // so the events find their state there instead of waiting for memory.
+        let mut arenas = std::mem::take(&mut self.tmpl_arenas);
+        let mut pres: [Vec<Pre<'_>>; PIPELINE] = Default::default();
         let mut chunk_cols: Vec<f32> = vec![0.0; CHUNK * nf];
-        // Rows go in chunks: first what each row's keys are (templating included), then one
-        // sweep that loads the chunk's client and pair state (so the cache misses of a
-        // chunk overlap instead of following one another), then the events in order.
-        for start in (0..rows).step_by(CHUNK) {
-            let end = (start + CHUNK).min(rows);
-            arena.clear();
-            pre.clear();
-            for i in start..end {
-                pre.push(self.prepare(&cols, &cache, i, &mut arena));
+        let chunks = rows.div_ceil(CHUNK);
+        for c in 0..chunks.min(PIPELINE - 1) {
+            self.fill(&cols, &cache, c, rows, &mut pres[c], &mut arenas[c]);
+        }
+        if chunks > 0 {
+            self.prefetch_state(&pres[0]);
+        }
+        for c in 0..chunks {
+            if c + 2 < chunks {
+                let k = (c + 2) % PIPELINE;
+                self.fill(&cols, &cache, c + 2, rows, &mut pres[k], &mut arenas[k]);
             }
-            self.warm(&pre);
+            if c + 1 < chunks {
+                self.prefetch_state(&pres[(c + 1) % PIPELINE]);
+            }
+            let k = c % PIPELINE;
+            let start = c * CHUNK;
+            let end = (start + CHUNK).min(rows);
             // The chunk's features column by column (`CHUNK` values per column), so each
             // output column then gets a short run of adjacent values instead of every
             // column one value per event.
-            for (j, (i, p)) in (start..end).zip(&pre).enumerate() {
-                self.event(&cols, &cache, i, p, &arena, &mut b);
+            for (j, (i, p)) in (start..end).zip(&pres[k]).enumerate() {
+                self.event(&cols, &cache, i, p, &arenas[k], &mut b);
                 debug_assert_eq!(self.row.len(), nf);
                 for (run, &v) in chunk_cols.chunks_exact_mut(CHUNK).zip(&self.row) {
                     run[j] = v;
@@ -520,7 +539,7 @@ impl FeatureStage {
                 col.extend(run[..len].iter().map(|&v| finite(v)));
             }
         }
-        self.tmpl_arena = arena;
+        self.tmpl_arenas = arenas;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(b.tmpl.finish()));
         columns.push(Arc::new(b.key.finish()));
@@ -613,38 +632,74 @@ impl FeatureStage {
         }
     }
 
-    /// Loads the state of a chunk's clients and pairs, and the slots the pair and client
-    /// tables would sample for evictions, before the events need them: the loads of one
-    /// pass do not depend on each other, so their cache misses overlap. Nothing changes.
-    fn warm(&self, pre: &[Pre<'_>]) {
-        let mut slots = [(None, None); CHUNK];
-        let mut acc = 0u64;
-        for (p, s) in pre.iter().zip(&mut slots) {
-            *s = (
-                self.clients.get(p.ck),
-                self.pairs.get(combine(p.ck, p.ep_key)),
-            );
+    /// The first pass over chunk `c` (see [`prepare`](Self::prepare)) into `pre` and
+    /// `arena`, then asks the cache for the index lines its lookups will start at.
+    fn fill<'a>(
+        &mut self,
+        cols: &Columns<'a>,
+        cache: &DictCache,
+        c: usize,
+        rows: usize,
+        pre: &mut Vec<Pre<'a>>,
+        arena: &mut String,
+    ) {
+        arena.clear();
+        pre.clear();
+        for i in c * CHUNK..((c + 1) * CHUNK).min(rows) {
+            pre.push(self.prepare(cols, cache, i, arena));
         }
-        for &(c, p) in &slots[..pre.len()] {
-            if let Some(c) = c {
-                acc = acc
-                    .wrapping_add(self.clients.warm(c))
-                    .wrapping_add(self.client_rings.warm(c));
-                std::hint::black_box(self.client_meta.get(c).copied());
-            }
-            if let Some(p) = p {
-                acc = acc
-                    .wrapping_add(self.pairs.warm(p))
-                    .wrapping_add(self.pair_rings.warm(p));
-                std::hint::black_box(self.pair_meta.get(p).copied());
+        for p in pre.iter() {
+            self.clients.prefetch_key(p.ck);
+            self.pairs.prefetch_key(combine(p.ck, p.ep_key));
+            if let Some(na) = p.net {
+                self.networks.prefetch_key(na.key);
             }
         }
-        acc = acc
-            .wrapping_add(self.pairs.warm_evictions(pre.len()))
-            .wrapping_add(self.clients.warm_evictions(pre.len()))
-            .wrapping_add(self.pairs.warm_sweep(pre.len()))
-            .wrapping_add(self.clients.warm_sweep(pre.len()));
-        std::hint::black_box(acc);
+    }
+
+    /// Asks the cache for the state of a chunk's clients, pairs and networks, and for the
+    /// slots that the evictions and TTL sweeps of the next chunks will visit. The slots
+    /// are looked up now, a chunk early: one that changes hands in between only means a
+    /// wasted line. Nothing observable changes.
+    fn prefetch_state(&mut self, pre: &[Pre<'_>]) {
+        for p in pre {
+            if let Some(c) = self.clients.prefetch_slot(p.ck) {
+                self.client_rings.prefetch(c);
+                mem::prefetch_span(&self.client_meta, c, 1);
+            }
+            if let Some(s) = self.pairs.prefetch_slot(combine(p.ck, p.ep_key)) {
+                self.pair_rings.prefetch(s);
+                mem::prefetch(&self.pair_meta, s);
+            }
+            if let Some(na) = p.net
+                && let Some(s) = self.networks.prefetch_slot(na.key)
+            {
+                self.net_rings.prefetch(s);
+            }
+        }
+        // Evictions: at most one per event and table. The samples of the next three
+        // chunks' evictions are asked for; the victims of the next two chunks' are
+        // predicted from samples asked for a chunk ago (in the cache by now), and their
+        // state, which a new entity will reset, is asked for too.
+        let ahead = 2 * CHUNK;
+        self.pairs.prefetch_evictions(ahead + CHUNK);
+        self.clients.prefetch_evictions(ahead + CHUNK);
+        self.networks.prefetch_evictions(ahead + CHUNK);
+        let (rings, meta) = (&self.pair_rings, &self.pair_meta);
+        self.pairs.prefetch_victims(ahead, |v| {
+            rings.prefetch(v);
+            mem::prefetch(meta, v);
+        });
+        let (rings, meta) = (&self.client_rings, &self.client_meta);
+        self.clients.prefetch_victims(ahead, |v| {
+            rings.prefetch(v);
+            mem::prefetch_span(meta, v, 1);
+        });
+        let rings = &self.net_rings;
+        self.networks.prefetch_victims(ahead, |v| rings.prefetch(v));
+        self.pairs.prefetch_sweep(ahead);
+        self.clients.prefetch_sweep(ahead);
+        self.networks.prefetch_sweep(ahead);
     }
 
     fn dict_cache(&mut self, cols: &Columns<'_>) -> DictCache {
@@ -824,7 +879,7 @@ impl FeatureStage {
         if cf.fresh {
             self.client_rings.reset(cs);
             if cs >= self.client_meta.len() {
-                self.client_meta.resize(cs + 1, ClientMeta::default());
+                mem::resize(&mut self.client_meta, cs + 1, ClientMeta::default());
             }
             self.client_meta[cs] = ClientMeta {
                 last_t: t,
@@ -865,7 +920,7 @@ impl FeatureStage {
         if pf.fresh {
             self.pair_rings.reset(ps);
             if ps >= self.pair_meta.len() {
-                self.pair_meta.resize(ps + 1, PairMeta::default());
+                mem::resize(&mut self.pair_meta, ps + 1, PairMeta::default());
             }
             self.pair_meta[ps] = PairMeta::default();
         }
@@ -889,10 +944,11 @@ impl FeatureStage {
         let bytes_add = resp.min(u64::from(u32::MAX)) as u32;
         for s in 0..spans {
             let b = self.geo.bucket(s, t);
+            let pos = b.rem_euclid(self.geo.n as i64) as usize;
             if s == r && self.client_rings.closes(cs, s, b) {
                 self.close_client(cs);
             }
-            if let Landing::At(p) = self.client_rings.land(cs, s, b) {
+            if let Landing::At(p) = self.client_rings.land_at(cs, s, b, pos) {
                 let c = self.client_rings.bucket_mut(cs, s, p);
                 c.req = c.req.saturating_add(1);
                 c.e4 = c.e4.saturating_add(u16::from(e4));
@@ -906,7 +962,7 @@ impl FeatureStage {
                 self.client_rings.insert(cs, s, p, 0, ep_key);
                 self.client_rings.insert(cs, s, p, 1, ua_hash);
             }
-            if let Landing::At(p) = self.pair_rings.land(ps, s, b) {
+            if let Landing::At(p) = self.pair_rings.land_at(ps, s, b, pos) {
                 let c = self.pair_rings.bucket_mut(ps, s, p);
                 c.req = c.req.saturating_add(1);
                 c.id_req = c.id_req.saturating_add(u16::from(id_hash.is_some()));
@@ -916,7 +972,7 @@ impl FeatureStage {
                 }
             }
             if let Some(ns) = ns
-                && let Landing::At(p) = self.net_rings.land(ns, s, b)
+                && let Landing::At(p) = self.net_rings.land_at(ns, s, b, pos)
             {
                 let c = self.net_rings.bucket_mut(ns, s, p);
                 c.req = c.req.saturating_add(1);
@@ -934,7 +990,7 @@ impl FeatureStage {
                 };
                 e.closes += 1;
             }
-            if let Landing::At(p) = self.ep_rings.land(es, s, b) {
+            if let Landing::At(p) = self.ep_rings.land_at(es, s, b, pos) {
                 let c = self.ep_rings.bucket_mut(es, s, p);
                 c.req = c.req.saturating_add(1);
                 c.err = c.err.saturating_add(u32::from(e4 || e5));
@@ -974,7 +1030,9 @@ impl FeatureStage {
 
         // Client windows.
         let mut cw = [[0f32; 8]; CW];
-        let mut last_bytes = (0u64, 0f32);
+        // ln(1 + bytes) of the last distinct sum: spans often hold the same bytes (a
+        // client's few recent requests, or just this one, whose log is `lb`).
+        let mut last_bytes = (resp, lb);
         for s in 0..spans {
             let secs = self.span_secs(s);
             let mut tot = [0u32; 9];
@@ -1009,8 +1067,7 @@ impl FeatureStage {
             cw[6][s] = self.pair_rings.distinct(ps, s, 0);
             cw[7][s] = ratio(ptot[2], ptot[1]);
             cw[8][s] = ptot[0] as f32;
-            // Spans often hold the same bytes (a client's few recent requests): one log each.
-            if s == 0 || bytes != last_bytes.0 {
+            if bytes != last_bytes.0 {
                 last_bytes = (bytes, (bytes as f64).ln_1p() as f32);
             }
             cw[9][s] = last_bytes.1;

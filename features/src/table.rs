@@ -13,6 +13,10 @@
 //! and a slot's bookkeeping (key, first and last seen, liveness) sits together in one
 //! 32-byte record, so a touch or an eviction sample reads one line.
 
+use std::collections::VecDeque;
+
+use crate::mem;
+
 /// Slots sampled when the table is full.
 const SAMPLE: usize = 8;
 /// Slots the TTL sweep visits per event.
@@ -103,7 +107,9 @@ impl Index {
 
     fn grow(&mut self) {
         let cap = (self.cells.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.cells, vec![(0, VACANT); cap]);
+        let mut cells = Vec::new();
+        mem::resize(&mut cells, cap, (0, VACANT));
+        let old = std::mem::replace(&mut self.cells, cells);
         self.len = 0;
         for (k, s) in old {
             if s != VACANT {
@@ -153,6 +159,14 @@ pub struct Table {
     cap: usize,
     sweep: usize,
     rng: u64,
+    /// Slots of the next eviction samples, drawn ahead of the generator (see
+    /// [`Table::prefetch_evictions`]): `queue[i]` is draw `i + 1` after `rng`, modulo
+    /// `queue_n`; `queue_rng` is the generator after the last of them.
+    queue: VecDeque<u32>,
+    queue_rng: u64,
+    queue_n: usize,
+    /// Evictions at the front of `queue` whose victims are already predicted.
+    victims_ahead: usize,
     evictions: u64,
 }
 
@@ -166,6 +180,10 @@ impl Table {
             cap: cap.max(1),
             sweep: 0,
             rng: 0x2545_F491_4F6C_DD1D,
+            queue: VecDeque::new(),
+            queue_rng: 0,
+            queue_n: 0,
+            victims_ahead: 0,
             evictions: 0,
         }
     }
@@ -238,12 +256,17 @@ impl Table {
         let slot = match self.free.pop() {
             Some(s) => s as usize,
             None => {
-                self.meta.push(Meta {
-                    key: 0,
-                    last_seen: 0,
-                    first_seen: 0,
-                    live: false,
-                });
+                let n = self.meta.len();
+                mem::resize(
+                    &mut self.meta,
+                    n + 1,
+                    Meta {
+                        key: 0,
+                        last_seen: 0,
+                        first_seen: 0,
+                        live: false,
+                    },
+                );
                 self.meta.len() - 1
             }
         };
@@ -264,23 +287,30 @@ impl Table {
         self.evictions += 1;
     }
 
-    fn next_rand(&mut self) -> u64 {
-        // xorshift64*: deterministic, so eviction is a function of the event sequence.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
     fn evict_one(&mut self) {
         let n = self.meta.len();
         let mut best: Option<(usize, i64)> = None;
-        for _ in 0..SAMPLE {
-            let s = (self.next_rand() % n as u64) as usize;
-            let m = &self.meta[s];
+        let mut consider = |meta: &[Meta], s: usize| {
+            let m = &meta[s];
             if m.live && best.is_none_or(|(_, t)| m.last_seen < t) {
                 best = Some((s, m.last_seen));
             }
+        };
+        if self.queue_n == n && self.queue.len() >= SAMPLE {
+            // The draws are already made (and their slots in the cache): take them, and
+            // move the generator past them.
+            for s in self.queue.drain(..SAMPLE) {
+                xorshift(&mut self.rng);
+                consider(&self.meta, s as usize);
+            }
+            self.victims_ahead = self.victims_ahead.saturating_sub(1);
+        } else {
+            for _ in 0..SAMPLE {
+                let s = (xorshift(&mut self.rng) % n as u64) as usize;
+                consider(&self.meta, s);
+            }
+            self.queue.clear();
+            self.victims_ahead = 0;
         }
         let victim = match best {
             Some((b, _)) => b,
@@ -313,45 +343,83 @@ impl Table {
         }
     }
 
-    /// Reads the bookkeeping of `slot` and returns a value made from it, so that a caller
-    /// can load the slots of several upcoming events in one go (their cache misses then
-    /// overlap) before touching them one by one.
+    /// Asks the cache for the index position where a lookup of `key` starts, so that a
+    /// lookup a little later finds it there (see the crate's `mem` module).
     #[inline]
-    pub fn warm(&self, slot: usize) -> u64 {
-        self.meta.get(slot).map_or(0, |m| m.last_seen as u64)
+    pub fn prefetch_key(&self, key: u64) {
+        if !self.index.cells.is_empty() {
+            mem::prefetch(&self.index.cells, (key >> 32) as usize & self.index.mask());
+        }
     }
 
-    /// Like [`warm`](Self::warm), for the slots that the next `events` evictions would
-    /// sample if the table is full now (reads only; the generator does not move).
-    pub fn warm_evictions(&self, events: usize) -> u64 {
+    /// The slot of `key`, if tracked, with its bookkeeping asked for from the cache.
+    #[inline]
+    pub fn prefetch_slot(&self, key: u64) -> Option<usize> {
+        let slot = self.get(key)?;
+        mem::prefetch(&self.meta, slot);
+        Some(slot)
+    }
+
+    /// Asks the cache for the slots that the next `evictions` evictions will sample if the
+    /// table is full, beyond those already asked for. Nothing observable changes: the
+    /// generator itself does not move, only a copy that runs ahead of it.
+    pub fn prefetch_evictions(&mut self, evictions: usize) {
         let n = self.meta.len();
         if self.index.len < self.cap || n == 0 {
-            return 0;
+            return;
         }
-        let mut rng = self.rng;
-        let mut acc = 0u64;
-        for _ in 0..events * SAMPLE {
-            rng ^= rng >> 12;
-            rng ^= rng << 25;
-            rng ^= rng >> 27;
-            let s = (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize;
-            acc = acc.wrapping_add(self.meta[s].last_seen as u64);
+        if self.queue_n != n || self.queue.is_empty() {
+            self.queue.clear();
+            self.queue_rng = self.rng;
+            self.queue_n = n;
+            self.victims_ahead = 0;
         }
-        acc
+        while self.queue.len() < evictions * SAMPLE {
+            let s = (xorshift(&mut self.queue_rng) % n as u64) as usize;
+            mem::prefetch(&self.meta, s);
+            self.queue.push_back(s as u32);
+        }
     }
 
-    /// Like [`warm`](Self::warm), for the slots the TTL sweep of the next `events` events
-    /// will visit.
-    pub fn warm_sweep(&self, events: usize) -> u64 {
-        let n = self.meta.len();
-        let mut acc = 0u64;
-        let mut s = self.sweep;
-        // Two 32-byte records per cache line: every other slot is enough.
-        for _ in 0..(events * SWEEP).min(n).div_ceil(2) {
-            s = (s + 2) % n;
-            acc = acc.wrapping_add(self.meta[s].last_seen as u64);
+    /// Predicts the victims of the next `evictions` evictions if the table is full (beyond
+    /// those already predicted), from their samples' bookkeeping as it stands now, asks
+    /// the cache for the index position each victim's removal will start at, and hands
+    /// each victim's slot to `f`, for the caller's state of that slot (which the new
+    /// entity will reset). A prediction can be wrong (a sampled entity seen again in the
+    /// meantime); that only wastes lines. Only samples already drawn by
+    /// [`prefetch_evictions`](Self::prefetch_evictions) are used: called a while after it,
+    /// their slots are in the cache by then.
+    pub fn prefetch_victims(&mut self, evictions: usize, mut f: impl FnMut(usize)) {
+        if self.queue_n != self.meta.len() {
+            return;
         }
-        acc
+        let drawn = (self.queue.len() / SAMPLE).min(evictions);
+        while self.victims_ahead < drawn {
+            let e = self.victims_ahead * SAMPLE;
+            let mut best: Option<(usize, i64)> = None;
+            for j in e..e + SAMPLE {
+                let s = self.queue[j] as usize;
+                let m = &self.meta[s];
+                if m.live && best.is_none_or(|(_, t)| m.last_seen < t) {
+                    best = Some((s, m.last_seen));
+                }
+            }
+            if let Some((v, _)) = best {
+                self.prefetch_key(self.meta[v].key);
+                f(v);
+            }
+            self.victims_ahead += 1;
+        }
+    }
+
+    /// Asks the cache for the slots the TTL sweep of the next `events` events will visit.
+    pub fn prefetch_sweep(&self, events: usize) {
+        let n = self.meta.len();
+        let len = (events * SWEEP).min(n);
+        let start = (self.sweep + 1) % n.max(1);
+        let head = len.min(n - start);
+        mem::prefetch_span(&self.meta, start, head);
+        mem::prefetch_span(&self.meta, 0, len - head);
     }
 
     /// Live slots and their key hashes.
@@ -362,6 +430,15 @@ impl Table {
             .filter(|(_, m)| m.live)
             .map(|(s, m)| (s, m.key))
     }
+}
+
+/// xorshift64*: deterministic, so eviction is a function of the event sequence.
+#[inline]
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
 #[cfg(test)]
@@ -401,19 +478,58 @@ mod tests {
     }
 
     #[test]
-    fn warming_reads_any_table_size_without_changing_it() {
+    fn prefetching_reads_any_table_size_without_changing_it() {
         for cap in 1..6usize {
             let mut t = Table::new(cap);
-            assert_eq!(t.warm_sweep(16) + t.warm_evictions(16) + t.warm(0), 0);
+            t.prefetch_sweep(16);
+            t.prefetch_evictions(16);
+            t.prefetch_victims(8, |_| {});
+            t.prefetch_key(1);
+            assert_eq!(t.prefetch_slot(1), None);
             for i in 0..10u64 {
-                t.touch(crate::hash::mix(i), i as i64);
+                let k = crate::hash::mix(i);
+                t.touch(k, i as i64);
                 let (len, rng, sweep) = (t.len(), t.rng, t.sweep);
-                t.warm_sweep(16);
-                t.warm_evictions(16);
-                t.warm(99);
+                t.prefetch_sweep(16);
+                t.prefetch_evictions(16);
+                let slots = t.slots();
+                t.prefetch_victims(8, |s| assert!(s < slots));
+                t.prefetch_key(k);
+                assert_eq!(t.prefetch_slot(k), t.get(k));
                 assert_eq!((t.len(), t.rng, t.sweep), (len, rng, sweep));
             }
         }
+    }
+
+    #[test]
+    fn prefetched_samples_and_victims_follow_the_generator() {
+        // The queued draws must be exactly what the generator will draw, and with nothing
+        // touched in between, the predicted victim is the evicted one (its slot is the one
+        // the new entity gets). The table gives the same slots as one never prefetched.
+        let mut t = Table::new(50);
+        let mut plain = Table::new(50);
+        for i in 0..5_000u64 {
+            if i % 7 == 0 {
+                t.prefetch_evictions(3);
+            }
+            if !t.queue.is_empty() {
+                let mut r = t.rng;
+                for &q in &t.queue {
+                    assert_eq!((xorshift(&mut r) % t.queue_n as u64) as u32, q);
+                }
+                assert_eq!(r, t.queue_rng);
+            }
+            let mut predicted = None;
+            t.prefetch_victims(1, |s| predicted = Some(s));
+            let k = crate::hash::mix(i);
+            let f = t.touch(k, i as i64);
+            assert_eq!(plain.touch(k, i as i64), f);
+            if let Some(p) = predicted {
+                assert_eq!(f.slot, p);
+            }
+        }
+        assert_eq!(t.rng, plain.rng);
+        assert!(t.evictions() > 4_000);
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //!
 //! Buckets are plain `Copy` structs of counters; distinct counts use one packed
 //! HyperLogLog per bucket plus a merged sketch for the whole window (see [`crate::hll`]).
-//! Storage is one `Vec` per kind for the whole table, indexed by slot, so there is no
-//! allocation per entity and the memory per entity is a fixed, known number of bytes.
+//! Storage is two `Vec`s for the whole table (counters, and heads with sketches and
+//! estimates), indexed by slot, so there is no allocation per entity and the memory per
+//! entity is a fixed, known number of bytes.
 
-use crate::hll;
+use crate::{hll, mem};
 
 /// Head value of a ring that has never seen an event.
 const EMPTY: i64 = i64::MIN;
@@ -50,110 +51,156 @@ pub enum Landing {
 }
 
 /// The rings of one entity table: `B` counters and `k` distinct-count sketches per bucket.
+///
+/// Per slot, the heads, the estimates and the sketches sit together in one block of
+/// words, and the counters in one block of `B`s: an entity's state is two runs of
+/// adjacent lines, not four scattered ones.
 #[derive(Debug, Clone)]
 pub struct Rings<B> {
     n: usize,
     spans: usize,
     k: usize,
-    heads: Vec<i64>,
+    /// Words per slot in `words`.
+    stride: usize,
+    /// Per slot: the head of every span (an `i64` as its bits), then the estimate of every
+    /// (span, sketch) window (two `f32`s per word, as bits), then per (span, sketch) its
+    /// `n` bucket sketches and the merged window sketch.
+    words: Vec<u64>,
     buckets: Vec<B>,
-    /// Per (slot, span, sketch): `n` bucket sketches then the merged window sketch.
-    sketches: Vec<u64>,
-    /// Per (slot, span, sketch): the estimate of the merged sketch.
-    estimates: Vec<f32>,
 }
 
 impl<B: Copy + Default> Rings<B> {
     /// Empty storage for `geometry` with `k` sketches per bucket.
     pub fn new(geometry: &Geometry, k: usize) -> Self {
+        let (n, spans) = (geometry.n, geometry.spans());
         Self {
-            n: geometry.n,
-            spans: geometry.spans(),
+            n,
+            spans,
             k,
-            heads: Vec::new(),
+            stride: spans + (spans * k).div_ceil(2) + spans * k * (n + 1),
+            words: Vec::new(),
             buckets: Vec::new(),
-            sketches: Vec::new(),
-            estimates: Vec::new(),
         }
     }
 
     /// Bytes of window state per entity.
     pub fn bytes_per_entity(&self) -> usize {
-        self.spans * (8 + self.n * std::mem::size_of::<B>() + self.k * ((self.n + 1) * 8 + 4))
+        self.stride * 8 + self.spans * self.n * std::mem::size_of::<B>()
     }
 
     /// Makes `slot` exist and empties it (a new entity, or a reused slot).
     pub fn reset(&mut self, slot: usize) {
         let need = slot + 1;
-        if self.heads.len() < need * self.spans {
-            self.heads.resize(need * self.spans, EMPTY);
-            self.buckets
-                .resize(need * self.spans * self.n, B::default());
-            self.sketches
-                .resize(need * self.spans * self.k * (self.n + 1), 0);
-            self.estimates.resize(need * self.spans * self.k, 0.0);
+        if self.words.len() < need * self.stride {
+            mem::resize(&mut self.words, need * self.stride, 0);
+            mem::resize(&mut self.buckets, need * self.spans * self.n, B::default());
         }
-        for s in 0..self.spans {
-            self.heads[slot * self.spans + s] = EMPTY;
-        }
+        let w0 = slot * self.stride;
+        let words = &mut self.words[w0..w0 + self.stride];
+        // Zero sketches and estimates (0.0 is all zero bits), no heads.
+        words.fill(0);
+        words[..self.spans].fill(EMPTY as u64);
         let b0 = slot * self.spans * self.n;
         self.buckets[b0..b0 + self.spans * self.n].fill(B::default());
-        let k0 = slot * self.spans * self.k * (self.n + 1);
-        self.sketches[k0..k0 + self.spans * self.k * (self.n + 1)].fill(0);
-        let e0 = slot * self.spans * self.k;
-        self.estimates[e0..e0 + self.spans * self.k].fill(0.0);
+    }
+
+    /// Word index of the head of span `s`.
+    #[inline]
+    fn hd(&self, slot: usize, s: usize) -> usize {
+        slot * self.stride + s
+    }
+
+    /// Word index of the estimate of sketch `f` of span `s`, and its shift in the word.
+    #[inline]
+    fn est(&self, slot: usize, s: usize, f: usize) -> (usize, u32) {
+        let e = s * self.k + f;
+        (slot * self.stride + self.spans + e / 2, 32 * (e as u32 & 1))
+    }
+
+    #[inline]
+    fn set_estimate(&mut self, slot: usize, s: usize, f: usize, v: f32) {
+        let (w, shift) = self.est(slot, s, f);
+        let word = &mut self.words[w];
+        *word = (*word & !(0xFFFF_FFFFu64 << shift)) | (u64::from(v.to_bits()) << shift);
+    }
+
+    /// Word index of the first bucket sketch of sketch `f` of span `s`.
+    #[inline]
+    fn sk(&self, slot: usize, s: usize, f: usize) -> usize {
+        slot * self.stride
+            + self.spans
+            + (self.spans * self.k).div_ceil(2)
+            + (s * self.k + f) * (self.n + 1)
     }
 
     /// True when an event in bucket `b` would close the current head bucket of span `s`
     /// (the entity has a head and `b` is newer).
     #[inline]
     pub fn closes(&self, slot: usize, s: usize, b: i64) -> bool {
-        let h = self.heads[slot * self.spans + s];
+        let h = self.words[self.hd(slot, s)] as i64;
         h != EMPTY && b > h
     }
 
     /// Moves the head of span `s` to `b` when newer and says where `b` lands.
     #[inline]
     pub fn land(&mut self, slot: usize, s: usize, b: i64) -> Landing {
+        self.land_at(slot, s, b, b.rem_euclid(self.n as i64) as usize)
+    }
+
+    /// [`land`](Self::land) with `pos`, the ring position of `b` (`b` modulo the buckets
+    /// per span), already worked out: it is the same for every entity an event touches.
+    #[inline]
+    pub fn land_at(&mut self, slot: usize, s: usize, b: i64, pos: usize) -> Landing {
         let n = self.n as i64;
-        let hi = slot * self.spans + s;
-        let head = self.heads[hi];
-        if head == EMPTY || b > head {
-            let clear = if head == EMPTY { n } else { (b - head).min(n) };
-            let base = hi * self.n;
-            for j in 0..clear {
-                let pos = (b - j).rem_euclid(n) as usize;
-                self.buckets[base + pos] = B::default();
-                for f in 0..self.k {
-                    let at = self.sk(slot, s, f) + pos;
-                    self.sketches[at] = 0;
-                }
+        debug_assert_eq!(pos as i64, b.rem_euclid(n));
+        let hi = self.hd(slot, s);
+        let head = self.words[hi] as i64;
+        if head == EMPTY {
+            // A ring without a head was emptied by `reset` and has not been written since
+            // (nothing lands before a head is set): there is nothing to clear.
+            self.words[hi] = b as u64;
+            Landing::At(pos)
+        } else if b > head {
+            let clear = (b - head).min(n) as usize;
+            let base = (slot * self.spans + s) * self.n;
+            // Positions `pos`, `pos - 1`, … (modulo n): the buckets that leave the window.
+            let mut p = pos;
+            for _ in 0..clear {
+                self.buckets[base + p] = B::default();
+                p = if p == 0 { self.n - 1 } else { p - 1 };
             }
             for f in 0..self.k {
-                self.rebuild(slot, s, f);
+                let k0 = self.sk(slot, s, f);
+                // The window's sketch is the merge of its buckets' sketches: it changes
+                // only when a bucket that leaves held something (often none did: the
+                // entity was quiet).
+                let mut gone = 0u64;
+                let mut p = pos;
+                for _ in 0..clear {
+                    gone |= std::mem::take(&mut self.words[k0 + p]);
+                    p = if p == 0 { self.n - 1 } else { p - 1 };
+                }
+                if gone != 0 {
+                    self.rebuild(slot, s, f);
+                }
             }
-            self.heads[hi] = b;
-            Landing::At(b.rem_euclid(n) as usize)
+            self.words[hi] = b as u64;
+            Landing::At(pos)
         } else if b > head - n {
-            Landing::At(b.rem_euclid(n) as usize)
+            Landing::At(pos)
         } else {
             Landing::TooOld
         }
     }
 
-    #[inline]
-    fn sk(&self, slot: usize, s: usize, f: usize) -> usize {
-        ((slot * self.spans + s) * self.k + f) * (self.n + 1)
-    }
-
     fn rebuild(&mut self, slot: usize, s: usize, f: usize) {
         let base = self.sk(slot, s, f);
-        let merged = self.sketches[base..base + self.n]
+        let merged = self.words[base..base + self.n]
             .iter()
             .fold(0, |a, &b| hll::merge(a, b));
-        if merged != self.sketches[base + self.n] {
-            self.sketches[base + self.n] = merged;
-            self.estimates[(slot * self.spans + s) * self.k + f] = hll::estimate(merged);
+        if merged != self.words[base + self.n] {
+            self.words[base + self.n] = merged;
+            self.set_estimate(slot, s, f, hll::estimate(merged));
         }
     }
 
@@ -168,50 +215,33 @@ impl<B: Copy + Default> Rings<B> {
     pub fn insert(&mut self, slot: usize, s: usize, pos: usize, f: usize, hash: u64) {
         let (idx, rank) = hll::index_rank(hash);
         let base = self.sk(slot, s, f);
-        let b = &mut self.sketches[base + pos];
+        let b = &mut self.words[base + pos];
         *b = hll::insert(*b, idx, rank);
-        let m = self.sketches[base + self.n];
+        let m = self.words[base + self.n];
         let m2 = hll::insert(m, idx, rank);
         if m2 != m {
-            self.sketches[base + self.n] = m2;
-            self.estimates[(slot * self.spans + s) * self.k + f] = hll::estimate(m2);
+            self.words[base + self.n] = m2;
+            self.set_estimate(slot, s, f, hll::estimate(m2));
         }
     }
 
     /// Estimated distinct items of sketch `f` over the window of span `s`.
     #[inline]
     pub fn distinct(&self, slot: usize, s: usize, f: usize) -> f32 {
-        self.estimates[(slot * self.spans + s) * self.k + f]
+        let (w, shift) = self.est(slot, s, f);
+        f32::from_bits((self.words[w] >> shift) as u32)
     }
 
-    /// Reads every cache line of `slot`'s state and returns a value made from it (see
-    /// [`Table::warm`](crate::table::Table::warm)); nothing changes.
-    pub fn warm(&self, slot: usize) -> u64 {
-        let mut acc = 0u64;
-        let h = slot * self.spans;
-        if let Some(v) = self.heads.get(h) {
-            acc = acc.wrapping_add(*v as u64);
-        }
-        let per_line = (64 / std::mem::size_of::<B>().max(1)).max(1);
-        let b0 = h * self.n;
-        if let Some(bs) = self.buckets.get(b0..b0 + self.spans * self.n) {
-            for b in bs.iter().step_by(per_line) {
-                std::hint::black_box(*b);
-            }
-        }
-        let k0 = h * self.k * (self.n + 1);
-        if let Some(ks) = self
-            .sketches
-            .get(k0..k0 + self.spans * self.k * (self.n + 1))
-        {
-            for w in ks.iter().step_by(8) {
-                acc = acc.wrapping_add(*w);
-            }
-        }
-        if let Some(e) = self.estimates.get(h * self.k) {
-            acc = acc.wrapping_add(u64::from(e.to_bits()));
-        }
-        acc
+    /// Asks the cache for every line of `slot`'s state (see the crate's `mem` module); nothing
+    /// changes.
+    #[inline]
+    pub fn prefetch(&self, slot: usize) {
+        mem::prefetch_span(&self.words, slot * self.stride, self.stride);
+        mem::prefetch_span(
+            &self.buckets,
+            slot * self.spans * self.n,
+            self.spans * self.n,
+        );
     }
 
     /// The buckets of span `s` (ring order, not time order).
