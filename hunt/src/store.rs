@@ -663,6 +663,30 @@ fn parse_date_dir(name: &str) -> Option<i64> {
 // ---------------------------------------------------------------------------------------
 // Files
 
+/// `props` with dictionary encoding off for the schema's float columns. Features and
+/// scores are nearly all distinct values: a dictionary encoder would hash every one of
+/// them only to fall back to plain pages, and on the events table (a hundred float
+/// columns) that hashing cost more than the rest of the write, compression included.
+/// Their pages are split by byte position instead, which zstd compresses better.
+fn float_columns_without_dictionary(
+    props: &WriterProperties,
+    schema: &arrow::datatypes::Schema,
+) -> WriterProperties {
+    let mut b = props.clone().into_builder();
+    for f in schema.fields() {
+        if matches!(
+            f.data_type(),
+            arrow::datatypes::DataType::Float32 | arrow::datatypes::DataType::Float64
+        ) {
+            let col = ColumnPath::from(f.name().as_str());
+            b = b
+                .set_column_dictionary_enabled(col.clone(), false)
+                .set_column_encoding(col, parquet::basic::Encoding::BYTE_STREAM_SPLIT);
+        }
+    }
+    b.build()
+}
+
 /// Writes `batches` to `dir/name` through a hidden temporary file, synced before the
 /// rename and the directory synced after it. Returns the file's size.
 fn write_parquet_atomic(
@@ -677,8 +701,9 @@ fn write_parquet_atomic(
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);
     let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    let props = float_columns_without_dictionary(props, &first.schema());
     let result = (|| -> Result<u64> {
-        let mut w = ArrowWriter::try_new(file, first.schema(), Some(props.clone()))?;
+        let mut w = ArrowWriter::try_new(file, first.schema(), Some(props))?;
         for b in batches {
             w.write(b)?;
         }

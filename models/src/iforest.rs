@@ -34,7 +34,8 @@
 //! passes through it. A single row does the same with 8 trees as the lanes.
 //!
 //! **Batch fast path.** On CPUs with AVX-512F (detected at run time), forests of depth
-//! ≤ 8 over ≤ 32 features (ψ ≤ 256: the default size) are also re-laid out as perfect
+//! ≤ 8 over ≤ 128 features (ψ ≤ 256: the default size; the engine's models read about
+//! 110) are also re-laid out as perfect
 //! binary trees in heap order and scored over column-major row blocks, 16 rows per vector
 //! instruction (`iforest/levels.rs`, `iforest/avx512.rs` — the crate's one module allowed
 //! `unsafe`); elsewhere the compact node arrays serve. Scores are identical on every
@@ -464,8 +465,10 @@ pub struct IsolationForest {
 
 /// Most nodes of a compact tree: a full tree of depth 8 (ψ ≤ 256 gives depth ≤ 8).
 const COMPACT_NODES: usize = 512;
-/// Most features a compact forest reads (rows are padded to this stride).
-const COMPACT_FEATURES: usize = 32;
+/// Most features a compact forest reads (rows are padded to this stride). Wide enough for
+/// the engine's full feature set: a column-major block of 64 rows is then 32 KiB, of
+/// which the vector walk gathers only the columns the model has.
+const COMPACT_FEATURES: usize = 128;
 
 /// An 8-byte node with tree-local links.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -475,8 +478,8 @@ struct SmallNode {
     left: u16,
 }
 
-/// Axis-parallel trees of ≤ 512 nodes over ≤ 32 features, as fixed-size arrays. Indexing
-/// a `[_; 512]` with `i & 511` and a `[f32; 32]` row with `f & 31` needs no bounds check,
+/// Axis-parallel trees of ≤ 512 nodes over ≤ 128 features, as fixed-size arrays. Indexing
+/// a `[_; 512]` with `i & 511` and a `[f32; 128]` row with `f & 127` needs no bounds check,
 /// which leaves the step loop a handful of instructions. Built from the flat arrays (the
 /// source of truth, which is what is saved), used by both scoring paths when present.
 #[derive(Debug, Clone, PartialEq)]
@@ -713,7 +716,7 @@ impl IsolationForest {
         }
         let d = self.n_features;
         if let Some(lv) = self.compact.as_ref().and_then(|c| c.levels.as_ref()) {
-            // 8 KiB, on the heap: `score_columns` may run on small thread stacks.
+            // 32 KiB, on the heap: `score_columns` may run on small thread stacks.
             let mut block = Box::new([0.0f32; levels::BLOCK_VALUES]);
             let mut start = 0;
             while start < n {
@@ -1079,7 +1082,7 @@ mod tests {
 
     #[test]
     fn compact_layout_matches_flat_walk() {
-        for d in [3usize, 32] {
+        for d in [3usize, 32, 111, COMPACT_FEATURES] {
             let x = blob(700, d, 11);
             let m = IsolationForestParams::new().fit_array(x.view()).unwrap();
             assert!(m.compact.is_some());
@@ -1105,7 +1108,7 @@ mod tests {
         // Too many features, or deeper trees: the flat layout serves.
         let wide = IsolationForestParams::new()
             .n_trees(3)
-            .fit_array(blob(300, 33, 12).view())
+            .fit_array(blob(300, COMPACT_FEATURES + 1, 12).view())
             .unwrap();
         assert!(wide.compact.is_none());
         assert_eq!(wide.batch_kernel(), "flat");

@@ -103,6 +103,15 @@ impl Reservoir {
         Ok(())
     }
 
+    /// Counts a row as offered without keeping it: for callers that know no training will
+    /// read the reservoir before `capacity` newer rows replace it anyway.
+    pub fn count_only(&mut self, alerted: bool) {
+        self.seen += 1;
+        if alerted {
+            self.excluded_alerted += 1;
+        }
+    }
+
     /// Rows held.
     pub fn len(&self) -> usize {
         self.len

@@ -73,6 +73,47 @@ impl<'a> StrCol<'a> {
             StrCol::Missing => None,
         }
     }
+
+    /// `f` of every row's value, computed once per distinct dictionary value when the
+    /// column is dictionary-encoded (endpoint templates repeat across a batch, so per-row
+    /// string work becomes per-template work).
+    pub fn map_values<T: Copy>(
+        &self,
+        rows: usize,
+        mut f: impl FnMut(Option<&'a str>) -> T,
+    ) -> Vec<T> {
+        fn by_key<'a, K, T: Copy>(
+            keys: &[K],
+            nulls: Option<&arrow::buffer::NullBuffer>,
+            values: &'a StringArray,
+            f: &mut impl FnMut(Option<&'a str>) -> T,
+        ) -> Vec<T>
+        where
+            K: Copy + TryInto<usize>,
+        {
+            let per_value: Vec<T> = (0..values.len())
+                .map(|k| f((!values.is_null(k)).then(|| values.value(k))))
+                .collect();
+            let null = f(None);
+            keys.iter()
+                .enumerate()
+                .map(|(row, &k)| {
+                    if nulls.is_some_and(|n| n.is_null(row)) {
+                        return null;
+                    }
+                    k.try_into()
+                        .ok()
+                        .and_then(|k: usize| per_value.get(k).copied())
+                        .unwrap_or(null)
+                })
+                .collect()
+        }
+        match self {
+            StrCol::Dict32(d, v) => by_key(d.keys().values(), d.nulls(), v, &mut f),
+            StrCol::Dict8(d, v) => by_key(d.keys().values(), d.nulls(), v, &mut f),
+            _ => (0..rows).map(|row| f(self.get(row))).collect(),
+        }
+    }
 }
 
 /// A Float32 feature column by name; `None` when absent.

@@ -514,6 +514,50 @@ impl Scorer {
             }
         }
 
+        // Per-template facts, worked out once per distinct template rather than per row and
+        // rule: which endpoint-restricted rules apply (a bit each), and how often the
+        // endpoint's requests carry an identity.
+        let mut rule_bit: Vec<Option<u32>> = vec![None; self.rules.len()];
+        let mut restricted = 0u32;
+        for (ri, r) in self.rules.iter().enumerate() {
+            if !r.endpoints.is_empty() && restricted < 64 {
+                rule_bit[ri] = Some(restricted);
+                restricted += 1;
+            }
+        }
+        let applies: Vec<u64> = if restricted == 0 {
+            Vec::new()
+        } else {
+            let rules = &self.rules;
+            template_col.map_values(n, |t| {
+                let mut mask = 0u64;
+                if let Some(t) = t {
+                    for (ri, bit) in rule_bit.iter().enumerate() {
+                        if let Some(bit) = bit
+                            && rules[ri].applies_to(t)
+                        {
+                            mask |= 1 << bit;
+                        }
+                    }
+                }
+                mask
+            })
+        };
+        let auth_share: Vec<Option<f32>> = if self
+            .rules
+            .iter()
+            .any(|r| r.min_endpoint_authenticated.is_some())
+        {
+            let auth = &self.endpoint_auth;
+            template_col.map_values(n, |t| {
+                t.and_then(|t| auth.get(t))
+                    .filter(|(n, _)| *n >= 30.0)
+                    .map(|(n, a)| a / n)
+            })
+        } else {
+            Vec::new()
+        };
+
         let mut risk_b = Float32Builder::with_capacity(n);
         let mut sev_b = StringBuilder::with_capacity(n, n * 6);
         let mut cat_b = StringBuilder::with_capacity(n, n * 4);
@@ -526,20 +570,19 @@ impl Scorer {
             for (ri, conds) in resolved.iter().enumerate() {
                 let Some(conds) = conds else { continue };
                 let rule = &self.rules[ri];
-                if !rule.endpoints.is_empty()
-                    && !template_col.get(row).is_some_and(|t| rule.applies_to(t))
-                {
-                    continue;
-                }
-                if let Some(min) = rule.min_endpoint_authenticated {
-                    let share = template_col
-                        .get(row)
-                        .and_then(|t| self.endpoint_auth.get(t))
-                        .filter(|(n, _)| *n >= 30.0)
-                        .map(|(n, a)| a / n);
-                    if share.is_none_or(|s| s < min) {
+                if !rule.endpoints.is_empty() {
+                    let applies = match rule_bit[ri] {
+                        Some(bit) => applies[row] & (1 << bit) != 0,
+                        None => template_col.get(row).is_some_and(|t| rule.applies_to(t)),
+                    };
+                    if !applies {
                         continue;
                     }
+                }
+                if let Some(min) = rule.min_endpoint_authenticated
+                    && auth_share[row].is_none_or(|s| s < min)
+                {
+                    continue;
                 }
                 let mut fired = true;
                 let mut primary = 0.0;

@@ -361,11 +361,24 @@ impl ModelRuntime {
                     .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
             })
             .context("timestamp column")?;
+        // Rows matter to the reservoir only when a training will read them: always before
+        // the first model, else within two reservoirs' worth of events before the next
+        // retrain. Further out they are only counted, not copied.
+        let collect = self.handle.is_none()
+            || self
+                .events_seen
+                .saturating_add(n as u64)
+                .saturating_add(2 * self.cfg.reservoir_rows as u64)
+                >= self.next_retrain_at;
         for r in 0..n {
+            let alerted = risk.value(r) >= alert_threshold;
+            if !collect {
+                self.reservoir.count_only(alerted);
+                continue;
+            }
             for (k, c) in cols.iter().enumerate() {
                 self.row[k] = c.value(r);
             }
-            let alerted = risk.value(r) >= alert_threshold;
             self.reservoir
                 .push(&self.row, times.value(r), alerted)
                 .context("model reservoir")?;

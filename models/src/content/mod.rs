@@ -277,6 +277,37 @@ pub(crate) struct Scratch {
     params: ParsedParams,
     json_path: Vec<u8>,
     lex: syntax::Scratch,
+    memo: SyntaxMemo,
+}
+
+/// Longest value whose syntax evidence is remembered.
+const MEMO_MAX_VALUE: usize = 64;
+/// Most values remembered; the memo starts over when full.
+const MEMO_ENTRIES: usize = 4096;
+
+/// The syntax evidence of short values already analysed with this scratch space (one
+/// batch when scoring). The analysis depends on the bytes alone, and parameter values
+/// repeat (`page=1`, `sort=asc`, a session's own ids), so a repeat costs a lookup.
+#[derive(Debug, Default, Clone)]
+struct SyntaxMemo {
+    seen: HashMap<Box<[u8]>, syntax::SyntaxEvidence>,
+}
+
+impl SyntaxMemo {
+    fn analyse(&mut self, value: &[u8], lex: &mut syntax::Scratch) -> syntax::SyntaxEvidence {
+        if value.len() > MEMO_MAX_VALUE {
+            return syntax::analyse(value, lex);
+        }
+        if let Some(e) = self.seen.get(value) {
+            return *e;
+        }
+        let e = syntax::analyse(value, lex);
+        if self.seen.len() >= MEMO_ENTRIES {
+            self.seen.clear();
+        }
+        self.seen.insert(value.into(), e);
+        e
+    }
 }
 
 /// Weight of profile deviations in a parameter's score (see the module docs).
@@ -399,7 +430,7 @@ impl ContentProfiles {
             };
             let value = p.value(pair);
             let st = ValueStats::of(value, pair.full_len);
-            let syn = syntax::analyse(value, &mut scratch.lex).score();
+            let syn = scratch.memo.analyse(value, &mut scratch.lex).score();
             // Presence counts once per request however often the name repeats.
             let first = !p.pairs[..i].iter().any(|q| p.name(q) == p.name(pair));
             if !template.params.contains_key(name) {
@@ -455,14 +486,14 @@ impl ContentProfiles {
         for (i, pair) in p.pairs.iter().enumerate() {
             let value = p.value(pair);
             let st = ValueStats::of(value, pair.full_len);
-            let mut evidence = syntax::analyse(value, &mut scratch.lex);
+            let mut evidence = scratch.memo.analyse(value, &mut scratch.lex);
             let name = p.name(pair);
             let profile =
                 template.and_then(|t| std::str::from_utf8(name).ok().and_then(|n| t.params.get(n)));
             if profile.is_none() {
                 // A name nobody has seen may itself carry the payload
                 // (`user[$ne]=`, `{"user": {"$gt": ""}}`).
-                let by_name = syntax::analyse(name, &mut scratch.lex);
+                let by_name = scratch.memo.analyse(name, &mut scratch.lex);
                 if by_name.score() > evidence.score() {
                     evidence = by_name;
                 }

@@ -96,27 +96,30 @@ impl ValueStats {
     pub fn of(v: &[u8], full_len: u32) -> Self {
         let mut classes = [0u32; N_CLASSES];
         let mut hist = [0u32; 256];
+        // The distinct bytes of a value are few: note each as it first appears, so only
+        // those are sorted and read back (not all 256 histogram slots).
+        let mut distinct = [0u8; 256];
+        let mut k = 0;
         for &b in v {
             classes[class_of(b)] += 1;
-            hist[b as usize] += 1;
-        }
-        // The distinct bytes of a value are few; sort only those.
-        let mut counts = [0u32; 256];
-        let mut k = 0;
-        for &c in hist.iter() {
-            if c > 0 {
-                counts[k] = c;
+            let h = &mut hist[b as usize];
+            if *h == 0 {
+                distinct[k & 255] = b;
                 k += 1;
             }
+            *h += 1;
         }
-        counts[..k].sort_unstable_by(|a, b| b.cmp(a));
+        let distinct = &mut distinct[..k.min(256)];
+        // Most frequent first; bytes with equal counts add the same amount whatever
+        // their order.
+        distinct.sort_unstable_by(|a, b| hist[*b as usize].cmp(&hist[*a as usize]));
         let mut icd = [0f32; 6];
         if !v.is_empty() {
             let n = v.len() as f32;
             let mut rank = 0;
             for (bin, &end) in ICD_BINS.iter().enumerate() {
-                while rank < end.min(k) {
-                    icd[bin] += counts[rank] as f32 / n;
+                while rank < end.min(distinct.len()) {
+                    icd[bin] += hist[distinct[rank] as usize] as f32 / n;
                     rank += 1;
                 }
             }

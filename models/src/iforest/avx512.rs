@@ -292,7 +292,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(21);
         let mut checked = 0;
         for case in 0..CASES {
-            let d = rng.random_range(1..=32usize);
+            let d = rng.random_range(1..=super::super::COMPACT_FEATURES);
             let n = rng.random_range(2..=700usize);
             let psi = rng.random_range(2..=256usize);
             let trees = rng.random_range(1..=40usize);

@@ -15,7 +15,8 @@
 //!
 //! **Rows.** A block of [`BLOCK`] rows is copied column-major (`block[f * BLOCK + r]`),
 //! so the root level reads 16 rows of one feature with one contiguous load, and the
-//! deeper levels gather from an 8 KiB buffer that stays in L1.
+//! deeper levels gather from a buffer of at most 32 KiB (64 rows × 128 features; only
+//! the model's columns are filled and read).
 //!
 //! The layout exists for the AVX-512 walk ([`super::avx512`]), where 16 rows share a
 //! register and the table lookups are register permutes. One row at a time (the
