@@ -2,10 +2,13 @@
 //! → alerts out, with at-least-once delivery end to end.
 //!
 //! Threads: the Kafka source polls and decodes on threads of its own; this thread runs the
-//! engine (features, models, scoring, incidents); a sink thread delivers alerts, writes the
-//! Parquet store and checkpoints, and acknowledges offsets; a small tokio runtime serves
-//! `/healthz`, `/readyz`, `/metrics` (and the dashboard). Stages are joined by bounded
-//! queues (the source's, and `SINK_QUEUE_BATCHES` batches to the sink), and the engine
+//! engine (features, models, scoring, incidents); an alert thread delivers each batch's
+//! alerts and hands the batch on to a sink thread, which writes the Parquet store and
+//! checkpoints and acknowledges offsets; a small tokio runtime serves `/healthz`,
+//! `/readyz`, `/metrics` (and the dashboard). Alerts have a thread of their own so that
+//! encoding a flush of the store (a second's worth of events, every commit) never holds
+//! one back. Stages are joined by bounded queues (the source's, `ALERT_QUEUE_BATCHES`
+//! batches to the alert thread and `SINK_QUEUE_BATCHES` to the sink), and the engine
 //! pulls the next batch only when it has handed on the last, so a slow stage pauses
 //! consumption (librdkafka's bounded prefetch queue) instead of growing memory.
 //!
@@ -135,18 +138,26 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     );
     metrics.ready.store(true, Ordering::Relaxed);
 
-    // The sink side (alert delivery, the Parquet store, checkpoints and acknowledgements)
-    // runs on its own thread behind a bounded channel: while it encodes and writes one
-    // batch, this thread decodes and scores the next; when it falls behind, `send` blocks
-    // and consumption pauses.
-    let (to_sink, sink_rx) = std::sync::mpsc::sync_channel::<Processed>(SINK_QUEUE_BATCHES);
+    // The output side runs on two threads behind bounded channels: alert delivery, then
+    // the Parquet store, checkpoints and acknowledgements. While they work on one batch,
+    // this thread decodes and scores the next; when they fall behind, `send` blocks and
+    // consumption pauses.
+    let (to_sink, alert_rx) = std::sync::mpsc::sync_channel::<Processed>(ALERT_QUEUE_BATCHES);
+    let (to_store, sink_rx) = std::sync::mpsc::sync_channel::<Processed>(SINK_QUEUE_BATCHES);
     let sink = {
         let metrics = metrics.clone();
         let checkpoint = checkpoint.clone();
         std::thread::Builder::new()
             .name("gatewatch-sink".into())
-            .spawn(move || sink_loop(sink_rx, store, sinks, &metrics, &checkpoint, &acker))
+            .spawn(move || sink_loop(sink_rx, store, &metrics, &checkpoint, &acker))
             .context("starting the sink thread")?
+    };
+    let alerter = {
+        let metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("gatewatch-alerts".into())
+            .spawn(move || alert_loop(alert_rx, sinks, &metrics, to_store))
+            .context("starting the alert thread")?
     };
 
     let mut events = 0u64;
@@ -317,11 +328,16 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     };
     let _ = to_sink.send(last);
     drop(to_sink);
+    let alert_result = match alerter.join() {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("the alert thread panicked")),
+    };
     let sink_result = match sink.join() {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!("the sink thread panicked")),
     };
-    let result = result.and(sink_result);
+    // The sink's own error explains an alert thread that found it gone.
+    let result = result.and(sink_result).and(alert_result);
     if let Err(e) = &result {
         metrics.failed.store(true, Ordering::Relaxed);
         tracing::error!("stopping: {e:#}");
@@ -334,10 +350,14 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     result
 }
 
-/// Batches queued between the engine and the sink thread.
-const SINK_QUEUE_BATCHES: usize = 4;
+/// Batches queued between the engine and the alert thread.
+const ALERT_QUEUE_BATCHES: usize = 4;
 
-/// One processed batch on its way to the sink thread.
+/// Batches queued between the alert thread and the sink thread: enough for the sink to
+/// encode a commit's flush (about a second of events) while alerts keep flowing.
+const SINK_QUEUE_BATCHES: usize = 16;
+
+/// One processed batch on its way to the alert thread, then the sink thread.
 struct Processed {
     /// Scored events for the store (none for an empty batch or the final message).
     events: Option<arrow::record_batch::RecordBatch>,
@@ -355,13 +375,13 @@ struct Processed {
     started: Instant,
 }
 
-/// The sink thread: delivers alerts, appends to the store, writes checkpoints and
-/// acknowledges offsets in batch order. Returns at the first error (the engine then stops;
-/// unacknowledged batches replay on restart) or when the engine hangs up.
+/// The sink thread: appends batches whose alerts are delivered to the store, writes
+/// checkpoints and acknowledges offsets in batch order. Returns at the first error (the
+/// engine then stops; unacknowledged batches replay on restart) or when the alert thread
+/// hangs up.
 fn sink_loop(
     rx: std::sync::mpsc::Receiver<Processed>,
     mut store: gatewatch_hunt::Store,
-    mut sinks: Vec<Box<dyn AlertSink>>,
     metrics: &Metrics,
     checkpoint: &std::path::Path,
     acker: &gatewatch_ingest::source::kafka::Acker,
@@ -371,20 +391,6 @@ fn sink_loop(
         std::collections::VecDeque::new();
     let result = (|| -> Result<()> {
         for p in rx.iter() {
-            for a in &p.alerts {
-                for s in sinks.iter_mut() {
-                    s.send(a)?;
-                }
-                metrics.alert(a.incident.severity);
-                if a.activity == gatewatch_scoring::AlertActivity::Opened {
-                    metrics.incidents_opened.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if !p.alerts.is_empty() {
-                for s in sinks.iter_mut() {
-                    s.flush()?;
-                }
-            }
             let seq = match &p.events {
                 Some(events) => {
                     let seq = crate::pipeline::store_sink::append_processed(
@@ -420,15 +426,52 @@ fn sink_loop(
         }
         Ok(())
     })();
-    // Whatever happened, deliver what was sent and write what is buffered; only the
-    // acknowledgements above make any of it count as done.
+    // Whatever happened, write what is buffered; only the acknowledgements above make any
+    // of it count as done.
+    if let Err(e) = store.flush() {
+        tracing::warn!("flushing the store at shutdown (the unflushed batches replay): {e}");
+    }
+    result
+}
+
+/// The alert thread: delivers each batch's alerts (flushed, so the broker has acknowledged
+/// them) and only then hands the batch to the sink thread, whose acknowledgement of the
+/// offsets therefore always follows delivery. Returns at the first delivery error (the
+/// batch is not handed on, so its offsets are never acknowledged) or when the engine
+/// hangs up.
+fn alert_loop(
+    rx: std::sync::mpsc::Receiver<Processed>,
+    mut sinks: Vec<Box<dyn AlertSink>>,
+    metrics: &Metrics,
+    to_store: std::sync::mpsc::SyncSender<Processed>,
+) -> Result<()> {
+    let result = (|| -> Result<()> {
+        for p in rx.iter() {
+            for a in &p.alerts {
+                for s in sinks.iter_mut() {
+                    s.send(a)?;
+                }
+                metrics.alert(a.incident.severity);
+                if a.activity == gatewatch_scoring::AlertActivity::Opened {
+                    metrics.incidents_opened.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if !p.alerts.is_empty() {
+                for s in sinks.iter_mut() {
+                    s.flush()?;
+                }
+            }
+            if to_store.send(p).is_err() {
+                anyhow::bail!("the sink thread stopped");
+            }
+        }
+        Ok(())
+    })();
+    // Whatever happened, deliver what was sent.
     for s in sinks.iter_mut() {
         if let Err(e) = s.flush() {
             tracing::warn!("flushing alerts at shutdown: {e}");
         }
-    }
-    if let Err(e) = store.flush() {
-        tracing::warn!("flushing the store at shutdown (the unflushed batches replay): {e}");
     }
     result
 }

@@ -112,7 +112,9 @@ pub struct StoreConfig {
     /// Most bytes of rows held in memory before they are written; past it the largest
     /// buffers are written early (smaller files, merged later by maintenance).
     pub max_buffered_bytes: usize,
-    /// zstd compression level (1–22).
+    /// zstd compression level (1–22) of merged files and of files written with at least
+    /// `compact_small_file_rows` rows; smaller ones, which maintenance merges later, are
+    /// written at level 1.
     pub zstd_level: i32,
     /// Partitions older than this many days (counted back from the newest partition of
     /// the table, so a replay of old traffic is kept) are deleted; 0 keeps everything.
@@ -131,6 +133,10 @@ pub const DEFAULT_MAX_FILE_ROWS: usize = 1_000_000;
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Default for [`StoreConfig::max_buffered_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
+/// zstd level of files smaller than [`StoreConfig::compact_small_file_rows`] (the files
+/// each commit's flush writes), which maintenance later merges at
+/// [`StoreConfig::zstd_level`]: zstd's fastest level, as these bytes are short-lived.
+pub const SMALL_FILE_ZSTD_LEVEL: i32 = 1;
 /// Default for [`StoreConfig::zstd_level`].
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default for [`StoreConfig::retention_days`].
@@ -202,7 +208,11 @@ impl StoreConfig {
     }
 
     fn writer_properties(&self, table: Table) -> Result<WriterProperties> {
-        let level = ZstdLevel::try_new(self.zstd_level)?;
+        self.writer_properties_at(table, self.zstd_level)
+    }
+
+    fn writer_properties_at(&self, table: Table, zstd_level: i32) -> Result<WriterProperties> {
+        let level = ZstdLevel::try_new(zstd_level)?;
         let mut b = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(self.row_group_rows))
@@ -244,6 +254,8 @@ pub struct Store {
     dir: PathBuf,
     cfg: StoreConfig,
     props: BTreeMap<Table, WriterProperties>,
+    /// The same at [`SMALL_FILE_ZSTD_LEVEL`], for files maintenance will merge.
+    small_props: BTreeMap<Table, WriterProperties>,
     buffers: BTreeMap<(Table, i64), PartBuffer>,
     buffered_bytes: usize,
     last_seq: u64,
@@ -270,10 +282,15 @@ impl Store {
         cfg.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let mut props = BTreeMap::new();
+        let mut small_props = BTreeMap::new();
         for t in Table::ALL {
             let tdir = dir.join(t.name());
             fs::create_dir_all(&tdir).map_err(Error::io("create", &tdir))?;
             props.insert(t, cfg.writer_properties(t)?);
+            small_props.insert(
+                t,
+                cfg.writer_properties_at(t, SMALL_FILE_ZSTD_LEVEL.min(cfg.zstd_level))?,
+            );
         }
         recover(&dir)?;
         // Unique per writer so that a restarted writer (or a merge) never picks a name
@@ -287,6 +304,7 @@ impl Store {
             dir,
             cfg,
             props,
+            small_props,
             buffers: BTreeMap::new(),
             buffered_bytes: 0,
             last_seq: 0,
@@ -425,12 +443,15 @@ impl Store {
             let len = (batch.num_rows() - offset).min(self.cfg.max_file_rows);
             self.file_counter += 1;
             let name = format!("part-{}-{:06}.parquet", self.writer_id, self.file_counter);
-            let bytes = write_parquet_atomic(
-                &pdir,
-                &name,
-                &[batch.slice(offset, len)],
-                &self.props[&table],
-            )?;
+            // A small file is merged into a bigger one by maintenance, which compresses
+            // at the configured level; compressing it hard first would be wasted work on
+            // the hot path.
+            let props = if len < self.cfg.compact_small_file_rows {
+                &self.small_props[&table]
+            } else {
+                &self.props[&table]
+            };
+            let bytes = write_parquet_atomic(&pdir, &name, &[batch.slice(offset, len)], props)?;
             self.stats.files_written += 1;
             self.stats.rows_written += len as u64;
             self.stats.bytes_written += bytes;

@@ -74,9 +74,9 @@ impl<'a> StrCol<'a> {
         }
     }
 
-    /// `f` of every row's value, computed once per distinct dictionary value when the
-    /// column is dictionary-encoded (endpoint templates repeat across a batch, so per-row
-    /// string work becomes per-template work).
+    /// `f` of every row's value, computed once per distinct value of the batch (endpoint
+    /// templates repeat across a batch, so per-row string work becomes per-template
+    /// work). `f` must depend on the value alone.
     pub fn map_values<T: Copy>(
         &self,
         rows: usize,
@@ -111,7 +111,20 @@ impl<'a> StrCol<'a> {
         match self {
             StrCol::Dict32(d, v) => by_key(d.keys().values(), d.nulls(), v, &mut f),
             StrCol::Dict8(d, v) => by_key(d.keys().values(), d.nulls(), v, &mut f),
-            _ => (0..rows).map(|row| f(self.get(row))).collect(),
+            StrCol::Plain(_) => {
+                // A plain column (the feature stage writes templates so) still holds few
+                // distinct values: remember each one's result for the batch.
+                let mut seen: std::collections::HashMap<&'a str, T> =
+                    std::collections::HashMap::new();
+                let null = f(None);
+                (0..rows)
+                    .map(|row| match self.get(row) {
+                        None => null,
+                        Some(v) => *seen.entry(v).or_insert_with(|| f(Some(v))),
+                    })
+                    .collect()
+            }
+            StrCol::Missing => (0..rows).map(|_| f(None)).collect(),
         }
     }
 }
