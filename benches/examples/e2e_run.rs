@@ -421,6 +421,10 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
         }
     }
     let lag = metric(port, "gatewatch_consumer_lag").unwrap_or(f64::NAN);
+    // What the processor itself counted, to tell an alert it never raised from one this
+    // reader missed.
+    let events_in = metric(port, "gatewatch_events_in_total").unwrap_or(f64::NAN);
+    let opened = metric(port, "gatewatch_incidents_opened_total").unwrap_or(f64::NAN);
     stop(child);
     let kept_up = match first_in {
         Some((t, e)) if last_in.0 > t => (last_in.1 - e) / (last_in.0 - t).as_secs_f64(),
@@ -437,7 +441,8 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
     println!(
         "latency ({fmt}, produced at {rate}/s normal + attacks for {secs} s; processor took in \
          {kept_up:.0} events/s; lag at the end {lag}): {n} alerts, record→alert p50 {p50} ms, \
-         p99 {p99} ms, max {max} ms",
+         p99 {p99} ms, max {max} ms; the processor read {events_in} events and opened \
+         {opened} incidents",
         fmt = a.format,
         rate = a.rate,
         secs = a.latency_secs,
