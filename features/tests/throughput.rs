@@ -11,60 +11,11 @@
 
 mod common;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use gatewatch_features::{FeatureConfig, FeatureStage};
-use gatewatch_ingest::{EventBuilder, Format, Provenance};
-use gatewatch_simulator::{SimConfig, Simulator};
-
-const BATCH: usize = 8192;
-const CLIENTS: u64 = 100_000;
-const GAP_US: i64 = 1_000;
-
-fn corpus(n: usize) -> Vec<RecordBatch> {
-    let mut sim = Simulator::new(SimConfig {
-        seed: 42,
-        start_us: common::T0,
-        ..SimConfig::default()
-    })
-    .unwrap();
-    let mut batches = Vec::new();
-    let mut b = EventBuilder::with_capacity(BATCH);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in 0..n {
-        let mut e = sim.next_event().to_access_event();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let c = x % CLIENTS;
-        e.timestamp_us = common::T0 + i as i64 * GAP_US;
-        e.source_ip = Some(Cow::Owned(format!(
-            "10.{}.{}.{}",
-            c >> 16,
-            (c >> 8) & 255,
-            c & 255
-        )));
-        e.client_id = c.is_multiple_of(2).then(|| Cow::Owned(format!("cust-{c}")));
-        if (x >> 40).is_multiple_of(4) {
-            e.path = Cow::Owned(format!(
-                "/api/v3/res{}/{}",
-                (x >> 20) % 150,
-                (x >> 8) % 100_000
-            ));
-        }
-        b.append(Format::Json, &e, &Provenance::None);
-        if b.len() == BATCH {
-            batches.push(b.finish());
-        }
-    }
-    if !b.is_empty() {
-        batches.push(b.finish());
-    }
-    batches
-}
 
 fn shifted(batches: &[RecordBatch], by_us: i64) -> Vec<RecordBatch> {
     batches
@@ -89,7 +40,7 @@ fn shifted(batches: &[RecordBatch], by_us: i64) -> Vec<RecordBatch> {
 #[ignore = "release-mode measurement; run with --release -- --ignored"]
 fn throughput_with_100k_clients() {
     let n = 1_000_000;
-    let batches = corpus(n);
+    let batches = common::rekeyed_corpus(n, false);
     let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
     for b in &batches {
         stage.process(b).unwrap();
@@ -109,7 +60,7 @@ fn throughput_with_100k_clients() {
     let mut rates = Vec::new();
     let mut cpu_rates = Vec::new();
     for pass in 1..=5i64 {
-        let input = shifted(&batches, pass * n as i64 * GAP_US);
+        let input = shifted(&batches, pass * n as i64 * common::CORPUS_GAP_US);
         let cpu0 = thread_cpu_ns();
         let start = Instant::now();
         for b in &input {

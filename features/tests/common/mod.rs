@@ -141,3 +141,60 @@ pub fn labels(b: &RecordBatch) -> Vec<String> {
         })
         .collect()
 }
+
+/// Events per batch of [`rekeyed_corpus`].
+pub const CORPUS_BATCH: usize = 8192;
+/// Distinct clients of [`rekeyed_corpus`].
+pub const CORPUS_CLIENTS: u64 = 100_000;
+/// Event-time gap between two events of [`rekeyed_corpus`], µs.
+pub const CORPUS_GAP_US: i64 = 1_000;
+
+/// The at-scale workload of the throughput and digest tests: simulated traffic (seed 42,
+/// every scenario) re-keyed onto [`CORPUS_CLIENTS`] clients (half by `client_id`, half by
+/// IP only), one event every [`CORPUS_GAP_US`], a quarter of the requests sent to 150
+/// extra resources, in [`CORPUS_BATCH`]-row batches. With `disorder`, one event in five is
+/// moved up to two minutes back (some beyond the allowed lateness) and one client in
+/// eight has an IPv6 address.
+pub fn rekeyed_corpus(n: usize, disorder: bool) -> Vec<RecordBatch> {
+    let mut sim = Simulator::new(SimConfig {
+        seed: 42,
+        start_us: T0,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let mut batches = Vec::new();
+    let mut b = EventBuilder::with_capacity(CORPUS_BATCH);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..n {
+        let mut e = sim.next_event().to_access_event();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let c = x % CORPUS_CLIENTS;
+        e.timestamp_us = T0 + i as i64 * CORPUS_GAP_US;
+        if disorder && (x >> 50).is_multiple_of(5) {
+            e.timestamp_us -= ((x >> 24) % 120_000_000) as i64;
+        }
+        e.source_ip = Some(Cow::Owned(if disorder && c % 8 == 3 {
+            format!("2001:db8:{:x}::{:x}", c >> 8, c & 255)
+        } else {
+            format!("10.{}.{}.{}", c >> 16, (c >> 8) & 255, c & 255)
+        }));
+        e.client_id = c.is_multiple_of(2).then(|| Cow::Owned(format!("cust-{c}")));
+        if (x >> 40).is_multiple_of(4) {
+            e.path = Cow::Owned(format!(
+                "/api/v3/res{}/{}",
+                (x >> 20) % 150,
+                (x >> 8) % 100_000
+            ));
+        }
+        b.append(Format::Json, &e, &Provenance::None);
+        if b.len() == CORPUS_BATCH {
+            batches.push(b.finish());
+        }
+    }
+    if !b.is_empty() {
+        batches.push(b.finish());
+    }
+    batches
+}
