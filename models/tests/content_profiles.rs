@@ -425,3 +425,78 @@ fn simulated_injection_ranks_above_benign_traffic() {
     let hit = attack.iter().filter(|&&s| s > t).count() as f64 / attack.len() as f64;
     assert!(hit >= 0.9, "recall at 1% FPR {hit:.3} (threshold {t:.3})");
 }
+
+/// Scoring a batch remembers the assessment of parameters it has already seen (values
+/// repeat); a batch full of repeats must score every row exactly as scoring that request
+/// on its own does.
+#[test]
+fn batch_scores_match_single_requests_when_parameters_repeat() {
+    let mut g = Gen(4242);
+    let mut rows = Vec::new();
+    for _ in 0..600 {
+        let (m, t, q, _) = normal(&mut g);
+        if m == "GET" {
+            rows.push((m, t, q));
+        }
+    }
+    let borrowed: Vec<(&str, &str, Option<&str>)> = rows
+        .iter()
+        .map(|(m, t, q)| (m.as_str(), t.as_str(), q.as_deref()))
+        .collect();
+    let mut p = ContentProfiles::new(ContentConfig::default());
+    p.train_batch(&batch(&borrowed, true)).expect("trains");
+    // Held-out normal requests and attacks, each appearing several times, in a mixed
+    // order, and one request under two templates (the memo must keep them apart).
+    let mut probe_rows: Vec<(String, String, Option<String>)> = Vec::new();
+    for _ in 0..40 {
+        let (m, t, q, _) = normal(&mut g);
+        if m == "GET" {
+            probe_rows.push((m, t, q));
+        }
+    }
+    let sqli = format!("fields={}", enc("name' or '1'='1"));
+    probe_rows.push(("GET".into(), "/users/{id}".into(), Some(sqli.clone())));
+    probe_rows.push(("GET".into(), "/search".into(), Some(sqli)));
+    probe_rows.push((
+        "GET".into(),
+        "/users/{id}".into(),
+        Some("fields=name".into()),
+    ));
+    let mut repeated = Vec::new();
+    for round in 0..4 {
+        for (i, r) in probe_rows.iter().enumerate() {
+            if (i + round) % 3 != 0 {
+                repeated.push(r.clone());
+            }
+        }
+    }
+    let probe: Vec<(&str, &str, Option<&str>)> = repeated
+        .iter()
+        .map(|(m, t, q)| (m.as_str(), t.as_str(), q.as_deref()))
+        .collect();
+    let out = p.score_batch(&batch(&probe, true)).expect("scores");
+    let mut flagged = 0;
+    for (i, (m, t, q)) in probe.iter().enumerate() {
+        let path = t.replace("{id}", "42");
+        let single = p.score(&ContentRequest {
+            method: Some(m),
+            template: t,
+            query: *q,
+            body: None,
+            path: Some(&path),
+        });
+        assert_eq!(
+            out.scores.value(i).to_bits(),
+            single.score.to_bits(),
+            "row {i}: {m} {t} {q:?}"
+        );
+        if !out.explanations.is_null(i) {
+            assert_eq!(out.explanations.value(i), single.explanation, "row {i}");
+            flagged += 1;
+        }
+    }
+    assert!(
+        flagged >= 4,
+        "the repeated injection is explained every time"
+    );
+}

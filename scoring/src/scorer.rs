@@ -254,9 +254,30 @@ impl FeatureStats {
         }
     }
 
+    /// The bucket of `v`: `round(log2(|v| + 1) · 4)`, at most 63, mirrored for negative
+    /// values. Every sampled value of every feature lands here (a hundred columns a
+    /// batch), so the rounded logarithm is read off the float's bits instead of calling
+    /// `log2` and `round`: the exponent gives whole doublings, and the mantissa's place
+    /// among the four quarter-doubling midpoints gives the sub-bucket.
     fn bucket(v: f32) -> usize {
-        let m = ((v.abs() + 1.0).log2() * HIST_RES).round().min(63.0) as usize;
-        if v < 0.0 { 63 - m.min(63) } else { 64 + m }
+        let m = Self::magnitude(v.abs() + 1.0);
+        if v < 0.0 { 63 - m } else { 64 + m }
+    }
+
+    /// `round(log2(a) · 4)` capped at 63, for `a ≥ 1` (NaN and infinity give 63).
+    fn magnitude(a: f32) -> usize {
+        // 2^(k + 0.5)/4: where the rounding of 4·log2 steps up within a doubling.
+        const MIDPOINTS: [f32; 4] = [1.090_507_7, 1.296_839_6, 1.542_210_8, 1.834_008_1];
+        // 2^(62.5 / 4): from here on the bucket is the last one.
+        const LAST: f32 = 50_535.164;
+        if a >= LAST || a.is_nan() {
+            return 63;
+        }
+        let bits = a.to_bits();
+        let doublings = ((bits >> 23) as usize).saturating_sub(127);
+        let mantissa = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+        let sub = MIDPOINTS.iter().filter(|&&t| mantissa >= t).count();
+        4 * doublings + sub
     }
 
     fn bucket_value(b: usize) -> f32 {
@@ -331,7 +352,11 @@ pub struct Scorer {
     missing: BTreeMap<String, String>,
     /// Per (feature, endpoint template) population histograms for conditions that compare
     /// against the endpoint's own population; bounded by [`MAX_ENDPOINT_STATS`].
-    endpoint_stats: std::collections::HashMap<(String, String), FeatureStats>,
+    /// Keyed by feature, then template, so a row's lookup borrows the template's name.
+    endpoint_stats:
+        std::collections::HashMap<String, std::collections::HashMap<String, FeatureStats>>,
+    /// Histograms in `endpoint_stats`, all features together.
+    endpoint_stats_len: usize,
     /// Per endpoint template: (requests, authenticated requests), halved now and then so
     /// they follow current traffic; bounded by [`MAX_ENDPOINT_STATS`].
     endpoint_auth: std::collections::HashMap<String, (f32, f32)>,
@@ -356,6 +381,7 @@ impl Scorer {
             stats: BTreeMap::new(),
             missing: BTreeMap::new(),
             endpoint_stats: std::collections::HashMap::new(),
+            endpoint_stats_len: 0,
             endpoint_auth: std::collections::HashMap::new(),
             rows_seen: 0,
         })
@@ -487,6 +513,14 @@ impl Scorer {
                     continue;
                 }
                 let a = conds[ci].cols[0];
+                let feature = &c.features[0];
+                if !self.endpoint_stats.contains_key(feature) {
+                    self.endpoint_stats
+                        .insert(feature.clone(), std::collections::HashMap::new());
+                }
+                let Some(per_template) = self.endpoint_stats.get_mut(feature) else {
+                    continue;
+                };
                 for row in 0..n {
                     let Some(t) = template_col.get(row) else {
                         continue;
@@ -499,14 +533,13 @@ impl Scorer {
                             continue;
                         }
                     }
-                    let key = (c.features[0].clone(), t.to_string());
-                    let len = self.endpoint_stats.len();
-                    match self.endpoint_stats.get_mut(&key) {
+                    match per_template.get_mut(t) {
                         Some(st) => st.add(a.value(row)),
-                        None if len < MAX_ENDPOINT_STATS => {
+                        None if self.endpoint_stats_len < MAX_ENDPOINT_STATS => {
                             let mut st = FeatureStats::new();
                             st.add(a.value(row));
-                            self.endpoint_stats.insert(key, st);
+                            per_template.insert(t.to_string(), st);
+                            self.endpoint_stats_len += 1;
                         }
                         None => {}
                     }
@@ -601,7 +634,8 @@ impl Scorer {
                         // condition cannot be judged and the rule waits.
                         let p99 = template_col.get(row).and_then(|t| {
                             self.endpoint_stats
-                                .get(&(rule.when[ci].features[0].clone(), t.to_string()))
+                                .get(&rule.when[ci].features[0])
+                                .and_then(|per_template| per_template.get(t))
                                 .and_then(|st| st.quantile_after(0.99, ENDPOINT_MIN_SAMPLES))
                         });
                         if p99.is_none_or(|p| v < ratio * p) {
@@ -836,6 +870,50 @@ pub fn append(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_the_rounded_quarter_doublings() {
+        // The reference: the formula the bit arithmetic stands for.
+        let reference = |v: f32| {
+            let m = ((v.abs() + 1.0).log2() * HIST_RES).round().min(63.0) as usize;
+            if v < 0.0 { 63 - m } else { 64 + m }
+        };
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut checked = 0;
+        for i in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Magnitudes from 0 to about 10^6, both signs, dense near 0.
+            let u = (x >> 40) as f32 / (1u64 << 24) as f32;
+            let v = (u * 14.0).exp2() - 1.0;
+            let v = if i % 2 == 0 { v } else { -v };
+            // At a midpoint the two roundings may differ by one ulp of the logarithm.
+            let frac = ((v.abs() + 1.0).log2() * HIST_RES).fract();
+            if (frac - 0.5).abs() < 1e-4 {
+                continue;
+            }
+            assert_eq!(FeatureStats::bucket(v), reference(v), "{v}");
+            checked += 1;
+        }
+        assert!(checked > 190_000);
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            3.0,
+            50_000.0,
+            1e9,
+            -1e9,
+            f32::MAX,
+            f32::INFINITY,
+        ] {
+            assert_eq!(FeatureStats::bucket(v), reference(v), "{v}");
+        }
+        assert_eq!(FeatureStats::bucket(f32::NAN), 127);
+        assert_eq!(FeatureStats::bucket(f32::NEG_INFINITY), 0);
+    }
 
     #[test]
     fn histogram_quantiles_are_close() {
