@@ -9,6 +9,13 @@ use arrow::datatypes::DataType;
 use super::{ContentProfiles, ContentRequest, Scratch};
 use crate::{Error, Result};
 
+thread_local! {
+    /// Scratch space of batch scoring, kept from batch to batch on each thread: its memo
+    /// tables hold thousands of entries, and building them afresh for every batch cost
+    /// their growth, rehashing and first-touch page faults each time.
+    static BATCH_SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 /// Name of the column the feature stage appends with each request's endpoint template.
 /// When a batch lacks it, the raw `url_path` stands in.
 pub const ENDPOINT_TEMPLATE: &str = "endpoint_template";
@@ -134,19 +141,23 @@ impl ContentProfiles {
         let n = batch.num_rows();
         let mut scores = Float32Builder::with_capacity(n);
         let mut explanations = StringBuilder::new();
-        let mut scratch = Scratch::default();
         let mut text = String::new();
-        for i in 0..n {
-            let worst = self.assess(&cols.row(i), &mut scratch);
-            scores.append_value(worst.score);
-            if worst.score >= self.config.explain_threshold {
-                text.clear();
-                self.explain(&worst, &scratch, &mut text);
-                explanations.append_value(&text);
-            } else {
-                explanations.append_null();
+        BATCH_SCRATCH.with_borrow_mut(|scratch| {
+            // What the memos hold was worked out against profiles that may have been
+            // trained since; their tables (and every buffer) are kept for reuse.
+            scratch.forget_assessments();
+            for i in 0..n {
+                let worst = self.assess(&cols.row(i), scratch);
+                scores.append_value(worst.score);
+                if worst.score >= self.config.explain_threshold {
+                    text.clear();
+                    self.explain(&worst, scratch, &mut text);
+                    explanations.append_value(&text);
+                } else {
+                    explanations.append_null();
+                }
             }
-        }
+        });
         Ok(ContentBatchScores {
             scores: scores.finish(),
             explanations: explanations.finish(),

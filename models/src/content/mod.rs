@@ -281,6 +281,14 @@ pub(crate) struct Scratch {
     pairs: PairMemo,
 }
 
+impl Scratch {
+    /// Forgets the remembered parameter assessments, which depend on the profiles, keeping
+    /// the memory for reuse. Syntax evidence depends on the bytes alone and stays.
+    fn forget_assessments(&mut self) {
+        self.pairs.seen.clear();
+    }
+}
+
 /// Longest value whose syntax evidence is remembered.
 const MEMO_MAX_VALUE: usize = 64;
 /// Most values remembered; the memo starts over when full.
