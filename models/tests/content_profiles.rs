@@ -257,20 +257,27 @@ fn batch(rows: &[(&str, &str, Option<&str>)], with_template: bool) -> RecordBatc
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("valid batch")
 }
 
+/// The GET requests among `n` normal ones (the Arrow fixture has no bodies).
+fn normal_gets(g: &mut Gen, n: usize) -> Vec<(String, String, Option<String>)> {
+    (0..n)
+        .map(|_| normal(g))
+        .filter(|(m, ..)| m == "GET")
+        .map(|(m, t, q, _)| (m, t, q))
+        .collect()
+}
+
+/// Rows borrowed in the shape [`batch`] takes.
+fn as_refs(rows: &[(String, String, Option<String>)]) -> Vec<(&str, &str, Option<&str>)> {
+    rows.iter()
+        .map(|(m, t, q)| (m.as_str(), t.as_str(), q.as_deref()))
+        .collect()
+}
+
 #[test]
 fn arrow_batches_train_and_score() {
     let mut g = Gen(777);
-    let mut rows = Vec::new();
-    for _ in 0..600 {
-        let (m, t, q, _) = normal(&mut g);
-        if m == "GET" {
-            rows.push((m, t, q));
-        }
-    }
-    let borrowed: Vec<(&str, &str, Option<&str>)> = rows
-        .iter()
-        .map(|(m, t, q)| (m.as_str(), t.as_str(), q.as_deref()))
-        .collect();
+    let rows = normal_gets(&mut g, 600);
+    let borrowed = as_refs(&rows);
     let mut p = ContentProfiles::new(ContentConfig::default());
     let n = p.train_batch(&batch(&borrowed, true)).expect("trains");
     assert_eq!(n, borrowed.len());
@@ -432,28 +439,13 @@ fn simulated_injection_ranks_above_benign_traffic() {
 #[test]
 fn batch_scores_match_single_requests_when_parameters_repeat() {
     let mut g = Gen(4242);
-    let mut rows = Vec::new();
-    for _ in 0..600 {
-        let (m, t, q, _) = normal(&mut g);
-        if m == "GET" {
-            rows.push((m, t, q));
-        }
-    }
-    let borrowed: Vec<(&str, &str, Option<&str>)> = rows
-        .iter()
-        .map(|(m, t, q)| (m.as_str(), t.as_str(), q.as_deref()))
-        .collect();
+    let rows = normal_gets(&mut g, 600);
+    let borrowed = as_refs(&rows);
     let mut p = ContentProfiles::new(ContentConfig::default());
     p.train_batch(&batch(&borrowed, true)).expect("trains");
     // Held-out normal requests and attacks, each appearing several times, in a mixed
     // order, and one request under two templates (the memo must keep them apart).
-    let mut probe_rows: Vec<(String, String, Option<String>)> = Vec::new();
-    for _ in 0..40 {
-        let (m, t, q, _) = normal(&mut g);
-        if m == "GET" {
-            probe_rows.push((m, t, q));
-        }
-    }
+    let mut probe_rows = normal_gets(&mut g, 40);
     let sqli = format!("fields={}", enc("name' or '1'='1"));
     probe_rows.push(("GET".into(), "/users/{id}".into(), Some(sqli.clone())));
     probe_rows.push(("GET".into(), "/search".into(), Some(sqli)));
@@ -470,10 +462,7 @@ fn batch_scores_match_single_requests_when_parameters_repeat() {
             }
         }
     }
-    let probe: Vec<(&str, &str, Option<&str>)> = repeated
-        .iter()
-        .map(|(m, t, q)| (m.as_str(), t.as_str(), q.as_deref()))
-        .collect();
+    let probe = as_refs(&repeated);
     // Every row of a batch against the same request scored on its own; returns the rows
     // explained.
     let check = |p: &ContentProfiles| {

@@ -513,14 +513,10 @@ impl Scorer {
                     continue;
                 }
                 let a = conds[ci].cols[0];
-                let feature = &c.features[0];
-                if !self.endpoint_stats.contains_key(feature) {
-                    self.endpoint_stats
-                        .insert(feature.clone(), std::collections::HashMap::new());
-                }
-                let Some(per_template) = self.endpoint_stats.get_mut(feature) else {
-                    continue;
-                };
+                let per_template = self
+                    .endpoint_stats
+                    .entry(c.features[0].clone())
+                    .or_default();
                 for row in 0..n {
                     let Some(t) = template_col.get(row) else {
                         continue;
