@@ -44,6 +44,7 @@ struct Args {
     rate: u64,
     latency_secs: u64,
     partitions: i32,
+    alerts_out: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -55,6 +56,7 @@ fn parse_args() -> Args {
         rate: 50_000,
         latency_secs: 60,
         partitions: 4,
+        alerts_out: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -70,11 +72,14 @@ fn parse_args() -> Args {
             "--rate" => a.rate = num(&k, &v()),
             "--latency-secs" => a.latency_secs = num(&k, &v()),
             "--partitions" => a.partitions = num(&k, &v()) as i32,
+            "--alerts-out" => a.alerts_out = Some(v().into()),
             "-h" | "--help" => {
                 println!(
                     "e2e_run [--gatewatch PATH] [--brokers HOST:PORT] [--format kong|combined|…] \
-                     [--events N] [--rate EVENTS_PER_SEC] [--latency-secs S] [--partitions P]\n\
-                     Set --events 0 or --rate 0 to skip that phase."
+                     [--events N] [--rate EVENTS_PER_SEC] [--latency-secs S] [--partitions P] \
+                     [--alerts-out FILE]\n\
+                     Set --events 0 or --rate 0 to skip that phase. --alerts-out keeps the \
+                     latency run's alerts as JSON lines."
                 );
                 std::process::exit(0);
             }
@@ -390,6 +395,16 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
         .unwrap_or_else(|e| fail(&format!("simulate --rate: {e}")));
     let started = Instant::now();
     let mut latencies: Vec<i64> = Vec::new();
+    // Alerts per category and per leading detector, and per 10 s of the run: a run that
+    // raises far more alerts than the last one says where they came from.
+    let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut by_tens: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut kept = a.alerts_out.as_ref().map(|p| {
+        std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .unwrap_or_else(|e| fail(&format!("--alerts-out {}: {e}", p.display()))),
+        )
+    });
     let mut produced_done: Option<Instant> = None;
     let mut first_in: Option<(Instant, f64)> = None;
     let mut last_in = (Instant::now(), 0.0);
@@ -400,6 +415,21 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
             && let Some(event_ms) = v["time"].as_i64()
         {
             latencies.push(published - event_ms);
+            let g = &v["unmapped"]["gatewatch"];
+            let kind = format!(
+                "{}/{}",
+                g["category"].as_str().unwrap_or("?"),
+                v["finding_info"]["analytic"]["name"]
+                    .as_str()
+                    .unwrap_or("?")
+            );
+            *by_kind.entry(kind).or_default() += 1;
+            *by_tens
+                .entry(started.elapsed().as_secs() / 10 * 10)
+                .or_default() += 1;
+            if let Some(w) = kept.as_mut() {
+                let _ = w.write_all(payload).and_then(|_| w.write_all(b"\n"));
+            }
         }
         if let Some(e) = metric(port, "gatewatch_events_in_total") {
             if first_in.is_none() && e > 0.0 {
@@ -425,6 +455,8 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
     // reader missed.
     let events_in = metric(port, "gatewatch_events_in_total").unwrap_or(f64::NAN);
     let opened = metric(port, "gatewatch_incidents_opened_total").unwrap_or(f64::NAN);
+    let late = metric(port, "gatewatch_late_events_total").unwrap_or(f64::NAN);
+    let swaps = metric(port, "gatewatch_model_swaps_total").unwrap_or(f64::NAN);
     stop(child);
     let kept_up = match first_in {
         Some((t, e)) if last_in.0 > t => (last_in.1 - e) / (last_in.0 - t).as_secs_f64(),
@@ -442,7 +474,7 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
         "latency ({fmt}, produced at {rate}/s normal + attacks for {secs} s; processor took in \
          {kept_up:.0} events/s; lag at the end {lag}): {n} alerts, record→alert p50 {p50} ms, \
          p99 {p99} ms, max {max} ms; the processor read {events_in} events and opened \
-         {opened} incidents",
+         {opened} incidents; {late} late events, {swaps} model swaps",
         fmt = a.format,
         rate = a.rate,
         secs = a.latency_secs,
@@ -451,4 +483,11 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
         p99 = q(0.99),
         max = latencies.last().copied().unwrap_or(-1),
     );
+    let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("alerts by category/leading detector: {}", kinds.join(", "));
+    let tens: Vec<String> = by_tens.iter().map(|(t, n)| format!("{t}s {n}")).collect();
+    println!("alerts read per 10 s of the run: {}", tens.join(", "));
+    if let Some(mut w) = kept {
+        let _ = w.flush();
+    }
 }

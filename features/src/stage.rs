@@ -124,6 +124,20 @@ struct Population {
     base: [f32; BASELINES],
     bytes_var: f32,
     n: u64,
+    /// Start of the reference bucket in which the first client bucket closed (µs). A client
+    /// without a baseline of its own is compared with the population only for events at or
+    /// after it: an event from before then, processed later because its partition lags
+    /// behind another, sees what it would have seen in event-time order (no baseline yet)
+    /// instead of a population of a handful of early closes.
+    since_us: i64,
+}
+
+impl Population {
+    /// Whether an event at `t` may fall back on the population baseline.
+    #[inline]
+    fn covers(&self, t: i64) -> bool {
+        self.n > 0 && t >= self.since_us
+    }
 }
 
 /// State sizes and counters, cheap to read (for metrics).
@@ -946,6 +960,9 @@ impl FeatureStage {
             let b = self.geo.bucket(s, t);
             let pos = b.rem_euclid(self.geo.n as i64) as usize;
             if s == r && self.client_rings.closes(cs, s, b) {
+                if self.pop.n == 0 {
+                    self.pop.since_us = b.saturating_mul(self.geo.width_us[s]);
+                }
                 self.close_client(cs);
             }
             if let Landing::At(p) = self.client_rings.land_at(cs, s, b, pos) {
@@ -981,7 +998,8 @@ impl FeatureStage {
             }
             if s == r && self.ep_rings.closes(es, s, b) {
                 let req: u32 = self.ep_rings.buckets(es, s).iter().map(|b| b.req).sum();
-                let rate = req as f32 / self.span_secs(s);
+                let seen = self.observed_share(s, self.ep_rings.head(es, s));
+                let rate = req as f32 / (self.span_secs(s) * seen);
                 let e = &mut self.inventory.endpoints[es];
                 e.base_rate = if e.closes == 0 {
                     rate
@@ -1095,10 +1113,13 @@ impl FeatureStage {
             m.gaps = m.gaps.saturating_add(1);
             m.last_t = t;
         }
+        let pop_covers = self.pop.covers(t);
         let (base, bytes_var) = if m.closes > 0 {
             (m.base, m.bytes_var)
-        } else {
+        } else if pop_covers {
             (self.pop.base, self.pop.bytes_var)
+        } else {
+            ([0.0; BASELINES], 0.0)
         };
         let priv_unusual = if ep_priv { 1.0 - m.priv_share } else { 0.0 };
         m.priv_share += PRIV_ALPHA * (f32::from(u8::from(ep_priv)) - m.priv_share);
@@ -1110,7 +1131,7 @@ impl FeatureStage {
         let bytes_now = cw[9][r];
         // Before any client bucket has closed there is no baseline at all: neutral values
         // rather than ratios against zero.
-        let known = m.closes > 0 || self.pop.n > 0;
+        let known = m.closes > 0 || pop_covers;
         let (rate_ratio, z_own, z_pop) = if known {
             (
                 cw[0][r] / base[B_RATE].max(floor),
@@ -1203,10 +1224,32 @@ impl FeatureStage {
         (self.res.spans_us[s] as f64 / 1e6) as f32
     }
 
+    /// The share (a quarter bucket to 1) of span `s`, in the window ending with bucket `head`,
+    /// that this stage has seen traffic for. After a start the windows reach back to before
+    /// the first event; a baseline folded from such a window as if the span were whole
+    /// would read a steady client's rate several times too low, and the client would look
+    /// several times above its "usual" as its windows fill (a wave of false rate findings
+    /// after every restart). A client that is new while the stage has been running keeps
+    /// the whole span: its quiet past is real.
+    fn observed_share(&self, s: usize, head: Option<i64>) -> f32 {
+        let (Some(head), Some(first)) = (head, self.first_t) else {
+            return 1.0;
+        };
+        let width = self.geo.width_us[s];
+        let span = self.res.spans_us[s];
+        let end = head.saturating_add(1).saturating_mul(width);
+        // At least a quarter bucket, so that an entity first seen a moment before the first
+        // close does not get a baseline from a few requests over a few milliseconds.
+        let seen = end.saturating_sub(first).clamp(width / 4, span);
+        (seen as f64 / span as f64) as f32
+    }
+
     /// Folds the client's reference-span window, as it stands before its head bucket
-    /// closes, into its baselines and the population's.
+    /// closes, into its baselines and the population's. Rate and bytes are per whole span,
+    /// scaled up from the part of it the stage has seen ([`Self::observed_share`]).
     fn close_client(&mut self, cs: usize) {
         let r = self.res.reference;
+        let seen = self.observed_share(r, self.client_rings.head(cs, r));
         let (req, af, bytes) =
             self.client_rings
                 .buckets(cs, r)
@@ -1219,9 +1262,9 @@ impl FeatureStage {
                     )
                 });
         let mut v = [0f32; BASELINES];
-        v[B_RATE] = req as f32 / self.span_secs(r);
+        v[B_RATE] = req as f32 / (self.span_secs(r) * seen);
         v[B_IDS] = self.client_meta[cs].last_ids;
-        v[B_BYTES] = (bytes as f64).ln_1p() as f32;
+        v[B_BYTES] = (bytes as f64 / f64::from(seen)).ln_1p() as f32;
         v[B_AUTHFAIL] = ratio(af, req);
         v[B_ENDPOINTS] = self.client_rings.distinct(cs, r, 0);
         let alpha = self.cfg.baseline_alpha;

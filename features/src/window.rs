@@ -133,6 +133,13 @@ impl<B: Copy + Default> Rings<B> {
             + (s * self.k + f) * (self.n + 1)
     }
 
+    /// The head (newest) bucket of span `s`, if the entity has one.
+    #[inline]
+    pub fn head(&self, slot: usize, s: usize) -> Option<i64> {
+        let h = self.words[self.hd(slot, s)] as i64;
+        (h != EMPTY).then_some(h)
+    }
+
     /// True when an event in bucket `b` would close the current head bucket of span `s`
     /// (the entity has a head and `b` is newer).
     #[inline]

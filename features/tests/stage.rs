@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use gatewatch_features::catalog::{FEATURES, markdown_table};
 use gatewatch_features::openapi::Spec;
 use gatewatch_features::{Error, FeatureConfig, FeatureStage};
+use gatewatch_ingest::AccessEvent;
 use gatewatch_simulator::SimConfig;
 
 use common::{T0, batch_of, ev, f32_col, simulate, str_col};
@@ -181,6 +182,152 @@ fn late_events_are_flagged_counted_and_still_scored() {
     assert_eq!(stage.watermark(), Some(T0 + 60_000_000));
     // Counted: the 10-minute window holds all four events.
     assert_eq!(f32_col(&out, "f_client_rate_10m")[3], 4.0 / 600.0);
+}
+
+/// A quiet client (1 request/s) and a busy one (20/s) on their own networks and
+/// endpoints, from 50 s before the first reference-bucket boundary (T0 + 100 s) to 10 s
+/// after it.
+fn quiet_and_busy_around_a_boundary() -> (Vec<AccessEvent<'static>>, Vec<AccessEvent<'static>>) {
+    let quiet = (50..110i64)
+        .map(|k| {
+            ev(
+                T0 + k * 1_000_000,
+                "10.1.0.1",
+                Some("quiet"),
+                "GET",
+                "/a",
+                200,
+            )
+        })
+        .collect();
+    let busy = (50 * 20..110 * 20i64)
+        .map(|k| ev(T0 + k * 50_000, "10.2.0.1", Some("busy"), "GET", "/b", 200))
+        .collect();
+    (quiet, busy)
+}
+
+#[test]
+fn the_population_fallback_does_not_depend_on_partition_interleaving() {
+    // Two Kafka partitions, one of them 3 s behind the other: the busy client's requests
+    // from just before the boundary are processed after the quiet client's bucket has
+    // closed and started the population baseline. In event time they came before it, so
+    // they must be scored exactly as in event-time order: without a baseline (ratio 1), not
+    // 20x a "population" of one quiet client.
+    let (quiet, busy) = quiet_and_busy_around_a_boundary();
+    let mut in_order: Vec<_> = quiet.iter().chain(&busy).cloned().collect();
+    in_order.sort_by_key(|e| e.timestamp_us);
+    let boundary = T0 + 100_000_000;
+    let (quiet_early, quiet_late): (Vec<_>, Vec<_>) = quiet
+        .iter()
+        .cloned()
+        .partition(|e| e.timestamp_us < boundary + 3_000_000);
+    let (busy_early, busy_late): (Vec<_>, Vec<_>) = busy
+        .iter()
+        .cloned()
+        .partition(|e| e.timestamp_us < boundary);
+    let mut skewed = quiet_early;
+    skewed.extend(busy_early);
+    let mut rest: Vec<_> = quiet_late.into_iter().chain(busy_late).collect();
+    rest.sort_by_key(|e| e.timestamp_us);
+    skewed.extend(rest);
+
+    let run = |evs: &[AccessEvent<'static>]| {
+        let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+        stage.process(&batch_of(evs)).unwrap()
+    };
+    let (a, b) = (run(&in_order), run(&skewed));
+    // Every feature of every busy-client row, keyed by its time, is the same bit for bit.
+    let rows = |out: &RecordBatch| {
+        let clients = str_col(out, "client_key");
+        let times = out
+            .column_by_name("timestamp")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .clone();
+        let names: Vec<String> = out
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n.starts_with("f_"))
+            .collect();
+        let cols: Vec<Vec<f32>> = names.iter().map(|n| f32_col(out, n)).collect();
+        let mut rows: Vec<(i64, Vec<u32>)> = (0..out.num_rows())
+            .filter(|&i| clients[i].as_deref() == Some("busy"))
+            .map(|i| {
+                (
+                    times.value(i),
+                    cols.iter().map(|c| c[i].to_bits()).collect(),
+                )
+            })
+            .collect();
+        rows.sort();
+        (names, rows)
+    };
+    let ((names, ra), (_, rb)) = (rows(&a), rows(&b));
+    assert_eq!(ra.len(), busy.len());
+    let ratio = names
+        .iter()
+        .position(|n| n == "f_client_rate_ratio")
+        .unwrap();
+    for ((t, x), (_, y)) in ra.iter().zip(&rb) {
+        for (k, n) in names.iter().enumerate() {
+            assert_eq!(x[k], y[k], "{n} at {}", t - T0);
+        }
+        if *t < boundary {
+            assert_eq!(
+                f32::from_bits(x[ratio]),
+                1.0,
+                "no baseline before the boundary"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_steady_client_stays_at_its_usual_rate_while_windows_fill_after_a_start() {
+    // 5 requests per second from the stage's first event for 20 minutes: the 10-minute
+    // window is only partly observed for the first 10. Folding those partial windows into
+    // the baseline as if they were whole made the usual rate read 8.6x low at the first
+    // close and the client read up to 4.3x above it; scaled to what was seen, the ratio
+    // never passes 1.5 (it is below 1 while the current window itself is filling) and
+    // stays between 0.8 and 1 once both are whole (the head bucket fills from empty).
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let steady: Vec<_> = (0..20 * 60 * 5i64)
+        .map(|k| {
+            ev(
+                T0 + 30_000_000 + k * 200_000,
+                "10.3.0.1",
+                Some("steady"),
+                "GET",
+                "/s",
+                200,
+            )
+        })
+        .collect();
+    let out = stage.process(&batch_of(&steady)).unwrap();
+    let ratio = f32_col(&out, "f_client_rate_ratio");
+    let hi = ratio.iter().copied().fold(f32::MIN, f32::max);
+    assert!(hi < 1.5, "rate ratio up to {hi}");
+    let (lo, hi) = ratio[15 * 60 * 5..]
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    assert!(
+        lo > 0.8 && hi < 1.01,
+        "rate ratio between {lo} and {hi} after 15 min"
+    );
+    let usual = stage.client_baseline("steady", "f_client_rate").unwrap();
+    assert!((4.0..6.0).contains(&usual), "usual rate {usual}/s");
+
+    // A client first seen after the stage has run for a whole span has a real quiet past:
+    // 500 s of flood from it read over 4x its first baseline, as before.
+    let t1 = T0 + 30_000_000 + 20 * 60 * 1_000_000;
+    let flood: Vec<_> = (0..500 * 20i64)
+        .map(|k| ev(t1 + k * 50_000, "10.4.0.1", Some("flood"), "GET", "/s", 200))
+        .collect();
+    let out = stage.process(&batch_of(&flood)).unwrap();
+    let last = *f32_col(&out, "f_client_rate_ratio").last().unwrap();
+    assert!(last > 4.0, "flood rate ratio {last}");
 }
 
 #[test]
