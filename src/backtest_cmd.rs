@@ -85,6 +85,8 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
     if let Some(m) = &args.model {
         models.path = Some(m.clone());
     }
+    // The report says where the model came from: `--model` or `[models] path` loads one.
+    let loaded = models.path.is_some();
     let mut engine = Engine::new(
         config.features.clone(),
         models,
@@ -279,7 +281,7 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
         "alerts_by_category": per_alert_category,
         "alerts_per_hour": alerts as f64 / hours,
         "event_hours": hours,
-        "model": if args.model.is_some() { "loaded" } else if engine.has_model() { "learned live" } else { "none (warm-up not reached)" },
+        "model": if loaded { "loaded" } else if engine.has_model() { "learned live" } else { "none (warm-up not reached)" },
     });
     if args.json {
         println!("{report}");
