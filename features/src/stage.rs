@@ -1100,6 +1100,9 @@ impl FeatureStage {
 
         // Client scalars.
         let floor = 1.0 / self.span_secs(r);
+        // Right after a start the current window is only partly observed as well; it is
+        // compared with the (whole-span) baselines as a whole-span figure.
+        let seen_now = self.observed_share(r, Some(self.geo.bucket(r, t)));
         let m = &mut self.client_meta[cs];
         m.last_ids = m.last_ids.max(cw[6][r]);
         if t > m.last_t {
@@ -1133,8 +1136,14 @@ impl FeatureStage {
         // rather than ratios against zero.
         let known = m.closes > 0 || pop_covers;
         let (rate_ratio, z_own, z_pop) = if known {
+            let (rate_now, bytes_now) = if seen_now < 1.0 {
+                let bytes = f64::from(bytes_now).exp_m1() / f64::from(seen_now);
+                (cw[0][r] / seen_now, bytes.ln_1p() as f32)
+            } else {
+                (cw[0][r], bytes_now)
+            };
             (
-                cw[0][r] / base[B_RATE].max(floor),
+                rate_now / base[B_RATE].max(floor),
                 z(bytes_now, base[B_BYTES], bytes_var),
                 z(bytes_now, self.pop.base[B_BYTES], self.pop.bytes_var),
             )
@@ -1211,7 +1220,7 @@ impl FeatureStage {
         }
         e.stat_n = e.stat_n.saturating_add(1);
         let ep_ratio = if e.closes > 0 {
-            ew_[0][r] / e.base_rate.max(ep_floor)
+            ew_[0][r] / seen_now / e.base_rate.max(ep_floor)
         } else {
             1.0
         };
