@@ -1100,9 +1100,9 @@ impl FeatureStage {
 
         // Client scalars.
         let floor = 1.0 / self.span_secs(r);
-        // Right after a start the current window is only partly observed as well; it is
-        // compared with the (whole-span) baselines as a whole-span figure.
-        let seen_now = self.observed_share(r, Some(self.geo.bucket(r, t)));
+        // Right after a start the current window is only partly observed as well (up to
+        // this event); it is compared with the (whole-span) baselines as a whole-span figure.
+        let seen_now = self.observed_share_until(r, t);
         let m = &mut self.client_meta[cs];
         m.last_ids = m.last_ids.max(cw[6][r]);
         if t > m.last_t {
@@ -1250,6 +1250,18 @@ impl FeatureStage {
         // At least a quarter bucket, so that an entity first seen a moment before the first
         // close does not get a baseline from a few requests over a few milliseconds.
         let seen = end.saturating_sub(first).clamp(width / 4, span);
+        (seen as f64 / span as f64) as f32
+    }
+
+    /// [`Self::observed_share`] of the window that ends at `t` (the current event's).
+    fn observed_share_until(&self, s: usize, t: i64) -> f32 {
+        let Some(first) = self.first_t else {
+            return 1.0;
+        };
+        let span = self.res.spans_us[s];
+        let seen = t
+            .saturating_sub(first)
+            .clamp(self.geo.width_us[s] / 4, span);
         (seen as f64 / span as f64) as f32
     }
 
