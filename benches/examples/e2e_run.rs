@@ -21,7 +21,10 @@
 //!    latency is the alert record's Kafka timestamp (set when the processor produced it,
 //!    acknowledged right after) minus the event time of the request that raised it
 //!    (`time` in the OCSF finding). Reported: alerts, p50, p99, max, and the rate the
-//!    processor kept up with.
+//!    processor kept up with; the processor's own counts (events, incidents, late events,
+//!    model swaps); alerts by category and leading detector and per 10 s of the run, so a
+//!    run that raises far more alerts than the last says where they came from.
+//!    `--alerts-out FILE` keeps the alerts as JSON lines.
 //!
 //! The harness itself only reads metrics and alerts; build it in debug.
 
