@@ -44,7 +44,7 @@ pub mod window;
 pub use catalog::{FEATURES, FeatureDef};
 pub use config::{ClientKey, FeatureConfig};
 pub use inventory::{Endpoint, Inventory};
-pub use stage::{FeatureStage, StateStats};
+pub use stage::{FeatureStage, MAX_AHEAD_OF_CLOCK_US, StateStats};
 
 /// Errors of the feature stage.
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,12 @@ const SEED_UA: u64 = 5;
 
 /// Weight of one event in the per-endpoint size/latency statistics.
 const EP_ALPHA: f32 = 0.02;
+/// How far ahead of this machine's clock an event time may be (one day). A later one is
+/// a broken clock, not an event: taken at its word it would move the watermark a century
+/// on and every entity would go idle at once; it is scored at the watermark's time, like a
+/// missing timestamp, and counted in [`StateStats::bad_timestamps`].
+pub const MAX_AHEAD_OF_CLOCK_US: i64 = 86_400_000_000;
+
 /// Weight of one client bucket close in the population baselines.
 const POP_ALPHA: f32 = 0.01;
 /// Weight of one gap in the inter-arrival statistics.
@@ -147,7 +153,8 @@ pub struct StateStats {
     pub events: u64,
     /// Events flagged late (behind the watermark).
     pub late_events: u64,
-    /// Events whose timestamp was null (scored at the watermark's time).
+    /// Events whose timestamp was null or more than [`MAX_AHEAD_OF_CLOCK_US`] ahead of this
+    /// machine's clock (scored at the watermark's time).
     pub bad_timestamps: u64,
     /// Clients tracked.
     pub clients: usize,
@@ -293,6 +300,12 @@ pub struct FeatureStage {
     pop: Population,
     max_t: Option<i64>,
     first_t: Option<i64>,
+    /// Earliest valid event time seen: how far back the windows hold observed traffic (a
+    /// first event with a far-future timestamp must not make every later window look
+    /// unobserved).
+    earliest_t: i64,
+    /// The clock at the start of this batch plus [`MAX_AHEAD_OF_CLOCK_US`].
+    latest_allowed_t: i64,
     events: u64,
     late: u64,
     bad_ts: u64,
@@ -368,6 +381,8 @@ impl FeatureStage {
             pop: Population::default(),
             max_t: None,
             first_t: None,
+            earliest_t: i64::MAX,
+            latest_allowed_t: i64::MAX,
             events: 0,
             late: 0,
             bad_ts: 0,
@@ -502,6 +517,12 @@ impl FeatureStage {
     /// Appends the feature columns to `batch` (see `FEATURES.md`).
     pub fn process(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
         let cols = Columns::of(batch)?;
+        self.latest_allowed_t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| {
+                i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+            })
+            .saturating_add(MAX_AHEAD_OF_CLOCK_US);
         let rows = batch.num_rows();
         let nf = self.names.len();
         let mut out: Vec<Vec<f32>> = (0..nf).map(|_| Vec::with_capacity(rows)).collect();
@@ -759,8 +780,10 @@ impl FeatureStage {
     ) {
         self.events += 1;
         // Time and watermark.
-        let t = if cols.ts.is_valid(i) {
-            cols.ts.value(i)
+        let t = if cols.ts.is_valid(i) && cols.ts.value(i) <= self.latest_allowed_t {
+            let t = cols.ts.value(i);
+            self.earliest_t = self.earliest_t.min(t);
+            t
         } else {
             self.bad_ts += 1;
             self.max_t.unwrap_or(0)
@@ -1241,9 +1264,10 @@ impl FeatureStage {
     /// after every restart). A client that is new while the stage has been running keeps
     /// the whole span: its quiet past is real.
     fn observed_share(&self, s: usize, head: Option<i64>) -> f32 {
-        let (Some(head), Some(first)) = (head, self.first_t) else {
+        let Some(head) = head.filter(|_| self.earliest_t != i64::MAX) else {
             return 1.0;
         };
+        let first = self.earliest_t;
         let width = self.geo.width_us[s];
         let span = self.res.spans_us[s];
         let end = head.saturating_add(1).saturating_mul(width);
@@ -1255,9 +1279,10 @@ impl FeatureStage {
 
     /// [`Self::observed_share`] of the window that ends at `t` (the current event's).
     fn observed_share_until(&self, s: usize, t: i64) -> f32 {
-        let Some(first) = self.first_t else {
+        if self.earliest_t == i64::MAX {
             return 1.0;
-        };
+        }
+        let first = self.earliest_t;
         let span = self.res.spans_us[s];
         let seen = t
             .saturating_sub(first)

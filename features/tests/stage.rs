@@ -321,6 +321,25 @@ fn a_steady_client_stays_at_its_usual_rate_while_windows_fill_after_a_start() {
     let usual = stage.client_baseline("steady", "f_client_rate").unwrap();
     assert!((4.0..6.0).contains(&usual), "usual rate {usual}/s");
 
+    // A first event stamped a century ahead (a broken clock) is scored as one without a
+    // time: it moves neither the watermark nor the start of observation, so the same
+    // steady client reads the same (taken at its word, it made every client idle at once
+    // and every later ratio 1).
+    let mut skewed = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let ahead = ev(
+        T0 + 100 * 365 * 86_400_000_000,
+        "10.9.0.1",
+        None,
+        "GET",
+        "/x",
+        200,
+    );
+    let mut with_ahead = vec![ahead];
+    with_ahead.extend(steady.iter().cloned());
+    let out2 = skewed.process(&batch_of(&with_ahead)).unwrap();
+    assert!(f32_col(&out2, "f_client_rate_ratio")[1..] == ratio[..]);
+    assert_eq!(skewed.state_stats().bad_timestamps, 1);
+
     // A client first seen after the stage has run for a whole span has a real quiet past:
     // 500 s of flood from it read over 4x its first baseline, as before.
     let t1 = T0 + 30_000_000 + 20 * 60 * 1_000_000;
