@@ -22,6 +22,17 @@ const LINES: &str = concat!(
     "203.0.113.9 - - [10/Oct/2024:13:55:38 +0000] \"GET / HTTP/1.1\" 2x0 1 \"-\" \"x\"\n",
 );
 
+/// Runs `cmd` to the end and fails the test, with its stderr, unless it succeeded.
+fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("start gatewatch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn run_with_stdin(mut cmd: Command, input: &[u8]) -> std::process::Output {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -206,42 +217,26 @@ fn a_cold_start_on_busy_clients_raises_no_rate_abuse() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("busy.jsonl");
     let scores = dir.path().join("scores.csv");
-    let sim = gatewatch()
-        .args(["simulate", "--format", "json", "--seed", "3", "--flat"])
-        .args([
-            "--sim-rate",
-            "300",
-            "--clients",
-            "40",
-            "--scenarios",
-            "ssrf",
-        ])
-        .args(["--duration", "12m", "--start", "2026-01-05T10:00:00Z", "-o"])
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(
-        sim.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sim.stderr)
+    succeed(
+        gatewatch()
+            .args(["simulate", "--format", "json", "--seed", "3", "--flat"])
+            .args([
+                "--sim-rate",
+                "300",
+                "--clients",
+                "40",
+                "--scenarios",
+                "ssrf",
+            ])
+            .args(["--duration", "12m", "--start", "2026-01-05T10:00:00Z", "-o"])
+            .arg(&log),
     );
-    let out = gatewatch()
-        .args([
-            "backtest",
-            "-f",
-            "json",
-            "--normal-label",
-            "benign",
-            "--scores",
-        ])
-        .arg(&scores)
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        gatewatch()
+            .args(["backtest", "-f", "json", "--normal-label", "benign"])
+            .arg("--scores")
+            .arg(&scores)
+            .arg(&log),
     );
     let csv = std::fs::read_to_string(&scores).unwrap();
     let mut benign = 0;
