@@ -780,8 +780,8 @@ impl FeatureStage {
     ) {
         self.events += 1;
         // Time and watermark.
-        let t = if cols.ts.is_valid(i) && cols.ts.value(i) <= self.latest_allowed_t {
-            let t = cols.ts.value(i);
+        let valid = cols.ts.is_valid(i).then(|| cols.ts.value(i));
+        let t = if let Some(t) = valid.filter(|&t| t <= self.latest_allowed_t) {
             self.earliest_t = self.earliest_t.min(t);
             t
         } else {
@@ -1021,7 +1021,7 @@ impl FeatureStage {
             }
             if s == r && self.ep_rings.closes(es, s, b) {
                 let req: u32 = self.ep_rings.buckets(es, s).iter().map(|b| b.req).sum();
-                let seen = self.observed_share(s, self.ep_rings.head(es, s));
+                let seen = self.observed_share_at_close(&self.ep_rings, es, s);
                 let rate = req as f32 / (self.span_secs(s) * seen);
                 let e = &mut self.inventory.endpoints[es];
                 e.base_rate = if e.closes == 0 {
@@ -1125,7 +1125,7 @@ impl FeatureStage {
         let floor = 1.0 / self.span_secs(r);
         // Right after a start the current window is only partly observed as well (up to
         // this event); it is compared with the (whole-span) baselines as a whole-span figure.
-        let seen_now = self.observed_share_until(r, t);
+        let seen_now = self.observed_share(r, t);
         let m = &mut self.client_meta[cs];
         m.last_ids = m.last_ids.max(cw[6][r]);
         if t > m.last_t {
@@ -1256,38 +1256,37 @@ impl FeatureStage {
         (self.res.spans_us[s] as f64 / 1e6) as f32
     }
 
-    /// The share (a quarter bucket to 1) of span `s`, in the window ending with bucket `head`,
-    /// that this stage has seen traffic for. After a start the windows reach back to before
-    /// the first event; a baseline folded from such a window as if the span were whole
-    /// would read a steady client's rate several times too low, and the client would look
+    /// The share (a quarter bucket to 1) of span `s`, in the window ending at `end_us`, that
+    /// this stage has seen traffic for. After a start the windows reach back to before the
+    /// first event; a baseline folded from such a window as if the span were whole would
+    /// read a steady client's rate several times too low, and the client would look
     /// several times above its "usual" as its windows fill (a wave of false rate findings
     /// after every restart). A client that is new while the stage has been running keeps
     /// the whole span: its quiet past is real.
-    fn observed_share(&self, s: usize, head: Option<i64>) -> f32 {
-        let Some(head) = head.filter(|_| self.earliest_t != i64::MAX) else {
-            return 1.0;
-        };
-        let first = self.earliest_t;
-        let width = self.geo.width_us[s];
-        let span = self.res.spans_us[s];
-        let end = head.saturating_add(1).saturating_mul(width);
-        // At least a quarter bucket, so that an entity first seen a moment before the first
-        // close does not get a baseline from a few requests over a few milliseconds.
-        let seen = end.saturating_sub(first).clamp(width / 4, span);
-        (seen as f64 / span as f64) as f32
-    }
-
-    /// [`Self::observed_share`] of the window that ends at `t` (the current event's).
-    fn observed_share_until(&self, s: usize, t: i64) -> f32 {
+    fn observed_share(&self, s: usize, end_us: i64) -> f32 {
         if self.earliest_t == i64::MAX {
             return 1.0;
         }
-        let first = self.earliest_t;
         let span = self.res.spans_us[s];
-        let seen = t
-            .saturating_sub(first)
+        // At least a quarter bucket, so that an entity first seen a moment before the first
+        // close does not get a baseline from a few requests over a few milliseconds.
+        let seen = end_us
+            .saturating_sub(self.earliest_t)
             .clamp(self.geo.width_us[s] / 4, span);
         (seen as f64 / span as f64) as f32
+    }
+
+    /// [`Self::observed_share`] of the window that ends with the head bucket of span `s` in
+    /// `rings` (the one a close folds in).
+    fn observed_share_at_close<B: Copy + Default>(
+        &self,
+        rings: &Rings<B>,
+        slot: usize,
+        s: usize,
+    ) -> f32 {
+        rings.head(slot, s).map_or(1.0, |h| {
+            self.observed_share(s, h.saturating_add(1).saturating_mul(self.geo.width_us[s]))
+        })
     }
 
     /// Folds the client's reference-span window, as it stands before its head bucket
@@ -1295,7 +1294,7 @@ impl FeatureStage {
     /// scaled up from the part of it the stage has seen ([`Self::observed_share`]).
     fn close_client(&mut self, cs: usize) {
         let r = self.res.reference;
-        let seen = self.observed_share(r, self.client_rings.head(cs, r));
+        let seen = self.observed_share_at_close(&self.client_rings, cs, r);
         let (req, af, bytes) =
             self.client_rings
                 .buckets(cs, r)

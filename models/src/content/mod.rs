@@ -338,8 +338,8 @@ struct PairEval {
 /// repeat their parameters (`page=1`, `category=featured&page=1`): in simulated Kong
 /// traffic, about 2,400 distinct pairs make up 43,000 occurrences in 50,000 requests, and
 /// a repeat skips the byte statistics, the syntax analysis and the profile's chi-square
-/// tests. Valid only while the profiles stay as they are: scoring starts every batch
-/// with fresh scratch space, and training never reads this memo.
+/// tests. Valid only while the profiles stay as they are: batch scoring clears it at the
+/// start of every batch (`Scratch::forget_assessments`), and training never reads it.
 #[derive(Debug, Default, Clone)]
 struct PairMemo {
     seen: HashMap<Box<[u8]>, PairEval, foldhash::fast::RandomState>,
