@@ -11,9 +11,10 @@
 //! Every file is written under a hidden temporary name, synced, and renamed into place:
 //! a reader (or a crash) can see a whole file or none, never a torn one. Temporary files a
 //! crash left behind are removed when the store opens. Events are sorted by client address
-//! then time inside each file, so the row-group statistics of `source_ip` are narrow and a
-//! query for one client skips most row groups; `source_ip` and `client_id` also carry
-//! bloom filters for exact lookups.
+//! then time inside each full-size file, so the row-group statistics of `source_ip` are
+//! narrow and a query for one client skips most row groups; the small files of frequent
+//! commits keep arrival order until maintenance merges them into one sorted file.
+//! `source_ip` and `client_id` also carry bloom filters for exact lookups.
 //!
 //! [`Store::append`] buffers rows per partition (bounded in rows and bytes) and numbers
 //! every batch it accepts; [`Store::durable_seq`] says up to which batch everything is on
@@ -432,7 +433,10 @@ impl Store {
         let Some(first) = buf.batches.first() else {
             return Ok(());
         };
-        let batch = combine(&first.schema(), &buf.batches, table == Table::Events)?;
+        // Files under `compact_small_file_rows` are merged (and then sorted) by maintenance,
+        // so they are written in arrival order: sorting them first would be done twice.
+        let sort = table == Table::Events && buf.rows >= self.cfg.compact_small_file_rows;
+        let batch = combine(&first.schema(), &buf.batches, sort)?;
         drop(buf);
         let pdir = partition_dir(&self.dir, table, hour);
         fs::create_dir_all(&pdir).map_err(Error::io("create", &pdir))?;

@@ -359,6 +359,84 @@ fn compaction_merges_small_files_and_a_crashed_merge_is_finished() {
     assert_eq!(count(&s, &rt, "SELECT count(*) FROM events"), 75);
 }
 
+/// `(source_ip, timestamp)` of every row of one Parquet file, in file order.
+fn file_rows(path: &Path) -> Vec<(String, i64)> {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let ip = b["source_ip"]
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let ts = b["timestamp"]
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        out.extend((0..b.num_rows()).map(|i| (ip.value(i).to_owned(), ts.value(i))));
+    }
+    out
+}
+
+fn is_sorted(rows: &[(String, i64)]) -> bool {
+    rows.windows(2).all(|w| w[0] <= w[1])
+}
+
+#[test]
+fn small_files_keep_arrival_order_and_merged_or_full_files_are_sorted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        compact_min_files: 3,
+        compact_small_file_rows: 40,
+        ..StoreConfig::default()
+    };
+    let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+    // Three commits of 10 rows (clients cycle 0..7, so arrival order is not sorted).
+    for i in 0..3 {
+        store
+            .append(Table::Events, batch(10, T0 + i * 60_000_000, 1_000_000))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    // One full-size file in another hour.
+    store
+        .append(Table::Events, batch(50, T0 + HOUR_US, 1_000_000))
+        .unwrap();
+    store.flush().unwrap();
+    // And the open hour after it, so both are finished.
+    store
+        .append(Table::Events, batch(1, T0 + 2 * HOUR_US, 1_000_000))
+        .unwrap();
+    store.flush().unwrap();
+    let hour8 = tmp.path().join("events/date=2025-06-02/hour=08");
+    let small = parquet_files(&hour8);
+    assert_eq!(small.len(), 3);
+    for f in &small {
+        let rows = file_rows(f);
+        assert_eq!(rows.len(), 10);
+        assert!(!is_sorted(&rows), "{} was sorted: {rows:?}", f.display());
+        let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "arrival order kept");
+    }
+    let full = parquet_files(&tmp.path().join("events/date=2025-06-02/hour=09"));
+    assert_eq!(full.len(), 1);
+    let rows = file_rows(&full[0]);
+    assert_eq!(rows.len(), 50);
+    assert!(is_sorted(&rows), "full-size file not sorted: {rows:?}");
+
+    let report = maintain(tmp.path(), &cfg).unwrap();
+    assert_eq!(report.files_merged, 3);
+    let merged = parquet_files(&hour8);
+    assert_eq!(merged.len(), 1);
+    let rows = file_rows(&merged[0]);
+    assert_eq!(rows.len(), 30);
+    assert!(is_sorted(&rows), "merged file not sorted: {rows:?}");
+}
+
 #[test]
 fn retention_drops_old_days() {
     let tmp = tempfile::tempdir().unwrap();

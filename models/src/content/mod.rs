@@ -55,6 +55,11 @@ pub mod query;
 pub mod syntax;
 
 use std::collections::HashMap;
+
+/// The hasher of the content maps, looked up several times per scored request: keyed per
+/// map like the standard one (so crafted keys cannot aim at collisions), several times
+/// cheaper on short strings.
+type Fast = foldhash::fast::RandomState;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -251,7 +256,7 @@ pub struct ContentScore {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TemplateProfile {
     requests: u64,
-    params: HashMap<String, ParamProfile>,
+    params: HashMap<String, ParamProfile, Fast>,
 }
 
 /// Learned request-content profiles for every endpoint template. Train with
@@ -262,7 +267,7 @@ struct TemplateProfile {
 pub struct ContentProfiles {
     version: u32,
     config: ContentConfig,
-    templates: HashMap<String, TemplateProfile>,
+    templates: HashMap<String, TemplateProfile, Fast>,
     stats: ContentStats,
     /// Reused by [`observe`](Self::observe) so training one row at a time does not
     /// allocate once warm.
@@ -299,7 +304,7 @@ const MEMO_ENTRIES: usize = 4096;
 /// repeat (`page=1`, `sort=asc`, a session's own ids), so a repeat costs a lookup.
 #[derive(Debug, Default, Clone)]
 struct SyntaxMemo {
-    seen: HashMap<Box<[u8]>, syntax::SyntaxEvidence>,
+    seen: HashMap<Box<[u8]>, syntax::SyntaxEvidence, Fast>,
 }
 
 impl SyntaxMemo {
@@ -342,7 +347,7 @@ struct PairEval {
 /// start of every batch (`Scratch::forget_assessments`), and training never reads it.
 #[derive(Debug, Default, Clone)]
 struct PairMemo {
-    seen: HashMap<Box<[u8]>, PairEval, foldhash::fast::RandomState>,
+    seen: HashMap<Box<[u8]>, PairEval, Fast>,
     key: Vec<u8>,
 }
 
@@ -408,7 +413,7 @@ impl ContentProfiles {
         ContentProfiles {
             version: PROFILES_FORMAT_VERSION,
             config,
-            templates: HashMap::new(),
+            templates: HashMap::default(),
             stats: ContentStats::default(),
             train_scratch: Scratch::default(),
         }
