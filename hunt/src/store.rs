@@ -123,7 +123,9 @@ pub struct StoreConfig {
     pub retention_days: u32,
     /// A finished hour with at least this many small files gets them merged.
     pub compact_min_files: usize,
-    /// Files with fewer rows than this count as small.
+    /// Files with fewer rows than this count as small. Small files are written at zstd
+    /// level 1 and in arrival order (maintenance sorts the rows when it merges them);
+    /// larger ones at `zstd_level`, sorted.
     pub compact_small_file_rows: usize,
     /// Seconds between two background maintenance rounds.
     pub maintenance_interval_secs: u64,

@@ -102,12 +102,17 @@ impl BatchDecoder {
                 ),
             ));
         }
-        let text = std::str::from_utf8(record).map_err(|e| {
-            DecodeError::new(
-                Reason::NotUtf8,
-                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-            )
-        })?;
+        // The SIMD check is several times faster on kilobyte records; only a record that
+        // fails it is checked again by the standard one, which says where it went wrong.
+        let text = match simdutf8::basic::from_utf8(record) {
+            Ok(t) => t,
+            Err(_) => std::str::from_utf8(record).map_err(|e| {
+                DecodeError::new(
+                    Reason::NotUtf8,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                )
+            })?,
+        };
         if text.trim().is_empty() {
             return Err(DecodeError::new(Reason::Empty, "empty record"));
         }
