@@ -258,19 +258,6 @@ fn finite(v: f32) -> f32 {
     }
 }
 
-/// `ln(1 + x)` as an `f32`, for the non-negative sizes, latencies and ages the features
-/// log-scale. The libm `ln_1p` is several times slower than `ln`, and its extra precision
-/// for tiny `x` only shows below `f32` resolution once `1 + x` is exact to `x`'s leading
-/// digits (any `x >= 1e-4`; integers always are), so `ln` is used there.
-#[inline]
-fn log1p(x: f64) -> f32 {
-    if x >= 1e-4 {
-        (1.0 + x).ln() as f32
-    } else {
-        x.ln_1p() as f32
-    }
-}
-
 #[inline]
 fn ratio(a: u32, b: u32) -> f32 {
     if b == 0 { 0.0 } else { a as f32 / b as f32 }
@@ -1054,8 +1041,8 @@ impl FeatureStage {
         }
 
         // Features.
-        let lb = log1p(resp as f64);
-        let ll = log1p(latency);
+        let lb = (resp as f64).ln_1p() as f32;
+        let ll = latency.ln_1p() as f32;
         let mut lex = self.lexer.request_features(path, query, body);
         ua_markers.add_to(&mut lex);
         let mut row = std::mem::take(&mut self.row);
@@ -1122,7 +1109,7 @@ impl FeatureStage {
             cw[7][s] = ratio(ptot[2], ptot[1]);
             cw[8][s] = ptot[0] as f32;
             if bytes != last_bytes.0 {
-                last_bytes = (bytes, log1p(bytes as f64));
+                last_bytes = (bytes, (bytes as f64).ln_1p() as f32);
             }
             cw[9][s] = last_bytes.1;
             cw[10][s] = tot[5] as f32;
@@ -1174,7 +1161,7 @@ impl FeatureStage {
         let (rate_ratio, z_own, z_pop) = if known {
             let (rate_now, bytes_now) = if seen_now < 1.0 {
                 let bytes = f64::from(bytes_now).exp_m1() / f64::from(seen_now);
-                (cw[0][r] / seen_now, log1p(bytes))
+                (cw[0][r] / seen_now, bytes.ln_1p() as f32)
             } else {
                 (cw[0][r], bytes_now)
             };
@@ -1191,9 +1178,9 @@ impl FeatureStage {
             z_own,
             z_pop,
             cv,
-            log1p(f64::from(m.gap_mean.max(0.0))),
+            m.gap_mean.max(0.0).ln_1p(),
             priv_unusual,
-            log1p(t.saturating_sub(self.clients.first_seen(cs)).max(0) as f64 / 1e6),
+            ((t.saturating_sub(self.clients.first_seen(cs)).max(0) as f64) / 1e6).ln_1p() as f32,
             base[B_RATE],
             base[B_IDS],
             base[B_BYTES],
@@ -1322,7 +1309,7 @@ impl FeatureStage {
         let mut v = [0f32; BASELINES];
         v[B_RATE] = req as f32 / (self.span_secs(r) * seen);
         v[B_IDS] = self.client_meta[cs].last_ids;
-        v[B_BYTES] = log1p(bytes as f64 / f64::from(seen));
+        v[B_BYTES] = (bytes as f64 / f64::from(seen)).ln_1p() as f32;
         v[B_AUTHFAIL] = ratio(af, req);
         v[B_ENDPOINTS] = self.client_rings.distinct(cs, r, 0);
         let alpha = self.cfg.baseline_alpha;
@@ -1530,7 +1517,7 @@ fn push_request(row: &mut Vec<f32>, l: &Lexical, f: &RequestFlags) {
         f32::from(f.class),
         b(f.authfail),
         f.resp_log,
-        log1p(f.req_bytes as f64),
+        (f.req_bytes as f64).ln_1p() as f32,
         f.latency_log,
         b(f.authenticated),
         b(f.privileged),
