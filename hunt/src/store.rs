@@ -12,8 +12,10 @@
 //! a reader (or a crash) can see a whole file or none, never a torn one. Temporary files a
 //! crash left behind are removed when the store opens. Events are sorted by client address
 //! then time inside each full-size file, so the row-group statistics of `source_ip` are
-//! narrow and a query for one client skips most row groups; the small files of frequent
-//! commits keep arrival order until maintenance merges them into one sorted file.
+//! narrow and a query for one client skips most row groups. The small files of frequent
+//! commits keep arrival order: maintenance sorts their rows when it merges them (a
+//! finished hour with at least `compact_min_files` of them), and a small file is only one
+//! or two row groups, so its own sort would narrow little.
 //! `source_ip` and `client_id` also carry bloom filters for exact lookups.
 //!
 //! [`Store::append`] buffers rows per partition (bounded in rows and bytes) and numbers

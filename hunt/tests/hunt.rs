@@ -51,6 +51,12 @@ fn batch(n: usize, t0: i64, step_us: i64) -> RecordBatch {
     .unwrap()
 }
 
+/// Appends `b` to the events table and flushes it: one commit, one file per hour.
+fn commit(store: &mut Store, b: RecordBatch) {
+    store.append(Table::Events, b).unwrap();
+    store.flush().unwrap();
+}
+
 /// `batch` plus a Float32 feature column, as the events table grows.
 fn batch_with_feature(n: usize, t0: i64) -> RecordBatch {
     let b = batch(n, t0, 1_000_000);
@@ -276,10 +282,7 @@ fn memory_bound_writes_early() {
 fn crash_leftovers_never_break_queries() {
     let tmp = tempfile::tempdir().unwrap();
     let mut store = Store::open(tmp.path(), StoreConfig::default()).unwrap();
-    store
-        .append(Table::Events, batch(10, T0, 1_000_000))
-        .unwrap();
-    store.flush().unwrap();
+    commit(&mut store, batch(10, T0, 1_000_000));
     drop(store);
     let hour = tmp.path().join("events/date=2025-06-02/hour=08");
     // A torn temporary file, as a crash mid-write leaves it.
@@ -307,23 +310,14 @@ fn compaction_merges_small_files_and_a_crashed_merge_is_finished() {
     };
     let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
     for i in 0..6 {
-        store
-            .append(Table::Events, batch(10, T0 + i * 60_000_000, 1_000_000))
-            .unwrap();
-        store.flush().unwrap();
+        commit(&mut store, batch(10, T0 + i * 60_000_000, 1_000_000));
     }
     // The newest hour stays open and is not merged.
     store
         .append(Table::Events, batch(5, T0 + HOUR_US, 1_000_000))
         .unwrap();
-    store
-        .append(Table::Events, batch(5, T0 + HOUR_US, 1_000_000))
-        .unwrap();
-    store.flush().unwrap();
-    store
-        .append(Table::Events, batch(5, T0 + HOUR_US, 1_000_000))
-        .unwrap();
-    store.flush().unwrap();
+    commit(&mut store, batch(5, T0 + HOUR_US, 1_000_000));
+    commit(&mut store, batch(5, T0 + HOUR_US, 1_000_000));
     assert_eq!(parquet_files(tmp.path()).len(), 8);
     let report = maintain(tmp.path(), &cfg).unwrap();
     assert_eq!(report.files_merged, 6);
@@ -397,21 +391,12 @@ fn small_files_keep_arrival_order_and_merged_or_full_files_are_sorted() {
     let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
     // Three commits of 10 rows (clients cycle 0..7, so arrival order is not sorted).
     for i in 0..3 {
-        store
-            .append(Table::Events, batch(10, T0 + i * 60_000_000, 1_000_000))
-            .unwrap();
-        store.flush().unwrap();
+        commit(&mut store, batch(10, T0 + i * 60_000_000, 1_000_000));
     }
     // One full-size file in another hour.
-    store
-        .append(Table::Events, batch(50, T0 + HOUR_US, 1_000_000))
-        .unwrap();
-    store.flush().unwrap();
+    commit(&mut store, batch(50, T0 + HOUR_US, 1_000_000));
     // And the open hour after it, so both are finished.
-    store
-        .append(Table::Events, batch(1, T0 + 2 * HOUR_US, 1_000_000))
-        .unwrap();
-    store.flush().unwrap();
+    commit(&mut store, batch(1, T0 + 2 * HOUR_US, 1_000_000));
     let hour8 = tmp.path().join("events/date=2025-06-02/hour=08");
     let small = parquet_files(&hour8);
     assert_eq!(small.len(), 3);
@@ -471,15 +456,9 @@ fn background_maintenance_runs_and_stops() {
     };
     let mut store = Store::open(tmp.path(), cfg).unwrap();
     for i in 0..3 {
-        store
-            .append(Table::Events, batch(4, T0 + i * 1_000_000, 1))
-            .unwrap();
-        store.flush().unwrap();
+        commit(&mut store, batch(4, T0 + i * 1_000_000, 1));
     }
-    store
-        .append(Table::Events, batch(4, T0 + 2 * HOUR_US, 1))
-        .unwrap();
-    store.flush().unwrap();
+    commit(&mut store, batch(4, T0 + 2 * HOUR_US, 1));
     let m = store.spawn_maintenance().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while m.rounds() == 0 && std::time::Instant::now() < deadline {
@@ -525,10 +504,7 @@ fn files_written_before_a_column_existed_read_it_as_null() {
         .append(Table::Events, batch(30, T0, 1_000_000))
         .unwrap();
     // Same hour, new schema: a second file.
-    store
-        .append(Table::Events, batch_with_feature(20, T0 + 100_000_000))
-        .unwrap();
-    store.flush().unwrap();
+    commit(&mut store, batch_with_feature(20, T0 + 100_000_000));
     assert_eq!(parquet_files(tmp.path()).len(), 2);
     let rt = rt();
     let s = rt

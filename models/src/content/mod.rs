@@ -55,11 +55,6 @@ pub mod query;
 pub mod syntax;
 
 use std::collections::HashMap;
-
-/// The hasher of the content maps, looked up several times per scored request: keyed per
-/// map like the standard one (so crafted keys cannot aim at collisions), several times
-/// cheaper on short strings.
-type Fast = foldhash::fast::RandomState;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +65,11 @@ use query::ParsedParams;
 use syntax::SyntaxEvidence;
 
 use crate::{Error, Result};
+
+/// The hasher of the content maps, looked up several times per scored request. Like the
+/// standard hasher it is keyed per map, so crafted keys cannot aim at collisions; unlike
+/// it (SipHash), it is built for short keys such as templates and parameter names.
+type Fast = foldhash::fast::RandomState;
 
 /// Format version of serialised [`ContentProfiles`].
 pub const PROFILES_FORMAT_VERSION: u32 = 1;
