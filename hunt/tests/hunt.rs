@@ -354,6 +354,22 @@ fn compaction_merges_small_files_and_a_crashed_merge_is_finished() {
 }
 
 /// `(source_ip, timestamp)` of every row of one Parquet file, in file order.
+/// The compression codecs of a file's column chunks.
+fn codecs(path: &Path) -> BTreeSet<String> {
+    let file = std::fs::File::open(path).unwrap();
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let meta = builder.metadata();
+    meta.row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns().iter())
+        .map(|c| match c.compression() {
+            parquet::basic::Compression::ZSTD(_) => "ZSTD".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
 fn file_rows(path: &Path) -> Vec<(String, i64)> {
     let file = std::fs::File::open(path).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -381,7 +397,7 @@ fn is_sorted(rows: &[(String, i64)]) -> bool {
 }
 
 #[test]
-fn small_files_keep_arrival_order_and_merged_or_full_files_are_sorted() {
+fn small_files_keep_arrival_order_in_lz4_and_merged_or_full_files_are_sorted_in_zstd() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = StoreConfig {
         compact_min_files: 3,
@@ -406,12 +422,14 @@ fn small_files_keep_arrival_order_and_merged_or_full_files_are_sorted() {
         assert!(!is_sorted(&rows), "{} was sorted: {rows:?}", f.display());
         let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
         assert!(times.windows(2).all(|w| w[0] < w[1]), "arrival order kept");
+        assert_eq!(codecs(f), BTreeSet::from(["LZ4_RAW".to_owned()]));
     }
     let full = parquet_files(&tmp.path().join("events/date=2025-06-02/hour=09"));
     assert_eq!(full.len(), 1);
     let rows = file_rows(&full[0]);
     assert_eq!(rows.len(), 50);
     assert!(is_sorted(&rows), "full-size file not sorted: {rows:?}");
+    assert_eq!(codecs(&full[0]), BTreeSet::from(["ZSTD".to_owned()]));
 
     let report = maintain(tmp.path(), &cfg).unwrap();
     assert_eq!(report.files_merged, 3);
@@ -420,6 +438,7 @@ fn small_files_keep_arrival_order_and_merged_or_full_files_are_sorted() {
     let rows = file_rows(&merged[0]);
     assert_eq!(rows.len(), 30);
     assert!(is_sorted(&rows), "merged file not sorted: {rows:?}");
+    assert_eq!(codecs(&merged[0]), BTreeSet::from(["ZSTD".to_owned()]));
 }
 
 #[test]
