@@ -442,13 +442,19 @@ impl Store {
         // Files under `compact_small_file_rows` are merged (and then sorted) by maintenance,
         // so they are written in arrival order: sorting them first would be done twice.
         let sort = table == Table::Events && buf.rows >= self.cfg.compact_small_file_rows;
-        let batch = combine(&first.schema(), &buf.batches, sort)?;
+        // Unsorted rows go to the writer as the batches they came in (sliced where a file
+        // ends), not concatenated first: the writer copies them into pages anyway.
+        let files = if sort {
+            let batch = combine(&first.schema(), &buf.batches, true)?;
+            split_into_files(std::slice::from_ref(&batch), self.cfg.max_file_rows)
+        } else {
+            split_into_files(&buf.batches, self.cfg.max_file_rows)
+        };
         drop(buf);
         let pdir = partition_dir(&self.dir, table, hour);
         fs::create_dir_all(&pdir).map_err(Error::io("create", &pdir))?;
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = (batch.num_rows() - offset).min(self.cfg.max_file_rows);
+        for parts in files {
+            let len: usize = parts.iter().map(|b| b.num_rows()).sum();
             self.file_counter += 1;
             let name = format!("part-{}-{:06}.parquet", self.writer_id, self.file_counter);
             // A small file is merged into a bigger one by maintenance, which compresses
@@ -459,11 +465,10 @@ impl Store {
             } else {
                 &self.props[&table]
             };
-            let bytes = write_parquet_atomic(&pdir, &name, &[batch.slice(offset, len)], props)?;
+            let bytes = write_parquet_atomic(&pdir, &name, &parts, props)?;
             self.stats.files_written += 1;
             self.stats.rows_written += len as u64;
             self.stats.bytes_written += bytes;
-            offset += len;
         }
         Ok(())
     }
@@ -661,6 +666,32 @@ fn combine(schema: &SchemaRef, batches: &[RecordBatch], sort: bool) -> Result<Re
     let picks: Vec<(usize, usize)> = order.values().iter().map(|&g| place[g as usize]).collect();
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     Ok(interleave_record_batch(&refs, &picks)?)
+}
+
+/// `batches` cut into runs of at most `max_rows` rows each (zero-copy slices), one run
+/// per file; empty batches are left out.
+fn split_into_files(batches: &[RecordBatch], max_rows: usize) -> Vec<Vec<RecordBatch>> {
+    let max_rows = max_rows.max(1);
+    let mut files = Vec::new();
+    let mut current: Vec<RecordBatch> = Vec::new();
+    let mut room = max_rows;
+    for b in batches {
+        let mut offset = 0;
+        while offset < b.num_rows() {
+            let len = (b.num_rows() - offset).min(room);
+            current.push(b.slice(offset, len));
+            offset += len;
+            room -= len;
+            if room == 0 {
+                files.push(std::mem::take(&mut current));
+                room = max_rows;
+            }
+        }
+    }
+    if !current.is_empty() {
+        files.push(current);
+    }
+    files
 }
 
 /// `date=YYYY-MM-DD` for an hour number (hours since the epoch).
@@ -1110,6 +1141,46 @@ mod tests {
         }
         // Unsorted tables are plain concatenations.
         assert_eq!(combine(&schema, &batches, false).unwrap(), all);
+    }
+
+    #[test]
+    fn batches_split_into_files_in_order_without_exceeding_the_cap() {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let mk = |from: i64, len: i64| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(from..from + len))],
+            )
+            .unwrap()
+        };
+        // 7 + 0 + 5 + 9 + 3 rows, numbered 0..24 in order.
+        let batches = [mk(0, 7), mk(7, 0), mk(7, 5), mk(12, 9), mk(21, 3)];
+        for cap in [1, 4, 5, 7, 12, 24, 100] {
+            let files = split_into_files(&batches, cap);
+            let sizes: Vec<usize> = files
+                .iter()
+                .map(|f| f.iter().map(|b| b.num_rows()).sum())
+                .collect();
+            assert!(
+                sizes.iter().all(|&n| (1..=cap).contains(&n)),
+                "cap {cap}: {sizes:?}"
+            );
+            assert!(
+                sizes[..sizes.len() - 1].iter().all(|&n| n == cap),
+                "cap {cap}"
+            );
+            let mut seen = Vec::new();
+            for f in &files {
+                let refs: Vec<&RecordBatch> = f.iter().collect();
+                let all = concat_batches(&schema, refs).unwrap();
+                let col = all.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                seen.extend(col.values().iter().copied());
+            }
+            assert_eq!(seen, (0..24).collect::<Vec<i64>>(), "cap {cap}");
+        }
+        assert!(split_into_files(&[mk(0, 0)], 10).is_empty());
     }
 
     #[test]
