@@ -24,7 +24,8 @@
 //!    processor kept up with; the processor's own counts (events, incidents, late events,
 //!    model swaps); alerts by category and leading detector and per 10 s of the run, so a
 //!    run that raises far more alerts than the last says where they came from.
-//!    `--alerts-out FILE` keeps the alerts as JSON lines.
+//!    `--alerts-out FILE` keeps the alerts as JSON lines; `--keep-data DIR` keeps a copy of
+//!    the throughput run's data directory (its Parquet store), e.g. for `maintain_store`.
 //!
 //! The harness itself only reads metrics and alerts; build it in debug.
 
@@ -48,6 +49,7 @@ struct Args {
     latency_secs: u64,
     partitions: i32,
     alerts_out: Option<PathBuf>,
+    keep_data: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -60,6 +62,7 @@ fn parse_args() -> Args {
         latency_secs: 60,
         partitions: 4,
         alerts_out: None,
+        keep_data: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -76,13 +79,15 @@ fn parse_args() -> Args {
             "--latency-secs" => a.latency_secs = num(&k, &v()),
             "--partitions" => a.partitions = num(&k, &v()) as i32,
             "--alerts-out" => a.alerts_out = Some(v().into()),
+            "--keep-data" => a.keep_data = Some(v().into()),
             "-h" | "--help" => {
                 println!(
                     "e2e_run [--gatewatch PATH] [--brokers HOST:PORT] [--format kong|combined|…] \
                      [--events N] [--rate EVENTS_PER_SEC] [--latency-secs S] [--partitions P] \
-                     [--alerts-out FILE]\n\
+                     [--alerts-out FILE] [--keep-data DIR]\n\
                      Set --events 0 or --rate 0 to skip that phase. --alerts-out keeps the \
-                     latency run's alerts as JSON lines."
+                     latency run's alerts as JSON lines; --keep-data copies the throughput \
+                     run's data directory (its Parquet store) to DIR."
                 );
                 std::process::exit(0);
             }
@@ -349,6 +354,17 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
     };
     let alerts_n = metric(port, "gatewatch_incidents_opened_total").unwrap_or(f64::NAN);
     stop(child);
+    if let Some(keep) = &a.keep_data {
+        let from = dir.join("data-throughput");
+        check(
+            Command::new("cp").arg("-a").arg(&from).arg(keep),
+            "copying the data directory",
+        );
+        eprintln!(
+            "e2e_run: the throughput run's data directory is in {}",
+            keep.display()
+        );
+    }
     println!(
         "throughput ({fmt}, {events:.0} events after the first fetch): {per_cpu:.0} events per \
          CPU-second of the processor; {per_wall:.0} events/s wall; CPU {cpu:.1} s in {wall:.1} s \

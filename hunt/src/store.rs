@@ -10,13 +10,19 @@
 //!
 //! Every file is written under a hidden temporary name, synced, and renamed into place:
 //! a reader (or a crash) can see a whole file or none, never a torn one. Temporary files a
-//! crash left behind are removed when the store opens. Events are sorted by client address
-//! then time inside each full-size file, so the row-group statistics of `source_ip` are
-//! narrow and a query for one client skips most row groups. The small files of frequent
-//! commits keep arrival order: maintenance sorts their rows when it merges them (a
-//! finished hour with at least `compact_min_files` of them), and a small file is only one
-//! or two row groups, so its own sort would narrow little.
-//! `source_ip` and `client_id` also carry bloom filters for exact lookups.
+//! crash left behind are removed when the store opens.
+//!
+//! Every row is encoded once for good where the volume makes it matter. A flush of at
+//! least a quarter of a row group ([`StoreConfig::final_encoding_min_rows`], so every
+//! commit of a busy stream) is written in its final form: events sorted by client address
+//! then time, compressed at `zstd_level`. Smaller flushes (a quiet stream) are written fast
+//! instead: arrival order, LZ4. Maintenance merges a finished hour's small files (at least
+//! `compact_min_files` of one kind): final-form files by copying their row groups into one
+//! file without decoding anything, LZ4 files by reading them back, sorting the rows and
+//! compressing them at `zstd_level`. So in a merged file of a busy hour each row group is
+//! sorted on its own (page statistics of `source_ip` are narrow, row-group ones are not),
+//! and in a merged file of a quiet hour the whole file is sorted. `source_ip` and
+//! `client_id` carry bloom filters for exact lookups in every file.
 //!
 //! [`Store::append`] buffers rows per partition (bounded in rows and bytes) and numbers
 //! every batch it accepts; [`Store::durable_seq`] says up to which batch everything is on
@@ -48,7 +54,11 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::bloom_filter::Sbbf;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
@@ -116,18 +126,17 @@ pub struct StoreConfig {
     /// Most bytes of rows held in memory before they are written; past it the largest
     /// buffers are written early (smaller files, merged later by maintenance).
     pub max_buffered_bytes: usize,
-    /// zstd compression level (1–22) of merged files and of files written with at least
-    /// `compact_small_file_rows` rows; smaller ones, which maintenance merges later, are
-    /// written with LZ4.
+    /// zstd compression level (1–22) of files in their final form: flushes of at least
+    /// [`final_encoding_min_rows`](Self::final_encoding_min_rows) rows and merged files.
+    /// Smaller flushes, which maintenance merges later, are written with LZ4.
     pub zstd_level: i32,
     /// Partitions older than this many days (counted back from the newest partition of
     /// the table, so a replay of old traffic is kept) are deleted; 0 keeps everything.
     pub retention_days: u32,
     /// A finished hour with at least this many small files gets them merged.
     pub compact_min_files: usize,
-    /// Files with fewer rows than this count as small. Small files are written with LZ4
-    /// and in arrival order (maintenance sorts the rows when it merges them);
-    /// larger ones at `zstd_level`, sorted.
+    /// Files with fewer rows than this count as small, and maintenance merges a finished
+    /// hour's small files (see the module docs for how).
     pub compact_small_file_rows: usize,
     /// Seconds between two background maintenance rounds.
     pub maintenance_interval_secs: u64,
@@ -139,10 +148,10 @@ pub const DEFAULT_MAX_FILE_ROWS: usize = 1_000_000;
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Default for [`StoreConfig::max_buffered_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
-/// Compression of files smaller than [`StoreConfig::compact_small_file_rows`] (the files
-/// each commit's flush writes), which maintenance later merges at
-/// [`StoreConfig::zstd_level`]. These bytes are short-lived, so LZ4 (about a third larger
-/// than zstd at level 1 on enriched events, for half the sink's compression time).
+/// Compression of flushes under [`StoreConfig::final_encoding_min_rows`], which
+/// maintenance later re-encodes at [`StoreConfig::zstd_level`]. These bytes are short-lived,
+/// so LZ4 (about a third larger than zstd at level 1 on enriched events, for half the
+/// sink's compression time).
 pub const SMALL_FILE_COMPRESSION: Compression = Compression::LZ4_RAW;
 /// Default for [`StoreConfig::zstd_level`].
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
@@ -212,6 +221,15 @@ impl StoreConfig {
             );
         }
         Ok(())
+    }
+
+    /// Rows from which a flush is written in its final encoding (sorted, at `zstd_level`)
+    /// even when it is small: a quarter of a row group, or `compact_small_file_rows` if
+    /// that is less. Maintenance merges such files by copying their row groups as they
+    /// are; smaller flushes are written with LZ4 in arrival order and re-encoded when
+    /// merged.
+    pub fn final_encoding_min_rows(&self) -> usize {
+        (self.row_group_rows / 4).clamp(1, self.compact_small_file_rows.max(1))
     }
 
     fn writer_properties(&self, table: Table) -> Result<WriterProperties> {
@@ -439,9 +457,12 @@ impl Store {
         let Some(first) = buf.batches.first() else {
             return Ok(());
         };
-        // Files under `compact_small_file_rows` are merged (and then sorted) by maintenance,
-        // so they are written in arrival order: sorting them first would be done twice.
-        let sort = table == Table::Events && buf.rows >= self.cfg.compact_small_file_rows;
+        // A flush of a quarter of a row group or more is encoded once, for good: sorted and
+        // at the configured level, and maintenance later merges it by copying its row
+        // groups. Smaller flushes (a slow stream) go out fast, in arrival order with LZ4,
+        // and are sorted and compressed when maintenance merges them.
+        let encode_final = buf.rows >= self.cfg.final_encoding_min_rows();
+        let sort = table == Table::Events && encode_final;
         // Unsorted rows go to the writer as the batches they came in (sliced where a file
         // ends), not concatenated first: the writer copies them into pages anyway.
         let files = if sort {
@@ -457,13 +478,10 @@ impl Store {
             let len: usize = parts.iter().map(|b| b.num_rows()).sum();
             self.file_counter += 1;
             let name = format!("part-{}-{:06}.parquet", self.writer_id, self.file_counter);
-            // A small file is merged into a bigger one by maintenance, which compresses
-            // at the configured level; compressing it hard first would be wasted work on
-            // the hot path.
-            let props = if len < self.cfg.compact_small_file_rows {
-                &self.small_props[&table]
-            } else {
+            let props = if encode_final {
                 &self.props[&table]
+            } else {
+                &self.small_props[&table]
             };
             let bytes = write_parquet_atomic(&pdir, &name, &parts, props)?;
             self.stats.files_written += 1;
@@ -964,7 +982,7 @@ pub fn maintain(dir: &Path, cfg: &StoreConfig) -> Result<MaintenanceReport> {
 
 fn compact_partition(hdir: &Path, table: Table, cfg: &StoreConfig) -> Result<(u64, u64)> {
     // Small files grouped by schema: only files of one schema merge into one file.
-    let mut groups: BTreeMap<String, (SchemaRef, Vec<(String, usize)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (SchemaRef, bool, Vec<(String, usize)>)> = BTreeMap::new();
     for (name, path) in files(hdir)? {
         if name.starts_with('.') || !name.ends_with(".parquet") {
             continue;
@@ -977,16 +995,25 @@ fn compact_partition(hdir: &Path, table: Table, cfg: &StoreConfig) -> Result<(u6
             continue;
         }
         let schema = builder.schema().clone();
-        let key = format!("{:?}", schema.fields());
+        // Files of one schema and one kind merge together: LZ4 files (written fast, in
+        // arrival order) are re-encoded; files already in their final encoding are
+        // stitched, their row groups copied as they are.
+        let rewrite = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .flat_map(|rg| rg.columns())
+            .any(|c| c.compression() == SMALL_FILE_COMPRESSION);
+        let key = format!("{rewrite} {:?}", schema.fields());
         groups
             .entry(key)
-            .or_insert_with(|| (schema, Vec::new()))
-            .1
+            .or_insert_with(|| (schema, rewrite, Vec::new()))
+            .2
             .push((name, rows));
     }
     let props = cfg.writer_properties(table)?;
     let (mut merged, mut written) = (0, 0);
-    for (_, (schema, inputs)) in groups {
+    for (_, (schema, rewrite, inputs)) in groups {
         // Chunks that each fit in one file.
         let mut chunk: Vec<String> = Vec::new();
         let mut chunk_rows = 0;
@@ -1004,7 +1031,11 @@ fn compact_partition(hdir: &Path, table: Table, cfg: &StoreConfig) -> Result<(u6
             .into_iter()
             .filter(|c| c.len() >= cfg.compact_min_files)
         {
-            merge_files(hdir, table, &schema, &chunk, &props)?;
+            if rewrite {
+                merge_files(hdir, table, &schema, &chunk, &props)?;
+            } else {
+                stitch_files(hdir, &chunk)?;
+            }
             merged += chunk.len() as u64;
             written += 1;
         }
@@ -1019,12 +1050,7 @@ fn merge_files(
     inputs: &[String],
     props: &WriterProperties,
 ) -> Result<()> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let id = format!("{nanos:x}");
-    let out = format!("part-m{id}.parquet");
+    let (id, out) = merge_name();
     let mut batches = Vec::new();
     for name in inputs {
         let path = hdir.join(name);
@@ -1035,19 +1061,98 @@ fn merge_files(
     }
     let batch = combine(schema, &batches, table == Table::Events)?;
     drop(batches);
-    let journal = hdir.join(format!(".compact-{id}.journal"));
-    {
-        let mut j = File::create(&journal).map_err(Error::io("create", &journal))?;
-        let mut text = format!("{out}\n");
-        for i in inputs {
-            text.push_str(i);
-            text.push('\n');
-        }
-        j.write_all(text.as_bytes())
-            .map_err(Error::io("write", &journal))?;
-        j.sync_all().map_err(Error::io("sync", &journal))?;
-    }
+    let journal = write_journal(hdir, &id, &out, inputs)?;
     write_parquet_atomic(hdir, &out, &[batch], props)?;
+    finish_merge(hdir, &id, &journal)
+}
+
+/// A merge id and its output file name.
+fn merge_name() -> (String, String) {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!("{nanos:x}");
+    let out = format!("part-m{id}.parquet");
+    (id, out)
+}
+
+/// Records a merge's output and inputs before the output is written, so that a round
+/// after a crash can finish it (see [`finish_merge`]).
+fn write_journal(hdir: &Path, id: &str, out: &str, inputs: &[String]) -> Result<PathBuf> {
+    let journal = hdir.join(format!(".compact-{id}.journal"));
+    let mut j = File::create(&journal).map_err(Error::io("create", &journal))?;
+    let mut text = format!("{out}\n");
+    for i in inputs {
+        text.push_str(i);
+        text.push('\n');
+    }
+    j.write_all(text.as_bytes())
+        .map_err(Error::io("write", &journal))?;
+    j.sync_all().map_err(Error::io("sync", &journal))?;
+    Ok(journal)
+}
+
+/// Merges files already in their final encoding by copying their row groups, column
+/// chunk by column chunk, into one file: nothing is decoded or compressed again. Each
+/// row group keeps its own order (sorted when written), its statistics, page index and
+/// bloom filters; the Arrow schema is the inputs' (they share one).
+fn stitch_files(hdir: &Path, inputs: &[String]) -> Result<()> {
+    let (id, out) = merge_name();
+    let mut sources = Vec::with_capacity(inputs.len());
+    for name in inputs {
+        let path = hdir.join(name);
+        let file = File::open(&path).map_err(Error::io("open", &path))?;
+        let meta = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&file)?;
+        sources.push((file, meta));
+    }
+    let Some((_, first)) = sources.first() else {
+        return Ok(());
+    };
+    let schema = first.file_metadata().schema_descr().root_schema_ptr();
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
+            .build(),
+    );
+    let journal = write_journal(hdir, &id, &out, inputs)?;
+    let tmp = hdir.join(format!(".{out}.tmp"));
+    let dst = hdir.join(&out);
+    let result = (|| -> Result<()> {
+        let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        let mut w = SerializedFileWriter::new(file, schema, props)?;
+        for (src, meta) in &sources {
+            for (g, rg) in meta.row_groups().iter().enumerate() {
+                let mut rg_out = w.next_row_group()?;
+                for (c, chunk) in rg.columns().iter().enumerate() {
+                    let close = ColumnCloseResult {
+                        bytes_written: chunk.compressed_size().max(0) as u64,
+                        rows_written: rg.num_rows().max(0) as u64,
+                        metadata: chunk.clone(),
+                        bloom_filter: Sbbf::read_from_column_chunk(chunk, src)?,
+                        column_index: meta
+                            .column_index()
+                            .and_then(|ci| ci.get(g)?.get(c).cloned()),
+                        offset_index: meta
+                            .offset_index()
+                            .and_then(|oi| oi.get(g)?.get(c).cloned()),
+                    };
+                    rg_out.append_column(src, close)?;
+                }
+                rg_out.close()?;
+            }
+        }
+        let file = w.into_inner()?;
+        file.sync_all().map_err(Error::io("sync", &tmp))?;
+        fs::rename(&tmp, &dst).map_err(Error::io("rename", &tmp))?;
+        sync_dir(hdir)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     finish_merge(hdir, &id, &journal)
 }
 

@@ -353,7 +353,6 @@ fn compaction_merges_small_files_and_a_crashed_merge_is_finished() {
     assert_eq!(count(&s, &rt, "SELECT count(*) FROM events"), 75);
 }
 
-/// `(source_ip, timestamp)` of every row of one Parquet file, in file order.
 /// The compression codecs of a file's column chunks.
 fn codecs(path: &Path) -> BTreeSet<String> {
     let file = std::fs::File::open(path).unwrap();
@@ -370,6 +369,7 @@ fn codecs(path: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// `(source_ip, timestamp)` of every row of one Parquet file, in file order.
 fn file_rows(path: &Path) -> Vec<(String, i64)> {
     let file = std::fs::File::open(path).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -439,6 +439,108 @@ fn small_files_keep_arrival_order_in_lz4_and_merged_or_full_files_are_sorted_in_
     assert_eq!(rows.len(), 30);
     assert!(is_sorted(&rows), "merged file not sorted: {rows:?}");
     assert_eq!(codecs(&merged[0]), BTreeSet::from(["ZSTD".to_owned()]));
+}
+
+#[test]
+fn flushes_of_a_quarter_row_group_are_final_and_merged_by_copying_row_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Row groups of 40 rows: flushes of 10 rows or more are written sorted in zstd and
+    // merged by stitching; smaller ones in LZ4, merged by re-encoding.
+    let cfg = StoreConfig {
+        row_group_rows: 40,
+        compact_min_files: 3,
+        compact_small_file_rows: 1000,
+        ..StoreConfig::default()
+    };
+    assert_eq!(cfg.final_encoding_min_rows(), 10);
+    let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+    let mut want: Vec<(String, i64)> = Vec::new();
+    for i in 0..3 {
+        let b = batch(20, T0 + i * 60_000_000, 1_000_000);
+        commit(&mut store, b);
+    }
+    // Two small flushes, too few to merge on their own.
+    commit(&mut store, batch(4, T0 + 10 * 60_000_000, 1_000_000));
+    commit(&mut store, batch(4, T0 + 20 * 60_000_000, 1_000_000));
+    commit(&mut store, batch(1, T0 + HOUR_US, 1_000_000));
+    let hour8 = tmp.path().join("events/date=2025-06-02/hour=08");
+    let before = parquet_files(&hour8);
+    assert_eq!(before.len(), 5);
+    let (mut finals, mut fast) = (0, 0);
+    for f in &before {
+        let rows = file_rows(f);
+        if rows.len() == 20 {
+            assert!(is_sorted(&rows), "a final flush is sorted: {rows:?}");
+            assert_eq!(codecs(f), BTreeSet::from(["ZSTD".to_owned()]));
+            finals += 1;
+        } else {
+            assert_eq!(codecs(f), BTreeSet::from(["LZ4_RAW".to_owned()]));
+            fast += 1;
+        }
+        want.extend(rows);
+    }
+    assert_eq!((finals, fast), (3, 2));
+
+    let report = maintain(tmp.path(), &cfg).unwrap();
+    assert_eq!((report.files_merged, report.files_written), (3, 1));
+    let after = parquet_files(&hour8);
+    assert_eq!(after.len(), 3, "the stitched file and the two LZ4 files");
+    let stitched: Vec<&PathBuf> = after
+        .iter()
+        .filter(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-m")
+        })
+        .collect();
+    assert_eq!(stitched.len(), 1);
+    let file = std::fs::File::open(stitched[0]).unwrap();
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
+        .parse_and_finish(&file)
+        .unwrap();
+    assert_eq!(meta.num_row_groups(), 3, "one row group per input, copied");
+    assert!(meta.offset_index().is_some(), "page index kept");
+    // Each row group is one input: sorted within itself, bloom filter of source_ip kept.
+    let ip_col = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "source_ip")
+        .unwrap();
+    for rg in meta.row_groups() {
+        assert_eq!(rg.num_rows(), 20);
+        let bloom =
+            parquet::bloom_filter::Sbbf::read_from_column_chunk(rg.column(ip_col), &file).unwrap();
+        assert!(bloom.is_some_and(|b| b.check(&"10.0.0.3")));
+    }
+    let rows = file_rows(stitched[0]);
+    for group in rows.chunks(20) {
+        assert!(is_sorted(group), "{group:?}");
+    }
+    assert_eq!(codecs(stitched[0]), BTreeSet::from(["ZSTD".to_owned()]));
+    let mut got: Vec<(String, i64)> = after.iter().flat_map(|f| file_rows(f)).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every row once");
+
+    // The stitched file reads back through SQL with its Arrow types.
+    let rt = rt();
+    let s = rt
+        .block_on(HuntSession::open(tmp.path(), QueryLimits::default()))
+        .unwrap();
+    assert_eq!(count(&s, &rt, "SELECT count(*) FROM events"), 69);
+    assert_eq!(
+        count(
+            &s,
+            &rt,
+            "SELECT count(*) FROM events WHERE source_ip = '10.0.0.3' \
+             AND timestamp < TIMESTAMP '2025-06-02 09:00:00+00:00'"
+        ),
+        want.iter().filter(|(ip, _)| ip == "10.0.0.3").count() as i64
+    );
 }
 
 #[test]
