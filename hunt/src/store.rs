@@ -980,9 +980,13 @@ pub fn maintain(dir: &Path, cfg: &StoreConfig) -> Result<MaintenanceReport> {
     Ok(report)
 }
 
+/// Small files that merge together: their schema, whether they are re-encoded (LZ4
+/// files) rather than stitched, and each file's name and rows.
+type MergeGroup = (SchemaRef, bool, Vec<(String, usize)>);
+
 fn compact_partition(hdir: &Path, table: Table, cfg: &StoreConfig) -> Result<(u64, u64)> {
     // Small files grouped by schema: only files of one schema merge into one file.
-    let mut groups: BTreeMap<String, (SchemaRef, bool, Vec<(String, usize)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, MergeGroup> = BTreeMap::new();
     for (name, path) in files(hdir)? {
         if name.starts_with('.') || !name.ends_with(".parquet") {
             continue;
