@@ -17,9 +17,10 @@
 //! commit of a busy stream) is written in its final form: events sorted by client address
 //! then time, compressed at `zstd_level`. Smaller flushes (a quiet stream) are written fast
 //! instead: arrival order, LZ4. Maintenance merges a finished hour's small files (at least
-//! `compact_min_files` of one kind): final-form files by copying their row groups into one
-//! file without decoding anything, LZ4 files by reading them back, sorting the rows and
-//! compressing them at `zstd_level`. So in a merged file of a busy hour each row group is
+//! `compact_min_files` of one kind): final-form files (their footer says so) by copying
+//! their row groups into one file without decoding anything, the others (LZ4 flushes, and
+//! small files of older builds) by reading them back, sorting the rows and compressing
+//! them at `zstd_level`. So in a merged file of a busy hour each row group is
 //! sorted on its own (page statistics of `source_ip` are narrow, row-group ones are not),
 //! and in a merged file of a quiet hour the whole file is sorted. `source_ip` and
 //! `client_id` carry bloom filters for exact lookups in every file.
@@ -56,6 +57,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::KeyValue;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
@@ -153,6 +155,12 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
 /// so LZ4 (about a third larger than zstd at level 1 on enriched events, for half the
 /// sink's compression time).
 pub const SMALL_FILE_COMPRESSION: Compression = Compression::LZ4_RAW;
+/// Footer key-value entry of a file written in its final form (sorted, at
+/// [`StoreConfig::zstd_level`]), which maintenance may merge by copying its row groups. A
+/// file without it (a fast LZ4 flush, or a small file of an older build) is re-encoded.
+const FINAL_FORM_KEY: &str = "gatewatch.form";
+const FINAL_FORM_VALUE: &str = "final";
+
 /// Default for [`StoreConfig::zstd_level`].
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Default for [`StoreConfig::retention_days`].
@@ -234,7 +242,14 @@ impl StoreConfig {
 
     fn writer_properties(&self, table: Table) -> Result<WriterProperties> {
         let level = ZstdLevel::try_new(self.zstd_level)?;
-        self.writer_properties_with(table, Compression::ZSTD(level))
+        let props = self.writer_properties_with(table, Compression::ZSTD(level))?;
+        Ok(props
+            .into_builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                FINAL_FORM_KEY.to_owned(),
+                FINAL_FORM_VALUE.to_owned(),
+            )]))
+            .build())
     }
 
     fn writer_properties_with(
@@ -999,15 +1014,18 @@ fn compact_partition(hdir: &Path, table: Table, cfg: &StoreConfig) -> Result<(u6
             continue;
         }
         let schema = builder.schema().clone();
-        // Files of one schema and one kind merge together: LZ4 files (written fast, in
-        // arrival order) are re-encoded; files already in their final encoding are
-        // stitched, their row groups copied as they are.
-        let rewrite = builder
+        // Files of one schema and one kind merge together: files already in their final
+        // form are stitched, their row groups copied as they are; the others (LZ4 files
+        // written fast, in arrival order) are re-encoded.
+        let rewrite = !builder
             .metadata()
-            .row_groups()
-            .iter()
-            .flat_map(|rg| rg.columns())
-            .any(|c| c.compression() == SMALL_FILE_COMPRESSION);
+            .file_metadata()
+            .key_value_metadata()
+            .is_some_and(|kv| {
+                kv.iter().any(|e| {
+                    e.key == FINAL_FORM_KEY && e.value.as_deref() == Some(FINAL_FORM_VALUE)
+                })
+            });
         let key = format!("{rewrite} {:?}", schema.fields());
         groups
             .entry(key)

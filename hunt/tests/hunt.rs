@@ -544,6 +544,50 @@ fn flushes_of_a_quarter_row_group_are_final_and_merged_by_copying_row_groups() {
 }
 
 #[test]
+fn small_files_without_the_final_form_mark_are_re_encoded_whatever_their_codec() {
+    // Small zstd files in arrival order, as an older build wrote every commit: nothing in
+    // them says they were sorted, so a merge sorts and re-encodes them.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        compact_min_files: 3,
+        ..StoreConfig::default()
+    };
+    let hour8 = tmp.path().join("events/date=2025-06-02/hour=08");
+    std::fs::create_dir_all(&hour8).unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    for i in 0..3 {
+        let b = batch(10, T0 + i * 60_000_000, 1_000_000);
+        let f = std::fs::File::create(hour8.join(format!("part-old-{i}.parquet"))).unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(f, b.schema(), Some(props.clone())).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    }
+    let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+    commit(&mut store, batch(1, T0 + HOUR_US, 1_000_000));
+    let report = maintain(tmp.path(), &cfg).unwrap();
+    assert_eq!((report.files_merged, report.files_written), (3, 1));
+    let merged = parquet_files(&hour8);
+    assert_eq!(merged.len(), 1);
+    let rows = file_rows(&merged[0]);
+    assert_eq!(rows.len(), 30);
+    assert!(is_sorted(&rows), "re-encoded and sorted: {rows:?}");
+    // The merged file is in its final form and says so.
+    let file = std::fs::File::open(&merged[0]).unwrap();
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .unwrap();
+    let kv = meta.file_metadata().key_value_metadata().unwrap();
+    assert!(
+        kv.iter()
+            .any(|e| e.key == "gatewatch.form" && e.value.as_deref() == Some("final")),
+        "{kv:?}"
+    );
+}
+
+#[test]
 fn retention_drops_old_days() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = StoreConfig {
