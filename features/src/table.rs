@@ -10,10 +10,10 @@
 //! Why adjacent slots rather than random ones: a slot's position says nothing about how
 //! recently its entity was seen (a freed slot goes to the next new entity, wherever it
 //! is), so a run of slots is as good a sample as random draws, and it is four adjacent
-//! cache lines the hardware fetches in order instead of eight scattered misses. Each window the hand
-//! passes loses one entity and gains the newcomer, so after a full turn every window holds
-//! one entity younger than a turn and the oldest of the rest goes: a clock over the slots
-//! that evicts by recency within each window.
+//! cache lines the hardware fetches in order instead of eight scattered misses. Each
+//! window the hand passes loses one entity and gains the newcomer, so after a full turn
+//! every window holds one entity younger than a turn and the oldest of the rest goes: a
+//! clock over the slots that evicts by recency within each window.
 //!
 //! Layout, for speed at hundreds of thousands of entities, where every lookup misses the
 //! cache: the index is an open-addressing array of `(key, slot)` pairs probed linearly, so a
@@ -369,11 +369,7 @@ impl Table {
         if self.prefetched >= want {
             return;
         }
-        let start = (self.hand + self.prefetched) % n;
-        let len = want - self.prefetched;
-        let head = len.min(n - start);
-        mem::prefetch_span(&self.meta, start, head);
-        mem::prefetch_span(&self.meta, 0, len - head);
+        self.prefetch_slots((self.hand + self.prefetched) % n, want - self.prefetched);
         self.prefetched = want;
     }
 
@@ -404,9 +400,13 @@ impl Table {
     /// Asks the cache for the slots the TTL sweep of the next `events` events will visit.
     pub fn prefetch_sweep(&self, events: usize) {
         let n = self.meta.len();
-        let len = (events * SWEEP).min(n);
-        let start = (self.sweep + 1) % n.max(1);
-        let head = len.min(n - start);
+        self.prefetch_slots((self.sweep + 1) % n.max(1), (events * SWEEP).min(n));
+    }
+
+    /// Asks the cache for the bookkeeping of `len` slots from `start` (`< n`, or 0 with no
+    /// slots), wrapping past the last slot to the first; `len` is at most the slot count.
+    fn prefetch_slots(&self, start: usize, len: usize) {
+        let head = len.min(self.meta.len() - start);
         mem::prefetch_span(&self.meta, start, head);
         mem::prefetch_span(&self.meta, 0, len - head);
     }

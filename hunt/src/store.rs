@@ -811,16 +811,29 @@ fn write_parquet_atomic(
     let Some(first) = batches.first() else {
         return Ok(0);
     };
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(name);
-    let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
     let props = float_columns_without_dictionary(props, &first.schema());
-    let result = (|| -> Result<u64> {
+    write_file_atomic(dir, name, |file| {
         let mut w = ArrowWriter::try_new(file, first.schema(), Some(props))?;
         for b in batches {
             w.write(b)?;
         }
-        let file = w.into_inner()?;
+        Ok(w.into_inner()?)
+    })
+}
+
+/// Creates `dir/name` through a hidden temporary file that `write` fills: synced before
+/// the rename and the directory synced after it, the temporary file removed on failure.
+/// Returns the file's size.
+fn write_file_atomic(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(File) -> Result<File>,
+) -> Result<u64> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    let result = (|| -> Result<u64> {
+        let file = write(file)?;
         file.sync_all().map_err(Error::io("sync", &tmp))?;
         let len = file.metadata().map_err(Error::io("stat", &tmp))?.len();
         fs::rename(&tmp, &dst).map_err(Error::io("rename", &tmp))?;
@@ -1140,10 +1153,7 @@ fn stitch_files(hdir: &Path, inputs: &[String]) -> Result<()> {
             .build(),
     );
     let journal = write_journal(hdir, &id, &out, inputs)?;
-    let tmp = hdir.join(format!(".{out}.tmp"));
-    let dst = hdir.join(&out);
-    let result = (|| -> Result<()> {
-        let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    write_file_atomic(hdir, &out, |file| {
         let mut w = SerializedFileWriter::new(file, schema, props)?;
         for (src, meta) in &sources {
             for (g, rg) in meta.row_groups().iter().enumerate() {
@@ -1166,15 +1176,8 @@ fn stitch_files(hdir: &Path, inputs: &[String]) -> Result<()> {
                 rg_out.close()?;
             }
         }
-        let file = w.into_inner()?;
-        file.sync_all().map_err(Error::io("sync", &tmp))?;
-        fs::rename(&tmp, &dst).map_err(Error::io("rename", &tmp))?;
-        sync_dir(hdir)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
+        Ok(w.into_inner()?)
+    })?;
     finish_merge(hdir, &id, &journal)
 }
 

@@ -353,13 +353,19 @@ fn compaction_merges_small_files_and_a_crashed_merge_is_finished() {
     assert_eq!(count(&s, &rt, "SELECT count(*) FROM events"), 75);
 }
 
+/// A Parquet file's footer, with its page index where it has one.
+fn footer(path: &Path) -> parquet::file::metadata::ParquetMetaData {
+    let file = std::fs::File::open(path).unwrap();
+    parquet::file::metadata::ParquetMetaDataReader::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
+        .parse_and_finish(&file)
+        .unwrap()
+}
+
 /// The compression codecs of a file's column chunks.
 fn codecs(path: &Path) -> BTreeSet<String> {
-    let file = std::fs::File::open(path).unwrap();
-    let builder =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    let meta = builder.metadata();
-    meta.row_groups()
+    footer(path)
+        .row_groups()
         .iter()
         .flat_map(|rg| rg.columns().iter())
         .map(|c| match c.compression() {
@@ -495,11 +501,8 @@ fn flushes_of_a_quarter_row_group_are_final_and_merged_by_copying_row_groups() {
         })
         .collect();
     assert_eq!(stitched.len(), 1);
+    let meta = footer(stitched[0]);
     let file = std::fs::File::open(stitched[0]).unwrap();
-    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
-        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional)
-        .parse_and_finish(&file)
-        .unwrap();
     assert_eq!(meta.num_row_groups(), 3, "one row group per input, copied");
     assert!(meta.offset_index().is_some(), "page index kept");
     // Each row group is one input: sorted within itself, bloom filter of source_ip kept.
@@ -575,10 +578,7 @@ fn small_files_without_the_final_form_mark_are_re_encoded_whatever_their_codec()
     assert_eq!(rows.len(), 30);
     assert!(is_sorted(&rows), "re-encoded and sorted: {rows:?}");
     // The merged file is in its final form and says so.
-    let file = std::fs::File::open(&merged[0]).unwrap();
-    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
-        .parse_and_finish(&file)
-        .unwrap();
+    let meta = footer(&merged[0]);
     let kv = meta.file_metadata().key_value_metadata().unwrap();
     assert!(
         kv.iter()
