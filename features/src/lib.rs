@@ -33,6 +33,7 @@ pub mod hash;
 pub mod hll;
 mod input;
 pub mod inventory;
+mod math;
 mod mem;
 pub mod openapi;
 pub mod request;

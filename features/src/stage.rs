@@ -29,13 +29,13 @@ use crate::config::{ClientKey, FeatureConfig, Resolved};
 use crate::hash::{combine, hash64};
 use crate::input::{Columns, opt};
 use crate::inventory::{Endpoint, Inventory};
-use crate::mem;
 use crate::openapi::{Spec, SpecMatch, seg_hash};
 use crate::request::{Lexer, Lexical, Markers};
 use crate::table::Table;
 use crate::template::{IdSpan, LearnConfig, Templater};
 use crate::window::{Geometry, Landing, Rings};
 use crate::{Error, Result};
+use crate::{math, mem};
 
 /// Seeds of the key hashes (distinct so the entity kinds never share a key space).
 const SEED_CLIENT: u64 = 1;
@@ -1041,8 +1041,8 @@ impl FeatureStage {
         }
 
         // Features.
-        let lb = (resp as f64).ln_1p() as f32;
-        let ll = latency.ln_1p() as f32;
+        let lb = math::ln_1p(resp as f64);
+        let ll = math::ln_1p(latency);
         let mut lex = self.lexer.request_features(path, query, body);
         ua_markers.add_to(&mut lex);
         let mut row = std::mem::take(&mut self.row);
@@ -1109,7 +1109,7 @@ impl FeatureStage {
             cw[7][s] = ratio(ptot[2], ptot[1]);
             cw[8][s] = ptot[0] as f32;
             if bytes != last_bytes.0 {
-                last_bytes = (bytes, (bytes as f64).ln_1p() as f32);
+                last_bytes = (bytes, math::ln_1p(bytes as f64));
             }
             cw[9][s] = last_bytes.1;
             cw[10][s] = tot[5] as f32;
@@ -1161,7 +1161,7 @@ impl FeatureStage {
         let (rate_ratio, z_own, z_pop) = if known {
             let (rate_now, bytes_now) = if seen_now < 1.0 {
                 let bytes = f64::from(bytes_now).exp_m1() / f64::from(seen_now);
-                (cw[0][r] / seen_now, bytes.ln_1p() as f32)
+                (cw[0][r] / seen_now, math::ln_1p(bytes))
             } else {
                 (cw[0][r], bytes_now)
             };
@@ -1178,9 +1178,9 @@ impl FeatureStage {
             z_own,
             z_pop,
             cv,
-            m.gap_mean.max(0.0).ln_1p(),
+            math::ln_1p(f64::from(m.gap_mean.max(0.0))),
             priv_unusual,
-            ((t.saturating_sub(self.clients.first_seen(cs)).max(0) as f64) / 1e6).ln_1p() as f32,
+            math::ln_1p((t.saturating_sub(self.clients.first_seen(cs)).max(0) as f64) / 1e6),
             base[B_RATE],
             base[B_IDS],
             base[B_BYTES],
@@ -1309,7 +1309,7 @@ impl FeatureStage {
         let mut v = [0f32; BASELINES];
         v[B_RATE] = req as f32 / (self.span_secs(r) * seen);
         v[B_IDS] = self.client_meta[cs].last_ids;
-        v[B_BYTES] = (bytes as f64 / f64::from(seen)).ln_1p() as f32;
+        v[B_BYTES] = math::ln_1p(bytes as f64 / f64::from(seen));
         v[B_AUTHFAIL] = ratio(af, req);
         v[B_ENDPOINTS] = self.client_rings.distinct(cs, r, 0);
         let alpha = self.cfg.baseline_alpha;
@@ -1517,7 +1517,7 @@ fn push_request(row: &mut Vec<f32>, l: &Lexical, f: &RequestFlags) {
         f32::from(f.class),
         b(f.authfail),
         f.resp_log,
-        (f.req_bytes as f64).ln_1p() as f32,
+        math::ln_1p(f.req_bytes as f64),
         f.latency_log,
         b(f.authenticated),
         b(f.privileged),
