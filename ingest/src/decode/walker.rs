@@ -332,13 +332,29 @@ const fn lanes(b: u8) -> u64 {
 
 /// Index of the first `"`, `\` or control byte (< 0x20) at or after `i`, or `b.len()`.
 ///
-/// Strings are the bulk of every record, so this runs eight bytes at a time. For each
-/// lane, `(x - 1) & !x` has its top bit set when `x` is zero (and `(w - 0x20) & !w` when
-/// the byte is below 0x20); a borrow can only carry into lanes above a real match, so
-/// the lowest flagged lane is always a real one.
+/// Strings are the bulk of every record, so this runs sixteen bytes at a time in vector
+/// registers (`wide`: SSE2 on x86-64, NEON on aarch64, plain lanes elsewhere) while
+/// sixteen are left, then eight at a time in a word. In the word, for each lane,
+/// `(x - 1) & !x` has its top bit set when `x` is zero (and `(w - 0x20) & !w` when the
+/// byte is below 0x20); a borrow can only carry into lanes above a real match, so the
+/// lowest flagged lane is always a real one.
 #[inline]
 fn find_special(b: &[u8], mut i: usize) -> usize {
+    use wide::u8x16;
     const HIGH: u64 = lanes(0x80);
+    while let Some(chunk) = b.get(i..i + 16) {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(chunk);
+        let v = u8x16::new(bytes);
+        let hits = v.simd_eq(u8x16::splat(b'"'))
+            | v.simd_eq(u8x16::splat(b'\\'))
+            | v.simd_lt(u8x16::splat(0x20));
+        let mask = hits.to_bitmask();
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
     while let Some(chunk) = b.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
@@ -1354,7 +1370,7 @@ mod tests {
 
     #[test]
     fn string_scan_finds_every_special_byte_in_every_lane() {
-        for len in 0..40 {
+        for len in 0..72 {
             for at in 0..len {
                 for special in [b'"', b'\\', 0x00, 0x1f] {
                     let mut b = vec![b'a'; len];
