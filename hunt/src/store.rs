@@ -267,6 +267,10 @@ impl StoreConfig {
             for c in ["source_ip", "client_id"] {
                 b = b.set_column_bloom_filter_enabled(ColumnPath::from(c), true);
             }
+            // Every request has its own id: a dictionary would hash each one, fill up and
+            // fall back to plain values anyway, after writing a dictionary page of ids
+            // that no other row shares.
+            b = b.set_column_dictionary_enabled(ColumnPath::from(UNIQUE_PER_ROW), false);
         }
         Ok(b.build())
     }
@@ -660,6 +664,9 @@ fn split_by_hour(batch: &RecordBatch, hours: &[i64]) -> Result<Vec<(i64, RecordB
         })
         .collect()
 }
+
+/// The events column that holds a different value in every row (the request id).
+const UNIQUE_PER_ROW: &str = "http_request_id";
 
 /// The columns events are sorted by before they are written, so that a file's row
 /// groups and pages cover narrow ranges of clients and time and their statistics let a

@@ -973,3 +973,41 @@ fn hunt_library_finds_its_scenarios() {
         );
     }
 }
+
+#[test]
+fn request_ids_are_written_without_a_dictionary_and_addresses_with_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = Store::open(tmp.path(), StoreConfig::default()).unwrap();
+    let b = batch(64, T0, 1_000_000);
+    let ids: Vec<String> = (0..64).map(|i| format!("req-{i:08x}")).collect();
+    let mut fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("http_request_id", DataType::Utf8, true));
+    let mut cols = b.columns().to_vec();
+    cols.push(Arc::new(StringArray::from(ids)));
+    commit(
+        &mut store,
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
+    );
+    let files = parquet_files(&tmp.path().join("events/date=2025-06-02/hour=08"));
+    assert_eq!(files.len(), 1);
+    let meta = footer(&files[0]);
+    let rg = meta.row_group(0);
+    let dictionary = |name: &str| {
+        let c = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .unwrap();
+        c.dictionary_page_offset().is_some()
+    };
+    assert!(
+        !dictionary("http_request_id"),
+        "request ids: no dictionary page"
+    );
+    assert!(dictionary("source_ip"), "addresses repeat: dictionary kept");
+}
