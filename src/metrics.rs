@@ -45,7 +45,7 @@ pub struct Metrics {
     pub state_bytes: AtomicI64,
     /// Late events (behind the watermark).
     pub late_events: AtomicU64,
-    /// Events written to the store.
+    /// Events appended to the store (buffered until its next flush).
     pub stored_events: AtomicU64,
     /// Model swaps (initial training and retrains).
     pub model_swaps: AtomicU64,
@@ -218,7 +218,7 @@ impl Metrics {
         counter(
             &mut s,
             "gatewatch_stored_events_total",
-            "Events written to the Parquet store.",
+            "Events handed to the Parquet store (on disk from its next flush).",
             g(&self.stored_events),
         );
         counter(
