@@ -153,12 +153,18 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// The fields of `/proc/<pid>/stat` after the parenthesised command name (state first);
+/// empty when the process is gone.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace().map(str::to_owned).collect()
+}
+
 /// User + system CPU seconds of a process, all its threads.
 fn cpu_secs(pid: u32, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = stat_fields(pid);
+    // utime and stime are the 14th and 15th fields of the whole line.
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (get(11) + get(12)) / ticks
 }
@@ -166,7 +172,7 @@ fn cpu_secs(pid: u32, ticks: f64) -> f64 {
 /// `kill -TERM pid`, then its user + system CPU seconds once it has exited (read while it
 /// is a zombie: the whole thread group's times, every thread included), then reaps it.
 /// `None` when it did not exit within a minute (it is killed).
-fn stop_and_cpu(mut child: Child, ticks: f64) -> Option<f64> {
+fn stop(mut child: Child, ticks: f64) -> Option<f64> {
     let pid = child.id();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -174,11 +180,7 @@ fn stop_and_cpu(mut child: Child, ticks: f64) -> Option<f64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut cpu = None;
     while Instant::now() < deadline {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next());
-        if state == Some("Z") {
+        if stat_fields(pid).first().is_some_and(|state| state == "Z") {
             cpu = Some(cpu_secs(pid, ticks));
             break;
         }
@@ -262,21 +264,6 @@ fn start_run(a: &Args, config: &Path, data: &Path, port: u16) -> Child {
         .unwrap_or_else(|e| fail(&format!("starting gatewatch run: {e}")))
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 fn main() {
     let a = parse_args();
     let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
@@ -333,7 +320,7 @@ fn main() {
         throughput(&a, dir, &u, &model, &spec, ticks);
     }
     if a.rate > 0 {
-        latency(&a, dir, &u, &model, &spec);
+        latency(&a, dir, &u, &model, &spec, ticks);
     }
 }
 
@@ -385,7 +372,7 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
         }
     };
     let alerts_n = metric(port, "gatewatch_incidents_opened_total").unwrap_or(f64::NAN);
-    let cpu_to_exit = stop_and_cpu(child, ticks)
+    let cpu_to_exit = stop(child, ticks)
         .map(|c| c - c0)
         .unwrap_or_else(|| fail("the processor did not exit within a minute of SIGTERM"));
     if let Some(keep) = &a.keep_data {
@@ -416,7 +403,7 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
     );
 }
 
-fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
+fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64) {
     let input = format!("e2e-live-{u}");
     let alerts = format!("e2e-live-alerts-{u}");
     admin::create_topic(&a.brokers, &input, a.partitions, Duration::from_secs(30))
@@ -516,7 +503,7 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path) {
     let opened = metric(port, "gatewatch_incidents_opened_total").unwrap_or(f64::NAN);
     let late = metric(port, "gatewatch_late_events_total").unwrap_or(f64::NAN);
     let swaps = metric(port, "gatewatch_model_swaps_total").unwrap_or(f64::NAN);
-    stop(child);
+    stop(child, ticks);
     let kept_up = match first_in {
         Some((t, e)) if last_in.0 > t => (last_in.1 - e) / (last_in.0 - t).as_secs_f64(),
         _ => 0.0,

@@ -57,21 +57,29 @@ fn commit(store: &mut Store, b: RecordBatch) {
     store.flush().unwrap();
 }
 
-/// `batch` plus a Float32 feature column, as the events table grows.
-fn batch_with_feature(n: usize, t0: i64) -> RecordBatch {
-    let b = batch(n, t0, 1_000_000);
+/// `b` with one more column at the end.
+fn with_column(b: &RecordBatch, field: Field, values: ArrayRef) -> RecordBatch {
     let mut fields: Vec<Field> = b
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields.push(Field::new("f_test", DataType::Float32, true));
+    fields.push(field);
     let mut cols = b.columns().to_vec();
-    cols.push(Arc::new(Float32Array::from(
-        (0..n).map(|i| i as f32).collect::<Vec<_>>(),
-    )));
+    cols.push(values);
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+/// `batch` plus a Float32 feature column, as the events table grows.
+fn batch_with_feature(n: usize, t0: i64) -> RecordBatch {
+    with_column(
+        &batch(n, t0, 1_000_000),
+        Field::new("f_test", DataType::Float32, true),
+        Arc::new(Float32Array::from(
+            (0..n).map(|i| i as f32).collect::<Vec<_>>(),
+        )),
+    )
 }
 
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
@@ -978,20 +986,14 @@ fn hunt_library_finds_its_scenarios() {
 fn request_ids_are_written_without_a_dictionary_and_addresses_with_one() {
     let tmp = tempfile::tempdir().unwrap();
     let mut store = Store::open(tmp.path(), StoreConfig::default()).unwrap();
-    let b = batch(64, T0, 1_000_000);
     let ids: Vec<String> = (0..64).map(|i| format!("req-{i:08x}")).collect();
-    let mut fields: Vec<Field> = b
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("http_request_id", DataType::Utf8, true));
-    let mut cols = b.columns().to_vec();
-    cols.push(Arc::new(StringArray::from(ids)));
     commit(
         &mut store,
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
+        with_column(
+            &batch(64, T0, 1_000_000),
+            Field::new("http_request_id", DataType::Utf8, true),
+            Arc::new(StringArray::from(ids)),
+        ),
     );
     let files = parquet_files(&tmp.path().join("events/date=2025-06-02/hour=08"));
     assert_eq!(files.len(), 1);
