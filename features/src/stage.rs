@@ -188,6 +188,8 @@ struct Builders {
     net: StringBuilder,
     id: StringBuilder,
     late: BooleanBuilder,
+    /// The feature values of the chunk in flight.
+    row: RowOut,
 }
 
 /// What the first pass works out for one row (see [`FeatureStage::prepare`]).
@@ -315,7 +317,6 @@ pub struct FeatureStage {
     segs: Vec<u64>,
     /// Per network slot: the network it holds and its text.
     net_text: Vec<(Option<NetAddr>, String)>,
-    row: Vec<f32>,
 }
 
 impl std::fmt::Debug for FeatureStage {
@@ -390,7 +391,6 @@ impl FeatureStage {
             tmpl_arenas: std::array::from_fn(|_| String::with_capacity(CHUNK * 64)),
             segs: Vec::with_capacity(32),
             net_text: Vec::new(),
-            row: Vec::with_capacity(names.len()),
             lexer: Lexer::new(),
             schema_cache: None,
             names,
@@ -532,6 +532,10 @@ impl FeatureStage {
             net: StringBuilder::with_capacity(rows, rows * 16),
             id: StringBuilder::with_capacity(rows, rows * 4),
             late: BooleanBuilder::with_capacity(rows),
+            row: RowOut {
+                runs: vec![0.0; CHUNK * nf],
+                at: 0,
+            },
         };
         let cache = self.dict_cache(&cols);
         // Rows go in chunks, three at a time in flight: while the events of chunk `c` run,
@@ -540,7 +544,6 @@ impl FeatureStage {
         // so the events find their state there instead of waiting for memory.
         let mut arenas = std::mem::take(&mut self.tmpl_arenas);
         let mut pres: [Vec<Pre<'_>>; PIPELINE] = Default::default();
-        let mut chunk_cols: Vec<f32> = vec![0.0; CHUNK * nf];
         let chunks = rows.div_ceil(CHUNK);
         for c in 0..chunks.min(PIPELINE - 1) {
             self.fill(&cols, &cache, c, rows, &mut pres[c], &mut arenas[c]);
@@ -563,14 +566,12 @@ impl FeatureStage {
             // output column then gets a short run of adjacent values instead of every
             // column one value per event.
             for (j, (i, p)) in (start..end).zip(&pres[k]).enumerate() {
+                b.row.at = j;
                 self.event(&cols, &cache, i, p, &arenas[k], &mut b);
-                debug_assert_eq!(self.row.len(), nf);
-                for (run, &v) in chunk_cols.chunks_exact_mut(CHUNK).zip(&self.row) {
-                    run[j] = v;
-                }
+                debug_assert_eq!(b.row.at, j + nf * CHUNK);
             }
             let len = end - start;
-            for (col, run) in out.iter_mut().zip(chunk_cols.chunks_exact(CHUNK)) {
+            for (col, run) in out.iter_mut().zip(b.row.runs.chunks_exact(CHUNK)) {
                 col.extend(run[..len].iter().map(|&v| finite(v)));
             }
         }
@@ -1045,10 +1046,9 @@ impl FeatureStage {
         let ll = math::ln_1p(latency);
         let mut lex = self.lexer.request_features(path, query, body);
         ua_markers.add_to(&mut lex);
-        let mut row = std::mem::take(&mut self.row);
-        row.clear();
+        let row = &mut out.row;
         push_request(
-            &mut row,
+            row,
             &lex,
             &RequestFlags {
                 mcode,
@@ -1248,7 +1248,6 @@ impl FeatureStage {
             1.0
         };
         row.extend_from_slice(&[ep_ratio, bz, lz]);
-        self.row = row;
     }
 
     #[inline]
@@ -1487,7 +1486,7 @@ struct RequestFlags {
     zombie: bool,
 }
 
-fn push_request(row: &mut Vec<f32>, l: &Lexical, f: &RequestFlags) {
+fn push_request(row: &mut RowOut, l: &Lexical, f: &RequestFlags) {
     let b = |v: bool| f32::from(u8::from(v));
     row.extend_from_slice(&[
         l.path_depth,
@@ -1529,6 +1528,26 @@ fn push_request(row: &mut Vec<f32>, l: &Lexical, f: &RequestFlags) {
         b(f.undeclared),
         b(f.zombie),
     ]);
+}
+
+/// Where [`FeatureStage::event`] writes an event's feature values: straight into the
+/// event's place in the chunk's column-major buffer (`CHUNK` values per column), so the
+/// values are stored once, already transposed, instead of into a row that is then copied
+/// column by column.
+struct RowOut {
+    runs: Vec<f32>,
+    /// Index of the next value: the event's row in the run of the next column.
+    at: usize,
+}
+
+impl RowOut {
+    #[inline]
+    fn extend_from_slice(&mut self, values: &[f32]) {
+        for &v in values {
+            self.runs[self.at] = v;
+            self.at += CHUNK;
+        }
+    }
 }
 
 /// Checks that the catalogue's groups have the sizes the stage fills (a compile-time
