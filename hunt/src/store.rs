@@ -162,8 +162,8 @@ const FINAL_FORM_KEY: &str = "gatewatch.form";
 const FINAL_FORM_VALUE: &str = "final";
 
 /// Default for [`StoreConfig::zstd_level`]. Level 1 rather than 3: on enriched events
-/// (a hundred float columns, mostly noise in their low bytes) level 3 buys about 1 % less
-/// disk for about 7 % more of the whole processor's CPU per event (BENCHMARKS.md).
+/// (122 of their 158 columns floats) level 3 bought about 1 % less disk for about 7 % more
+/// of the whole processor's CPU per event (BENCHMARKS.md).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 /// Default for [`StoreConfig::retention_days`].
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
