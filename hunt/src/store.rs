@@ -48,12 +48,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::{
-    SortColumn, SortOptions, cast, concat, concat_batches, interleave_record_batch,
-    lexsort_to_indices, take_record_batch,
+    SortColumn, SortOptions, cast, concat, concat_batches, interleave, lexsort_to_indices,
+    take_record_batch,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
@@ -486,17 +487,28 @@ impl Store {
         let sort = table == Table::Events && encode_final;
         // Unsorted rows go to the writer as the batches they came in (sliced where a file
         // ends), not concatenated first: the writer copies them into pages anyway.
-        let files = if sort {
-            let batch = combine(&first.schema(), &buf.batches, true)?;
-            split_into_files(std::slice::from_ref(&batch), self.cfg.max_file_rows)
+        let picks = if sort {
+            sorted_picks(&first.schema(), &buf.batches)?
         } else {
-            split_into_files(&buf.batches, self.cfg.max_file_rows)
+            None
         };
-        drop(buf);
+        let files: Vec<FileRows<'_>> = match &picks {
+            Some(picks) => picks
+                .chunks(self.cfg.max_file_rows.max(1))
+                .map(|picks| FileRows::Gathered {
+                    from: &buf.batches,
+                    picks,
+                })
+                .collect(),
+            None => split_into_files(&buf.batches, self.cfg.max_file_rows)
+                .into_iter()
+                .map(FileRows::Batches)
+                .collect(),
+        };
         let pdir = partition_dir(&self.dir, table, hour);
         fs::create_dir_all(&pdir).map_err(Error::io("create", &pdir))?;
-        for parts in files {
-            let len: usize = parts.iter().map(|b| b.num_rows()).sum();
+        for rows in files {
+            let len = rows.len();
             self.file_counter += 1;
             let name = format!("part-{}-{:06}.parquet", self.writer_id, self.file_counter);
             let props = if encode_final {
@@ -504,7 +516,7 @@ impl Store {
             } else {
                 &self.small_props[&table]
             };
-            let bytes = write_parquet_atomic(&pdir, &name, &parts, props)?;
+            let bytes = write_parquet_atomic(&pdir, &name, rows, props)?;
             self.stats.files_written += 1;
             self.stats.rows_written += len as u64;
             self.stats.bytes_written += bytes;
@@ -519,7 +531,7 @@ impl Store {
         let bytes = write_parquet_atomic(
             &dir,
             INVENTORY_FILE,
-            std::slice::from_ref(batch),
+            FileRows::Batches(vec![batch.clone()]),
             &self.props[&Table::Endpoints],
         )?;
         self.stats.files_written += 1;
@@ -675,23 +687,25 @@ const UNIQUE_PER_ROW: &str = "http_request_id";
 /// client or time filter skip them.
 const PRUNING_ORDER: [&str; 2] = ["source_ip", TIMESTAMP_COLUMN];
 
-/// `batches` as one batch, sorted by [`PRUNING_ORDER`] when `sort` is set. Sorted rows are
-/// gathered straight from the batches: only the sort keys are concatenated first, not
-/// every column (concatenating all of them and then reordering copied each value twice).
-fn combine(schema: &SchemaRef, batches: &[RecordBatch], sort: bool) -> Result<RecordBatch> {
+/// Where the rows of `batches` go when sorted by [`PRUNING_ORDER`]: (batch, row within
+/// it) in the order they are written. `None` when the schema has none of the sort columns
+/// or there are fewer than two rows. Only the sort keys are concatenated; the rows
+/// themselves are gathered from the batches as they are written (see [`FileRows`]).
+fn sorted_picks(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Option<Vec<(usize, usize)>>> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut keys = Vec::new();
-    if sort {
-        for name in PRUNING_ORDER {
-            let Ok(i) = schema.index_of(name) else {
-                continue;
-            };
-            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
-            keys.push(concat(&parts)?);
-        }
+    for name in PRUNING_ORDER {
+        let Ok(i) = schema.index_of(name) else {
+            continue;
+        };
+        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+        keys.push(concat(&parts)?);
     }
     if keys.is_empty() || rows < 2 {
-        return Ok(concat_batches(schema, batches)?);
+        return Ok(None);
     }
     let order = pruning_order(&keys)?;
     // Where each row of the concatenation lives: (batch, row within it).
@@ -699,9 +713,82 @@ fn combine(schema: &SchemaRef, batches: &[RecordBatch], sort: bool) -> Result<Re
     for (b, batch) in batches.iter().enumerate() {
         place.extend((0..batch.num_rows()).map(|r| (b, r)));
     }
-    let picks: Vec<(usize, usize)> = order.iter().map(|&g| place[g as usize]).collect();
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    Ok(interleave_record_batch(&refs, &picks)?)
+    Ok(Some(order.iter().map(|&g| place[g as usize]).collect()))
+}
+
+/// The rows of one file, in the order they are written.
+enum FileRows<'a> {
+    /// Batches (or slices of them) written as they are.
+    Batches(Vec<RecordBatch>),
+    /// The rows of `from` in the order of `picks` ((batch, row) pairs).
+    Gathered {
+        from: &'a [RecordBatch],
+        picks: &'a [(usize, usize)],
+    },
+}
+
+impl FileRows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            FileRows::Batches(b) => b.iter().map(|b| b.num_rows()).sum(),
+            FileRows::Gathered { picks, .. } => picks.len(),
+        }
+    }
+
+    fn schema(&self) -> Option<SchemaRef> {
+        match self {
+            FileRows::Batches(b) => b.first().map(|b| b.schema()),
+            FileRows::Gathered { from, picks } => from
+                .first()
+                .filter(|_| !picks.is_empty())
+                .map(|b| b.schema()),
+        }
+    }
+}
+
+/// Writes gathered rows one row group at a time and, within a row group, one column at a
+/// time: each column is gathered into the order of `picks` and encoded before the next
+/// one is gathered. A flush therefore never holds its rows twice over (a whole row group
+/// of 158 columns gathered at once is tens of megabytes, in buffers the system hands out
+/// fresh, and zeroes, on every flush), and the encoder reads a column while it is still
+/// in the cache. Gathering whole columns matters: the sorted order is unrelated to the
+/// order rows arrived in, so gathering a few thousand rows of every column at a time
+/// reads each column's source again for every slice, which was measured to be slower.
+fn write_gathered<W: std::io::Write + Send>(
+    writer: ArrowWriter<W>,
+    from: &[RecordBatch],
+    picks: &[(usize, usize)],
+    row_group_rows: usize,
+) -> Result<W> {
+    let Some(first) = from.first() else {
+        return Ok(writer.into_inner()?);
+    };
+    let schema = first.schema();
+    let (mut file, factory) = writer.into_serialized_writer()?;
+    for (index, group) in picks.chunks(row_group_rows.max(1)).enumerate() {
+        let mut columns = factory.create_column_writers(index)?.into_iter();
+        let mut done = Vec::with_capacity(columns.len());
+        for (c, field) in schema.fields().iter().enumerate() {
+            let sources: Vec<&dyn Array> = from.iter().map(|b| b.column(c).as_ref()).collect();
+            let array = interleave(&sources, group)?;
+            for leaf in compute_leaves(field, &array)? {
+                let mut w = columns.next().ok_or_else(|| {
+                    parquet::errors::ParquetError::General(format!(
+                        "no Parquet column writer left for column {}",
+                        field.name()
+                    ))
+                })?;
+                w.write(&leaf)?;
+                done.push(w.close()?);
+            }
+        }
+        let mut group_writer = file.next_row_group()?;
+        for chunk in done {
+            chunk.append_to_row_group(&mut group_writer)?;
+        }
+        group_writer.close()?;
+    }
+    Ok(file.into_inner()?)
 }
 
 /// Row order of `keys` (ascending, nulls last), as `lexsort_to_indices` gives it. The
@@ -876,24 +963,31 @@ fn float_columns_without_dictionary(
     b.build()
 }
 
-/// Writes `batches` to `dir/name` through a hidden temporary file, synced before the
-/// rename and the directory synced after it. Returns the file's size.
+/// Writes `rows` to `dir/name` through a hidden temporary file, synced before the
+/// rename and the directory synced after it. Returns the file's size (0, and no file,
+/// when there are no rows).
 fn write_parquet_atomic(
     dir: &Path,
     name: &str,
-    batches: &[RecordBatch],
+    rows: FileRows<'_>,
     props: &WriterProperties,
 ) -> Result<u64> {
-    let Some(first) = batches.first() else {
+    let Some(schema) = rows.schema() else {
         return Ok(0);
     };
-    let props = float_columns_without_dictionary(props, &first.schema());
+    let props = float_columns_without_dictionary(props, &schema);
+    let row_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
     write_file_atomic(dir, name, |file| {
-        let mut w = ArrowWriter::try_new(file, first.schema(), Some(props))?;
-        for b in batches {
-            w.write(b)?;
+        let mut w = ArrowWriter::try_new(file, schema, Some(props))?;
+        match rows {
+            FileRows::Batches(batches) => {
+                for b in &batches {
+                    w.write(b)?;
+                }
+                Ok(w.into_inner()?)
+            }
+            FileRows::Gathered { from, picks } => write_gathered(w, from, picks, row_group_rows),
         }
-        Ok(w.into_inner()?)
     })
 }
 
@@ -1170,10 +1264,20 @@ fn merge_files(
             batches.push(b?);
         }
     }
-    let batch = combine(schema, &batches, table == Table::Events)?;
-    drop(batches);
+    let picks = if table == Table::Events {
+        sorted_picks(schema, &batches)?
+    } else {
+        None
+    };
+    let rows = match &picks {
+        Some(picks) => FileRows::Gathered {
+            from: &batches,
+            picks,
+        },
+        None => FileRows::Batches(vec![concat_batches(schema, &batches)?]),
+    };
     let journal = write_journal(hdir, &id, &out, inputs)?;
-    write_parquet_atomic(hdir, &out, &[batch], props)?;
+    write_parquet_atomic(hdir, &out, rows, props)?;
     finish_merge(hdir, &id, &journal)
 }
 
@@ -1281,7 +1385,7 @@ mod tests {
     }
 
     #[test]
-    fn combined_batches_are_sorted_by_client_then_time() {
+    fn sorted_rows_are_written_by_client_then_time() {
         use arrow::array::{DictionaryArray, StringArray};
         use arrow::datatypes::{Field, Int32Type, Schema};
         let schema: SchemaRef = Arc::new(Schema::new(vec![
@@ -1366,7 +1470,22 @@ mod tests {
                 .any(|r| w.is_valid(r) && w.is_valid(r - 1) && w.value(r) == w.value(r - 1)),
             "the data has ties"
         );
-        let got = combine(&schema, &batches, true).unwrap();
+        // Written the way the store writes sorted rows, in row groups smaller than the
+        // data, and read back.
+        let picks = sorted_picks(&schema, &batches).unwrap().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(100))
+            .build();
+        let w = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
+        let file = write_gathered(w, &batches, &picks, 100).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        assert_eq!(
+            reader.metadata().num_row_groups(),
+            all.num_rows().div_ceil(100)
+        );
+        let read: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        let got = concat_batches(&schema, &read).unwrap();
         assert_eq!(got.num_rows(), all.num_rows());
         for c in 0..schema.fields().len() {
             let (g, w) = (got.column(c), want.column(c));
@@ -1374,8 +1493,14 @@ mod tests {
             let w = cast(w, &DataType::Utf8).unwrap();
             assert_eq!(&g, &w, "column {}", schema.field(c).name());
         }
-        // Unsorted tables are plain concatenations.
-        assert_eq!(combine(&schema, &batches, false).unwrap(), all);
+        // Nothing to sort by: no order.
+        let other = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let n = RecordBatch::try_new(
+            other.clone(),
+            vec![Arc::new(arrow::array::Int64Array::from(vec![2, 1]))],
+        )
+        .unwrap();
+        assert!(sorted_picks(&other, &[n]).unwrap().is_none());
     }
 
     #[test]
