@@ -23,7 +23,9 @@
 //! them at `zstd_level`. So in a merged file of a busy hour each row group is
 //! sorted on its own (page statistics of `source_ip` are narrow, row-group ones are not),
 //! and in a merged file of a quiet hour the whole file is sorted. `source_ip` and
-//! `client_id` carry bloom filters for exact lookups in every file.
+//! `client_id` carry bloom filters for exact lookups in every file. Sorted rows are
+//! gathered from the buffered batches one column at a time, each column encoded before
+//! the next is gathered, so a flush never holds its rows twice.
 //!
 //! [`Store::append`] buffers rows per partition (bounded in rows and bytes) and numbers
 //! every batch it accepts; [`Store::durable_seq`] says up to which batch everything is on
