@@ -196,7 +196,19 @@ impl Config {
         }
         self.store.validate().map_err(anyhow::Error::msg)?;
         self.sql.validate().map_err(anyhow::Error::msg)?;
-        self.features.resolve().map_err(anyhow::Error::msg)?;
+        let features = self.features.resolve().map_err(anyhow::Error::msg)?;
+        let names = gatewatch_features::catalog::feature_names(&features.suffixes);
+        if let Some(n) = self
+            .store
+            .extra_event_features
+            .iter()
+            .find(|n| !names.contains(n))
+        {
+            bail!(
+                "store.extra_event_features: `{n}` is not a feature column with the spans of \
+                 [features] (see features/FEATURES.md)"
+            );
+        }
         if self.log.level.trim().is_empty() {
             bail!("log.level must not be empty (try \"info\")");
         }

@@ -144,6 +144,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
                 .with_context(|| format!("opening the store in {}", data_dir.display()))?,
         )
     };
+    let stored = crate::pipeline::store_sink::StoredFeatures::from_config(config);
     // Small files from the periodic flushes below are merged in the background.
     let maintenance = match store.as_ref() {
         Some(st) => Some(st.spawn_maintenance().context("store maintenance")?),
@@ -288,7 +289,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         events += n;
         feed.record_batch(&out.events)?;
         if let Some(st) = store.as_mut() {
-            crate::pipeline::store_sink::append_processed(st, &out.events, &out.alerts)?;
+            crate::pipeline::store_sink::append_processed(st, &stored, &out.events, &out.alerts)?;
         }
         for s in feed.new_suppressions() {
             engine.scoring_mut().incidents_mut().add_suppression(s);
@@ -338,7 +339,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         let out = engine.process(&batch)?;
         feed.record_batch(&out.events)?;
         if let Some(st) = store.as_mut() {
-            crate::pipeline::store_sink::append_processed(st, &out.events, &out.alerts)?;
+            crate::pipeline::store_sink::append_processed(st, &stored, &out.events, &out.alerts)?;
         }
         for alert in &out.alerts {
             alerts_n += 1;

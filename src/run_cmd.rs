@@ -147,9 +147,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let sink = {
         let metrics = metrics.clone();
         let checkpoint = checkpoint.clone();
+        let stored = crate::pipeline::store_sink::StoredFeatures::from_config(config);
         std::thread::Builder::new()
             .name("gatewatch-sink".into())
-            .spawn(move || sink_loop(sink_rx, store, &metrics, &checkpoint, &acker))
+            .spawn(move || sink_loop(sink_rx, store, &stored, &metrics, &checkpoint, &acker))
             .context("starting the sink thread")?
     };
     let alerter = {
@@ -382,6 +383,7 @@ struct Processed {
 fn sink_loop(
     rx: std::sync::mpsc::Receiver<Processed>,
     mut store: gatewatch_hunt::Store,
+    stored: &crate::pipeline::store_sink::StoredFeatures,
     metrics: &Metrics,
     checkpoint: &std::path::Path,
     acker: &gatewatch_ingest::source::kafka::Acker,
@@ -394,7 +396,7 @@ fn sink_loop(
             let seq = match &p.events {
                 Some(events) => {
                     let seq = crate::pipeline::store_sink::append_processed(
-                        &mut store, events, &p.alerts,
+                        &mut store, stored, events, &p.alerts,
                     )?;
                     metrics
                         .stored_events

@@ -26,6 +26,14 @@ fn ok(c: &mut Command) -> String {
     err
 }
 
+/// Runs a command that must succeed; returns its stdout.
+fn ok_stdout(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{c:?} failed:\n{err}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// The "N events read, M learned" of train's last summary line.
 fn read_and_learned(stderr: &str) -> (u64, u64) {
     let line = stderr
@@ -102,6 +110,43 @@ fn trains_from_files_and_from_the_store() {
             "--data-dir",
         ])
         .arg(&data));
+    // Stored events keep the main features (`[store] event_features = "main"`): what the
+    // detectors read, not request-shape features no detector uses.
+    let first_row = |data: &Path| {
+        ok_stdout(
+            gatewatch()
+                .args(["query", "--format", "json", "--data-dir"])
+                .arg(data)
+                .arg("SELECT * FROM events LIMIT 1"),
+        )
+    };
+    let row = first_row(&data);
+    assert!(row.contains("\"f_client_distinct_ids_10m\""), "{row}");
+    assert!(row.contains("\"url_path\""), "{row}");
+    assert!(!row.contains("\"f_path_entropy\""), "{row}");
+    // `all` keeps every feature column.
+    let all = dir.path().join("all");
+    ok(gatewatch()
+        .env("GATEWATCH__STORE__EVENT_FEATURES", "all")
+        .args([
+            "demo",
+            "--quiet",
+            "--no-dashboard",
+            "--rate",
+            "0",
+            "--seed",
+            "4",
+        ])
+        .args([
+            "--duration",
+            "1m",
+            "--start",
+            "2026-01-05T09:00:00Z",
+            "--data-dir",
+        ])
+        .arg(&all));
+    let row = first_row(&all);
+    assert!(row.contains("\"f_path_entropy\""), "{row}");
     let from_store = dir.path().join("store.gwm");
     let err = ok(gatewatch()
         .args(["train", "--store"])

@@ -35,7 +35,7 @@ pub mod udf;
 pub use error::{Error, Result};
 pub use server::{SqlConfig, SqlServer};
 pub use session::{HuntSession, QueryLimits, QueryOutput};
-pub use store::{Store, StoreConfig, Table};
+pub use store::{EventFeatures, Store, StoreConfig, Table};
 
 /// The data directory every command uses unless `--data-dir` or `[store] data_dir` says
 /// otherwise.

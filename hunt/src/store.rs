@@ -145,7 +145,28 @@ pub struct StoreConfig {
     pub compact_small_file_rows: usize,
     /// Seconds between two background maintenance rounds.
     pub maintenance_interval_secs: u64,
+    /// Which `f_` feature columns a stored event keeps (every other column is always
+    /// kept). The stream processor applies it before appending events.
+    pub event_features: EventFeatures,
+    /// Feature columns kept on top of the main ones when `event_features = "main"`.
+    pub extra_event_features: Vec<String>,
 }
+
+/// `[store] event_features`: which feature columns go into the `events` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFeatures {
+    /// The features the detectors and the behaviour profiles read (what an alert's
+    /// evidence is made of), plus `extra_event_features`. Writing the others, most of the
+    /// table's columns, was about a third of the sink's CPU time.
+    #[default]
+    Main,
+    /// Every feature column the stage computes.
+    All,
+}
+
+/// Most names in [`StoreConfig::extra_event_features`].
+pub const MAX_EXTRA_EVENT_FEATURES: usize = 1024;
 
 /// Default for [`StoreConfig::max_file_rows`].
 pub const DEFAULT_MAX_FILE_ROWS: usize = 1_000_000;
@@ -164,9 +185,9 @@ pub const SMALL_FILE_COMPRESSION: Compression = Compression::LZ4_RAW;
 const FINAL_FORM_KEY: &str = "gatewatch.form";
 const FINAL_FORM_VALUE: &str = "final";
 
-/// Default for [`StoreConfig::zstd_level`]. Level 1 rather than 3: on enriched events
-/// (122 of their 158 columns floats) level 3 bought about 1 % less disk for about 7 % more
-/// of the whole processor's CPU per event (BENCHMARKS.md).
+/// Default for [`StoreConfig::zstd_level`]. Level 1 rather than 3: on enriched events with
+/// every feature kept (122 of their 158 columns floats) level 3 bought about 1 % less disk
+/// for about 7 % more of the whole processor's CPU per event (BENCHMARKS.md).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 /// Default for [`StoreConfig::retention_days`].
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
@@ -189,6 +210,8 @@ impl Default for StoreConfig {
             compact_min_files: DEFAULT_COMPACT_MIN_FILES,
             compact_small_file_rows: DEFAULT_COMPACT_SMALL_FILE_ROWS,
             maintenance_interval_secs: DEFAULT_MAINTENANCE_INTERVAL_SECS,
+            event_features: EventFeatures::Main,
+            extra_event_features: Vec::new(),
         }
     }
 }
@@ -231,6 +254,27 @@ impl StoreConfig {
             return bad(
                 "store.maintenance_interval_secs",
                 "must be at least 1".into(),
+            );
+        }
+        if self.extra_event_features.len() > MAX_EXTRA_EVENT_FEATURES {
+            return bad(
+                "store.extra_event_features",
+                format!(
+                    "at most {MAX_EXTRA_EVENT_FEATURES} names, got {}",
+                    self.extra_event_features.len()
+                ),
+            );
+        }
+        // Whether a name is one the feature stage computes depends on `[features]`
+        // (spans); the binary checks that. Here: only that it is a feature column's name.
+        if let Some(n) = self
+            .extra_event_features
+            .iter()
+            .find(|n| !n.starts_with("f_"))
+        {
+            return bad(
+                "store.extra_event_features",
+                format!("`{n}` is not a feature column (they start with `f_`)"),
             );
         }
         Ok(())
@@ -1556,5 +1600,18 @@ mod tests {
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("store.zstd_level"), "{e}");
         assert!(StoreConfig::default().validate().is_ok());
+        let cfg = StoreConfig {
+            extra_event_features: vec!["f_path_len".into(), "url_path".into()],
+            ..StoreConfig::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("store.extra_event_features") && e.contains("`url_path`"),
+            "{e}"
+        );
+        let cfg: StoreConfig =
+            toml::from_str("event_features = \"all\"\nextra_event_features = [\"f_x\"]").unwrap();
+        assert_eq!(cfg.event_features, EventFeatures::All);
+        assert!(toml::from_str::<StoreConfig>("event_features = \"some\"").is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! Enriched events, alerts, incidents and the API inventory into the Parquet store, with
 //! the commit rule of `gatewatch run`: a batch's offsets are acknowledged only once the
-//! store reports it durable.
+//! store reports it durable. Stored events keep the feature columns `[store]
+//! event_features` names ([`StoredFeatures`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -11,7 +13,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
-use gatewatch_hunt::{Store, Table};
+use gatewatch_hunt::{EventFeatures, Store, Table};
 use gatewatch_scoring::IncidentAlert;
 use gatewatch_scoring::evidence::evidence_sql;
 use gatewatch_scoring::ocsf::detection_finding;
@@ -91,14 +93,75 @@ pub fn alert_rows(alerts: &[IncidentAlert]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(schema), cols)?)
 }
 
-/// Appends one processed batch; returns the store's sequence number for it.
+/// The feature columns a stored event keeps. Every column that is not a feature (`f_…`)
+/// is always kept.
+#[derive(Debug, Clone)]
+pub struct StoredFeatures {
+    /// `None`: every feature column.
+    keep: Option<HashSet<String>>,
+}
+
+impl StoredFeatures {
+    /// From `[store] event_features` and `extra_event_features`. The main features are
+    /// those every built-in detector rule reads (its conditions and baselines, whether the
+    /// rule is switched on or not, so the table's columns do not change with a threshold
+    /// or an off switch) and those the behaviour profiles cluster on: the values an
+    /// alert's explanation quotes. A model-led alert can also quote another feature; its
+    /// value travels in the alert itself.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let keep = match config.store.event_features {
+            EventFeatures::All => None,
+            EventFeatures::Main => {
+                let mut keep: HashSet<String> = HashSet::new();
+                for rule in gatewatch_scoring::rules::builtin_rules() {
+                    for c in rule.when {
+                        keep.extend(c.features);
+                        keep.extend(c.baseline);
+                    }
+                }
+                keep.extend(config.models.trainer.profile_features.iter().cloned());
+                keep.extend(config.store.extra_event_features.iter().cloned());
+                Some(keep)
+            }
+        };
+        StoredFeatures { keep }
+    }
+
+    /// Whether the column `name` is stored.
+    pub fn keeps(&self, name: &str) -> bool {
+        match &self.keep {
+            None => true,
+            Some(keep) => !name.starts_with("f_") || keep.contains(name),
+        }
+    }
+
+    /// `events` with only the stored columns (no data is copied).
+    pub fn project(&self, events: &RecordBatch) -> Result<RecordBatch> {
+        if self.keep.is_none() {
+            return Ok(events.clone());
+        }
+        let idx: Vec<usize> = events
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| self.keeps(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        Ok(events.project(&idx)?)
+    }
+}
+
+/// Appends one processed batch, its events with the stored feature columns only; returns
+/// the store's sequence number for it.
 pub fn append_processed(
     store: &mut Store,
+    stored: &StoredFeatures,
     events: &RecordBatch,
     alerts: &[IncidentAlert],
 ) -> Result<u64> {
     let mut seq = store
-        .append(Table::Events, events.clone())
+        .append(Table::Events, stored.project(events)?)
         .context("storing events")?;
     if !alerts.is_empty() {
         let rows = alert_rows(alerts)?;
@@ -110,4 +173,90 @@ pub fn append_processed(
             .context("storing incidents")?;
     }
     Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use arrow::array::Float32Array;
+
+    fn config(text: &str) -> Config {
+        Config::from_parts(text, "t.toml", &[]).unwrap()
+    }
+
+    fn events(names: &[&str]) -> RecordBatch {
+        let fields: Vec<Field> = names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Float32, false))
+            .collect();
+        let cols: Vec<ArrayRef> = names
+            .iter()
+            .map(|_| Arc::new(Float32Array::from(vec![1.0f32])) as ArrayRef)
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+    }
+
+    fn names(b: &RecordBatch) -> Vec<String> {
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    #[test]
+    fn main_features_are_what_rules_and_profiles_read() {
+        let stored = StoredFeatures::from_config(&Config::default());
+        for rule in gatewatch_scoring::rules::builtin_rules() {
+            for c in &rule.when {
+                for f in c.features.iter().chain(&c.baseline) {
+                    assert!(stored.keeps(f), "{} reads {f}", rule.name);
+                }
+            }
+        }
+        for f in crate::pipeline::engine::DEFAULT_PROFILE_FEATURES {
+            assert!(stored.keeps(f), "{f}");
+        }
+        // A request-shape feature no detector reads is left out; other columns stay.
+        let b = events(&["risk", "f_path_entropy", "f_login_route", "score_iforest"]);
+        assert_eq!(
+            names(&stored.project(&b).unwrap()),
+            ["risk", "f_login_route", "score_iforest"]
+        );
+        // It is a minority of the catalogue.
+        let all =
+            gatewatch_features::catalog::feature_names(&["1m".into(), "10m".into(), "1h".into()]);
+        let kept = all.iter().filter(|n| stored.keeps(n)).count();
+        assert!(kept > 20 && kept * 2 < all.len(), "{kept} of {}", all.len());
+    }
+
+    #[test]
+    fn all_keeps_every_column_and_extras_add_to_main() {
+        let b = events(&["risk", "f_path_entropy", "f_body_entropy"]);
+        let all = StoredFeatures::from_config(&config("[store]\nevent_features = \"all\"\n"));
+        assert_eq!(names(&all.project(&b).unwrap()), names(&b));
+        let extra = StoredFeatures::from_config(&config(
+            "[store]\nextra_event_features = [\"f_body_entropy\"]\n",
+        ));
+        assert_eq!(
+            names(&extra.project(&b).unwrap()),
+            ["risk", "f_body_entropy"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_extra_feature_is_named() {
+        let e = Config::from_parts(
+            "[store]\nextra_event_features = [\"f_client_rate_5m\"]\n",
+            "t.toml",
+            &[],
+        )
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("store.extra_event_features") && e.contains("f_client_rate_5m"),
+            "{e}"
+        );
+    }
 }
