@@ -103,11 +103,11 @@ pub struct StoredFeatures {
 
 impl StoredFeatures {
     /// From `[store] event_features` and `extra_event_features`. The main features are
-    /// those every built-in detector rule reads (its conditions and baselines, whether the
-    /// rule is switched on or not, so the table's columns do not change with a threshold
-    /// or an off switch) and those the behaviour profiles cluster on: the values an
-    /// alert's explanation quotes. A model-led alert can also quote another feature; its
-    /// value travels in the alert itself.
+    /// those the built-in detector rules read (their conditions and baselines, whether a
+    /// rule is switched on or not, so the table's columns do not change with an off
+    /// switch) and those the behaviour profiles cluster on: the values a rule-led alert's
+    /// explanation quotes. A model-led alert can also quote another feature; its value
+    /// travels in the alert itself.
     pub fn from_config(config: &crate::config::Config) -> Self {
         let keep = match config.store.event_features {
             EventFeatures::All => None,
