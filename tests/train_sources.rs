@@ -18,20 +18,44 @@ fn gatewatch() -> Command {
     c
 }
 
+/// Runs a command that must succeed; returns its output.
+fn succeed(c: &mut Command) -> std::process::Output {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs a command that must succeed; returns its stderr.
 fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{c:?} failed:\n{err}");
-    err
+    String::from_utf8_lossy(&succeed(c).stderr).to_string()
 }
 
 /// Runs a command that must succeed; returns its stdout.
 fn ok_stdout(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{c:?} failed:\n{err}");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    String::from_utf8_lossy(&succeed(c).stdout).to_string()
+}
+
+/// `gatewatch demo` of seed 4 from 09:00 on 2026-01-05, as fast as it goes, storing into
+/// `data`.
+fn demo(duration: &str, data: &Path) -> Command {
+    let mut c = gatewatch();
+    c.args([
+        "demo",
+        "--quiet",
+        "--no-dashboard",
+        "--rate",
+        "0",
+        "--seed",
+        "4",
+    ])
+    .args(["--duration", duration, "--start", "2026-01-05T09:00:00Z"])
+    .arg("--data-dir")
+    .arg(data);
+    c
 }
 
 /// The "N events read, M learned" of train's last summary line.
@@ -92,24 +116,7 @@ fn trains_from_files_and_from_the_store() {
 
     // A demo stores what it saw; train reads the events table back, oldest first.
     let data = dir.path().join("data");
-    ok(gatewatch()
-        .args([
-            "demo",
-            "--quiet",
-            "--no-dashboard",
-            "--rate",
-            "0",
-            "--seed",
-            "4",
-        ])
-        .args([
-            "--duration",
-            "10m",
-            "--start",
-            "2026-01-05T09:00:00Z",
-            "--data-dir",
-        ])
-        .arg(&data));
+    ok(&mut demo("10m", &data));
     // Stored events keep the main features (`[store] event_features = "main"`): what the
     // detectors read, not request-shape features no detector uses.
     let first_row = |data: &Path| {
@@ -126,25 +133,7 @@ fn trains_from_files_and_from_the_store() {
     assert!(!row.contains("\"f_path_entropy\""), "{row}");
     // `all` keeps every feature column.
     let all = dir.path().join("all");
-    ok(gatewatch()
-        .env("GATEWATCH__STORE__EVENT_FEATURES", "all")
-        .args([
-            "demo",
-            "--quiet",
-            "--no-dashboard",
-            "--rate",
-            "0",
-            "--seed",
-            "4",
-        ])
-        .args([
-            "--duration",
-            "1m",
-            "--start",
-            "2026-01-05T09:00:00Z",
-            "--data-dir",
-        ])
-        .arg(&all));
+    ok(demo("1m", &all).env("GATEWATCH__STORE__EVENT_FEATURES", "all"));
     let row = first_row(&all);
     assert!(row.contains("\"f_path_entropy\""), "{row}");
     let from_store = dir.path().join("store.gwm");

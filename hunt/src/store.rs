@@ -797,9 +797,10 @@ impl FileRows<'_> {
 /// one is gathered. A flush therefore never holds its rows twice over (gathering whole
 /// row groups of events at once took about 130 MB more peak memory in `gatewatch run`,
 /// in buffers the system mapped and zeroed afresh on every flush), and the encoder reads
-/// a column while it is still in the cache. Gathering whole columns matters: the sorted order is unrelated to the
-/// order rows arrived in, so gathering a few thousand rows of every column at a time
-/// reads each column's source again for every slice, which was measured to be slower.
+/// a column while it is still in the cache. Gathering whole columns matters: the sorted
+/// order is unrelated to the order rows arrived in, so gathering a few thousand rows of
+/// every column at a time reads each column's source again for every slice, which was
+/// measured to be slower.
 /// Row groups end where the writer's `max_row_group_row_count` says, as they would with
 /// `ArrowWriter::write`.
 fn write_gathered<W: std::io::Write + Send>(
