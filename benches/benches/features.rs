@@ -9,12 +9,11 @@
 //! thread.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{START_US, full_run};
+use gatewatch_benches::{START_US, full_run, shifted};
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
 use gatewatch_simulator::{SimConfig, Simulator};
@@ -64,25 +63,6 @@ fn corpus(n: usize) -> Vec<RecordBatch> {
         batches.push(b.finish());
     }
     batches
-}
-
-fn shifted(batches: &[RecordBatch], by_us: i64) -> Vec<RecordBatch> {
-    batches
-        .iter()
-        .map(|b| {
-            let ts = b
-                .column(0)
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .expect("timestamp column first");
-            let moved: TimestampMicrosecondArray =
-                ts.unary::<_, arrow::datatypes::TimestampMicrosecondType>(|t| t + by_us);
-            let moved = moved.with_timezone("UTC");
-            let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-            cols[0] = Arc::new(moved);
-            RecordBatch::try_new(b.schema(), cols).expect("same schema")
-        })
-        .collect()
 }
 
 fn bench_features(c: &mut Criterion) {

@@ -1,7 +1,12 @@
 //! Shared helpers for the criterion benches in `benches/`: realistic input made by the
 //! simulator, so every stage is measured on the traffic it will see.
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::TimestampMicrosecondType;
 use gatewatch_ingest::Format;
+use gatewatch_ingest::schema::col;
 use gatewatch_simulator::{SimConfig, Simulator, render};
 
 /// Start of simulated time for every bench corpus (fixed, so corpora are identical run to
@@ -33,6 +38,31 @@ pub fn lines(corpus: &[u8]) -> Vec<&[u8]> {
     corpus
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The batches with every timestamp moved `by_us` later: stateful stages (windows,
+/// incidents) see event time keep advancing when a bench feeds them the same corpus again.
+pub fn shifted(batches: &[RecordBatch], by_us: i64) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .map(|b| {
+            let (i, _) = b
+                .schema()
+                .column_with_name(col::TIMESTAMP)
+                .expect("a timestamp column");
+            let ts = b
+                .column(i)
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .expect("timestamps in microseconds");
+            let moved = ts
+                .unary::<_, TimestampMicrosecondType>(|t| t + by_us)
+                .with_timezone("UTC");
+            let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+            cols[i] = Arc::new(moved);
+            RecordBatch::try_new(b.schema(), cols).expect("same schema")
+        })
         .collect()
 }
 
