@@ -74,58 +74,46 @@ impl<'a> StrCol<'a> {
         }
     }
 
-    /// `f` of every row's value, computed once per distinct value of the batch (endpoint
-    /// templates repeat across a batch, so per-row string work becomes per-template
-    /// work). `f` must depend on the value alone.
-    pub fn map_values<T: Copy>(
-        &self,
-        rows: usize,
-        mut f: impl FnMut(Option<&'a str>) -> T,
-    ) -> Vec<T> {
-        fn by_key<'a, K, T: Copy>(
-            keys: &[K],
-            nulls: Option<&arrow::buffer::NullBuffer>,
-            values: &'a StringArray,
-            f: &mut impl FnMut(Option<&'a str>) -> T,
-        ) -> Vec<T>
-        where
-            K: Copy + TryInto<usize>,
-        {
-            let per_value: Vec<T> = (0..values.len())
-                .map(|k| f((!values.is_null(k)).then(|| values.value(k))))
-                .collect();
-            let null = f(None);
-            keys.iter()
-                .enumerate()
-                .map(|(row, &k)| {
-                    if nulls.is_some_and(|n| n.is_null(row)) {
-                        return null;
-                    }
-                    k.try_into()
-                        .ok()
-                        .and_then(|k: usize| per_value.get(k).copied())
-                        .unwrap_or(null)
-                })
-                .collect()
-        }
-        match self {
-            StrCol::Dict32(d, v) => by_key(d.keys().values(), d.nulls(), v, &mut f),
-            StrCol::Dict8(d, v) => by_key(d.keys().values(), d.nulls(), v, &mut f),
-            StrCol::Plain(_) => {
-                // A plain column (the feature stage writes templates so) still holds few
-                // distinct values: remember each one's result for the batch.
-                let mut seen: std::collections::HashMap<&'a str, T> =
-                    std::collections::HashMap::new();
-                let null = f(None);
-                (0..rows)
-                    .map(|row| match self.get(row) {
-                        None => null,
-                        Some(v) => *seen.entry(v).or_insert_with(|| f(Some(v))),
-                    })
-                    .collect()
-            }
-            StrCol::Missing => (0..rows).map(|_| f(None)).collect(),
-        }
+    /// Every row's value as a small id, each distinct value hashed once: endpoint
+    /// templates repeat across a batch, and the scorer looks each one up several times
+    /// (which rules apply, the endpoint's identity share, its request counts).
+    pub fn value_ids(&self, rows: usize) -> ValueIds<'a> {
+        let mut index: std::collections::HashMap<&'a str, u32> = std::collections::HashMap::new();
+        let mut values = Vec::new();
+        let ids = (0..rows)
+            .map(|row| match self.get(row) {
+                None => ValueIds::NULL,
+                Some(v) => *index.entry(v).or_insert_with(|| {
+                    values.push(v);
+                    (values.len() - 1) as u32
+                }),
+            })
+            .collect();
+        ValueIds { ids, values }
+    }
+}
+
+/// A string column's rows as ids into its distinct values (see [`StrCol::value_ids`]).
+pub struct ValueIds<'a> {
+    /// Per row: the index of its value in `values`, or [`ValueIds::NULL`].
+    pub ids: Vec<u32>,
+    /// The distinct values, in order of first appearance.
+    pub values: Vec<&'a str>,
+}
+
+impl<'a> ValueIds<'a> {
+    /// The id of a null row.
+    pub const NULL: u32 = u32::MAX;
+
+    /// `f` of every row's value, computed once per distinct value. `f` must depend on the
+    /// value alone.
+    pub fn map<T: Copy>(&self, mut f: impl FnMut(Option<&'a str>) -> T) -> Vec<T> {
+        let per_value: Vec<T> = self.values.iter().map(|&v| f(Some(v))).collect();
+        let null = f(None);
+        self.ids
+            .iter()
+            .map(|&id| per_value.get(id as usize).copied().unwrap_or(null))
+            .collect()
     }
 }
 
@@ -241,4 +229,40 @@ pub fn opt<T: arrow::datatypes::ArrowPrimitiveType>(
     row: usize,
 ) -> Option<T::Native> {
     a.and_then(|a| (!a.is_null(row)).then(|| a.value(row)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_ids_number_distinct_values_in_order_of_appearance() {
+        let a = StringArray::from(vec![
+            Some("/b"),
+            None,
+            Some("/a"),
+            Some("/b"),
+            Some("/c"),
+            None,
+        ]);
+        let col = StrCol::Plain(&a);
+        let ids = col.value_ids(a.len());
+        assert_eq!(ids.values, ["/b", "/a", "/c"]);
+        assert_eq!(ids.ids, [0, ValueIds::NULL, 1, 0, 2, ValueIds::NULL]);
+        let mut calls = 0;
+        let lens = ids.map(|v| {
+            calls += 1;
+            v.map_or(-1, |v| v.len() as i32)
+        });
+        assert_eq!(lens, [2, -1, 2, 2, 2, -1]);
+        // Once per distinct value, once for null.
+        assert_eq!(calls, 4);
+        assert!(
+            StrCol::Missing
+                .value_ids(3)
+                .ids
+                .iter()
+                .all(|&i| i == ValueIds::NULL)
+        );
+    }
 }

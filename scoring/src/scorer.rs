@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::category::{Category, EntityKind, Severity};
 use crate::columns::{EventCols, StrCol, f32_col, opt, timestamps_ms};
 use crate::incidents::{AlertCandidate, Contribution, SampleRequest};
-use crate::rules::{Rule, RuleOverride, apply_overrides, builtin_rules};
+use crate::rules::{Condition, Rule, RuleOverride, apply_overrides, builtin_rules};
 use crate::{Error, Result};
 
 /// Severity cut-offs on the 0–100 risk.
@@ -288,21 +288,33 @@ impl FeatureStats {
         }
     }
 
+    #[inline]
     fn add(&mut self, v: f32) {
         let b = Self::bucket(v);
         self.hist[b] = self.hist[b].saturating_add(1);
         self.total += 1;
-        // Halve the histogram now and then so it follows today's population.
         if self.total >= 2_000_000 {
-            for h in &mut self.hist {
-                *h /= 2;
-            }
-            self.total = self.hist.iter().map(|&h| h as u64).sum();
+            self.halve();
         }
-        let alpha = 1e-4f64.max(1.0 / self.total as f64);
+        // max(1e-4, 1 / total), without the division once total has passed 10,000 (the
+        // usual case: a hundred feature columns are sampled every batch).
+        let alpha = if self.total > 10_000 {
+            1e-4
+        } else {
+            1e-4f64.max(1.0 / self.total as f64)
+        };
         let d = v as f64 - self.mean;
         self.mean += alpha * d;
         self.var = (1.0 - alpha) * (self.var + alpha * d * d);
+    }
+
+    /// Halves the histogram now and then so it follows today's population.
+    #[cold]
+    fn halve(&mut self) {
+        for h in &mut self.hist {
+            *h /= 2;
+        }
+        self.total = self.hist.iter().map(|&h| h as u64).sum();
     }
 
     fn quantile(&self, q: f32) -> Option<f32> {
@@ -461,37 +473,68 @@ impl Scorer {
                     .map(|a| (f.name().clone(), a))
             })
             .collect();
-        for (name, a) in &feature_cols {
-            let st = self
-                .stats
-                .entry(name.clone())
-                .or_insert_with(FeatureStats::new);
-            let mut row = (self.rows_seen % 4) as usize;
-            while row < n {
-                st.add(a.value(row));
-                row += 4;
+        for (name, _) in &feature_cols {
+            if !self.stats.contains_key(name) {
+                self.stats.insert(name.clone(), FeatureStats::new());
+            }
+        }
+        let first = (self.rows_seen % 4) as usize;
+        // Four features at a time, row by row: one feature's updates form a chain (each
+        // reads the mean, variance and bucket count the previous one wrote), and four
+        // independent chains keep the core busy where one leaves it waiting.
+        let col_of: std::collections::HashMap<&str, &[f32]> = feature_cols
+            .iter()
+            .map(|(name, a)| (name.as_str(), a.values().as_ref()))
+            .collect();
+        let mut sampled: Vec<(&mut FeatureStats, &[f32])> = self
+            .stats
+            .iter_mut()
+            .filter_map(|(name, st)| col_of.get(name.as_str()).map(|&col| (st, col)))
+            .collect();
+        for group in sampled.chunks_mut(4) {
+            if let [(sa, a), (sb, b), (sc, c), (sd, d)] = group {
+                for row in (first..n).step_by(4) {
+                    sa.add(a[row]);
+                    sb.add(b[row]);
+                    sc.add(c[row]);
+                    sd.add(d[row]);
+                }
+            } else {
+                for (st, col) in group {
+                    for &v in col.iter().skip(first).step_by(4) {
+                        st.add(v);
+                    }
+                }
             }
         }
         self.rows_seen += n as u64;
-        // How often each endpoint's requests carry an identity.
+        let template_col = StrCol::of(batch, "endpoint_template")?;
+        let templates = template_col.value_ids(n);
+        // How often each endpoint's requests carry an identity. Each template's counts are
+        // looked up once, updated row by row as before, and written back.
         if self
             .rules
             .iter()
             .any(|r| r.min_endpoint_authenticated.is_some())
             && let Some(auth) = f32_col(batch, "f_authenticated")?
         {
-            let tc = StrCol::of(batch, "endpoint_template")?;
-            for row in 0..n {
-                let Some(t) = tc.get(row) else { continue };
-                let len = self.endpoint_auth.len();
-                let e = match self.endpoint_auth.get_mut(t) {
-                    Some(e) => e,
-                    None if len < MAX_ENDPOINT_STATS => self
-                        .endpoint_auth
-                        .entry(t.to_string())
-                        .or_insert((0.0, 0.0)),
-                    None => continue,
+            let mut counts: Vec<Option<Option<(f32, f32)>>> = vec![None; templates.values.len()];
+            let mut added = 0usize;
+            for (row, &id) in templates.ids.iter().enumerate() {
+                let Some(slot) = counts.get_mut(id as usize) else {
+                    continue;
                 };
+                let held = slot.get_or_insert_with(|| {
+                    match self.endpoint_auth.get(templates.values[id as usize]) {
+                        Some(&e) => Some(e),
+                        None if self.endpoint_auth.len() + added < MAX_ENDPOINT_STATS => {
+                            added += 1;
+                            Some((0.0, 0.0))
+                        }
+                        None => None,
+                    }
+                });
+                let Some(e) = held else { continue };
                 e.0 += 1.0;
                 e.1 += auth.value(row).min(1.0);
                 if e.0 >= 100_000.0 {
@@ -499,12 +542,21 @@ impl Scorer {
                     e.1 /= 2.0;
                 }
             }
+            for (t, e) in templates.values.iter().zip(counts) {
+                if let Some(Some(e)) = e {
+                    match self.endpoint_auth.get_mut(*t) {
+                        Some(held) => *held = e,
+                        None => {
+                            self.endpoint_auth.insert((*t).to_string(), e);
+                        }
+                    }
+                }
+            }
         }
         // Endpoint-population histograms for the conditions that use them. Each client
         // should count about once per window whatever its volume (else one heavy client,
         // the attacker above all, becomes the population): a row is sampled with
         // probability 1 / (the client's requests to this endpoint in the window).
-        let template_col = StrCol::of(batch, "endpoint_template")?;
         let per_client = f32_col(batch, PER_CLIENT_ENDPOINT_REQUESTS)?;
         for (ri, conds) in resolved.iter().enumerate() {
             let Some(conds) = conds else { continue };
@@ -558,7 +610,7 @@ impl Scorer {
             Vec::new()
         } else {
             let rules = &self.rules;
-            template_col.map_values(n, |t| {
+            templates.map(|t| {
                 let mut mask = 0u64;
                 if let Some(t) = t {
                     for (ri, bit) in rule_bit.iter().enumerate() {
@@ -578,7 +630,7 @@ impl Scorer {
             .any(|r| r.min_endpoint_authenticated.is_some())
         {
             let auth = &self.endpoint_auth;
-            template_col.map_values(n, |t| {
+            templates.map(|t| {
                 t.and_then(|t| auth.get(t))
                     .filter(|(n, _)| *n >= 30.0)
                     .map(|(n, a)| a / n)
@@ -586,6 +638,25 @@ impl Scorer {
         } else {
             Vec::new()
         };
+
+        // Rows whose values meet every threshold of a rule, worked out one condition
+        // column at a time. The row loop below reads a rule's columns only for these
+        // rows: reading every rule's columns row by row meant dozens of interleaved
+        // column streams, and the loop waited on memory for most of its time.
+        let may_fire: Vec<Vec<bool>> = resolved
+            .iter()
+            .enumerate()
+            .map(|(ri, conds)| match conds {
+                None => Vec::new(),
+                Some(conds) => {
+                    let mut mask = vec![true; n];
+                    for (ci, c) in conds.iter().enumerate() {
+                        thresholds_hold(&self.rules[ri].when[ci], &c.cols, &mut mask);
+                    }
+                    mask
+                }
+            })
+            .collect();
 
         let mut risk_b = Float32Builder::with_capacity(n);
         let mut sev_b = StringBuilder::with_capacity(n, n * 6);
@@ -598,6 +669,9 @@ impl Scorer {
             let mut best_rule: Option<(usize, f32)> = None;
             for (ri, conds) in resolved.iter().enumerate() {
                 let Some(conds) = conds else { continue };
+                if !may_fire[ri][row] {
+                    continue;
+                }
                 let rule = &self.rules[ri];
                 if !rule.endpoints.is_empty() {
                     let applies = match rule_bit[ri] {
@@ -848,6 +922,30 @@ impl Scorer {
     }
 }
 
+/// Clears `mask[row]` where the condition's threshold fails, judged as the row loop of
+/// [`Scorer::score`] judges it: the columns' values summed, and a row with a null in any
+/// of them (a model column before the model is trained) not judged.
+fn thresholds_hold(cond: &Condition, cols: &[&Float32Array], mask: &mut [bool]) {
+    if cols.iter().all(|a| a.null_count() == 0) {
+        if let [a] = cols {
+            for (m, &v) in mask.iter_mut().zip(a.values().iter()) {
+                *m &= cond.holds(v);
+            }
+            return;
+        }
+        for (row, m) in mask.iter_mut().enumerate() {
+            *m &= cond.holds(cols.iter().map(|a| a.value(row)).sum());
+        }
+        return;
+    }
+    for (row, m) in mask.iter_mut().enumerate() {
+        if cols.iter().any(|a| a.is_null(row)) {
+            continue;
+        }
+        *m &= cond.holds(cols.iter().map(|a| a.value(row)).sum());
+    }
+}
+
 /// Appends columns to a batch.
 pub fn append(
     batch: &RecordBatch,
@@ -866,6 +964,64 @@ pub fn append(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::Op;
+
+    /// The per-row judgement the scorer's row loop makes, written plainly.
+    fn judged(cond: &Condition, cols: &[&Float32Array], row: usize) -> bool {
+        if cols.iter().any(|a| a.is_null(row)) {
+            return true;
+        }
+        let v: f32 = cols.iter().map(|a| a.value(row)).sum();
+        cond.holds(v)
+    }
+
+    #[test]
+    fn column_masks_match_the_row_by_row_judgement() {
+        let cond = |op, threshold| Condition {
+            features: vec!["f_a".into()],
+            op,
+            threshold,
+            label: String::new(),
+            baseline: None,
+            min_endpoint_p99_ratio: None,
+        };
+        let a = Float32Array::from(vec![0.0, 3.0, 5.0, -1.0, 7.5, f32::NAN, 2.0, -0.0]);
+        let b = Float32Array::from(vec![1.0, 2.0, -5.0, 4.0, 0.0, 1.0, 3.0, 0.0]);
+        let nulls = Float32Array::from(vec![
+            Some(9.0),
+            None,
+            Some(0.0),
+            None,
+            Some(1.0),
+            Some(2.0),
+            None,
+            Some(0.0),
+        ]);
+        let sets: [&[&Float32Array]; 5] = [&[&a], &[&a, &b], &[&nulls], &[&a, &nulls], &[&b]];
+        for cols in sets {
+            for c in [
+                cond(Op::AtLeast, 3.0),
+                cond(Op::AtMost, 0.0),
+                cond(Op::AtLeast, -0.5),
+            ] {
+                let mut mask = vec![true; a.len()];
+                thresholds_hold(&c, cols, &mut mask);
+                let want: Vec<bool> = (0..a.len()).map(|r| judged(&c, cols, r)).collect();
+                assert_eq!(
+                    mask,
+                    want,
+                    "{:?} {} over {} columns",
+                    c.op,
+                    c.threshold,
+                    cols.len()
+                );
+                // A row already ruled out by another condition stays out.
+                let mut mask = vec![false; a.len()];
+                thresholds_hold(&c, cols, &mut mask);
+                assert!(mask.iter().all(|m| !m));
+            }
+        }
+    }
 
     #[test]
     fn buckets_are_the_rounded_quarter_doublings() {
