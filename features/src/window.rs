@@ -169,6 +169,11 @@ impl<B: Copy + Default> Rings<B> {
             Landing::At(pos)
         } else if b > head {
             let clear = (b - head).min(n) as usize;
+            if clear == self.n {
+                self.empty_ring(slot, s);
+                self.words[hi] = b as u64;
+                return Landing::At(pos);
+            }
             let base = (slot * self.spans + s) * self.n;
             // Positions `pos`, `pos - 1`, … (modulo n): the buckets that leave the window.
             let mut p = pos;
@@ -197,6 +202,23 @@ impl<B: Copy + Default> Rings<B> {
             Landing::At(pos)
         } else {
             Landing::TooOld
+        }
+    }
+
+    /// Empties every bucket of span `s` (the event is a whole window after the head): the
+    /// window's sketches become empty without merging their buckets again. An entity
+    /// seen less often than once a window (most of them, for the shortest span) lands here.
+    fn empty_ring(&mut self, slot: usize, s: usize) {
+        let base = (slot * self.spans + s) * self.n;
+        self.buckets[base..base + self.n].fill(B::default());
+        for f in 0..self.k {
+            let k0 = self.sk(slot, s, f);
+            let ring = &mut self.words[k0..=k0 + self.n];
+            // The merged sketch (the last word) is empty exactly when every bucket was.
+            if ring[self.n] != 0 {
+                ring.fill(0);
+                self.set_estimate(slot, s, f, hll::estimate(0));
+            }
         }
     }
 
@@ -328,5 +350,18 @@ mod tests {
         assert!((1.5..2.5).contains(&two), "{two}");
         let _ = r.land(0, 0, g.bucket(0, 1000));
         assert_eq!(r.distinct(0, 0, 0), 0.0);
+        // A ring emptied whole counts afresh, and a later partial clear merges only what
+        // is left.
+        for (t, item) in [(1000i64, 7u64), (1010, 8)] {
+            if let Landing::At(p) = r.land(0, 0, g.bucket(0, t)) {
+                r.insert(0, 0, p, 0, crate::hash::mix(item));
+            }
+        }
+        let two = r.distinct(0, 0, 0);
+        assert!((1.5..2.5).contains(&two), "{two}");
+        let _ = r.land(0, 0, g.bucket(0, 1040)); // bucket of item 7 leaves
+        let one = r.distinct(0, 0, 0);
+        assert!((0.5..1.5).contains(&one), "{one}");
+        assert!(r.buckets(0, 0).iter().sum::<u32>() == 0);
     }
 }
