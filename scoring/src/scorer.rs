@@ -518,6 +518,8 @@ impl Scorer {
             .any(|r| r.min_endpoint_authenticated.is_some())
             && let Some(auth) = f32_col(batch, "f_authenticated")?
         {
+            // Per template: not looked up yet (`None`), not tracked because the table is
+            // full (`Some(None)`), or its (requests, authenticated) being updated.
             let mut counts: Vec<Option<Option<(f32, f32)>>> = vec![None; templates.values.len()];
             let mut added = 0usize;
             for (row, &id) in templates.ids.iter().enumerate() {
