@@ -19,7 +19,10 @@
 //!    CPU seconds up to the last event in, which leaves out the store's last flushes and
 //!    whatever batches were still in the pipeline; and events ÷ CPU seconds up to the exit,
 //!    which counts all the work these events caused (start-up excluded; the shutdown's
-//!    fixed costs included). The second is the processor's cost per event.
+//!    fixed costs included). The second is the processor's cost per event. The same CPU
+//!    time up to the exit is also printed per thread (`/proc/<pid>/task/*/stat`, read
+//!    every 50 ms until the processor exits): the engine thread, decoding, the Parquet
+//!    store, librdkafka's threads and the rest.
 //! 3. **Latency**: a second run consumes a topic that `gatewatch simulate --rate R --flat`
 //!    fills in real time (event time = wall clock). For each alert on the alert topic the
 //!    latency is the alert record's Kafka timestamp (set when the processor produced it,
@@ -169,10 +172,71 @@ fn cpu_secs(pid: u32, ticks: f64) -> f64 {
     (get(11) + get(12)) / ticks
 }
 
+/// User + system CPU ticks of each thread of a process, as last seen: a thread that has
+/// ended keeps its final reading.
+#[derive(Default)]
+struct ThreadTicks {
+    /// Thread id → (thread name, ticks).
+    last: std::collections::BTreeMap<u32, (String, u64)>,
+}
+
+impl ThreadTicks {
+    /// Reads every thread of `pid` that is still there.
+    fn sample(&mut self, pid: u32) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let name = head.split_once('(').map_or("", |(_, n)| n).to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            self.last.insert(tid, (name, get(11) + get(12)));
+        }
+    }
+
+    /// CPU seconds per thread group since `since`: the engine (the process's first
+    /// thread), each named pipeline thread, librdkafka's threads together, the rest.
+    fn since(&self, since: &ThreadTicks, pid: u32, ticks: f64) -> Vec<(String, f64)> {
+        let mut groups: std::collections::BTreeMap<String, u64> = Default::default();
+        for (tid, (name, now)) in &self.last {
+            let before = since.last.get(tid).map_or(0, |(_, t)| *t);
+            let group = if *tid == pid {
+                "engine (main)".to_string()
+            } else if name.starts_with("rdk:") {
+                "librdkafka".to_string()
+            } else if name.starts_with("gatewatch-") || name == "kafka-decode" {
+                name.clone()
+            } else {
+                "other".to_string()
+            };
+            *groups.entry(group).or_default() += now.saturating_sub(before);
+        }
+        let mut out: Vec<(String, f64)> = groups
+            .into_iter()
+            .map(|(g, t)| (g, t as f64 / ticks))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out
+    }
+}
+
 /// `kill -TERM pid`, then its user + system CPU seconds once it has exited (read while it
 /// is a zombie: the whole thread group's times, every thread included), then reaps it.
 /// `None` when it did not exit within a minute (it is killed).
-fn stop(mut child: Child, ticks: f64) -> Option<f64> {
+fn stop(mut child: Child, ticks: f64, threads: &mut ThreadTicks) -> Option<f64> {
     let pid = child.id();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -180,6 +244,7 @@ fn stop(mut child: Child, ticks: f64) -> Option<f64> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut cpu = None;
     while Instant::now() < deadline {
+        threads.sample(pid);
         if stat_fields(pid).first().is_some_and(|state| state == "Z") {
             cpu = Some(cpu_secs(pid, ticks));
             break;
@@ -348,6 +413,7 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
     // From the first events in to the last: start-up (model load, connecting, the first
     // fetch) and shutdown are left out.
     let (mut t0, mut c0, mut e0) = (None, 0.0, 0.0);
+    let (mut threads_at_t0, mut threads) = (ThreadTicks::default(), ThreadTicks::default());
     let deadline = Instant::now() + Duration::from_secs(3_600);
     let (wall, cpu, events) = loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -361,7 +427,9 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
             t0 = Some(Instant::now());
             c0 = cpu_secs(pid, ticks);
             e0 = e;
+            threads_at_t0.sample(pid);
         }
+        threads.sample(pid);
         if e >= a.events as f64 {
             let t0 = t0.unwrap_or(started);
             break (
@@ -372,7 +440,7 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
         }
     };
     let alerts_n = metric(port, "gatewatch_incidents_opened_total").unwrap_or(f64::NAN);
-    let cpu_to_exit = stop(child, ticks)
+    let cpu_to_exit = stop(child, ticks, &mut threads)
         .map(|c| c - c0)
         .unwrap_or_else(|| fail("the processor did not exit within a minute of SIGTERM"));
     if let Some(keep) = &a.keep_data {
@@ -400,6 +468,16 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
          counting its drain, last store flushes and commit after SIGTERM (CPU {cpu_to_exit:.1} s)",
         fmt = a.format,
         per_cpu = events / cpu_to_exit.max(1e-9),
+    );
+    let per_thread: Vec<String> = threads
+        .since(&threads_at_t0, pid, ticks)
+        .iter()
+        .map(|(group, secs)| format!("{group} {secs:.2}"))
+        .collect();
+    println!(
+        "CPU seconds by thread to exit ({fmt}): {}",
+        per_thread.join(", "),
+        fmt = a.format
     );
 }
 
@@ -503,7 +581,7 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
     let opened = metric(port, "gatewatch_incidents_opened_total").unwrap_or(f64::NAN);
     let late = metric(port, "gatewatch_late_events_total").unwrap_or(f64::NAN);
     let swaps = metric(port, "gatewatch_model_swaps_total").unwrap_or(f64::NAN);
-    stop(child, ticks);
+    stop(child, ticks, &mut ThreadTicks::default());
     let kept_up = match first_in {
         Some((t, e)) if last_in.0 > t => (last_in.1 - e) / (last_in.0 - t).as_secs_f64(),
         _ => 0.0,
