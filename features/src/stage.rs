@@ -984,7 +984,7 @@ impl FeatureStage {
             let b = self.geo.bucket(s, t);
             let pos = b.rem_euclid(self.geo.n as i64) as usize;
             if s == r && self.client_rings.closes(cs, s, b) {
-                if self.pop.n == 0 {
+                if self.pop.n == 0 && self.observed_enough_at_close(&self.client_rings, cs, s) {
                     self.pop.since_us = b.saturating_mul(self.geo.width_us[s]);
                 }
                 self.close_client(cs);
@@ -1020,7 +1020,10 @@ impl FeatureStage {
                 c.login_fail = c.login_fail.saturating_add(u32::from(login_fail));
                 self.net_rings.insert(ns, s, p, 0, ck);
             }
-            if s == r && self.ep_rings.closes(es, s, b) {
+            if s == r
+                && self.ep_rings.closes(es, s, b)
+                && self.observed_enough_at_close(&self.ep_rings, es, s)
+            {
                 let req: u32 = self.ep_rings.buckets(es, s).iter().map(|b| b.req).sum();
                 let seen = self.observed_share_at_close(&self.ep_rings, es, s);
                 let rate = req as f32 / (self.span_secs(s) * seen);
@@ -1288,11 +1291,40 @@ impl FeatureStage {
         })
     }
 
+    /// Whether the window that ends with the head bucket of span `s` in `rings` was
+    /// observed for at least the floor of [`Self::observed_share`] (a quarter bucket), so
+    /// that it may be folded into a baseline. A bucket that closes moments after a start
+    /// would otherwise scale a few seconds of requests as if they were that floor's worth:
+    /// every usual rate and volume would read several times low, and every busy client
+    /// would look like a flood until the baselines caught up (one start in four, with the
+    /// default spans, raised thousands of alerts).
+    fn observed_enough_at_close<B: Copy + Default>(
+        &self,
+        rings: &Rings<B>,
+        slot: usize,
+        s: usize,
+    ) -> bool {
+        let width = self.geo.width_us[s];
+        self.earliest_t == i64::MAX
+            || rings.head(slot, s).is_none_or(|h| {
+                h.saturating_add(1)
+                    .saturating_mul(width)
+                    .saturating_sub(self.earliest_t)
+                    >= width / 4
+            })
+    }
+
     /// Folds the client's reference-span window, as it stands before its head bucket
     /// closes, into its baselines and the population's. Rate and bytes are per whole span,
-    /// scaled up from the part of it the stage has seen ([`Self::observed_share`]).
+    /// scaled up from the part of it the stage has seen ([`Self::observed_share`]); a
+    /// window seen too briefly for that ([`Self::observed_enough_at_close`]) is not folded
+    /// in, and the next close makes the first baseline.
     fn close_client(&mut self, cs: usize) {
         let r = self.res.reference;
+        if !self.observed_enough_at_close(&self.client_rings, cs, r) {
+            self.client_meta[cs].last_ids = 0.0;
+            return;
+        }
         let seen = self.observed_share_at_close(&self.client_rings, cs, r);
         let (req, af, bytes) =
             self.client_rings

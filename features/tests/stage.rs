@@ -352,6 +352,68 @@ fn a_steady_client_stays_at_its_usual_rate_while_windows_fill_after_a_start() {
 }
 
 #[test]
+fn a_bucket_closing_moments_after_a_start_does_not_make_a_baseline() {
+    // The stage's first event comes 5 s before a reference-bucket boundary (T0 + 100 s).
+    // Folding those 5 s into the baselines, scaled as if they were the quarter bucket
+    // `observed_share` allows at least, made the usual rate read 5x low: a steady client,
+    // and every client compared with the population, then read 5x above it (a flood of
+    // rate alerts on every such start). That window is not folded in now; the next close
+    // makes the first baseline.
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let steady: Vec<_> = (0..5 * 60 * 5i64)
+        .map(|k| {
+            ev(
+                T0 + 95_000_000 + k * 200_000,
+                "10.3.0.1",
+                Some("steady"),
+                "GET",
+                "/s",
+                200,
+            )
+        })
+        .collect();
+    // A second client from a minute in: until its own first close (T0 + 200 s) it has no
+    // baseline of its own and is compared with the population.
+    let other: Vec<_> = (0..4 * 60 * 5i64)
+        .map(|k| {
+            ev(
+                T0 + 155_000_000 + k * 200_000,
+                "10.5.0.1",
+                Some("other"),
+                "GET",
+                "/s",
+                200,
+            )
+        })
+        .collect();
+    let mut all: Vec<_> = steady.iter().chain(&other).cloned().collect();
+    all.sort_by_key(|e| e.timestamp_us);
+    let out = stage.process(&batch_of(&all)).unwrap();
+    let ratio = f32_col(&out, "f_client_rate_ratio");
+    let z = f32_col(&out, "f_client_bytes_z_own");
+    let clients = str_col(&out, "client_key");
+    for (i, c) in clients.iter().enumerate() {
+        let secs = (all[i].timestamp_us - T0) / 1_000_000;
+        // After its own first close the second client reads up to about twice its usual:
+        // that baseline counts the quiet before it came (by design, as for any client
+        // first seen in the middle of a window).
+        let top = if c.as_deref() == Some("other") && secs >= 200 {
+            2.5
+        } else {
+            1.5
+        };
+        assert!(
+            (0.5..top).contains(&ratio[i]),
+            "{c:?} rate ratio {} at {secs} s",
+            ratio[i]
+        );
+        assert!(z[i].abs() < 3.0, "{c:?} bytes z {} at {secs} s", z[i]);
+    }
+    let usual = stage.client_baseline("steady", "f_client_rate").unwrap();
+    assert!((4.0..6.0).contains(&usual), "usual rate {usual}/s");
+}
+
+#[test]
 fn bad_batches_are_errors_not_panics() {
     let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
     let no_path = RecordBatch::try_new(
