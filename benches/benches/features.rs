@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{START_US, full_run, shifted};
+use gatewatch_benches::{START_US, full_run, shifted, simulator};
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
-use gatewatch_simulator::{SimConfig, Simulator};
 
 const BATCH: usize = 8192;
 const CLIENTS: u64 = 100_000;
@@ -24,12 +23,7 @@ const CLIENTS: u64 = 100_000;
 const GAP_US: i64 = 1_000;
 
 fn corpus(n: usize) -> Vec<RecordBatch> {
-    let mut sim = Simulator::new(SimConfig {
-        seed: 42,
-        start_us: START_US,
-        ..SimConfig::default()
-    })
-    .expect("default simulator config");
+    let mut sim = simulator();
     let mut batches = Vec::new();
     let mut b = EventBuilder::with_capacity(BATCH);
     let mut x = 0x9E37_79B9_7F4A_7C15u64;

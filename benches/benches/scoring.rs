@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{START_US, full_run, shifted};
+use gatewatch_benches::{full_run, shifted, simulator};
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
 use gatewatch_models::content::{ContentConfig, ContentProfiles};
@@ -23,18 +23,12 @@ use gatewatch_models::stream::{Reservoir, Trainer, TrainerConfig};
 use gatewatch_scoring::incidents::IncidentConfig;
 use gatewatch_scoring::scorer::ScoringConfig;
 use gatewatch_scoring::stage::ScoringStage;
-use gatewatch_simulator::{SimConfig, Simulator};
 
 const BATCH: usize = 8192;
 
 /// `n` simulated events through a fresh feature stage, in pipeline-sized batches.
 fn feature_batches(n: usize) -> Vec<RecordBatch> {
-    let mut sim = Simulator::new(SimConfig {
-        seed: 42,
-        start_us: START_US,
-        ..SimConfig::default()
-    })
-    .expect("default simulator config");
+    let mut sim = simulator();
     let mut stage = FeatureStage::new(FeatureConfig::default()).expect("default config");
     let mut out = Vec::new();
     let mut b = EventBuilder::with_capacity(BATCH);

@@ -14,7 +14,7 @@ use gatewatch_simulator::{SimConfig, Simulator, render};
 pub const START_US: i64 = 1_767_571_200_000_000;
 
 /// The simulator every bench corpus comes from: default traffic, fixed seed and start.
-fn simulator() -> Simulator {
+pub fn simulator() -> Simulator {
     let cfg = SimConfig {
         seed: 42,
         start_us: START_US,

@@ -984,10 +984,10 @@ impl FeatureStage {
             let b = self.geo.bucket(s, t);
             let pos = b.rem_euclid(self.geo.n as i64) as usize;
             if s == r && self.client_rings.closes(cs, s, b) {
-                if self.pop.n == 0 && self.observed_enough_at_close(&self.client_rings, cs, s) {
+                let first = self.pop.n == 0;
+                if self.close_client(cs) && first {
                     self.pop.since_us = b.saturating_mul(self.geo.width_us[s]);
                 }
-                self.close_client(cs);
             }
             if let Landing::At(p) = self.client_rings.land_at(cs, s, b, pos) {
                 let c = self.client_rings.bucket_mut(cs, s, p);
@@ -1278,52 +1278,59 @@ impl FeatureStage {
         (seen as f64 / span as f64) as f32
     }
 
-    /// [`Self::observed_share`] of the window that ends with the head bucket of span `s` in
-    /// `rings` (the one a close folds in).
+    /// End (µs) of the window that a close of span `s` in `rings` folds in: the end of the
+    /// entity's head bucket.
+    fn closing_window_end<B: Copy + Default>(
+        &self,
+        rings: &Rings<B>,
+        slot: usize,
+        s: usize,
+    ) -> Option<i64> {
+        rings
+            .head(slot, s)
+            .map(|h| h.saturating_add(1).saturating_mul(self.geo.width_us[s]))
+    }
+
+    /// [`Self::observed_share`] of the window a close folds in.
     fn observed_share_at_close<B: Copy + Default>(
         &self,
         rings: &Rings<B>,
         slot: usize,
         s: usize,
     ) -> f32 {
-        rings.head(slot, s).map_or(1.0, |h| {
-            self.observed_share(s, h.saturating_add(1).saturating_mul(self.geo.width_us[s]))
-        })
+        self.closing_window_end(rings, slot, s)
+            .map_or(1.0, |end| self.observed_share(s, end))
     }
 
-    /// Whether the window that ends with the head bucket of span `s` in `rings` was
-    /// observed for at least the floor of [`Self::observed_share`] (a quarter bucket), so
-    /// that it may be folded into a baseline. A bucket that closes moments after a start
-    /// would otherwise scale a few seconds of requests as if they were that floor's worth:
-    /// every usual rate and volume would read several times low, and every busy client
-    /// would look like a flood until the baselines caught up (one start in four, with the
-    /// default spans, raised thousands of alerts).
+    /// Whether the window a close folds in was observed for at least the floor of
+    /// [`Self::observed_share`] (a quarter bucket), so that it may be folded into a
+    /// baseline. A bucket that closes moments after a start would otherwise scale a few
+    /// seconds of requests as if they were that floor's worth: every usual rate and volume
+    /// would read several times low, and every busy client would look like a flood until
+    /// the baselines caught up (one start in four, with the default spans, raised
+    /// thousands of alerts).
     fn observed_enough_at_close<B: Copy + Default>(
         &self,
         rings: &Rings<B>,
         slot: usize,
         s: usize,
     ) -> bool {
-        let width = self.geo.width_us[s];
         self.earliest_t == i64::MAX
-            || rings.head(slot, s).is_none_or(|h| {
-                h.saturating_add(1)
-                    .saturating_mul(width)
-                    .saturating_sub(self.earliest_t)
-                    >= width / 4
-            })
+            || self
+                .closing_window_end(rings, slot, s)
+                .is_none_or(|end| end.saturating_sub(self.earliest_t) >= self.geo.width_us[s] / 4)
     }
 
     /// Folds the client's reference-span window, as it stands before its head bucket
     /// closes, into its baselines and the population's. Rate and bytes are per whole span,
     /// scaled up from the part of it the stage has seen ([`Self::observed_share`]); a
     /// window seen too briefly for that ([`Self::observed_enough_at_close`]) is not folded
-    /// in, and the next close makes the first baseline.
-    fn close_client(&mut self, cs: usize) {
+    /// in, and the next close makes the first baseline. Returns whether it was folded in.
+    fn close_client(&mut self, cs: usize) -> bool {
         let r = self.res.reference;
         if !self.observed_enough_at_close(&self.client_rings, cs, r) {
             self.client_meta[cs].last_ids = 0.0;
-            return;
+            return false;
         }
         let seen = self.observed_share_at_close(&self.client_rings, cs, r);
         let (req, af, bytes) =
@@ -1383,6 +1390,7 @@ impl FeatureStage {
             p.base[B_BYTES] = mean;
         }
         p.n += 1;
+        true
     }
 
     /// The network of `ip` (its /24 or /64 by default): its address bits, prefix length and

@@ -284,6 +284,13 @@ fn the_population_fallback_does_not_depend_on_partition_interleaving() {
     }
 }
 
+/// `n` requests of one client to `/s`, five a second from `start_us`.
+fn five_a_second(start_us: i64, n: i64, ip: &str, client: &str) -> Vec<AccessEvent<'static>> {
+    (0..n)
+        .map(|k| ev(start_us + k * 200_000, ip, Some(client), "GET", "/s", 200))
+        .collect()
+}
+
 #[test]
 fn a_steady_client_stays_at_its_usual_rate_while_windows_fill_after_a_start() {
     // 5 requests per second from the stage's first event for 20 minutes: the 10-minute
@@ -293,18 +300,7 @@ fn a_steady_client_stays_at_its_usual_rate_while_windows_fill_after_a_start() {
     // the current window alike), the ratio stays between 0.5 and 1.5 from the start, and
     // between 0.8 and 1 once the windows are whole (the head bucket fills from empty).
     let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
-    let steady: Vec<_> = (0..20 * 60 * 5i64)
-        .map(|k| {
-            ev(
-                T0 + 30_000_000 + k * 200_000,
-                "10.3.0.1",
-                Some("steady"),
-                "GET",
-                "/s",
-                200,
-            )
-        })
-        .collect();
+    let steady = five_a_second(T0 + 30_000_000, 20 * 60 * 5, "10.3.0.1", "steady");
     let out = stage.process(&batch_of(&steady)).unwrap();
     let ratio = f32_col(&out, "f_client_rate_ratio");
     let range = |xs: &[f32]| {
@@ -360,32 +356,10 @@ fn a_bucket_closing_moments_after_a_start_does_not_make_a_baseline() {
     // rate alerts on every such start). That window is not folded in now; the next close
     // makes the first baseline.
     let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
-    let steady: Vec<_> = (0..5 * 60 * 5i64)
-        .map(|k| {
-            ev(
-                T0 + 95_000_000 + k * 200_000,
-                "10.3.0.1",
-                Some("steady"),
-                "GET",
-                "/s",
-                200,
-            )
-        })
-        .collect();
+    let steady = five_a_second(T0 + 95_000_000, 5 * 60 * 5, "10.3.0.1", "steady");
     // A second client from a minute in: until its own first close (T0 + 200 s) it has no
     // baseline of its own and is compared with the population.
-    let other: Vec<_> = (0..4 * 60 * 5i64)
-        .map(|k| {
-            ev(
-                T0 + 155_000_000 + k * 200_000,
-                "10.5.0.1",
-                Some("other"),
-                "GET",
-                "/s",
-                200,
-            )
-        })
-        .collect();
+    let other = five_a_second(T0 + 155_000_000, 4 * 60 * 5, "10.5.0.1", "other");
     let mut all: Vec<_> = steady.iter().chain(&other).cloned().collect();
     all.sort_by_key(|e| e.timestamp_us);
     let out = stage.process(&batch_of(&all)).unwrap();
