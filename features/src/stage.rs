@@ -281,6 +281,8 @@ fn ew(mean: &mut f32, var: &mut f32, x: f32, alpha: f32) {
 pub struct FeatureStage {
     cfg: FeatureConfig,
     res: Resolved,
+    /// Each span in seconds, as the per-second rates divide by it.
+    span_secs: Vec<f32>,
     geo: Geometry,
     names: Vec<String>,
     schema_cache: Option<(SchemaRef, SchemaRef)>,
@@ -396,6 +398,11 @@ impl FeatureStage {
             names,
             spec,
             geo,
+            span_secs: res
+                .spans_us
+                .iter()
+                .map(|&us| (us as f64 / 1e6) as f32)
+                .collect(),
             res,
             cfg,
         })
@@ -733,9 +740,13 @@ impl FeatureStage {
         });
         let rings = &self.net_rings;
         self.networks.prefetch_victims(ahead, |v| rings.prefetch(v));
-        self.pairs.prefetch_sweep(ahead);
-        self.clients.prefetch_sweep(ahead);
-        self.networks.prefetch_sweep(ahead);
+        let cutoff = self.max_t.map_or(i64::MIN, |m| {
+            m.saturating_sub(self.res.lateness_us)
+                .saturating_sub(self.res.ttl_us)
+        });
+        self.pairs.prefetch_sweep(ahead, cutoff);
+        self.clients.prefetch_sweep(ahead, cutoff);
+        self.networks.prefetch_sweep(ahead, cutoff);
     }
 
     fn dict_cache(&mut self, cols: &Columns<'_>) -> DictCache {
@@ -1255,7 +1266,7 @@ impl FeatureStage {
 
     #[inline]
     fn span_secs(&self, s: usize) -> f32 {
-        (self.res.spans_us[s] as f64 / 1e6) as f32
+        self.span_secs[s]
     }
 
     /// The share (a quarter bucket to 1) of span `s`, in the window ending at `end_us`, that
@@ -1270,11 +1281,14 @@ impl FeatureStage {
             return 1.0;
         }
         let span = self.res.spans_us[s];
+        let since = end_us.saturating_sub(self.earliest_t);
+        if since >= span {
+            // The usual case once the stage has run for a span, without the division.
+            return 1.0;
+        }
         // At least a quarter bucket, so that an entity first seen a moment before the first
         // close does not get a baseline from a few requests over a few milliseconds.
-        let seen = end_us
-            .saturating_sub(self.earliest_t)
-            .clamp(self.geo.width_us[s] / 4, span);
+        let seen = since.clamp(self.geo.width_us[s] / 4, span);
         (seen as f64 / span as f64) as f32
     }
 

@@ -3,7 +3,8 @@
 //! memory past the cap.
 //!
 //! Eviction is O(1) per event: a sweep cursor visits a couple of slots per call and drops
-//! those idle for longer than the TTL; when the table is full, an eviction hand looks at
+//! those idle for longer than the TTL (and only moves on, without reading them, while the
+//! table knows that no entity is that idle); when the table is full, an eviction hand looks at
 //! the next few adjacent slots and the least recently seen of them goes. Everything is a
 //! function of the event sequence, so features do not depend on batch boundaries.
 //!
@@ -165,6 +166,12 @@ pub struct Table {
     free: Vec<u32>,
     cap: usize,
     sweep: usize,
+    /// A time at or before the last-seen time of every live entity: while the TTL cutoff
+    /// is at or before it, a sweep would drop nothing, so it only moves its cursor.
+    floor: i64,
+    /// The least last-seen time the sweep has met in its current turn (and of entities
+    /// created since the turn began); it becomes `floor` when the turn ends.
+    turn_floor: i64,
     /// First slot of the next eviction's window (`SAMPLE` slots from here, wrapping).
     hand: usize,
     /// Slots from the hand on already asked for from the cache, for a table of
@@ -185,6 +192,8 @@ impl Table {
             free: Vec::new(),
             cap: cap.max(1),
             sweep: 0,
+            floor: i64::MAX,
+            turn_floor: i64::MAX,
             hand: 0,
             prefetched: 0,
             ahead_n: 0,
@@ -281,6 +290,8 @@ impl Table {
             first_seen: t_us,
             live: true,
         };
+        self.floor = self.floor.min(t_us);
+        self.turn_floor = self.turn_floor.min(t_us);
         self.index.insert(key, slot as u32);
         Found { slot, fresh: true }
     }
@@ -317,23 +328,63 @@ impl Table {
     }
 
     /// Drops entities idle since before `cutoff_us`, visiting a few slots per call.
+    ///
+    /// Most of the time nothing is that idle: while `cutoff_us` is at or before `floor`
+    /// (no live entity was last seen before it), the cursor moves on without reading the
+    /// slots it passes, which are left exactly as a visit would leave them. `floor` only
+    /// decreases as entities are created, so it is raised at the end of every turn the
+    /// sweep makes to the least last-seen time met in that turn: an entity seen since its
+    /// visit was seen later, and one created since is counted when it is created.
     #[inline]
     pub fn sweep(&mut self, cutoff_us: i64) {
         let n = self.meta.len();
         if n == 0 {
             return;
         }
-        for _ in 0..SWEEP.min(n) {
+        let steps = SWEEP.min(n);
+        if cutoff_us <= self.floor {
+            // A skipped slot's last-seen time is at least `floor`, which is what it adds
+            // to the turn's least.
+            self.turn_floor = self.turn_floor.min(self.floor);
+            let next = self.sweep + steps;
+            if next >= n {
+                // The steps past the last slot are the next turn's.
+                self.end_turn();
+                self.turn_floor = self.floor;
+            }
+            self.sweep = next % n;
+            return;
+        }
+        for _ in 0..steps {
             self.sweep += 1;
             if self.sweep >= n {
                 self.sweep = 0;
+                self.end_turn();
             }
             let s = self.sweep;
             let m = &self.meta[s];
-            if m.live && m.last_seen < cutoff_us {
-                self.remove(s);
+            if m.live {
+                if m.last_seen < cutoff_us {
+                    self.remove(s);
+                } else {
+                    self.turn_floor = self.turn_floor.min(m.last_seen);
+                }
             }
         }
+    }
+
+    /// The sweep's cursor has passed the last slot: every live entity was visited (or
+    /// created) in this turn, so the least last-seen time it met is a floor for all.
+    fn end_turn(&mut self) {
+        self.floor = self.turn_floor;
+        self.turn_floor = i64::MAX;
+    }
+
+    /// True when the next sweeps will read the slots they pass (see [`sweep`](Self::sweep))
+    /// at the cutoff `cutoff_us`.
+    #[inline]
+    pub fn sweeps_read(&self, cutoff_us: i64) -> bool {
+        cutoff_us > self.floor
     }
 
     /// Asks the cache for the index position where a lookup of `key` starts, so that a
@@ -397,8 +448,12 @@ impl Table {
         }
     }
 
-    /// Asks the cache for the slots the TTL sweep of the next `events` events will visit.
-    pub fn prefetch_sweep(&self, events: usize) {
+    /// Asks the cache for the slots the TTL sweep of the next `events` events will visit,
+    /// when the sweeps at about `cutoff_us` will read them (see [`sweep`](Self::sweep)).
+    pub fn prefetch_sweep(&self, events: usize, cutoff_us: i64) {
+        if !self.sweeps_read(cutoff_us) {
+            return;
+        }
         let n = self.meta.len();
         self.prefetch_slots((self.sweep + 1) % n.max(1), (events * SWEEP).min(n));
     }
@@ -479,10 +534,51 @@ mod tests {
     }
 
     #[test]
+    fn sweeps_that_skip_slots_drop_what_visiting_every_slot_drops() {
+        // The same operations on two tables; the second is made to read every slot its
+        // sweeps pass. Keys come back now and then, times jitter backwards (late events),
+        // the TTL cutoff creeps forward and sometimes jumps, and the tables fill and evict.
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for cap in [3usize, 40, 500] {
+            let (mut fast, mut slow) = (Table::new(cap), Table::new(cap));
+            let mut t = 1_000_000i64;
+            let mut skipped = 0;
+            for step in 0..20_000 {
+                let r = next();
+                t += (r % 50) as i64;
+                let at = t - ((r >> 8) % 3_000) as i64;
+                let key = crate::hash::mix((r >> 20) % (cap as u64 * 3));
+                assert_eq!(fast.touch(key, at), slow.touch(key, at), "step {step}");
+                let ttl = [100, 1_000, 2_000, 4_000][((r >> 40) % 4) as usize];
+                let cutoff = t - ttl;
+                skipped += usize::from(!fast.sweeps_read(cutoff));
+                fast.sweep(cutoff);
+                slow.floor = i64::MIN;
+                slow.sweep(cutoff);
+                assert_eq!(
+                    (fast.len(), fast.sweep, fast.hand, fast.evictions()),
+                    (slow.len(), slow.sweep, slow.hand, slow.evictions()),
+                    "step {step}"
+                );
+            }
+            let live = |t: &Table| t.iter().collect::<Vec<_>>();
+            assert_eq!(live(&fast), live(&slow));
+            assert!(skipped > 100, "cap {cap}: only {skipped} sweeps skipped");
+            assert!(fast.evictions() > 0);
+        }
+    }
+
+    #[test]
     fn prefetching_reads_any_table_size_without_changing_it() {
         for cap in 1..6usize {
             let mut t = Table::new(cap);
-            t.prefetch_sweep(16);
+            t.prefetch_sweep(16, i64::MAX);
             t.prefetch_evictions(16);
             t.prefetch_victims(8, |_| {});
             t.prefetch_key(1);
@@ -491,7 +587,7 @@ mod tests {
                 let k = crate::hash::mix(i);
                 t.touch(k, i as i64);
                 let (len, hand, sweep) = (t.len(), t.hand, t.sweep);
-                t.prefetch_sweep(16);
+                t.prefetch_sweep(16, i64::MAX);
                 t.prefetch_evictions(16);
                 let slots = t.slots();
                 t.prefetch_victims(8, |s| assert!(s < slots));
