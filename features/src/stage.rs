@@ -740,10 +740,7 @@ impl FeatureStage {
         });
         let rings = &self.net_rings;
         self.networks.prefetch_victims(ahead, |v| rings.prefetch(v));
-        let cutoff = self.max_t.map_or(i64::MIN, |m| {
-            m.saturating_sub(self.res.lateness_us)
-                .saturating_sub(self.res.ttl_us)
-        });
+        let cutoff = self.max_t.map_or(i64::MIN, |m| self.ttl_cutoff(m));
         self.pairs.prefetch_sweep(ahead, cutoff);
         self.clients.prefetch_sweep(ahead, cutoff);
         self.networks.prefetch_sweep(ahead, cutoff);
@@ -810,9 +807,7 @@ impl FeatureStage {
         self.max_t = Some(max_t);
         let first_t = *self.first_t.get_or_insert(t);
         out.late.append_value(late);
-        let cutoff = max_t
-            .saturating_sub(self.res.lateness_us)
-            .saturating_sub(self.res.ttl_us);
+        let cutoff = self.ttl_cutoff(max_t);
         self.clients.sweep(cutoff);
         self.pairs.sweep(cutoff);
         self.networks.sweep(cutoff);
@@ -1264,6 +1259,22 @@ impl FeatureStage {
         row.extend_from_slice(&[ep_ratio, bz, lz]);
     }
 
+    /// Entities last seen before this are dropped by the TTL sweeps, with `max_t` the
+    /// newest event time so far.
+    #[inline]
+    fn ttl_cutoff(&self, max_t: i64) -> i64 {
+        max_t
+            .saturating_sub(self.res.lateness_us)
+            .saturating_sub(self.res.ttl_us)
+    }
+
+    /// The least share of a window the baselines count as observed (a quarter bucket of
+    /// span `s`, µs): see [`Self::observed_share`].
+    #[inline]
+    fn min_observed_us(&self, s: usize) -> i64 {
+        self.geo.width_us[s] / 4
+    }
+
     #[inline]
     fn span_secs(&self, s: usize) -> f32 {
         self.span_secs[s]
@@ -1288,7 +1299,7 @@ impl FeatureStage {
         }
         // At least a quarter bucket, so that an entity first seen a moment before the first
         // close does not get a baseline from a few requests over a few milliseconds.
-        let seen = since.clamp(self.geo.width_us[s] / 4, span);
+        let seen = since.clamp(self.min_observed_us(s), span);
         (seen as f64 / span as f64) as f32
     }
 
@@ -1332,7 +1343,7 @@ impl FeatureStage {
         self.earliest_t == i64::MAX
             || self
                 .closing_window_end(rings, slot, s)
-                .is_none_or(|end| end.saturating_sub(self.earliest_t) >= self.geo.width_us[s] / 4)
+                .is_none_or(|end| end.saturating_sub(self.earliest_t) >= self.min_observed_us(s))
     }
 
     /// Folds the client's reference-span window, as it stands before its head bucket
