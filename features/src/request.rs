@@ -271,9 +271,34 @@ fn is_ipv4(s: &[u8]) -> bool {
     parts == 4
 }
 
+/// Position of the first `a` followed by `b`. The needles of the lexer are two or three
+/// bytes long: a `memchr` for the first byte and a look at the next is cheaper than
+/// building a substring searcher for every value.
+fn find_pair(v: &[u8], a: u8, b: u8) -> Option<usize> {
+    memchr::memchr_iter(a, v).find(|&i| v.get(i + 1) == Some(&b))
+}
+
+/// Whether `v` holds `://`.
+fn has_scheme_separator(v: &[u8]) -> bool {
+    memchr::memchr_iter(b':', v).any(|i| v[i + 1..].starts_with(b"//"))
+}
+
+/// Non-empty `/`-separated segments of a path: bytes other than `/` that follow a `/` or
+/// start the path.
+fn segments(p: &[u8]) -> usize {
+    let mut count = 0;
+    let mut after_slash = true;
+    for &c in p {
+        let slash = c == b'/';
+        count += usize::from(after_slash & !slash);
+        after_slash = slash;
+    }
+    count
+}
+
 /// Host part of a lower-cased URL-ish value: after `scheme://` (or `//`), before `/:?#@`.
 fn host_of(v: &[u8]) -> &[u8] {
-    let start = memchr::memmem::find(v, b"//").map_or(0, |p| p + 2);
+    let start = find_pair(v, b'/', b'/').map_or(0, |p| p + 2);
     let rest = &v[start..];
     // Userinfo: `http://user@host`.
     let rest = match rest.iter().position(|&c| matches!(c, b'/' | b'?' | b'#')) {
@@ -433,7 +458,7 @@ impl Lexer {
     fn url_value(&mut self, v: &[u8], out: &mut Lexical) {
         let mut buf = std::mem::take(&mut self.scratch);
         decode_lower(v, &mut buf);
-        let has_scheme = memchr::memmem::find(&buf, b"://").is_some()
+        let has_scheme = has_scheme_separator(&buf)
             || buf.starts_with(b"//")
             || buf.starts_with(b"file:")
             || buf.starts_with(b"gopher:")
@@ -463,7 +488,7 @@ impl Lexer {
         out.path_len = p.len() as f32;
         out.query_len = q.len() as f32;
         out.body_len = b.len() as f32;
-        out.path_depth = path.split('/').filter(|s| !s.is_empty()).count() as f32;
+        out.path_depth = segments(p) as f32;
         let (e, d, s, sus_p) = self.profile(p, SPECIAL_PATH);
         (
             out.path_entropy,
@@ -509,16 +534,14 @@ impl Lexer {
             }
         }
         // URLs in body values: every `://` or `"file:` in the excerpt.
-        if !b.is_empty()
-            && (memchr::memmem::find(b, b"://").is_some()
-                || memchr::memmem::find(b, b"file:").is_some())
+        if !b.is_empty() && (has_scheme_separator(b) || memchr::memmem::find(b, b"file:").is_some())
         {
             let mut rest = b;
-            while let Some(i) = memchr::memmem::find(rest, b"\"") {
+            while let Some(i) = memchr::memchr(b'"', rest) {
                 rest = &rest[i + 1..];
                 let end = memchr::memchr(b'"', rest).unwrap_or(rest.len());
                 let v = &rest[..end];
-                if memchr::memmem::find(v, b"://").is_some() || v.starts_with(b"file:") {
+                if has_scheme_separator(v) || v.starts_with(b"file:") {
                     self.url_value(v, &mut out);
                 }
                 rest = &rest[(end + 1).min(rest.len())..];
@@ -624,6 +647,39 @@ mod tests {
         assert_eq!(f.param_url, 0.0);
         assert!(f.path_entropy > 2.0 && f.path_entropy < 5.0);
         assert!(f.path_digit_ratio > 0.1);
+    }
+
+    /// The byte-pair search, the `://` test and the segment count against their plain
+    /// definitions, on random strings over an alphabet thick with `/` and `:`.
+    #[test]
+    fn small_searches_match_their_definitions() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for len in 0..400usize {
+            let s: Vec<u8> = (0..len % 40)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    b"//:a."[(x % 5) as usize]
+                })
+                .collect();
+            let text = std::str::from_utf8(&s).expect("ascii");
+            assert_eq!(
+                find_pair(&s, b'/', b'/'),
+                s.windows(2).position(|w| w == b"//"),
+                "{text}"
+            );
+            assert_eq!(
+                has_scheme_separator(&s),
+                s.windows(3).any(|w| w == b"://"),
+                "{text}"
+            );
+            assert_eq!(
+                segments(&s),
+                text.split('/').filter(|seg| !seg.is_empty()).count(),
+                "{text}"
+            );
+        }
     }
 
     #[test]
