@@ -23,7 +23,10 @@
 //! them at `zstd_level`. So in a merged file of a busy hour each row group is
 //! sorted on its own (page statistics of `source_ip` are narrow, row-group ones are not),
 //! and in a merged file of a quiet hour the whole file is sorted. `source_ip` and
-//! `client_id` carry bloom filters for exact lookups in every file. Sorted rows are
+//! `client_id` carry bloom filters for exact lookups in every file. Columns that are
+//! nearly all distinct are encoded without a dictionary: floats byte-stream split, event
+//! times and Kafka offsets as deltas (they rise within each client's rows), request ids
+//! plain. Sorted rows are
 //! gathered from the buffered batches one column at a time, each column encoded before
 //! the next is gathered, so a flush never holds its rows twice.
 //!
@@ -57,7 +60,7 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::compute_leaves;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::KeyValue;
@@ -320,6 +323,14 @@ impl StoreConfig {
             // fall back to plain values anyway, after writing a dictionary page of ids
             // that no other row shares.
             b = b.set_column_dictionary_enabled(ColumnPath::from(UNIQUE_PER_ROW), false);
+            // Event times (microseconds) and Kafka offsets are nearly all distinct too, but
+            // rise within each client's rows, the order a final-form file is sorted in:
+            // differences pack them into a few bits without a dictionary's hashing.
+            for c in ASCENDING_PER_CLIENT {
+                b = b
+                    .set_column_dictionary_enabled(ColumnPath::from(c), false)
+                    .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+            }
         }
         Ok(b.build())
     }
@@ -727,6 +738,9 @@ fn split_by_hour(batch: &RecordBatch, hours: &[i64]) -> Result<Vec<(i64, RecordB
 
 /// The events column that holds a different value in every row (the request id).
 const UNIQUE_PER_ROW: &str = "http_request_id";
+/// Integer columns of the events table whose values are nearly all distinct and rise
+/// within one client's events.
+const ASCENDING_PER_CLIENT: [&str; 2] = ["timestamp", "kafka_offset"];
 
 /// The columns events are sorted by before they are written, so that a file's row
 /// groups and pages cover narrow ranges of clients and time and their statistics let a
@@ -1007,7 +1021,7 @@ fn float_columns_without_dictionary(
             let col = ColumnPath::from(f.name().as_str());
             b = b
                 .set_column_dictionary_enabled(col.clone(), false)
-                .set_column_encoding(col, parquet::basic::Encoding::BYTE_STREAM_SPLIT);
+                .set_column_encoding(col, Encoding::BYTE_STREAM_SPLIT);
         }
     }
     b.build()

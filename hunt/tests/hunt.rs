@@ -383,6 +383,25 @@ fn codecs(path: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// The encodings of one column's chunks in a file.
+fn column_encodings(path: &Path, column: &str) -> BTreeSet<String> {
+    footer(path)
+        .row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns().iter())
+        .filter(|c| c.column_path().string() == column)
+        .flat_map(|c| c.encodings().map(|e| format!("{e:?}")).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Event times in a final-form file: delta-packed, never through a dictionary (they are
+/// nearly all distinct, and rise within each client's sorted rows).
+fn assert_times_delta_packed(path: &Path) {
+    let enc = column_encodings(path, "timestamp");
+    assert!(enc.contains("DELTA_BINARY_PACKED"), "{enc:?}");
+    assert!(!enc.iter().any(|e| e.contains("DICTIONARY")), "{enc:?}");
+}
+
 /// `(source_ip, timestamp)` of every row of one Parquet file, in file order.
 fn file_rows(path: &Path) -> Vec<(String, i64)> {
     let file = std::fs::File::open(path).unwrap();
@@ -444,6 +463,7 @@ fn small_files_keep_arrival_order_in_lz4_and_merged_or_full_files_are_sorted_in_
     assert_eq!(rows.len(), 50);
     assert!(is_sorted(&rows), "full-size file not sorted: {rows:?}");
     assert_eq!(codecs(&full[0]), BTreeSet::from(["ZSTD".to_owned()]));
+    assert_times_delta_packed(&full[0]);
 
     let report = maintain(tmp.path(), &cfg).unwrap();
     assert_eq!(report.files_merged, 3);
@@ -453,6 +473,7 @@ fn small_files_keep_arrival_order_in_lz4_and_merged_or_full_files_are_sorted_in_
     assert_eq!(rows.len(), 30);
     assert!(is_sorted(&rows), "merged file not sorted: {rows:?}");
     assert_eq!(codecs(&merged[0]), BTreeSet::from(["ZSTD".to_owned()]));
+    assert_times_delta_packed(&merged[0]);
 }
 
 #[test]
