@@ -23,10 +23,10 @@
 //! them at `zstd_level`. So in a merged file of a busy hour each row group is
 //! sorted on its own (page statistics of `source_ip` are narrow, row-group ones are not),
 //! and in a merged file of a quiet hour the whole file is sorted. `source_ip` and
-//! `client_id` carry bloom filters for exact lookups in every file. Columns that are
-//! nearly all distinct are encoded without a dictionary: floats byte-stream split, event
-//! times and Kafka offsets as deltas (they rise within each client's rows), request ids
-//! plain. Sorted rows are
+//! `client_id` carry bloom filters for exact lookups in every file. Columns whose values
+//! mostly differ from row to row are encoded without a dictionary: floats byte-stream
+//! split, event times and Kafka offsets as deltas (they rise within each client's rows),
+//! request ids plain. Sorted rows are
 //! gathered from the buffered batches one column at a time, each column encoded before
 //! the next is gathered, so a flush never holds its rows twice.
 //!
@@ -323,9 +323,11 @@ impl StoreConfig {
             // fall back to plain values anyway, after writing a dictionary page of ids
             // that no other row shares.
             b = b.set_column_dictionary_enabled(ColumnPath::from(UNIQUE_PER_ROW), false);
-            // Event times (microseconds) and Kafka offsets are nearly all distinct too, but
-            // rise within each client's rows, the order a final-form file is sorted in:
-            // differences pack them into a few bits without a dictionary's hashing.
+            // Event times (microseconds) and Kafka offsets mostly differ from row to row
+            // too (a dictionary of them fills up and falls back to plain values), but they
+            // rise within each client's rows, the order a final-form file is sorted in, and
+            // within each partition, the order of a small file: differences pack them into
+            // a few bits without a dictionary's hashing.
             for c in ASCENDING_PER_CLIENT {
                 b = b
                     .set_column_dictionary_enabled(ColumnPath::from(c), false)
@@ -738,8 +740,8 @@ fn split_by_hour(batch: &RecordBatch, hours: &[i64]) -> Result<Vec<(i64, RecordB
 
 /// The events column that holds a different value in every row (the request id).
 const UNIQUE_PER_ROW: &str = "http_request_id";
-/// Integer columns of the events table whose values are nearly all distinct and rise
-/// within one client's events.
+/// Integer columns of the events table whose values mostly differ from row to row and
+/// rise within one client's events.
 const ASCENDING_PER_CLIENT: [&str; 2] = ["timestamp", "kafka_offset"];
 
 /// The columns events are sorted by before they are written, so that a file's row
