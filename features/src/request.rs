@@ -271,16 +271,11 @@ fn is_ipv4(s: &[u8]) -> bool {
     parts == 4
 }
 
-/// Position of the first `a` followed by `b`. The needles of the lexer are two or three
-/// bytes long: a `memchr` for the first byte and a look at the next is cheaper than
+/// Position of the first `needle` (not empty) in `v`. The lexer's needles are a few bytes
+/// long: a `memchr` for the first byte and a look at the next ones is cheaper than
 /// building a substring searcher for every value.
-fn find_pair(v: &[u8], a: u8, b: u8) -> Option<usize> {
-    memchr::memchr_iter(a, v).find(|&i| v.get(i + 1) == Some(&b))
-}
-
-/// Whether `v` holds `://`.
-fn has_scheme_separator(v: &[u8]) -> bool {
-    memchr::memchr_iter(b':', v).any(|i| v[i + 1..].starts_with(b"//"))
+fn find(v: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(needle[0], v).find(|&i| v[i..].starts_with(needle))
 }
 
 /// Non-empty `/`-separated segments of a path: bytes other than `/` that follow a `/` or
@@ -298,7 +293,7 @@ fn segments(p: &[u8]) -> usize {
 
 /// Host part of a lower-cased URL-ish value: after `scheme://` (or `//`), before `/:?#@`.
 fn host_of(v: &[u8]) -> &[u8] {
-    let start = find_pair(v, b'/', b'/').map_or(0, |p| p + 2);
+    let start = find(v, b"//").map_or(0, |p| p + 2);
     let rest = &v[start..];
     // Userinfo: `http://user@host`.
     let rest = match rest.iter().position(|&c| matches!(c, b'/' | b'?' | b'#')) {
@@ -458,7 +453,7 @@ impl Lexer {
     fn url_value(&mut self, v: &[u8], out: &mut Lexical) {
         let mut buf = std::mem::take(&mut self.scratch);
         decode_lower(v, &mut buf);
-        let has_scheme = has_scheme_separator(&buf)
+        let has_scheme = find(&buf, b"://").is_some()
             || buf.starts_with(b"//")
             || buf.starts_with(b"file:")
             || buf.starts_with(b"gopher:")
@@ -534,14 +529,13 @@ impl Lexer {
             }
         }
         // URLs in body values: every `://` or `"file:` in the excerpt.
-        if !b.is_empty() && (has_scheme_separator(b) || memchr::memmem::find(b, b"file:").is_some())
-        {
+        if !b.is_empty() && (find(b, b"://").is_some() || find(b, b"file:").is_some()) {
             let mut rest = b;
             while let Some(i) = memchr::memchr(b'"', rest) {
                 rest = &rest[i + 1..];
                 let end = memchr::memchr(b'"', rest).unwrap_or(rest.len());
                 let v = &rest[..end];
-                if has_scheme_separator(v) || v.starts_with(b"file:") {
+                if find(v, b"://").is_some() || v.starts_with(b"file:") {
                     self.url_value(v, &mut out);
                 }
                 rest = &rest[(end + 1).min(rest.len())..];
@@ -649,8 +643,8 @@ mod tests {
         assert!(f.path_digit_ratio > 0.1);
     }
 
-    /// The byte-pair search, the `://` test and the segment count against their plain
-    /// definitions, on random strings over an alphabet thick with `/` and `:`.
+    /// The short search and the segment count against their plain definitions, on random
+    /// strings over an alphabet thick with `/` and `:`.
     #[test]
     fn small_searches_match_their_definitions() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -664,16 +658,13 @@ mod tests {
                 })
                 .collect();
             let text = std::str::from_utf8(&s).expect("ascii");
-            assert_eq!(
-                find_pair(&s, b'/', b'/'),
-                s.windows(2).position(|w| w == b"//"),
-                "{text}"
-            );
-            assert_eq!(
-                has_scheme_separator(&s),
-                s.windows(3).any(|w| w == b"://"),
-                "{text}"
-            );
+            for needle in [&b"//"[..], b"://", b"a:"] {
+                assert_eq!(
+                    find(&s, needle),
+                    s.windows(needle.len()).position(|w| w == needle),
+                    "{text}"
+                );
+            }
             assert_eq!(
                 segments(&s),
                 text.split('/').filter(|seg| !seg.is_empty()).count(),

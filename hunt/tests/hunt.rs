@@ -394,8 +394,8 @@ fn column_encodings(path: &Path, column: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Event times in a final-form file: delta-packed, never through a dictionary (they are
-/// nearly all distinct, and rise within each client's sorted rows).
+/// Event times in a final-form file: delta-packed, never through a dictionary (they
+/// mostly differ from row to row, and rise within each client's sorted rows).
 fn assert_times_delta_packed(path: &Path) {
     let enc = column_encodings(path, "timestamp");
     assert!(enc.contains("DELTA_BINARY_PACKED"), "{enc:?}");
