@@ -181,6 +181,25 @@ const CHUNK: usize = 16;
 /// the cache, the one whose index lines are.
 const PIPELINE: usize = 3;
 
+/// A bucket of one span and the event times it covers, `start..end` (µs).
+#[derive(Debug, Clone, Copy)]
+struct BucketMemo {
+    start: i64,
+    end: i64,
+    b: i64,
+    pos: usize,
+}
+
+impl BucketMemo {
+    /// Covers no time.
+    const EMPTY: Self = Self {
+        start: i64::MAX,
+        end: i64::MIN,
+        b: 0,
+        pos: 0,
+    };
+}
+
 /// The output builders of one batch.
 struct Builders {
     tmpl: StringBuilder,
@@ -317,6 +336,9 @@ pub struct FeatureStage {
     /// The templates of the chunks in flight, end to end, one arena per chunk.
     tmpl_arenas: [String; PIPELINE],
     segs: Vec<u64>,
+    /// Per span: the bucket of the last event and the event times it covers (see
+    /// [`Self::bucket_at`]).
+    bucket_memo: Vec<BucketMemo>,
     /// Per network slot: the network it holds and its text.
     net_text: Vec<(Option<NetAddr>, String)>,
 }
@@ -392,6 +414,7 @@ impl FeatureStage {
             tmpl: String::with_capacity(256),
             tmpl_arenas: std::array::from_fn(|_| String::with_capacity(CHUNK * 64)),
             segs: Vec::with_capacity(32),
+            bucket_memo: vec![BucketMemo::EMPTY; res.spans_us.len()],
             net_text: Vec::new(),
             lexer: Lexer::new(),
             schema_cache: None,
@@ -577,9 +600,23 @@ impl FeatureStage {
                 self.event(&cols, &cache, i, p, &arenas[k], &mut b);
                 debug_assert_eq!(b.row.at, j + nf * CHUNK);
             }
+            // Cleaned in place in one pass over the whole buffer (it vectorises), then
+            // copied: a full chunk's runs are of a fixed length, so each copy is a few
+            // vector moves rather than a call.
+            for v in b.row.runs.iter_mut() {
+                *v = finite(*v);
+            }
             let len = end - start;
-            for (col, run) in out.iter_mut().zip(b.row.runs.chunks_exact(CHUNK)) {
-                col.extend(run[..len].iter().map(|&v| finite(v)));
+            let runs = b.row.runs.chunks_exact(CHUNK);
+            if len == CHUNK {
+                for (col, run) in out.iter_mut().zip(runs) {
+                    let run: &[f32; CHUNK] = run.try_into().expect("runs of CHUNK values");
+                    col.extend_from_slice(run);
+                }
+            } else {
+                for (col, run) in out.iter_mut().zip(runs) {
+                    col.extend_from_slice(&run[..len]);
+                }
             }
         }
         self.tmpl_arenas = arenas;
@@ -987,8 +1024,7 @@ impl FeatureStage {
         let r = self.res.reference;
         let bytes_add = resp.min(u64::from(u32::MAX)) as u32;
         for s in 0..spans {
-            let b = self.geo.bucket(s, t);
-            let pos = b.rem_euclid(self.geo.n as i64) as usize;
+            let (b, pos) = self.bucket_at(s, t);
             if s == r && self.client_rings.closes(cs, s, b) {
                 let first = self.pop.n == 0;
                 if self.close_client(cs) && first {
@@ -1257,6 +1293,27 @@ impl FeatureStage {
             1.0
         };
         row.extend_from_slice(&[ep_ratio, bz, lz]);
+    }
+
+    /// The bucket of `t` in span `s` and its ring position. Consecutive events nearly
+    /// always fall in the bucket of the one before (a bucket is at least a second wide), so
+    /// the bucket's bounds are kept and the two 64-bit divisions are made only when an
+    /// event leaves them.
+    #[inline]
+    fn bucket_at(&mut self, s: usize, t: i64) -> (i64, usize) {
+        let m = &mut self.bucket_memo[s];
+        if t >= m.start && t < m.end {
+            return (m.b, m.pos);
+        }
+        let b = self.geo.bucket(s, t);
+        let width = self.geo.width_us[s];
+        *m = BucketMemo {
+            start: b.saturating_mul(width),
+            end: b.saturating_add(1).saturating_mul(width),
+            b,
+            pos: b.rem_euclid(self.geo.n as i64) as usize,
+        };
+        (m.b, m.pos)
     }
 
     /// Entities last seen before this are dropped by the TTL sweeps, with `max_t` the
