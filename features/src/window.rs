@@ -10,7 +10,7 @@
 //!
 //! Buckets are plain `Copy` structs of counters; distinct counts use one packed
 //! HyperLogLog per bucket plus a merged sketch for the whole window (see [`crate::hll`]).
-//! Storage is two `Vec`s for the whole table (counters, and heads with sketches and
+//! Storage is two `Vec`s for the whole table (counters, and heads, owner words, sketches and
 //! estimates), indexed by slot, so there is no allocation per entity and the memory per
 //! entity is a fixed, known number of bytes.
 
@@ -60,10 +60,13 @@ pub struct Rings<B> {
     n: usize,
     spans: usize,
     k: usize,
+    /// Words per slot the owner keeps its own per-entity values in (see
+    /// [`Rings::with_words`]).
+    extra: usize,
     /// Words per slot in `words`.
     stride: usize,
-    /// Per slot: the head of every span (an `i64` as its bits), then the estimate of every
-    /// (span, sketch) window (two `f32`s per word, as bits), then per (span, sketch) its
+    /// Per slot: the head of every span (an `i64` as its bits), then the owner's `extra`
+    /// words, then the estimate of every (span, sketch) window (two `f32`s per word, as bits), then per (span, sketch) its
     /// `n` bucket sketches and the merged window sketch.
     words: Vec<u64>,
     buckets: Vec<B>,
@@ -72,12 +75,20 @@ pub struct Rings<B> {
 impl<B: Copy + Default> Rings<B> {
     /// Empty storage for `geometry` with `k` sketches per bucket.
     pub fn new(geometry: &Geometry, k: usize) -> Self {
+        Self::with_words(geometry, k, 0)
+    }
+
+    /// [`new`](Self::new), plus `extra` words per slot for the owner's own per-entity
+    /// values ([`word_mut`](Self::word_mut)), zeroed by [`reset`](Self::reset). They sit
+    /// next to the heads, which every event reads, so they cost no cache line of their own.
+    pub fn with_words(geometry: &Geometry, k: usize, extra: usize) -> Self {
         let (n, spans) = (geometry.n, geometry.spans());
         Self {
             n,
             spans,
             k,
-            stride: spans + (spans * k).div_ceil(2) + spans * k * (n + 1),
+            extra,
+            stride: spans + extra + (spans * k).div_ceil(2) + spans * k * (n + 1),
             words: Vec::new(),
             buckets: Vec::new(),
         }
@@ -114,7 +125,10 @@ impl<B: Copy + Default> Rings<B> {
     #[inline]
     fn est(&self, slot: usize, s: usize, f: usize) -> (usize, u32) {
         let e = s * self.k + f;
-        (slot * self.stride + self.spans + e / 2, 32 * (e as u32 & 1))
+        (
+            slot * self.stride + self.spans + self.extra + e / 2,
+            32 * (e as u32 & 1),
+        )
     }
 
     #[inline]
@@ -129,8 +143,16 @@ impl<B: Copy + Default> Rings<B> {
     fn sk(&self, slot: usize, s: usize, f: usize) -> usize {
         slot * self.stride
             + self.spans
+            + self.extra
             + (self.spans * self.k).div_ceil(2)
             + (s * self.k + f) * (self.n + 1)
+    }
+
+    /// The owner's word `j` of `slot` (zero after [`reset`](Self::reset)).
+    #[inline]
+    pub fn word_mut(&mut self, slot: usize, j: usize) -> &mut u64 {
+        debug_assert!(j < self.extra);
+        &mut self.words[slot * self.stride + self.spans + j]
     }
 
     /// The head (newest) bucket of span `s`, if the entity has one.
@@ -331,6 +353,46 @@ mod tests {
         r.reset(0);
         assert_eq!(total(&r, 0, 1), 0);
         assert!(!r.closes(0, 0, 5));
+    }
+
+    #[test]
+    fn owner_words_are_zeroed_by_reset_and_apart_from_the_windows() {
+        let g = geo();
+        let mut plain: Rings<u32> = Rings::new(&g, 2);
+        let mut with: Rings<u32> = Rings::with_words(&g, 2, 2);
+        for r in [&mut plain, &mut with] {
+            r.reset(0);
+            r.reset(1);
+        }
+        for slot in 0..2 {
+            *with.word_mut(slot, 0) = u64::MAX;
+            *with.word_mut(slot, 1) = u64::MAX;
+        }
+        // The same events into both: the words change no head, bucket or estimate.
+        for (t, item) in [(0i64, 1u64), (15, 2), (27, 3), (150, 4), (160, 5)] {
+            for r in [&mut plain, &mut with] {
+                for s in 0..g.spans() {
+                    if let Landing::At(p) = r.land(1, s, g.bucket(s, t)) {
+                        *r.bucket_mut(1, s, p) += 1;
+                        r.insert(1, s, p, 0, crate::hash::mix(item));
+                        r.insert(1, s, p, 1, crate::hash::mix(item + 100));
+                    }
+                }
+            }
+        }
+        for s in 0..g.spans() {
+            assert_eq!(plain.head(1, s), with.head(1, s));
+            assert_eq!(plain.buckets(1, s), with.buckets(1, s));
+            for f in 0..2 {
+                assert_eq!(plain.distinct(1, s, f), with.distinct(1, s, f));
+            }
+        }
+        assert_eq!(*with.word_mut(1, 1), u64::MAX);
+        assert_eq!(with.bytes_per_entity(), plain.bytes_per_entity() + 16);
+        with.reset(1);
+        assert_eq!((*with.word_mut(1, 0), *with.word_mut(1, 1)), (0, 0));
+        // Slot 0's words are untouched by slot 1's events and reset.
+        assert_eq!(*with.word_mut(0, 0), u64::MAX);
     }
 
     #[test]
