@@ -121,8 +121,8 @@ struct ClientMeta {
 
 /// Words a pair keeps in its rings ([`Rings::with_words`]): one, the last numeric object
 /// id it named plus one (zero: none yet), for the sequential-id count. Kept there rather
-/// than in a table of its own, it shares the line of the pair's heads: one miss less per
-/// event at hundreds of thousands of pairs.
+/// than in a table of its own, it shares the line of the pair's heads, so an event has one
+/// line fewer to fetch and a pair takes 8 B less (no speed difference was measurable).
 const PAIR_WORDS: usize = 1;
 const PAIR_LAST_ID: usize = 0;
 
@@ -597,9 +597,9 @@ impl FeatureStage {
                 self.event(&cols, &cache, i, p, &arenas[k], &mut b);
                 debug_assert_eq!(b.row.at, j + nf * CHUNK);
             }
-            // Cleaned in place in one pass over the whole buffer (it vectorises), then
-            // copied: a full chunk's runs are of a fixed length, so each copy is a few
-            // vector moves rather than a call.
+            // Cleaned in place in one pass over the whole buffer, then copied: a full
+            // chunk's runs are of a fixed length, so the compiler can copy each without a
+            // call.
             for v in b.row.runs.iter_mut() {
                 *v = finite(*v);
             }

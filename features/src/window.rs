@@ -66,8 +66,8 @@ pub struct Rings<B> {
     /// Words per slot in `words`.
     stride: usize,
     /// Per slot: the head of every span (an `i64` as its bits), then the owner's `extra`
-    /// words, then the estimate of every (span, sketch) window (two `f32`s per word, as bits), then per (span, sketch) its
-    /// `n` bucket sketches and the merged window sketch.
+    /// words, then the estimate of every (span, sketch) window (two `f32`s per word, as
+    /// bits), then per (span, sketch) its `n` bucket sketches and the merged window sketch.
     words: Vec<u64>,
     buckets: Vec<B>,
 }
