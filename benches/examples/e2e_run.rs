@@ -524,9 +524,9 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
     // raises far more alerts than the last one says where they came from.
     let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
     let mut by_tens: std::collections::BTreeMap<u64, u64> = Default::default();
-    // The slowest alerts with what they were and when in the run they arrived: a p99 near
-    // the limit says which detector or moment to look at.
-    let mut slowest: Vec<(i64, String, f64)> = Vec::new();
+    // The three slowest alerts with what they were and when in the run they arrived: a
+    // p99 near the limit says which detector or moment to look at.
+    let mut slowest: Vec<(i64, String, f64)> = Vec::with_capacity(4);
     let mut kept = a.alerts_out.as_ref().map(|p| {
         std::io::BufWriter::new(
             std::fs::File::create(p)
@@ -556,6 +556,8 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
                 kind.clone(),
                 started.elapsed().as_secs_f64(),
             ));
+            slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+            slowest.truncate(3);
             *by_kind.entry(kind).or_default() += 1;
             *by_tens
                 .entry(started.elapsed().as_secs() / 10 * 10)
@@ -620,10 +622,8 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
     println!("alerts by category/leading detector: {}", kinds.join(", "));
     let tens: Vec<String> = by_tens.iter().map(|(t, n)| format!("{t}s {n}")).collect();
     println!("alerts read per 10 s of the run: {}", tens.join(", "));
-    slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
     let top: Vec<String> = slowest
         .iter()
-        .take(3)
         .map(|(ms, kind, at)| format!("{ms} ms {kind} (read {at:.1} s into the run)"))
         .collect();
     println!("slowest alerts: {}", top.join(", "));

@@ -324,7 +324,7 @@ impl StoreConfig {
             // that no other row shares.
             b = b.set_column_dictionary_enabled(ColumnPath::from(UNIQUE_PER_ROW), false);
             // Event times (microseconds) and Kafka offsets mostly differ from row to row
-            // too (a dictionary of them fills up and falls back to plain values), but they
+            // too (a dictionary of them would hold nearly every value), but they
             // rise within each client's rows, the order a final-form file is sorted in, and
             // within each partition, the order of a small file: differences pack them into
             // a few bits without a dictionary's hashing.
