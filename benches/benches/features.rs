@@ -42,11 +42,17 @@ fn corpus(n: usize) -> Vec<RecordBatch> {
             c & 255
         )));
         e.client_id = c.is_multiple_of(2).then(|| Cow::Owned(format!("cust-{c}")));
-        // A quarter of the requests go to 150 further resources, for ~200 templates.
-        let path;
+        // A quarter of the requests go to 30 further resources in five groups of six (few
+        // enough values per position that the learned templater keeps them literal):
+        // with the simulator's own, about 220 endpoints (method and template).
         if (x >> 40).is_multiple_of(4) {
-            path = format!("/api/v3/res{}/{}", (x >> 20) % 150, (x >> 8) % 100_000);
-            e.path = Cow::Owned(path);
+            let k = (x >> 20) % 30;
+            e.path = Cow::Owned(format!(
+                "/api/v3/g{}/res{}/{}",
+                k / 6,
+                k % 6,
+                (x >> 8) % 100_000
+            ));
         }
         b.append(Format::Json, &e, &Provenance::None);
         if b.len() == BATCH {

@@ -146,13 +146,16 @@ pub fn labels(b: &RecordBatch) -> Vec<String> {
 pub const CORPUS_BATCH: usize = 8192;
 /// Distinct clients of [`rekeyed_corpus`].
 pub const CORPUS_CLIENTS: u64 = 100_000;
+/// Extra resources of [`rekeyed_corpus`] (`/api/v3/g<k/6>/res<k%6>/<id>`), on top of the
+/// simulator's own endpoints: 227 endpoints (method and template) in all.
+pub const EXTRA_RESOURCES: u64 = 30;
 /// Event-time gap between two events of [`rekeyed_corpus`], µs.
 pub const CORPUS_GAP_US: i64 = 1_000;
 
 /// The at-scale workload of the throughput and digest tests: simulated traffic (seed 42,
 /// every scenario) re-keyed onto [`CORPUS_CLIENTS`] clients (half by `client_id`, half by
-/// IP only), one event every [`CORPUS_GAP_US`], a quarter of the requests sent to 150
-/// extra resources, in [`CORPUS_BATCH`]-row batches. With `disorder`, one event in five is
+/// IP only), one event every [`CORPUS_GAP_US`], a quarter of the requests sent to
+/// [`EXTRA_RESOURCES`] extra resources, in [`CORPUS_BATCH`]-row batches. With `disorder`, one event in five is
 /// moved up to two minutes back (some beyond the allowed lateness) and one client in
 /// eight has an IPv6 address.
 pub fn rekeyed_corpus(n: usize, disorder: bool) -> Vec<RecordBatch> {
@@ -182,9 +185,13 @@ pub fn rekeyed_corpus(n: usize, disorder: bool) -> Vec<RecordBatch> {
         }));
         e.client_id = c.is_multiple_of(2).then(|| Cow::Owned(format!("cust-{c}")));
         if (x >> 40).is_multiple_of(4) {
+            // Five groups of six: few enough values per position that the learned
+            // templater keeps each as a literal, so these are templates of their own.
+            let k = (x >> 20) % EXTRA_RESOURCES;
             e.path = Cow::Owned(format!(
-                "/api/v3/res{}/{}",
-                (x >> 20) % 150,
+                "/api/v3/g{}/res{}/{}",
+                k / 6,
+                k % 6,
                 (x >> 8) % 100_000
             ));
         }
