@@ -9,7 +9,9 @@
 //! forest (and behaviour profiles) on a background thread and swaps the model in without
 //! pausing; the content profiles learn from the same warm-up events. Every
 //! `retrain_every_events` it retrains on the reservoir and logs the drift between the old
-//! and the new model.
+//! and the new model. A retrain runs below the engine's priority
+//! ([`gatewatch_models::stream::RETRAIN_NICENESS`]): a model is already scoring, so the
+//! retrain can wait for the CPU, and the alerts it would otherwise delay cannot.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -415,6 +417,11 @@ impl ModelRuntime {
             && let Some(handle) = &self.handle
         {
             let set = self.reservoir.snapshot();
+            tracing::info!(
+                rows = set.rows.nrows(),
+                events = self.events_seen,
+                "retraining in the background, below the engine's priority"
+            );
             self.training = Some(
                 self.trainer
                     .retrain_in_background(set, handle.clone())
@@ -462,17 +469,22 @@ impl ModelRuntime {
                     if report.swapped {
                         self.swaps += 1;
                     }
+                    let secs = report.elapsed.as_secs_f64();
                     match report.drift {
                         Some(d) => tracing::info!(
                             rows = report.rows,
                             swapped = report.swapped,
                             drift_ks = d.ks,
                             mean_score_shift = d.mean_abs_shift,
+                            secs,
+                            nice = report.nice,
                             "retrained"
                         ),
                         None => tracing::info!(
                             rows = report.rows,
                             swapped = report.swapped,
+                            secs,
+                            nice = report.nice,
                             "retrained"
                         ),
                     }
