@@ -3,7 +3,9 @@
 //!
 //! Cheap first: sizes, classes and entropy are one pass over each string with a table of
 //! `c·log2(c)`; the marker search (percent-decoding, lower-casing, substring search) only
-//! runs on strings that contain a byte an injection needs.
+//! runs on strings that could hold a marker: with a byte most injections need (a quote,
+//! `<`, `%`, …), a doubled `.`, `&` or `-`, or one of the markers made of none of those
+//! (`/etc/passwd`, `whoami`, …) found in them directly.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use memchr::memmem;
@@ -418,7 +420,8 @@ impl Lexer {
     /// Entropy (bits/byte), digit count and special count of `s` under `special`, and
     /// whether `s` may hold a marker and must be scanned for them: when it holds a
     /// [`suspicious`] byte (`%` among them, for encoded forms), a doubled `.`, `&` or `-`,
-    /// or every byte of one of the other markers (upper case counting as lower).
+    /// or one of the other markers in upper or lower case (see
+    /// [`holds_quiet_marker`](Self::holds_quiet_marker)).
     fn profile(&mut self, s: &[u8], special: u8) -> (f32, f32, f32, bool) {
         let s = &s[..s.len().min(MAX_SCAN)];
         if s.is_empty() {
@@ -466,7 +469,8 @@ impl Lexer {
     }
 
     /// Whether `s` (with no suspicious byte, so nothing to decode) holds one of the quiet
-    /// markers once lower-cased; `present` is the set of its lower-cased bytes.
+    /// markers once lower-cased; `present` is the set of its lower-cased bytes, and only
+    /// markers whose bytes are all there are searched for.
     fn holds_quiet_marker(&mut self, s: &[u8], present: &[u64; 4], upper: bool) -> bool {
         let mut lower = std::mem::take(&mut self.scratch);
         let mut folded = false;
