@@ -43,8 +43,8 @@ fn corpus(n: usize) -> Vec<RecordBatch> {
         )));
         e.client_id = c.is_multiple_of(2).then(|| Cow::Owned(format!("cust-{c}")));
         // A quarter of the requests go to 30 further resources in five groups of six (few
-        // enough values per position that the learned templater keeps them literal):
-        // with the simulator's own, about 220 endpoints (method and template).
+        // enough values per position that the learned templater keeps them literal), as
+        // in the throughput test's workload (227 endpoints, method and template, there).
         if (x >> 40).is_multiple_of(4) {
             let k = (x >> 20) % 30;
             e.path = Cow::Owned(format!(

@@ -163,10 +163,10 @@ const fn doubled_marker(c: u8) -> bool {
     matches!(c, b'.' | b'&' | b'-')
 }
 
-/// The 256-bit set of `s`'s bytes.
-fn byte_set(s: &[u8]) -> [u64; 4] {
+/// The 256-bit set of some bytes.
+fn byte_set(bytes: impl IntoIterator<Item = u8>) -> [u64; 4] {
     let mut set = [0u64; 4];
-    for &c in s {
+    for c in bytes {
         set[usize::from(c >> 6)] |= 1 << (c & 63);
     }
     set
@@ -403,7 +403,12 @@ impl Lexer {
                 !p.iter().any(|&c| suspicious(c))
                     && !p.windows(2).any(|w| w[0] == w[1] && doubled_marker(w[0]))
             })
-            .map(|p| (byte_set(p), memmem::Finder::new(p).into_owned()))
+            .map(|p| {
+                (
+                    byte_set(p.iter().copied()),
+                    memmem::Finder::new(p).into_owned(),
+                )
+            })
             .collect();
         Self {
             xlogx,
@@ -443,8 +448,6 @@ impl Lexer {
         // A lone `.`, `&` or `-` is benign and their doubles are markers, so the string is
         // only searched for a double when it holds two of one of them.
         let mut pair_possible = false;
-        let mut present = [0u64; 4];
-        let mut upper = false;
         // Summed in order of first appearance, one term per distinct byte.
         let mut sum = 0.0f32;
         for &c in &self.distinct[..kinds] {
@@ -455,23 +458,24 @@ impl Lexer {
             spec += u32::from(class & special != 0) * n;
             sus |= class & SUSPICIOUS != 0;
             pair_possible |= n >= 2 && doubled_marker(c);
-            upper |= c.is_ascii_uppercase();
-            let folded = c.to_ascii_lowercase();
-            present[usize::from(folded >> 6)] |= 1 << (folded & 63);
             self.counts[c as usize] = 0;
         }
         sus = sus
             || (pair_possible && s.windows(2).any(|w| w[0] == w[1] && doubled_marker(w[0])))
-            || self.holds_quiet_marker(s, &present, upper);
+            || self.holds_quiet_marker(s, kinds);
         let n = s.len() as f32;
         let entropy = (n.log2() - sum / n).max(0.0);
         (entropy, digits as f32 / n, spec as f32 / n, sus)
     }
 
     /// Whether `s` (with no suspicious byte, so nothing to decode) holds one of the quiet
-    /// markers once lower-cased; `present` is the set of its lower-cased bytes, and only
-    /// markers whose bytes are all there are searched for.
-    fn holds_quiet_marker(&mut self, s: &[u8], present: &[u64; 4], upper: bool) -> bool {
+    /// markers once lower-cased. `s`'s distinct bytes are the first `kinds` of
+    /// `distinct` (as [`profile`](Self::profile) left them); only markers whose bytes are
+    /// all among them are searched for.
+    fn holds_quiet_marker(&mut self, s: &[u8], kinds: usize) -> bool {
+        let distinct = &self.distinct[..kinds];
+        let present = byte_set(distinct.iter().map(u8::to_ascii_lowercase));
+        let upper = distinct.iter().any(u8::is_ascii_uppercase);
         let mut lower = std::mem::take(&mut self.scratch);
         let mut folded = false;
         let found = self.quiet_markers.iter().any(|(bytes, finder)| {
@@ -795,21 +799,16 @@ mod tests {
                     let in_query = l.features("/api/v1/x", Some(&format!("v=a{m}b")), None, None);
                     let body = format!(r#"{{"v":"a{m}b"}}"#);
                     let in_body = l.features("/api/v1/x", None, Some(&body), None);
-                    let in_agent = l.user_agent_markers(&format!("agent/1.0 {m}"));
-                    for (place, n) in [
-                        ("path", count(&in_path, class)),
-                        ("query", count(&in_query, class)),
-                        ("body", count(&in_body, class)),
-                        (
-                            "user agent",
-                            [
-                                in_agent.sqli,
-                                in_agent.xss,
-                                in_agent.traversal,
-                                in_agent.cmd,
-                            ][class],
-                        ),
+                    let mut in_agent = Lexical::default();
+                    l.user_agent_markers(&format!("agent/1.0 {m}"))
+                        .add_to(&mut in_agent);
+                    for (place, f) in [
+                        ("path", in_path),
+                        ("query", in_query),
+                        ("body", in_body),
+                        ("user agent", in_agent),
                     ] {
+                        let n = count(&f, class);
                         assert!(n >= 1.0, "{m:?} in the {place} was not counted");
                     }
                 }

@@ -420,7 +420,7 @@ impl ModelRuntime {
             tracing::info!(
                 rows = set.rows.nrows(),
                 events = self.events_seen,
-                "retraining in the background, below the engine's priority"
+                "retraining in the background"
             );
             self.training = Some(
                 self.trainer
@@ -469,25 +469,16 @@ impl ModelRuntime {
                     if report.swapped {
                         self.swaps += 1;
                     }
-                    let secs = report.elapsed.as_secs_f64();
-                    match report.drift {
-                        Some(d) => tracing::info!(
-                            rows = report.rows,
-                            swapped = report.swapped,
-                            drift_ks = d.ks,
-                            mean_score_shift = d.mean_abs_shift,
-                            secs,
-                            nice = report.nice,
-                            "retrained"
-                        ),
-                        None => tracing::info!(
-                            rows = report.rows,
-                            swapped = report.swapped,
-                            secs,
-                            nice = report.nice,
-                            "retrained"
-                        ),
-                    }
+                    // Drift is left out when the old model could not score the rows.
+                    tracing::info!(
+                        rows = report.rows,
+                        swapped = report.swapped,
+                        drift_ks = report.drift.map(|d| d.ks),
+                        mean_score_shift = report.drift.map(|d| d.mean_abs_shift),
+                        secs = report.elapsed.as_secs_f64(),
+                        nice = report.nice,
+                        "retrained"
+                    );
                 }
                 Some(Ok(Err(e))) => {
                     tracing::warn!("retraining failed; keeping the current model: {e}")

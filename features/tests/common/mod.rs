@@ -155,9 +155,9 @@ pub const CORPUS_GAP_US: i64 = 1_000;
 /// The at-scale workload of the throughput and digest tests: simulated traffic (seed 42,
 /// every scenario) re-keyed onto [`CORPUS_CLIENTS`] clients (half by `client_id`, half by
 /// IP only), one event every [`CORPUS_GAP_US`], a quarter of the requests sent to
-/// [`EXTRA_RESOURCES`] extra resources, in [`CORPUS_BATCH`]-row batches. With `disorder`, one event in five is
-/// moved up to two minutes back (some beyond the allowed lateness) and one client in
-/// eight has an IPv6 address.
+/// [`EXTRA_RESOURCES`] extra resources, in [`CORPUS_BATCH`]-row batches. With `disorder`,
+/// one event in five is moved up to two minutes back (some beyond the allowed lateness)
+/// and one client in eight has an IPv6 address.
 pub fn rekeyed_corpus(n: usize, disorder: bool) -> Vec<RecordBatch> {
     let mut sim = Simulator::new(SimConfig {
         seed: 42,
