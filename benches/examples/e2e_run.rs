@@ -10,7 +10,14 @@
 //!
 //! 1. **Model**: two simulated hours of normal traffic are written to a file and
 //!    `gatewatch train` builds a model from them, so the measured run scores with every model
-//!    from its first event (no warm-up, no training on the hot path).
+//!    from its first event (no warm-up, no training on the hot path). The latency run gets a
+//!    model of its own, trained on `--latency-train-secs` (default 20) simulated seconds of
+//!    flat normal traffic at its `--rate`, ending a minute before it starts: its feed has the
+//!    same clients as the two hours at up to 500× their rate, so a model of those hours
+//!    finds every client's request rate far outside what it learned, and the run's first
+//!    retrain replaces it with a very different one. Twenty seconds is about as long as
+//!    the run takes to reach that retrain at 50,000 events/s, so the windows are about as
+//!    full in both. `--latency-train-secs 0` uses the two-hour model there too.
 //! 2. **Throughput**: `gatewatch simulate` produces `--events` records (attacks mixed in)
 //!    to a fresh topic; then `gatewatch run` (the binary under test, with the model, the
 //!    store and the alert topic) consumes them. Its user+sys CPU time is read from
@@ -55,6 +62,7 @@ struct Args {
     events: u64,
     rate: u64,
     latency_secs: u64,
+    latency_train_secs: u64,
     partitions: i32,
     alerts_out: Option<PathBuf>,
     keep_data: Option<PathBuf>,
@@ -68,6 +76,7 @@ fn parse_args() -> Args {
         events: 1_000_000,
         rate: 50_000,
         latency_secs: 60,
+        latency_train_secs: 20,
         partitions: 4,
         alerts_out: None,
         keep_data: None,
@@ -85,15 +94,19 @@ fn parse_args() -> Args {
             "--events" => a.events = num(&k, &v()),
             "--rate" => a.rate = num(&k, &v()),
             "--latency-secs" => a.latency_secs = num(&k, &v()),
+            "--latency-train-secs" => a.latency_train_secs = num(&k, &v()),
             "--partitions" => a.partitions = num(&k, &v()) as i32,
             "--alerts-out" => a.alerts_out = Some(v().into()),
             "--keep-data" => a.keep_data = Some(v().into()),
             "-h" | "--help" => {
                 println!(
                     "e2e_run [--gatewatch PATH] [--brokers HOST:PORT] [--format kong|combined|…] \
-                     [--events N] [--rate EVENTS_PER_SEC] [--latency-secs S] [--partitions P] \
-                     [--alerts-out FILE] [--keep-data DIR]\n\
-                     Set --events 0 or --rate 0 to skip that phase. --alerts-out keeps the \
+                     [--events N] [--rate EVENTS_PER_SEC] [--latency-secs S] \
+                     [--latency-train-secs S] [--partitions P] [--alerts-out FILE] \
+                     [--keep-data DIR]\n\
+                     Set --events 0 or --rate 0 to skip that phase. The latency run's model \
+                     is trained on S seconds of flat traffic at its rate (default 20; 0 uses \
+                     the throughput run's model, trained on two hours at 100 events/s). --alerts-out keeps the \
                      latency run's alerts as JSON lines; --keep-data copies the throughput \
                      run's data directory (its Parquet store) to DIR."
                 );
@@ -344,29 +357,12 @@ fn main() {
         .output()
         .unwrap_or_else(|e| fail(&format!("simulate --openapi: {e}")));
     std::fs::write(&spec, out.stdout).unwrap_or_else(|e| fail(&format!("spec: {e}")));
-    let train = dir.join("train.log");
-    let model = dir.join("model.gwm");
     eprintln!("e2e_run: training a model on two simulated hours of normal traffic");
-    check(
-        gatewatch(&a)
-            .args([
-                "simulate",
-                "--format",
-                &a.format,
-                "--seed",
-                "1",
-                "--no-attacks",
-            ])
-            .args(["--duration", "2h", "--start", "2026-01-05T08:00:00Z", "-o"])
-            .arg(&train),
-        "simulate (training traffic)",
-    );
-    check(
-        gatewatch(&a)
-            .args(["train", "--format", &a.format, "--out"])
-            .arg(&model)
-            .arg(&train),
-        "train",
+    let model = train_model(
+        &a,
+        dir,
+        "model",
+        &["--duration", "2h", "--start", "2026-01-05T08:00:00Z"],
     );
 
     println!(
@@ -386,8 +382,76 @@ fn main() {
         throughput(&a, dir, &u, &model, &spec, ticks);
     }
     if a.rate > 0 {
+        let model = if a.latency_train_secs > 0 {
+            // The live feed has the same clients as the two hours above at up to 500×
+            // their rate, so every per-client rate feature would be far outside what
+            // that model learned. Train on the feed's own kind of traffic instead, ending
+            // just before the run starts (the feed's event times are the wall clock).
+            eprintln!(
+                "e2e_run: training a model on {} s of flat traffic at {} events/s",
+                a.latency_train_secs, a.rate
+            );
+            let start = SystemTime::now()
+                .checked_sub(Duration::from_secs(a.latency_train_secs + 60))
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .and_then(|d| {
+                    arrow::temporal_conversions::timestamp_s_to_datetime(d.as_secs() as i64)
+                })
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_else(|| fail("the clock is before 1970"));
+            let rate = a.rate.to_string();
+            let secs = format!("{}s", a.latency_train_secs);
+            train_model(
+                &a,
+                dir,
+                "model-live",
+                &[
+                    "--flat",
+                    "--sim-rate",
+                    &rate,
+                    "--duration",
+                    &secs,
+                    "--start",
+                    &start,
+                ],
+            )
+        } else {
+            model
+        };
         latency(&a, dir, &u, &model, &spec, ticks);
     }
+}
+
+/// Writes normal traffic (`gatewatch simulate --no-attacks` with `sim_args`) to a file,
+/// trains a model on it with `gatewatch train` and returns the model's path.
+fn train_model(a: &Args, dir: &Path, name: &str, sim_args: &[&str]) -> PathBuf {
+    let train = dir.join(format!("{name}.log"));
+    let model = dir.join(format!("{name}.gwm"));
+    check(
+        gatewatch(a)
+            .args([
+                "simulate",
+                "--format",
+                &a.format,
+                "--seed",
+                "1",
+                "--no-attacks",
+            ])
+            .args(sim_args)
+            .arg("-o")
+            .arg(&train),
+        "simulate (training traffic)",
+    );
+    check(
+        gatewatch(a)
+            .args(["train", "--format", &a.format, "--out"])
+            .arg(&model)
+            .arg(&train),
+        "train",
+    );
+    // Kong records at 50,000 events/s fill hundreds of MB a simulated second.
+    let _ = std::fs::remove_file(&train);
+    model
 }
 
 fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64) {
