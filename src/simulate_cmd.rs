@@ -106,6 +106,8 @@ pub struct SimulateArgs {
     pub output: Option<String>,
 
     /// Produce to Kafka instead of writing a file: bootstrap servers, host:port[,…].
+    /// The simulator connects before making the first event and stops with an error
+    /// when no broker answers within 10 s.
     #[arg(long, value_name = "BROKERS", requires = "kafka_topic")]
     pub kafka_brokers: Option<String>,
 
@@ -315,6 +317,9 @@ impl ProducerContext for DeliveryReport {
     }
 }
 
+/// How long the simulator waits for the brokers before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A Kafka topic. Messages are keyed by client identity, or by IP for anonymous clients,
 /// so the default partitioner keeps each client's requests in order; the message
 /// timestamp is the event time.
@@ -342,6 +347,19 @@ impl KafkaSink {
         let producer: BaseProducer<DeliveryReport> = cfg
             .create_with_context(DeliveryReport::default())
             .context("creating the Kafka producer")?;
+        // Connect before the first event is made. Paced events carry the wall clock as
+        // their time; made while the producer is still connecting, they would wait in its
+        // queue and reach the topic late, old by the connection time, and an unreachable
+        // broker would only show as delivery timeouts minutes later.
+        producer
+            .client()
+            .fetch_metadata(Some(topic), CONNECT_TIMEOUT)
+            .with_context(|| {
+                format!(
+                    "cannot reach Kafka at {brokers} within {} s (asking for topic {topic})",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            })?;
         Ok(KafkaSink {
             producer,
             topic: topic.to_owned(),

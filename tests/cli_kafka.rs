@@ -1,7 +1,8 @@
 //! `gatewatch simulate --kafka-…` against a real broker, read back by the Kafka source.
 //!
 //! The broker is `127.0.0.1:9092` unless `GATEWATCH_TEST_KAFKA` names another. Without one
-//! the test says it is skipping, except under `CI=true`, where it fails.
+//! the test says it is skipping, except under `CI=true`, where it fails. The last test needs
+//! no broker.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -89,5 +90,29 @@ fn simulate_produces_to_kafka_and_every_record_decodes() {
     assert!(
         attacks > 0,
         "the simulated traffic carries labelled attacks"
+    );
+}
+
+/// No broker listens on port 1: `simulate` must say so and stop, naming the address,
+/// instead of making events that would wait in the producer until they time out.
+#[test]
+fn simulate_names_an_unreachable_broker_and_stops() {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+        .env_remove("GATEWATCH_CONFIG")
+        .args(["simulate", "--format", "kong", "--events", "10"])
+        .args(["--kafka-brokers", "127.0.0.1:1", "--kafka-topic", "nowhere"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach Kafka at 127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
     );
 }
