@@ -106,8 +106,8 @@ fn parse_args() -> Args {
                      [--keep-data DIR]\n\
                      Set --events 0 or --rate 0 to skip that phase. The latency run's model \
                      is trained on S seconds of flat traffic at its rate (default 20; 0 uses \
-                     the throughput run's model, trained on two hours at 100 events/s). --alerts-out keeps the \
-                     latency run's alerts as JSON lines; --keep-data copies the throughput \
+                     the model of two simulated hours at 100 events/s that the throughput \
+                     run uses). --alerts-out keeps the latency run's alerts as JSON lines; --keep-data copies the throughput \
                      run's data directory (its Parquet store) to DIR."
                 );
                 std::process::exit(0);
@@ -357,13 +357,17 @@ fn main() {
         .output()
         .unwrap_or_else(|e| fail(&format!("simulate --openapi: {e}")));
     std::fs::write(&spec, out.stdout).unwrap_or_else(|e| fail(&format!("spec: {e}")));
-    eprintln!("e2e_run: training a model on two simulated hours of normal traffic");
-    let model = train_model(
-        &a,
-        dir,
-        "model",
-        &["--duration", "2h", "--start", "2026-01-05T08:00:00Z"],
-    );
+    // Two simulated hours of normal traffic: the throughput run's model, and the latency
+    // run's with --latency-train-secs 0.
+    let model = (a.events > 0 || a.latency_train_secs == 0).then(|| {
+        eprintln!("e2e_run: training a model on two simulated hours of normal traffic");
+        train_model(
+            &a,
+            dir,
+            "model",
+            &["--duration", "2h", "--start", "2026-01-05T08:00:00Z"],
+        )
+    });
 
     println!(
         "machine: nproc {}, {}",
@@ -378,15 +382,16 @@ fn main() {
                 .map(|x| x.1.trim().to_string())))
             .unwrap_or_default()
     );
-    if a.events > 0 {
-        throughput(&a, dir, &u, &model, &spec, ticks);
+    if let Some(model) = model.as_ref().filter(|_| a.events > 0) {
+        throughput(&a, dir, &u, model, &spec, ticks);
     }
     if a.rate > 0 {
         let model = if a.latency_train_secs > 0 {
             // The live feed has the same clients as the two hours above at up to 500×
             // their rate, so every per-client rate feature would be far outside what
             // that model learned. Train on the feed's own kind of traffic instead, ending
-            // just before the run starts (the feed's event times are the wall clock).
+            // about a minute before the run starts (the feed's event times are the wall
+            // clock).
             eprintln!(
                 "e2e_run: training a model on {} s of flat traffic at {} events/s",
                 a.latency_train_secs, a.rate
@@ -416,7 +421,7 @@ fn main() {
                 ],
             )
         } else {
-            model
+            model.unwrap_or_else(|| fail("no model for the latency run"))
         };
         latency(&a, dir, &u, &model, &spec, ticks);
     }
@@ -449,7 +454,7 @@ fn train_model(a: &Args, dir: &Path, name: &str, sim_args: &[&str]) -> PathBuf {
             .arg(&train),
         "train",
     );
-    // Kong records at 50,000 events/s fill hundreds of MB a simulated second.
+    // Kong records at 50,000 events/s fill about 80 MB a simulated second.
     let _ = std::fs::remove_file(&train);
     model
 }
