@@ -667,25 +667,24 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
         _ => 0.0,
     };
     latencies.sort_unstable();
-    let q = |p: f64| -> i64 {
-        if latencies.is_empty() {
-            return -1;
-        }
-        let i = ((latencies.len() - 1) as f64 * p).round() as usize;
-        latencies[i]
+    let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    let measured = match latencies.last() {
+        Some(max) => format!(
+            "record→alert p50 {} ms, p99 {} ms, max {max} ms",
+            q(0.5),
+            q(0.99)
+        ),
+        None => "no latency to measure".to_owned(),
     };
     println!(
         "latency ({fmt}, produced at {rate}/s normal + attacks for {secs} s; processor took in \
-         {kept_up:.0} events/s; lag at the end {lag}): {n} alerts, record→alert p50 {p50} ms, \
-         p99 {p99} ms, max {max} ms; the processor read {events_in} events and opened \
-         {opened} incidents; {late} late events, {swaps} model swaps",
+         {kept_up:.0} events/s; lag at the end {lag}): {n} alerts, {measured}; the processor \
+         read {events_in} events and opened {opened} incidents; {late} late events, {swaps} \
+         model swaps",
         fmt = a.format,
         rate = a.rate,
         secs = a.latency_secs,
         n = latencies.len(),
-        p50 = q(0.5),
-        p99 = q(0.99),
-        max = latencies.last().copied().unwrap_or(-1),
     );
     let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("alerts by category/leading detector: {}", kinds.join(", "));
