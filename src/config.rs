@@ -278,6 +278,30 @@ mod tests {
     }
 
     #[test]
+    fn a_trainer_setting_keeps_the_other_trainer_defaults() {
+        let c = Config::from_parts("[models.trainer]\nmax_drift = 0.3\n", "t.toml", &[]).unwrap();
+        assert_eq!(c.models.trainer.max_drift, Some(0.3));
+        // Setting one key must not switch the behaviour profiles off.
+        assert_eq!(
+            c.models.trainer,
+            gatewatch_models::TrainerConfig {
+                max_drift: Some(0.3),
+                ..crate::pipeline::engine::ModelsConfig::default().trainer
+            }
+        );
+        assert!(!c.models.trainer.profile_features.is_empty());
+        let e =
+            Config::from_parts("[models.trainer]\nmax_drift = 1.5\n", "t.toml", &[]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("models.trainer.max_drift"),
+            "{e:#}"
+        );
+        let e =
+            Config::from_parts("[models.trainer]\nmax_drfit = 0.3\n", "t.toml", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("max_drfit"), "{e:#}");
+    }
+
+    #[test]
     fn env_overrides_win_and_are_typed() {
         let c = Config::from_parts(
             "[batch]\nmax_rows = 10\n",

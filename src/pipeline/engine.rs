@@ -42,7 +42,9 @@ pub struct ModelsConfig {
     pub retrain_every_events: u64,
     /// Feature rows kept for (re)training: the most recent non-alerted ones.
     pub reservoir_rows: usize,
-    /// Isolation-forest and profile settings.
+    /// Isolation-forest and profile settings. Keys not given keep the engine's defaults
+    /// (below), not the library's: those leave the behaviour profiles off.
+    #[serde(deserialize_with = "trainer_over_defaults")]
     pub trainer: TrainerConfig,
     /// Request-content profile settings.
     pub content: ContentConfig,
@@ -64,6 +66,39 @@ impl Default for ModelsConfig {
             },
             content: ContentConfig::default(),
         }
+    }
+}
+
+/// Reads `[models.trainer]` as changes to [`ModelsConfig::default`]'s trainer, so that a
+/// table setting one key (`max_drift`, say) does not silently switch the behaviour
+/// profiles off by leaving `profile_features` at the library's empty default. Unknown
+/// keys are still refused by [`TrainerConfig`] itself.
+fn trainer_over_defaults<'de, D>(d: D) -> std::result::Result<TrainerConfig, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let given = toml::Value::deserialize(d)?;
+    let mut merged =
+        toml::Value::try_from(ModelsConfig::default().trainer).map_err(D::Error::custom)?;
+    overlay(&mut merged, given);
+    merged.try_into().map_err(D::Error::custom)
+}
+
+/// Writes `given` over `base`, table by table.
+fn overlay(base: &mut toml::Value, given: toml::Value) {
+    match (base, given) {
+        (toml::Value::Table(base), toml::Value::Table(given)) => {
+            for (key, value) in given {
+                match base.get_mut(&key) {
+                    Some(slot) => overlay(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
     }
 }
 
@@ -93,6 +128,13 @@ impl ModelsConfig {
             return Err(format!(
                 "models.warmup_events ({}) must be at least models.trainer.min_rows ({})",
                 self.warmup_events, self.trainer.min_rows
+            ));
+        }
+        if let Some(d) = self.trainer.max_drift
+            && !(0.0..=1.0).contains(&d)
+        {
+            return Err(format!(
+                "models.trainer.max_drift is a KS statistic between 0 and 1, got {d}"
             ));
         }
         self.content
@@ -470,15 +512,33 @@ impl ModelRuntime {
                         self.swaps += 1;
                     }
                     // Drift is left out when the old model could not score the rows.
-                    tracing::info!(
-                        rows = report.rows,
-                        swapped = report.swapped,
-                        drift_ks = report.drift.map(|d| d.ks),
-                        mean_score_shift = report.drift.map(|d| d.mean_abs_shift),
-                        secs = report.elapsed.as_secs_f64(),
-                        nice = report.nice,
-                        "retrained"
-                    );
+                    let drift_ks = report.drift.map(|d| d.ks);
+                    let mean_score_shift = report.drift.map(|d| d.mean_abs_shift);
+                    let secs = report.elapsed.as_secs_f64();
+                    if report.swapped {
+                        tracing::info!(
+                            rows = report.rows,
+                            swapped = true,
+                            drift_ks,
+                            mean_score_shift,
+                            secs,
+                            nice = report.nice,
+                            "retrained"
+                        );
+                    } else {
+                        // Only `max_drift` refuses a model: traffic moved further than an
+                        // operator allowed, which is as likely an attack or an outage as a
+                        // new normal, and wants a person to look.
+                        tracing::warn!(
+                            rows = report.rows,
+                            drift_ks,
+                            max_drift = self.cfg.trainer.max_drift,
+                            mean_score_shift,
+                            secs,
+                            "retrained model not swapped in: its scores moved more than \
+                             [models.trainer] max_drift allows; the current model keeps scoring"
+                        );
+                    }
                 }
                 Some(Ok(Err(e))) => {
                     tracing::warn!("retraining failed; keeping the current model: {e}")
