@@ -49,6 +49,8 @@ pub struct Metrics {
     pub stored_events: AtomicU64,
     /// Model swaps (initial training and retrains).
     pub model_swaps: AtomicU64,
+    /// Retrained models kept out by `[models.trainer] max_drift`.
+    pub models_refused: AtomicU64,
     /// 1 once the pipeline runs (assigned partitions, stages built).
     pub ready: AtomicBool,
     /// Set when the pipeline hit an error it cannot go on from.
@@ -227,6 +229,14 @@ impl Metrics {
             "Models trained and swapped in.",
             g(&self.model_swaps),
         );
+        counter(
+            &mut s,
+            "gatewatch_models_refused_total",
+            "Retrained models not swapped in: their scores drifted further than \
+             [models.trainer] max_drift allows (traffic moved: an attack, an outage or a new \
+             normal; worth a look).",
+            g(&self.models_refused),
+        );
         gauge(
             &mut s,
             "gatewatch_ready",
@@ -307,7 +317,9 @@ mod tests {
         m.alert(Severity::High);
         m.observe_batch_latency(0.02);
         m.observe_batch_latency(7.0);
+        m.models_refused.fetch_add(1, Ordering::Relaxed);
         let t = m.render();
+        assert!(t.contains("gatewatch_models_refused_total 1"), "{t}");
         assert!(t.contains("gatewatch_events_in_total 5"), "{t}");
         assert!(t.contains(&format!("reason=\"{}\"}} 2", Reason::ALL[0].name())));
         assert!(t.contains("gatewatch_alerts_total{severity=\"high\"} 1"));

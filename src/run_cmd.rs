@@ -255,6 +255,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 metrics
                     .model_swaps
                     .store(engine.model_swaps(), Ordering::Relaxed);
+                metrics
+                    .models_refused
+                    .store(engine.models_refused(), Ordering::Relaxed);
                 let st = engine.features().state_stats();
                 metrics.state_entities.store(
                     (st.clients + st.endpoints + st.pairs + st.networks) as i64,

@@ -204,6 +204,8 @@ struct ModelRuntime {
     row: Vec<f32>,
     cols: Vec<usize>,
     swaps: u64,
+    /// Retrained models `max_drift` kept out.
+    refused: u64,
 }
 
 impl ModelRuntime {
@@ -226,6 +228,7 @@ impl ModelRuntime {
             row: vec![0.0; features.len()],
             cols: Vec::new(),
             swaps: 0,
+            refused: 0,
             features,
             cfg,
         };
@@ -529,6 +532,7 @@ impl ModelRuntime {
                         // Only `max_drift` refuses a model: traffic moved further than an
                         // operator allowed, which is as likely an attack or an outage as a
                         // new normal, and wants a person to look.
+                        self.refused += 1;
                         tracing::warn!(
                             rows = report.rows,
                             drift_ks,
@@ -609,6 +613,12 @@ impl Engine {
     /// Models swapped in so far (first training + retrains + a loaded one).
     pub fn model_swaps(&self) -> u64 {
         self.models.swaps
+    }
+
+    /// Retrained models not swapped in because their drift exceeded
+    /// `[models.trainer] max_drift`.
+    pub fn models_refused(&self) -> u64 {
+        self.models.refused
     }
 
     /// The feature stage (inventory, state figures).
