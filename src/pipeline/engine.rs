@@ -9,9 +9,11 @@
 //! forest (and behaviour profiles) on a background thread and swaps the model in without
 //! pausing; the content profiles learn from the same warm-up events. Every
 //! `retrain_every_events` it retrains on the reservoir and logs the drift between the old
-//! and the new model. A retrain runs below the engine's priority
-//! ([`gatewatch_models::stream::RETRAIN_NICENESS`]): a model is already scoring, so the
-//! retrain can wait for the CPU, and the alerts it would otherwise delay cannot.
+//! and the new model; with `[models.trainer] max_drift` set, a model that drifted further
+//! is kept out, with a warning and `gatewatch_models_refused_total`. A retrain runs below
+//! the engine's priority ([`gatewatch_models::stream::RETRAIN_NICENESS`]): a model is
+//! already scoring, so the retrain can wait for the CPU, and the alerts it would otherwise
+//! delay cannot.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -511,14 +513,12 @@ impl ModelRuntime {
         if self.training.as_ref().is_some_and(|h| h.is_finished()) {
             match self.training.take().map(|h| h.join()) {
                 Some(Ok(Ok(report))) => {
-                    if report.swapped {
-                        self.swaps += 1;
-                    }
                     // Drift is left out when the old model could not score the rows.
                     let drift_ks = report.drift.map(|d| d.ks);
                     let mean_score_shift = report.drift.map(|d| d.mean_abs_shift);
                     let secs = report.elapsed.as_secs_f64();
                     if report.swapped {
+                        self.swaps += 1;
                         tracing::info!(
                             rows = report.rows,
                             swapped = true,
