@@ -156,18 +156,23 @@ impl Config {
                 .with_context(|| format!("environment variable {name}"))?;
             applied.push((keys.join("."), name.clone()));
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                let from = applied
-                    .iter()
-                    .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")))
-                    .map_or_else(
-                        || origin.to_owned(),
-                        |(_, v)| format!("environment variable {v}"),
-                    );
-                anyhow::anyhow!("invalid setting `{key}` (from {from}): {}", e.into_inner())
-            })?;
+        // Over the defaults, not on its own: a section or table the text gives keeps the
+        // defaults of the keys it leaves out, including those a parent sets differently
+        // from the child type's own default (`[models.trainer] profile_features`).
+        let mut merged = toml::Value::try_from(Config::default())
+            .context("the default configuration cannot be written as TOML")?;
+        overlay(&mut merged, toml::Value::Table(table));
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            let from = applied
+                .iter()
+                .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")))
+                .map_or_else(
+                    || origin.to_owned(),
+                    |(_, v)| format!("environment variable {v}"),
+                );
+            anyhow::anyhow!("invalid setting `{key}` (from {from}): {}", e.into_inner())
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -224,6 +229,23 @@ fn parse_env_value(raw: &str) -> toml::Value {
             .remove("v")
             .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+/// Writes `given` over `base`, table by table; any other value replaces the one below.
+fn overlay(base: &mut toml::Value, given: toml::Value) {
+    match (base, given) {
+        (toml::Value::Table(base), toml::Value::Table(given)) => {
+            for (key, value) in given {
+                match base.get_mut(&key) {
+                    Some(slot) => overlay(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
     }
 }
 

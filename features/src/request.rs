@@ -163,6 +163,11 @@ const fn doubled_marker(c: u8) -> bool {
     matches!(c, b'.' | b'&' | b'-')
 }
 
+/// Whether `s` holds `..`, `&&` or `--`.
+fn holds_doubled_marker(s: &[u8]) -> bool {
+    s.windows(2).any(|w| w[0] == w[1] && doubled_marker(w[0]))
+}
+
 /// The 256-bit set of some bytes.
 fn byte_set(bytes: impl IntoIterator<Item = u8>) -> [u64; 4] {
     let mut set = [0u64; 4];
@@ -399,10 +404,7 @@ impl Lexer {
         let quiet_markers = patterns
             .iter()
             .map(|p| p.as_bytes())
-            .filter(|p| {
-                !p.iter().any(|&c| suspicious(c))
-                    && !p.windows(2).any(|w| w[0] == w[1] && doubled_marker(w[0]))
-            })
+            .filter(|p| !p.iter().any(|&c| suspicious(c)) && !holds_doubled_marker(p))
             .map(|p| {
                 (
                     byte_set(p.iter().copied()),
@@ -460,9 +462,8 @@ impl Lexer {
             pair_possible |= n >= 2 && doubled_marker(c);
             self.counts[c as usize] = 0;
         }
-        sus = sus
-            || (pair_possible && s.windows(2).any(|w| w[0] == w[1] && doubled_marker(w[0])))
-            || self.holds_quiet_marker(s, kinds);
+        sus =
+            sus || (pair_possible && holds_doubled_marker(s)) || self.holds_quiet_marker(s, kinds);
         let n = s.len() as f32;
         let entropy = (n.log2() - sum / n).max(0.0);
         (entropy, digits as f32 / n, spec as f32 / n, sus)

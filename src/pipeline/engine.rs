@@ -45,8 +45,8 @@ pub struct ModelsConfig {
     /// Feature rows kept for (re)training: the most recent non-alerted ones.
     pub reservoir_rows: usize,
     /// Isolation-forest and profile settings. Keys not given keep the engine's defaults
-    /// (below), not the library's: those leave the behaviour profiles off.
-    #[serde(deserialize_with = "trainer_over_defaults")]
+    /// (below), not the library's, which leave the behaviour profiles off: the
+    /// configuration is read over [`Config::default`](crate::config::Config).
     pub trainer: TrainerConfig,
     /// Request-content profile settings.
     pub content: ContentConfig,
@@ -68,39 +68,6 @@ impl Default for ModelsConfig {
             },
             content: ContentConfig::default(),
         }
-    }
-}
-
-/// Reads `[models.trainer]` as changes to [`ModelsConfig::default`]'s trainer, so that a
-/// table setting one key (`max_drift`, say) does not silently switch the behaviour
-/// profiles off by leaving `profile_features` at the library's empty default. Unknown
-/// keys are still refused by [`TrainerConfig`] itself.
-fn trainer_over_defaults<'de, D>(d: D) -> std::result::Result<TrainerConfig, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    use serde::de::Error as _;
-    let given = toml::Value::deserialize(d)?;
-    let mut merged =
-        toml::Value::try_from(ModelsConfig::default().trainer).map_err(D::Error::custom)?;
-    overlay(&mut merged, given);
-    merged.try_into().map_err(D::Error::custom)
-}
-
-/// Writes `given` over `base`, table by table.
-fn overlay(base: &mut toml::Value, given: toml::Value) {
-    match (base, given) {
-        (toml::Value::Table(base), toml::Value::Table(given)) => {
-            for (key, value) in given {
-                match base.get_mut(&key) {
-                    Some(slot) => overlay(slot, value),
-                    None => {
-                        base.insert(key, value);
-                    }
-                }
-            }
-        }
-        (slot, value) => *slot = value,
     }
 }
 
