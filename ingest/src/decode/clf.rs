@@ -27,7 +27,8 @@ use crate::{Format, time};
 pub struct ClfDecoder {
     combined: bool,
     /// The last timestamp text and its value: consecutive lines usually share a second.
-    last_time: ([u8; 40], usize, i64),
+    /// `None` until a timestamp has parsed, so an empty `[]` never matches an empty cache.
+    last_time: Option<([u8; 40], usize, i64)>,
 }
 
 impl ClfDecoder {
@@ -35,23 +36,25 @@ impl ClfDecoder {
     pub fn new(combined: bool) -> Self {
         Self {
             combined,
-            last_time: ([0; 40], 0, 0),
+            last_time: None,
         }
     }
 
     fn timestamp(&mut self, text: &str) -> Result<i64, DecodeError> {
         let b = text.as_bytes();
-        let (buf, len, value) = &mut self.last_time;
-        if *len == b.len() && &buf[..*len] == b {
+        if let Some((buf, len, value)) = &self.last_time
+            && *len == b.len()
+            && &buf[..*len] == b
+        {
             return Ok(*value);
         }
         let v = time::parse_clf(text).ok_or_else(|| {
             DecodeError::new(Reason::BadTimestamp, format!("bad time [{}]", short(text)))
         })?;
+        let mut buf = [0; 40];
         if b.len() <= buf.len() {
             buf[..b.len()].copy_from_slice(b);
-            *len = b.len();
-            *value = v;
+            self.last_time = Some((buf, b.len(), v));
         }
         Ok(v)
     }
@@ -373,6 +376,18 @@ mod tests {
 
     fn combined(line: &str) -> Result<AccessEvent<'_>, DecodeError> {
         ClfDecoder::new(true).decode(line)
+    }
+
+    #[test]
+    fn an_empty_timestamp_is_refused_by_a_fresh_decoder() {
+        // The timestamp cache starts empty; an empty `[]` must not read as its value.
+        let line = r#"192.0.2.78 - - [] "GET /" 200 2"#;
+        let err = ClfDecoder::new(false).decode(line).unwrap_err();
+        assert_eq!(err.reason, Reason::BadTimestamp);
+        let mut warm = ClfDecoder::new(false);
+        warm.decode(r#"192.0.2.78 - - [10/Oct/2000:13:55:36 -0700] "GET /" 200 2"#)
+            .unwrap();
+        assert_eq!(warm.decode(line).unwrap_err().reason, Reason::BadTimestamp);
     }
 
     #[test]
