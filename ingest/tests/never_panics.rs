@@ -694,3 +694,16 @@ fn regression_offset_carries_time_past_year_9999() {
         assert_eq!(dec.finish().dead_letters[0].reason, Reason::BadTimestamp);
     }
 }
+
+/// Found by `mutated_combined_never_panics`: a fresh decoder read an empty `[]` timestamp
+/// as its empty timestamp cache (worth 0, 1970) and kept the line, while one that had
+/// decoded a line before refused it.
+#[test]
+fn regression_empty_timestamp_on_a_fresh_decoder() {
+    for format in [Format::Combined, Format::Common] {
+        let record = r#"192.0.2.78 - - [] "GET /" 200 2"#;
+        let mut dec = batch_decoder(format);
+        assert!(!dec.push(record.as_bytes(), &Provenance::None), "{format:?}");
+        assert_eq!(dec.finish().dead_letters[0].reason, Reason::BadTimestamp);
+    }
+}
