@@ -703,7 +703,10 @@ fn regression_empty_timestamp_on_a_fresh_decoder() {
     for format in [Format::Combined, Format::Common] {
         let record = r#"192.0.2.78 - - [] "GET /" 200 2"#;
         let mut dec = batch_decoder(format);
-        assert!(!dec.push(record.as_bytes(), &Provenance::None), "{format:?}");
+        assert!(
+            !dec.push(record.as_bytes(), &Provenance::None),
+            "{format:?}"
+        );
         assert_eq!(dec.finish().dead_letters[0].reason, Reason::BadTimestamp);
     }
 }

@@ -12,8 +12,11 @@
 //! silhouette compares each row's distance to its own cluster with the nearest other
 //! one, so it rewards profiles that are actually separate behaviours, needs no
 //! distributional assumption (unlike BIC) and no human reading of a curve (unlike the
-//! elbow); its cost is bounded by the sample size. k-means runs use linfa's default
-//! generator with its fixed seed, so the same rows give the same profiles.
+//! elbow); its cost is bounded by the sample size. The k-means fits themselves run on a
+//! bounded random sample too ([`ProfileParams::fit_rows`], 10,000 rows by default), since
+//! their cost grows with the rows times every k, restart and iteration; each profile's
+//! size and spread are then measured on every row. Samples and k-means runs use fixed
+//! seeds, so the same rows give the same profiles.
 
 use linfa::DatasetBase;
 use linfa::traits::Fit;
@@ -39,6 +42,12 @@ pub struct ProfileParams {
     pub max_iterations: u64,
     /// Rows in the silhouette sample (cost grows with its square).
     pub silhouette_sample: usize,
+    /// Rows the k-means fits run on at most: a random sample (fixed seed) of the training
+    /// rows when there are more; 0 = every row. Every row still counts for each profile's
+    /// size and spread. The fits are the whole cost of profiling (every k, every restart,
+    /// every iteration passes over these rows) and a few thousand rows place the centres
+    /// of a handful of profiles in a few standardised features as well as all of them do.
+    pub fit_rows: usize,
 }
 
 impl Default for ProfileParams {
@@ -49,6 +58,7 @@ impl Default for ProfileParams {
             n_runs: 4,
             max_iterations: 200,
             silhouette_sample: 2000,
+            fit_rows: 10_000,
         }
     }
 }
@@ -143,6 +153,15 @@ impl BehaviourProfiles {
                 reason: "must be positive (silhouette_sample ≥ 10)".into(),
             });
         }
+        if params.fit_rows != 0 && params.fit_rows < params.k_max * 2 {
+            return Err(Error::InvalidParam {
+                name: "fit_rows",
+                reason: format!(
+                    "{} rows are too few to fit up to {} profiles (0 = every row)",
+                    params.fit_rows, params.k_max
+                ),
+            });
+        }
         if n < params.k_max * 2 {
             return Err(Error::InvalidInput(format!(
                 "{n} rows are too few for up to {} profiles",
@@ -165,7 +184,12 @@ impl BehaviourProfiles {
             }
         }
         let sample = sample_rows(&z, params.silhouette_sample);
-        let ds = DatasetBase::from(z.clone());
+        let fit_rows = if params.fit_rows == 0 {
+            n
+        } else {
+            params.fit_rows
+        };
+        let ds = DatasetBase::from(sample_rows(&z, fit_rows));
         let mut best: Option<(f32, Array2<f32>)> = None;
         let mut silhouettes = Vec::new();
         for k in params.k_min..=params.k_max {
@@ -522,6 +546,64 @@ mod tests {
         assert_eq!(fast.top[0].feature, "f_rate");
         assert!(fast.top[0].z > 1.0 && (fast.top[0].value - 10.0).abs() < 0.5);
         assert!(fast.to_string().contains("f_rate high"));
+    }
+
+    /// Four behaviours in 3 features, one of them rare (2 % of the rows).
+    fn four_behaviours(n: usize) -> Array2<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let centres = [
+            [1.0f32, 100.0, 0.1],
+            [10.0, 100.0, 0.9],
+            [1.0, 5000.0, 0.5],
+            [40.0, 20_000.0, 0.0],
+        ];
+        let mut rows = Vec::with_capacity(n * 3);
+        for i in 0..n {
+            let c = if i % 50 == 0 { 3 } else { i % 3 };
+            for f in 0..3 {
+                let jitter = (rng.random::<f32>() - 0.5) * 0.1;
+                rows.push(centres[c][f] * (1.0 + jitter) + jitter);
+            }
+        }
+        Array2::from_shape_vec((n, 3), rows).unwrap()
+    }
+
+    #[test]
+    fn fits_on_a_sample_find_the_behaviours_and_every_row_still_counts() {
+        let x = four_behaviours(12_000);
+        let p = ProfileParams {
+            k_max: 5,
+            silhouette_sample: 400,
+            fit_rows: 1_500,
+            ..ProfileParams::default()
+        };
+        let sampled = BehaviourProfiles::fit(x.view(), &names(), &p).unwrap();
+        let all = BehaviourProfiles::fit(
+            x.view(),
+            &names(),
+            &ProfileParams {
+                fit_rows: 0,
+                ..p.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(sampled.k(), 4, "silhouettes {:?}", sampled.silhouettes());
+        assert_eq!(all.k(), 4, "silhouettes {:?}", all.silhouettes());
+        // Sizes and spreads are measured on every row, not on the sample.
+        assert_eq!(sampled.sizes.iter().sum::<u64>(), 12_000);
+        // The rare behaviour (every 50th row) is a profile of its own in both.
+        assert!(sampled.sizes.contains(&240), "{:?}", sampled.sizes);
+        // Each sampled centre is next to one of the full fit's (standardised units).
+        for c in sampled.centroids.rows() {
+            let (_, d2) = nearest(&all.centroids, c.as_slice().unwrap());
+            assert!(
+                d2 < 0.01,
+                "a sampled centre is {d2} (squared) from every full-fit centre"
+            );
+        }
+        let few = ProfileParams { fit_rows: 9, ..p };
+        let err = BehaviourProfiles::fit(x.view(), &names(), &few).unwrap_err();
+        assert!(err.to_string().contains("fit_rows"), "{err}");
     }
 
     #[test]
