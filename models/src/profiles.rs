@@ -560,9 +560,9 @@ mod tests {
         let mut rows = Vec::with_capacity(n * 3);
         for i in 0..n {
             let c = if i % 50 == 0 { 3 } else { i % 3 };
-            for f in 0..3 {
+            for centre in centres[c] {
                 let jitter = (rng.random::<f32>() - 0.5) * 0.1;
-                rows.push(centres[c][f] * (1.0 + jitter) + jitter);
+                rows.push(centre * (1.0 + jitter) + jitter);
             }
         }
         Array2::from_shape_vec((n, 3), rows).unwrap()
