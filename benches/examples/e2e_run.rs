@@ -26,7 +26,10 @@
 //!    CPU seconds up to the last event in, which leaves out the store's last flushes and
 //!    whatever batches were still in the pipeline; and events ÷ CPU seconds up to the exit,
 //!    which counts all the work these events caused (start-up excluded; the shutdown's
-//!    fixed costs included). The second is the processor's cost per event. The same CPU
+//!    fixed costs included). The second is the processor's cost per event. The engine
+//!    retrains every `retrain_every_events` (a million by default) on a thread of the
+//!    processor, so only a run of more events than that counts a retrain's CPU: use
+//!    `--events 2000000` for the cost of a processor that keeps retraining. The same CPU
 //!    time up to the exit is also printed per thread (`/proc/<pid>/task/*/stat`, read
 //!    every 50 ms until the processor exits): the engine thread, decoding, the Parquet
 //!    store, librdkafka's threads and the rest.
