@@ -44,9 +44,9 @@ pub struct ProfileParams {
     pub silhouette_sample: usize,
     /// Rows the k-means fits run on at most: a random sample (fixed seed) of the training
     /// rows when there are more; 0 = every row. Every row still counts for each profile's
-    /// size and spread. The fits are the whole cost of profiling (every k, every restart,
-    /// every iteration passes over these rows) and a few thousand rows place the centres
-    /// of a handful of profiles in a few standardised features as well as all of them do.
+    /// size and spread. The fits are nearly all the cost of profiling (every k, every
+    /// restart and every iteration passes over these rows), while the few centres they
+    /// place in a few standardised features move little between samples of this size.
     pub fit_rows: usize,
 }
 
@@ -593,6 +593,7 @@ mod tests {
         assert_eq!(sampled.sizes.iter().sum::<u64>(), 12_000);
         // The rare behaviour (every 50th row) is a profile of its own in both.
         assert!(sampled.sizes.contains(&240), "{:?}", sampled.sizes);
+        assert!(all.sizes.contains(&240), "{:?}", all.sizes);
         // Each sampled centre is next to one of the full fit's (standardised units).
         for c in sampled.centroids.rows() {
             let (_, d2) = nearest(&all.centroids, c.as_slice().unwrap());
