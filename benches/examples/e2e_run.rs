@@ -110,8 +110,9 @@ fn parse_args() -> Args {
                      Set --events 0 or --rate 0 to skip that phase. The latency run's model \
                      is trained on S seconds of flat traffic at its rate (default 20; 0 uses \
                      the model of two simulated hours at 100 events/s that the throughput \
-                     run uses). --alerts-out keeps the latency run's alerts as JSON lines; --keep-data copies the throughput \
-                     run's data directory (its Parquet store) to DIR."
+                     run uses). --alerts-out keeps the latency run's alerts as JSON lines; \
+                     --keep-data copies the throughput run's data directory (its Parquet \
+                     store) to DIR."
                 );
                 std::process::exit(0);
             }
