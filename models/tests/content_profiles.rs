@@ -339,6 +339,15 @@ fn profiles_round_trip_and_reject_other_versions() {
 }
 
 #[test]
+fn the_same_training_gives_the_same_bytes() {
+    // Each map hashes with its own random key; without a fixed order the two would list
+    // the fixture's templates and parameters in different orders.
+    let (a, b) = (trained(), trained());
+    assert_eq!(a.templates(), 3);
+    assert_eq!(a.to_bytes(), b.to_bytes());
+}
+
+#[test]
 fn limits_are_counted() {
     let cfg = ContentConfig {
         max_templates: 2,

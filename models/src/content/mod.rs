@@ -256,7 +256,20 @@ pub struct ContentScore {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TemplateProfile {
     requests: u64,
+    #[serde(serialize_with = "sorted_map")]
     params: HashMap<String, ParamProfile, Fast>,
+}
+
+/// Writes a map with its keys in order. The maps hash with a per-map random key, so their
+/// own iteration order differs from run to run; sorted, the same training data always
+/// gives the same bytes, and two model files can be compared by checksum.
+fn sorted_map<V: Serialize, S: serde::Serializer>(
+    map: &HashMap<String, V, Fast>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let mut entries: Vec<(&String, &V)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    serializer.collect_map(entries)
 }
 
 /// Learned request-content profiles for every endpoint template. Train with
@@ -267,6 +280,7 @@ struct TemplateProfile {
 pub struct ContentProfiles {
     version: u32,
     config: ContentConfig,
+    #[serde(serialize_with = "sorted_map")]
     templates: HashMap<String, TemplateProfile, Fast>,
     stats: ContentStats,
     /// Reused by [`observe`](Self::observe) so training one row at a time does not
