@@ -7,6 +7,10 @@
 //! is already tracked, and each timed pass shifts the timestamps forward so event time
 //! keeps advancing as it does in production. Throughput is events per second on one
 //! thread.
+//!
+//! `openapi_match` times mapping request paths to an OpenAPI spec's declared paths (the
+//! segment hashing included), once with the simulated shop's spec and once with that spec
+//! plus about 1,500 further declared paths, the size of a large public API's spec.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatewatch_benches::{START_US, full_run, shifted, simulator};
+use gatewatch_features::openapi::{Spec, seg_hash};
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
 
@@ -108,5 +113,56 @@ fn bench_features(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_features);
+/// The simulated shop's spec with up to `extra` further paths (fewer where two come out
+/// the same) under `/api/v1` and `/api/v2`, each of one to three literal segments after
+/// the version, a third of them ending in a parameter.
+fn spec_with(extra: usize) -> Spec {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&gatewatch_simulator::openapi_json()).expect("spec json");
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for k in 0..extra {
+        let mut p = format!("/api/v{}/svc{}", 1 + k % 2, k % 97);
+        for d in 0..k % 3 {
+            p.push_str(&format!("/r{}", (k / 97 + d) % 31));
+        }
+        if k % 3 == 0 {
+            p.push_str("/{id}");
+        }
+        paths.insert(p, serde_json::json!({"get": {"responses": {}}}));
+    }
+    Spec::from_json(&doc.to_string()).expect("spec")
+}
+
+fn bench_openapi(c: &mut Criterion) {
+    let mut sim = simulator();
+    let requests: Vec<(String, String)> = (0..20_000)
+        .map(|_| {
+            let e = sim.next_event().to_access_event();
+            (
+                e.method.unwrap_or_default().into_owned(),
+                e.path.into_owned(),
+            )
+        })
+        .collect();
+    let mut group = c.benchmark_group("openapi_match");
+    group.throughput(Throughput::Elements(requests.len() as u64));
+    for extra in [0, 2_000] {
+        let spec = spec_with(extra);
+        let mut segs: Vec<u64> = Vec::new();
+        group.bench_function(format!("{} declared paths", spec.paths.len()), |b| {
+            b.iter(|| {
+                let mut matched = 0usize;
+                for (method, path) in &requests {
+                    segs.clear();
+                    segs.extend(path.split('/').map(seg_hash));
+                    matched += usize::from(spec.match_path(&segs, method).is_some());
+                }
+                matched
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_features, bench_openapi);
 criterion_main!(benches);

@@ -57,13 +57,38 @@ pub struct SpecMatch {
 }
 
 /// A loaded spec.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Spec {
     /// Declared paths.
     pub paths: Vec<SpecPath>,
-    by_len: HashMap<usize, Vec<usize>>,
+    /// The declared paths as a tree of segments, so matching a request costs a walk as
+    /// deep as its path rather than a look at every declared path of its length: specs
+    /// of large APIs declare hundreds or thousands of paths, and every event is matched.
+    nodes: Vec<SegNode>,
     /// Version-free path shape → highest API version declared for it.
     versions: HashMap<u64, u32>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            paths: Vec::new(),
+            nodes: vec![SegNode::default()],
+            versions: HashMap::new(),
+        }
+    }
+}
+
+/// A node of [`Spec::nodes`]: the declared paths that share the segments leading to it.
+#[derive(Debug, Clone, Default)]
+struct SegNode {
+    /// Literal next segments (their [`seg_hash`]) and their nodes, sorted by hash.
+    lits: Vec<(u64, u32)>,
+    /// The node of a `{parameter}` next segment.
+    param: Option<u32>,
+    /// The first declared path that ends here. A later path with the same segments
+    /// (`/users/{id}` and `/users/{name}`) can never be the better match.
+    end: Option<u32>,
 }
 
 /// The hash of a path segment as the matcher sees it.
@@ -259,10 +284,7 @@ impl Spec {
                 let e = spec.versions.entry(shape).or_insert(v);
                 *e = (*e).max(v);
             }
-            spec.by_len
-                .entry(segs.len())
-                .or_default()
-                .push(spec.paths.len());
+            spec.insert(&segs, spec.paths.len());
             spec.paths.push(SpecPath {
                 template,
                 segs,
@@ -272,26 +294,40 @@ impl Spec {
         Ok(spec)
     }
 
-    /// Matches a request (its path's segment hashes, from [`seg_hash`]) to the declared
-    /// path with the most literal segments.
-    pub fn match_path(&self, segs: &[u64], method: &str) -> Option<SpecMatch> {
-        let candidates = self.by_len.get(&segs.len())?;
-        let mut best: Option<(usize, usize)> = None;
-        for &i in candidates {
-            let p = &self.paths[i];
-            let mut lits = 0;
-            let ok = p.segs.iter().zip(segs).all(|(s, h)| match s {
-                Seg::Lit(l) => {
-                    lits += 1;
-                    l == h
-                }
-                Seg::Param => true,
-            });
-            if ok && best.is_none_or(|(_, l)| lits > l) {
-                best = Some((i, lits));
+    /// Adds declared path number `index` with segments `segs` to the tree.
+    fn insert(&mut self, segs: &[Seg], index: usize) {
+        let mut node = 0usize;
+        for seg in segs {
+            let next = self.nodes.len() as u32;
+            let n = &mut self.nodes[node];
+            let child = match *seg {
+                Seg::Param => *n.param.get_or_insert(next),
+                Seg::Lit(h) => match n.lits.binary_search_by_key(&h, |&(k, _)| k) {
+                    Ok(at) => n.lits[at].1,
+                    Err(at) => {
+                        n.lits.insert(at, (h, next));
+                        next
+                    }
+                },
+            };
+            if child == next {
+                self.nodes.push(SegNode::default());
             }
+            node = child as usize;
         }
+        let end = &mut self.nodes[node].end;
+        if end.is_none() {
+            *end = Some(index as u32);
+        }
+    }
+
+    /// Matches a request (its path's segment hashes, from [`seg_hash`]) to the declared
+    /// path with the most literal segments; between equals, the one declared first.
+    pub fn match_path(&self, segs: &[u64], method: &str) -> Option<SpecMatch> {
+        let mut best: Option<(u32, usize)> = None;
+        self.walk(0, segs, 0, &mut best);
         let (i, _) = best?;
+        let i = i as usize;
         let op = self.paths[i]
             .methods
             .iter()
@@ -301,6 +337,32 @@ impl Spec {
             method_declared: op.is_some(),
             deprecated: op.is_some_and(|(_, d)| *d),
         })
+    }
+
+    /// Visits every declared path that matches `segs` from `node` on, keeping the best in
+    /// `best` (path, literal segments). Each node is reached by one sequence of segments
+    /// only, so a walk visits at most every node once, and recurses no deeper than the
+    /// longest declared path.
+    fn walk(&self, node: usize, segs: &[u64], lits: usize, best: &mut Option<(u32, usize)>) {
+        let n = &self.nodes[node];
+        let Some((&h, rest)) = segs.split_first() else {
+            if let Some(end) = n.end {
+                let better = match *best {
+                    None => true,
+                    Some((i, l)) => lits > l || (lits == l && end < i),
+                };
+                if better {
+                    *best = Some((end, lits));
+                }
+            }
+            return;
+        };
+        if let Ok(at) = n.lits.binary_search_by_key(&h, |&(k, _)| k) {
+            self.walk(n.lits[at].1 as usize, rest, lits + 1, best);
+        }
+        if let Some(p) = n.param {
+            self.walk(p as usize, rest, lits, best);
+        }
     }
 
     /// True when the spec declares a newer API version of `template`'s shape than the one
@@ -460,5 +522,57 @@ components:
         let p = dir.path().join("s.yaml");
         std::fs::write(&p, YAML).unwrap();
         check(&Spec::load(&p).unwrap());
+    }
+
+    /// The declared path a request matches, by looking at every declared path: the one
+    /// with the most literal segments, the first declared between equals.
+    fn match_by_scan(spec: &Spec, segs: &[u64]) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, p) in spec.paths.iter().enumerate() {
+            if p.segs.len() != segs.len() {
+                continue;
+            }
+            let mut lits = 0;
+            let ok = p.segs.iter().zip(segs).all(|(s, h)| match s {
+                Seg::Lit(l) => {
+                    lits += 1;
+                    l == h
+                }
+                Seg::Param => true,
+            });
+            if ok && best.is_none_or(|(_, l)| lits > l) {
+                best = Some((i, lits));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    proptest::proptest! {
+        /// The tree finds the path a scan of every declared path finds, overlapping and
+        /// repeated declarations included.
+        #[test]
+        fn the_tree_matches_as_a_scan_of_every_path(
+            declared in proptest::collection::vec(
+                proptest::collection::vec(0usize..5, 0..5), 1..40),
+            requests in proptest::collection::vec(
+                proptest::collection::vec(0usize..5, 0..6), 1..40),
+        ) {
+            const DECLARED: [&str; 5] = ["users", "v1", "orders", "{id}", "me"];
+            const REQUESTED: [&str; 5] = ["users", "v1", "orders", "42", "me"];
+            let decl = declared
+                .iter()
+                .map(|p| {
+                    let path: String = p.iter().map(|&k| format!("/{}", DECLARED[k])).collect();
+                    (if path.is_empty() { "/".to_owned() } else { path }, vec![("GET".to_owned(), false)])
+                })
+                .collect();
+            let spec = Spec::build(decl).unwrap();
+            for r in &requests {
+                let path: String = r.iter().map(|&k| format!("/{}", REQUESTED[k])).collect();
+                let hashes = segs(&path);
+                let found = spec.match_path(&hashes, "GET").map(|m| m.path);
+                proptest::prop_assert_eq!(found, match_by_scan(&spec, &hashes), "request {}", path);
+            }
+        }
     }
 }
