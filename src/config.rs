@@ -324,6 +324,36 @@ mod tests {
     }
 
     #[test]
+    fn bad_model_parameters_are_refused_when_the_configuration_loads() {
+        // Each names the table and the key, before any model is fitted.
+        for (toml, names) in [
+            (
+                "[models.trainer.profiles]\nfit_rows = 5\n",
+                ["models.trainer.profiles", "fit_rows"],
+            ),
+            (
+                "[models.trainer.profiles]\nk_min = 9\nk_max = 3\n",
+                ["models.trainer.profiles", "k_min/k_max"],
+            ),
+            (
+                "[models.trainer.forest]\nn_trees = 0\n",
+                ["models.trainer.forest", "n_trees"],
+            ),
+            (
+                "[models.trainer.forest]\nsample_size = 1\n",
+                ["models.trainer.forest", "sample_size"],
+            ),
+        ] {
+            let e = Config::from_parts(toml, "t.toml", &[]).unwrap_err();
+            for name in names {
+                assert!(format!("{e:#}").contains(name), "{toml}: {e:#}");
+            }
+        }
+        // The defaults and fit_rows = 0 (every row) pass.
+        Config::from_parts("[models.trainer.profiles]\nfit_rows = 0\n", "t.toml", &[]).unwrap();
+    }
+
+    #[test]
     fn env_overrides_win_and_are_typed() {
         let c = Config::from_parts(
             "[batch]\nmax_rows = 10\n",

@@ -63,6 +63,35 @@ impl Default for ProfileParams {
     }
 }
 
+impl ProfileParams {
+    /// Checks the parameters without data, so a configuration can be refused when it is
+    /// loaded rather than when the first model is fitted.
+    pub fn validate(&self) -> Result<()> {
+        if self.k_min < 2 || self.k_max < self.k_min || self.k_max > 64 {
+            return Err(Error::InvalidParam {
+                name: "k_min/k_max",
+                reason: format!("{}..={} is not within 2..=64", self.k_min, self.k_max),
+            });
+        }
+        if self.n_runs == 0 || self.max_iterations == 0 || self.silhouette_sample < 10 {
+            return Err(Error::InvalidParam {
+                name: "n_runs/max_iterations/silhouette_sample",
+                reason: "must be positive (silhouette_sample ≥ 10)".into(),
+            });
+        }
+        if self.fit_rows != 0 && self.fit_rows < self.k_max * 2 {
+            return Err(Error::InvalidParam {
+                name: "fit_rows",
+                reason: format!(
+                    "{} rows are too few to fit up to {} profiles (0 = every row)",
+                    self.fit_rows, self.k_max
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Features whose standard deviation is below this are treated as constant (scale 1) so
 /// standardising never divides by ~0.
 const MIN_STD: f32 = 1e-6;
@@ -141,27 +170,7 @@ impl BehaviourProfiles {
                 features.len()
             )));
         }
-        if params.k_min < 2 || params.k_max < params.k_min || params.k_max > 64 {
-            return Err(Error::InvalidParam {
-                name: "k_min/k_max",
-                reason: format!("{}..={} is not within 2..=64", params.k_min, params.k_max),
-            });
-        }
-        if params.n_runs == 0 || params.max_iterations == 0 || params.silhouette_sample < 10 {
-            return Err(Error::InvalidParam {
-                name: "n_runs/max_iterations/silhouette_sample",
-                reason: "must be positive (silhouette_sample ≥ 10)".into(),
-            });
-        }
-        if params.fit_rows != 0 && params.fit_rows < params.k_max * 2 {
-            return Err(Error::InvalidParam {
-                name: "fit_rows",
-                reason: format!(
-                    "{} rows are too few to fit up to {} profiles (0 = every row)",
-                    params.fit_rows, params.k_max
-                ),
-            });
-        }
+        params.validate()?;
         if n < params.k_max * 2 {
             return Err(Error::InvalidInput(format!(
                 "{n} rows are too few for up to {} profiles",

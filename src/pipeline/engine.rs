@@ -106,6 +106,16 @@ impl ModelsConfig {
                 "models.trainer.max_drift is a KS statistic between 0 and 1, got {d}"
             ));
         }
+        // Checked here too, not only when a model is fitted: otherwise a bad value shows
+        // up as a failed retrain a million events into the run.
+        self.trainer
+            .forest
+            .validate()
+            .map_err(|e| format!("models.trainer.forest: {e}"))?;
+        self.trainer
+            .profiles
+            .validate()
+            .map_err(|e| format!("models.trainer.profiles: {e}"))?;
         self.content
             .validate()
             .map_err(|e| format!("models.content: {e}"))?;
