@@ -20,6 +20,9 @@ const METHODS: [&str; 8] = [
 
 /// Most declared paths accepted (keeps matching cheap and memory bounded).
 pub const MAX_SPEC_PATHS: usize = 10_000;
+/// Most `/`-separated segments in one declared path: bounds how deep matching recurses.
+/// Real APIs stay far below it.
+pub const MAX_SPEC_SEGMENTS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seg {
@@ -270,6 +273,13 @@ impl Spec {
                     "path `{template}` does not start with /"
                 )));
             }
+            let n_segs = template.split('/').count();
+            if n_segs > MAX_SPEC_SEGMENTS {
+                return Err(Error::Spec(format!(
+                    "path `{}…` has {n_segs} segments, at most {MAX_SPEC_SEGMENTS} are supported",
+                    template.chars().take(60).collect::<String>()
+                )));
+            }
             let segs: Vec<Seg> = template
                 .split('/')
                 .map(|s| {
@@ -342,7 +352,7 @@ impl Spec {
     /// Visits every declared path that matches `segs` from `node` on, keeping the best in
     /// `best` (path, literal segments). Each node is reached by one sequence of segments
     /// only, so a walk visits at most every node once, and recurses no deeper than the
-    /// longest declared path.
+    /// longest declared path ([`MAX_SPEC_SEGMENTS`]).
     fn walk(&self, node: usize, segs: &[u64], lits: usize, best: &mut Option<(u32, usize)>) {
         let n = &self.nodes[node];
         let Some((&h, rest)) = segs.split_first() else {
@@ -517,6 +527,13 @@ components:
         assert!(Spec::from_yaml("openapi: 3\n").is_err());
         assert!(Spec::from_yaml("paths: {}\n").is_err());
         assert!(Spec::from_json(r#"{"paths":{"users":{}}}"#).is_err());
+        let deep = "/a".repeat(MAX_SPEC_SEGMENTS);
+        let e = Spec::from_json(&format!(r#"{{"paths":{{"{deep}":{{"get":{{}}}}}}}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 256"), "{e}");
+        let deepest = "/a".repeat(MAX_SPEC_SEGMENTS - 1);
+        Spec::from_json(&format!(r#"{{"paths":{{"{deepest}":{{"get":{{}}}}}}}}"#)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         assert!(Spec::load(&dir.path().join("missing.yaml")).is_err());
         let p = dir.path().join("s.yaml");
