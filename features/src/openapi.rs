@@ -273,13 +273,6 @@ impl Spec {
                     "path `{template}` does not start with /"
                 )));
             }
-            let n_segs = template.split('/').count();
-            if n_segs > MAX_SPEC_SEGMENTS {
-                return Err(Error::Spec(format!(
-                    "path `{}…` has {n_segs} segments, at most {MAX_SPEC_SEGMENTS} are supported",
-                    template.chars().take(60).collect::<String>()
-                )));
-            }
             let segs: Vec<Seg> = template
                 .split('/')
                 .map(|s| {
@@ -290,6 +283,13 @@ impl Spec {
                     }
                 })
                 .collect();
+            if segs.len() > MAX_SPEC_SEGMENTS {
+                return Err(Error::Spec(format!(
+                    "path `{}…` has {} segments, at most {MAX_SPEC_SEGMENTS} are supported",
+                    template.chars().take(60).collect::<String>(),
+                    segs.len()
+                )));
+            }
             if let Some((shape, v)) = version_shape(&template) {
                 let e = spec.versions.entry(shape).or_insert(v);
                 *e = (*e).max(v);

@@ -106,8 +106,10 @@ impl ModelsConfig {
                 "models.trainer.max_drift is a KS statistic between 0 and 1, got {d}"
             ));
         }
-        // Checked here too, not only when a model is fitted: otherwise a bad value shows
-        // up as a failed retrain a million events into the run.
+        // Checked with the rest of the configuration, naming the table: the profiles'
+        // parameters were otherwise only checked when the first model was fitted (after
+        // the warm-up, or at the first retrain when a model file is loaded). The forest's
+        // are checked again by `Trainer::new`.
         self.trainer
             .forest
             .validate()
