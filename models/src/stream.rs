@@ -258,7 +258,10 @@ fn lower_this_threads_priority() -> Option<i32> {
 impl Trainer {
     /// A trainer for rows whose columns are `features`.
     pub fn new(features: Vec<String>, config: TrainerConfig) -> Result<Self> {
+        // Both parameter sets are checked here, so a bad one is refused when the trainer
+        // is made rather than when the first model (perhaps a warm-up later) is fitted.
         config.forest.validate()?;
+        config.profiles.validate()?;
         if let Some(f) = config
             .profile_features
             .iter()
@@ -595,6 +598,16 @@ mod tests {
             )
             .is_err()
         );
+        // Bad behaviour-profile parameters are refused at once, as bad forest ones are.
+        let bad_profiles = TrainerConfig {
+            profiles: ProfileParams {
+                fit_rows: 5,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = Trainer::new(names(), bad_profiles).unwrap_err();
+        assert!(err.to_string().contains("fit_rows"), "{err}");
         let t = Trainer::new(names(), TrainerConfig::default()).unwrap();
         let mut res = Reservoir::new(2, 50).unwrap();
         fill(&mut res, 50, 0.0, 1);

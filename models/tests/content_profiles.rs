@@ -502,8 +502,23 @@ fn batch_scores_match_single_requests_when_parameters_repeat() {
         check(&p) >= 4,
         "the repeated injection is explained every time"
     );
-    // Once the profiles have learned the probe itself, the next batch on this thread must
-    // not reuse what the last one worked out.
+    // What a batch works out is kept for the next batches of the same profiles, and only
+    // for them: scoring again, a copy read back from bytes, and the profiles once they
+    // have learned the probe itself, in turns on this thread, each as on its own.
+    let before = p.clone();
+    check(&p);
+    let read_back = ContentProfiles::from_bytes(&p.to_bytes()).expect("reads");
+    check(&read_back);
     p.train_batch(&batch(&probe, true)).expect("trains");
     check(&p);
+    check(&before);
+    check(&p);
+    assert_ne!(
+        p.score_batch(&batch(&probe, true)).expect("scores").scores,
+        before
+            .score_batch(&batch(&probe, true))
+            .expect("scores")
+            .scores,
+        "learning the probe changes its scores, so a stale memo would show"
+    );
 }

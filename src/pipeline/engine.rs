@@ -106,10 +106,8 @@ impl ModelsConfig {
                 "models.trainer.max_drift is a KS statistic between 0 and 1, got {d}"
             ));
         }
-        // Checked with the rest of the configuration, naming the table: the profiles'
-        // parameters were otherwise only checked when the first model was fitted (after
-        // the warm-up, or at the first retrain when a model file is loaded). The forest's
-        // are checked again by `Trainer::new`.
+        // Checked with the rest of the configuration, before anything connects, and
+        // naming the table. `Trainer::new` checks both again for library callers.
         self.trainer
             .forest
             .validate()
