@@ -67,6 +67,13 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs, config: &Config) -> Result<()> {
+    // Without an input topic there is nothing to run: say so before the store directory
+    // is created or the alert producer starts connecting (and logging that it cannot).
+    config
+        .kafka
+        .check_has_topics()
+        .map_err(anyhow::Error::msg)
+        .context("starting the Kafka source")?;
     let metrics = Metrics::new();
     let data_dir = args
         .data_dir

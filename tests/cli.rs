@@ -257,3 +257,26 @@ fn a_cold_start_on_busy_clients_raises_no_rate_abuse() {
         "benign events flagged: {flagged_by:?}"
     );
 }
+
+/// `run` without an input topic (no configuration at all, as after the demo) stops at
+/// once with the key to set, before it creates the store or starts connecting to Kafka.
+#[test]
+fn run_without_a_topic_says_so_before_creating_or_connecting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = gatewatch()
+        .args(["run", "--no-dashboard", "--data-dir"])
+        .arg(&data)
+        // Nothing listens here; a producer that started would log that it cannot connect.
+        .env("GATEWATCH__KAFKA__BROKERS", "127.0.0.1:9")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("kafka.topics lists no topic"), "{err}");
+    assert!(
+        !err.contains("librdkafka"),
+        "nothing may connect first: {err}"
+    );
+    assert!(!data.exists(), "no store may be created first");
+}

@@ -333,6 +333,19 @@ fn check_topic_name(name: &str) -> std::result::Result<(), String> {
 }
 
 impl KafkaSourceConfig {
+    /// Refuses an empty topic list, which [`validate`](Self::validate) allows: a reader
+    /// of Kafka needs at least one topic.
+    pub fn check_has_topics(&self) -> std::result::Result<(), String> {
+        if self.topics.is_empty() {
+            return Err(
+                "kafka.topics lists no topic; add e.g. { name = \"gateway-logs\", format = \
+                 \"kong\" }"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Checks every setting, returning a message that names the first bad key. An empty
     /// topic list is valid here (the Kafka input may be unused); [`KafkaSource::new`]
     /// refuses it.
@@ -1127,13 +1140,7 @@ impl KafkaSource {
     ) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
         batching.validate().map_err(Error::Config)?;
-        if config.topics.is_empty() {
-            return Err(Error::Config(
-                "kafka.topics lists no topic; add e.g. { name = \"gateway-logs\", format = \
-                 \"kong\" }"
-                    .into(),
-            ));
-        }
+        config.check_has_topics().map_err(Error::Config)?;
         let mut decoders = Vec::with_capacity(config.topics.len());
         for (i, t) in config.topics.iter().enumerate() {
             let d = decoder_for(t.format, json_fields)
