@@ -502,9 +502,9 @@ fn batch_scores_match_single_requests_when_parameters_repeat() {
         check(&p) >= 4,
         "the repeated injection is explained every time"
     );
-    // What a batch works out is kept for the next batches of the same profiles, and only
-    // for them: scoring again, a copy read back from bytes, and the profiles once they
-    // have learned the probe itself, in turns on this thread, each as on its own.
+    // Batches on this thread in turns: the same profiles again, a copy read back from
+    // bytes, the profiles once they have learned the probe itself, and a copy from before
+    // that. Whatever the batch before worked out, each must score as single requests do.
     let before = p.clone();
     check(&p);
     let read_back = ContentProfiles::from_bytes(&p.to_bytes()).expect("reads");
