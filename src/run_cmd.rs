@@ -38,7 +38,11 @@ Examples:
   gatewatch run --config gatewatch.toml
 
   # the same against a local broker, metrics on another port
-  GATEWATCH__KAFKA__BROKERS=127.0.0.1:9092 gatewatch run --listen 127.0.0.1:9899
+  GATEWATCH__KAFKA__BROKERS=127.0.0.1:9092 \\
+      gatewatch run --config gatewatch.toml --listen 127.0.0.1:9899
+
+The input topics and their formats come from [kafka] topics (see gatewatch.toml); without
+one, run stops before it connects.
 
 Scaling out: start more instances with the same kafka.group_id; the topics' partitions
 are shared between them. Per-client windows are exact when every topic is keyed by
