@@ -7,7 +7,9 @@
 //!   the alert threshold) it gains `agreement_bonus`. The category is the top rule's, else the
 //!   model's (content anomalies are injection-like, API8; the others are `anomaly`).
 //! - Model-only findings must reach `model_alert_threshold`, higher than the rules' threshold,
-//!   because a model knows "unusual", not "malicious".
+//!   because a model knows "unusual", not "malicious". A rule that reaches
+//!   `alert_threshold` alerts even when a model scores the event higher without reaching its
+//!   own threshold: the model raises the finding's risk, it cannot silence it.
 //! - Explanations name the features behind the finding with the entity's usual value and the
 //!   population's 99th percentile, which the scorer tracks itself in fixed-size histograms.
 
@@ -760,7 +762,14 @@ impl Scorer {
             let severity = self.cfg.severity.of(risk);
             risk_b.append_value(risk);
             sev_b.append_value(severity.name());
-            let rule_leads = rule_risk >= model_risk && best_rule.is_some();
+            let model_alerts = risk >= self.cfg.model_alert_threshold
+                && best_model.is_some_and(|(mi, _)| models[mi].0.alert_alone);
+            // The rule leads when it is at least as high, and also when it alerts on its
+            // own and the higher model score does not: a model may raise a finding's risk,
+            // never silence it.
+            let rule_leads = best_rule.is_some()
+                && (rule_risk >= model_risk
+                    || (rule_risk >= self.cfg.alert_threshold && !model_alerts));
             let (category, detector) = if rule_leads {
                 let r = &self.rules[best_rule.unwrap().0];
                 (Some(r.category), Some(r.name.as_str()))
@@ -780,8 +789,7 @@ impl Scorer {
             let alerting = if rule_leads {
                 risk >= self.cfg.alert_threshold
             } else {
-                risk >= self.cfg.model_alert_threshold
-                    && best_model.is_some_and(|(mi, _)| models[mi].0.alert_alone)
+                model_alerts
             };
             if !alerting {
                 continue;
@@ -1105,6 +1113,62 @@ mod tests {
         assert_eq!(t.of(10.0), Severity::Info);
         assert_eq!(t.of(60.0), Severity::Medium);
         assert_eq!(t.of(95.0), Severity::Critical);
+    }
+
+    /// One event with the given injection-marker count and content-profile risk.
+    fn injection_event(markers: f32, content: f32) -> RecordBatch {
+        use arrow::array::TimestampMicrosecondArray;
+        let ts = TimestampMicrosecondArray::from(vec![1_748_851_200_000_000]).with_timezone("UTC");
+        let mut cols: Vec<(&str, DataType, bool, ArrayRef)> = vec![(
+            gatewatch_ingest::schema::col::TIMESTAMP,
+            ts.data_type().clone(),
+            false,
+            Arc::new(ts),
+        )];
+        for (name, v) in [
+            ("f_sqli_markers", markers),
+            ("f_xss_markers", 0.0),
+            ("f_traversal_markers", 0.0),
+            ("f_cmd_markers", 0.0),
+            ("f_null_bytes", 0.0),
+            ("score_content", content),
+        ] {
+            cols.push((
+                name,
+                DataType::Float32,
+                false,
+                Arc::new(Float32Array::from(vec![v])),
+            ));
+        }
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|(n, t, nullable, _)| Field::new(*n, t.clone(), *nullable))
+            .collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            cols.into_iter().map(|c| c.3).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_higher_model_score_that_cannot_alert_does_not_silence_a_rule() {
+        let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
+        // The injection rule fires at 65; the content profile scores 70, higher, but under
+        // its own alert threshold (90). The rule's finding alerts, with the fused risk.
+        let scored = scorer.score(&injection_event(2.0, 70.0)).unwrap();
+        let [(0, c)] = scored.candidates.as_slice() else {
+            panic!("one candidate expected, got {:?}", scored.candidates);
+        };
+        assert_eq!(c.detector, "injection_payload");
+        assert!(c.risk >= 70.0, "{}", c.risk);
+        // A content score that alerts on its own (at or above 90) leads.
+        let scored = scorer.score(&injection_event(2.0, 95.0)).unwrap();
+        assert_eq!(scored.candidates.len(), 1);
+        assert_eq!(scored.candidates[0].1.detector, "content_profile");
+        // A rule that does not fire leaves the model alone: 70 alerts nothing.
+        let scored = scorer.score(&injection_event(1.0, 70.0)).unwrap();
+        assert!(scored.candidates.is_empty(), "{:?}", scored.candidates);
     }
 
     #[test]
