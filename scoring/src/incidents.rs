@@ -230,10 +230,15 @@ pub struct IncidentAlert {
 }
 
 impl IncidentAlert {
-    /// Deterministic alert id: the incident id and how many alerts it has sent.
+    /// Deterministic alert id: the incident id, when the incident opened (its first
+    /// alerting request, event time) and how many alerts it has sent. An incident that
+    /// closes idle and opens again within the same id window keeps its id (the case
+    /// reopens), so the opening time is what keeps the second episode's alerts from
+    /// reusing the first one's ids, which a consumer deduplicating on them would drop.
     pub fn alert_id(&self) -> String {
         stable_id(&[
             self.incident.id.as_bytes(),
+            &self.incident.first_seen_ms.to_le_bytes(),
             &self.incident.alerts_sent.to_le_bytes(),
         ])
     }
@@ -845,6 +850,22 @@ mod tests {
         assert_ne!(first.incident.id, second.incident.id);
         assert_eq!(t.close_idle(200_000).len(), 1);
         assert!(t.is_empty());
+
+        // Within one id window (a day by default) the reopened incident keeps its id, but
+        // its alerts are new alerts, with ids of their own.
+        let mut t = IncidentTable::new(IncidentConfig {
+            idle_close_secs: 10,
+            ..Default::default()
+        });
+        let first = t
+            .observe(cand("u1", Category::Bola, 0, 70.0, Severity::Medium))
+            .unwrap();
+        let again = t
+            .observe(cand("u1", Category::Bola, 60_000, 70.0, Severity::Medium))
+            .unwrap();
+        assert_eq!(again.activity, AlertActivity::Opened);
+        assert_eq!(first.incident.id, again.incident.id);
+        assert_ne!(first.alert_id(), again.alert_id());
     }
 
     #[test]

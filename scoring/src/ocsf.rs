@@ -2,7 +2,10 @@
 //!
 //! One alert is published when an incident opens (activity Create) and again when it
 //! escalates (activity Update). `metadata.uid` is the deterministic alert id and
-//! `finding_info.uid` the incident id, so a consumer can upsert by incident.
+//! `finding_info.uid` the incident id, so a consumer can upsert by incident. An incident
+//! that closes idle and opens again within its id window (`incidents.id_window_secs`, a
+//! day by default) keeps its `finding_info.uid`, the case reopening, and its new alerts
+//! get new `metadata.uid`s.
 
 use serde_json::{Value, json};
 
