@@ -157,6 +157,11 @@ pub struct Incident {
     pub detectors: BTreeMap<String, u64>,
     /// First alerting request, ms.
     pub first_seen_ms: i64,
+    /// The request that opened the incident, ms (event time). Unlike `first_seen_ms` a
+    /// later request from before it does not move it, so it keeps the incident's alert ids
+    /// stable (see [`IncidentAlert::alert_id`]).
+    #[serde(default)]
+    pub opened_ms: i64,
     /// Last alerting request, ms.
     pub last_seen_ms: i64,
     /// Alerting requests folded in.
@@ -230,19 +235,30 @@ pub struct IncidentAlert {
 }
 
 impl IncidentAlert {
-    /// Deterministic alert id: the incident id, when the incident opened (its first
-    /// alerting request, event time) and how many alerts it has sent. An incident that
-    /// closes idle and opens again within the same id window keeps its id (the case
-    /// reopens), so the opening time is what keeps the second episode's alerts from
-    /// reusing the first one's ids, which a consumer deduplicating on them would drop.
+    /// Deterministic alert id: the incident id, the time of the request that opened it
+    /// (event time) and how many alerts it has sent. An incident that closes idle and opens
+    /// again within the same id window keeps its id (the case reopens), so the opening time
+    /// is what keeps the second episode's alerts from reusing the first one's ids, which a
+    /// consumer deduplicating on them would drop.
+    ///
+    /// A replay opens an incident at the same request, hence with the same alert ids, when
+    /// the entity's requests are in one partition (inputs keyed by client). An endpoint or
+    /// network incident draws on several partitions, whose records a replay may interleave
+    /// differently: its replayed alert can then carry a new id, a second delivery rather
+    /// than a lost one.
     pub fn alert_id(&self) -> String {
         stable_id(&[
             self.incident.id.as_bytes(),
-            &self.incident.first_seen_ms.to_le_bytes(),
+            &self.incident.opened_ms.to_le_bytes(),
             &self.incident.alerts_sent.to_le_bytes(),
         ])
     }
 }
+
+/// Most suppressions added at run time (by analysts, the suppressions file and the
+/// dashboard) held at once; configured ones do not count. Every candidate is checked
+/// against each, so the list is kept to what a team can maintain.
+pub const MAX_SUPPRESSIONS: usize = 10_000;
 
 /// A rule that silences alert candidates (from config or from an analyst's "false positive").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -526,6 +542,7 @@ impl IncidentTable {
             category: c.category,
             detectors: BTreeMap::new(),
             first_seen_ms: c.time_ms,
+            opened_ms: c.time_ms,
             last_seen_ms: c.time_ms,
             count: 0,
             peak_risk: f32::MIN,
@@ -608,15 +625,31 @@ impl IncidentTable {
                 until_ms: None,
                 reason: Some(format!("false positive: incident {}", inc.id)),
             };
-            self.extra_suppressions.push(s.clone());
+            if let Err(e) = self.add_suppression(s.clone()) {
+                tracing::warn!("{e}");
+            }
             return Some(Some(s));
         }
         Some(None)
     }
 
-    /// Adds a suppression at run time.
-    pub fn add_suppression(&mut self, s: Suppression) {
+    /// Adds a suppression at run time and says whether it is new. One equal to a
+    /// suppression already in force is not added again (a restart restores the
+    /// checkpoint's suppressions and then reads the suppressions file again), and one
+    /// beyond [`MAX_SUPPRESSIONS`] is refused with a message naming the cap.
+    pub fn add_suppression(&mut self, s: Suppression) -> std::result::Result<bool, String> {
+        if self.suppressions().any(|have| *have == s) {
+            return Ok(false);
+        }
+        if self.extra_suppressions.len() >= MAX_SUPPRESSIONS {
+            return Err(format!(
+                "suppression not added, {MAX_SUPPRESSIONS} are in force already (the most \
+                 held): {}",
+                serde_json::to_string(&s).unwrap_or_default()
+            ));
+        }
         self.extra_suppressions.push(s);
+        Ok(true)
     }
 
     /// Every suppression in force (configured first).
@@ -687,7 +720,12 @@ impl IncidentTable {
             self.open
                 .insert((inc.entity_kind, inc.entity.clone(), inc.category), inc);
         }
-        self.extra_suppressions = cp.suppressions;
+        self.extra_suppressions.clear();
+        for s in cp.suppressions {
+            if let Err(e) = self.add_suppression(s) {
+                tracing::warn!("restoring the checkpoint: {e}");
+            }
+        }
         Ok(n)
     }
 }
@@ -894,13 +932,18 @@ mod tests {
         c.severity = Severity::Critical;
         assert!(t.observe(c.clone()).is_none());
         assert_eq!(t.counts().suppressed, 2);
-        t.add_suppression(Suppression {
+        let svc_rule = Suppression {
             entity: Some("svc-*".into()),
             category: Some(Category::Bola),
             endpoint: None,
             until_ms: None,
             reason: None,
-        });
+        };
+        assert_eq!(t.add_suppression(svc_rule.clone()), Ok(true));
+        // The same one again (a restart reads the file after restoring the checkpoint).
+        let held = t.suppressions().count();
+        assert_eq!(t.add_suppression(svc_rule), Ok(false));
+        assert_eq!(t.suppressions().count(), held);
         let mut svc = cand(
             "svc-search-indexer",
             Category::Bola,
@@ -911,6 +954,34 @@ mod tests {
         assert!(t.observe(svc.clone()).is_none());
         svc.entity = "user-svc".into();
         assert!(t.observe(svc).is_some());
+    }
+
+    #[test]
+    fn suppressions_are_bounded_and_a_checkpoint_restores_them_once() {
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        let nth = |i: usize| Suppression {
+            entity: Some(format!("client-{i}")),
+            category: None,
+            endpoint: None,
+            until_ms: None,
+            reason: None,
+        };
+        for i in 0..MAX_SUPPRESSIONS {
+            assert_eq!(t.add_suppression(nth(i)), Ok(true));
+        }
+        let refused = t.add_suppression(nth(MAX_SUPPRESSIONS)).unwrap_err();
+        assert!(refused.contains("10000"), "{refused}");
+        assert_eq!(t.suppressions().count(), MAX_SUPPRESSIONS);
+        // A restart: the checkpoint's suppressions, then the file's lines again.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.ckpt");
+        write_checkpoint(&path, &t.checkpoint_bytes(&path).unwrap()).unwrap();
+        let mut restarted = IncidentTable::new(IncidentConfig::default());
+        restarted.load_checkpoint(&path).unwrap();
+        for i in 0..10 {
+            assert_eq!(restarted.add_suppression(nth(i)), Ok(false));
+        }
+        assert_eq!(restarted.suppressions().count(), MAX_SUPPRESSIONS);
     }
 
     #[test]

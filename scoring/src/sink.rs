@@ -34,6 +34,11 @@ pub trait AlertSink: Send {
 pub struct JsonlSink {
     out: Box<dyn Write + Send>,
     path: Option<PathBuf>,
+    /// The file again, to sync it: a flush reports alerts durable, so they must be on disk,
+    /// not in the page cache.
+    sync: Option<std::fs::File>,
+    /// Alerts written since the last sync (a flush with none written syncs nothing).
+    unsynced: bool,
 }
 
 impl JsonlSink {
@@ -44,9 +49,12 @@ impl JsonlSink {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        let sync = f.try_clone().map_err(|e| Error::io(path, e))?;
         Ok(Self {
             out: Box::new(std::io::BufWriter::new(f)),
             path: Some(path.to_path_buf()),
+            sync: Some(sync),
+            unsynced: false,
         })
     }
 
@@ -55,6 +63,8 @@ impl JsonlSink {
         Self {
             out: Box::new(std::io::stdout()),
             path: None,
+            sync: None,
+            unsynced: false,
         }
     }
 }
@@ -62,6 +72,7 @@ impl JsonlSink {
 impl AlertSink for JsonlSink {
     fn send(&mut self, alert: &IncidentAlert) -> Result<()> {
         let v = detection_finding(alert);
+        self.unsynced = true;
         let res = serde_json::to_writer(&mut self.out, &v)
             .map_err(std::io::Error::other)
             .and_then(|_| self.out.write_all(b"\n"));
@@ -69,7 +80,14 @@ impl AlertSink for JsonlSink {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| self.io_err(e))
+        self.out.flush().map_err(|e| self.io_err(e))?;
+        if let Some(f) = &self.sync
+            && self.unsynced
+        {
+            f.sync_data().map_err(|e| self.io_err(e))?;
+        }
+        self.unsynced = false;
+        Ok(())
     }
 
     fn describe(&self) -> String {
