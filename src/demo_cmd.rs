@@ -203,9 +203,14 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
             endpoint: None,
             until_ms: None,
             reason: Some("internal services read across users by design".into()),
-        });
+        })
+        .map_err(anyhow::Error::msg)?;
     for s in crate::suppress_cmd::load_suppressions(&data_dir)? {
-        engine.scoring_mut().incidents_mut().add_suppression(s);
+        engine
+            .scoring_mut()
+            .incidents_mut()
+            .add_suppression(s)
+            .map_err(anyhow::Error::msg)?;
     }
     let mut alert_file = match &args.alerts {
         Some(p) => Some(JsonlSink::file(p)?),
@@ -292,7 +297,9 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
             crate::pipeline::store_sink::append_processed(st, &stored, &out.events, &out.alerts)?;
         }
         for s in feed.new_suppressions() {
-            engine.scoring_mut().incidents_mut().add_suppression(s);
+            if let Err(e) = engine.scoring_mut().incidents_mut().add_suppression(s) {
+                tracing::warn!("{e}");
+            }
         }
         for alert in &out.alerts {
             alerts_n += 1;

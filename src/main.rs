@@ -107,7 +107,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args, &config),
         Command::Train(args) => train_cmd::run(args, &config),
         Command::Backtest(args) => backtest_cmd::run(args, &config),
-        Command::Suppress(args) => suppress_cmd::run(args),
+        Command::Suppress(args) => suppress_cmd::run(args, &config),
         Command::Rules => suppress_cmd::list_rules(&config),
         Command::Query(args) => query_cmd::run(args, &config),
         Command::Sql(args) => sql_cmd::run(args, &config),

@@ -51,7 +51,9 @@ pub struct Metrics {
     pub model_swaps: AtomicU64,
     /// Retrained models kept out by `[models.trainer] max_drift`.
     pub models_refused: AtomicU64,
-    /// 1 once the pipeline runs (assigned partitions, stages built).
+    /// 1 once the pipeline runs: stages built, store open, consumer in the group. A member
+    /// that has no partition assigned (more members than partitions) is ready too, as a
+    /// standby that takes over partitions when another leaves.
     pub ready: AtomicBool,
     /// Set when the pipeline hit an error it cannot go on from.
     pub failed: AtomicBool,

@@ -138,7 +138,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         tracing::info!("dashboard on http://{}/", server.addr);
         Some(server)
     };
+    // Suppressions apply from the first batch on, then new lines every few seconds.
     let mut suppressions_seen = 0usize;
+    pick_up_suppressions(&mut engine, &data_dir, &mut suppressions_seen);
     let mut last_suppression_check = Instant::now();
     tracing::info!(
         brokers = %config.kafka.brokers,
@@ -196,6 +198,27 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 if stop.is_stopped() {
                     break;
                 }
+                // The input went quiet with batches not yet committed: commit them now
+                // rather than with the next batch, which may be hours away. Until then
+                // their events are not in the store and a restart would replay them.
+                if batches_since_commit > 0 && last_flush.elapsed() >= config.kafka.commit_interval
+                {
+                    last_flush = Instant::now();
+                    batches_since_commit = 0;
+                    let commit = Processed {
+                        events: None,
+                        alerts: Vec::new(),
+                        ack: None,
+                        checkpoint: Some(snapshot(&engine)?),
+                        commit: true,
+                        inventory: None,
+                        started: Instant::now(),
+                    };
+                    if to_sink.send(commit).is_err() {
+                        // The sink stopped on an error; joining it below reports that error.
+                        break;
+                    }
+                }
                 if args
                     .idle_exit
                     .is_some_and(|us| last_record.elapsed().as_micros() as i64 >= us)
@@ -229,6 +252,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             let batch = &sb.decoded.events;
             let n = batch.num_rows() as u64;
             metrics.events_in.fetch_add(n, Ordering::Relaxed);
+            if sb.ack.is_some() {
+                metrics.in_flight_batches.fetch_add(1, Ordering::Relaxed);
+            }
             let mut processed = Processed {
                 events: None,
                 alerts: Vec::new(),
@@ -246,17 +272,12 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                         feed.raise(a);
                     }
                     for s in feed.new_suppressions() {
-                        engine.scoring_mut().incidents_mut().add_suppression(s);
+                        add_suppression(&mut engine, s);
                     }
                 }
                 metrics
                     .alert_candidates
                     .fetch_add(out.candidates as u64, Ordering::Relaxed);
-                if !out.alerts.is_empty() {
-                    // Incidents changed: the checkpoint travels with the batch, so it is
-                    // written right after that batch's alerts are delivered.
-                    processed.checkpoint = Some(snapshot(&engine)?);
-                }
                 processed.events = Some(out.events);
                 processed.alerts = out.alerts;
                 engine.scoring_mut().close_idle();
@@ -282,11 +303,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             if last_suppression_check.elapsed() >= Duration::from_secs(5) {
                 last_suppression_check = Instant::now();
                 // `gatewatch suppress` appends lines; pick up the new ones.
-                let all = crate::suppress_cmd::load_suppressions(&data_dir)?;
-                for s in all.into_iter().skip(suppressions_seen) {
-                    suppressions_seen += 1;
-                    engine.scoring_mut().incidents_mut().add_suppression(s);
-                }
+                pick_up_suppressions(&mut engine, &data_dir, &mut suppressions_seen);
                 feed.set_pipeline(
                     engine.scoring().watermark_ms(),
                     source.lag(),
@@ -301,9 +318,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 last_flush = Instant::now();
                 batches_since_commit = 0;
                 processed.commit = true;
-                if processed.checkpoint.is_none() {
-                    processed.checkpoint = Some(snapshot(&engine)?);
-                }
+                processed.checkpoint = Some(snapshot(&engine)?);
             }
             if last_inventory.elapsed() >= Duration::from_secs(60) {
                 last_inventory = Instant::now();
@@ -329,7 +344,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         Ok(())
     })();
     // Drain: the last message carries the final checkpoint and inventory; the sink then
-    // delivers, flushes and (when the loop ended cleanly) acknowledges everything queued.
+    // delivers, flushes and (when the loop ended cleanly) writes the checkpoint and
+    // acknowledges everything queued. After an error the last batch's alerts may not
+    // have gone out: the checkpoint on disk stays the one of the last commit, so the
+    // replay raises them again.
     let last = Processed {
         events: None,
         alerts: Vec::new(),
@@ -365,6 +383,31 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     result
 }
 
+/// Adds the lines of the suppressions file after the first `seen` (and counts them). A
+/// line that does not parse is reported once and skipped: the others still apply, and a
+/// hand-edited line cannot stop the service.
+fn pick_up_suppressions(engine: &mut Engine, data_dir: &std::path::Path, seen: &mut usize) {
+    match crate::suppress_cmd::read_suppression_lines(data_dir) {
+        Ok(lines) => {
+            for line in lines.into_iter().skip(*seen) {
+                *seen += 1;
+                match line {
+                    Ok(s) => add_suppression(engine, s),
+                    Err(e) => tracing::warn!("skipping a suppression: {e:#}"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!("reading suppressions: {e:#}"),
+    }
+}
+
+/// Adds an analyst's suppression; one beyond the cap is reported, not added.
+fn add_suppression(engine: &mut Engine, s: gatewatch_scoring::Suppression) {
+    if let Err(e) = engine.scoring_mut().incidents_mut().add_suppression(s) {
+        tracing::warn!("{e}");
+    }
+}
+
 /// Batches queued between the engine and the alert thread.
 const ALERT_QUEUE_BATCHES: usize = 4;
 
@@ -380,7 +423,7 @@ struct Processed {
     alerts: Vec<gatewatch_scoring::IncidentAlert>,
     /// Acknowledges the batch's offsets once its results are durable.
     ack: Option<gatewatch_ingest::source::kafka::AckToken>,
-    /// The incident table after this batch, to write once its alerts are delivered.
+    /// The incident table after this batch; written with a commit only (see `sink_loop`).
     checkpoint: Option<Vec<u8>>,
     /// Flush the store and acknowledge every batch up to this one.
     commit: bool,
@@ -403,8 +446,12 @@ fn sink_loop(
     acker: &gatewatch_ingest::source::kafka::Acker,
 ) -> Result<()> {
     // Batches whose results are not yet durable in the store: (store sequence, token).
-    let mut pending: std::collections::VecDeque<(u64, gatewatch_ingest::source::kafka::AckToken)> =
-        std::collections::VecDeque::new();
+    // (store sequence, token, when the batch left the source).
+    let mut pending: std::collections::VecDeque<(
+        u64,
+        gatewatch_ingest::source::kafka::AckToken,
+        Instant,
+    )> = std::collections::VecDeque::new();
     let result = (|| -> Result<()> {
         for p in rx.iter() {
             let seq = match &p.events {
@@ -420,17 +467,25 @@ fn sink_loop(
                 None => store.durable_seq(),
             };
             if let Some(tok) = p.ack {
-                pending.push_back((seq, tok));
-            }
-            if let Some(bytes) = &p.checkpoint {
-                gatewatch_scoring::incidents::write_checkpoint(checkpoint, bytes)
-                    .context("checkpointing incidents")?;
+                pending.push_back((seq, tok, p.started));
             }
             if p.commit {
                 let durable = store.flush().context("flushing the store")?;
-                while pending.front().is_some_and(|(s, _)| *s <= durable) {
-                    let (_, tok) = pending.pop_front().expect("front exists");
+                // The incidents as of this batch, written once every batch up to it has
+                // its alerts delivered and its rows in the store, and before the offsets
+                // are acknowledged. A crash before this point restores the previous
+                // checkpoint and replays from the previous commit, so the alerts and
+                // store rows of the batches in between are made again (the same alert
+                // ids) rather than folded into incidents that never reached the store.
+                if let Some(bytes) = &p.checkpoint {
+                    gatewatch_scoring::incidents::write_checkpoint(checkpoint, bytes)
+                        .context("checkpointing incidents")?;
+                }
+                while pending.front().is_some_and(|(s, _, _)| *s <= durable) {
+                    let (_, tok, started) = pending.pop_front().expect("front exists");
                     acker.ack(tok);
+                    metrics.in_flight_batches.fetch_sub(1, Ordering::Relaxed);
+                    metrics.observe_batch_latency(started.elapsed().as_secs_f64());
                 }
             }
             if let Some(inv) = &p.inventory {
@@ -438,7 +493,6 @@ fn sink_loop(
                     .replace_endpoints(inv)
                     .context("storing the API inventory")?;
             }
-            metrics.observe_batch_latency(p.started.elapsed().as_secs_f64());
         }
         Ok(())
     })();

@@ -47,9 +47,10 @@ pub struct SuppressArgs {
     /// List the suppressions instead of adding one.
     #[arg(long)]
     pub list: bool,
-    /// Data directory.
-    #[arg(long, env = "GATEWATCH_DATA_DIR", default_value = "gatewatch-data")]
-    pub data_dir: PathBuf,
+    /// The data directory `run` and `demo` use (default: `[store] data_dir`,
+    /// `./gatewatch-data`).
+    #[arg(long, env = "GATEWATCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Where suppressions live.
@@ -59,24 +60,36 @@ pub fn suppressions_path(data_dir: &Path) -> PathBuf {
 
 /// Reads every suppression; a bad line is an error naming it.
 pub fn load_suppressions(data_dir: &Path) -> Result<Vec<Suppression>> {
+    read_suppression_lines(data_dir)?.into_iter().collect()
+}
+
+/// Every non-blank line of the suppressions file, parsed or the error naming it (file and
+/// line number). A long-running `run` applies the good lines and reports the bad ones
+/// instead of stopping over a hand-edited line.
+pub fn read_suppression_lines(data_dir: &Path) -> Result<Vec<Result<Suppression>>> {
     let path = suppressions_path(data_dir);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    text.lines()
+    Ok(text
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
         })
-        .collect()
+        .collect())
 }
 
-pub fn run(args: SuppressArgs) -> Result<()> {
+pub fn run(args: SuppressArgs, config: &Config) -> Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.store.data_dir.clone());
     if args.list {
-        for s in load_suppressions(&args.data_dir)? {
+        for s in load_suppressions(&data_dir)? {
             println!("{}", serde_json::to_string(&s)?);
         }
         return Ok(());
@@ -104,7 +117,7 @@ pub fn run(args: SuppressArgs) -> Result<()> {
             "name at least one of --entity, --category, --endpoint (a suppression of everything would silence every alert)"
         );
     }
-    let path = suppressions_path(&args.data_dir);
+    let path = suppressions_path(&data_dir);
     std::fs::create_dir_all(path.parent().expect("state dir"))?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -280,3 +280,40 @@ fn run_without_a_topic_says_so_before_creating_or_connecting_anything() {
     );
     assert!(!data.exists(), "no store may be created first");
 }
+
+#[test]
+fn suppress_writes_and_lists_in_the_configured_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store-here");
+    let cfg = dir.path().join("gatewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!("[store]\ndata_dir = {:?}\n", data.display().to_string()),
+    )
+    .unwrap();
+    succeed(gatewatch().current_dir(dir.path()).args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "suppress",
+        "--entity",
+        "partner-acme",
+        "--category",
+        "API3",
+        "--reason",
+        "nightly export",
+    ]));
+    let file = data.join("state").join("suppressions.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!("{}: {e}", file.display());
+    });
+    assert!(text.contains("partner-acme"), "{text}");
+    // Not in the default directory under the working directory.
+    assert!(!dir.path().join("gatewatch-data").exists());
+    let out = succeed(gatewatch().current_dir(dir.path()).args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "suppress",
+        "--list",
+    ]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("partner-acme"));
+}
