@@ -9,9 +9,11 @@
 //! After the standard fields a line may carry nginx's `$request_time` and
 //! `$upstream_response_time` (seconds; `-` when there was no upstream; `0.1, 0.2` or
 //! `0.1 : 0.2` when several upstreams were tried, which are summed), then any number of
-//! `key=value` tokens. Of those, `label=<name>` fills the ground-truth label and
-//! `client=<id>` the client identity; the rest are ignored. Escapes inside quoted fields
-//! (`\"`, `\\`, `\xHH`, as Apache and nginx write them) are undone.
+//! `key=value` tokens. Further fields without `=` after the two timings (such as
+//! `$upstream_status` in `… 0.012 0.004 200`) are ignored. Of the `key=value` tokens,
+//! `label=<name>` fills the ground-truth label and `client=<id>` the client identity; the
+//! rest are ignored. Escapes inside quoted fields (`\"`, `\\`, `\xHH`, as Apache and
+//! nginx write them) are undone.
 
 use std::borrow::Cow;
 
@@ -304,6 +306,9 @@ impl Decoder for ClfDecoder {
         let mut label = None;
         let mut client_id = (user != "-").then_some(Cow::Borrowed(user));
         let mut positional = 0;
+        // Whether the upstream timing list is still open: the last positional token ended
+        // in `,` or `:`, so the next one continues it.
+        let mut upstream_continues = false;
         while let Some(tok) = c.token() {
             if let Some((k, v)) = tok.split_once('=') {
                 match k {
@@ -313,19 +318,21 @@ impl Decoder for ClfDecoder {
                 }
                 continue;
             }
+            // nginx writes several upstream timings as "0.1, 0.2" or "0.1 : 0.2"; the
+            // spaces split them into tokens. Only tokens that continue such a list add to
+            // the upstream time; any other field after it (`$upstream_status`, …) does not.
+            let in_upstream = positional == 1
+                || (positional > 1 && (upstream_continues || tok.starts_with([',', ':'])));
             match positional {
                 0 => latency_ms = seconds_to_ms(tok),
-                _ => {
-                    // nginx writes several upstream timings as "0.1, 0.2" or "0.1 : 0.2";
-                    // the separators split them into tokens, so keep summing.
-                    if tok != ":"
-                        && tok != ","
-                        && let Some(v) = seconds_to_ms(tok)
-                    {
+                _ if in_upstream => {
+                    if let Some(v) = seconds_to_ms(tok) {
                         upstream_latency_ms = Some(upstream_latency_ms.unwrap_or(0.0) + v);
                     }
                 }
+                _ => {}
             }
+            upstream_continues = in_upstream && tok.ends_with([',', ':']);
             positional += 1;
         }
 
@@ -424,6 +431,39 @@ mod tests {
         assert!((ev.upstream_latency_ms.unwrap() - 10.0).abs() < 1e-9);
         assert_eq!(ev.label.as_deref(), Some("credential_stuffing"));
         assert_eq!(ev.referrer.as_deref(), Some("-"));
+    }
+
+    #[test]
+    fn the_field_after_the_upstream_time_is_not_added_to_it() {
+        // `$request_time $upstream_response_time $upstream_status`.
+        let ev = combined(
+            r#"198.51.100.2 - - [01/May/2024:12:00:00 +0000] "GET /a HTTP/1.1" 200 17 "-" "curl" 0.012 0.004 200"#,
+        )
+        .unwrap();
+        assert_eq!(ev.latency_ms, Some(12.0));
+        assert!((ev.upstream_latency_ms.unwrap() - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn several_upstream_times_are_summed_and_what_follows_is_not() {
+        for tail in [
+            "0.030 0.004, 0.010 502 label=x",
+            "0.030 0.004 : 0.010 502 label=x",
+            "0.030 0.004, 0.006 : 0.004 502 label=x",
+            "0.030 -, 0.014 502 label=x",
+        ] {
+            let line = format!(
+                r#"198.51.100.2 - - [01/May/2024:12:00:00 +0000] "GET /a HTTP/1.1" 200 17 "-" "curl" {tail}"#
+            );
+            let ev = combined(&line).unwrap();
+            assert_eq!(ev.latency_ms, Some(30.0), "{tail}");
+            assert!(
+                (ev.upstream_latency_ms.unwrap() - 14.0).abs() < 1e-9,
+                "{tail}: {:?}",
+                ev.upstream_latency_ms
+            );
+            assert_eq!(ev.label.as_deref(), Some("x"), "{tail}");
+        }
     }
 
     #[test]

@@ -510,7 +510,8 @@ impl Decoder for JsonDecoder {
             // queue.max_batch_size > 1) send arrays; say so rather than just "invalid".
             let detail = if record.trim_start().starts_with('[') {
                 format!(
-                    "a JSON array where one record per line or message is expected                      (batched log shipping? set the batch size to 1): {}",
+                    "a JSON array where one record per line or message is expected \
+                     (batched log shipping? set the batch size to 1): {}",
                     e.0
                 )
             } else {
@@ -707,5 +708,25 @@ impl Decoder for JsonDecoder {
             ));
         }
         Ok(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batched_array_is_refused_with_a_readable_detail() {
+        let mut dec = JsonDecoder::new(Format::Kong, &JsonFieldMapping::default()).unwrap();
+        let err = dec
+            .decode(r#"[{"request":{"uri":"/a"}},{"request":{"uri":"/b"}}]"#)
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::BadJson);
+        assert!(
+            err.detail.contains("set the batch size to 1"),
+            "{}",
+            err.detail
+        );
+        assert!(!err.detail.contains("  "), "{:?}", err.detail);
     }
 }
