@@ -34,7 +34,9 @@ pub enum Reason {
     BadJson,
     /// A required field is missing (the detail names it).
     MissingField,
-    /// A timestamp that does not parse, or lies outside years 1970–9999.
+    /// A timestamp that does not parse, lies outside years 1970–9999, or is more than a
+    /// day ([`MAX_AHEAD_OF_CLOCK_US`](crate::batch::MAX_AHEAD_OF_CLOCK_US)) ahead of the
+    /// clock of the machine decoding it.
     BadTimestamp,
     /// A status that is not a number in 100–999.
     BadStatus,
@@ -118,7 +120,8 @@ pub struct DeadLetter {
     pub format: String,
     /// Where it came from.
     pub provenance: OwnedProvenance,
-    /// Length of the whole raw record in bytes.
+    /// Length of the whole raw record in bytes, even when only its first bytes were kept
+    /// (an over-long line is never held whole).
     pub raw_len: usize,
     /// The record, cut to [`MAX_DEAD_LETTER_RAW_BYTES`], lossily as UTF-8 (invalid bytes
     /// become U+FFFD) so the dead letter is always valid JSON.

@@ -211,3 +211,107 @@ fn progress_counts_stored_bytes_up_to_the_total() {
     assert_eq!(src.progress().read_bytes, total);
     assert_eq!(src.progress().fraction(), Some(1.0));
 }
+
+#[test]
+fn open_keeps_the_record_limit_the_decoder_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    // Line 1 is short; line 2 carries a user agent of 1.5 MiB.
+    let big = line(2).replace("\"t\"", &format!("\"{}\"", "u".repeat(3 << 19)));
+    std::fs::write(&a, format!("{}{big}", line(1))).unwrap();
+    let paths = vec![a.display().to_string()];
+
+    let small = decoder().with_max_record_bytes(50);
+    let (events, dead, _) =
+        provenance(FileSource::open(paths.clone(), small, batching(64)).unwrap());
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(dead, [(Reason::TooLarge, 1), (Reason::TooLarge, 2)]);
+
+    let large = decoder().with_max_record_bytes(4 << 20);
+    let (events, dead, _) = provenance(FileSource::open(paths, large, batching(64)).unwrap());
+    assert!(dead.is_empty(), "{dead:?}");
+    assert_eq!(events.len(), 2);
+}
+
+#[test]
+fn an_over_long_line_is_a_dead_letter_with_its_whole_length_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    let long = "x".repeat(700_000);
+    // The second long line ends in `\r\n`, the third in the end of the file.
+    let text = format!("{}{long}\n{long}{long}\r\n{}{long}", line(1), line(4));
+    std::fs::write(&a, text).unwrap();
+    let src = FileSource::open(
+        vec![a.display().to_string()],
+        decoder().with_max_record_bytes(100_000),
+        batching(64),
+    )
+    .unwrap();
+    let mut letters = Vec::new();
+    let mut events = 0;
+    for b in src {
+        let b = b.unwrap().decoded;
+        events += b.events.num_rows();
+        letters.extend(b.dead_letters);
+    }
+    assert_eq!(events, 2);
+    let lens: Vec<usize> = letters.iter().map(|d| d.raw_len).collect();
+    assert_eq!(lens, [700_000, 1_400_000, 700_000]);
+    for d in &letters {
+        assert_eq!(d.reason, Reason::TooLarge);
+        assert_eq!(
+            d.raw.len(),
+            gatewatch_ingest::dead_letter::MAX_DEAD_LETTER_RAW_BYTES
+        );
+        assert!(d.detail.contains(&d.raw_len.to_string()), "{}", d.detail);
+        assert!(d.detail.contains("100000"), "{}", d.detail);
+    }
+}
+
+#[test]
+fn lines_read_before_a_truncated_gzip_come_out_before_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.gz");
+    let cut = dir.path().join("cut.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&whole).unwrap(),
+        flate2::Compression::none(),
+    );
+    gz.write_all((0..2000).map(line).collect::<String>().as_bytes())
+        .unwrap();
+    gz.finish().unwrap();
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    // The complete lines a gzip reader gets out of the cut file before its error.
+    let mut text = Vec::new();
+    let err = std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(&cut).unwrap()),
+        &mut text,
+    );
+    assert!(err.is_err(), "the cut file must fail to read");
+    let good = memchr_count(&text);
+    assert!(good > 100, "{good}");
+
+    // One batch could hold every line, and the linger is long: only the error closes it.
+    let mut src = FileSource::open(
+        vec![cut.display().to_string()],
+        decoder(),
+        Batching {
+            max_rows: 100_000,
+            linger: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    let first = src.next_batch().unwrap().expect("the lines before the cut");
+    assert_eq!(first.decoded.events.num_rows(), good);
+    assert!(first.decoded.dead_letters.is_empty());
+    let Err(err) = src.next_batch() else {
+        panic!("then the error");
+    };
+    assert!(err.to_string().contains("cut.gz"), "{err}");
+    assert!(src.next_batch().unwrap().is_none());
+}
+
+fn memchr_count(text: &[u8]) -> usize {
+    text.iter().filter(|&&b| b == b'\n').count()
+}

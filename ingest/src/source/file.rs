@@ -3,8 +3,10 @@
 //! A reader thread pulls whole lines in chunks of whatever is available and hands them over
 //! a bounded channel; the caller's thread decodes them. So a batch closes on time even when
 //! stdin trickles, and reading overlaps decoding. Gzip is recognised by its magic bytes,
-//! not the file name. Lines longer than the record limit are dead-lettered as `too_large`
-//! without buffering them whole.
+//! not the file name. Lines longer than the decoder's record limit are dead-lettered as
+//! `too_large` without buffering them whole; the dead letter keeps their first bytes and
+//! their full length. A read error (a truncated gzip file, say) ends the source, after the
+//! lines read before it have come out in a batch.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -33,7 +35,7 @@ enum Msg {
         first_line: u64,
         bytes: Vec<u8>,
     },
-    /// A line too long to keep: its first bytes and full length.
+    /// A line too long to keep: its first bytes and full length (without the line end).
     TooLong {
         input: usize,
         line: u64,
@@ -53,6 +55,8 @@ pub struct FileSource {
     /// A chunk being consumed: (input, next line number, bytes, position).
     current: Option<(usize, u64, Vec<u8>, usize)>,
     done: bool,
+    /// A read error held back while the batch of the lines read before it goes out.
+    failed: Option<Error>,
     /// Bytes read from the inputs as stored (compressed, for gzip), for progress.
     read_bytes: Arc<AtomicU64>,
     /// Their total size, when every input is a regular file.
@@ -78,17 +82,14 @@ impl Progress {
 }
 
 impl FileSource {
-    /// Starts reading `paths` (`-` is stdin) in the given order.
+    /// Starts reading `paths` (`-` is stdin) in the given order. Lines longer than the
+    /// decoder's [record limit](BatchDecoder::max_record_bytes) are dead letters.
     pub fn open(paths: Vec<String>, decoder: BatchDecoder, batching: Batching) -> Result<Self> {
-        Self::open_with_limit(
-            paths,
-            decoder,
-            batching,
-            crate::batch::DEFAULT_MAX_RECORD_BYTES,
-        )
+        let max_line_bytes = decoder.max_record_bytes();
+        Self::open_with_limit(paths, decoder, batching, max_line_bytes)
     }
 
-    /// As [`open`](Self::open), with a different longest line.
+    /// As [`open`](Self::open), with `max_line_bytes` as the decoder's record limit.
     pub fn open_with_limit(
         paths: Vec<String>,
         decoder: BatchDecoder,
@@ -126,6 +127,7 @@ impl FileSource {
             batching,
             current: None,
             done: false,
+            failed: None,
             read_bytes,
             total_bytes,
         })
@@ -141,6 +143,9 @@ impl FileSource {
 
     /// The next batch, or `None` when every input is exhausted.
     pub fn next_batch(&mut self) -> Result<Option<SourceBatch>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut started: Option<Instant> = None;
         loop {
             if let Some((input, line, bytes, pos)) = self.current.as_mut() {
@@ -200,15 +205,22 @@ impl FileSource {
                         path: &self.names[input],
                         line,
                     };
-                    self.decoder.push_dead_letter(
+                    let limit = self.decoder.max_record_bytes();
+                    self.decoder.push_cut_dead_letter(
                         DecodeError::new(
                             Reason::TooLarge,
-                            format!("line of at least {len} bytes exceeds the limit"),
+                            format!("line of {len} bytes exceeds the limit of {limit}"),
                         ),
                         &head,
+                        len,
                         &prov,
                     );
                     started.get_or_insert_with(Instant::now);
+                }
+                // Lines read before the error are already decoded: hand them out first.
+                Ok(Msg::Failed(e)) if self.decoder.pending() > 0 => {
+                    self.failed = Some(e);
+                    return Ok(Some(self.emit()));
                 }
                 Ok(Msg::Failed(e)) => return Err(e),
                 Err(RecvTimeoutError::Timeout) => return Ok(Some(self.emit())),
@@ -303,24 +315,40 @@ fn read_one(
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
     let mut line_no: u64 = 1;
-    // True while dropping the rest of an over-long line that was already reported.
-    let mut skipping = false;
+    // An over-long line being dropped as it streams by; reported once its end (or the
+    // input's) shows its full length.
+    let mut dropping: Option<Dropping> = None;
     let mut chunk = vec![0u8; CHUNK_BYTES];
     loop {
         let n = match reader.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                // The line was cut short by the error; report what was seen of it.
+                if let Some(d) = dropping.take() {
+                    let _ = tx.send(d.into_msg(input));
+                }
+                return Err(e);
+            }
         };
         let mut data = &chunk[..n];
-        if skipping {
+        if let Some(d) = dropping.as_mut() {
             match memchr::memchr(b'\n', data) {
                 Some(i) => {
-                    skipping = false;
+                    d.extend(&data[..i]);
+                    if let Some(d) = dropping.take()
+                        && tx.send(d.into_msg(input)).is_err()
+                    {
+                        return Ok(());
+                    }
+                    line_no += 1;
                     data = &data[i + 1..];
                 }
-                None => continue,
+                None => {
+                    d.extend(data);
+                    continue;
+                }
             }
         }
         buf.extend_from_slice(data);
@@ -342,26 +370,21 @@ fn read_one(
             line_no += count;
         }
         if buf.len() > max_line {
-            // No newline within the limit: report the line and drop it as it streams by.
-            let head = buf[..buf.len().min(crate::dead_letter::MAX_DEAD_LETTER_RAW_BYTES)].to_vec();
-            let len = buf.len();
-            if tx
-                .send(Msg::TooLong {
-                    input,
-                    line: line_no,
-                    head,
-                    len,
-                })
-                .is_err()
-            {
-                return Ok(());
-            }
-            line_no += 1;
-            skipping = true;
+            // No newline within the limit: keep the head and drop the rest as it streams by.
+            let mut d = Dropping {
+                line: line_no,
+                head: buf[..buf.len().min(crate::dead_letter::MAX_DEAD_LETTER_RAW_BYTES)].to_vec(),
+                len: 0,
+                ends_in_cr: false,
+            };
+            d.extend(&buf);
+            dropping = Some(d);
             buf.clear();
         }
     }
-    if !buf.is_empty() && !skipping {
+    if let Some(d) = dropping {
+        let _ = tx.send(d.into_msg(input));
+    } else if !buf.is_empty() {
         let _ = tx.send(Msg::Lines {
             input,
             first_line: line_no,
@@ -369,4 +392,34 @@ fn read_one(
         });
     }
     Ok(())
+}
+
+/// An over-long line seen so far.
+struct Dropping {
+    line: u64,
+    head: Vec<u8>,
+    len: usize,
+    /// Whether the bytes so far end in `\r`, which is not counted: the source drops a
+    /// line's final `\r` (of a `\r\n` end) from every line it decodes.
+    ends_in_cr: bool,
+}
+
+impl Dropping {
+    fn extend(&mut self, bytes: &[u8]) {
+        if let Some(&last) = bytes.last() {
+            self.len += bytes.len();
+            self.ends_in_cr = last == b'\r';
+        }
+    }
+
+    /// The report of the line, its length counted as a decoded line's would be (without
+    /// the `\r` of a `\r\n` end).
+    fn into_msg(self, input: usize) -> Msg {
+        Msg::TooLong {
+            input,
+            line: self.line,
+            head: self.head,
+            len: self.len - usize::from(self.ends_in_cr),
+        }
+    }
 }
