@@ -410,7 +410,7 @@ impl Campaign {
         } else {
             exp(rng, self.gap_us)
         };
-        Some(t + (gap as i64).max(1_000))
+        Some(t.saturating_add((gap as i64).max(1_000)))
     }
 
     /// Requests made with a stolen session right after a successful login.

@@ -80,7 +80,7 @@
 //! [`Format`](gatewatch_ingest::Format), with exactly the field names the gatewatch
 //! decoders read (`label=`/`client=` tokens after nginx's timings in `combined` and
 //! `common`; a top-level `label` in the JSON formats). Rendering appends to a reused
-//! `Vec<u8>` and allocates nothing. [`SimEvent::to_access_event`] gives the canonical
+//! `Vec<u8>` and allocates nothing but that buffer's growth. [`SimEvent::to_access_event`] gives the canonical
 //! event directly, for feeding Arrow batches without rendering and decoding text.
 //!
 //! ```
@@ -198,7 +198,8 @@ pub struct SimConfig {
     pub start_us: i64,
     /// The client population.
     pub clients: ClientCounts,
-    /// Mean rate of normal traffic, events per simulated second (averaged over a day).
+    /// Mean rate of normal traffic, events per simulated second (averaged over a day), from
+    /// [`MIN_RATE_PER_SEC`] to [`MAX_RATE_PER_SEC`].
     pub rate_per_sec: f64,
     /// Shape normal traffic by the daily curve; `false` gives a steady rate.
     pub diurnal: bool,
@@ -208,6 +209,13 @@ pub struct SimConfig {
     /// `[0, 0.9]`. Attacks come in bursts, so short windows vary a lot around it.
     pub attack_share: f64,
 }
+
+/// Lowest [`SimConfig::rate_per_sec`] accepted: 0.001 events per simulated second, about
+/// 86 a day. Thinner traffic is no use for exercising detection, and it makes the
+/// simulator's mean gaps between events (scaled by the client count) run to centuries.
+pub const MIN_RATE_PER_SEC: f64 = 0.001;
+/// Highest [`SimConfig::rate_per_sec`] accepted: a million events per simulated second.
+pub const MAX_RATE_PER_SEC: f64 = 1e6;
 
 /// 2025-06-02T08:00:00Z, a Monday morning.
 pub const DEFAULT_START_US: i64 = 1_748_851_200_000_000;
@@ -232,9 +240,10 @@ impl SimConfig {
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |m: String| Err(Error::Config(m));
-        if !(self.rate_per_sec.is_finite() && self.rate_per_sec > 0.0 && self.rate_per_sec <= 1e6) {
+        if !(MIN_RATE_PER_SEC..=MAX_RATE_PER_SEC).contains(&self.rate_per_sec) {
             return bad(format!(
-                "rate_per_sec must be in (0, 1000000], got {}",
+                "rate_per_sec must be between {MIN_RATE_PER_SEC} and {MAX_RATE_PER_SEC} \
+                 events per simulated second, got {}",
                 self.rate_per_sec
             ));
         }

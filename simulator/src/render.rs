@@ -4,12 +4,14 @@
 //! `gatewatch_ingest::decode` reads, surrounded by the other fields the real product
 //! writes (so decode benchmarks skip realistic amounts of data). Records are appended to a
 //! caller-owned `Vec<u8>` with hand-written number, time and escape routines: rendering
-//! allocates nothing.
+//! allocates nothing but that buffer's growth.
 //!
 //! Where a format cannot carry a field the record simply lacks it: CLF has second
 //! resolution and no request id, API Gateway's access log has no query string, WAF logs
 //! have no latency, and so on. [`SimEvent::waf_rule_ids_for`] and
 //! [`SimEvent::waf_action_for`] say what the WAF formats carry.
+
+use std::io::Write;
 
 use gatewatch_ingest::Format;
 
@@ -57,6 +59,12 @@ fn push_clf_escaped(out: &mut Vec<u8>, s: &str) {
 /// Appends `s` as a JSON string literal, quotes included.
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    push_json_escaped(out, s);
+    out.push(b'"');
+}
+
+/// `s` escaped for the inside of a JSON string, without the quotes.
+fn push_json_escaped(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
@@ -80,7 +88,6 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&b[start..]);
-    out.push(b'"');
 }
 
 /// `"key":` (keys are constants that need no escaping).
@@ -166,16 +173,16 @@ fn push_target_json(out: &mut Vec<u8>, ev: &SimEvent, prefix: &[&str]) {
         || needs_json_escape(&ev.path)
         || needs_json_escape(&ev.query)
     {
-        let mut joined = String::with_capacity(64 + ev.path.len() + ev.query.len());
+        out.push(b'"');
         for p in prefix {
-            joined.push_str(p);
+            push_json_escaped(out, p);
         }
-        joined.push_str(&ev.path);
+        push_json_escaped(out, &ev.path);
         if !ev.query.is_empty() {
-            joined.push('?');
-            joined.push_str(&ev.query);
+            out.push(b'?');
+            push_json_escaped(out, &ev.query);
         }
-        push_json_str(out, &joined);
+        out.push(b'"');
         return;
     }
     out.push(b'"');
@@ -680,11 +687,15 @@ fn modsecurity(ev: &SimEvent, out: &mut Vec<u8>) {
     }
     if ev.crs_action() == WafAction::Block {
         out.push(b',');
-        let mut msg = Vec::with_capacity(48);
-        msg.extend_from_slice(b"Inbound Anomaly Score Exceeded (Total Score: ");
-        push_u64(&mut msg, score);
-        msg.push(b')');
-        let msg = std::str::from_utf8(&msg).unwrap_or("Inbound Anomaly Score Exceeded");
+        // Written into a stack buffer, which holds the text with any u64 score.
+        let mut buf = [0u8; 80];
+        let mut rest = &mut buf[..];
+        let _ = write!(
+            rest,
+            "Inbound Anomaly Score Exceeded (Total Score: {score})"
+        );
+        let len = 80 - rest.len();
+        let msg = std::str::from_utf8(&buf[..len]).unwrap_or("Inbound Anomaly Score Exceeded");
         modsec_message(
             out,
             CRS_BLOCKING_RULE,
@@ -812,6 +823,21 @@ mod tests {
         assert_eq!(
             json("a\"b\\c\nd\u{0}e\u{1f}é"),
             "\"a\\\"b\\\\c\\nd\\u0000e\\u001Fé\""
+        );
+    }
+
+    #[test]
+    fn a_target_needing_escapes_is_one_escaped_json_string() {
+        let ev = SimEvent {
+            path: "/a\"b".into(),
+            query: "q=\\x\n".into(),
+            ..SimEvent::default()
+        };
+        let mut out = Vec::new();
+        push_target_json(&mut out, &ev, &["https://", "shop.example"]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            json("https://shop.example/a\"b?q=\\x\n")
         );
     }
 

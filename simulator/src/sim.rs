@@ -227,7 +227,7 @@ impl Simulator {
             let calls = self.mean_session_calls(mobile);
             let per_sec = rate * share / calls;
             let peak_gap_us = mean_gap_us(per_sec * dmax);
-            let first = start + poisson_gap(&mut self.normal, peak_gap_us);
+            let first = start.saturating_add(poisson_gap(&mut self.normal, peak_gap_us));
             self.push(
                 first,
                 Actor::Arrivals {
@@ -245,7 +245,7 @@ impl Simulator {
             for _ in 0..warm {
                 let u = self.pick_user(mobile);
                 let s = Session::new(&self.world, &mut self.normal, u, true);
-                let at = start + (unit(&mut self.normal) * think) as i64;
+                let at = start.saturating_add((unit(&mut self.normal) * think) as i64);
                 self.sessions += 1;
                 self.push(at, Actor::Session(s));
             }
@@ -275,7 +275,8 @@ impl Simulator {
             ];
             for (ip, kube, period_s) in probes {
                 let period_us = (period_s * 1e6 / scale) as i64;
-                let at = start + between(&mut self.normal, 0, period_us as u64) as i64;
+                let at =
+                    start.saturating_add(between(&mut self.normal, 0, period_us as u64) as i64);
                 self.push(
                     at,
                     Actor::Health(HealthCheck {
@@ -294,7 +295,7 @@ impl Simulator {
                 let per_sec = (internal - health) * w;
                 let peak_gap_us = mean_gap_us(per_sec * dmax);
                 let stream = ServiceStream::new(s, &mut self.normal);
-                let at = start + poisson_gap(&mut self.normal, peak_gap_us);
+                let at = start.saturating_add(poisson_gap(&mut self.normal, peak_gap_us));
                 self.push(
                     at,
                     Actor::Service {
@@ -322,7 +323,7 @@ impl Simulator {
             let first =
                 (unit(&mut self.attack[i]) * gap_us.min(FIRST_CAMPAIGN_WITHIN_US as f64)) as i64;
             self.push(
-                start + first,
+                start.saturating_add(first),
                 Actor::Campaigns {
                     scenario: i,
                     gap_us,
@@ -418,7 +419,7 @@ impl Simulator {
                         self.sessions += 1;
                         self.push(t, Actor::Session(s));
                     }
-                    let next = t + poisson_gap(&mut self.normal, peak_gap_us);
+                    let next = t.saturating_add(poisson_gap(&mut self.normal, peak_gap_us));
                     (
                         Some(next),
                         false,
@@ -447,7 +448,7 @@ impl Simulator {
                     if emitted {
                         stream.emit(t, &self.world, &mut self.normal, &mut self.event);
                     }
-                    let next = t + poisson_gap(&mut self.normal, peak_gap_us);
+                    let next = t.saturating_add(poisson_gap(&mut self.normal, peak_gap_us));
                     (
                         Some(next),
                         emitted,
@@ -471,7 +472,7 @@ impl Simulator {
                         self.campaigns[scenario] += 1;
                         self.push(t, Actor::Campaign(c));
                     }
-                    let next = t + poisson_gap(&mut self.attack[scenario], gap_us);
+                    let next = t.saturating_add(poisson_gap(&mut self.attack[scenario], gap_us));
                     (
                         Some(next),
                         false,

@@ -383,7 +383,7 @@ impl Session {
             } * 1e6,
             THINK_SIGMA,
         );
-        Some(t + think as i64)
+        Some(t.saturating_add(think as i64))
     }
 
     /// The web page the calls come from.
@@ -803,7 +803,7 @@ impl PartnerJob {
 
     /// When the first job of this partner starts: a random phase of its period.
     pub(crate) fn first_start(&self, rng: &mut SimRng, start: i64) -> i64 {
-        start + (unit(rng) * self.period_us) as i64
+        start.saturating_add((unit(rng) * self.period_us) as i64)
     }
 
     /// Emits the job's next call; returns when the next one is due (the job repeats
@@ -911,7 +911,7 @@ impl PartnerJob {
         if status == 429 {
             // Back off a second, then retry the same call.
             self.retry = true;
-            return t + 1_000_000 + gap;
+            return t.saturating_add(1_000_000).saturating_add(gap);
         }
         self.retry = false;
         self.page += 1;
@@ -927,11 +927,13 @@ impl PartnerJob {
             self.page = 0;
             self.set_phase(next);
             if self.phase == JobPhase::Idle {
-                let next_start = self.job_start + jitter(rng, self.period_us, 0.1) as i64;
-                return next_start.max(t + gap);
+                let next_start = self
+                    .job_start
+                    .saturating_add(jitter(rng, self.period_us, 0.1) as i64);
+                return next_start.max(t.saturating_add(gap));
             }
         }
-        t + gap
+        t.saturating_add(gap)
     }
 }
 
@@ -1107,7 +1109,8 @@ impl HealthCheck {
         waf(ev, &[HOST_IS_IP], true);
         respond(ev, rng, ep, 200, 1.0, 1.0);
         // Probes drift by a few milliseconds around their period.
-        t + self.period_us + between(rng, 0, 4_000) as i64
+        t.saturating_add(self.period_us)
+            .saturating_add(between(rng, 0, 4_000) as i64)
     }
 }
 
@@ -1116,7 +1119,9 @@ pub(crate) fn mean_gap_us(rate: f64) -> f64 {
     1e6 / rate
 }
 
-/// An exponential gap with the given mean, µs (at least 1 µs).
+/// An exponential gap with the given mean, µs (at least 1 µs). A vanishing rate (a tiny
+/// attack share, say) gives a gap of up to `i64::MAX`, as the float cast saturates, so
+/// every gap is added to a time with `saturating_add`: such an actor just never comes due.
 pub(crate) fn poisson_gap(rng: &mut SimRng, mean_us: f64) -> i64 {
     (exp(rng, mean_us) as i64).max(1)
 }

@@ -148,3 +148,39 @@ fn invalid_configurations_are_refused_with_the_field_named() {
         assert!(err.contains(field), "{err}");
     }
 }
+
+#[test]
+fn a_rate_below_the_minimum_is_refused_naming_it() {
+    let cfg = SimConfig {
+        rate_per_sec: 1e-9,
+        ..SimConfig::default()
+    };
+    let err = Simulator::new(cfg).unwrap_err().to_string();
+    assert!(err.contains("rate_per_sec"), "{err}");
+    assert!(err.contains("0.000000001"), "{err}");
+    assert!(err.contains("0.001"), "{err}");
+    let slowest = SimConfig {
+        rate_per_sec: gatewatch_simulator::MIN_RATE_PER_SEC,
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(slowest).unwrap();
+    let first = sim.next_event().time_us;
+    assert!(first >= gatewatch_simulator::DEFAULT_START_US);
+}
+
+#[test]
+fn a_vanishing_attack_share_never_brings_a_second_campaign_and_never_overflows() {
+    // Campaigns then come centuries apart: the gap to the next one saturates.
+    let cfg = SimConfig {
+        rate_per_sec: 1.0,
+        attack_share: 1e-300,
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(cfg).unwrap();
+    let end =
+        gatewatch_simulator::DEFAULT_START_US + 2 * gatewatch_simulator::FIRST_CAMPAIGN_WITHIN_US;
+    let mut last = 0;
+    while last < end {
+        last = sim.next_event().time_us;
+    }
+}
