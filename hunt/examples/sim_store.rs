@@ -1,11 +1,12 @@
 //! Writes a store of simulated traffic, for the DuckDB comparison and for trying hunts:
 //!
 //! ```sh
-//! cargo run --release -p gatewatch-hunt --example sim_store -- DIR EVENTS [SEED] [RATE]
+//! cargo run --release -p gatewatch-hunt --example sim_store -- DIR EVENTS [SEED] [RATE] [ZSTD_LEVEL]
 //! ```
 //!
 //! `RATE` is the mean events per simulated second (default 116, so 10 M events span
-//! about a day). Prints the ground truth (events per label, writer throughput) as JSON-ish
+//! about a day); `ZSTD_LEVEL` is the store's `zstd_level` (default: the store's default).
+//! Prints the ground truth (events per label, writer throughput) as JSON-ish
 //! lines on stdout.
 
 use std::time::Instant;
@@ -17,13 +18,25 @@ use gatewatch_simulator::SimConfig;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, events, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: sim_store DIR EVENTS [SEED] [RATE]");
+        eprintln!("usage: sim_store DIR EVENTS [SEED] [RATE] [ZSTD_LEVEL]");
         std::process::exit(2);
     };
     let events: u64 = events.parse()?;
     let seed: u64 = rest.first().map(|s| s.parse()).transpose()?.unwrap_or(7);
     let rate: f64 = rest.get(1).map(|s| s.parse()).transpose()?.unwrap_or(116.0);
-    let mut store = Store::open(dir, StoreConfig::default())?;
+    let defaults = StoreConfig::default();
+    let zstd_level: i32 = rest
+        .get(2)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(defaults.zstd_level);
+    let mut store = Store::open(
+        dir,
+        StoreConfig {
+            zstd_level,
+            ..defaults
+        },
+    )?;
     let cfg = SimConfig {
         seed,
         rate_per_sec: rate,

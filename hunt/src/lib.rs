@@ -8,7 +8,7 @@
 //!   and applies retention.
 //! - [`session`]: [`HuntSession`] registers the tables `events`, `alerts`, `incidents`
 //!   and `endpoints` in DataFusion with the hunting functions ([`udf`]) and runs
-//!   read-only queries under a timeout, a memory limit and a row cap.
+//!   read-only queries under a timeout, a memory limit and caps on result rows and bytes.
 //! - [`server`]: `gatewatch sql`, the same session over the PostgreSQL wire protocol, with
 //!   password authentication and optional TLS.
 //! - [`hunts`]: the hunt library (the `hunts/` directory of the repository), one
@@ -34,7 +34,7 @@ pub mod udf;
 
 pub use error::{Error, Result};
 pub use server::{SqlConfig, SqlServer};
-pub use session::{HuntSession, QueryLimits, QueryOutput};
+pub use session::{HuntSession, QueryLimits, QueryOutput, ResultCap};
 pub use store::{EventFeatures, Store, StoreConfig, Table};
 
 /// The data directory every command uses unless `--data-dir` or `[store] data_dir` says

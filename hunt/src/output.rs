@@ -55,10 +55,9 @@ pub fn write_output<W: Write + Send>(
             } else {
                 writeln!(w, "{text}").map_err(io)?;
             }
-            let cut = if out.truncated {
-                " (cut at the row limit)"
-            } else {
-                ""
+            let cut = match out.cut_by {
+                Some(cap) => format!(" (cut at the [sql] {} limit)", cap.key()),
+                None => String::new(),
             };
             writeln!(
                 w,

@@ -6,7 +6,11 @@
 //! transaction statements). What runs is gatewatch's: every query goes through
 //! [`HuntSession`]'s read-only checks and limits, whichever protocol (simple or extended)
 //! carries it; anything else is refused with SQLSTATE `25006` (read-only transaction) and
-//! the connection stays usable. Clients authenticate with SCRAM-SHA-256 against the one
+//! the connection stays usable. A client `SET`s only its own session variables
+//! ([`SESSION_VARIABLES`], `TIME ZONE`): DataFusion's settings, which every connection
+//! shares, are refused. One simple-protocol query carries at most
+//! [`MAX_STATEMENTS_PER_QUERY`] statements, whose results share the byte cap of one.
+//! Clients authenticate with SCRAM-SHA-256 against the one
 //! configured user; the database is `gatewatch`. TLS is used when a certificate and key
 //! are configured.
 
@@ -23,7 +27,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::ast::{Set, Statement as SqlStatement};
 use datafusion_postgres::arrow_pg::datatypes::df::{deserialize_parameters, encode_dataframe};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::PgCatalogContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
@@ -74,6 +78,9 @@ pub struct SqlConfig {
     pub memory_limit_mb: usize,
     /// Most rows a query returns (the rest are cut, with a notice).
     pub max_rows: usize,
+    /// Most MiB of Arrow data a query returns (the rest is cut, with a notice); the
+    /// statements of one simple-protocol query share this budget.
+    pub max_result_mb: usize,
 }
 
 /// Default for [`SqlConfig::listen`].
@@ -82,6 +89,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_USER: &str = "gatewatch";
 /// Default for [`SqlConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+/// Most statements one simple-protocol query may carry. Their results are all held until
+/// the last one has run, so the count is bounded like each result is.
+pub const MAX_STATEMENTS_PER_QUERY: usize = 16;
 
 impl Default for SqlConfig {
     fn default() -> Self {
@@ -96,6 +106,7 @@ impl Default for SqlConfig {
             timeout_secs: l.timeout_secs,
             memory_limit_mb: l.memory_limit_mb,
             max_rows: l.max_rows,
+            max_result_mb: l.max_result_mb,
         }
     }
 }
@@ -107,6 +118,7 @@ impl SqlConfig {
             timeout_secs: self.timeout_secs,
             memory_limit_mb: self.memory_limit_mb,
             max_rows: self.max_rows,
+            max_result_mb: self.max_result_mb,
         }
     }
 
@@ -254,18 +266,8 @@ impl SqlServer {
             (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
             _ => None,
         };
-        let ctx = Arc::new(session.context().clone());
-        let inner = Arc::new(DfSessionService::new(ctx));
         let handlers = Arc::new(Handlers {
-            service: Arc::new(Guarded {
-                parser: Arc::new(GuardedParser {
-                    session: session.clone(),
-                    inner: inner.query_parser(),
-                    compat: PostgresCompatibilityParser::new(),
-                }),
-                session,
-                inner,
-            }),
+            service: Arc::new(Guarded::new(session)),
             login,
         });
         let listener = TcpListener::bind(&cfg.listen)
@@ -378,15 +380,8 @@ enum Route {
 
 fn route(s: &SqlStatement) -> Result<Route> {
     match s {
-        // DataFusion's own settings include the memory limit: clients change only the
-        // PostgreSQL session variables (DateStyle, search_path, …).
-        SqlStatement::Set(set) if set.to_string().to_lowercase().contains("datafusion.") => {
-            Err(Error::Refused(
-                "SET of datafusion.* settings is not allowed: gatewatch SQL is read-only".into(),
-            ))
-        }
-        SqlStatement::Set(_)
-        | SqlStatement::ShowVariable { .. }
+        SqlStatement::Set(set) => check_set(set).map(|()| Route::Session),
+        SqlStatement::ShowVariable { .. }
         | SqlStatement::ShowVariables { .. }
         | SqlStatement::StartTransaction { .. }
         | SqlStatement::Commit { .. }
@@ -397,6 +392,87 @@ fn route(s: &SqlStatement) -> Result<Route> {
     }
 }
 
+/// The PostgreSQL session variables a client may `SET`: those `datafusion-postgres` keeps
+/// in the connection's own state. It hands any other `SET` to DataFusion, which changes
+/// the context every connection shares (the memory limit, the spill directory, the
+/// `execution.*` options, and `timezone`, which it maps to
+/// `datafusion.execution.time_zone`).
+pub const SESSION_VARIABLES: [&str; 7] = [
+    "application_name",
+    "bytea_output",
+    "datestyle",
+    "extra_float_digits",
+    "intervalstyle",
+    "search_path",
+    "statement_timeout",
+];
+
+/// Longest variable name quoted back in an error.
+const MAX_NAME_IN_ERROR: usize = 64;
+
+/// Allows `SET` of one of [`SESSION_VARIABLES`], and `SET TIME ZONE '…'` (which
+/// `datafusion-postgres` applies to the connection only); refuses every other `SET`.
+fn check_set(set: &Set) -> Result<()> {
+    match set {
+        Set::SingleAssignment {
+            scope,
+            hivevar,
+            variable,
+            ..
+        } => {
+            // The name as the database sees it, whatever the quoting.
+            let name = variable
+                .0
+                .iter()
+                .map(|p| match p.as_ident() {
+                    Some(ident) => ident.value.clone(),
+                    None => p.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(".")
+                .to_lowercase();
+            let shown = shorten(&name);
+            if !SESSION_VARIABLES.contains(&name.as_str()) {
+                return Err(Error::Refused(format!(
+                    "SET {shown} is not allowed: a client sets only its own session variables ({}, and TIME ZONE)",
+                    SESSION_VARIABLES.join(", ")
+                )));
+            }
+            if scope.is_some() || *hivevar {
+                return Err(Error::Refused(format!(
+                    "SET with a scope (LOCAL, SESSION, …) is not allowed: write SET {shown} = …"
+                )));
+            }
+            // `datafusion-postgres` matches the name as printed: a quoted one would miss
+            // the connection's own state and go to DataFusion's SET instead.
+            if variable.to_string().to_lowercase() != name {
+                return Err(Error::Refused(format!(
+                    "SET of a quoted variable name is not allowed: write SET {shown} = … without quotes"
+                )));
+            }
+            Ok(())
+        }
+        Set::SetTimeZone { local: false, .. } => Ok(()),
+        other => {
+            let text = other.to_string();
+            let words: Vec<&str> = text.split_whitespace().take(3).collect();
+            Err(Error::Refused(format!(
+                "{} is not allowed: a client sets only its own session variables ({}, and TIME ZONE)",
+                shorten(&words.join(" ")),
+                SESSION_VARIABLES.join(", ")
+            )))
+        }
+    }
+}
+
+/// `s`, cut to [`MAX_NAME_IN_ERROR`] characters with an ellipsis when longer.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(MAX_NAME_IN_ERROR) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
 struct Guarded {
     session: HuntSession,
     inner: Arc<DfSessionService>,
@@ -404,6 +480,20 @@ struct Guarded {
 }
 
 impl Guarded {
+    fn new(session: HuntSession) -> Guarded {
+        let ctx = Arc::new(session.context().clone());
+        let inner = Arc::new(DfSessionService::new(ctx));
+        Guarded {
+            parser: Arc::new(GuardedParser {
+                session: session.clone(),
+                inner: inner.query_parser(),
+                compat: PostgresCompatibilityParser::new(),
+            }),
+            session,
+            inner,
+        }
+    }
+
     async fn plan(&self, stmt: &SqlStatement) -> Result<LogicalPlan> {
         let plan = self
             .session
@@ -425,15 +515,8 @@ impl Guarded {
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if out.truncated {
-            let notice = ErrorInfo::new(
-                "NOTICE".into(),
-                "01000".into(),
-                format!(
-                    "result cut at {} rows (the [sql] max_rows limit); narrow the query or aggregate",
-                    out.rows
-                ),
-            );
+        if let Some(message) = out.cut_message() {
+            let notice = ErrorInfo::new("NOTICE".into(), "01000".into(), message);
             client
                 .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
                     notice,
@@ -471,6 +554,18 @@ impl SimpleQueryHandler for Guarded {
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
+        if statements.len() > MAX_STATEMENTS_PER_QUERY {
+            return Err(user_error(
+                "ERROR",
+                "54000",
+                format!(
+                    "a query may carry at most {MAX_STATEMENTS_PER_QUERY} statements, got {}; send them in several queries",
+                    statements.len()
+                ),
+            ));
+        }
+        // Every result is held until the last statement has run: they share one budget.
+        let mut budget = self.session.limits().max_result_bytes();
         let mut results = Vec::new();
         for stmt in statements {
             match route(&stmt).map_err(pg_error)? {
@@ -481,7 +576,12 @@ impl SimpleQueryHandler for Guarded {
                 }
                 Route::Query => {
                     let plan = self.plan(&stmt).await.map_err(pg_error)?;
-                    let out = self.session.execute(plan).await.map_err(pg_error)?;
+                    let out = self
+                        .session
+                        .execute_within(plan, budget)
+                        .await
+                        .map_err(pg_error)?;
+                    budget = budget.saturating_sub(out.bytes);
                     results.push(self.respond(client, out, &Format::UnifiedText).await?);
                 }
             }
@@ -615,5 +715,189 @@ impl QueryParser for GuardedParser {
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         self.inner.get_result_schema(stmt, column_format)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::execution::memory_pool::MemoryLimit;
+    use datafusion_postgres::testing::MockClient;
+
+    use super::*;
+
+    async fn service(dir: &std::path::Path, limits: QueryLimits) -> Guarded {
+        let session = HuntSession::open(dir, limits).await.unwrap();
+        setup_pg_catalog(session.context(), CATALOG, NoRoles).unwrap();
+        Guarded::new(session)
+    }
+
+    fn message(e: PgWireError) -> String {
+        match e {
+            PgWireError::UserError(info) => info.message,
+            other => other.to_string(),
+        }
+    }
+
+    fn notices(client: &MockClient) -> Vec<String> {
+        client
+            .sent_messages()
+            .iter()
+            .filter_map(|m| match m {
+                PgWireBackendMessage::NoticeResponse(n) => Some(format!("{n:?}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What every connection shares: DataFusion's options and its memory pool.
+    fn shared_state(g: &Guarded) -> String {
+        let ctx = g.session.context();
+        format!(
+            "{:?} {:?} {:?}",
+            ctx.state().config().options().execution.batch_size,
+            ctx.state().config().options().execution.time_zone,
+            match ctx.runtime_env().memory_pool.memory_limit() {
+                MemoryLimit::Finite(n) => Some(n),
+                MemoryLimit::Infinite | MemoryLimit::Unknown => None,
+            },
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn set_changes_only_the_connections_own_variables() {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = service(tmp.path(), QueryLimits::default()).await;
+        let before = shared_state(&g);
+        let mut client = MockClient::new();
+        for (sql, says) in [
+            (
+                r#"SET "datafusion"."runtime"."memory_limit" = '1000G'"#,
+                "SET datafusion.runtime.memory_limit is not allowed",
+            ),
+            (
+                r#"SET "datafusion"."execution"."batch_size" = 7"#,
+                "SET datafusion.execution.batch_size is not allowed",
+            ),
+            (
+                "SET datafusion.execution.batch_size = 7",
+                "SET datafusion.execution.batch_size is not allowed",
+            ),
+            ("SET timezone = 'Asia/Tokyo'", "SET timezone is not allowed"),
+            (
+                "SET TIME ZONE TO 'Asia/Tokyo'",
+                "SET timezone is not allowed",
+            ),
+            ("SET LOCAL TIME ZONE 'Asia/Tokyo'", "is not allowed"),
+            (r#"SET "DateStyle" = 'ISO'"#, "without quotes"),
+            ("SET SESSION datestyle = 'ISO'", "with a scope"),
+            (
+                "SET client_encoding = 'UTF8'",
+                "SET client_encoding is not allowed",
+            ),
+        ] {
+            let e = SimpleQueryHandler::do_query(&g, &mut client, sql)
+                .await
+                .err()
+                .map(message);
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(says)),
+                "{sql}: {e:?}"
+            );
+            // The same through the extended protocol, refused at Parse.
+            let e = g
+                .parser
+                .parse_sql(&client, sql, &[])
+                .await
+                .err()
+                .map(message);
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(says)),
+                "{sql} (extended): {e:?}"
+            );
+        }
+        assert_eq!(shared_state(&g), before);
+
+        for sql in [
+            "SET application_name = 'hunting'",
+            "SET DateStyle TO 'ISO, MDY'",
+            "SET statement_timeout = '5s'",
+            "SET TIME ZONE 'Asia/Tokyo'",
+        ] {
+            SimpleQueryHandler::do_query(&g, &mut client, sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {}", message(e)));
+        }
+        assert_eq!(
+            client
+                .metadata()
+                .get("application_name")
+                .map(String::as_str),
+            Some("hunting")
+        );
+        assert_eq!(
+            client.metadata().get("datestyle").map(String::as_str),
+            Some("ISO, MDY")
+        );
+        assert_eq!(
+            shared_state(&g),
+            before,
+            "a session SET reached the shared context"
+        );
+        let out = SimpleQueryHandler::do_query(&g, &mut client, "SELECT 1")
+            .await
+            .map_err(message)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_simple_query_carries_a_bounded_number_of_statements() {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = service(tmp.path(), QueryLimits::default()).await;
+        let mut client = MockClient::new();
+        let many = "SELECT 1;".repeat(MAX_STATEMENTS_PER_QUERY + 1);
+        let e = SimpleQueryHandler::do_query(&g, &mut client, &many)
+            .await
+            .err()
+            .map(message)
+            .unwrap_or_default();
+        assert!(
+            e.contains(&format!("at most {MAX_STATEMENTS_PER_QUERY} statements"))
+                && e.contains(&format!("got {}", MAX_STATEMENTS_PER_QUERY + 1)),
+            "{e}"
+        );
+        let most = "SELECT 1;".repeat(MAX_STATEMENTS_PER_QUERY);
+        let out = SimpleQueryHandler::do_query(&g, &mut client, &most)
+            .await
+            .map_err(message)
+            .unwrap();
+        assert_eq!(out.len(), MAX_STATEMENTS_PER_QUERY);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_statements_of_a_simple_query_share_the_result_byte_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let limits = QueryLimits {
+            max_result_mb: 1,
+            ..QueryLimits::default()
+        };
+        let g = service(tmp.path(), limits).await;
+        let mut client = MockClient::new();
+        // About 0.6 MiB each: the first fits whole, the second does not.
+        let one = "SELECT repeat('x', 1000) AS s FROM generate_series(1, 600);";
+        SimpleQueryHandler::do_query(&g, &mut client, one)
+            .await
+            .map_err(message)
+            .unwrap();
+        assert!(notices(&client).is_empty(), "{:?}", notices(&client));
+        SimpleQueryHandler::do_query(&g, &mut client, &one.repeat(2))
+            .await
+            .map_err(message)
+            .unwrap();
+        let n = notices(&client);
+        assert!(
+            n.len() == 1 && n[0].contains("the [sql] max_result_mb limit"),
+            "{n:?}"
+        );
     }
 }

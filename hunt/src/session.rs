@@ -8,13 +8,14 @@
 //! reads files is registered: tables are the four of the store and nothing else. Every
 //! query runs under a timeout, inside a memory pool of fixed size (a query that needs more
 //! fails with a clear error instead of taking the machine), and returns at most
-//! [`QueryLimits::max_rows`] rows, saying when it cut.
+//! [`QueryLimits::max_rows`] rows and [`QueryLimits::max_result_mb`] MiB of Arrow data,
+//! saying when and where it cut.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use arrow::array::{MutableArrayData, RecordBatch, make_array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -52,6 +53,10 @@ pub struct QueryLimits {
     pub memory_limit_mb: usize,
     /// Most rows a query returns; the rest are cut off and the caller is told.
     pub max_rows: usize,
+    /// Most MiB of Arrow data a query returns, counted as the batches arrive; the rest is
+    /// cut off and the caller is told. Rows are capped by count, but one row can be
+    /// arbitrarily wide: this bounds what a result holds in memory before it is sent.
+    pub max_result_mb: usize,
 }
 
 /// Default for [`QueryLimits::timeout_secs`].
@@ -60,6 +65,8 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_MEMORY_LIMIT_MB: usize = 2048;
 /// Default for [`QueryLimits::max_rows`].
 pub const DEFAULT_MAX_ROWS: usize = 100_000;
+/// Default for [`QueryLimits::max_result_mb`].
+pub const DEFAULT_MAX_RESULT_MB: usize = 256;
 
 impl Default for QueryLimits {
     fn default() -> Self {
@@ -67,6 +74,7 @@ impl Default for QueryLimits {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             memory_limit_mb: DEFAULT_MEMORY_LIMIT_MB,
             max_rows: DEFAULT_MAX_ROWS,
+            max_result_mb: DEFAULT_MAX_RESULT_MB,
         }
     }
 }
@@ -93,7 +101,38 @@ impl QueryLimits {
                 format!("must be in [1, 100000000], got {}", self.max_rows),
             );
         }
+        if !(1..=1 << 20).contains(&self.max_result_mb) {
+            return bad(
+                "sql.max_result_mb",
+                format!("must be in [1, 1048576], got {}", self.max_result_mb),
+            );
+        }
         Ok(())
+    }
+
+    /// [`max_result_mb`](Self::max_result_mb) in bytes.
+    pub fn max_result_bytes(&self) -> usize {
+        self.max_result_mb.saturating_mul(1 << 20)
+    }
+}
+
+/// The limit that cut a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultCap {
+    /// [`QueryLimits::max_rows`].
+    Rows,
+    /// [`QueryLimits::max_result_mb`] (or what was left of it for the statements of one
+    /// request, see [`HuntSession::execute_within`]).
+    Bytes,
+}
+
+impl ResultCap {
+    /// The setting's key in the `[sql]` section.
+    pub fn key(self) -> &'static str {
+        match self {
+            ResultCap::Rows => "max_rows",
+            ResultCap::Bytes => "max_result_mb",
+        }
     }
 }
 
@@ -102,12 +141,38 @@ impl QueryLimits {
 pub struct QueryOutput {
     /// Schema of the result.
     pub schema: SchemaRef,
-    /// The rows, at most [`QueryLimits::max_rows`].
+    /// The rows: at most [`QueryLimits::max_rows`] of them, in at most
+    /// [`QueryLimits::max_result_mb`] MiB.
     pub batches: Vec<RecordBatch>,
     /// Rows returned.
     pub rows: usize,
-    /// True when the result had more rows than the cap and was cut.
+    /// True when the result was cut at a limit ([`cut_by`](Self::cut_by) says which).
     pub truncated: bool,
+    /// The limit that cut the result, when one did.
+    pub cut_by: Option<ResultCap>,
+    /// Bytes of Arrow data the batches hold ([`RecordBatch::get_array_memory_size`]).
+    pub bytes: usize,
+}
+
+impl QueryOutput {
+    /// What to tell the user when the result was cut, naming the limit; `None` when it
+    /// was not.
+    pub fn cut_message(&self) -> Option<String> {
+        let cap = self.cut_by?;
+        Some(match cap {
+            ResultCap::Rows => format!(
+                "result cut at {} rows (the [sql] {} limit); narrow the query or aggregate",
+                self.rows,
+                cap.key()
+            ),
+            ResultCap::Bytes => format!(
+                "result cut at {} rows, {} MiB (the [sql] {} limit); select fewer or narrower columns, or aggregate",
+                self.rows,
+                self.bytes.div_ceil(1 << 20),
+                cap.key()
+            ),
+        })
+    }
 }
 
 /// A DataFusion session over one data directory.
@@ -278,7 +343,7 @@ impl HuntSession {
         let timeout = Duration::from_secs(self.limits.timeout_secs);
         let fut = async {
             let plan = self.plan(sql).await?;
-            self.run(plan).await
+            self.run(plan, self.limits.max_result_bytes()).await
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -287,44 +352,130 @@ impl HuntSession {
 
     /// Runs an already checked plan under the limits.
     pub async fn execute(&self, plan: LogicalPlan) -> Result<QueryOutput> {
+        self.execute_within(plan, self.limits.max_result_bytes())
+            .await
+    }
+
+    /// Runs an already checked plan under the limits, returning at most `max_bytes` of
+    /// Arrow data (at most the configured cap): one request that carries several
+    /// statements shares one budget, so together they hold no more than one result may.
+    pub async fn execute_within(&self, plan: LogicalPlan, max_bytes: usize) -> Result<QueryOutput> {
         self.check_plan(&plan)?;
         let timeout = Duration::from_secs(self.limits.timeout_secs);
-        tokio::time::timeout(timeout, self.run(plan))
+        let max_bytes = max_bytes.min(self.limits.max_result_bytes());
+        tokio::time::timeout(timeout, self.run(plan, max_bytes))
             .await
             .map_err(|_| Error::Timeout(self.limits.timeout_secs))?
     }
 
-    async fn run(&self, plan: LogicalPlan) -> Result<QueryOutput> {
+    async fn run(&self, plan: LogicalPlan, max_bytes: usize) -> Result<QueryOutput> {
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await?;
-        let cap = self.limits.max_rows;
-        let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);
+        let mut acc = Collector::new(self.limits.max_rows, max_bytes);
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            if rows + batch.num_rows() > cap {
-                let keep = cap - rows;
-                if keep > 0 {
-                    batches.push(batch.slice(0, keep));
-                }
-                rows = cap;
-                truncated = true;
+            if !acc.push(batch?)? {
                 // Dropping the stream cancels the rest of the plan.
                 break;
             }
-            rows += batch.num_rows();
-            batches.push(batch);
         }
+        Ok(acc.finish(schema))
+    }
+}
+
+/// Gathers a result's batches up to a row cap and a byte cap.
+struct Collector {
+    max_rows: usize,
+    max_bytes: usize,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+    cut_by: Option<ResultCap>,
+}
+
+impl Collector {
+    fn new(max_rows: usize, max_bytes: usize) -> Collector {
+        Collector {
+            max_rows,
+            max_bytes,
+            batches: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            cut_by: None,
+        }
+    }
+
+    /// Takes `batch`, or as much of it as the caps leave room for; false once a cap is
+    /// reached and nothing more should be read.
+    fn push(&mut self, batch: RecordBatch) -> Result<bool> {
+        if batch.num_rows() == 0 {
+            // Nothing to cut. The first one is kept for its schema (see `finish`); more
+            // would only hold buffers.
+            if self.batches.is_empty() {
+                self.batches.push(batch);
+            }
+            return Ok(true);
+        }
+        let mut batch = batch;
+        if self.rows + batch.num_rows() > self.max_rows {
+            batch = batch.slice(0, self.max_rows - self.rows);
+            self.cut_by = Some(ResultCap::Rows);
+        }
+        let mut size = batch.get_array_memory_size();
+        if self.bytes + size > self.max_bytes {
+            // A slice keeps its parent's buffers alive, so it is measured (and held) at
+            // the parent's size: keep a copy of the rows that fit instead, estimated from
+            // the average row, and only if the copy really fits.
+            let room = self.max_bytes - self.bytes;
+            let per_row = size.div_ceil(batch.num_rows().max(1)).max(1);
+            let fit = (room / per_row).min(batch.num_rows());
+            let part = if fit > 0 {
+                Some(compact(&batch.slice(0, fit))?)
+            } else {
+                None
+            };
+            (batch, size) = match part {
+                Some(p) if self.bytes + p.get_array_memory_size() <= self.max_bytes => {
+                    let n = p.get_array_memory_size();
+                    (p, n)
+                }
+                _ => (batch.slice(0, 0), 0),
+            };
+            self.cut_by = Some(ResultCap::Bytes);
+        }
+        if batch.num_rows() > 0 {
+            self.rows += batch.num_rows();
+            self.bytes += size;
+            self.batches.push(batch);
+        }
+        Ok(self.cut_by.is_none())
+    }
+
+    fn finish(self, schema: SchemaRef) -> QueryOutput {
         // The batches' own schema, where there are any: the plan's may differ in
         // nullability or metadata, and consumers re-wrap the batches in tables.
-        let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
-        Ok(QueryOutput {
+        let schema = self.batches.first().map(|b| b.schema()).unwrap_or(schema);
+        QueryOutput {
             schema,
-            batches,
-            rows,
-            truncated,
-        })
+            batches: self.batches,
+            rows: self.rows,
+            truncated: self.cut_by.is_some(),
+            cut_by: self.cut_by,
+            bytes: self.bytes,
+        }
     }
+}
+
+/// `batch` copied into buffers of its own size.
+fn compact(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for c in batch.columns() {
+        let source = c.to_data();
+        let mut data = MutableArrayData::new(vec![&source], false, c.len());
+        data.try_extend(0, 0, c.len())?;
+        columns.push(make_array(data.freeze()));
+    }
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// Whether any Parquet file lies under `dir` (stops at the first).

@@ -138,8 +138,10 @@ pub struct StoreConfig {
     /// [`final_encoding_min_rows`](Self::final_encoding_min_rows) rows and merged files.
     /// Smaller flushes, which maintenance merges later, are written with LZ4.
     pub zstd_level: i32,
-    /// Partitions older than this many days (counted back from the newest partition of
-    /// the table, so a replay of old traffic is kept) are deleted; 0 keeps everything.
+    /// Partitions older than this many days are deleted; 0 keeps everything. Days are
+    /// counted back from the table's newest partition (so a replay of old traffic is
+    /// kept), ignoring partitions dated after tomorrow by the wall clock: those are
+    /// neither the reference nor deleted.
     pub retention_days: u32,
     /// A finished hour with at least this many small files gets them merged.
     pub compact_min_files: usize,
@@ -993,6 +995,12 @@ pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The hour of day of an `hour=HH` directory.
+fn parse_hour_dir(name: &str) -> Option<i64> {
+    let h: i64 = name.strip_prefix("hour=")?.parse().ok()?;
+    (0..24).contains(&h).then_some(h)
+}
+
 fn parse_date_dir(name: &str) -> Option<i64> {
     let s = name.strip_prefix("date=")?;
     let mut it = s.splitn(3, '-');
@@ -1209,18 +1217,36 @@ pub fn maintain(dir: &Path, cfg: &StoreConfig) -> Result<MaintenanceReport> {
             }
         }
     }
+    // Partitions dated after tomorrow (an event with a wrong clock, a typo'd year) are
+    // never the reference "now": the newest partition up to this day is. Otherwise one
+    // event dated 2099 would make retention delete every real day, and make the hour
+    // being written look finished.
+    let today = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| (d.as_secs() / 86_400) as i64)
+        .unwrap_or(0);
+    let latest_day = today + 1;
     for t in Table::ALL.into_iter().filter(|t| t.is_partitioned()) {
         let tdir = dir.join(t.name());
         let dates = subdirs(&tdir)?;
-        // The newest hour stays open: the writer is still adding to it.
-        let mut hours: Vec<PathBuf> = Vec::new();
-        for (_, ddir) in &dates {
-            for (_, hdir) in subdirs(ddir)? {
-                hours.push(hdir);
+        let mut hours: Vec<(Option<i64>, PathBuf)> = Vec::new();
+        for (dname, ddir) in &dates {
+            let day = parse_date_dir(dname);
+            for (hname, hdir) in subdirs(ddir)? {
+                let hour = day.zip(parse_hour_dir(&hname)).map(|(d, h)| d * 24 + h);
+                hours.push((hour, hdir));
             }
         }
-        hours.pop();
-        for hdir in hours {
+        // The newest hour up to the bound stays open: the writer is still adding to it.
+        let open = hours
+            .iter()
+            .filter_map(|(h, _)| *h)
+            .filter(|h| h.div_euclid(24) <= latest_day)
+            .max();
+        for (hour, hdir) in hours {
+            if hour.is_some() && hour == open {
+                continue;
+            }
             let (merged, written) = compact_partition(&hdir, t, cfg)?;
             report.files_merged += merged;
             report.files_written += written;
@@ -1230,7 +1256,12 @@ pub fn maintain(dir: &Path, cfg: &StoreConfig) -> Result<MaintenanceReport> {
                 .iter()
                 .filter_map(|(n, p)| parse_date_dir(n).map(|d| (d, p)))
                 .collect();
-            if let Some(newest) = days.iter().map(|(d, _)| *d).max() {
+            let newest = days
+                .iter()
+                .map(|(d, _)| *d)
+                .filter(|d| *d <= latest_day)
+                .max();
+            if let Some(newest) = newest {
                 for (d, p) in days {
                     if newest - d >= i64::from(cfg.retention_days) {
                         fs::remove_dir_all(p).map_err(Error::io("remove", p))?;

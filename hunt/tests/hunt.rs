@@ -640,6 +640,69 @@ fn retention_drops_old_days() {
     assert_eq!(days, ["date=2025-06-04", "date=2025-06-05"]);
 }
 
+/// Microseconds since the epoch now, by the wall clock.
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// 2099-01-01T00:00:00Z: an event from a client with a wrong clock.
+const FAR_FUTURE_US: i64 = 4_070_908_800_000_000;
+
+#[test]
+fn retention_counts_from_today_at_the_latest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        retention_days: 7,
+        ..StoreConfig::default()
+    };
+    let now = now_us();
+    let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+    for t in [now - 30 * 24 * HOUR_US, now - HOUR_US, now, FAR_FUTURE_US] {
+        store.append(Table::Events, batch(3, t, 1)).unwrap();
+    }
+    store.flush().unwrap();
+    let report = maintain(tmp.path(), &cfg).unwrap();
+    assert_eq!(report.partitions_deleted, 1, "only the month-old day goes");
+    let rt = rt();
+    let s = rt
+        .block_on(HuntSession::open(tmp.path(), QueryLimits::default()))
+        .unwrap();
+    assert_eq!(count(&s, &rt, "SELECT count(*) FROM events"), 9);
+    assert_eq!(
+        count(
+            &s,
+            &rt,
+            "SELECT count(*) FROM events WHERE date = '2099-01-01'"
+        ),
+        3,
+        "a partition dated after tomorrow is not deleted either"
+    );
+}
+
+#[test]
+fn a_far_future_hour_does_not_close_the_hour_being_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        compact_min_files: 2,
+        ..StoreConfig::default()
+    };
+    let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+    // The current hour, written by small commits, and one stray event from 2099.
+    let now = now_us();
+    let hour_start = now - now.rem_euclid(HOUR_US);
+    for i in 0..3 {
+        commit(&mut store, batch(4, hour_start + i, 1));
+    }
+    commit(&mut store, batch(1, FAR_FUTURE_US, 1));
+    assert_eq!(parquet_files(tmp.path()).len(), 4);
+    let report = maintain(tmp.path(), &cfg).unwrap();
+    assert_eq!(report.files_merged, 0, "the open hour was merged");
+    assert_eq!(parquet_files(tmp.path()).len(), 4);
+}
+
 #[test]
 fn background_maintenance_runs_and_stops() {
     let tmp = tempfile::tempdir().unwrap();
@@ -727,6 +790,7 @@ fn limits_cut_rows_time_out_and_bound_memory() {
         max_rows: 10,
         timeout_secs: 2,
         memory_limit_mb: 16,
+        ..QueryLimits::default()
     };
     let s = rt.block_on(HuntSession::open(tmp.path(), limits)).unwrap();
     let out = rt
@@ -757,6 +821,42 @@ fn limits_cut_rows_time_out_and_bound_memory() {
     );
     // The session keeps working after each failure.
     assert_eq!(count(&s, &rt, "SELECT count(*) FROM events"), 0);
+}
+
+#[test]
+fn wide_rows_are_cut_at_the_result_byte_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let limits = QueryLimits {
+        max_result_mb: 1,
+        ..QueryLimits::default()
+    };
+    let s = rt.block_on(HuntSession::open(tmp.path(), limits)).unwrap();
+    // 20 MB of text in 2,000 rows: far under the row cap, far over the byte cap.
+    let out = rt
+        .block_on(s.query("SELECT repeat('x', 10000) AS s FROM generate_series(1, 2000)"))
+        .unwrap();
+    assert!(out.truncated);
+    assert_eq!(out.cut_by, Some(gatewatch_hunt::ResultCap::Bytes));
+    assert!(out.rows > 0 && out.rows < 2000, "{} rows", out.rows);
+    let held: usize = out.batches.iter().map(|b| b.get_array_memory_size()).sum();
+    assert_eq!(held, out.bytes);
+    assert!(out.bytes <= 1 << 20, "{} bytes", out.bytes);
+    let message = out.cut_message().unwrap();
+    assert!(message.contains("max_result_mb"), "{message}");
+
+    let out = rt
+        .block_on(s.query("SELECT repeat('x', 100) AS s FROM generate_series(1, 2000)"))
+        .unwrap();
+    assert!(!out.truncated && out.cut_by.is_none() && out.cut_message().is_none());
+    assert_eq!(out.rows, 2000);
+
+    let bad = QueryLimits {
+        max_result_mb: 0,
+        ..QueryLimits::default()
+    };
+    let e = rt.block_on(HuntSession::open(tmp.path(), bad)).unwrap_err();
+    assert!(e.to_string().contains("sql.max_result_mb"), "{e}");
 }
 
 // ------------------------------------------------------------------------------------
