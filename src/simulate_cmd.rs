@@ -55,7 +55,9 @@ Time: events carry simulated time starting at --start (default: now). Without
 --rate they are written as fast as possible (hours of traffic in seconds); with
 --rate each event is released when the wall clock reaches its simulated time,
 so timestamps track the real clock. Normal traffic follows a daily curve (night
-trough, evening peak) around the mean rate unless --flat is given.
+trough, evening peak) around the mean rate unless --flat is given. Decoders refuse
+records dated more than a day ahead of their machine's clock (dead letters with
+reason bad_timestamp): for more than a day of traffic, give a --start that far back.
 
 Every record carries its ground truth: `label=<scenario>` (or `label=benign`)
 after nginx's timings in combined/common, a top-level \"label\" in JSON formats.
