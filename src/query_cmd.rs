@@ -126,11 +126,10 @@ pub fn run(args: QueryArgs, config: &Config) -> Result<()> {
             if args.timing {
                 eprintln!("{} rows in {:.3} s", out.rows, t.elapsed().as_secs_f64());
             }
-            if out.truncated && args.format != Format::Table {
-                eprintln!(
-                    "gatewatch: result cut at {} rows ([sql] max_rows)",
-                    out.rows
-                );
+            if args.format != Format::Table
+                && let Some(why) = out.cut_message()
+            {
+                eprintln!("gatewatch: {why}");
             }
             write_output(&out, args.format.into(), &mut sink)?;
         }
