@@ -80,7 +80,9 @@ pub enum Table {
     Events,
     /// Alerts as raised.
     Alerts,
-    /// Incident versions: a row each time an incident opens or changes.
+    /// Incident versions: a row each time an incident opens or escalates (the versions
+    /// its alerts announced). Requests folded in without an escalation raise its count
+    /// and `last_seen` in the engine, not here.
     Incidents,
     /// The API inventory: one row per endpoint template, replaced as a whole.
     Endpoints,

@@ -48,6 +48,14 @@ impl ScoringStage {
     pub fn process(&mut self, batch: &RecordBatch) -> Result<StageOutput> {
         let scored = self.scorer.score(batch)?;
         let n = scored.batch.num_rows();
+        // Times further ahead of this machine's clock than decoders accept are a broken
+        // clock, not the present: they must not close every incident at once.
+        let latest_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            })
+            .saturating_add(gatewatch_ingest::batch::MAX_AHEAD_OF_CLOCK_US / 1000);
         let mut ids = StringBuilder::with_capacity(n, scored.candidates.len() * 32);
         let mut alerts = Vec::new();
         let mut next = 0usize;
@@ -57,7 +65,9 @@ impl ScoringStage {
                 ids.append_null();
                 next += 1;
             }
-            self.watermark_ms = self.watermark_ms.max(cand.time_ms);
+            if cand.time_ms <= latest_ms {
+                self.watermark_ms = self.watermark_ms.max(cand.time_ms);
+            }
             let (id, alert) = self.incidents.observe_with_id(cand);
             ids.append_option(id);
             next += 1;
@@ -70,7 +80,7 @@ impl ScoringStage {
             next += 1;
         }
         if let Ok(ts) = crate::columns::timestamps_ms(&scored.batch)
-            && let Some(max) = ts.iter().max()
+            && let Some(max) = ts.iter().filter(|&&t| t <= latest_ms).max()
         {
             self.watermark_ms = self.watermark_ms.max(*max);
         }
@@ -90,7 +100,8 @@ impl ScoringStage {
         })
     }
 
-    /// Closes incidents idle as of the newest event seen; returns them.
+    /// Closes incidents idle as of the newest event seen; returns them (their final
+    /// counts, for a caller that keeps them).
     pub fn close_idle(&mut self) -> Vec<crate::Incident> {
         if self.watermark_ms == i64::MIN {
             return Vec::new();
@@ -116,5 +127,30 @@ impl ScoringStage {
     /// The scorer.
     pub fn scorer(&self) -> &Scorer {
         &self.scorer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn a_time_far_ahead_of_the_clock_does_not_move_the_watermark() {
+        let mut stage =
+            ScoringStage::new(ScoringConfig::default(), IncidentConfig::default()).unwrap();
+        // 2025-06-02 and 2100-01-01.
+        let ts =
+            TimestampMicrosecondArray::from(vec![1_748_851_200_000_000, 4_102_444_800_000_000])
+                .with_timezone("UTC");
+        let schema = Schema::new(vec![Field::new(
+            gatewatch_ingest::schema::col::TIMESTAMP,
+            ts.data_type().clone(),
+            false,
+        )]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ts)]).unwrap();
+        stage.process(&batch).unwrap();
+        assert_eq!(stage.watermark_ms(), Some(1_748_851_200_000));
     }
 }
