@@ -159,7 +159,7 @@ pub const FEATURES: &[FeatureDef] = &[
         "f_param_url",
         "API7",
         "count",
-        "query parameters and body values holding a URL (`scheme://`) or an IP address",
+        "query parameters and body values (the fields of a form body, the quoted strings of any other) holding a URL (`scheme://`) or an IP address",
         Request,
     ),
     def(

@@ -57,7 +57,8 @@ pub struct FeatureConfig {
     pub max_templates: usize,
     /// Entities idle for longer than this (in event time) are dropped. Default `"2h"`.
     pub idle_ttl: String,
-    /// Endpoints first seen later than this after the first event are "new". Default `"10m"`.
+    /// Endpoints first seen later than this after the first event with a usable time
+    /// are "new". Default `"10m"`.
     pub warmup: String,
     /// How long a new endpoint's requests carry `f_endpoint_new = 1`. Default `"1h"`.
     pub new_endpoint_period: String,

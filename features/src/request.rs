@@ -528,6 +528,18 @@ impl Lexer {
         self.scratch = buf;
     }
 
+    /// Checks a parameter's raw value (query string or form body) for a URL or address;
+    /// only values that could hold one are decoded.
+    #[inline]
+    fn param_value(&mut self, v: &[u8], out: &mut Lexical) {
+        if v.len() >= 4
+            && v.iter()
+                .any(|&c| c == b'/' || c == b'.' || c == b'%' || c == b':')
+        {
+            self.url_value(v, out);
+        }
+    }
+
     fn url_value(&mut self, v: &[u8], out: &mut Lexical) {
         let mut buf = std::mem::take(&mut self.scratch);
         decode_lower(v, &mut buf);
@@ -598,22 +610,34 @@ impl Lexer {
                     None => &[][..],
                 };
                 out.max_param_len = out.max_param_len.max(v.len() as f32);
-                if v.len() >= 4
-                    && v.iter()
-                        .any(|&c| c == b'/' || c == b'.' || c == b'%' || c == b':')
-                {
-                    self.url_value(v, &mut out);
-                }
+                self.param_value(v, &mut out);
             }
         }
-        // URLs in body values: every `://` or `"file:` in the excerpt.
-        if !b.is_empty() && (find(b, b"://").is_some() || find(b, b"file:").is_some()) {
-            let mut rest = b;
+        // URLs and addresses in body values. A form body (`a=1&url=http://…`: it does not
+        // open like JSON or XML and holds a `=`) is checked field by field like a query
+        // string; any other body, string by string (every double-quoted value).
+        let body = &b[..b.len().min(MAX_SCAN)];
+        let opening = body.iter().find(|c| !c.is_ascii_whitespace());
+        if opening.is_some_and(|c| !matches!(c, b'{' | b'[' | b'<'))
+            && memchr::memchr(b'=', body).is_some()
+        {
+            for field in body.split(|&c| c == b'&') {
+                if let Some(i) = memchr::memchr(b'=', field) {
+                    self.param_value(&field[i + 1..], &mut out);
+                }
+            }
+        } else if opening.is_some() {
+            let mut rest = body;
             while let Some(i) = memchr::memchr(b'"', rest) {
                 rest = &rest[i + 1..];
                 let end = memchr::memchr(b'"', rest).unwrap_or(rest.len());
                 let v = &rest[..end];
-                if find(v, b"://").is_some() || v.starts_with(b"file:") {
+                // A URL, or a bare address (`"10.0.0.5"`, `"10.0.0.5:8080/x"`); the
+                // address check only runs for strings that start with a digit.
+                if find(v, b"://").is_some()
+                    || v.starts_with(b"file:")
+                    || (v.first().is_some_and(u8::is_ascii_digit) && is_ipv4(host_of(v)))
+                {
                     self.url_value(v, &mut out);
                 }
                 rest = &rest[(end + 1).min(rest.len())..];
@@ -944,5 +968,45 @@ mod tests {
         assert_eq!((f.param_url, f.param_internal_host), (1.0, 1.0));
         let f = l.features("/p", Some("price=10.5&v=1.2.3"), None, None);
         assert_eq!(f.param_url, 0.0);
+    }
+
+    #[test]
+    fn urls_and_addresses_in_form_and_json_bodies() {
+        let mut l = Lexer::new();
+        let both = |f: Lexical| (f.param_url, f.param_internal_host);
+        let body = |l: &mut Lexer, b: &str| both(l.features("/p", None, Some(b), None));
+        // Form bodies, field by field as a query string (encoded or not).
+        assert_eq!(
+            body(&mut l, "url=http://169.254.169.254/latest/meta-data"),
+            (1.0, 1.0)
+        );
+        assert_eq!(
+            body(&mut l, "a=1&next=http%3A%2F%2F127.0.0.1%2Fadmin&b=2"),
+            (1.0, 1.0)
+        );
+        assert_eq!(body(&mut l, "  host=10.0.0.5&port=80"), (1.0, 1.0));
+        assert_eq!(
+            body(&mut l, "img=https://cdn.example.com/a.png"),
+            (1.0, 0.0)
+        );
+        assert_eq!(body(&mut l, "name=bob&price=10.5"), (0.0, 0.0));
+        // JSON: quoted addresses as well as URLs.
+        assert_eq!(body(&mut l, r#"{"host":"10.0.0.5"}"#), (1.0, 1.0));
+        assert_eq!(
+            body(&mut l, r#"{"target": "192.168.1.1:8080/x"}"#),
+            (1.0, 1.0)
+        );
+        assert_eq!(body(&mut l, r#"{"peer":"203.0.113.9"}"#), (1.0, 0.0));
+        assert_eq!(
+            body(&mut l, r#"{"v":"1.2.3","n":"42","q":"a=b"}"#),
+            (0.0, 0.0)
+        );
+        // JSON and XML bodies holding `=` are not read as forms.
+        assert_eq!(
+            body(&mut l, r#"[{"f":"a=b","u":"http://10.1.2.3/"}]"#),
+            (1.0, 1.0)
+        );
+        assert_eq!(body(&mut l, r#"<a href="x=1">0</a>"#), (0.0, 0.0));
+        assert_eq!(body(&mut l, "plain text, no fields"), (0.0, 0.0));
     }
 }

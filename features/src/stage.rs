@@ -77,11 +77,51 @@ struct ClientBucket {
     bytes: u32,
 }
 
+impl ClientBucket {
+    /// Counts one event, given as a bucket holding it alone (`req` 1, each flag 0 or 1).
+    /// The counters are u16 to keep an idle client small, so a bucket holds at most
+    /// `u16::MAX` events; a full one counts nothing more, all counters alike, so its
+    /// shares (4xx, 5xx, 401/403) stay those of the events it holds. Each saturating on
+    /// its own, `req` would stop while `e4` kept rising and the 4xx share would drift
+    /// towards 1.
+    #[inline]
+    fn count(&mut self, one: &Self) {
+        if self.req == u16::MAX {
+            return;
+        }
+        // Every flag counter is at most `req`, which is below `u16::MAX` here.
+        self.req += 1;
+        self.e4 += one.e4;
+        self.e5 += one.e5;
+        self.authfail += one.authfail;
+        self.login_fail += one.login_fail;
+        self.privileged += one.privileged;
+        self.inventory += one.inventory;
+        self.waf += one.waf;
+        self.bytes = self.bytes.saturating_add(one.bytes);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct PairBucket {
     req: u16,
     id_req: u16,
     seq: u16,
+}
+
+impl PairBucket {
+    /// Counts one event; like [`ClientBucket::count`], a full bucket counts nothing more,
+    /// so the sequential share of id requests stays true.
+    #[inline]
+    fn count(&mut self, id: bool, seq: bool) {
+        if self.req == u16::MAX {
+            return;
+        }
+        // `seq` ≤ `id_req` ≤ `req` < `u16::MAX`.
+        self.req += 1;
+        self.id_req += u16::from(id);
+        self.seq += u16::from(seq);
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -322,6 +362,7 @@ pub struct FeatureStage {
     net_rings: Rings<NetBucket>,
     pop: Population,
     max_t: Option<i64>,
+    /// Time of the first event with a valid time: the start of endpoint warm-up.
     first_t: Option<i64>,
     /// Earliest valid event time seen: how far back the windows hold observed traffic (a
     /// first event with a far-future timestamp must not make every later window look
@@ -665,8 +706,8 @@ impl FeatureStage {
                 let spec = self.spec.as_ref().expect("matched a spec");
                 self.tmpl.clear();
                 self.tmpl.push_str(&spec.paths[m.path].template);
-                // The object id: the last segment in a parameter position that looks like
-                // an id, else the last parameter.
+                // The object id: the segment in the spec path's last parameter position,
+                // whatever it looks like (the spec says it is a parameter).
                 let mut start = 0;
                 for (j, seg) in path.split('/').enumerate() {
                     if spec.paths[m.path].is_param(j) {
@@ -822,6 +863,10 @@ impl FeatureStage {
         let valid = cols.ts.is_valid(i).then(|| cols.ts.value(i));
         let t = if let Some(t) = valid.filter(|&t| t <= self.latest_allowed_t) {
             self.earliest_t = self.earliest_t.min(t);
+            // Warm-up starts at the first event with a time of its own: one scored at the
+            // watermark (0 before any) would start it at the epoch and make every endpoint
+            // new.
+            self.first_t.get_or_insert(t);
             t
         } else {
             self.bad_ts += 1;
@@ -835,7 +880,6 @@ impl FeatureStage {
         }
         let max_t = self.max_t.map_or(t, |m| m.max(t));
         self.max_t = Some(max_t);
-        let first_t = *self.first_t.get_or_insert(t);
         out.late.append_value(late);
         let cutoff = self.ttl_cutoff(max_t);
         self.clients.sweep(cutoff);
@@ -911,7 +955,10 @@ impl FeatureStage {
                 in_spec,
                 deprecated,
                 zombie: deprecated || superseded,
-                new: t >= first_t.saturating_add(self.res.warmup_us),
+                // Before any valid time, the stage is warming up.
+                new: self
+                    .first_t
+                    .is_some_and(|f| t >= f.saturating_add(self.res.warmup_us)),
                 privileged: matches_route(tmpl, &self.privileged),
                 login: matches_route(tmpl, &self.login),
                 params: tmpl.matches('{').count().min(255) as u8,
@@ -1013,7 +1060,17 @@ impl FeatureStage {
         // Windows.
         let spans = self.geo.spans();
         let r = self.res.reference;
-        let bytes_add = resp.min(u64::from(u32::MAX)) as u32;
+        let one = ClientBucket {
+            req: 1,
+            e4: u16::from(e4),
+            e5: u16::from(e5),
+            authfail: u16::from(authfail),
+            login_fail: u16::from(login_fail),
+            privileged: u16::from(ep_priv),
+            inventory: u16::from(inventory_hit),
+            waf: u16::from(waf_blocked),
+            bytes: resp.min(u64::from(u32::MAX)) as u32,
+        };
         for s in 0..spans {
             let (b, pos) = self.bucket_at(s, t);
             if s == r && self.client_rings.closes(cs, s, b) {
@@ -1023,24 +1080,14 @@ impl FeatureStage {
                 }
             }
             if let Landing::At(p) = self.client_rings.land_at(cs, s, b, pos) {
-                let c = self.client_rings.bucket_mut(cs, s, p);
-                c.req = c.req.saturating_add(1);
-                c.e4 = c.e4.saturating_add(u16::from(e4));
-                c.e5 = c.e5.saturating_add(u16::from(e5));
-                c.authfail = c.authfail.saturating_add(u16::from(authfail));
-                c.login_fail = c.login_fail.saturating_add(u16::from(login_fail));
-                c.privileged = c.privileged.saturating_add(u16::from(ep_priv));
-                c.inventory = c.inventory.saturating_add(u16::from(inventory_hit));
-                c.waf = c.waf.saturating_add(u16::from(waf_blocked));
-                c.bytes = c.bytes.saturating_add(bytes_add);
+                self.client_rings.bucket_mut(cs, s, p).count(&one);
                 self.client_rings.insert(cs, s, p, 0, ep_key);
                 self.client_rings.insert(cs, s, p, 1, ua_hash);
             }
             if let Landing::At(p) = self.pair_rings.land_at(ps, s, b, pos) {
-                let c = self.pair_rings.bucket_mut(ps, s, p);
-                c.req = c.req.saturating_add(1);
-                c.id_req = c.id_req.saturating_add(u16::from(id_hash.is_some()));
-                c.seq = c.seq.saturating_add(u16::from(seq));
+                self.pair_rings
+                    .bucket_mut(ps, s, p)
+                    .count(id_hash.is_some(), seq);
                 if let Some(h) = id_hash {
                     self.pair_rings.insert(ps, s, p, 0, h);
                 }
@@ -1687,3 +1734,33 @@ const _: () = {
     assert!(counts[4] == EW);
     assert!(counts[5] == 3);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_bucket_keeps_its_shares() {
+        // 70,000 events, every other one a 404 and every fourth a 401, into one bucket:
+        // past 65,535 events the bucket holds, its shares are still a half and a quarter.
+        let mut c = ClientBucket::default();
+        let mut p = PairBucket::default();
+        for k in 0..70_000u32 {
+            let e4 = k % 2 == 0;
+            c.count(&ClientBucket {
+                req: 1,
+                e4: u16::from(e4),
+                authfail: u16::from(k % 4 == 0),
+                bytes: 10,
+                ..ClientBucket::default()
+            });
+            p.count(true, e4);
+        }
+        assert_eq!(c.req, u16::MAX);
+        assert!((ratio(c.e4.into(), c.req.into()) - 0.5).abs() < 1e-4);
+        assert!((ratio(c.authfail.into(), c.req.into()) - 0.25).abs() < 1e-4);
+        assert_eq!(c.bytes, 10 * u32::from(u16::MAX));
+        assert_eq!((p.req, p.id_req), (u16::MAX, u16::MAX));
+        assert!((ratio(p.seq.into(), p.id_req.into()) - 0.5).abs() < 1e-4);
+    }
+}

@@ -22,6 +22,13 @@
 //! and a slot's bookkeeping (key, first and last seen, liveness) sits together in one
 //! 32-byte record, so a touch reads one line and an eviction window (eight slots) four
 //! adjacent ones.
+//!
+//! Keys are hashes of what clients send (IP addresses, client ids, paths) under public
+//! seeds, so anyone can work out keys that would share a home position and make one long
+//! probe run that every lookup walks. Each index therefore places keys by the key mixed
+//! with a secret of its own, drawn when the table is made. Only index positions depend
+//! on it: slots, eviction and sweeps follow the slots and the event sequence, so the
+//! features do not.
 
 use crate::mem;
 
@@ -31,6 +38,9 @@ const SAMPLE: usize = 8;
 const SWEEP: usize = 2;
 /// Marks an empty index position.
 const VACANT: u32 = u32::MAX;
+/// Odd multiplier of the home position (2^64 / golden ratio): the product's upper half,
+/// from which the position is taken, depends on every bit of the key below it.
+const HOME_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The result of a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,19 +67,39 @@ struct Index {
     /// `(key, slot)`; `slot == VACANT` marks an empty position.
     cells: Vec<(u64, u32)>,
     len: usize,
+    /// Mixed into every home position, so that which keys collide cannot be known
+    /// outside this process.
+    secret: u64,
 }
 
 impl Index {
     fn new() -> Self {
+        use std::hash::BuildHasher;
+        // `RandomState` is the standard library's source of per-process random keys (each
+        // new one differs), so no dependency is needed for 64 secret bits.
+        let secret = std::collections::hash_map::RandomState::new().hash_one(HOME_MUL);
+        Self::with_secret(secret)
+    }
+
+    fn with_secret(secret: u64) -> Self {
         Self {
             cells: Vec::new(),
             len: 0,
+            secret,
         }
     }
 
     #[inline]
     fn mask(&self) -> usize {
         self.cells.len() - 1
+    }
+
+    /// Where the probe for `key` starts: one multiply, not a full hash, since it is paid
+    /// on every lookup. The table never holds more than `u32::MAX` positions, so the
+    /// product's upper half is enough.
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        ((key ^ self.secret).wrapping_mul(HOME_MUL) >> 32) as usize & self.mask()
     }
 
     /// Position of `key` in the index, if present.
@@ -79,9 +109,7 @@ impl Index {
             return None;
         }
         let mask = self.mask();
-        // Keys are already well-mixed 64-bit hashes; the high bits pick the home position
-        // (the low bits also pick sketch registers, so they are kept apart).
-        let mut i = (key >> 32) as usize & mask;
+        let mut i = self.home(key);
         loop {
             let (k, s) = self.cells[i];
             if s == VACANT {
@@ -105,7 +133,7 @@ impl Index {
             self.grow();
         }
         let mask = self.mask();
-        let mut i = (key >> 32) as usize & mask;
+        let mut i = self.home(key);
         while self.cells[i].1 != VACANT {
             i = (i + 1) & mask;
         }
@@ -142,7 +170,7 @@ impl Index {
             if s == VACANT {
                 break;
             }
-            let home = (k >> 32) as usize & mask;
+            let home = self.home(k);
             // Distance from home to i, and from home to the hole, along the probe order.
             if (i.wrapping_sub(home) & mask) >= (i.wrapping_sub(hole) & mask) {
                 self.cells[hole] = (k, s);
@@ -392,7 +420,7 @@ impl Table {
     #[inline]
     pub fn prefetch_key(&self, key: u64) {
         if !self.index.cells.is_empty() {
-            mem::prefetch(&self.index.cells, (key >> 32) as usize & self.index.mask());
+            mem::prefetch(&self.index.cells, self.index.home(key));
         }
     }
 
@@ -670,6 +698,75 @@ mod tests {
         }
     }
 
+    /// The inverse of `HOME_MUL` modulo 2^64 (Newton's iteration; each step doubles the
+    /// correct low bits, from 3 to more than 64).
+    const HOME_MUL_INV: u64 = {
+        let mut inv = HOME_MUL;
+        let mut i = 0;
+        while i < 5 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(HOME_MUL.wrapping_mul(inv)));
+            i += 1;
+        }
+        inv
+    };
+
+    /// A key that `idx` mixes into `mixed`, whose upper half gives its home position.
+    fn key_mixing_to(idx: &Index, mixed: u64) -> u64 {
+        mixed.wrapping_mul(HOME_MUL_INV) ^ idx.secret
+    }
+
+    /// How far each key sits from its home position.
+    fn displacements(idx: &Index, keys: &[u64]) -> Vec<usize> {
+        keys.iter()
+            .map(|&k| idx.find(k).unwrap().wrapping_sub(idx.home(k)) & idx.mask())
+            .collect()
+    }
+
+    #[test]
+    fn keys_made_to_collide_without_the_secret_spread_out() {
+        // Keys an attacker would pick to share a home position if it were read off the
+        // key's bits: the same upper half, only the lower one differs.
+        let keys: Vec<u64> = (0..1_000u64).map(|i| (0xABCD_0123 << 32) | i).collect();
+        let mut idx = Index::new();
+        for (s, &k) in keys.iter().enumerate() {
+            idx.insert(k, s as u32);
+        }
+        let d = displacements(&idx, &keys);
+        let mean = d.iter().sum::<usize>() as f64 / d.len() as f64;
+        let max = d.iter().max().copied().unwrap_or(0);
+        assert!(
+            mean < 3.0 && max < 100,
+            "probe runs: mean {mean}, longest {max}"
+        );
+        for (s, &k) in keys.iter().enumerate() {
+            assert_eq!(idx.get(k), Some(s as u32));
+        }
+    }
+
+    #[test]
+    fn the_secret_decides_where_a_key_goes_and_nothing_else() {
+        let (mut a, mut b) = (Index::with_secret(1), Index::with_secret(2));
+        let keys: Vec<u64> = (0..100u64).map(crate::hash::mix).collect();
+        for (s, &k) in keys.iter().enumerate() {
+            a.insert(k, s as u32);
+            b.insert(k, s as u32);
+        }
+        let moved = keys.iter().filter(|&&k| a.find(k) != b.find(k)).count();
+        assert!(moved > 90, "only {moved} of 100 keys placed differently");
+        // Two tables (each with a secret of its own) under the same churn and evictions
+        // give the same slots and evict the same entities.
+        let (mut x, mut y) = (Table::new(50), Table::new(50));
+        assert_ne!(x.index.secret, y.index.secret);
+        for i in 0..5_000u64 {
+            let k = crate::hash::mix(i % 400);
+            assert_eq!(x.touch(k, i as i64), y.touch(k, i as i64));
+            x.sweep(i as i64 - 300);
+            y.sweep(i as i64 - 300);
+        }
+        assert!(x.evictions() > 1_000);
+        assert_eq!(x.iter().collect::<Vec<_>>(), y.iter().collect::<Vec<_>>());
+    }
+
     #[test]
     fn index_agrees_with_a_std_map_under_churn() {
         use std::collections::HashMap;
@@ -683,7 +780,7 @@ mod tests {
             // 1,500 keys with 61 home positions at the end of the array, so runs are long
             // and wrap around to the start.
             let k = x % 1_500;
-            let key = k | ((0xFFFF_FFC0 + k % 61) << 32);
+            let key = key_mixing_to(&idx, k | ((0xFFFF_FFC0 + k % 61) << 32));
             if x.rotate_left(7).is_multiple_of(3) {
                 idx.remove(key);
                 reference.remove(&key);

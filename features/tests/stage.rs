@@ -348,6 +348,54 @@ fn a_steady_client_stays_at_its_usual_rate_while_windows_fill_after_a_start() {
 }
 
 #[test]
+fn a_first_event_without_a_usable_time_does_not_start_the_warm_up() {
+    // Warm-up runs from the first event with a valid time: endpoints seen during it are
+    // not new, the first one after it is. A broken clock's first event (a century ahead)
+    // is scored at the watermark and must not start it at the epoch.
+    let ahead = T0 + 100 * 365 * 86_400_000_000;
+    let mut events = vec![ev(ahead, "10.9.0.1", None, "GET", "/x", 200)];
+    for (k, path) in ["/a", "/b", "/c"].iter().enumerate() {
+        events.push(ev(
+            T0 + k as i64 * 60_000_000,
+            "10.9.0.2",
+            None,
+            "GET",
+            path,
+            200,
+        ));
+    }
+    events.push(ev(T0 + 11 * 60_000_000, "10.9.0.2", None, "GET", "/d", 200));
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let out = stage.process(&batch_of(&events)).unwrap();
+    assert_eq!(stage.state_stats().bad_timestamps, 1);
+    assert_eq!(
+        f32_col(&out, "f_endpoint_new"),
+        [0.0, 0.0, 0.0, 0.0, 1.0],
+        "only the endpoint first seen after the 10 min warm-up is new"
+    );
+}
+
+#[test]
+fn a_client_past_the_bucket_cap_keeps_its_error_share() {
+    // 70,000 requests in 7 s from one client, every other one a 404: more than a bucket
+    // counts (65,535), so the last ones add nothing, and the 4xx share stays a half.
+    let n = 70_000;
+    let events: Vec<_> = (0..n)
+        .map(|k| {
+            let status = if k % 2 == 0 { 404 } else { 200 };
+            ev(T0 + k * 100, "10.5.0.1", None, "GET", "/a", status)
+        })
+        .collect();
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let out = stage.process(&batch_of(&events)).unwrap();
+    let share = f32_col(&out, "f_client_err4xx_ratio_1m");
+    let last = share[n as usize - 1];
+    assert!((last - 0.5).abs() < 1e-3, "4xx share {last}");
+    let rate = f32_col(&out, "f_client_rate_1m");
+    assert_eq!(rate[n as usize - 1], 65_535.0 / 60.0);
+}
+
+#[test]
 fn a_bucket_closing_moments_after_a_start_does_not_make_a_baseline() {
     // The stage's first event comes 5 s before a reference-bucket boundary (T0 + 100 s).
     // Folding those 5 s into the baselines, scaled as if they were the quarter bucket
@@ -434,6 +482,36 @@ fn bad_batches_are_errors_not_panics() {
     let out = stage.process(&odd).unwrap();
     assert!(out.column_by_name("my_extra").is_some());
     assert!(stage.process(&batch_of(&[])).unwrap().num_rows() == 0);
+}
+
+#[test]
+fn two_fresh_stages_give_the_same_features_under_constant_eviction() {
+    // Each table places keys by a secret of its own; nothing computed may depend on it.
+    let cfg = FeatureConfig {
+        max_clients: 50,
+        max_pairs: 100,
+        max_endpoints: 20,
+        max_networks: 30,
+        max_templates: 200,
+        ..FeatureConfig::default()
+    };
+    let events = simulate(
+        SimConfig {
+            seed: 11,
+            start_us: T0,
+            ..SimConfig::default()
+        },
+        4000,
+    );
+    let run = || {
+        let mut stage = FeatureStage::new(cfg.clone()).unwrap();
+        let out = stage.process(&batch_of(&events)).unwrap();
+        (out, stage.state_stats().evictions)
+    };
+    let (a, evictions) = run();
+    let (b, _) = run();
+    assert!(evictions > 1_000, "only {evictions} evictions");
+    assert!(a == b, "two fresh stages gave different features");
 }
 
 #[test]

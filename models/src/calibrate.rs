@@ -173,19 +173,50 @@ impl Calibrator {
             tail_scale: r.f64()?,
             n: r.u64()?,
         };
-        let ok = c.xs.len() >= 2
-            && c.xs.len() == c.ps.len()
-            && c.xs.iter().all(|v| v.is_finite())
-            && c.xs.windows(2).all(|w| w[0] <= w[1])
-            && c.ps.windows(2).all(|w| w[0] < w[1])
-            && c.tail_scale.is_finite()
-            && c.tail_scale > 0.0
-            && (0.5..1.0).contains(&c.tail_start);
-        if ok {
-            Ok(c)
-        } else {
-            Err(Error::Corrupt("calibrator knots are not monotone".into()))
+        c.check()
+            .map_err(|m| Error::Corrupt(format!("calibrator: {m}")))?;
+        Ok(c)
+    }
+
+    /// Checks a map read from a file against the invariants `fit_with` guarantees, so
+    /// that no score calibrates to NaN; the message names the field.
+    fn check(&self) -> std::result::Result<(), String> {
+        if !(0.5..1.0).contains(&self.tail_start) {
+            return Err(format!("tail_start {} is not in [0.5, 1)", self.tail_start));
         }
+        if !(self.tail_scale.is_finite() && self.tail_scale > 0.0) {
+            return Err(format!(
+                "tail_scale {} is not a positive number",
+                self.tail_scale
+            ));
+        }
+        if self.xs.len() < 2 || self.xs.len() != self.ps.len() {
+            return Err(format!(
+                "{} knot scores (xs) and {} knot probabilities (ps); at least 2 of each, as \
+                 many of one as of the other",
+                self.xs.len(),
+                self.ps.len()
+            ));
+        }
+        if let Some(x) = self.xs.iter().find(|x| !x.is_finite()) {
+            return Err(format!("knot score (xs) {x} is not finite"));
+        }
+        if !self.xs.windows(2).all(|w| w[0] <= w[1]) {
+            return Err("knot scores (xs) are not non-decreasing".into());
+        }
+        // `fit_with` computes the last knot as `tail_start · (k−1)/(k−1)`, which may round
+        // a unit in the last place above `tail_start`.
+        let top = self.tail_start * (1.0 + 1e-12);
+        if let Some(p) = self.ps.iter().find(|p| !(0.0..=top).contains(*p)) {
+            return Err(format!(
+                "knot probability (ps) {p} is not in [0, tail_start {}]",
+                self.tail_start
+            ));
+        }
+        if !self.ps.windows(2).all(|w| w[0] < w[1]) {
+            return Err("knot probabilities (ps) are not increasing".into());
+        }
+        Ok(())
     }
 }
 
@@ -238,6 +269,41 @@ mod tests {
         assert!(Calibrator::fit(&[1.0, f32::INFINITY]).is_err());
         assert!(Calibrator::fit_with(&[1.0, 2.0], 1, 0.99).is_err());
         assert!(Calibrator::fit_with(&[1.0, 2.0], 10, 1.0).is_err());
+    }
+
+    #[test]
+    fn corrupt_knots_are_refused_and_named() {
+        let good = Calibrator::fit(&scores()).unwrap();
+        let decode = |c: &Calibrator| {
+            let mut w = Writer::default();
+            c.encode(&mut w);
+            Calibrator::decode(&mut Reader::new(&w.buf)).map_err(|e| e.to_string())
+        };
+        let last = good.ps.len() - 1;
+        type Spoil = fn(&mut Calibrator);
+        let cases: [(Spoil, &str); 6] = [
+            (|c| *c.ps.last_mut().unwrap() = f64::INFINITY, "ps"),
+            (|c| c.ps[0] = f64::NEG_INFINITY, "ps"),
+            (|c| *c.ps.last_mut().unwrap() = 5.0, "ps"),
+            (|c| c.ps[1] = f64::NAN, "ps"),
+            (|c| c.xs[3] = f64::NAN, "xs"),
+            (|c| c.tail_scale = 0.0, "tail_scale"),
+        ];
+        for (spoil, field) in cases {
+            let mut c = good.clone();
+            spoil(&mut c);
+            let err = decode(&c).unwrap_err();
+            assert!(
+                err.contains("calibrator") && err.contains(field),
+                "{field}: {err}"
+            );
+        }
+        // The knots `fit_with` writes pass, the last one at `tail_start` included.
+        assert_eq!(good.ps[last], good.tail_start);
+        for knots in [2, 3, 7, 200, 999] {
+            let c = Calibrator::fit_with(&scores(), knots, 0.97).unwrap();
+            assert_eq!(decode(&c).unwrap(), c);
+        }
     }
 
     #[test]

@@ -197,6 +197,11 @@ impl IsolationForestParams {
         let max_depth = self
             .max_depth
             .unwrap_or_else(|| (psi.max(2) as f64).log2().ceil() as usize);
+        // A tree has fewer than 2ψ nodes, and fewer than 2^(depth + 1); for the deepest
+        // limits that power does not fit a usize, and ψ alone bounds it.
+        let tree_nodes = 1usize
+            .checked_shl(max_depth as u32 + 1)
+            .map_or(2 * psi, |m| m.min(2 * psi));
         let mut master = ChaCha8Rng::seed_from_u64(self.seed);
         let mut forest = IsolationForest {
             n_features: d,
@@ -205,7 +210,7 @@ impl IsolationForestParams {
             extended: self.extended,
             norm: average_path_length(psi) as f32,
             roots: Vec::with_capacity(self.n_trees),
-            nodes: Vec::with_capacity(self.n_trees * (2 * psi).min(1 << (max_depth + 1))),
+            nodes: Vec::with_capacity(self.n_trees * tree_nodes),
             leaf_path: Vec::new(),
             steps: 0,
             hyper: Vec::new(),
@@ -1044,6 +1049,31 @@ mod tests {
         assert_eq!(average_path_length(2), 1.0);
         // c(256) from the closed form: 2(ln 255 + γ) − 2·255/256.
         assert!((average_path_length(256) - 10.244_770_920_116_851).abs() < 1e-9);
+    }
+
+    #[test]
+    fn every_depth_limit_in_range_fits_and_others_are_refused() {
+        let x = blob(300, 3, 2);
+        for d in [1, 62, 63, 64] {
+            let m = IsolationForestParams::new()
+                .n_trees(5)
+                .max_depth(Some(d))
+                .fit_array(x.view())
+                .unwrap_or_else(|e| panic!("max_depth {d}: {e}"));
+            assert_eq!(m.max_depth(), d);
+            assert!(m.score_row(&[0.0, 0.0, 0.0]).unwrap().is_finite());
+        }
+        for d in [0, 65, usize::MAX] {
+            let err = IsolationForestParams::new()
+                .max_depth(Some(d))
+                .fit_array(x.view())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("max_depth") && err.contains(&d.to_string()),
+                "{err}"
+            );
+        }
     }
 
     #[test]

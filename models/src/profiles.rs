@@ -180,6 +180,10 @@ impl BehaviourProfiles {
         if x.iter().any(|v| !v.is_finite()) {
             return Err(Error::InvalidInput("non-finite feature value".into()));
         }
+        // Row-major whatever came in (a copy only when it is not): rows are read as
+        // slices below, and the means are summed in the same order as for the same rows
+        // given row-major, so the profiles are the same too.
+        let x = x.as_standard_layout();
         let mean: Vec<f32> = x.mean_axis(Axis(0)).map(|m| m.to_vec()).unwrap_or_default();
         let scale: Vec<f32> = x
             .std_axis(Axis(0), 0.0)
@@ -269,7 +273,8 @@ impl BehaviourProfiles {
                 self.features.len()
             )));
         }
-        let mut z = x.to_owned();
+        // Row-major, so each row of the result is a slice for [`assign`](Self::assign).
+        let mut z = x.as_standard_layout().into_owned();
         for mut row in z.rows_mut() {
             for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
                 *v = (*v - m) / s;
@@ -555,6 +560,26 @@ mod tests {
         assert_eq!(fast.top[0].feature, "f_rate");
         assert!(fast.top[0].z > 1.0 && (fast.top[0].value - 10.0).abs() < 0.5);
         assert!(fast.to_string().contains("f_rate high"));
+    }
+
+    #[test]
+    fn column_major_input_gives_the_same_profiles() {
+        use ndarray::ShapeBuilder;
+        let (x, _) = data();
+        let p = ProfileParams {
+            k_max: 4,
+            silhouette_sample: 300,
+            ..ProfileParams::default()
+        };
+        let mut f = Array2::<f32>::zeros(x.raw_dim().f());
+        f.assign(&x);
+        assert!(f.as_slice().is_none() && f.t().as_slice().is_some());
+        let by_rows = BehaviourProfiles::fit(x.view(), &names(), &p).unwrap();
+        let by_cols = BehaviourProfiles::fit(f.view(), &names(), &p).unwrap();
+        assert_eq!(by_rows, by_cols);
+        let z = by_rows.standardise(f.view()).unwrap();
+        assert!(z.row(0).as_slice().is_some());
+        assert_eq!(z, by_rows.standardise(x.view()).unwrap());
     }
 
     /// Four behaviours in 3 features, one of them rare (2 % of the rows).

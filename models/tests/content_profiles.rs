@@ -339,6 +339,58 @@ fn profiles_round_trip_and_reject_other_versions() {
 }
 
 #[test]
+fn damaged_statistics_are_refused_with_the_field_named() {
+    let bytes = trained().to_bytes();
+    let spoil = |field: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let (template, t) = v["templates"]
+            .as_object_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|(_, t)| t["params"].get("q").is_some())
+            .expect("a template with a q parameter");
+        let template = template.clone();
+        t["params"]["q"][field] = value;
+        let err = ContentProfiles::from_bytes(&serde_json::to_vec(&v).unwrap())
+            .expect_err(field)
+            .to_string();
+        assert!(
+            err.contains(field) && err.contains("\"q\"") && err.contains(&template),
+            "{err}"
+        );
+    };
+    // A negative squared-deviation sum made the length variance negative and the
+    // length score NaN.
+    spoil("len_m2", serde_json::json!(-100.0));
+    spoil("len_mean", serde_json::json!(-1.0));
+    spoil("present", serde_json::json!(u64::MAX));
+    spoil("nonempty", serde_json::json!(u64::MAX));
+    spoil("class_present", serde_json::json!(vec![u64::MAX; 9]));
+    spoil("icd_sq", serde_json::json!([0.0, 0.0, -1.0, 0.0, 0.0, 0.0]));
+}
+
+#[test]
+fn the_missing_parameter_reported_is_the_most_present_then_the_first_by_name() {
+    // Every map has its own random order; fresh profiles each time would report any of
+    // the missing parameters if the map's order decided.
+    for _ in 0..16 {
+        let mut p = ContentProfiles::new(ContentConfig::default());
+        for i in 0..400 {
+            // `b` and `c` always, `a` in all but one request (still required).
+            let q = if i == 0 { "b=1&c=2" } else { "a=0&b=1&c=2" };
+            p.observe(&ContentRequest::new("GET", "/x", Some(q), None));
+        }
+        let s = p.score(&ContentRequest::new("GET", "/x", Some("a=0"), None));
+        assert_eq!(s.reason, ContentReason::MissingParam, "{s:?}");
+        assert_eq!(s.worst_param.as_deref(), Some("b"), "{s:?}");
+        let s = p.score(&ContentRequest::new("GET", "/x", None, None));
+        assert_eq!(s.worst_param.as_deref(), Some("b"), "{s:?}");
+        let s = p.score(&ContentRequest::new("GET", "/x", Some("b=1"), None));
+        assert_eq!(s.worst_param.as_deref(), Some("c"), "{s:?}");
+    }
+}
+
+#[test]
 fn the_same_training_gives_the_same_bytes() {
     // Each map hashes with its own random key; without a fixed order the two would list
     // the fixture's templates and parameters in different orders.

@@ -473,7 +473,31 @@ impl ContentProfiles {
         p.config
             .validate()
             .map_err(|e| Error::Corrupt(format!("content profiles: {e}")))?;
+        p.check()?;
         Ok(p)
+    }
+
+    /// Checks the learned statistics of profiles read from a file (see
+    /// [`ParamProfile::check`]); the error names the template, the parameter and the field.
+    fn check(&self) -> Result<()> {
+        for (template, t) in &self.templates {
+            for (name, pp) in &t.params {
+                let bad = if pp.present > t.requests {
+                    Some(format!(
+                        "present {} exceeds the template's requests {}",
+                        pp.present, t.requests
+                    ))
+                } else {
+                    pp.check().err()
+                };
+                if let Some(reason) = bad {
+                    return Err(Error::Corrupt(format!(
+                        "content profiles: template {template:?}, parameter {name:?}: {reason}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Number of templates profiled.
@@ -681,25 +705,32 @@ impl ContentProfiles {
         if let Some(t) = template.filter(|_| trained) {
             let missing_score = DEVIATION_WEIGHT * MISSING_PARAM;
             if missing_score > worst.score {
+                // Of several missing required parameters, the one most often present is
+                // reported, the first by name on a tie: the map's own order is random.
+                let mut found: Option<(&str, &ParamProfile)> = None;
                 for (name, pp) in &t.params {
                     if (pp.present as f64) < REQUIRED_SHARE * t.requests as f64 {
                         continue;
                     }
-                    let here = p.pairs.iter().any(|q| p.name(q) == name.as_bytes());
-                    if !here {
-                        worst = Worst {
-                            score: missing_score,
-                            reason: ContentReason::MissingParam,
-                            pair: None,
-                            missing: Some(name),
-                            stats: None,
-                            dev: Deviation::default(),
-                            evidence: SyntaxEvidence::default(),
-                            syntax_excess: 0.0,
-                            profile: Some(pp),
-                        };
-                        break;
+                    let better = found.is_none_or(|(n, q)| {
+                        pp.present > q.present || pp.present == q.present && name.as_str() < n
+                    });
+                    if better && !p.pairs.iter().any(|q| p.name(q) == name.as_bytes()) {
+                        found = Some((name, pp));
                     }
+                }
+                if let Some((name, pp)) = found {
+                    worst = Worst {
+                        score: missing_score,
+                        reason: ContentReason::MissingParam,
+                        pair: None,
+                        missing: Some(name),
+                        stats: None,
+                        dev: Deviation::default(),
+                        evidence: SyntaxEvidence::default(),
+                        syntax_excess: 0.0,
+                        profile: Some(pp),
+                    };
                 }
             }
         }

@@ -231,6 +231,44 @@ impl ParamProfile {
         }
     }
 
+    /// Checks a profile read from a file: the counts agree with each other and every sum
+    /// is finite and non-negative, so no score computed from it can be NaN. The error
+    /// names the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.present > self.n {
+            return Err(format!(
+                "present {} exceeds the values seen, n {}",
+                self.present, self.n
+            ));
+        }
+        if self.nonempty > self.n {
+            return Err(format!("nonempty {} exceeds n {}", self.nonempty, self.n));
+        }
+        if let Some(c) = self.class_present.iter().position(|&c| c > self.nonempty) {
+            return Err(format!(
+                "class_present[{c}] {} exceeds nonempty {}",
+                self.class_present[c], self.nonempty
+            ));
+        }
+        // Every term `observe` adds to these is non-negative (Welford's `len_m2` steps
+        // included: `d` and `len - mean` never differ in sign, even rounded), so any
+        // negative value, however small, is damage rather than rounding.
+        let sums = [
+            ("len_mean", &[self.len_mean][..]),
+            ("len_m2", &[self.len_m2][..]),
+            ("class_sum", &self.class_sum[..]),
+            ("class_sq", &self.class_sq[..]),
+            ("icd_sum", &self.icd_sum[..]),
+            ("icd_sq", &self.icd_sq[..]),
+        ];
+        for (field, xs) in sums {
+            if let Some(x) = xs.iter().find(|x| !(x.is_finite() && **x >= 0.0)) {
+                return Err(format!("{field} is {x}, not a finite non-negative number"));
+            }
+        }
+        Ok(())
+    }
+
     fn len_var(&self) -> f64 {
         if self.n > 1 {
             self.len_m2 / (self.n - 1) as f64
