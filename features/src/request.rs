@@ -627,6 +627,9 @@ impl Lexer {
                 }
             }
         } else if opening.is_some() {
+            // One search of the whole body first: most bodies hold no URL, and then each
+            // string costs only a look at its first byte.
+            let urls = find(body, b"://").is_some() || find(body, b"file:").is_some();
             let mut rest = body;
             while let Some(i) = memchr::memchr(b'"', rest) {
                 rest = &rest[i + 1..];
@@ -634,8 +637,7 @@ impl Lexer {
                 let v = &rest[..end];
                 // A URL, or a bare address (`"10.0.0.5"`, `"10.0.0.5:8080/x"`); the
                 // address check only runs for strings that start with a digit.
-                if find(v, b"://").is_some()
-                    || v.starts_with(b"file:")
+                if (urls && (find(v, b"://").is_some() || v.starts_with(b"file:")))
                     || (v.first().is_some_and(u8::is_ascii_digit) && is_ipv4(host_of(v)))
                 {
                     self.url_value(v, &mut out);

@@ -46,11 +46,12 @@ const SEED_UA: u64 = 5;
 
 /// Weight of one event in the per-endpoint size/latency statistics.
 const EP_ALPHA: f32 = 0.02;
-/// How far ahead of this machine's clock an event time may be (one day). A later one is
-/// a broken clock, not an event: taken at its word it would move the watermark a century
-/// on and every entity would go idle at once; it is scored at the watermark's time, like a
-/// missing timestamp, and counted in [`StateStats::bad_timestamps`].
-pub const MAX_AHEAD_OF_CLOCK_US: i64 = 86_400_000_000;
+/// How far ahead of this machine's clock an event time may be (one day; the decoders'
+/// bound, so batches they made never hold such a time). A later one is a broken clock,
+/// not an event: taken at its word it would move the watermark a century on and every
+/// entity would go idle at once; it is scored at the watermark's time, like a missing
+/// timestamp, and counted in [`StateStats::bad_timestamps`].
+pub const MAX_AHEAD_OF_CLOCK_US: i64 = gatewatch_ingest::batch::MAX_AHEAD_OF_CLOCK_US;
 
 /// Weight of one client bucket close in the population baselines.
 const POP_ALPHA: f32 = 0.01;
