@@ -215,7 +215,9 @@ pub struct KafkaSourceConfig {
         rename = "commit_interval_ms"
     )]
     pub commit_interval: Duration,
-    /// Where records that do not decode go; absent: they are only counted and logged.
+    /// Where records that do not decode go; absent: they are counted, and a warning names
+    /// one of them (reason, detail, topic, partition and offset) at most every
+    /// [`DEAD_LETTER_LOG_INTERVAL`] with how many there were since the last.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
 }
@@ -1099,6 +1101,40 @@ enum Ready {
     Done(SourceBatch),
 }
 
+/// Dead letters are reported in the log at most this often when no sink is configured.
+pub const DEAD_LETTER_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Dead letters with no sink to go to: counted, and one of them logged now and then so an
+/// operator can find the records (their offsets) without a flood of lines.
+#[derive(Default)]
+struct UnsunkDeadLetters {
+    since_last: u64,
+    last_logged: Option<Instant>,
+}
+
+impl UnsunkDeadLetters {
+    fn report(&mut self, letters: &[DeadLetter]) {
+        self.since_last += letters.len() as u64;
+        if self
+            .last_logged
+            .is_some_and(|t| t.elapsed() < DEAD_LETTER_LOG_INTERVAL)
+        {
+            return;
+        }
+        if let Some(d) = letters.first() {
+            tracing::warn!(
+                dead_letters = self.since_last,
+                reason = d.reason.name(),
+                detail = %d.detail,
+                at = %d.provenance,
+                "records that do not decode (no [kafka.dead_letter] sink: counted only); one of them named"
+            );
+        }
+        self.since_last = 0;
+        self.last_logged = Some(Instant::now());
+    }
+}
+
 /// Consumes access-log topics as a member of a consumer group; see the [module
 /// docs](self).
 pub struct KafkaSource {
@@ -1110,6 +1146,7 @@ pub struct KafkaSource {
     decode: DecodeThread,
     batching: Batching,
     sink: Option<Box<dyn DeadLetterSink>>,
+    unsunk: UnsunkDeadLetters,
     stop: StopHandle,
     seen_rebalances: u64,
     commit_interval: Duration,
@@ -1201,6 +1238,7 @@ impl KafkaSource {
             decode,
             batching,
             sink,
+            unsunk: UnsunkDeadLetters::default(),
             stop: StopHandle::new(),
             seen_rebalances: 0,
             commit_interval: config.commit_interval,
@@ -1314,10 +1352,12 @@ impl KafkaSource {
                     }
                 }
                 if let Ready::Done(batch) = front {
-                    if let Some(sink) = self.sink.as_mut()
-                        && !batch.decoded.dead_letters.is_empty()
-                    {
-                        sink.write(&batch.decoded.dead_letters)?;
+                    let letters = &batch.decoded.dead_letters;
+                    if !letters.is_empty() {
+                        match self.sink.as_mut() {
+                            Some(sink) => sink.write(letters)?,
+                            None => self.unsunk.report(letters),
+                        }
                     }
                     if batch.decoded.records() == 0 {
                         self.ready.pop_front();
@@ -2029,6 +2069,29 @@ mod tests {
                 offset: i as i64,
             },
         )
+    }
+
+    #[test]
+    fn dead_letters_without_a_sink_are_logged_at_most_once_an_interval() {
+        let mut u = UnsunkDeadLetters::default();
+        let letters: Vec<DeadLetter> = (0..3).map(dead_letter).collect();
+        // The first batch is logged at once: nothing is left to report.
+        u.report(&letters);
+        assert_eq!(u.since_last, 0);
+        let first = u.last_logged.expect("logged");
+        // Later batches within the interval are only counted, for the next line.
+        u.report(&letters);
+        u.report(&letters[..1]);
+        assert_eq!(u.since_last, 4);
+        assert_eq!(u.last_logged, Some(first));
+        // Once the interval has passed, the next batch logs the count with it.
+        u.last_logged = Instant::now().checked_sub(DEAD_LETTER_LOG_INTERVAL);
+        u.report(&letters[..1]);
+        assert_eq!(u.since_last, 0);
+        assert!(
+            u.last_logged
+                .is_some_and(|t| t.elapsed() < DEAD_LETTER_LOG_INTERVAL)
+        );
     }
 
     #[test]
