@@ -80,8 +80,9 @@
 //! [`Format`](gatewatch_ingest::Format), with exactly the field names the gatewatch
 //! decoders read (`label=`/`client=` tokens after nginx's timings in `combined` and
 //! `common`; a top-level `label` in the JSON formats). Rendering appends to a reused
-//! `Vec<u8>` and allocates nothing but that buffer's growth. [`SimEvent::to_access_event`] gives the canonical
-//! event directly, for feeding Arrow batches without rendering and decoding text.
+//! `Vec<u8>` and allocates nothing but that buffer's growth.
+//! [`SimEvent::to_access_event`] gives the canonical event directly, for feeding Arrow
+//! batches without rendering and decoding text.
 //!
 //! ```
 //! use gatewatch_ingest::Format;
