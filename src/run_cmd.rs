@@ -205,15 +205,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 {
                     last_flush = Instant::now();
                     batches_since_commit = 0;
-                    let commit = Processed {
-                        events: None,
-                        alerts: Vec::new(),
-                        ack: None,
-                        checkpoint: Some(snapshot(&engine)?),
-                        commit: true,
-                        inventory: None,
-                        started: Instant::now(),
-                    };
+                    let commit = Processed::no_batch(Some(snapshot(&engine)?), true, None);
                     if to_sink.send(commit).is_err() {
                         // The sink stopped on an error; joining it below reports that error.
                         break;
@@ -348,17 +340,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     // acknowledges everything queued. After an error the last batch's alerts may not
     // have gone out: the checkpoint on disk stays the one of the last commit, so the
     // replay raises them again.
-    let last = Processed {
-        events: None,
-        alerts: Vec::new(),
-        ack: None,
-        checkpoint: snapshot(&engine)
+    let last = Processed::no_batch(
+        snapshot(&engine)
             .map_err(|e| tracing::warn!("at shutdown: {e:#}"))
             .ok(),
-        commit: result.is_ok(),
-        inventory: Some(engine.features().inventory().to_record_batch()),
-        started: Instant::now(),
-    };
+        result.is_ok(),
+        Some(engine.features().inventory().to_record_batch()),
+    );
     let _ = to_sink.send(last);
     drop(to_sink);
     let alert_result = match alerter.join() {
@@ -431,6 +419,26 @@ struct Processed {
     inventory: Option<arrow::record_batch::RecordBatch>,
     /// When the batch left the source.
     started: Instant,
+}
+
+impl Processed {
+    /// A message that carries no batch: a commit (with the checkpoint to write), the
+    /// inventory, or both.
+    fn no_batch(
+        checkpoint: Option<Vec<u8>>,
+        commit: bool,
+        inventory: Option<arrow::record_batch::RecordBatch>,
+    ) -> Self {
+        Processed {
+            events: None,
+            alerts: Vec::new(),
+            ack: None,
+            checkpoint,
+            commit,
+            inventory,
+            started: Instant::now(),
+        }
+    }
 }
 
 /// The sink thread: appends batches whose alerts are delivered to the store, writes

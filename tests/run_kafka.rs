@@ -96,6 +96,24 @@ suppress = [{{ entity = "svc-*", category = "bola", reason = "internal services"
     path
 }
 
+/// Runs `gatewatch simulate --format kong` with `seed_and_start` and `amount`, producing
+/// to `topic`, and fails the test unless it succeeded.
+fn simulate_to(brokers: &str, topic: &str, seed_and_start: &[&str], amount: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+        .env_remove("GATEWATCH_CONFIG")
+        .args(["simulate", "--format", "kong"])
+        .args(seed_and_start)
+        .args(amount)
+        .args(["--kafka-brokers", brokers, "--kafka-topic", topic])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn start_run(config: &Path, data_dir: &Path, port: u16) -> Child {
     start_run_idle(config, data_dir, port, "8s")
 }
@@ -229,32 +247,18 @@ fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
     admin::create_topic(&brokers, &input, 3, Duration::from_secs(30)).unwrap();
 
     // Half an hour of a shop's traffic with the fast scenarios mixed in.
-    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
-        .env_remove("GATEWATCH_CONFIG")
-        .args([
-            "simulate",
-            "--format",
-            "kong",
-            "--seed",
-            "5",
-            "--start",
-            "2026-01-05T09:00:00Z",
-        ])
-        .args([
+    simulate_to(
+        &brokers,
+        &input,
+        &["--seed", "5", "--start", "2026-01-05T09:00:00Z"],
+        &[
             "--duration",
             "30m",
             "--sim-rate",
             "100",
             "--scenarios",
             SCENARIOS,
-        ])
-        .args(["--kafka-brokers", &brokers, "--kafka-topic", &input])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
 
     // Reference: one uninterrupted run.
@@ -404,19 +408,11 @@ fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
 
 /// Produces about a minute of simulated traffic (seed `seed`) to `topic`.
 fn produce_minute(brokers: &str, topic: &str, seed: &str, start: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
-        .env_remove("GATEWATCH_CONFIG")
-        .args([
-            "simulate", "--format", "kong", "--seed", seed, "--start", start,
-        ])
-        .args(["--duration", "1m", "--sim-rate", "20"])
-        .args(["--kafka-brokers", brokers, "--kafka-topic", topic])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    simulate_to(
+        brokers,
+        topic,
+        &["--seed", seed, "--start", start],
+        &["--duration", "1m", "--sim-rate", "20"],
     );
 }
 

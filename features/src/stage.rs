@@ -586,12 +586,7 @@ impl FeatureStage {
     /// Appends the feature columns to `batch` (see `FEATURES.md`).
     pub fn process(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
         let cols = Columns::of(batch)?;
-        self.latest_allowed_t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(i64::MAX, |d| {
-                i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-            })
-            .saturating_add(MAX_AHEAD_OF_CLOCK_US);
+        self.latest_allowed_t = gatewatch_ingest::batch::latest_accepted_time_us();
         let rows = batch.num_rows();
         let nf = self.names.len();
         let mut out: Vec<Vec<f32>> = (0..nf).map(|_| Vec::with_capacity(rows)).collect();

@@ -155,7 +155,9 @@ impl BatchDecoder {
         }
         let ev = self.decoder.decode(text)?;
         // Checked before appending, so a refused record leaves no row behind.
-        let latest = *self.latest_time_us.get_or_insert_with(latest_time_now);
+        let latest = *self
+            .latest_time_us
+            .get_or_insert_with(latest_accepted_time_us);
         if ev.timestamp_us > latest {
             return Err(DecodeError::new(
                 Reason::BadTimestamp,
@@ -184,8 +186,10 @@ impl BatchDecoder {
     }
 }
 
-/// The latest event time accepted now: this machine's clock plus [`MAX_AHEAD_OF_CLOCK_US`].
-fn latest_time_now() -> i64 {
+/// The latest event time accepted now: this machine's clock plus [`MAX_AHEAD_OF_CLOCK_US`],
+/// in microseconds. The decoders, the feature stage and the scoring stage all judge event
+/// times by it.
+pub fn latest_accepted_time_us() -> i64 {
     // A clock before 1970 reads as 1970: records are then checked against a day after it.
     let now_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)

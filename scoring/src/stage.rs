@@ -50,12 +50,7 @@ impl ScoringStage {
         let n = scored.batch.num_rows();
         // Times further ahead of this machine's clock than decoders accept are a broken
         // clock, not the present: they must not close every incident at once.
-        let latest_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(i64::MAX, |d| {
-                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-            })
-            .saturating_add(gatewatch_ingest::batch::MAX_AHEAD_OF_CLOCK_US / 1000);
+        let latest_ms = gatewatch_ingest::batch::latest_accepted_time_us() / 1000;
         let mut ids = StringBuilder::with_capacity(n, scored.candidates.len() * 32);
         let mut alerts = Vec::new();
         let mut next = 0usize;
