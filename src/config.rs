@@ -115,6 +115,12 @@ pub struct InputConfig {
     /// Longest record accepted, in bytes; longer ones are `too_large` dead letters.
     /// Default 1 MiB.
     pub max_record_bytes: usize,
+    /// How many `X-Forwarded-For` entries, counted from the right, your own proxies
+    /// appended (load balancers, and the gateway when it appends): the client is the entry
+    /// this many places from the right (the leftmost of a shorter list); entries further
+    /// left come from the client and are never used. 0 ignores the header and takes the
+    /// connection's address. Default 1. For `envoy` logs, and `json` with `forwarded_for`.
+    pub trusted_proxy_hops: usize,
 }
 
 impl Default for InputConfig {
@@ -122,6 +128,7 @@ impl Default for InputConfig {
         Self {
             format: Format::Combined,
             max_record_bytes: gatewatch_ingest::batch::DEFAULT_MAX_RECORD_BYTES,
+            trusted_proxy_hops: gatewatch_ingest::DecodeOptions::default().trusted_proxy_hops,
         }
     }
 }
@@ -177,6 +184,15 @@ impl Config {
         Ok(config)
     }
 
+    /// What the decoders need from the configuration: `[json_fields]` and
+    /// `[input] trusted_proxy_hops`.
+    pub fn decode_options(&self) -> gatewatch_ingest::DecodeOptions {
+        gatewatch_ingest::DecodeOptions {
+            json_fields: self.json_fields.clone(),
+            trusted_proxy_hops: self.input.trusted_proxy_hops,
+        }
+    }
+
     /// Checks values the types alone cannot, naming the bad key.
     pub fn validate(&self) -> Result<()> {
         self.batch.validate().map_err(anyhow::Error::msg)?;
@@ -184,6 +200,13 @@ impl Config {
             .validate()
             .map_err(|e| anyhow::anyhow!("json_fields: {e}"))?;
         self.kafka.validate().map_err(anyhow::Error::msg)?;
+        if self.input.trusted_proxy_hops > gatewatch_ingest::decode::MAX_TRUSTED_PROXY_HOPS {
+            bail!(
+                "input.trusted_proxy_hops must be at most {}, got {}",
+                gatewatch_ingest::decode::MAX_TRUSTED_PROXY_HOPS,
+                self.input.trusted_proxy_hops
+            );
+        }
         if self.input.max_record_bytes < 256 || self.input.max_record_bytes > 64 << 20 {
             bail!(
                 "input.max_record_bytes must be between 256 and 67108864, got {}",
@@ -391,5 +414,19 @@ mod tests {
         assert!(format!("{e:#}").contains("batch.max_rows"), "{e:#}");
         let e = Config::from_parts("[json_fields]\nbogus = [\"a\"]\n", "t.toml", &[]).unwrap_err();
         assert!(format!("{e:#}").contains("bogus"), "{e:#}");
+        let e =
+            Config::from_parts("[input]\ntrusted_proxy_hops = 99\n", "t.toml", &[]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("input.trusted_proxy_hops"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_hops_reach_the_decoders() {
+        assert_eq!(Config::default().decode_options().trusted_proxy_hops, 1);
+        let v = vars(&[("GATEWATCH__INPUT__TRUSTED_PROXY_HOPS", "2")]);
+        let c = Config::from_parts("", "t.toml", &v).unwrap();
+        assert_eq!(c.decode_options().trusted_proxy_hops, 2);
     }
 }

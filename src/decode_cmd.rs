@@ -65,7 +65,7 @@ fn parse_format(s: &str) -> Result<Format, String> {
 /// Runs the command.
 pub fn run(args: DecodeArgs, config: &Config) -> Result<()> {
     let format = args.format.unwrap_or(config.input.format);
-    let decoder = decoder_for(format, &config.json_fields).map_err(anyhow::Error::msg)?;
+    let decoder = decoder_for(format, &config.decode_options()).map_err(anyhow::Error::msg)?;
     let files = if args.files.is_empty() {
         vec!["-".to_owned()]
     } else {

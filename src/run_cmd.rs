@@ -123,7 +123,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         tracing::warn!("alerts.topic is empty and alerts.file unset: alerts are only counted");
     }
 
-    let mut source = KafkaSource::new(&config.kafka, config.batch, &config.json_fields)
+    let mut source = KafkaSource::new(&config.kafka, config.batch, &config.decode_options())
         .context("starting the Kafka source")?;
     let stop = source.stop_handle();
     let acker = source.acker();

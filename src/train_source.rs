@@ -167,7 +167,7 @@ impl KafkaReader {
                 .unwrap_or(0)
         );
         kafka.auto_offset_reset = gatewatch_ingest::source::kafka::OffsetReset::Earliest;
-        let source = KafkaSource::new(&kafka, config.batch, &config.json_fields)
+        let source = KafkaSource::new(&kafka, config.batch, &config.decode_options())
             .with_context(|| format!("reading Kafka topic {topic} from {}", kafka.brokers))?;
         Ok(KafkaReader {
             source: Some(source),

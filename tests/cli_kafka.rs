@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gatewatch_ingest::source::kafka::{KafkaSource, KafkaSourceConfig, TopicConfig};
 use gatewatch_ingest::source::{Batching, admin};
-use gatewatch_ingest::{Format, JsonFieldMapping};
+use gatewatch_ingest::Format;
 
 #[test]
 fn simulate_produces_to_kafka_and_every_record_decodes() {
@@ -55,8 +55,7 @@ fn simulate_produces_to_kafka_and_every_record_decodes() {
         }],
         ..KafkaSourceConfig::default()
     };
-    let mut source =
-        KafkaSource::new(&cfg, Batching::default(), &JsonFieldMapping::default()).unwrap();
+    let mut source = KafkaSource::new(&cfg, Batching::default(), &Default::default()).unwrap();
     let acker = source.acker();
     let (mut events, mut dead, mut attacks) = (0, 0, 0);
     let deadline = Instant::now() + Duration::from_secs(60);

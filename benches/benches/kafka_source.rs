@@ -62,7 +62,7 @@ use gatewatch_ingest::source::kafka::{
     DEFAULT_FETCH_QUEUE_BACKOFF, KafkaSource, KafkaSourceConfig, TopicConfig,
 };
 use gatewatch_ingest::source::{Batching, admin};
-use gatewatch_ingest::{Format, JsonFieldMapping};
+use gatewatch_ingest::Format;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -404,7 +404,7 @@ fn read_with_source(
         ..Batching::default()
     };
     let mut source =
-        KafkaSource::new(&config, batching, &JsonFieldMapping::default()).expect("kafka source");
+        KafkaSource::new(&config, batching, &Default::default()).expect("kafka source");
     let acker = source.acker();
     let mut records = 0;
     let mut events = 0;

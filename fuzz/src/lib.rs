@@ -9,7 +9,7 @@
 use gatewatch_ingest::dead_letter::MAX_DEAD_LETTER_RAW_BYTES;
 use gatewatch_ingest::schema::col;
 use gatewatch_ingest::{
-    BatchDecoder, Format, JsonFieldMapping, Provenance, Reason, access_event_schema, decoder_for,
+    BatchDecoder, Format, Provenance, Reason, access_event_schema, decoder_for,
 };
 
 /// Largest record the fuzz targets accept, far below the 1 MiB default, so a run spends
@@ -19,7 +19,7 @@ const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// Decodes `data` as `format` and checks that every record became exactly one event or
 /// one dead letter with a reason. Panics (a crash for libFuzzer) on any violation.
 pub fn run(format: Format, data: &[u8]) {
-    let decoder = decoder_for(format, &JsonFieldMapping::default()).expect("decoder");
+    let decoder = decoder_for(format, &Default::default()).expect("decoder");
     let mut batch = BatchDecoder::new(decoder, 16).with_max_record_bytes(MAX_RECORD_BYTES);
 
     let mut records: Vec<&[u8]> = vec![data];

@@ -25,7 +25,7 @@ use std::str::FromStr;
 
 pub use batch::{BatchDecoder, DecodedBatch};
 pub use dead_letter::{DeadLetter, DeadLetterCounts, DecodeError, Reason};
-pub use decode::{Decoder, JsonFieldMapping, decoder_for};
+pub use decode::{DecodeOptions, Decoder, JsonFieldMapping, decoder_for};
 pub use provenance::{OwnedProvenance, Provenance};
 pub use schema::{AccessEvent, EventBuilder, access_event_schema};
 

@@ -9,7 +9,7 @@
 //! |---|---|---|---|
 //! | `timestamp` | Timestamp(µs, UTC) | `@timestamp` | when the request was received (event time) |
 //! | `log_format` | Dictionary(Int8, Utf8) | `event.dataset` | decoder that produced the row (`combined`, `kong`, …) |
-//! | `source_ip` | Utf8 | `source.ip` | client address as logged (first `X-Forwarded-For` hop when the format gives one) |
+//! | `source_ip` | Utf8 | `source.ip` | client address as logged; from `X-Forwarded-For`, the entry `[input] trusted_proxy_hops` places from the right (see `DecodeOptions`) |
 //! | `client_id` | Utf8 | `user.id` | authenticated identity: API key id, consumer, user, JWT subject; null when the log has none |
 //! | `http_request_method` | Dictionary(Int32, Utf8) | `http.request.method` | upper-cased method |
 //! | `url_domain` | Dictionary(Int32, Utf8) | `url.domain` | `Host` / authority |

@@ -19,7 +19,7 @@ use gatewatch_ingest::schema::{
     MAX_BODY_BYTES, MAX_FIELD_BYTES, MAX_PATH_BYTES, MAX_QUERY_BYTES, col,
 };
 use gatewatch_ingest::{
-    AccessEvent, BatchDecoder, DecodedBatch, EventBuilder, Format, JsonFieldMapping,
+    AccessEvent, BatchDecoder, DecodeOptions, DecodedBatch, EventBuilder, Format, JsonFieldMapping,
     OwnedProvenance, Provenance, Reason, access_event_schema, decoder_for,
 };
 
@@ -191,7 +191,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn batch_decoder(format: Format) -> BatchDecoder {
     BatchDecoder::new(
-        decoder_for(format, &JsonFieldMapping::default()).expect("decoder"),
+        decoder_for(format, &Default::default()).expect("decoder"),
         16,
     )
 }
@@ -532,7 +532,8 @@ fn envoy_fixture() {
                 request_id: s("5f2b8c1e-7d3a-4e9f-b6c0-2a4d6e8f0b1c"),
                 ..b(1, T0 + 250 * MS)
             },
-            // Every value a string, `-` for unset; first X-Forwarded-For hop wins.
+            // Every value a string, `-` for unset; the rightmost X-Forwarded-For entry
+            // (one trusted proxy hop, the default) wins over the one the client wrote.
             Row {
                 source_ip: s("203.0.113.77"),
                 method: s("POST"),
@@ -578,6 +579,65 @@ fn envoy_fixture() {
             },
         ],
     );
+}
+
+/// The client of an Envoy record with `x_forwarded_for` = `xff` (and a connection from
+/// 10.0.0.2), decoded with `hops` trusted proxy hops.
+fn envoy_client(xff: &str, hops: usize) -> Option<String> {
+    let line = format!(
+        r#"{{"start_time":"2024-03-05T10:15:30Z","method":"GET","path":"/a","response_code":200,"x_forwarded_for":"{xff}","downstream_remote_address":"10.0.0.2:40001"}}"#
+    );
+    let options = DecodeOptions {
+        trusted_proxy_hops: hops,
+        ..DecodeOptions::default()
+    };
+    let mut dec = BatchDecoder::new(decoder_for(Format::Envoy, &options).unwrap(), 4);
+    dec.push(line.as_bytes(), &Provenance::File { path: "t", line: 1 });
+    let batch = dec.finish();
+    assert!(batch.dead_letters.is_empty(), "{:?}", batch.dead_letters);
+    rows(&batch.events).remove(0).source_ip
+}
+
+#[test]
+fn the_client_is_the_forwarded_for_entry_of_the_last_trusted_hop() {
+    let ip = |v: &str| Some(v.to_string());
+    // One trusted hop (the default): the rightmost entry, whatever the client prepended.
+    assert_eq!(DecodeOptions::default().trusted_proxy_hops, 1);
+    assert_eq!(
+        envoy_client("198.18.0.9, 203.0.113.77", 1),
+        ip("203.0.113.77")
+    );
+    assert_eq!(
+        envoy_client("1.1.1.1,2.2.2.2,203.0.113.77", 1),
+        ip("203.0.113.77")
+    );
+    // Two hops: a load balancer appended the client, the gateway appended the balancer.
+    assert_eq!(
+        envoy_client("198.18.0.9, 203.0.113.77, 10.0.0.2", 2),
+        ip("203.0.113.77")
+    );
+    // A list shorter than the trusted hops was written by trusted proxies alone.
+    assert_eq!(envoy_client("203.0.113.77", 3), ip("203.0.113.77"));
+    // Ports and brackets come off; IPv6 entries stay whole.
+    assert_eq!(
+        envoy_client("198.18.0.9, 203.0.113.77:5123", 1),
+        ip("203.0.113.77")
+    );
+    assert_eq!(envoy_client("[2001:db8::7]:443", 1), ip("2001:db8::7"));
+    assert_eq!(envoy_client("x, 2001:db8::7", 1), ip("2001:db8::7"));
+    // 0 hops, or an empty trusted entry: the connection's address.
+    assert_eq!(envoy_client("198.18.0.9, 203.0.113.77", 0), ip("10.0.0.2"));
+    assert_eq!(envoy_client("198.18.0.9, ", 1), ip("10.0.0.2"));
+}
+
+#[test]
+fn too_many_trusted_proxy_hops_are_refused_by_name() {
+    let options = DecodeOptions {
+        trusted_proxy_hops: gatewatch_ingest::decode::MAX_TRUSTED_PROXY_HOPS + 1,
+        ..DecodeOptions::default()
+    };
+    let err = decoder_for(Format::Envoy, &options).err().expect("refused");
+    assert!(err.contains("trusted_proxy_hops = 33"), "{err}");
 }
 
 #[test]
@@ -906,7 +966,10 @@ fn json_field_mapping_overrides_client_id_and_latency() {
         r#"{"client_id": ["auth.sub", "apiKey"], "latency_ms": ["timing.total_ms"]}"#,
     )
     .unwrap();
-    let mut dec = BatchDecoder::new(decoder_for(Format::Json, &mapping).unwrap(), 4);
+    let mut dec = BatchDecoder::new(
+        decoder_for(Format::Json, &mapping.clone().into()).unwrap(),
+        4,
+    );
     let records = [
         // Both override paths present: the first wins; ECS user.id and event.duration
         // are replaced, not fallbacks.
@@ -944,7 +1007,9 @@ fn json_field_mapping_overrides_client_id_and_latency() {
         (r#"{"client_id": ["auth..sub"]}"#, "empty segment"),
     ] {
         let m: JsonFieldMapping = serde_json::from_str(bad).unwrap();
-        let err = decoder_for(Format::Json, &m).err().expect(bad);
+        let err = decoder_for(Format::Json, &m.clone().into())
+            .err()
+            .expect(bad);
         assert!(err.contains(needle), "{bad}: {err}");
     }
 }
@@ -989,7 +1054,7 @@ fn long_strings_are_cut_at_char_boundaries() {
 fn dictionary_columns_hold_100k_distinct_user_agents() {
     const N: usize = 100_000;
     let mut dec = BatchDecoder::new(
-        decoder_for(Format::Combined, &JsonFieldMapping::default()).unwrap(),
+        decoder_for(Format::Combined, &Default::default()).unwrap(),
         N,
     );
     let mut line = String::new();
@@ -1309,7 +1374,7 @@ fn real_apache_log_decodes_when_present() {
         return;
     };
     let mut dec = BatchDecoder::new(
-        decoder_for(Format::Combined, &JsonFieldMapping::default()).unwrap(),
+        decoder_for(Format::Combined, &Default::default()).unwrap(),
         10_000,
     );
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {

@@ -303,7 +303,7 @@ fn delivers_decoded_records_with_provenance() {
         &unique("group"),
         &[(&json_topic, Format::Json), (&clf_topic, Format::Combined)],
     );
-    let mut source = KafkaSource::new(&cfg, batching(1000, 300), &json_fields()).unwrap();
+    let mut source = KafkaSource::new(&cfg, batching(1000, 300), &json_fields().into()).unwrap();
     let batches = collect(&mut source, sent.len(), Duration::from_secs(60));
 
     let mut seen = BTreeSet::new();
@@ -329,7 +329,8 @@ fn delivers_decoded_records_with_provenance() {
             assert!(seen.insert((topic.to_owned(), part, off)), "row twice");
 
             // The same bytes decoded locally, with the provenance the producer reported.
-            let mut local = BatchDecoder::new(decoder_for(*format, &json_fields()).unwrap(), 1);
+            let mut local =
+                BatchDecoder::new(decoder_for(*format, &json_fields().into()).unwrap(), 1);
             assert!(local.push(
                 raw.as_bytes(),
                 &Provenance::Kafka {
@@ -420,8 +421,8 @@ struct Member {
 
 impl Member {
     fn start(cfg: KafkaSourceConfig) -> Self {
-        let source = KafkaSource::new(&cfg, batching(100, 100), &JsonFieldMapping::default())
-            .expect("second member");
+        let source =
+            KafkaSource::new(&cfg, batching(100, 100), &Default::default()).expect("second member");
         let stop = source.stop_handle();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let assignment = Arc::new(Mutex::new(Vec::new()));
@@ -506,7 +507,7 @@ fn takeover(brokers: &str, cooperative: bool) {
 
     let mut a_cfg = cfg.clone();
     a_cfg.commit_interval = Duration::from_secs(60);
-    let mut a = KafkaSource::new(&a_cfg, batching(100, 100), &JsonFieldMapping::default()).unwrap();
+    let mut a = KafkaSource::new(&a_cfg, batching(100, 100), &Default::default()).unwrap();
     let acker = a.acker();
     let deadline = Instant::now() + Duration::from_secs(60);
     while a.assignment() != all {
@@ -732,7 +733,7 @@ fn commits_only_acknowledged_batches() {
     let cfg = config(&brokers, &group, &[(&topic, Format::Combined)]);
 
     // Batches of five; a long linger so they close on size.
-    let mut a = KafkaSource::new(&cfg, batching(5, 5000), &JsonFieldMapping::default()).unwrap();
+    let mut a = KafkaSource::new(&cfg, batching(5, 5000), &Default::default()).unwrap();
     let batches = collect(&mut a, 30, Duration::from_secs(60));
     let ranges: Vec<Vec<i64>> = batches
         .iter()
@@ -789,7 +790,7 @@ fn commits_only_acknowledged_batches() {
 
     // A new member of the group resumes at offset 10: batch 2 and the acknowledged but
     // uncommitted batch 3 come again, batches 0 and 1 do not.
-    let mut b = KafkaSource::new(&cfg, batching(5, 5000), &JsonFieldMapping::default()).unwrap();
+    let mut b = KafkaSource::new(&cfg, batching(5, 5000), &Default::default()).unwrap();
     let again = collect(&mut b, 20, Duration::from_secs(60));
     let offsets: Vec<i64> = again
         .iter()
@@ -830,7 +831,7 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
     let mut cfg = config(&brokers, &group, &[(&topic, Format::Json)]);
     cfg.commit_interval = Duration::from_secs(60);
     cfg.dead_letter = Some(DeadLetterConfig::Topic { topic: dlq.clone() });
-    let mut source = KafkaSource::new(&cfg, batching(100, 300), &json_fields()).unwrap();
+    let mut source = KafkaSource::new(&cfg, batching(100, 300), &json_fields().into()).unwrap();
     let batches = collect(&mut source, 4, Duration::from_secs(60));
     let events: usize = batches.iter().map(|b| b.decoded.events.num_rows()).sum();
     assert_eq!(events, 1);
@@ -934,8 +935,7 @@ fn batches_come_out_in_order_when_decoding_falls_behind() {
         produce(&p, &topic, 0, "k", Some(line.as_bytes()));
     }
     let cfg = config(&brokers, &group, &[(&topic, Format::Combined)]);
-    let mut source =
-        KafkaSource::new(&cfg, batching(7, 5000), &JsonFieldMapping::default()).unwrap();
+    let mut source = KafkaSource::new(&cfg, batching(7, 5000), &Default::default()).unwrap();
     let acker = source.acker();
     let mut offsets = Vec::new();
     let mut dead = Vec::new();
@@ -992,8 +992,7 @@ fn reports_consumer_lag_from_statistics() {
     let mut cfg = config(&brokers, &group, &[(&topic, Format::Combined)]);
     cfg.properties
         .insert("statistics.interval.ms".into(), "100".into());
-    let mut source =
-        KafkaSource::new(&cfg, batching(50, 50), &JsonFieldMapping::default()).unwrap();
+    let mut source = KafkaSource::new(&cfg, batching(50, 50), &Default::default()).unwrap();
     assert_eq!(source.lag(), None, "unknown before the first statistics");
     let wait_for = |source: &mut KafkaSource, want: i64| {
         let deadline = Instant::now() + Duration::from_secs(30);

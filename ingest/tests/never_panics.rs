@@ -11,7 +11,7 @@
 use gatewatch_ingest::dead_letter::MAX_DEAD_LETTER_RAW_BYTES;
 use gatewatch_ingest::schema::{MAX_PATH_BYTES, col};
 use gatewatch_ingest::{
-    BatchDecoder, Format, JsonFieldMapping, Provenance, Reason, access_event_schema, decoder_for,
+    BatchDecoder, Format, Provenance, Reason, access_event_schema, decoder_for,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -52,7 +52,7 @@ fn any_format() -> impl Strategy<Value = Format> {
 
 fn batch_decoder(format: Format) -> BatchDecoder {
     BatchDecoder::new(
-        decoder_for(format, &JsonFieldMapping::default()).expect("decoder"),
+        decoder_for(format, &Default::default()).expect("decoder"),
         8,
     )
 }

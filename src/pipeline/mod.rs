@@ -20,15 +20,18 @@ pub fn labelled_file_source(
     label_field: Option<&str>,
     config: &Config,
 ) -> Result<FileSource> {
-    let mut fields = config.json_fields.clone();
+    let mut options = config.decode_options();
     if let Some(f) = label_field.filter(|f| *f != "label") {
         if format != Format::Json {
             bail!("--label-field applies to the json format; {format} logs carry `label=` tokens");
         }
-        fields.0.insert("label".into(), vec![f.to_string()]);
-        fields.validate().map_err(anyhow::Error::msg)?;
+        options
+            .json_fields
+            .0
+            .insert("label".into(), vec![f.to_string()]);
+        options.json_fields.validate().map_err(anyhow::Error::msg)?;
     }
-    let decoder = decoder_for(format, &fields).map_err(anyhow::Error::msg)?;
+    let decoder = decoder_for(format, &options).map_err(anyhow::Error::msg)?;
     Ok(FileSource::open(
         inputs.to_vec(),
         BatchDecoder::new(decoder, config.batch.max_rows)

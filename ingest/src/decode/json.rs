@@ -28,7 +28,7 @@ pub enum Field {
     SourceIp,
     /// `ip:port` / `[v6]:port` of the peer; the port is dropped.
     RemoteAddr,
-    /// `X-Forwarded-For` list; the first hop is the client.
+    /// `X-Forwarded-For` list; which entry is the client depends on the trusted hops.
     ForwardedFor,
     /// Client identity.
     ClientId,
@@ -369,6 +369,8 @@ pub struct JsonDecoder {
     /// Human list of the timestamp paths, for the missing-field message.
     timestamp_paths: String,
     path_paths: String,
+    /// See [`DecodeOptions::trusted_proxy_hops`](super::DecodeOptions::trusted_proxy_hops).
+    trusted_proxy_hops: usize,
 }
 
 impl JsonDecoder {
@@ -440,8 +442,30 @@ impl JsonDecoder {
             } else {
                 list(&[Path, Target])
             },
+            trusted_proxy_hops: 1,
         })
     }
+
+    /// The same decoder taking the client from `hops` trusted `X-Forwarded-For` entries
+    /// (see [`DecodeOptions::trusted_proxy_hops`](super::DecodeOptions::trusted_proxy_hops)).
+    pub fn with_trusted_proxy_hops(mut self, hops: usize) -> Self {
+        self.trusted_proxy_hops = hops;
+        self
+    }
+}
+
+/// The client's entry of an `X-Forwarded-For` list when the rightmost `hops` entries were
+/// appended by trusted proxies: the entry `hops` places from the right, or the leftmost of
+/// a shorter list; without its port. `None` when `hops` is 0 or the entry is empty.
+fn forwarded_client(list: &str, hops: usize) -> Option<&str> {
+    let skip = hops.checked_sub(1)?;
+    let mut entries = list.rsplit(',');
+    let mut client = entries.next()?;
+    for e in entries.take(skip) {
+        client = e;
+    }
+    let client = strip_port(client.trim());
+    (!client.is_empty()).then_some(client)
 }
 
 use super::short;
@@ -686,8 +710,10 @@ impl Decoder for JsonDecoder {
             }
         }
         if ev.source_ip.is_none() {
+            let hops = self.trusted_proxy_hops;
             ev.source_ip = forwarded
-                .map(|f| cow_map(f, |s| s.split(',').next().unwrap_or(s).trim()))
+                .filter(|f| forwarded_client(f, hops).is_some())
+                .map(|f| cow_map(f, |s| forwarded_client(s, hops).unwrap_or(s)))
                 .or_else(|| remote.map(|r| cow_map(r, strip_port)));
         }
         for (_, id) in caps.multi.drain(..) {

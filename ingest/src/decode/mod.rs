@@ -28,14 +28,69 @@ pub(crate) fn short(s: &str) -> &str {
     crate::schema::truncate_str(s, 64)
 }
 
-/// Builds the decoder for `format`. `json_fields` customises the generic `json` decoder.
-pub fn decoder_for(
-    format: Format,
-    json_fields: &JsonFieldMapping,
-) -> Result<Box<dyn Decoder>, String> {
+/// Most proxy hops [`DecodeOptions::trusted_proxy_hops`] accepts; a longer chain of one's
+/// own proxies is a configuration mistake.
+pub const MAX_TRUSTED_PROXY_HOPS: usize = 32;
+
+/// What decoders need besides the format: the generic `json` format's field mapping, and
+/// which `X-Forwarded-For` entry names the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Customises the generic `json` decoder; other formats ignore it.
+    pub json_fields: JsonFieldMapping,
+    /// How many `X-Forwarded-For` entries, counted from the right, were appended by
+    /// proxies the operator runs (load balancers, and the gateway itself when it appends).
+    /// The client address is the leftmost of those: the entry this many places from the
+    /// right, or the leftmost entry when the list is shorter. Entries further left were
+    /// sent by the client and can be anything, so they are never used. 0 ignores
+    /// `X-Forwarded-For` and takes the connection's remote address. Default 1 (the
+    /// rightmost entry, written by the proxy in front of the gateway).
+    ///
+    /// Applies to formats that log both (`envoy`, and `json` with `forwarded_for` mapped).
+    pub trusted_proxy_hops: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            json_fields: JsonFieldMapping::default(),
+            trusted_proxy_hops: 1,
+        }
+    }
+}
+
+impl From<JsonFieldMapping> for DecodeOptions {
+    fn from(json_fields: JsonFieldMapping) -> Self {
+        Self {
+            json_fields,
+            ..Self::default()
+        }
+    }
+}
+
+impl DecodeOptions {
+    /// Checks the options, with a message naming the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.trusted_proxy_hops > MAX_TRUSTED_PROXY_HOPS {
+            return Err(format!(
+                "trusted_proxy_hops = {} is more than {MAX_TRUSTED_PROXY_HOPS} proxies",
+                self.trusted_proxy_hops
+            ));
+        }
+        self.json_fields.validate()
+    }
+}
+
+/// Builds the decoder for `format` with `options` (the field mapping of the generic `json`
+/// format, the trusted `X-Forwarded-For` hops).
+pub fn decoder_for(format: Format, options: &DecodeOptions) -> Result<Box<dyn Decoder>, String> {
+    options.validate()?;
     Ok(match format {
         Format::Combined => Box::new(clf::ClfDecoder::new(true)),
         Format::Common => Box::new(clf::ClfDecoder::new(false)),
-        other => Box::new(json::JsonDecoder::new(other, json_fields)?),
+        other => Box::new(
+            json::JsonDecoder::new(other, &options.json_fields)?
+                .with_trusted_proxy_hops(options.trusted_proxy_hops),
+        ),
     })
 }

@@ -118,7 +118,7 @@ use serde::{Deserialize, Serialize};
 use super::{Batching, SourceBatch};
 use crate::batch::{BatchDecoder, DEFAULT_MAX_RECORD_BYTES, DecodedBatch};
 use crate::dead_letter::{DeadLetter, DecodeError, Reason};
-use crate::decode::{JsonFieldMapping, decoder_for};
+use crate::decode::{DecodeOptions, decoder_for};
 use crate::provenance::{OwnedProvenance, Provenance};
 use crate::{Error, Format, Result};
 
@@ -1167,20 +1167,20 @@ impl std::fmt::Debug for KafkaSource {
 
 impl KafkaSource {
     /// Validates `config`, opens the dead-letter sink it names, joins the consumer group and
-    /// subscribes to the topics. `json_fields` customises topics of the generic `json`
-    /// format. Connecting happens in the background: an unreachable broker is not an error
+    /// subscribes to the topics. `decode` customises the decoders (the generic `json`
+    /// format's fields, the trusted `X-Forwarded-For` hops). Connecting happens in the background: an unreachable broker is not an error
     /// here (librdkafka keeps retrying and logs why).
     pub fn new(
         config: &KafkaSourceConfig,
         batching: Batching,
-        json_fields: &JsonFieldMapping,
+        decode: &DecodeOptions,
     ) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
         batching.validate().map_err(Error::Config)?;
         config.check_has_topics().map_err(Error::Config)?;
         let mut decoders = Vec::with_capacity(config.topics.len());
         for (i, t) in config.topics.iter().enumerate() {
-            let d = decoder_for(t.format, json_fields)
+            let d = decoder_for(t.format, decode)
                 .map_err(|e| Error::Config(format!("kafka.topics[{i}].format: {e}")))?;
             decoders.push(
                 BatchDecoder::new(d, batching.max_rows.min(4096))
