@@ -1,4 +1,5 @@
-//! The file source: order, provenance, gzip, batching limits, over-long lines.
+//! The file source: order, provenance, gzip, batching limits, over-long lines, one input
+//! open at a time, no empty batches.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -137,6 +138,167 @@ fn missing_file_is_an_error_naming_it() {
         .err()
         .expect("must fail");
     assert!(err.to_string().contains("/no/such/file.log"), "{err}");
+}
+
+#[test]
+fn a_bad_path_among_good_ones_fails_at_open_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.log");
+    std::fs::write(&a, line(1)).unwrap();
+    let a = a.display().to_string();
+    let missing = dir.path().join("access.log.2").display().to_string();
+    let err = FileSource::open(
+        vec![a.clone(), missing.clone(), a.clone()],
+        decoder(),
+        batching(8),
+    )
+    .err()
+    .expect("a missing second input must fail at open");
+    assert!(err.to_string().contains(&missing), "{err}");
+
+    let subdir = dir.path().join("logs");
+    std::fs::create_dir(&subdir).unwrap();
+    let subdir = subdir.display().to_string();
+    let err = FileSource::open(vec![a, subdir.clone()], decoder(), batching(8))
+        .err()
+        .expect("a directory must fail at open");
+    assert!(err.to_string().contains(&subdir), "{err}");
+}
+
+/// Open descriptors of this process. Other tests of this binary run alongside and open a
+/// few of their own, so only a large difference means anything.
+#[cfg(target_os = "linux")]
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn many_inputs_are_opened_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<String> = (0..300)
+        .map(|f| {
+            let p = dir.path().join(format!("access.log.{f}"));
+            std::fs::write(&p, (0..10).map(|i| line(f * 10 + i)).collect::<String>()).unwrap();
+            p.display().to_string()
+        })
+        .collect();
+    let before = open_fds();
+    let mut src = FileSource::open(paths, decoder(), batching(64)).unwrap();
+    let after_open = open_fds();
+    let first = src.next_batch().unwrap().unwrap();
+    assert_eq!(first.decoded.events.num_rows(), 64);
+    let while_reading = open_fds();
+    assert!(
+        after_open < before + 50 && while_reading < before + 50,
+        "{before} descriptors before, {after_open} after open, {while_reading} after one batch"
+    );
+    let mut events = 64;
+    while let Some(b) = src.next_batch().unwrap() {
+        events += b.decoded.events.num_rows();
+    }
+    assert_eq!(events, 3000);
+}
+
+#[test]
+fn an_input_gone_before_its_turn_is_an_error_after_the_lines_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first input is many read chunks long, so the reader is still in it (held up by
+    // the bounded hand-over) when the second is deleted.
+    let a = dir.path().join("a.log");
+    let b = dir.path().join("b.log");
+    let c = dir.path().join("c.log");
+    let a_lines = 60_000;
+    std::fs::write(&a, (0..a_lines).map(line).collect::<String>()).unwrap();
+    std::fs::write(&b, line(1)).unwrap();
+    std::fs::write(&c, line(2)).unwrap();
+    let paths: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut src = FileSource::open(paths.clone(), decoder(), batching(8192)).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    let mut events = Vec::new();
+    let err = loop {
+        match src.next_batch() {
+            Ok(Some(batch)) => {
+                let files = batch
+                    .decoded
+                    .events
+                    .column_by_name(col::LOG_FILE_PATH)
+                    .unwrap();
+                let files = files.as_dictionary::<Int32Type>();
+                let names = files.values().as_string::<i32>();
+                for i in 0..batch.decoded.events.num_rows() {
+                    events.push(names.value(files.keys().value(i) as usize).to_owned());
+                }
+            }
+            Ok(None) => panic!(
+                "the deleted input must be an error; {} events",
+                events.len()
+            ),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        events.len(),
+        a_lines,
+        "every line of the first input comes first"
+    );
+    assert!(events.iter().all(|f| *f == paths[0]));
+    assert!(err.to_string().contains(&paths[1]), "{err}");
+    assert!(
+        src.next_batch().unwrap().is_none(),
+        "the error ends the source"
+    );
+}
+
+#[test]
+fn blank_lines_alone_make_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.log");
+    std::fs::write(&blank, "\n\r\n  \n\t\n").unwrap();
+    let src = FileSource::open(vec![blank.display().to_string()], decoder(), batching(8)).unwrap();
+    let (events, dead, sizes) = provenance(src);
+    assert!(events.is_empty() && dead.is_empty(), "{events:?} {dead:?}");
+    assert!(sizes.is_empty(), "batches of {sizes:?} records");
+}
+
+/// Every batch of a pipe fed `parts` with a pause longer than the linger after each part.
+fn trickled(parts: Vec<String>) -> Vec<usize> {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(writer_path)
+            .unwrap();
+        for part in &parts {
+            f.write_all(part.as_bytes()).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let src = FileSource::open(vec![fifo.display().to_string()], decoder(), batching(64)).unwrap();
+    let (_, _, sizes) = provenance(src);
+    writer.join().unwrap();
+    sizes
+}
+
+#[test]
+fn a_trickle_of_blank_lines_makes_no_empty_batch() {
+    // The linger (200 ms) runs out after each part while only blank lines have come.
+    let sizes = trickled(vec!["\n".into(), "\r\n\n".into(), "  \n".into()]);
+    assert!(sizes.is_empty(), "batches of {sizes:?} records");
+
+    let sizes = trickled(vec!["\n".into(), "\n\n".into(), format!("\n{}", line(1))]);
+    assert_eq!(sizes, [1], "one batch, of the one record");
 }
 
 #[test]

@@ -7,6 +7,13 @@
 //! `too_large` without buffering them whole; the dead letter keeps their first bytes and
 //! their full length. A read error (a truncated gzip file, say) ends the source, after the
 //! lines read before it have come out in a batch.
+//!
+//! Every path is checked when the source opens, so a typo fails before any output, but an
+//! input is opened only when the reader reaches it and closed before the next one: a run
+//! over thousands of rotated files holds one descriptor and one read buffer at a time, not
+//! thousands. An input that passed the check but cannot be opened on its turn (deleted
+//! meanwhile, say) is a read error like any other. Blank lines are skipped and start no
+//! batch, so no batch comes out empty.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -97,24 +104,20 @@ impl FileSource {
         max_line_bytes: usize,
     ) -> Result<Self> {
         batching.validate().map_err(Error::Config)?;
-        // Open everything up front so a typo fails before any output.
-        let read_bytes = Arc::new(AtomicU64::new(0));
+        // Check every path now so a typo fails before any output; the reader opens each
+        // one on its turn.
         let mut total_bytes = Some(0u64);
-        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(paths.len());
         for p in &paths {
-            let size = (p != "-")
-                .then(|| std::fs::metadata(p).ok())
-                .flatten()
-                .filter(|m| m.is_file())
-                .map(|m| m.len());
+            let size = check_input(p)?;
             total_bytes = total_bytes.zip(size).map(|(a, b)| a + b);
-            readers.push(open_input(p, read_bytes.clone())?);
         }
+        let read_bytes = Arc::new(AtomicU64::new(0));
         let (tx, rx) = sync_channel(4);
         let names = paths.clone();
+        let counter = read_bytes.clone();
         let reader = std::thread::Builder::new()
             .name("file-reader".into())
-            .spawn(move || read_all(names, readers, tx, max_line_bytes))
+            .spawn(move || read_all(names, counter, tx, max_line_bytes))
             .map_err(|e| Error::Io {
                 path: "reader thread".into(),
                 source: e,
@@ -164,10 +167,11 @@ impl FileSource {
                     };
                     *line += 1;
                     // Blank lines are not records; skip them rather than dead-letter them.
+                    // Nor do they start the linger, which would close a batch of nothing.
                     if !rec.iter().all(u8::is_ascii_whitespace) {
                         self.decoder.push(rec, &prov);
+                        started.get_or_insert_with(Instant::now);
                     }
-                    started.get_or_insert_with(Instant::now);
                 }
                 if *pos >= bytes.len() {
                     self.current = None;
@@ -234,7 +238,10 @@ impl FileSource {
         }
     }
 
+    /// The batch so far. Only called with something in it: the linger starts at a batch's
+    /// first record, and every other close needs a record too.
     fn emit(&mut self) -> SourceBatch {
+        debug_assert!(self.decoder.pending() > 0, "an empty batch");
         SourceBatch {
             decoded: self.decoder.finish(),
             ack: None,
@@ -249,12 +256,33 @@ impl Iterator for FileSource {
     }
 }
 
-/// Opens a file, or stdin for `-`, un-gzipping when the content starts with gzip's magic.
-fn open_input(path: &str, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
+/// Checks that `path` (`-` is stdin) names something readable, leaving nothing open; its
+/// size when it is a regular file.
+fn check_input(path: &str) -> Result<Option<u64>> {
+    if path == "-" {
+        return Ok(None);
+    }
     let io_err = |source| Error::Io {
         path: path.to_owned(),
         source,
     };
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(io_err(io::ErrorKind::IsADirectory.into()));
+    }
+    if !meta.is_file() {
+        // A named pipe or device is not opened to check it: opening a pipe waits for its
+        // writer, and closing it again could break that writer. Its turn shows whether it
+        // opens.
+        return Ok(None);
+    }
+    // Opened and closed at once: this proves the permissions without holding a descriptor.
+    File::open(path).map_err(io_err)?;
+    Ok(Some(meta.len()))
+}
+
+/// Opens a file, or stdin for `-`, un-gzipping when the content starts with gzip's magic.
+fn open_input(path: &str, counter: Arc<AtomicU64>) -> io::Result<Box<dyn Read + Send>> {
     let raw: Box<dyn Read + Send> = if path == "-" {
         Box::new(Counting {
             inner: io::stdin(),
@@ -262,12 +290,12 @@ fn open_input(path: &str, counter: Arc<AtomicU64>) -> Result<Box<dyn Read + Send
         })
     } else {
         Box::new(Counting {
-            inner: File::open(path).map_err(io_err)?,
+            inner: File::open(path)?,
             counter,
         })
     };
     let mut buffered = BufReader::with_capacity(CHUNK_BYTES, raw);
-    let head = buffered.fill_buf().map_err(io_err)?;
+    let head = buffered.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(MultiGzDecoder::new(buffered)))
     } else {
@@ -289,38 +317,43 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn read_all(
-    names: Vec<String>,
-    readers: Vec<Box<dyn Read + Send>>,
-    tx: SyncSender<Msg>,
-    max_line: usize,
-) {
-    for (input, reader) in readers.into_iter().enumerate() {
-        if let Err(e) = read_one(input, reader, &tx, max_line) {
-            let _ = tx.send(Msg::Failed(Error::Io {
-                path: names[input].clone(),
-                source: e,
-            }));
-            return;
+/// Reads the inputs in order, each opened on its turn and closed before the next, and
+/// stops at the first that fails to open or read, or when the receiver is gone.
+fn read_all(names: Vec<String>, counter: Arc<AtomicU64>, tx: SyncSender<Msg>, max_line: usize) {
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    for (input, name) in names.iter().enumerate() {
+        let read = open_input(name, counter.clone())
+            .and_then(|reader| read_one(input, reader, &tx, max_line, &mut chunk));
+        match read {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(Error::Io {
+                    path: name.clone(),
+                    source: e,
+                }));
+                return;
+            }
         }
     }
 }
 
-/// Sends the lines of one input in chunks; returns early if the receiver is gone.
+/// Sends the lines of one input in chunks, reading through `chunk`; `false` when the
+/// receiver is gone and reading should stop.
 fn read_one(
     input: usize,
     mut reader: Box<dyn Read + Send>,
     tx: &SyncSender<Msg>,
     max_line: usize,
-) -> io::Result<()> {
+    chunk: &mut [u8],
+) -> io::Result<bool> {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
     let mut line_no: u64 = 1;
     // An over-long line being dropped as it streams by; reported once its end (or the
     // input's) shows its full length.
     let mut dropping: Option<Dropping> = None;
-    let mut chunk = vec![0u8; CHUNK_BYTES];
     loop {
-        let n = match reader.read(&mut chunk) {
+        let n = match reader.read(chunk) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -340,7 +373,7 @@ fn read_one(
                     if let Some(d) = dropping.take()
                         && tx.send(d.into_msg(input)).is_err()
                     {
-                        return Ok(());
+                        return Ok(false);
                     }
                     line_no += 1;
                     data = &data[i + 1..];
@@ -365,7 +398,7 @@ fn read_one(
                 })
                 .is_err()
             {
-                return Ok(());
+                return Ok(false);
             }
             line_no += count;
         }
@@ -382,16 +415,18 @@ fn read_one(
             buf.clear();
         }
     }
-    if let Some(d) = dropping {
-        let _ = tx.send(d.into_msg(input));
+    let sent = if let Some(d) = dropping {
+        tx.send(d.into_msg(input))
     } else if !buf.is_empty() {
-        let _ = tx.send(Msg::Lines {
+        tx.send(Msg::Lines {
             input,
             first_line: line_no,
             bytes: buf,
-        });
-    }
-    Ok(())
+        })
+    } else {
+        Ok(())
+    };
+    Ok(sent.is_ok())
 }
 
 /// An over-long line seen so far.
