@@ -1,7 +1,9 @@
 //! The API inventory: one entry per endpoint (method + template) seen in traffic, with
 //! when it was first and last seen, how much and by whom it is called, its status mix, and
 //! what the spec says about it. Bounded by `max_endpoints` (idle endpoints are evicted
-//! like any other entity); exported as a `RecordBatch` for the Parquet store.
+//! like any other entity, and the keys of evicted endpoints are remembered for a while, so
+//! that one coming back is not taken for a new one); exported as a `RecordBatch` for the
+//! Parquet store.
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::hll;
+use crate::seen::SeenKeys;
 use crate::table::Table;
 
 /// What is known about one endpoint.
@@ -35,7 +38,8 @@ pub struct Endpoint {
     pub deprecated: bool,
     /// Deprecated, or an API version older than one the spec declares for the same path.
     pub zombie: bool,
-    /// First seen after warm-up.
+    /// First seen after warm-up (an endpoint evicted while idle and still remembered is
+    /// not new when it returns).
     pub new: bool,
     /// The template matches a privileged route pattern.
     pub privileged: bool,
@@ -71,6 +75,8 @@ pub struct Inventory {
     pub(crate) table: Table,
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) spec_loaded: bool,
+    /// Keys of the endpoints evicted last (see [`SeenKeys::for_table`] for how many).
+    pub(crate) seen: SeenKeys,
 }
 
 impl Inventory {
@@ -79,6 +85,7 @@ impl Inventory {
             table: Table::new(cap),
             endpoints: Vec::new(),
             spec_loaded,
+            seen: SeenKeys::for_table(cap),
         }
     }
 

@@ -37,6 +37,7 @@ mod math;
 mod mem;
 pub mod openapi;
 pub mod request;
+mod seen;
 mod stage;
 pub mod table;
 pub mod template;

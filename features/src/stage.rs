@@ -549,6 +549,7 @@ impl FeatureStage {
                 + self.pairs.slots() * per_pair
                 + self.networks.slots() * per_net
                 + self.inventory.table.slots() * per_ep
+                + self.inventory.seen.bytes()
                 + self.templater.bytes(),
             bytes_per_client: per_client,
         }
@@ -881,7 +882,9 @@ impl FeatureStage {
         self.clients.sweep(cutoff);
         self.pairs.sweep(cutoff);
         self.networks.sweep(cutoff);
-        self.inventory.table.sweep(cutoff);
+        let inv = &mut self.inventory;
+        inv.table
+            .sweep_noting_evictions(cutoff, |k| inv.seen.remember(k));
 
         // Request fields.
         let Pre {
@@ -931,7 +934,10 @@ impl FeatureStage {
         let authfail = matches!(status, Some(401) | Some(403));
 
         // Endpoint.
-        let ef = self.inventory.table.touch(ep_key, t);
+        let inv = &mut self.inventory;
+        let ef = inv
+            .table
+            .touch_noting_evictions(ep_key, t, |k| inv.seen.remember(k));
         let es = ef.slot;
         if es >= self.inventory.endpoints.len() {
             self.inventory
@@ -951,10 +957,13 @@ impl FeatureStage {
                 in_spec,
                 deprecated,
                 zombie: deprecated || superseded,
-                // Before any valid time, the stage is warming up.
+                // Before any valid time, the stage is warming up. An endpoint evicted
+                // (idle, or by the cap) and still remembered has been seen before: it is
+                // not new when it comes back (the memory is asked only past the warm-up).
                 new: self
                     .first_t
-                    .is_some_and(|f| t >= f.saturating_add(self.res.warmup_us)),
+                    .is_some_and(|f| t >= f.saturating_add(self.res.warmup_us))
+                    && !self.inventory.seen.contains(ep_key),
                 privileged: matches_route(tmpl, &self.privileged),
                 login: matches_route(tmpl, &self.login),
                 params: tmpl.matches('{').count().min(255) as u8,

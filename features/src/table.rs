@@ -63,7 +63,7 @@ struct Meta {
 /// Open-addressing map from key hash to slot: linear probing, deletion by backward shift
 /// (no tombstones, so probe lengths do not degrade under churn), at most 3/4 full.
 #[derive(Debug)]
-struct Index {
+pub(crate) struct Index {
     /// `(key, slot)`; `slot == VACANT` marks an empty position.
     cells: Vec<(u64, u32)>,
     len: usize,
@@ -73,7 +73,7 @@ struct Index {
 }
 
 impl Index {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         use std::hash::BuildHasher;
         // `RandomState` is the standard library's source of per-process random keys (each
         // new one differs), so no dependency is needed for 64 secret bits.
@@ -87,6 +87,26 @@ impl Index {
             len: 0,
             secret,
         }
+    }
+
+    /// An index that holds `entries` keys without growing.
+    pub(crate) fn with_room(entries: usize) -> Self {
+        let mut idx = Self::new();
+        // `insert` grows once a key would take it past 3/4 full.
+        let cells = (entries * 4).div_ceil(3).next_power_of_two().max(16);
+        mem::resize(&mut idx.cells, cells, (0, VACANT));
+        idx
+    }
+
+    /// Keys held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes of the position array.
+    pub(crate) fn bytes(&self) -> usize {
+        self.cells.capacity() * std::mem::size_of::<(u64, u32)>()
     }
 
     #[inline]
@@ -123,8 +143,16 @@ impl Index {
     }
 
     #[inline]
-    fn get(&self, key: u64) -> Option<u32> {
+    pub(crate) fn get(&self, key: u64) -> Option<u32> {
         self.find(key).map(|i| self.cells[i].1)
+    }
+
+    /// Maps `key`, present or not, to `slot`.
+    pub(crate) fn set(&mut self, key: u64, slot: u32) {
+        match self.find(key) {
+            Some(i) => self.cells[i].1 = slot,
+            None => self.insert(key, slot),
+        }
     }
 
     /// Inserts `key` (not present) → `slot`.
@@ -155,7 +183,7 @@ impl Index {
     }
 
     /// Removes `key` if present.
-    fn remove(&mut self, key: u64) {
+    pub(crate) fn remove(&mut self, key: u64) {
         let Some(mut hole) = self.find(key) else {
             return;
         };
@@ -282,6 +310,19 @@ impl Table {
     /// Finds or creates the entity `key` seen at `t_us`, evicting if the table is full.
     #[inline]
     pub fn touch(&mut self, key: u64, t_us: i64) -> Found {
+        self.touch_noting_evictions(key, t_us, |_| {})
+    }
+
+    /// [`touch`](Self::touch), handing the key of an entity it evicts to `evicted`. The
+    /// hook costs nothing unless an entity is evicted (it is a type parameter, so the
+    /// plain `touch` has no call to skip).
+    #[inline]
+    pub fn touch_noting_evictions(
+        &mut self,
+        key: u64,
+        t_us: i64,
+        mut evicted: impl FnMut(u64),
+    ) -> Found {
         if let Some(s) = self.index.get(key) {
             let m = &mut self.meta[s as usize];
             if t_us > m.last_seen {
@@ -293,7 +334,7 @@ impl Table {
             };
         }
         if self.index.len >= self.cap {
-            self.evict_one();
+            self.evict_one(&mut evicted);
         }
         let slot = match self.free.pop() {
             Some(s) => s as usize,
@@ -331,7 +372,7 @@ impl Table {
         self.evictions += 1;
     }
 
-    fn evict_one(&mut self) {
+    fn evict_one(&mut self, evicted: &mut impl FnMut(u64)) {
         let n = self.meta.len();
         if n == 0 {
             return;
@@ -350,6 +391,7 @@ impl Table {
             self.hand = (self.hand % n + SAMPLE) % n;
             if let Some(v) = victim {
                 self.remove(v);
+                evicted(self.meta[v].key);
                 return;
             }
         }
@@ -365,6 +407,12 @@ impl Table {
     /// visit was seen later, and one created since is counted when it is created.
     #[inline]
     pub fn sweep(&mut self, cutoff_us: i64) {
+        self.sweep_noting_evictions(cutoff_us, |_| {});
+    }
+
+    /// [`sweep`](Self::sweep), handing the key of each entity it drops to `evicted`.
+    #[inline]
+    pub fn sweep_noting_evictions(&mut self, cutoff_us: i64, mut evicted: impl FnMut(u64)) {
         let n = self.meta.len();
         if n == 0 {
             return;
@@ -394,6 +442,7 @@ impl Table {
             if m.live {
                 if m.last_seen < cutoff_us {
                     self.remove(s);
+                    evicted(self.meta[s].key);
                 } else {
                     self.turn_floor = self.turn_floor.min(m.last_seen);
                 }
@@ -541,6 +590,32 @@ mod tests {
         assert!(t.slots() <= 100);
         assert!(t.get(u64::MAX).is_some(), "the active entity was evicted");
         assert!(t.evictions() >= 9_000);
+    }
+
+    #[test]
+    fn evictions_are_handed_on_with_the_evicted_keys() {
+        // Capacity evictions and TTL sweeps hand on each key they drop; the table behaves
+        // exactly as one that is not asked for them.
+        let (mut noted, mut plain) = (Table::new(30), Table::new(30));
+        let mut evicted = Vec::new();
+        for i in 0..2_000u64 {
+            let k = crate::hash::mix(i % 97);
+            let live: Vec<_> = noted.iter().map(|(_, k)| k).collect();
+            let before = evicted.len();
+            let f = noted.touch_noting_evictions(k, i as i64, |e| evicted.push(e));
+            assert_eq!(f, plain.touch(k, i as i64));
+            noted.sweep_noting_evictions(i as i64 - 40, |e| evicted.push(e));
+            plain.sweep(i as i64 - 40);
+            for e in &evicted[before..] {
+                assert!(live.contains(e) && noted.get(*e).is_none(), "step {i}");
+            }
+        }
+        assert_eq!(evicted.len() as u64, noted.evictions());
+        assert!(noted.evictions() > 1_000);
+        assert_eq!(
+            noted.iter().collect::<Vec<_>>(),
+            plain.iter().collect::<Vec<_>>()
+        );
     }
 
     #[test]

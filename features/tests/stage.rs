@@ -771,3 +771,56 @@ fn client_keys_follow_the_configuration() {
         assert_eq!(nets, ["203.0.113.0/24", "2001:db8:1:2::/64"]);
     }
 }
+
+#[test]
+fn an_endpoint_evicted_while_idle_is_not_new_when_it_returns() {
+    // A nightly report endpoint: called once, idle past the TTL (evicted while other
+    // traffic moves the watermark on), called again. Seen before, it is not a new
+    // endpoint when it comes back, whether it was first seen during the warm-up or after;
+    // an endpoint never seen before is new at that time as before.
+    let cfg = FeatureConfig {
+        spans: vec!["10s".into(), "1m".into()],
+        reference_span: "1m".into(),
+        idle_ttl: "2m".into(),
+        warmup: "1m".into(),
+        max_endpoints: 20,
+        ..FeatureConfig::default()
+    };
+    let mut stage = FeatureStage::new(cfg).unwrap();
+    let s = 1_000_000;
+    let busy = |from: i64, to: i64| -> Vec<_> {
+        (from..to)
+            .map(|k| ev(T0 + k * s, "10.1.0.1", None, "GET", "/health", 200))
+            .collect()
+    };
+    let mut first = busy(0, 30);
+    first.push(ev(T0 + 30 * s, "10.1.0.2", None, "GET", "/nightly", 200));
+    first.extend(busy(31, 90));
+    first.push(ev(T0 + 90 * s, "10.1.0.2", None, "GET", "/report", 200));
+    first.extend(busy(91, 600));
+    let out = stage.process(&batch_of(&first)).unwrap();
+    let new = f32_col(&out, "f_endpoint_new");
+    assert_eq!((new[30], new[90]), (0.0, 1.0), "warm-up ends at 60 s");
+    let inv = stage.inventory();
+    assert!(
+        inv.get("GET", "/nightly").is_none() && inv.get("GET", "/report").is_none(),
+        "both endpoints were evicted while idle"
+    );
+    assert!(inv.get("GET", "/health").is_some());
+
+    let back = [
+        ev(T0 + 600 * s, "10.1.0.2", None, "GET", "/nightly", 200),
+        ev(T0 + 601 * s, "10.1.0.2", None, "GET", "/report", 200),
+        ev(T0 + 602 * s, "10.1.0.2", None, "GET", "/brand-new", 200),
+        ev(T0 + 603 * s, "10.1.0.2", None, "GET", "/report", 200),
+    ];
+    let out = stage.process(&batch_of(&back)).unwrap();
+    assert_eq!(
+        f32_col(&out, "f_endpoint_new"),
+        [0.0, 0.0, 1.0, 0.0],
+        "endpoints seen before are not new when they return; a never-seen one is"
+    );
+    let inv = stage.inventory();
+    assert!(!inv.get("GET", "/report").unwrap().new);
+    assert!(inv.get("GET", "/brand-new").unwrap().new);
+}
