@@ -294,7 +294,13 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         events += n;
         feed.record_batch(&out.events)?;
         if let Some(st) = store.as_mut() {
-            crate::pipeline::store_sink::append_processed(st, &stored, &out.events, &out.alerts)?;
+            crate::pipeline::store_sink::append_processed(
+                st,
+                &stored,
+                &out.events,
+                &out.alerts,
+                &[],
+            )?;
         }
         for s in feed.new_suppressions() {
             if let Err(e) = engine.scoring_mut().incidents_mut().add_suppression(s) {
@@ -346,7 +352,13 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         let out = engine.process(&batch)?;
         feed.record_batch(&out.events)?;
         if let Some(st) = store.as_mut() {
-            crate::pipeline::store_sink::append_processed(st, &stored, &out.events, &out.alerts)?;
+            crate::pipeline::store_sink::append_processed(
+                st,
+                &stored,
+                &out.events,
+                &out.alerts,
+                &[],
+            )?;
         }
         for alert in &out.alerts {
             alerts_n += 1;
@@ -467,6 +479,7 @@ fn print_alert(alert: &IncidentAlert) {
     let what = match alert.activity {
         AlertActivity::Opened => "",
         AlertActivity::Escalated => " (escalated)",
+        AlertActivity::Closed => " (closed)",
     };
     let t = rfc3339(inc.last_seen_ms * 1000);
     let mut out = std::io::stdout().lock();

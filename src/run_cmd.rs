@@ -250,6 +250,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             let mut processed = Processed {
                 events: None,
                 alerts: Vec::new(),
+                closed: Vec::new(),
                 ack: sb.ack,
                 checkpoint: None,
                 commit: false,
@@ -272,7 +273,12 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     .fetch_add(out.candidates as u64, Ordering::Relaxed);
                 processed.events = Some(out.events);
                 processed.alerts = out.alerts;
-                engine.scoring_mut().close_idle();
+                processed.closed = engine
+                    .scoring_mut()
+                    .close_idle()
+                    .into_iter()
+                    .map(gatewatch_scoring::IncidentAlert::closed)
+                    .collect();
                 metrics
                     .incidents_open
                     .store(engine.scoring().incidents().len() as i64, Ordering::Relaxed);
@@ -409,6 +415,8 @@ struct Processed {
     events: Option<arrow::record_batch::RecordBatch>,
     /// Alerts to deliver.
     alerts: Vec<gatewatch_scoring::IncidentAlert>,
+    /// Incidents that closed idle after this batch, for the store's `incidents` table.
+    closed: Vec<gatewatch_scoring::IncidentAlert>,
     /// Acknowledges the batch's offsets once its results are durable.
     ack: Option<gatewatch_ingest::source::kafka::AckToken>,
     /// The incident table after this batch; written with a commit only (see `sink_loop`).
@@ -432,6 +440,7 @@ impl Processed {
         Processed {
             events: None,
             alerts: Vec::new(),
+            closed: Vec::new(),
             ack: None,
             checkpoint,
             commit,
@@ -465,7 +474,7 @@ fn sink_loop(
             let seq = match &p.events {
                 Some(events) => {
                     let seq = crate::pipeline::store_sink::append_processed(
-                        &mut store, stored, events, &p.alerts,
+                        &mut store, stored, events, &p.alerts, &p.closed,
                     )?;
                     metrics
                         .stored_events

@@ -7,9 +7,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use gatewatch_ingest::Format;
 use gatewatch_ingest::source::kafka::{KafkaSource, KafkaSourceConfig, TopicConfig};
 use gatewatch_ingest::source::{Batching, admin};
-use gatewatch_ingest::Format;
 
 #[test]
 fn simulate_produces_to_kafka_and_every_record_decodes() {

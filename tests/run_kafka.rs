@@ -467,3 +467,113 @@ fn batches_are_committed_when_the_input_goes_quiet() {
         "batches still unacknowledged {waited:?} after the input went quiet"
     );
 }
+
+/// A Kong record of a GET of `uri` by `ip` at `t_ms` (epoch ms).
+fn kong_line(t_ms: i64, ip: &str, uri: &str) -> String {
+    format!(
+        r#"{{"started_at":{t_ms},"client_ip":"{ip}","request":{{"method":"GET","uri":"{uri}","size":120,"headers":{{"host":"shop.example.com","user-agent":"curl/8.5.0"}}}},"response":{{"status":200,"size":512}},"latencies":{{"request":5,"proxy":3}}}}"#
+    )
+}
+
+/// Produces `lines` to `topic` and waits until the broker has them all.
+fn produce_lines(brokers: &str, topic: &str, lines: &[String]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for line in lines {
+        producer
+            .send(BaseRecord::<(), _>::to(topic).payload(line.as_str()))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch run closed incident test") else {
+        return;
+    };
+    let u = unique();
+    let input = format!("closing-input-{u}");
+    let alerts = format!("closing-alerts-{u}");
+    admin::create_topic(&brokers, &input, 1, Duration::from_secs(30)).unwrap();
+    admin::create_topic(&brokers, &alerts, 1, Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &brokers,
+        &input,
+        &alerts,
+        &format!("closing-{u}"),
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[incidents]\n", "[incidents]\nidle_close_secs = 60\n");
+    std::fs::write(&cfg, text).unwrap();
+
+    // Three requests for cloud metadata through a fetch parameter (an SSRF incident), then
+    // five minutes of one other client's ordinary requests, which move event time on.
+    let t0 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+    let attacker = "203.0.113.66";
+    let mut lines: Vec<String> = (0..3)
+        .map(|i| {
+            kong_line(
+                t0 + i * 1000,
+                attacker,
+                "/api/v1/fetch?url=http://169.254.169.254/latest/meta-data/",
+            )
+        })
+        .collect();
+    lines.extend(
+        (0..30).map(|i| kong_line(t0 + i * 10_000, "198.51.100.7", "/api/v1/items?page=1")),
+    );
+    produce_lines(&brokers, &input, &lines);
+
+    let data = dir.path().join("data");
+    wait(
+        start_run(&cfg, &data, free_port()),
+        Duration::from_secs(300),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+        .env_remove("GATEWATCH_CONFIG")
+        .args(["query", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .arg(
+            "SELECT activity, entity, category, count, alert_id FROM incidents \
+             ORDER BY timestamp, activity",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |activity: &str| -> Vec<&Value> {
+        rows.iter()
+            .filter(|r| r["entity"] == attacker && r["activity"] == activity)
+            .collect()
+    };
+    let (opened, closed) = (of("opened"), of("closed"));
+    assert_eq!(opened.len(), 1, "{text}");
+    assert_eq!(closed.len(), 1, "one closing row with the totals: {text}");
+    assert_eq!(closed[0]["category"], "ssrf", "{text}");
+    assert_eq!(closed[0]["count"], 3, "{text}");
+    assert_ne!(closed[0]["alert_id"], opened[0]["alert_id"], "{text}");
+    // The alert queue heard of the opening only.
+    let published = read_alerts(&brokers, &alerts);
+    assert!(
+        published.iter().all(|a| a["activity_name"] != "Close"),
+        "{published:?}"
+    );
+}

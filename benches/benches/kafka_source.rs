@@ -58,11 +58,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
 use gatewatch_benches::{corpus, full_run, lines};
+use gatewatch_ingest::Format;
 use gatewatch_ingest::source::kafka::{
     DEFAULT_FETCH_QUEUE_BACKOFF, KafkaSource, KafkaSourceConfig, TopicConfig,
 };
 use gatewatch_ingest::source::{Batching, admin};
-use gatewatch_ingest::Format;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};

@@ -223,12 +223,16 @@ pub enum AlertActivity {
     Opened,
     /// Its severity rose above what was last published.
     Escalated,
+    /// It closed after `idle_close_secs` without a request: its final counts. Stored in
+    /// the `incidents` table, never published (the alert queue hears of an incident when
+    /// it opens or escalates).
+    Closed,
 }
 
 /// An incident snapshot to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentAlert {
-    /// Opened or escalated.
+    /// Opened, escalated or (for the store only) closed.
     pub activity: AlertActivity,
     /// The incident as it is now.
     pub incident: Incident,
@@ -246,12 +250,30 @@ impl IncidentAlert {
     /// network incident draws on several partitions, whose records a replay may interleave
     /// differently: its replayed alert can then carry a new id, a second delivery rather
     /// than a lost one.
+    ///
+    /// A closing has an id of its own (the incident's opening and the word "closed"), so
+    /// it never shares one with an alert.
     pub fn alert_id(&self) -> String {
-        stable_id(&[
-            self.incident.id.as_bytes(),
-            &self.incident.opened_ms.to_le_bytes(),
-            &self.incident.alerts_sent.to_le_bytes(),
-        ])
+        match self.activity {
+            AlertActivity::Closed => stable_id(&[
+                self.incident.id.as_bytes(),
+                &self.incident.opened_ms.to_le_bytes(),
+                b"closed",
+            ]),
+            AlertActivity::Opened | AlertActivity::Escalated => stable_id(&[
+                self.incident.id.as_bytes(),
+                &self.incident.opened_ms.to_le_bytes(),
+                &self.incident.alerts_sent.to_le_bytes(),
+            ]),
+        }
+    }
+
+    /// The closing of `incident` (from [`IncidentTable::close_idle`]), for the store.
+    pub fn closed(incident: Incident) -> Self {
+        IncidentAlert {
+            activity: AlertActivity::Closed,
+            incident,
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub fn detection_finding(alert: &IncidentAlert) -> Value {
     let (activity_id, activity_name) = match alert.activity {
         AlertActivity::Opened => (1, "Create"),
         AlertActivity::Escalated => (2, "Update"),
+        AlertActivity::Closed => (3, "Close"),
     };
     let attacks: Vec<Value> = inc
         .category
@@ -201,6 +202,16 @@ mod tests {
             })
             .unwrap();
         let v = detection_finding(&alert);
+        // Its closing renders as the Close activity, under an id of its own.
+        let closed = IncidentAlert::closed(alert.incident.clone());
+        let c = detection_finding(&closed);
+        assert_eq!(
+            (c["activity_id"].clone(), c["type_uid"].clone()),
+            (3.into(), 200403.into())
+        );
+        assert_eq!(c["finding_info"]["uid"], alert.incident.id.as_str());
+        assert_ne!(closed.alert_id(), alert.alert_id());
+        assert_eq!(c["metadata"]["uid"], closed.alert_id().as_str());
         assert_eq!(v["class_uid"], 2004);
         assert_eq!(v["type_uid"], 200401);
         assert_eq!(v["severity_id"], 5);

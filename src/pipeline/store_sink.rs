@@ -39,6 +39,7 @@ pub fn alert_rows(alerts: &[IncidentAlert]) -> Result<RecordBatch> {
         activity.append_value(match a.activity {
             gatewatch_scoring::AlertActivity::Opened => "opened",
             gatewatch_scoring::AlertActivity::Escalated => "escalated",
+            gatewatch_scoring::AlertActivity::Closed => "closed",
         });
         severity.append_value(inc.severity.name());
         owasp.append_value(inc.category.owasp_id());
@@ -152,13 +153,15 @@ impl StoredFeatures {
     }
 }
 
-/// Appends one processed batch, its events with the stored feature columns only; returns
-/// the store's sequence number for it.
+/// Appends one processed batch, its events with the stored feature columns only, its
+/// alerts (to `alerts` and `incidents`) and the incidents that closed after it (to
+/// `incidents` only); returns the store's sequence number for it.
 pub fn append_processed(
     store: &mut Store,
     stored: &StoredFeatures,
     events: &RecordBatch,
     alerts: &[IncidentAlert],
+    closed: &[IncidentAlert],
 ) -> Result<u64> {
     let mut seq = store
         .append(Table::Events, stored.project(events)?)
@@ -171,6 +174,11 @@ pub fn append_processed(
         seq = store
             .append(Table::Incidents, rows)
             .context("storing incidents")?;
+    }
+    if !closed.is_empty() {
+        seq = store
+            .append(Table::Incidents, alert_rows(closed)?)
+            .context("storing closed incidents")?;
     }
     Ok(seq)
 }
@@ -243,6 +251,109 @@ mod tests {
             names(&extra.project(&b).unwrap()),
             ["risk", "f_body_entropy"]
         );
+    }
+
+    /// An incident the way the engine raises one, from a candidate.
+    fn incident() -> gatewatch_scoring::Incident {
+        use gatewatch_scoring::incidents::{
+            AlertCandidate, IncidentConfig, IncidentTable, SampleRequest,
+        };
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        let sample = SampleRequest {
+            time_ms: 1_700_000_000_000,
+            source_ip: "203.0.113.9".into(),
+            method: "GET".into(),
+            path: "/api/v1/orders/1".into(),
+            query: None,
+            status: Some(200),
+            response_bytes: Some(10),
+            user_agent: None,
+            provenance: None,
+        };
+        t.observe(AlertCandidate {
+            entity_kind: gatewatch_scoring::EntityKind::Client,
+            entity: "203.0.113.9".into(),
+            category: gatewatch_scoring::Category::Bola,
+            detector: "bola_enumeration".into(),
+            risk: 91.0,
+            severity: gatewatch_scoring::Severity::Critical,
+            time_ms: 1_700_000_000_000,
+            endpoint: "GET /api/v1/orders/{id}".into(),
+            contributions: vec![],
+            sample,
+            label: None,
+        })
+        .expect("opens")
+        .incident
+    }
+
+    #[test]
+    fn closed_incidents_go_to_the_incidents_table_alone_with_their_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            gatewatch_hunt::Store::open(dir.path(), gatewatch_hunt::StoreConfig::default())
+                .unwrap();
+        let mut inc = incident();
+        inc.count = 412;
+        let closed = [IncidentAlert::closed(inc)];
+        let rows = alert_rows(&closed).unwrap();
+        let col = |name: &str| {
+            rows.column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap()
+                .value(0)
+                .to_string()
+        };
+        assert_eq!(col("activity"), "closed");
+        assert_eq!(col("alert_id"), closed[0].alert_id());
+        assert!(
+            col("ocsf").contains("\"activity_name\":\"Close\""),
+            "{}",
+            col("ocsf")
+        );
+        let count = rows
+            .column_by_name("count")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::UInt64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(count, 412);
+
+        let stored = StoredFeatures::from_config(&Config::default());
+        let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        ts.append_value(1_700_000_000_000_000);
+        let t = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let one_event = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("timestamp", t, false)])),
+            vec![Arc::new(ts.finish()) as ArrayRef],
+        )
+        .unwrap();
+        let seq = append_processed(&mut store, &stored, &one_event, &[], &closed).unwrap();
+        assert!(store.flush().unwrap() >= seq);
+        let parquet_files = |table: &str| {
+            walk(&dir.path().join(table))
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .count()
+        };
+        assert_eq!(parquet_files("incidents"), 1);
+        assert_eq!(parquet_files("alerts"), 0, "a closing is not an alert");
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 
     #[test]
