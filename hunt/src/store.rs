@@ -81,9 +81,10 @@ pub enum Table {
     /// Alerts as raised.
     Alerts,
     /// Incident versions: a row each time an incident opens or escalates (the versions
-    /// its alerts announced), and one when it closes idle (`activity` = `closed`: its
-    /// final count, `last_seen` and peak risk). Requests folded in between raise its count
-    /// and `last_seen` in the engine; the closing row has the totals.
+    /// its alerts announced), and one when it closes, idle or evicted from a full table
+    /// (`activity` = `closed`: its final count, `last_seen` and peak risk). Requests folded
+    /// in between raise its count and `last_seen` in the engine; the closing row has the
+    /// totals.
     Incidents,
     /// The API inventory: one row per endpoint template, replaced as a whole.
     Endpoints,

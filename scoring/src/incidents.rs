@@ -223,8 +223,8 @@ pub enum AlertActivity {
     Opened,
     /// Its severity rose above what was last published.
     Escalated,
-    /// It closed after `idle_close_secs` without a request: its final counts. Stored in
-    /// the `incidents` table, never published (the alert queue hears of an incident when
+    /// It closed (after `idle_close_secs` without a request, or evicted when `max_open`
+    /// were open): its final counts. Stored in the `incidents` table, never published (the alert queue hears of an incident when
     /// it opens or escalates).
     Closed,
 }
@@ -463,6 +463,10 @@ pub struct IncidentCounts {
     pub closed_idle: u64,
     /// Incidents closed early because the table was full.
     pub evicted: u64,
+    /// Closings not handed over for the store because more than `max_open` piled up
+    /// between two hand-overs (one batch's worth, under `gatewatch run`).
+    #[serde(default)]
+    pub closings_dropped: u64,
 }
 
 type Key = (EntityKind, String, Category);
@@ -475,6 +479,11 @@ pub struct IncidentTable {
     /// Suppressions added at run time (analyst feedback), on top of the configured ones.
     extra_suppressions: Vec<Suppression>,
     counts: IncidentCounts,
+    /// Incidents closed while candidates were folded in (an idle one whose entity came
+    /// back, the least recently seen when `max_open` were open), kept for the next
+    /// [`close_idle`](Self::close_idle) or [`take_closed`](Self::take_closed); at most
+    /// `max_open`, the oldest dropped first.
+    closed_since: std::collections::VecDeque<Incident>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -494,7 +503,25 @@ impl IncidentTable {
             open: HashMap::new(),
             extra_suppressions: Vec::new(),
             counts: IncidentCounts::default(),
+            closed_since: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Keeps `inc`, just closed, for the caller that stores closings.
+    fn note_closed(&mut self, inc: Incident) {
+        if self.closed_since.len() >= self.cfg.max_open {
+            self.closed_since.pop_front();
+            self.counts.closings_dropped += 1;
+        }
+        self.closed_since.push_back(inc);
+    }
+
+    /// The incidents closed while candidates were folded in since the last call (or the
+    /// last [`close_idle`](Self::close_idle)): an idle incident whose entity came back
+    /// before it was closed, and those evicted when `max_open` were open. Their final
+    /// counts, for the store.
+    pub fn take_closed(&mut self) -> Vec<Incident> {
+        self.closed_since.drain(..).collect()
     }
 
     /// Folds one candidate in; returns the alert to publish when it opens or escalates an
@@ -521,11 +548,14 @@ impl IncidentTable {
         }
         let idle_ms = self.cfg.idle_close_secs as i64 * 1000;
         let key: Key = (c.entity_kind, c.entity.clone(), c.category);
-        if let Some(inc) = self.open.get(&key)
-            && c.time_ms - inc.last_seen_ms > idle_ms
+        if self
+            .open
+            .get(&key)
+            .is_some_and(|inc| c.time_ms - inc.last_seen_ms > idle_ms)
+            && let Some(idle) = self.open.remove(&key)
         {
-            self.open.remove(&key);
             self.counts.closed_idle += 1;
+            self.note_closed(idle);
         }
         if let Some(inc) = self.open.get_mut(&key) {
             if inc.status == IncidentStatus::FalsePositive {
@@ -596,16 +626,19 @@ impl IncidentTable {
             .min_by_key(|(_, i)| i.last_seen_ms)
             .map(|(k, _)| k.clone())
         {
-            self.open.remove(&k);
+            if let Some(evicted) = self.open.remove(&k) {
+                self.note_closed(evicted);
+            }
             self.counts.evicted += 1;
         }
     }
 
-    /// Closes incidents idle since before `now_ms - idle_close_secs` and returns them (for
-    /// the store).
+    /// Closes incidents idle since before `now_ms - idle_close_secs` and returns them, after
+    /// those [`take_closed`](Self::take_closed) would return (for the store).
     pub fn close_idle(&mut self, now_ms: i64) -> Vec<Incident> {
         let idle_ms = self.cfg.idle_close_secs as i64 * 1000;
-        let mut closed = Vec::new();
+        let mut closed = self.take_closed();
+        let before = closed.len();
         self.open.retain(|_, inc| {
             if now_ms - inc.last_seen_ms > idle_ms {
                 closed.push(inc.clone());
@@ -614,7 +647,7 @@ impl IncidentTable {
                 true
             }
         });
-        self.counts.closed_idle += closed.len() as u64;
+        self.counts.closed_idle += (closed.len() - before) as u64;
         closed
     }
 
@@ -908,8 +941,20 @@ mod tests {
             .unwrap();
         assert_eq!(second.activity, AlertActivity::Opened);
         assert_ne!(first.incident.id, second.incident.id);
-        assert_eq!(t.close_idle(200_000).len(), 1);
+        // The first closed when its entity came back; it is handed over with the second,
+        // which closes for idling.
+        let closed = t.close_idle(200_000);
+        let ids: Vec<_> = closed.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [first.incident.id.as_str(), second.incident.id.as_str()]
+        );
+        assert_eq!(t.counts().closed_idle, 2);
         assert!(t.is_empty());
+        assert!(
+            t.close_idle(400_000).is_empty(),
+            "each closing is handed over once"
+        );
 
         // Within one id window (a day by default) the reopened incident keeps its id, but
         // its alerts are new alerts, with ids of their own.
@@ -1023,6 +1068,12 @@ mod tests {
         }
         assert_eq!(t.len(), 3);
         assert_eq!(t.counts().evicted, 7);
+        // The evicted are closings for the store, each handed over once; at most max_open
+        // wait between hand-overs, the newest kept.
+        let closed: Vec<_> = t.take_closed().into_iter().map(|i| i.entity).collect();
+        assert_eq!(closed, ["u4", "u5", "u6"]);
+        assert_eq!(t.counts().closings_dropped, 4);
+        assert!(t.take_closed().is_empty());
         // The most recent survive.
         let ents: Vec<_> = t
             .open_incidents()
