@@ -116,10 +116,12 @@ pub struct InputConfig {
     /// Default 1 MiB.
     pub max_record_bytes: usize,
     /// How many `X-Forwarded-For` entries, counted from the right, your own proxies
-    /// appended (load balancers, and the gateway when it appends): the client is the entry
-    /// this many places from the right (the leftmost of a shorter list); entries further
-    /// left come from the client and are never used. 0 ignores the header and takes the
-    /// connection's address. Default 1. For `envoy` logs, and `json` with `forwarded_for`.
+    /// appended (load balancers, and the gateway when it appends its peer, as Envoy does
+    /// with `use_remote_address`): the client is the entry this many places from the right
+    /// (the leftmost of a shorter list); entries further left come from the client and are
+    /// never used. If every client shows the balancer's address, it is one too low. 0
+    /// ignores the header and takes the connection's address. Default 1. For `envoy` logs,
+    /// and `json` with `forwarded_for`.
     pub trusted_proxy_hops: usize,
 }
 

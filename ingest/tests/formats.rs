@@ -628,6 +628,10 @@ fn the_client_is_the_forwarded_for_entry_of_the_last_trusted_hop() {
     // 0 hops, or an empty trusted entry: the connection's address.
     assert_eq!(envoy_client("198.18.0.9, 203.0.113.77", 0), ip("10.0.0.2"));
     assert_eq!(envoy_client("198.18.0.9, ", 1), ip("10.0.0.2"));
+    // A trusted entry that names no address: the connection's address, not a shared
+    // "client" called unknown.
+    assert_eq!(envoy_client("198.18.0.9, unknown", 1), ip("10.0.0.2"));
+    assert_eq!(envoy_client("198.18.0.9, _hidden", 1), ip("10.0.0.2"));
 }
 
 #[test]

@@ -456,7 +456,9 @@ impl JsonDecoder {
 
 /// The client's entry of an `X-Forwarded-For` list when the rightmost `hops` entries were
 /// appended by trusted proxies: the entry `hops` places from the right, or the leftmost of
-/// a shorter list; without its port. `None` when `hops` is 0 or the entry is empty.
+/// a shorter list; without its port. `None` when `hops` is 0, or the entry names no
+/// address: empty, `unknown` (a proxy that did not know its peer) or an obfuscated
+/// identifier (`_hidden`, RFC 7239); the connection's address is taken then.
 fn forwarded_client(list: &str, hops: usize) -> Option<&str> {
     let skip = hops.checked_sub(1)?;
     let mut entries = list.rsplit(',');
@@ -465,7 +467,9 @@ fn forwarded_client(list: &str, hops: usize) -> Option<&str> {
         client = e;
     }
     let client = strip_port(client.trim());
-    (!client.is_empty()).then_some(client)
+    let no_address =
+        client.is_empty() || client.starts_with('_') || client.eq_ignore_ascii_case("unknown");
+    (!no_address).then_some(client)
 }
 
 use super::short;
