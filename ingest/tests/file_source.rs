@@ -253,6 +253,40 @@ fn an_input_gone_before_its_turn_is_an_error_after_the_lines_before_it() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn an_input_rotated_before_its_turn_is_an_error_not_a_second_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // As above: the reader is still in the first input when the second is rotated.
+    let a = dir.path().join("access.log.1");
+    let b = dir.path().join("access.log.2");
+    let a_lines = 60_000;
+    std::fs::write(&a, (0..a_lines).map(line).collect::<String>()).unwrap();
+    std::fs::write(&b, line(1)).unwrap();
+    let paths: Vec<String> = [&a, &b].iter().map(|p| p.display().to_string()).collect();
+    let mut src = FileSource::open(paths.clone(), decoder(), batching(8192)).unwrap();
+    // Rotation: the second name now holds another file (here, the first one's lines).
+    std::fs::rename(&b, dir.path().join("access.log.3")).unwrap();
+    std::fs::copy(&a, &b).unwrap();
+    let mut read = 0;
+    let err = loop {
+        match src.next_batch() {
+            Ok(Some(batch)) => read += batch.decoded.events.num_rows(),
+            Ok(None) => panic!("the rotated input must be an error; {read} events"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        read, a_lines,
+        "the first input once, the rotated one not at all"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&paths[1]) && msg.contains("different file"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn blank_lines_alone_make_no_batch() {
     let dir = tempfile::tempdir().unwrap();

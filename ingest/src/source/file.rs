@@ -12,8 +12,10 @@
 //! input is opened only when the reader reaches it and closed before the next one: a run
 //! over thousands of rotated files holds one descriptor and one read buffer at a time, not
 //! thousands. An input that passed the check but cannot be opened on its turn (deleted
-//! meanwhile, say) is a read error like any other. Blank lines are skipped and start no
-//! batch, so no batch comes out empty.
+//! meanwhile, say) is a read error like any other, and so is a regular file that is no
+//! longer the file checked (log rotation renamed another into its place), rather than
+//! lines read twice or skipped. Blank lines are skipped and start no batch, so no batch
+//! comes out empty.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -107,9 +109,11 @@ impl FileSource {
         // Check every path now so a typo fails before any output; the reader opens each
         // one on its turn.
         let mut total_bytes = Some(0u64);
+        let mut identities = Vec::with_capacity(paths.len());
         for p in &paths {
-            let size = check_input(p)?;
+            let (size, identity) = check_input(p)?;
             total_bytes = total_bytes.zip(size).map(|(a, b)| a + b);
+            identities.push(identity);
         }
         let read_bytes = Arc::new(AtomicU64::new(0));
         let (tx, rx) = sync_channel(4);
@@ -117,7 +121,7 @@ impl FileSource {
         let counter = read_bytes.clone();
         let reader = std::thread::Builder::new()
             .name("file-reader".into())
-            .spawn(move || read_all(names, counter, tx, max_line_bytes))
+            .spawn(move || read_all(names, identities, counter, tx, max_line_bytes))
             .map_err(|e| Error::Io {
                 path: "reader thread".into(),
                 source: e,
@@ -256,11 +260,26 @@ impl Iterator for FileSource {
     }
 }
 
+/// Which file a path named when it was checked: device and inode, where the platform has
+/// them. A log rotated between the check and the input's turn names another file then.
+type FileIdentity = Option<(u64, u64)>;
+
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_meta: &std::fs::Metadata) -> FileIdentity {
+    None
+}
+
 /// Checks that `path` (`-` is stdin) names something readable, leaving nothing open; its
-/// size when it is a regular file.
-fn check_input(path: &str) -> Result<Option<u64>> {
+/// size when it is a regular file, and which file it is.
+fn check_input(path: &str) -> Result<(Option<u64>, FileIdentity)> {
     if path == "-" {
-        return Ok(None);
+        return Ok((None, None));
     }
     let io_err = |source| Error::Io {
         path: path.to_owned(),
@@ -274,23 +293,38 @@ fn check_input(path: &str) -> Result<Option<u64>> {
         // A named pipe or device is not opened to check it: opening a pipe waits for its
         // writer, and closing it again could break that writer. Its turn shows whether it
         // opens.
-        return Ok(None);
+        return Ok((None, None));
     }
     // Opened and closed at once: this proves the permissions without holding a descriptor.
     File::open(path).map_err(io_err)?;
-    Ok(Some(meta.len()))
+    Ok((Some(meta.len()), identity(&meta)))
 }
 
 /// Opens a file, or stdin for `-`, un-gzipping when the content starts with gzip's magic.
-fn open_input(path: &str, counter: Arc<AtomicU64>) -> io::Result<Box<dyn Read + Send>> {
+/// A regular file must still be the one checked at open (`expected`): reading a file that
+/// log rotation moved into its name would read some lines twice and lose others, silently.
+fn open_input(
+    path: &str,
+    expected: FileIdentity,
+    counter: Arc<AtomicU64>,
+) -> io::Result<Box<dyn Read + Send>> {
     let raw: Box<dyn Read + Send> = if path == "-" {
         Box::new(Counting {
             inner: io::stdin(),
             counter,
         })
     } else {
+        let file = File::open(path)?;
+        if let Some(expected) = expected
+            && identity(&file.metadata()?) != Some(expected)
+        {
+            return Err(io::Error::other(
+                "a different file than when the inputs were checked (rotated meanwhile?); \
+                 not read, so that no line is read twice or skipped",
+            ));
+        }
         Box::new(Counting {
-            inner: File::open(path)?,
+            inner: file,
             counter,
         })
     };
@@ -319,10 +353,16 @@ impl<R: Read> Read for Counting<R> {
 
 /// Reads the inputs in order, each opened on its turn and closed before the next, and
 /// stops at the first that fails to open or read, or when the receiver is gone.
-fn read_all(names: Vec<String>, counter: Arc<AtomicU64>, tx: SyncSender<Msg>, max_line: usize) {
+fn read_all(
+    names: Vec<String>,
+    identities: Vec<FileIdentity>,
+    counter: Arc<AtomicU64>,
+    tx: SyncSender<Msg>,
+    max_line: usize,
+) {
     let mut chunk = vec![0u8; CHUNK_BYTES];
     for (input, name) in names.iter().enumerate() {
-        let read = open_input(name, counter.clone())
+        let read = open_input(name, identities[input], counter.clone())
             .and_then(|reader| read_one(input, reader, &tx, max_line, &mut chunk));
         match read {
             Ok(true) => {}
