@@ -306,7 +306,7 @@ pub const FEATURES: &[FeatureDef] = &[
         "f_endpoint_new",
         "API9",
         "0/1",
-        "1 when the endpoint (method + template) was first seen after warm-up, less than `new_endpoint_period` ago; an endpoint evicted while idle (`idle_ttl`) or by the cap and still remembered (the last 3–6 × `max_endpoints` evicted, 24,576 by default) is not new when it returns",
+        "1 when the endpoint (method + template) was first seen after warm-up, less than `new_endpoint_period` ago; an endpoint evicted while idle (`idle_ttl`) or by the cap and still remembered (the last 3–6 × `max_endpoints` evicted, 24,576 by default) keeps its first-seen time when it returns",
         Request,
     ),
     def(

@@ -49,12 +49,13 @@ pub struct FeatureConfig {
     /// Most endpoints (method + template) tracked, which bounds the inventory.
     /// Default 5000.
     ///
-    /// The keys of endpoints evicted (idle past `idle_ttl`, or the least recently seen
-    /// when the inventory is full) are remembered: the last 3 to 6 times `max_endpoints`
-    /// of them (3/4 of the smallest power of two at least 4 × `max_endpoints`, so 24,576
-    /// keys in 704 KiB by default; at most 1,572,864). An endpoint still remembered has
-    /// been seen before and is not new (`f_endpoint_new`) when it comes back; one
-    /// forgotten, after that many later evictions, is taken for new again.
+    /// Endpoints evicted (idle past `idle_ttl`, or the least recently seen when the
+    /// inventory is full) are remembered with their first-seen time and "new" flag: the
+    /// last 3 to 6 times `max_endpoints` of them (3/4 of the smallest power of two at
+    /// least 4 × `max_endpoints`, so 24,576 in 1,088 KiB by default; at most 1,572,864).
+    /// One still remembered comes back with both, so it is new (`f_endpoint_new`) only
+    /// within the new period its first call started; one forgotten, after that many later
+    /// evictions, is taken for new again.
     pub max_endpoints: usize,
     /// Most client × endpoint pairs tracked. Default 500000.
     pub max_pairs: usize,
@@ -64,11 +65,11 @@ pub struct FeatureConfig {
     pub max_templates: usize,
     /// Entities idle for longer than this (in event time) are dropped. Default `"2h"`.
     /// An endpoint dropped this way and called again later (a nightly job's) starts its
-    /// windows afresh but is not new: the last evicted endpoints are remembered (see
-    /// `max_endpoints` for how many).
+    /// windows afresh but keeps its first-seen time, and so is not new again: the last
+    /// evicted endpoints are remembered (see `max_endpoints` for how many).
     pub idle_ttl: String,
     /// Endpoints first seen later than this after the first event with a usable time
-    /// are "new" (not those seen before, evicted and still remembered: see
+    /// are "new" (an endpoint evicted and still remembered keeps what it was: see
     /// `max_endpoints`). Default `"10m"`.
     pub warmup: String,
     /// How long a new endpoint's requests carry `f_endpoint_new = 1`. Default `"1h"`.

@@ -38,8 +38,8 @@ pub struct Endpoint {
     pub deprecated: bool,
     /// Deprecated, or an API version older than one the spec declares for the same path.
     pub zombie: bool,
-    /// First seen after warm-up (an endpoint evicted while idle and still remembered is
-    /// not new when it returns).
+    /// First seen after warm-up (an endpoint evicted and still remembered keeps its first
+    /// sighting's flag and time when it returns).
     pub new: bool,
     /// The template matches a privileged route pattern.
     pub privileged: bool,

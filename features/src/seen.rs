@@ -1,10 +1,14 @@
 //! A bounded memory of entity keys that have left a table: the last `capacity` keys
-//! recorded, each held exactly, the oldest record forgotten first.
+//! recorded, each held exactly with when it was first seen and whether it was new, the
+//! oldest record forgotten first.
 //!
 //! The endpoint inventory records every endpoint it evicts here, so that an endpoint that
 //! is called rarely (a nightly report, a monthly export) and is dropped while idle is
 //! recognised as seen before when it comes back, instead of being flagged a new endpoint
-//! (`f_endpoint_new`) every time. The table itself knows the endpoints it holds; this
+//! (`f_endpoint_new`) every time. It comes back with its first-seen time and its "new"
+//! flag: one evicted within its new period (by the cap, under a flood of other paths) is
+//! still new for the rest of that period, and the inventory reports when it was first
+//! seen, not when it returned. The table itself knows the endpoints it holds; this
 //! memory only has to hold the ones that left it, and it is touched only when an endpoint
 //! is evicted or inserted, never per event.
 //!
@@ -35,14 +39,23 @@ use crate::table::Index;
 /// endpoints; beyond it the memory holds 1,572,864 keys, still six times that cap.
 const MAX_POSITIONS: usize = 1 << 21;
 
+/// What is kept of an entity that left the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Remembered {
+    /// When it was first seen, µs.
+    pub first_seen: i64,
+    /// Whether it was new (an endpoint first seen after the warm-up).
+    pub new: bool,
+}
+
 /// The last keys recorded, at most `capacity` of them.
 #[derive(Debug)]
 pub(crate) struct SeenKeys {
     /// Key → position in `ring` of its latest record.
     index: Index,
-    /// Keys in the order recorded; once full, `ring[next]` is the oldest record and the
-    /// next one takes its place.
-    ring: Vec<u64>,
+    /// Records in the order made; once full, `ring[next]` is the oldest and the next one
+    /// takes its place.
+    ring: Vec<(u64, Remembered)>,
     next: usize,
     capacity: usize,
 }
@@ -74,14 +87,15 @@ impl SeenKeys {
         }
     }
 
-    /// Records `key` as the newest record (a key recorded before moves up to newest).
-    pub(crate) fn remember(&mut self, key: u64) {
+    /// Records `key` with `what` as the newest record (a key recorded before moves up to
+    /// newest, with what this record says).
+    pub(crate) fn remember(&mut self, key: u64, what: Remembered) {
         let pos = self.next;
         if self.ring.len() < self.capacity {
-            self.ring.push(key);
+            self.ring.push((key, what));
         } else {
             // Forget the oldest record, unless its key has been recorded again since.
-            let old = std::mem::replace(&mut self.ring[pos], key);
+            let (old, _) = std::mem::replace(&mut self.ring[pos], (key, what));
             if self.index.get(old) == Some(pos as u32) {
                 self.index.remove(old);
             }
@@ -93,8 +107,14 @@ impl SeenKeys {
     }
 
     /// True when `key` is among the last `capacity` records.
+    #[cfg(test)]
     pub(crate) fn contains(&self, key: u64) -> bool {
         self.index.get(key).is_some()
+    }
+
+    /// The latest record of `key`, when it is among the last `capacity`.
+    pub(crate) fn recall(&self, key: u64) -> Option<Remembered> {
+        self.index.get(key).map(|pos| self.ring[pos as usize].1)
     }
 
     /// Distinct keys remembered.
@@ -111,7 +131,7 @@ impl SeenKeys {
 
     /// Bytes taken, all of them from construction on.
     pub(crate) fn bytes(&self) -> usize {
-        self.index.bytes() + self.ring.capacity() * std::mem::size_of::<u64>()
+        self.index.bytes() + self.ring.capacity() * std::mem::size_of::<(u64, Remembered)>()
     }
 }
 
@@ -121,10 +141,11 @@ mod tests {
     use crate::hash::mix;
 
     #[test]
-    fn the_default_endpoint_cap_remembers_24576_keys_in_704_kib() {
+    fn the_default_endpoint_cap_remembers_24576_keys_in_1088_kib() {
         let s = SeenKeys::for_table(5_000);
         assert_eq!(s.capacity(), 24_576);
-        assert_eq!(s.bytes(), 32_768 * 16 + 24_576 * 8);
+        assert_eq!(s.bytes(), 32_768 * 16 + 24_576 * 24);
+        assert_eq!(s.bytes(), 1088 << 10);
         assert_eq!(SeenKeys::for_table(1).capacity(), 12);
         assert_eq!(SeenKeys::for_table(100_000_000).capacity(), 1_572_864);
     }
@@ -134,14 +155,14 @@ mod tests {
         let mut s = SeenKeys::with_capacity(100);
         for k in 0..100u64 {
             assert!(!s.contains(mix(k)));
-            s.remember(mix(k));
+            s.remember(mix(k), Remembered::default());
         }
         assert!((0..100u64).all(|k| s.contains(mix(k))));
         // Key 0 recorded again is the newest: the next 99 records push out keys 1..100
         // and keep it.
-        s.remember(mix(0));
+        s.remember(mix(0), Remembered::default());
         for k in 100..199u64 {
-            s.remember(mix(k));
+            s.remember(mix(k), Remembered::default());
         }
         assert!(s.contains(mix(0)));
         assert!((1..100u64).all(|k| !s.contains(mix(k))));
@@ -149,7 +170,7 @@ mod tests {
         assert_eq!(s.len(), 100);
         // The same key over and over holds one entry and pushes everything else out.
         for _ in 0..250 {
-            s.remember(7);
+            s.remember(7, Remembered::default());
         }
         assert_eq!(s.len(), 1);
         assert!(s.contains(7) && !s.contains(mix(0)));
@@ -162,7 +183,7 @@ mod tests {
         let bytes = s.bytes();
         let returning: Vec<u64> = (0..50u64).map(|k| mix(k ^ 0xABCD)).collect();
         for &k in &returning {
-            s.remember(k);
+            s.remember(k, Remembered::default());
         }
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
@@ -176,7 +197,7 @@ mod tests {
         let mut last = Vec::new();
         for i in 0..50 * cap {
             let k = next();
-            s.remember(k);
+            s.remember(k, Remembered::default());
             if i >= 49 * cap {
                 last.push(k);
             }
@@ -196,13 +217,34 @@ mod tests {
     }
 
     #[test]
+    fn a_key_is_recalled_with_its_latest_record() {
+        let mut s = SeenKeys::with_capacity(4);
+        let r = |first_seen, new| Remembered { first_seen, new };
+        assert_eq!(s.recall(1), None);
+        s.remember(1, r(10, true));
+        s.remember(2, r(20, false));
+        assert_eq!(
+            (s.recall(1), s.recall(2)),
+            (Some(r(10, true)), Some(r(20, false)))
+        );
+        s.remember(1, r(10, false));
+        assert_eq!(s.recall(1), Some(r(10, false)));
+        // Pushed out by four later records.
+        for k in 3..7 {
+            s.remember(k, r(k as i64, true));
+        }
+        assert_eq!((s.recall(1), s.recall(2)), (None, None));
+        assert_eq!(s.recall(6), Some(r(6, true)));
+    }
+
+    #[test]
     fn what_is_remembered_does_not_depend_on_the_secret() {
         let (mut a, mut b) = (SeenKeys::with_capacity(64), SeenKeys::with_capacity(64));
         for i in 0..5_000u64 {
             let k = mix(i % 300);
             assert_eq!(a.contains(k), b.contains(k), "step {i}");
-            a.remember(k);
-            b.remember(k);
+            a.remember(k, Remembered::default());
+            b.remember(k, Remembered::default());
         }
         assert!((0..300u64).all(|k| a.contains(mix(k)) == b.contains(mix(k))));
     }

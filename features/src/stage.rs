@@ -31,6 +31,7 @@ use crate::input::{Columns, opt};
 use crate::inventory::{Endpoint, Inventory};
 use crate::openapi::{Spec, SpecMatch, seg_hash};
 use crate::request::{Lexer, Lexical, Markers};
+use crate::seen::{Remembered, SeenKeys};
 use crate::table::Table;
 use crate::template::{IdSpan, LearnConfig, Templater};
 use crate::window::{Geometry, Landing, Rings};
@@ -277,6 +278,24 @@ struct DictCache {
     /// Per user agent: its hash and its injection markers.
     ua: Vec<(u64, Markers)>,
     waf_block: Vec<bool>,
+}
+
+/// Records an endpoint the inventory's table dropped, with its first-seen time and
+/// whether it was new, so that it is known when it comes back.
+fn remember_evicted(
+    seen: &mut SeenKeys,
+    endpoints: &[Endpoint],
+    e: crate::table::Evicted,
+    slot: usize,
+) {
+    let new = endpoints.get(slot).is_some_and(|ep| ep.new);
+    seen.remember(
+        e.key,
+        Remembered {
+            first_seen: e.first_seen,
+            new,
+        },
+    );
 }
 
 fn method_code(m: &str) -> u8 {
@@ -883,8 +902,9 @@ impl FeatureStage {
         self.pairs.sweep(cutoff);
         self.networks.sweep(cutoff);
         let inv = &mut self.inventory;
-        inv.table
-            .sweep_noting_evictions(cutoff, |k| inv.seen.remember(k));
+        inv.table.sweep_noting_evictions(cutoff, |e, slot| {
+            remember_evicted(&mut inv.seen, &inv.endpoints, e, slot)
+        });
 
         // Request fields.
         let Pre {
@@ -935,9 +955,9 @@ impl FeatureStage {
 
         // Endpoint.
         let inv = &mut self.inventory;
-        let ef = inv
-            .table
-            .touch_noting_evictions(ep_key, t, |k| inv.seen.remember(k));
+        let ef = inv.table.touch_noting_evictions(ep_key, t, |e, slot| {
+            remember_evicted(&mut inv.seen, &inv.endpoints, e, slot)
+        });
         let es = ef.slot;
         if es >= self.inventory.endpoints.len() {
             self.inventory
@@ -951,19 +971,24 @@ impl FeatureStage {
                 .spec
                 .as_ref()
                 .is_some_and(|s| !in_spec && s.superseded(tmpl));
+            // An endpoint evicted (idle, or by the cap) and still remembered has been seen
+            // before: it keeps its first-seen time and its "new" flag, so it is new when it
+            // comes back only within the new period it started when first seen.
+            let before = self.inventory.seen.recall(ep_key);
+            if let Some(r) = before {
+                self.inventory.table.set_first_seen(es, r.first_seen);
+            }
+            // Before any valid time, the stage is warming up.
+            let past_warmup = self
+                .first_t
+                .is_some_and(|f| t >= f.saturating_add(self.res.warmup_us));
             self.inventory.endpoints[es] = Endpoint {
                 method: method.to_owned(),
                 template: tmpl.to_owned(),
                 in_spec,
                 deprecated,
                 zombie: deprecated || superseded,
-                // Before any valid time, the stage is warming up. An endpoint evicted
-                // (idle, or by the cap) and still remembered has been seen before: it is
-                // not new when it comes back (the memory is asked only past the warm-up).
-                new: self
-                    .first_t
-                    .is_some_and(|f| t >= f.saturating_add(self.res.warmup_us))
-                    && !self.inventory.seen.contains(ep_key),
+                new: before.map_or(past_warmup, |r| r.new),
                 privileged: matches_route(tmpl, &self.privileged),
                 login: matches_route(tmpl, &self.login),
                 params: tmpl.matches('{').count().min(255) as u8,

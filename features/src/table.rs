@@ -51,6 +51,15 @@ pub struct Found {
     pub fresh: bool,
 }
 
+/// An entity a table dropped, as its eviction hook gets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// Its key.
+    pub key: u64,
+    /// When it was first seen, µs.
+    pub first_seen: i64,
+}
+
 /// Bookkeeping of one slot.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
@@ -290,6 +299,21 @@ impl Table {
         self.meta[slot].first_seen
     }
 
+    /// Sets the first-seen time of the entity in `slot` (one seen before it was last
+    /// evicted, say).
+    pub fn set_first_seen(&mut self, slot: usize, t_us: i64) {
+        self.meta[slot].first_seen = t_us;
+    }
+
+    /// What an eviction hands on about the entity in `slot`.
+    fn evicted(&self, slot: usize) -> Evicted {
+        let m = &self.meta[slot];
+        Evicted {
+            key: m.key,
+            first_seen: m.first_seen,
+        }
+    }
+
     /// Latest event time of the entity in `slot`.
     #[inline]
     pub fn last_seen(&self, slot: usize) -> i64 {
@@ -310,10 +334,11 @@ impl Table {
     /// Finds or creates the entity `key` seen at `t_us`, evicting if the table is full.
     #[inline]
     pub fn touch(&mut self, key: u64, t_us: i64) -> Found {
-        self.touch_noting_evictions(key, t_us, |_| {})
+        self.touch_noting_evictions(key, t_us, |_, _| {})
     }
 
-    /// [`touch`](Self::touch), handing the key of an entity it evicts to `evicted`. The
+    /// [`touch`](Self::touch), handing each entity it evicts to `evicted` (its key and
+    /// slot, whose first-seen time and the caller's state for it are still readable). The
     /// hook costs nothing unless an entity is evicted (it is a type parameter, so the
     /// plain `touch` has no call to skip).
     #[inline]
@@ -321,7 +346,7 @@ impl Table {
         &mut self,
         key: u64,
         t_us: i64,
-        mut evicted: impl FnMut(u64),
+        mut evicted: impl FnMut(Evicted, usize),
     ) -> Found {
         if let Some(s) = self.index.get(key) {
             let m = &mut self.meta[s as usize];
@@ -372,7 +397,7 @@ impl Table {
         self.evictions += 1;
     }
 
-    fn evict_one(&mut self, evicted: &mut impl FnMut(u64)) {
+    fn evict_one(&mut self, evicted: &mut impl FnMut(Evicted, usize)) {
         let n = self.meta.len();
         if n == 0 {
             return;
@@ -391,7 +416,7 @@ impl Table {
             self.hand = (self.hand % n + SAMPLE) % n;
             if let Some(v) = victim {
                 self.remove(v);
-                evicted(self.meta[v].key);
+                evicted(self.evicted(v), v);
                 return;
             }
         }
@@ -407,12 +432,17 @@ impl Table {
     /// visit was seen later, and one created since is counted when it is created.
     #[inline]
     pub fn sweep(&mut self, cutoff_us: i64) {
-        self.sweep_noting_evictions(cutoff_us, |_| {});
+        self.sweep_noting_evictions(cutoff_us, |_, _| {});
     }
 
-    /// [`sweep`](Self::sweep), handing the key of each entity it drops to `evicted`.
+    /// [`sweep`](Self::sweep), handing each entity it drops to `evicted` (as
+    /// [`touch_noting_evictions`](Self::touch_noting_evictions) does).
     #[inline]
-    pub fn sweep_noting_evictions(&mut self, cutoff_us: i64, mut evicted: impl FnMut(u64)) {
+    pub fn sweep_noting_evictions(
+        &mut self,
+        cutoff_us: i64,
+        mut evicted: impl FnMut(Evicted, usize),
+    ) {
         let n = self.meta.len();
         if n == 0 {
             return;
@@ -442,7 +472,7 @@ impl Table {
             if m.live {
                 if m.last_seen < cutoff_us {
                     self.remove(s);
-                    evicted(self.meta[s].key);
+                    evicted(self.evicted(s), s);
                 } else {
                     self.turn_floor = self.turn_floor.min(m.last_seen);
                 }
@@ -602,9 +632,9 @@ mod tests {
             let k = crate::hash::mix(i % 97);
             let live: Vec<_> = noted.iter().map(|(_, k)| k).collect();
             let before = evicted.len();
-            let f = noted.touch_noting_evictions(k, i as i64, |e| evicted.push(e));
+            let f = noted.touch_noting_evictions(k, i as i64, |e, _| evicted.push(e.key));
             assert_eq!(f, plain.touch(k, i as i64));
-            noted.sweep_noting_evictions(i as i64 - 40, |e| evicted.push(e));
+            noted.sweep_noting_evictions(i as i64 - 40, |e, _| evicted.push(e.key));
             plain.sweep(i as i64 - 40);
             for e in &evicted[before..] {
                 assert!(live.contains(e) && noted.get(*e).is_none(), "step {i}");

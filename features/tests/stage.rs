@@ -776,13 +776,15 @@ fn client_keys_follow_the_configuration() {
 fn an_endpoint_evicted_while_idle_is_not_new_when_it_returns() {
     // A nightly report endpoint: called once, idle past the TTL (evicted while other
     // traffic moves the watermark on), called again. Seen before, it is not a new
-    // endpoint when it comes back, whether it was first seen during the warm-up or after;
-    // an endpoint never seen before is new at that time as before.
+    // endpoint when it comes back; one first seen after the warm-up is new again only
+    // within the new period its first call started, and the inventory keeps that first
+    // call's time. An endpoint never seen before is new at that time as before.
     let cfg = FeatureConfig {
         spans: vec!["10s".into(), "1m".into()],
         reference_span: "1m".into(),
         idle_ttl: "2m".into(),
         warmup: "1m".into(),
+        new_endpoint_period: "5m".into(),
         max_endpoints: 20,
         ..FeatureConfig::default()
     };
@@ -797,30 +799,69 @@ fn an_endpoint_evicted_while_idle_is_not_new_when_it_returns() {
     first.push(ev(T0 + 30 * s, "10.1.0.2", None, "GET", "/nightly", 200));
     first.extend(busy(31, 90));
     first.push(ev(T0 + 90 * s, "10.1.0.2", None, "GET", "/report", 200));
-    first.extend(busy(91, 600));
+    first.extend(busy(91, 700));
+    first.push(ev(T0 + 700 * s, "10.1.0.2", None, "GET", "/recent", 200));
+    first.extend(busy(701, 900));
     let out = stage.process(&batch_of(&first)).unwrap();
     let new = f32_col(&out, "f_endpoint_new");
-    assert_eq!((new[30], new[90]), (0.0, 1.0), "warm-up ends at 60 s");
-    let inv = stage.inventory();
-    assert!(
-        inv.get("GET", "/nightly").is_none() && inv.get("GET", "/report").is_none(),
-        "both endpoints were evicted while idle"
+    assert_eq!(
+        (new[30], new[90], new[700]),
+        (0.0, 1.0, 1.0),
+        "warm-up ends at 60 s"
     );
+    let inv = stage.inventory();
+    for gone in ["/nightly", "/report", "/recent"] {
+        assert!(
+            inv.get("GET", gone).is_none(),
+            "{gone} was evicted while idle"
+        );
+    }
     assert!(inv.get("GET", "/health").is_some());
 
     let back = [
-        ev(T0 + 600 * s, "10.1.0.2", None, "GET", "/nightly", 200),
-        ev(T0 + 601 * s, "10.1.0.2", None, "GET", "/report", 200),
-        ev(T0 + 602 * s, "10.1.0.2", None, "GET", "/brand-new", 200),
-        ev(T0 + 603 * s, "10.1.0.2", None, "GET", "/report", 200),
+        ev(T0 + 900 * s, "10.1.0.2", None, "GET", "/nightly", 200),
+        ev(T0 + 901 * s, "10.1.0.2", None, "GET", "/report", 200),
+        ev(T0 + 902 * s, "10.1.0.2", None, "GET", "/recent", 200),
+        ev(T0 + 903 * s, "10.1.0.2", None, "GET", "/brand-new", 200),
+        ev(T0 + 904 * s, "10.1.0.2", None, "GET", "/report", 200),
     ];
     let out = stage.process(&batch_of(&back)).unwrap();
     assert_eq!(
         f32_col(&out, "f_endpoint_new"),
-        [0.0, 0.0, 1.0, 0.0],
-        "endpoints seen before are not new when they return; a never-seen one is"
+        [0.0, 0.0, 1.0, 1.0, 0.0],
+        "seen during the warm-up, or past its new period (90 s + 5 m): not new; within \
+         it (700 s + 5 m): still new; never seen: new"
     );
     let inv = stage.inventory();
-    assert!(!inv.get("GET", "/report").unwrap().new);
+    // `new` says "first seen after the warm-up", whenever that was.
+    assert!(!inv.get("GET", "/nightly").unwrap().new);
+    assert!(inv.get("GET", "/report").unwrap().new);
+    assert!(inv.get("GET", "/recent").unwrap().new);
     assert!(inv.get("GET", "/brand-new").unwrap().new);
+    let first_seen = |path: &str| {
+        let b = inv.to_record_batch();
+        let paths = b
+            .column_by_name("endpoint_template")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap()
+            .clone();
+        let seen = b
+            .column_by_name("first_seen")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            .unwrap()
+            .clone();
+        (0..b.num_rows())
+            .find(|&i| paths.value(i) == path)
+            .map(|i| seen.value(i))
+    };
+    assert_eq!(
+        first_seen("/recent"),
+        Some(T0 + 700 * s),
+        "first seen, not returned"
+    );
+    assert_eq!(first_seen("/brand-new"), Some(T0 + 903 * s));
 }
