@@ -125,6 +125,8 @@ pub fn run(args: BacktestArgs, config: &Config) -> Result<()> {
             bail!("backtest keeps at most {MAX_EVENTS} events; split the input");
         }
         let out = engine.process(batch)?;
+        // A backtest stores nothing: closings are let go rather than held.
+        engine.scoring_mut().incidents_mut().take_closed();
         alerts += out.alerts.len() as u64;
         for a in &out.alerts {
             *per_alert_category

@@ -570,8 +570,14 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
     assert_eq!(closed[0]["category"], "ssrf", "{text}");
     assert_eq!(closed[0]["count"], 3, "{text}");
     assert_ne!(closed[0]["alert_id"], opened[0]["alert_id"], "{text}");
-    // The alert queue heard of the opening only.
+    // The alert queue heard of the opening, and of no closing.
     let published = read_alerts(&brokers, &alerts);
+    assert!(
+        published
+            .iter()
+            .any(|a| a["metadata"]["uid"] == opened[0]["alert_id"]),
+        "the opening was not published: {published:?}"
+    );
     assert!(
         published.iter().all(|a| a["activity_name"] != "Close"),
         "{published:?}"

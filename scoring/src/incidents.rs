@@ -223,8 +223,8 @@ pub enum AlertActivity {
     Opened,
     /// Its severity rose above what was last published.
     Escalated,
-    /// It closed (after `idle_close_secs` without a request, or evicted when `max_open`
-    /// were open): its final counts. Stored in the `incidents` table, never published (the alert queue hears of an incident when
+    /// It closed (after `idle_close_secs` without an alerting request, or evicted when
+    /// `max_open` were open): its final counts. Stored in the `incidents` table, never published (the alert queue hears of an incident when
     /// it opens or escalates).
     Closed,
 }
@@ -484,6 +484,8 @@ pub struct IncidentTable {
     /// [`close_idle`](Self::close_idle) or [`take_closed`](Self::take_closed); at most
     /// `max_open`, the oldest dropped first.
     closed_since: std::collections::VecDeque<Incident>,
+    /// `counts.closings_dropped` as of the last warning about it.
+    closings_dropped_logged: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -504,6 +506,7 @@ impl IncidentTable {
             extra_suppressions: Vec::new(),
             counts: IncidentCounts::default(),
             closed_since: std::collections::VecDeque::new(),
+            closings_dropped_logged: 0,
         }
     }
 
@@ -521,6 +524,16 @@ impl IncidentTable {
     /// before it was closed, and those evicted when `max_open` were open. Their final
     /// counts, for the store.
     pub fn take_closed(&mut self) -> Vec<Incident> {
+        let dropped = self.counts.closings_dropped - self.closings_dropped_logged;
+        if dropped > 0 {
+            self.closings_dropped_logged = self.counts.closings_dropped;
+            tracing::warn!(
+                dropped,
+                max_open = self.cfg.max_open,
+                "more incidents closed between two hand-overs to the store than \
+                 [incidents] max_open; the oldest closings are not stored"
+            );
+        }
         self.closed_since.drain(..).collect()
     }
 
