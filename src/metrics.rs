@@ -29,6 +29,10 @@ pub struct Metrics {
     pub incidents_opened: AtomicU64,
     /// Incidents open now.
     pub incidents_open: AtomicI64,
+    /// Incident closings handed to the store.
+    pub incidents_closed: AtomicU64,
+    /// Incident closings not stored (more than `[incidents] max_open` in one batch).
+    pub incident_closings_dropped: AtomicU64,
     /// Batches fully processed (alerts acknowledged, store flushed, offsets acknowledged).
     pub batches: AtomicU64,
     /// Batch latency histogram: from the batch leaving the source to its acknowledgement.
@@ -164,6 +168,18 @@ impl Metrics {
             "gatewatch_incidents_open",
             "Incidents open now.",
             gi(&self.incidents_open),
+        );
+        counter(
+            &mut s,
+            "gatewatch_incidents_closed_total",
+            "Incidents closed (idle, or evicted from a full table), their totals stored.",
+            g(&self.incidents_closed),
+        );
+        counter(
+            &mut s,
+            "gatewatch_incident_closings_dropped_total",
+            "Incident closings not stored: more than [incidents] max_open in one batch.",
+            g(&self.incident_closings_dropped),
         );
         let _ = writeln!(
             s,
@@ -320,7 +336,13 @@ mod tests {
         m.observe_batch_latency(0.02);
         m.observe_batch_latency(7.0);
         m.models_refused.fetch_add(1, Ordering::Relaxed);
+        m.incidents_closed.fetch_add(3, Ordering::Relaxed);
         let t = m.render();
+        assert!(t.contains("gatewatch_incidents_closed_total 3"), "{t}");
+        assert!(
+            t.contains("gatewatch_incident_closings_dropped_total 0"),
+            "{t}"
+        );
         assert!(t.contains("gatewatch_models_refused_total 1"), "{t}");
         assert!(t.contains("gatewatch_events_in_total 5"), "{t}");
         assert!(t.contains(&format!("reason=\"{}\"}} 2", Reason::ALL[0].name())));

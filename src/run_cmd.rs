@@ -283,6 +283,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     .incidents_open
                     .store(engine.scoring().incidents().len() as i64, Ordering::Relaxed);
                 metrics
+                    .incidents_closed
+                    .fetch_add(processed.closed.len() as u64, Ordering::Relaxed);
+                metrics.incident_closings_dropped.store(
+                    engine.scoring().incidents().counts().closings_dropped,
+                    Ordering::Relaxed,
+                );
+                metrics
                     .model_swaps
                     .store(engine.model_swaps(), Ordering::Relaxed);
                 metrics

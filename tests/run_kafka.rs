@@ -534,10 +534,16 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
     produce_lines(&brokers, &input, &lines);
 
     let data = dir.path().join("data");
-    wait(
-        start_run(&cfg, &data, free_port()),
-        Duration::from_secs(300),
-    );
+    // The closings counted while it runs (it exits once the input has been quiet 8 s).
+    let port = free_port();
+    let mut child = start_run(&cfg, &data, port);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut closed_metric = None;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        closed_metric = metric(port, "gatewatch_incidents_closed_total").or(closed_metric);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait(child, Duration::from_secs(10));
     let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
         .env_remove("GATEWATCH_CONFIG")
         .args(["query", "--format", "json", "--data-dir"])
@@ -570,6 +576,8 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
     assert_eq!(closed[0]["category"], "ssrf", "{text}");
     assert_eq!(closed[0]["count"], 3, "{text}");
     assert_ne!(closed[0]["alert_id"], opened[0]["alert_id"], "{text}");
+    let stored_closings = rows.iter().filter(|r| r["activity"] == "closed").count();
+    assert_eq!(closed_metric, Some(stored_closings as u64), "{text}");
     // The alert queue heard of the opening, and of no closing.
     let published = read_alerts(&brokers, &alerts);
     assert!(
