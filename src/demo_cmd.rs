@@ -293,16 +293,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         let out = engine.process(&batch)?;
         events += n;
         feed.record_batch(&out.events)?;
-        let closed = closed_incidents(&mut engine);
-        if let Some(st) = store.as_mut() {
-            crate::pipeline::store_sink::append_processed(
-                st,
-                &stored,
-                &out.events,
-                &out.alerts,
-                &closed,
-            )?;
-        }
+        store_processed(store.as_mut(), &stored, &out, &mut engine)?;
         for s in feed.new_suppressions() {
             if let Err(e) = engine.scoring_mut().incidents_mut().add_suppression(s) {
                 tracing::warn!("{e}");
@@ -352,16 +343,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         events += batch.num_rows() as u64;
         let out = engine.process(&batch)?;
         feed.record_batch(&out.events)?;
-        let closed = closed_incidents(&mut engine);
-        if let Some(st) = store.as_mut() {
-            crate::pipeline::store_sink::append_processed(
-                st,
-                &stored,
-                &out.events,
-                &out.alerts,
-                &closed,
-            )?;
-        }
+        store_processed(store.as_mut(), &stored, &out, &mut engine)?;
         for alert in &out.alerts {
             alerts_n += 1;
             feed.raise(alert);
@@ -471,10 +453,31 @@ fn account(
     }
 }
 
+/// Stores one processed batch, when there is a store: its events, its alerts and the
+/// incidents the engine closed while folding it in (taken from the engine either way, so
+/// they do not pile up there).
+fn store_processed(
+    store: Option<&mut gatewatch_hunt::Store>,
+    stored: &crate::pipeline::store_sink::StoredFeatures,
+    out: &crate::pipeline::engine::Processed,
+    engine: &mut Engine,
+) -> Result<()> {
+    let closed = closed_incidents(engine);
+    if let Some(store) = store {
+        crate::pipeline::store_sink::append_processed(
+            store,
+            stored,
+            &out.events,
+            &out.alerts,
+            &closed,
+        )?;
+    }
+    Ok(())
+}
+
 /// Incidents the engine closed while folding the last batch in (an idle one whose entity
 /// came back, those evicted when `[incidents] max_open` were open), as rows for the store.
-/// The demo closes no incident for idling alone: its runs are short, and its scorecard
-/// counts each incident once.
+/// Unlike `gatewatch run`, the demo does not sweep for idle incidents after each batch.
 fn closed_incidents(engine: &mut Engine) -> Vec<IncidentAlert> {
     engine
         .scoring_mut()

@@ -416,24 +416,42 @@ fn produce_minute(brokers: &str, topic: &str, seed: &str, start: &str) {
     );
 }
 
+/// Fresh one-partition input and alert topics named after `name`, and a configuration for
+/// them in a fresh directory with one text replacement (`edit`: from, to) applied.
+fn single_partition_run(
+    brokers: &str,
+    name: &str,
+    edit: (&str, &str),
+) -> (String, String, tempfile::TempDir, std::path::PathBuf) {
+    let u = unique();
+    let input = format!("{name}-input-{u}");
+    let alerts = format!("{name}-alerts-{u}");
+    admin::create_topic(brokers, &input, 1, Duration::from_secs(30)).unwrap();
+    admin::create_topic(brokers, &alerts, 1, Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), brokers, &input, &alerts, &format!("{name}-{u}"));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.contains(edit.0),
+        "the configuration lacks {:?}",
+        edit.0
+    );
+    std::fs::write(&cfg, text.replace(edit.0, edit.1)).unwrap();
+    (input, alerts, dir, cfg)
+}
+
 #[test]
 fn batches_are_committed_when_the_input_goes_quiet() {
     let Some(brokers) = admin::broker_for_tests("gatewatch run idle commit test") else {
         return;
     };
-    let u = unique();
-    let input = format!("quiet-input-{u}");
-    let alerts = format!("quiet-alerts-{u}");
-    admin::create_topic(&brokers, &input, 1, Duration::from_secs(30)).unwrap();
-    admin::create_topic(&brokers, &alerts, 1, Duration::from_secs(30)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &brokers, &input, &alerts, &format!("quiet-{u}"));
     // Commits at most every 8 s: a batch that arrives within 8 s of the last commit waits
     // for the next one, or for the input to stay quiet that long.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("commit_interval_ms = 200", "commit_interval_ms = 8000");
-    std::fs::write(&cfg, text).unwrap();
+    let (input, _alerts, dir, cfg) = single_partition_run(
+        &brokers,
+        "quiet",
+        ("commit_interval_ms = 200", "commit_interval_ms = 8000"),
+    );
     produce_minute(&brokers, &input, "1", "2026-01-05T09:00:00Z");
     let port = free_port();
     let mut child = start_run_idle(&cfg, &dir.path().join("data"), port, "120s");
@@ -497,23 +515,11 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
     let Some(brokers) = admin::broker_for_tests("gatewatch run closed incident test") else {
         return;
     };
-    let u = unique();
-    let input = format!("closing-input-{u}");
-    let alerts = format!("closing-alerts-{u}");
-    admin::create_topic(&brokers, &input, 1, Duration::from_secs(30)).unwrap();
-    admin::create_topic(&brokers, &alerts, 1, Duration::from_secs(30)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
+    let (input, alerts, dir, cfg) = single_partition_run(
         &brokers,
-        &input,
-        &alerts,
-        &format!("closing-{u}"),
+        "closing",
+        ("[incidents]\n", "[incidents]\nidle_close_secs = 60\n"),
     );
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[incidents]\n", "[incidents]\nidle_close_secs = 60\n");
-    std::fs::write(&cfg, text).unwrap();
 
     // Three requests for cloud metadata through a fetch parameter (an SSRF incident), then
     // five minutes of one other client's ordinary requests, which move event time on.

@@ -298,15 +298,21 @@ fn blank_lines_alone_make_no_batch() {
     assert!(sizes.is_empty(), "batches of {sizes:?} records");
 }
 
-/// Every batch of a pipe fed `parts` with a pause longer than the linger after each part.
-fn trickled(parts: Vec<String>) -> Vec<usize> {
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
+/// A named pipe in `dir`.
+fn make_fifo(dir: &std::path::Path) -> std::path::PathBuf {
+    let fifo = dir.join("fifo");
     let status = std::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .unwrap();
     assert!(status.success());
+    fifo
+}
+
+/// Every batch of a pipe fed `parts` with a pause longer than the linger after each part.
+fn trickled(parts: Vec<String>) -> Vec<usize> {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = make_fifo(dir.path());
     let writer_path = fifo.clone();
     let writer = std::thread::spawn(move || {
         let mut f = std::fs::OpenOptions::new()
@@ -340,12 +346,7 @@ fn a_trickle_is_delivered_after_the_linger_not_held_for_a_full_batch() {
     // A pipe written slowly: the first batch must close about one linger after its first
     // record even though max_rows is far away.
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let fifo = make_fifo(dir.path());
     let writer_path = fifo.clone();
     let writer = std::thread::spawn(move || {
         let mut f = std::fs::OpenOptions::new()

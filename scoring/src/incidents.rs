@@ -224,8 +224,8 @@ pub enum AlertActivity {
     /// Its severity rose above what was last published.
     Escalated,
     /// It closed (after `idle_close_secs` without an alerting request, or evicted when
-    /// `max_open` were open): its final counts. Stored in the `incidents` table, never published (the alert queue hears of an incident when
-    /// it opens or escalates).
+    /// `max_open` were open): its final counts. Stored in the `incidents` table, never
+    /// published (the alert queue hears of an incident when it opens or escalates).
     Closed,
 }
 
