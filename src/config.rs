@@ -202,13 +202,8 @@ impl Config {
             .validate()
             .map_err(|e| anyhow::anyhow!("json_fields: {e}"))?;
         self.kafka.validate().map_err(anyhow::Error::msg)?;
-        if self.input.trusted_proxy_hops > gatewatch_ingest::decode::MAX_TRUSTED_PROXY_HOPS {
-            bail!(
-                "input.trusted_proxy_hops must be at most {}, got {}",
-                gatewatch_ingest::decode::MAX_TRUSTED_PROXY_HOPS,
-                self.input.trusted_proxy_hops
-            );
-        }
+        gatewatch_ingest::decode::check_trusted_proxy_hops(self.input.trusted_proxy_hops)
+            .map_err(|e| anyhow::anyhow!("input.{e}"))?;
         if self.input.max_record_bytes < 256 || self.input.max_record_bytes > 64 << 20 {
             bail!(
                 "input.max_record_bytes must be between 256 and 67108864, got {}",

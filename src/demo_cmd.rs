@@ -454,15 +454,23 @@ fn account(
 }
 
 /// Stores one processed batch, when there is a store: its events, its alerts and the
-/// incidents the engine closed while folding it in (taken from the engine either way, so
-/// they do not pile up there).
+/// incidents the engine closed while folding it in (an idle one whose entity came back,
+/// those evicted when `[incidents] max_open` were open), taken from the engine either way
+/// so they do not pile up there. Unlike `gatewatch run`, the demo does not sweep for idle
+/// incidents after each batch.
 fn store_processed(
     store: Option<&mut gatewatch_hunt::Store>,
     stored: &crate::pipeline::store_sink::StoredFeatures,
     out: &crate::pipeline::engine::Processed,
     engine: &mut Engine,
 ) -> Result<()> {
-    let closed = closed_incidents(engine);
+    let closed: Vec<IncidentAlert> = engine
+        .scoring_mut()
+        .incidents_mut()
+        .take_closed()
+        .into_iter()
+        .map(IncidentAlert::closed)
+        .collect();
     if let Some(store) = store {
         crate::pipeline::store_sink::append_processed(
             store,
@@ -473,19 +481,6 @@ fn store_processed(
         )?;
     }
     Ok(())
-}
-
-/// Incidents the engine closed while folding the last batch in (an idle one whose entity
-/// came back, those evicted when `[incidents] max_open` were open), as rows for the store.
-/// Unlike `gatewatch run`, the demo does not sweep for idle incidents after each batch.
-fn closed_incidents(engine: &mut Engine) -> Vec<IncidentAlert> {
-    engine
-        .scoring_mut()
-        .incidents_mut()
-        .take_closed()
-        .into_iter()
-        .map(IncidentAlert::closed)
-        .collect()
 }
 
 fn print_alert(alert: &IncidentAlert) {

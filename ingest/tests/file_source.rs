@@ -309,22 +309,29 @@ fn make_fifo(dir: &std::path::Path) -> std::path::PathBuf {
     fifo
 }
 
+/// A thread that writes each `(text, pause)` of `parts` to the pipe `fifo`, sleeping the
+/// pause after it.
+fn feed_fifo(
+    fifo: &std::path::Path,
+    parts: Vec<(String, Duration)>,
+) -> std::thread::JoinHandle<()> {
+    let path = fifo.to_path_buf();
+    std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        for (text, pause) in &parts {
+            f.write_all(text.as_bytes()).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(*pause);
+        }
+    })
+}
+
 /// Every batch of a pipe fed `parts` with a pause longer than the linger after each part.
 fn trickled(parts: Vec<String>) -> Vec<usize> {
     let dir = tempfile::tempdir().unwrap();
     let fifo = make_fifo(dir.path());
-    let writer_path = fifo.clone();
-    let writer = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(writer_path)
-            .unwrap();
-        for part in &parts {
-            f.write_all(part.as_bytes()).unwrap();
-            f.flush().unwrap();
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
+    let pause = Duration::from_millis(500);
+    let writer = feed_fifo(&fifo, parts.into_iter().map(|p| (p, pause)).collect());
     let src = FileSource::open(vec![fifo.display().to_string()], decoder(), batching(64)).unwrap();
     let (_, _, sizes) = provenance(src);
     writer.join().unwrap();
@@ -347,17 +354,13 @@ fn a_trickle_is_delivered_after_the_linger_not_held_for_a_full_batch() {
     // record even though max_rows is far away.
     let dir = tempfile::tempdir().unwrap();
     let fifo = make_fifo(dir.path());
-    let writer_path = fifo.clone();
-    let writer = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(writer_path)
-            .unwrap();
-        f.write_all(line(1).as_bytes()).unwrap();
-        f.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
-        f.write_all(line(2).as_bytes()).unwrap();
-    });
+    let writer = feed_fifo(
+        &fifo,
+        vec![
+            (line(1), Duration::from_millis(1500)),
+            (line(2), Duration::ZERO),
+        ],
+    );
     let mut src = FileSource::open(
         vec![fifo.display().to_string()],
         decoder(),

@@ -716,8 +716,10 @@ impl Decoder for JsonDecoder {
         if ev.source_ip.is_none() {
             let hops = self.trusted_proxy_hops;
             ev.source_ip = forwarded
-                .filter(|f| forwarded_client(f, hops).is_some())
-                .map(|f| cow_map(f, |s| forwarded_client(s, hops).unwrap_or(s)))
+                .and_then(|f| match f {
+                    Cow::Borrowed(s) => forwarded_client(s, hops).map(Cow::Borrowed),
+                    Cow::Owned(s) => forwarded_client(&s, hops).map(|c| Cow::Owned(c.to_owned())),
+                })
                 .or_else(|| remote.map(|r| cow_map(r, strip_port)));
         }
         for (_, id) in caps.multi.drain(..) {

@@ -68,23 +68,21 @@ impl From<JsonFieldMapping> for DecodeOptions {
     }
 }
 
-impl DecodeOptions {
-    /// Checks the options, with a message naming the bad one.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.trusted_proxy_hops > MAX_TRUSTED_PROXY_HOPS {
-            return Err(format!(
-                "trusted_proxy_hops = {} is more than {MAX_TRUSTED_PROXY_HOPS} proxies",
-                self.trusted_proxy_hops
-            ));
-        }
-        self.json_fields.validate()
+/// Checks a [`DecodeOptions::trusted_proxy_hops`] value, with a message naming it.
+pub fn check_trusted_proxy_hops(hops: usize) -> Result<(), String> {
+    if hops > MAX_TRUSTED_PROXY_HOPS {
+        return Err(format!(
+            "trusted_proxy_hops = {hops} is more than {MAX_TRUSTED_PROXY_HOPS} proxies"
+        ));
     }
+    Ok(())
 }
 
 /// Builds the decoder for `format` with `options` (the field mapping of the generic `json`
 /// format, the trusted `X-Forwarded-For` hops).
+/// The field mapping is checked where the `json` decoder is built from it.
 pub fn decoder_for(format: Format, options: &DecodeOptions) -> Result<Box<dyn Decoder>, String> {
-    options.validate()?;
+    check_trusted_proxy_hops(options.trusted_proxy_hops)?;
     Ok(match format {
         Format::Combined => Box::new(clf::ClfDecoder::new(true)),
         Format::Common => Box::new(clf::ClfDecoder::new(false)),

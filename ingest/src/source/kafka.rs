@@ -1168,8 +1168,9 @@ impl std::fmt::Debug for KafkaSource {
 impl KafkaSource {
     /// Validates `config`, opens the dead-letter sink it names, joins the consumer group and
     /// subscribes to the topics. `decode` customises the decoders (the generic `json`
-    /// format's fields, the trusted `X-Forwarded-For` hops). Connecting happens in the background: an unreachable broker is not an error
-    /// here (librdkafka keeps retrying and logs why).
+    /// format's fields, the trusted `X-Forwarded-For` hops). Connecting happens in the
+    /// background: an unreachable broker is not an error here (librdkafka keeps retrying
+    /// and logs why).
     pub fn new(
         config: &KafkaSourceConfig,
         batching: Batching,
