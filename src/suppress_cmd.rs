@@ -65,7 +65,8 @@ pub fn load_suppressions(data_dir: &Path) -> Result<Vec<Suppression>> {
 
 /// Every non-blank line of the suppressions file, parsed or the error naming it (file and
 /// line number). A long-running `run` applies the good lines and reports the bad ones
-/// instead of stopping over a hand-edited line.
+/// instead of stopping over a hand-edited line. A line that names no entity (or only
+/// `"*"`), category or endpoint, such as `{}`, would silence every alert: it is an error.
 pub fn read_suppression_lines(data_dir: &Path) -> Result<Vec<Result<Suppression>>> {
     let path = suppressions_path(data_dir);
     let text = match std::fs::read_to_string(&path) {
@@ -78,7 +79,17 @@ pub fn read_suppression_lines(data_dir: &Path) -> Result<Vec<Result<Suppression>
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+            let s: Suppression =
+                serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+            if s.is_empty() {
+                bail!(
+                    "{}:{}: names no entity (or only \"*\"), category or endpoint, so it would \
+                     silence every alert",
+                    path.display(),
+                    i + 1
+                );
+            }
+            Ok(s)
         })
         .collect())
 }
@@ -94,29 +105,10 @@ pub fn run(args: SuppressArgs, config: &Config) -> Result<()> {
         }
         return Ok(());
     }
-    let until_ms = match (args.until, args.for_) {
-        (Some(u), _) => Some(u / 1000),
-        (None, Some(d)) => Some(
-            (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_micros() as i64
-                + d)
-                / 1000,
-        ),
-        (None, None) => None,
-    };
-    let s = Suppression {
-        entity: args.entity,
-        category: args.category,
-        endpoint: args.endpoint,
-        until_ms,
-        reason: args.reason,
-    };
-    if s.is_empty() {
-        bail!(
-            "name at least one of --entity, --category, --endpoint (a suppression of everything would silence every alert)"
-        );
-    }
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64;
+    let s = suppression_from_args(args, now_us)?;
     let path = suppressions_path(&data_dir);
     std::fs::create_dir_all(path.parent().expect("state dir"))?;
     let mut f = std::fs::OpenOptions::new()
@@ -131,6 +123,33 @@ pub fn run(args: SuppressArgs, config: &Config) -> Result<()> {
         serde_json::to_string(&s)?
     );
     Ok(())
+}
+
+/// The suppression `gatewatch suppress` adds, at `now_us` (µs since the epoch).
+fn suppression_from_args(args: SuppressArgs, now_us: i64) -> Result<Suppression> {
+    let until_ms = match (args.until, args.for_) {
+        (Some(u), _) if u <= now_us => bail!(
+            "--until {} is in the past (it is {} now): the suppression would never apply",
+            gatewatch_ingest::time::format_rfc3339_ms(u),
+            gatewatch_ingest::time::format_rfc3339_ms(now_us)
+        ),
+        (Some(u), _) => Some(u / 1000),
+        (None, Some(d)) => Some(now_us.saturating_add(d) / 1000),
+        (None, None) => None,
+    };
+    let s = Suppression {
+        entity: args.entity,
+        category: args.category,
+        endpoint: args.endpoint,
+        until_ms,
+        reason: args.reason,
+    };
+    if s.is_empty() {
+        bail!(
+            "name at least one of --entity (other than a bare \"*\"), --category, --endpoint (a suppression of everything would silence every alert)"
+        );
+    }
+    Ok(s)
 }
 
 /// `gatewatch rules`: the detector rules with their thresholds after config overrides.
@@ -163,4 +182,84 @@ pub fn list_rules(config: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> SuppressArgs {
+        SuppressArgs {
+            entity: None,
+            category: None,
+            endpoint: None,
+            until: None,
+            for_: None,
+            reason: None,
+            list: false,
+            data_dir: None,
+        }
+    }
+
+    const NOW_US: i64 = 1_750_000_000_000_000;
+
+    #[test]
+    fn an_until_in_the_past_is_refused() {
+        let past = SuppressArgs {
+            entity: Some("partner-acme".into()),
+            until: Some(NOW_US - 3_600_000_000),
+            ..args()
+        };
+        let err = suppression_from_args(past, NOW_US).unwrap_err().to_string();
+        assert!(err.contains("--until"), "{err}");
+        assert!(err.contains("past"), "{err}");
+        let future = SuppressArgs {
+            entity: Some("partner-acme".into()),
+            until: Some(NOW_US + 3_600_000_000),
+            ..args()
+        };
+        let s = suppression_from_args(future, NOW_US).unwrap();
+        assert_eq!(s.until_ms, Some((NOW_US + 3_600_000_000) / 1000));
+    }
+
+    #[test]
+    fn a_bare_star_entity_is_refused_as_everything() {
+        let star = SuppressArgs {
+            entity: Some("*".into()),
+            ..args()
+        };
+        let err = suppression_from_args(star, NOW_US).unwrap_err().to_string();
+        assert!(err.contains("every alert"), "{err}");
+        let svc = SuppressArgs {
+            entity: Some("svc-*".into()),
+            ..args()
+        };
+        assert!(suppression_from_args(svc, NOW_US).is_ok());
+    }
+
+    #[test]
+    fn a_line_that_would_silence_everything_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = suppressions_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            "{\"entity\":\"partner-acme\"}\n{}\n\n{\"entity\":\"*\",\"reason\":\"x\"}\n",
+        )
+        .unwrap();
+        let lines = read_suppression_lines(dir.path()).unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0].as_ref().unwrap().entity.as_deref(),
+            Some("partner-acme")
+        );
+        for (line, no) in [(&lines[1], 2), (&lines[2], 4)] {
+            let err = format!("{:#}", line.as_ref().unwrap_err());
+            assert!(err.contains(&format!("suppressions.jsonl:{no}")), "{err}");
+            assert!(err.contains("every alert"), "{err}");
+        }
+        // The whole file, as `demo` and `suppress --list` read it, names the first.
+        let err = format!("{:#}", load_suppressions(dir.path()).unwrap_err());
+        assert!(err.contains("suppressions.jsonl:2"), "{err}");
+    }
 }

@@ -278,15 +278,16 @@ impl IncidentAlert {
 }
 
 /// Most suppressions added at run time (by analysts, the suppressions file and the
-/// dashboard) held at once; configured ones do not count. Every candidate is checked
-/// against each, so the list is kept to what a team can maintain.
+/// dashboard) held at once; configured ones and expired ones do not count. Every candidate
+/// is checked against each, so the list is kept to what a team can maintain.
 pub const MAX_SUPPRESSIONS: usize = 10_000;
 
 /// A rule that silences alert candidates (from config or from an analyst's "false positive").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Suppression {
-    /// Only this entity (exact match, or a prefix when it ends in `*`).
+    /// Only this entity (exact match, or a prefix when it ends in `*`; a bare `*` names no
+    /// entity).
     #[serde(default)]
     pub entity: Option<String>,
     /// Only this category (name or OWASP id in config).
@@ -335,9 +336,18 @@ impl Suppression {
         true
     }
 
-    /// True when it names nothing (would silence everything): refused by validation.
+    /// True when it names nothing, so that it would silence every alert: no entity (or
+    /// the bare prefix `*`, which every entity starts with), no category and no endpoint.
+    /// Refused by validation and by [`IncidentTable::add_suppression`].
     pub fn is_empty(&self) -> bool {
-        self.entity.is_none() && self.category.is_none() && self.endpoint.is_none()
+        self.entity.as_deref().is_none_or(|e| e == "*")
+            && self.category.is_none()
+            && self.endpoint.is_none()
+    }
+
+    /// Whether it no longer silences anything at `now_ms` (event time) and later.
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.until_ms.is_some_and(|u| u <= now_ms)
     }
 }
 
@@ -370,7 +380,9 @@ mod time_opt {
 
     pub fn serialize<S: Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(ms) => s.serialize_str(&gatewatch_ingest::time::format_rfc3339_ms(*ms * 1000)),
+            Some(ms) => s.serialize_str(&gatewatch_ingest::time::format_rfc3339_ms(
+                ms.saturating_mul(1000),
+            )),
             None => s.serialize_none(),
         }
     }
@@ -396,6 +408,9 @@ mod time_opt {
         }
     }
 }
+
+/// Longest `idle_close_secs` and `id_window_secs` accepted: a hundred years.
+pub const MAX_WINDOW_SECS: u64 = 100 * 365 * 24 * 3600;
 
 /// Settings of the incident table (`[incidents]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -427,11 +442,19 @@ impl Default for IncidentConfig {
 impl IncidentConfig {
     /// Checks the settings; the message names the bad key.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.idle_close_secs == 0 {
-            return Err("incidents.idle_close_secs must be at least 1".into());
-        }
-        if self.id_window_secs == 0 {
-            return Err("incidents.id_window_secs must be at least 1".into());
+        for (key, secs) in [
+            ("idle_close_secs", self.idle_close_secs),
+            ("id_window_secs", self.id_window_secs),
+        ] {
+            if secs == 0 {
+                return Err(format!("incidents.{key} must be at least 1"));
+            }
+            if secs > MAX_WINDOW_SECS {
+                return Err(format!(
+                    "incidents.{key} = {secs} is more than the most accepted, \
+                     {MAX_WINDOW_SECS} (a hundred years)"
+                ));
+            }
         }
         if self.max_open == 0 {
             return Err("incidents.max_open must be at least 1".into());
@@ -439,8 +462,8 @@ impl IncidentConfig {
         for (i, s) in self.suppress.iter().enumerate() {
             if s.is_empty() {
                 return Err(format!(
-                    "incidents.suppress[{i}] names no entity, category or endpoint: it would \
-                     silence every alert"
+                    "incidents.suppress[{i}] names no entity (or only \"*\"), category or \
+                     endpoint: it would silence every alert"
                 ));
             }
         }
@@ -486,6 +509,9 @@ pub struct IncidentTable {
     closed_since: std::collections::VecDeque<Incident>,
     /// `counts.closings_dropped` as of the last warning about it.
     closings_dropped_logged: u64,
+    /// The newest event time handed to [`close_idle`](Self::close_idle) (or restored from a
+    /// checkpoint): run-time suppressions whose `until` is not after it have expired.
+    now_ms: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -493,6 +519,10 @@ struct Checkpoint {
     version: u32,
     incidents: Vec<Incident>,
     suppressions: Vec<Suppression>,
+    /// The table's event time, so that expired suppressions read again after a restart
+    /// are known to be. Absent from checkpoints of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    now_ms: Option<i64>,
 }
 
 const CHECKPOINT_VERSION: u32 = 1;
@@ -507,7 +537,19 @@ impl IncidentTable {
             counts: IncidentCounts::default(),
             closed_since: std::collections::VecDeque::new(),
             closings_dropped_logged: 0,
+            now_ms: None,
         }
+    }
+
+    /// Moves the table's event time forward to `now_ms` and drops the run-time
+    /// suppressions that expired by then (none held has expired as of the table's time
+    /// before: an expired one is not added).
+    fn note_time(&mut self, now_ms: i64) {
+        if self.now_ms.is_some_and(|t| t >= now_ms) {
+            return;
+        }
+        self.now_ms = Some(now_ms);
+        self.extra_suppressions.retain(|s| !s.expired_at(now_ms));
     }
 
     /// Keeps `inc`, just closed, for the caller that stores closings.
@@ -559,7 +601,7 @@ impl IncidentTable {
             self.counts.suppressed += 1;
             return (None, None);
         }
-        let idle_ms = self.cfg.idle_close_secs as i64 * 1000;
+        let idle_ms = secs_to_ms(self.cfg.idle_close_secs);
         let key: Key = (c.entity_kind, c.entity.clone(), c.category);
         if self
             .open
@@ -592,7 +634,7 @@ impl IncidentTable {
         if self.open.len() >= self.cfg.max_open {
             self.evict_one();
         }
-        let window_ms = self.cfg.id_window_secs as i64 * 1000;
+        let window_ms = secs_to_ms(self.cfg.id_window_secs);
         let bucket = c.time_ms.div_euclid(window_ms);
         let id = stable_id(&[
             c.entity_kind.name().as_bytes(),
@@ -648,8 +690,10 @@ impl IncidentTable {
 
     /// Closes incidents idle since before `now_ms - idle_close_secs` and returns them, after
     /// those [`take_closed`](Self::take_closed) would return (for the store).
+    /// Run-time suppressions expired by `now_ms` are dropped too.
     pub fn close_idle(&mut self, now_ms: i64) -> Vec<Incident> {
-        let idle_ms = self.cfg.idle_close_secs as i64 * 1000;
+        self.note_time(now_ms);
+        let idle_ms = secs_to_ms(self.cfg.idle_close_secs);
         let mut closed = self.take_closed();
         let before = closed.len();
         self.open.retain(|_, inc| {
@@ -703,10 +747,21 @@ impl IncidentTable {
 
     /// Adds a suppression at run time and says whether it is new. One equal to a
     /// suppression already in force is not added again (a restart restores the
-    /// checkpoint's suppressions and then reads the suppressions file again), and one
-    /// beyond [`MAX_SUPPRESSIONS`] is refused with a message naming the cap.
+    /// checkpoint's suppressions and then reads the suppressions file again), nor is one
+    /// that has expired (its `until` not after the newest event time the table has seen).
+    /// One that would silence every alert (see [`Suppression::is_empty`]) is refused, and
+    /// so is one beyond [`MAX_SUPPRESSIONS`] unexpired ones, each with a message.
     pub fn add_suppression(&mut self, s: Suppression) -> std::result::Result<bool, String> {
-        if self.suppressions().any(|have| *have == s) {
+        if s.is_empty() {
+            return Err(format!(
+                "suppression not added, it names no entity (or only \"*\"), category or \
+                 endpoint and would silence every alert: {}",
+                serde_json::to_string(&s).unwrap_or_default()
+            ));
+        }
+        if self.now_ms.is_some_and(|now| s.expired_at(now))
+            || self.suppressions().any(|have| *have == s)
+        {
             return Ok(false);
         }
         if self.extra_suppressions.len() >= MAX_SUPPRESSIONS {
@@ -755,6 +810,7 @@ impl IncidentTable {
             version: CHECKPOINT_VERSION,
             incidents: self.open.values().cloned().collect(),
             suppressions: self.extra_suppressions.clone(),
+            now_ms: self.now_ms,
         };
         serde_json::to_vec(&cp).map_err(|e| Error::Checkpoint {
             path: path.display().to_string(),
@@ -789,6 +845,9 @@ impl IncidentTable {
                 .insert((inc.entity_kind, inc.entity.clone(), inc.category), inc);
         }
         self.extra_suppressions.clear();
+        if let Some(now) = cp.now_ms {
+            self.note_time(now);
+        }
         for s in cp.suppressions {
             if let Err(e) = self.add_suppression(s) {
                 tracing::warn!("restoring the checkpoint: {e}");
@@ -825,6 +884,12 @@ fn fold(inc: &mut Incident, c: &AlertCandidate) {
             inc.labels.insert(l.clone(), 1);
         }
     }
+}
+
+/// Seconds to milliseconds, at most [`MAX_WINDOW_SECS`] (validation refuses more), so that
+/// neither overflows.
+fn secs_to_ms(secs: u64) -> i64 {
+    secs.min(MAX_WINDOW_SECS) as i64 * 1000
 }
 
 fn push_bounded(v: &mut Vec<String>, s: &str) {
@@ -1062,6 +1127,144 @@ mod tests {
             assert_eq!(restarted.add_suppression(nth(i)), Ok(false));
         }
         assert_eq!(restarted.suppressions().count(), MAX_SUPPRESSIONS);
+    }
+
+    #[test]
+    fn a_suppression_of_everything_is_refused_wherever_it_enters() {
+        let everything = Suppression {
+            entity: None,
+            category: None,
+            endpoint: None,
+            until_ms: None,
+            reason: Some("oops".into()),
+        };
+        // A `{}` line of the suppressions file parses into one.
+        let parsed: Suppression = serde_json::from_str("{}").unwrap();
+        let star = Suppression {
+            entity: Some("*".into()),
+            ..everything.clone()
+        };
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        for s in [everything.clone(), parsed, star.clone()] {
+            let err = t.add_suppression(s).unwrap_err();
+            assert!(err.contains("every alert"), "{err}");
+        }
+        assert_eq!(t.suppressions().count(), 0);
+        assert!(
+            t.observe(cand("u1", Category::Bola, 1_000, 70.0, Severity::Medium))
+                .is_some()
+        );
+        // `*` with a category is every entity in that category: allowed.
+        let bola = Suppression {
+            category: Some(Category::Bola),
+            ..star.clone()
+        };
+        assert_eq!(t.add_suppression(bola), Ok(true));
+        // Configured ones are refused by validation, `*` included.
+        for s in [everything, star] {
+            let cfg = IncidentConfig {
+                suppress: vec![s],
+                ..Default::default()
+            };
+            let err = cfg.validate().unwrap_err();
+            assert!(err.contains("incidents.suppress[0]"), "{err}");
+        }
+        // A checkpoint holding one (written by an older build) restores without it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.json");
+        std::fs::write(
+            &path,
+            br#"{"version":1,"incidents":[],"suppressions":[{},{"entity":"svc-a"}]}"#,
+        )
+        .unwrap();
+        let mut r = IncidentTable::new(IncidentConfig::default());
+        r.load_checkpoint(&path).unwrap();
+        let held: Vec<_> = r.suppressions().map(|s| s.entity.clone()).collect();
+        assert_eq!(held, [Some("svc-a".to_string())]);
+    }
+
+    #[test]
+    fn expired_suppressions_are_pruned_and_do_not_count_toward_the_cap() {
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        let nth = |i: usize, until_ms: Option<i64>| Suppression {
+            entity: Some(format!("client-{i}")),
+            category: None,
+            endpoint: None,
+            until_ms,
+            reason: None,
+        };
+        for i in 0..MAX_SUPPRESSIONS {
+            assert_eq!(t.add_suppression(nth(i, Some(10_000))), Ok(true));
+        }
+        // Events up to 20 s: every one of them has expired.
+        t.observe(cand("u1", Category::Bola, 20_000, 70.0, Severity::Medium));
+        t.close_idle(20_000);
+        assert_eq!(t.suppressions().count(), 0, "expired ones are pruned");
+        let forever = nth(MAX_SUPPRESSIONS, None);
+        assert_eq!(t.add_suppression(forever.clone()), Ok(true));
+        // One that has already expired is not held.
+        assert_eq!(t.add_suppression(nth(0, Some(5_000))), Ok(false));
+        assert_eq!(t.suppressions().cloned().collect::<Vec<_>>(), [forever]);
+
+        // A restart knows how far the events went: the file's expired lines, read again,
+        // do not fill the table, and new ones still fit.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.json");
+        t.save_checkpoint(&path).unwrap();
+        let mut r = IncidentTable::new(IncidentConfig::default());
+        r.load_checkpoint(&path).unwrap();
+        for i in 0..MAX_SUPPRESSIONS {
+            assert_eq!(r.add_suppression(nth(i, Some(10_000))), Ok(false));
+        }
+        assert_eq!(r.add_suppression(nth(1, Some(30_000))), Ok(true));
+        assert_eq!(r.suppressions().count(), 2);
+
+        // At the cap, those that expire make room for new ones.
+        let mut full = IncidentTable::new(IncidentConfig::default());
+        for i in 0..MAX_SUPPRESSIONS {
+            let until = if i % 2 == 0 { Some(10_000) } else { None };
+            assert_eq!(full.add_suppression(nth(i, until)), Ok(true));
+        }
+        assert!(full.add_suppression(nth(MAX_SUPPRESSIONS, None)).is_err());
+        full.close_idle(15_000);
+        assert_eq!(full.add_suppression(nth(MAX_SUPPRESSIONS, None)), Ok(true));
+        assert_eq!(full.suppressions().count(), MAX_SUPPRESSIONS / 2 + 1);
+    }
+
+    #[test]
+    fn windows_whose_milliseconds_overflow_are_refused() {
+        // Someone meaning "never".
+        for (idle, window, key) in [
+            (i64::MAX as u64, 3600, "incidents.idle_close_secs"),
+            (u64::MAX, 3600, "incidents.idle_close_secs"),
+            (600, u64::MAX, "incidents.id_window_secs"),
+            (600, 1 << 62, "incidents.id_window_secs"),
+        ] {
+            let cfg = IncidentConfig {
+                idle_close_secs: idle,
+                id_window_secs: window,
+                ..Default::default()
+            };
+            let err = cfg.validate().unwrap_err();
+            assert!(err.contains(key), "{err}");
+            assert!(err.contains(&MAX_WINDOW_SECS.to_string()), "{err}");
+            // A table built without validation neither panics nor closes every incident
+            // at its next candidate.
+            let mut t = IncidentTable::new(cfg);
+            let a = t.observe(cand("u1", Category::Bola, 1_000, 70.0, Severity::Medium));
+            assert_eq!(a.unwrap().activity, AlertActivity::Opened);
+            assert!(
+                t.observe(cand("u1", Category::Bola, 2_000, 70.0, Severity::Medium))
+                    .is_none()
+            );
+            assert_eq!(t.counts().closed_idle, 0);
+        }
+        let at_max = IncidentConfig {
+            idle_close_secs: MAX_WINDOW_SECS,
+            id_window_secs: MAX_WINDOW_SECS,
+            ..Default::default()
+        };
+        assert_eq!(at_max.validate(), Ok(()));
     }
 
     #[test]
