@@ -41,13 +41,19 @@
 //! in a journal file before the merged file is renamed into place, and a merge a crash
 //! interrupted is finished (or undone) the next time maintenance runs, so rows are never
 //! lost and never stay duplicated.
+//!
+//! One writer per data directory: [`Store::open`] takes an exclusive advisory lock on
+//! `<dir>/writer.lock` ([`LOCK_FILE`]), held until the store and its maintenance thread are
+//! gone, so a second writer (another `gatewatch run` or `demo` on the same directory)
+//! fails at open instead of deleting the first one's files in flight or the journals of
+//! its merges. [`maintain`] without a store runs under the same lock. Readers take no lock.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -364,10 +370,14 @@ struct PartBuffer {
     first_seq: u64,
 }
 
-/// The writer side of the store. One per data directory at a time; it is not shared
-/// between threads (wrap it in a mutex or give it its own thread).
+/// The writer side of the store. One per data directory at a time: it holds the
+/// directory's [`LOCK_FILE`] from [`Store::open`] until it (and its maintenance thread)
+/// are gone, and a second writer, in this process or another, is refused at open. Readers
+/// (SQL sessions, the dashboard) take no lock. It is not shared between threads (wrap it
+/// in a mutex or give it its own thread).
 pub struct Store {
     dir: PathBuf,
+    lock: Arc<DirLock>,
     cfg: StoreConfig,
     props: BTreeMap<Table, WriterProperties>,
     /// The same with [`SMALL_FILE_COMPRESSION`], for files maintenance will merge.
@@ -392,8 +402,12 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `dir` and removes temporary files an
-    /// earlier crash left behind.
+    /// Opens (creating if needed) the store under `dir`, locks it for this writer, and
+    /// removes temporary files an earlier crash left behind.
+    ///
+    /// Fails, touching nothing, when another writer holds the directory: another
+    /// `gatewatch run` or `demo`, or a live [`Store`] (or its maintenance thread) in this
+    /// process.
     pub fn open(dir: impl AsRef<Path>, cfg: StoreConfig) -> Result<Store> {
         cfg.validate()?;
         let dir = dir.as_ref().to_path_buf();
@@ -405,7 +419,12 @@ impl Store {
             props.insert(t, cfg.writer_properties(t)?);
             small_props.insert(t, cfg.writer_properties_with(t, SMALL_FILE_COMPRESSION)?);
         }
-        recover(&dir)?;
+        let lock = DirLock::for_writer(&dir)?;
+        {
+            // Rounds started through `maintain(dir)` in this process wait for this.
+            let _round = lock.round();
+            recover(&dir)?;
+        }
         // Unique per writer so that a restarted writer (or a merge) never picks a name
         // an earlier one used.
         let nanos = SystemTime::now()
@@ -415,6 +434,7 @@ impl Store {
         let writer_id = format!("{:x}{:05x}", nanos, std::process::id() & 0xfffff);
         Ok(Store {
             dir,
+            lock,
             cfg,
             props,
             small_props,
@@ -607,16 +627,18 @@ impl Store {
 
     /// Runs one maintenance round now (merge small files, apply retention).
     pub fn maintain(&self) -> Result<MaintenanceReport> {
-        maintain(&self.dir, &self.cfg)
+        let _round = self.lock.round();
+        maintain_at(&self.dir, &self.cfg, now_secs())
     }
 
     /// Starts a thread that runs maintenance every
     /// [`StoreConfig::maintenance_interval_secs`] until the handle is stopped or dropped.
-    /// It only touches files already on disk, so it runs alongside the writer.
+    /// It only touches files already on disk, so it runs alongside the writer. It keeps
+    /// the directory locked until it stops, even if the [`Store`] is dropped first.
     pub fn spawn_maintenance(&self) -> Result<Maintenance> {
         let stop = Arc::new(AtomicBool::new(false));
         let rounds = Arc::new(AtomicU64::new(0));
-        let (dir, cfg) = (self.dir.clone(), self.cfg.clone());
+        let (dir, cfg, lock) = (self.dir.clone(), self.cfg.clone(), self.lock.clone());
         let (stop2, rounds2) = (stop.clone(), rounds.clone());
         let handle = std::thread::Builder::new()
             .name("store-maintenance".into())
@@ -631,7 +653,10 @@ impl Store {
                         continue;
                     }
                     waited = Duration::ZERO;
-                    match maintain(&dir, &cfg) {
+                    let round = lock.round();
+                    let result = maintain_at(&dir, &cfg, now_secs());
+                    drop(round);
+                    match result {
                         Ok(r) => tracing::debug!(?r, "store maintenance"),
                         Err(e) => tracing::warn!(error = %e, "store maintenance failed; retrying next round"),
                     }
@@ -1160,6 +1185,89 @@ fn leaf_dirs(dir: &Path) -> Result<Vec<(Table, PathBuf)>> {
     Ok(out)
 }
 
+/// The file under the data directory that the writer holds an exclusive advisory lock on
+/// (`flock`) for as long as it writes.
+pub const LOCK_FILE: &str = "writer.lock";
+
+/// The writer's lock on a data directory. Shared by the [`Store`], its maintenance
+/// thread and [`maintain`] calls in the same process; released (the lock file closed)
+/// when the last of them lets go. The mutex serialises maintenance rounds.
+struct DirLock {
+    _file: File,
+    rounds: Mutex<()>,
+}
+
+/// The directories this process holds, by canonical path.
+static HELD: Mutex<Vec<(PathBuf, Weak<DirLock>)>> = Mutex::new(Vec::new());
+
+impl DirLock {
+    /// A new lock on `dir` for a writer: fails if anyone, in this process or another,
+    /// holds it.
+    fn for_writer(dir: &Path) -> Result<Arc<DirLock>> {
+        Self::take(dir, true)
+    }
+
+    /// The lock this process already holds on `dir`, or a new one; fails if another
+    /// process holds it.
+    fn for_maintenance(dir: &Path) -> Result<Arc<DirLock>> {
+        Self::take(dir, false)
+    }
+
+    fn take(dir: &Path, writer: bool) -> Result<Arc<DirLock>> {
+        let key = fs::canonicalize(dir).map_err(Error::io("resolve", dir))?;
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(lock) = held
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            if writer {
+                return Err(in_use(dir));
+            }
+            return Ok(lock);
+        }
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io("create", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path)(e)),
+        }
+        let lock = Arc::new(DirLock {
+            _file: file,
+            rounds: Mutex::new(()),
+        });
+        held.push((key, Arc::downgrade(&lock)));
+        Ok(lock)
+    }
+
+    /// Waits for the maintenance round in progress (or recovery) to end.
+    fn round(&self) -> MutexGuard<'_, ()> {
+        self.rounds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn in_use(dir: &Path) -> Error {
+    Error::Io {
+        op: "lock",
+        path: dir.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!(
+                "another gatewatch process is writing to this data directory (it holds \
+                 {LOCK_FILE}); stop it or give this one another data directory"
+            ),
+        ),
+    }
+}
+
 /// Removes temporary files and finishes (or rolls back) interrupted merges.
 fn recover(dir: &Path) -> Result<()> {
     for (_, leaf) in leaf_dirs(dir)? {
@@ -1208,7 +1316,30 @@ fn finish_merge(leaf: &Path, _id: &str, journal: &Path) -> Result<()> {
 
 /// One maintenance round over the store at `dir`: finish interrupted merges, merge the
 /// small files of every finished hour, apply retention.
+///
+/// It runs under the writer's lock: when a [`Store`] of this process has the directory,
+/// the round runs as one of that store's (after any round in progress); otherwise it
+/// takes the lock for the round, and fails if another process is writing to `dir`.
 pub fn maintain(dir: &Path, cfg: &StoreConfig) -> Result<MaintenanceReport> {
+    if !dir.is_dir() {
+        // Nothing stored yet (and no directory to lock).
+        return Ok(MaintenanceReport::default());
+    }
+    let lock = DirLock::for_maintenance(dir)?;
+    let _round = lock.round();
+    maintain_at(dir, cfg, now_secs())
+}
+
+/// Seconds since the epoch by the wall clock.
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// [`maintain`] with the wall clock given (seconds since the epoch).
+fn maintain_at(dir: &Path, cfg: &StoreConfig, now_secs: i64) -> Result<MaintenanceReport> {
     let mut report = MaintenanceReport::default();
     // Journals of merges that died half-way.
     for (_, leaf) in leaf_dirs(dir)? {
@@ -1225,10 +1356,7 @@ pub fn maintain(dir: &Path, cfg: &StoreConfig) -> Result<MaintenanceReport> {
     // never the reference "now": the newest partition up to this day is. Otherwise one
     // event dated 2099 would make retention delete every real day, and make the hour
     // being written look finished.
-    let today = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| (d.as_secs() / 86_400) as i64)
-        .unwrap_or(0);
+    let today = now_secs.div_euclid(86_400);
     let latest_day = today + 1;
     for t in Table::ALL.into_iter().filter(|t| t.is_partitioned()) {
         let tdir = dir.join(t.name());
@@ -1641,6 +1769,117 @@ mod tests {
             assert_eq!(seen, (0..24).collect::<Vec<i64>>(), "cap {cap}");
         }
         assert!(split_into_files(&[mk(0, 0)], 10).is_empty());
+    }
+
+    /// `n` alert-like rows (a timestamp and a number) at the start of `hour`.
+    fn rows_at(hour: i64, n: i64) -> RecordBatch {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                TIMESTAMP_COLUMN,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let ts = TimestampMicrosecondArray::from_iter_values((0..n).map(|i| hour * HOUR_US + i))
+            .with_timezone("UTC");
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(ts), Arc::new(Int64Array::from_iter_values(0..n))],
+        )
+        .unwrap()
+    }
+
+    /// One small file of `hour` in the alerts table.
+    fn commit_hour(store: &mut Store, hour: i64) {
+        store.append(Table::Alerts, rows_at(hour, 3)).unwrap();
+        store.flush().unwrap();
+    }
+
+    /// A partition file a writer is still writing, as another process's would look.
+    fn in_flight_file(dir: &Path) -> PathBuf {
+        let hdir = partition_dir(dir, Table::Events, 20_241 * 24 + 8);
+        fs::create_dir_all(&hdir).unwrap();
+        let tmp = hdir.join(".part-other-000001.parquet.tmp");
+        fs::write(&tmp, b"PAR1 half written").unwrap();
+        tmp
+    }
+
+    #[test]
+    fn a_second_writer_on_one_directory_is_refused_until_the_first_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = Store::open(tmp.path(), StoreConfig::default()).unwrap();
+        let in_flight = in_flight_file(tmp.path());
+        let e = Store::open(tmp.path(), StoreConfig::default())
+            .expect_err("a second writer opened the directory")
+            .to_string();
+        assert!(
+            e.contains(&tmp.path().display().to_string())
+                && e.contains("another gatewatch process is writing"),
+            "{e}"
+        );
+        assert!(
+            in_flight.exists(),
+            "the refused writer removed the first one's file in flight"
+        );
+        drop(first);
+        let _again = Store::open(tmp.path(), StoreConfig::default()).unwrap();
+    }
+
+    #[test]
+    fn a_writer_in_another_process_blocks_open_and_maintenance() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::open(tmp.path(), StoreConfig::default()).unwrap());
+        // Another process's lock: flock locks belong to the open file, so a second open of
+        // the lock file conflicts just as another process would.
+        let other = File::open(tmp.path().join("writer.lock")).unwrap();
+        other.try_lock().unwrap();
+        let in_flight = in_flight_file(tmp.path());
+        let e = Store::open(tmp.path(), StoreConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("another gatewatch process"), "{e}");
+        let e = maintain(tmp.path(), &StoreConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("another gatewatch process"), "{e}");
+        assert!(in_flight.exists());
+        drop(other);
+        maintain(tmp.path(), &StoreConfig::default()).unwrap();
+        let _store = Store::open(tmp.path(), StoreConfig::default()).unwrap();
+        assert!(!in_flight.exists(), "a writer that opens alone cleans up");
+    }
+
+    #[test]
+    fn the_maintenance_thread_keeps_the_directory_locked_and_readers_need_no_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            maintenance_interval_secs: 3600,
+            ..StoreConfig::default()
+        };
+        let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+        commit_hour(&mut store, 20_241 * 24 + 8);
+        // Maintenance in the writer's own process runs under the writer's lock.
+        store.maintain().unwrap();
+        maintain(tmp.path(), &cfg).unwrap();
+        // So does a reader, anywhere.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let session = rt
+            .block_on(crate::HuntSession::open(tmp.path(), Default::default()))
+            .unwrap();
+        let out = rt
+            .block_on(session.query("SELECT count(*) FROM alerts"))
+            .unwrap();
+        assert_eq!(out.rows, 1);
+        let m = store.spawn_maintenance().unwrap();
+        drop(store);
+        assert!(
+            Store::open(tmp.path(), cfg.clone()).is_err(),
+            "the maintenance thread outlives the writer and still works on the directory"
+        );
+        m.stop();
+        let _store = Store::open(tmp.path(), cfg).unwrap();
     }
 
     #[test]
