@@ -6,7 +6,8 @@
 //! incidents is bounded; it can be saved to a checkpoint (written, then renamed) so that a
 //! restart continues the same incidents instead of opening new ones.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -499,6 +500,12 @@ type Key = (EntityKind, String, Category);
 pub struct IncidentTable {
     cfg: IncidentConfig,
     open: HashMap<Key, Incident>,
+    /// The open incidents by when they were last seen, least recent first, so that a full
+    /// table finds the one to evict without scanning them all. Each open incident has an
+    /// entry with a time no later than its `last_seen_ms` (which only grows); entries
+    /// left behind (incidents seen again since, or closed) are put right or dropped when
+    /// they come to the top, and all are rebuilt when they outnumber the open ones.
+    by_last_seen: BinaryHeap<Reverse<(i64, Key)>>,
     /// Suppressions added at run time (analyst feedback), on top of the configured ones.
     extra_suppressions: Vec<Suppression>,
     counts: IncidentCounts,
@@ -533,6 +540,7 @@ impl IncidentTable {
         Self {
             cfg,
             open: HashMap::new(),
+            by_last_seen: BinaryHeap::new(),
             extra_suppressions: Vec::new(),
             counts: IncidentCounts::default(),
             closed_since: std::collections::VecDeque::new(),
@@ -670,21 +678,44 @@ impl IncidentTable {
             incident: inc.clone(),
         };
         let id = inc.id.clone();
-        self.open.insert(key, inc);
+        self.insert_open(key, inc);
         (Some(id), Some(alert))
     }
 
+    /// Opens (or restores) an incident.
+    fn insert_open(&mut self, key: Key, inc: Incident) {
+        if self.by_last_seen.len() > 2 * self.open.len() + 64 {
+            self.by_last_seen = self
+                .open
+                .iter()
+                .map(|(k, i)| Reverse((i.last_seen_ms, k.clone())))
+                .collect();
+        }
+        self.by_last_seen
+            .push(Reverse((inc.last_seen_ms, key.clone())));
+        self.open.insert(key, inc);
+    }
+
+    /// Closes the incident seen least recently (of those seen at the same time, the first
+    /// by entity kind, entity and category).
     fn evict_one(&mut self) {
-        if let Some(k) = self
-            .open
-            .iter()
-            .min_by_key(|(_, i)| i.last_seen_ms)
-            .map(|(k, _)| k.clone())
-        {
-            if let Some(evicted) = self.open.remove(&k) {
-                self.note_closed(evicted);
+        while let Some(Reverse((t, k))) = self.by_last_seen.pop() {
+            let Some(last_seen) = self.open.get(&k).map(|i| i.last_seen_ms) else {
+                continue; // closed since
+            };
+            if last_seen > t {
+                // Seen since: its place is further back.
+                self.by_last_seen.push(Reverse((last_seen, k)));
+            } else if last_seen == t {
+                // Every entry left is at `t` or later, and so is every open incident.
+                if let Some(evicted) = self.open.remove(&k) {
+                    self.note_closed(evicted);
+                }
+                self.counts.evicted += 1;
+                return;
             }
-            self.counts.evicted += 1;
+            // (An entry later than the incident is one of an earlier incident about the
+            // same entity; the incident has an entry of its own.)
         }
     }
 
@@ -841,8 +872,7 @@ impl IncidentTable {
         }
         let n = cp.incidents.len();
         for inc in cp.incidents {
-            self.open
-                .insert((inc.entity_kind, inc.entity.clone(), inc.category), inc);
+            self.insert_open((inc.entity_kind, inc.entity.clone(), inc.category), inc);
         }
         self.extra_suppressions.clear();
         if let Some(now) = cp.now_ms {
@@ -1299,6 +1329,58 @@ mod tests {
         for e in ["u7", "u8", "u9"] {
             assert!(ents.contains(&e.to_string()), "{ents:?}");
         }
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_least_recently_seen() {
+        // Rotating clients, out-of-order times, folds, idle closings and a restart: each
+        // eviction takes an incident seen least recently of those open.
+        let mut t = IncidentTable::new(IncidentConfig {
+            max_open: 16,
+            idle_close_secs: 40,
+            ..Default::default()
+        });
+        let mut seed: u64 = 7;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.json");
+        let mut evictions = 0;
+        for step in 0..4_000i64 {
+            let entity = format!("c{}", next(40));
+            let time = step * 100 - next(3_000) as i64;
+            let c = cand(&entity, Category::Bola, time, 70.0, Severity::Medium);
+            let new_key = !t.open_incidents().iter().any(|i| i.entity == entity);
+            let full = t.len() == 16;
+            let oldest = t.open_incidents().iter().map(|i| i.last_seen_ms).min();
+            let before = t.counts().evicted;
+            t.take_closed();
+            t.observe(c);
+            if new_key && full {
+                evictions += 1;
+                assert_eq!(t.counts().evicted, before + 1);
+                let gone = t.take_closed();
+                assert_eq!(gone.len(), 1);
+                assert_eq!(Some(gone[0].last_seen_ms), oldest, "step {step}");
+            } else {
+                assert_eq!(t.counts().evicted, before);
+            }
+            assert!(t.len() <= 16);
+            assert!(t.by_last_seen.len() <= 2 * 16 + 64 + 1);
+            if step % 500 == 250 {
+                t.close_idle(time);
+            }
+            if step % 1_000 == 999 {
+                t.save_checkpoint(&path).unwrap();
+                t = IncidentTable::new(t.cfg.clone());
+                t.load_checkpoint(&path).unwrap();
+            }
+        }
+        assert!(evictions > 1_000, "{evictions}");
     }
 
     #[test]
