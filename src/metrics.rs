@@ -55,6 +55,11 @@ pub struct Metrics {
     pub model_swaps: AtomicU64,
     /// Retrained models kept out by `[models.trainer] max_drift`.
     pub models_refused: AtomicU64,
+    /// Failed attempts to store a batch's dead letters (each is retried).
+    pub dead_letter_sink_errors: AtomicU64,
+    /// Set while the dead-letter sink fails: the batch waits at the source and detection
+    /// pauses until its dead letters are stored.
+    pub dead_letter_sink_failing: AtomicBool,
     /// 1 once the pipeline runs: stages built, store open, consumer in the group. A member
     /// that has no partition assigned (more members than partitions) is ready too, as a
     /// standby that takes over partitions when another leaves.
@@ -255,6 +260,19 @@ impl Metrics {
              normal; worth a look).",
             g(&self.models_refused),
         );
+        counter(
+            &mut s,
+            "gatewatch_dead_letter_sink_errors_total",
+            "Failed attempts to store a batch's dead letters; the batch is held and written \
+             again.",
+            g(&self.dead_letter_sink_errors),
+        );
+        gauge(
+            &mut s,
+            "gatewatch_dead_letter_sink_failing",
+            "1 while dead letters cannot be stored and detection waits for the sink.",
+            self.dead_letter_sink_failing.load(Ordering::Relaxed) as i64,
+        );
         gauge(
             &mut s,
             "gatewatch_ready",
@@ -296,7 +314,9 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
         .route(
             "/readyz",
             get(move || {
-                let ready = m2.ready.load(Ordering::Relaxed) && !m2.failed.load(Ordering::Relaxed);
+                let ready = m2.ready.load(Ordering::Relaxed)
+                    && !m2.failed.load(Ordering::Relaxed)
+                    && !m2.dead_letter_sink_failing.load(Ordering::Relaxed);
                 async move {
                     if ready {
                         (StatusCode::OK, "ready\n")

@@ -186,12 +186,34 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             .checkpoint_bytes(&checkpoint)
             .context("checkpointing incidents")
     };
+    let mut dead_letters = DeadLetterRetry::default();
     let result: Result<()> = (|| {
         loop {
-            let Some(sb) = source
-                .next_batch_timeout(Duration::from_millis(200))
-                .context("reading from Kafka")?
-            else {
+            let next = match source.next_batch_timeout(Duration::from_millis(200)) {
+                Err(gatewatch_ingest::Error::DeadLetterSink(error)) => {
+                    // The source keeps the batch and writes its dead letters again on the
+                    // next call; nothing past them is committed meanwhile.
+                    metrics
+                        .dead_letter_sink_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .dead_letter_sink_failing
+                        .store(true, Ordering::Relaxed);
+                    let backoff = dead_letters.failed(&error);
+                    sleep_unless_stopped(backoff, &stop);
+                    if stop.is_stopped() {
+                        break;
+                    }
+                    continue;
+                }
+                other => other.context("reading from Kafka")?,
+            };
+            if dead_letters.recovered() {
+                metrics
+                    .dead_letter_sink_failing
+                    .store(false, Ordering::Relaxed);
+            }
+            let Some(sb) = next else {
                 metrics
                     .lag
                     .store(source.lag().unwrap_or(-1), Ordering::Relaxed);
@@ -409,6 +431,76 @@ fn add_suppression(engine: &mut Engine, s: gatewatch_scoring::Suppression) {
     }
 }
 
+/// First wait before writing a batch's dead letters again after the sink failed.
+const DEAD_LETTER_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts; the wait doubles up to it.
+const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(30);
+/// While the dead-letter sink keeps failing, a warning at most this often.
+const DEAD_LETTER_WARN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Retries of a dead-letter sink that could not store a batch's dead letters (a missing
+/// topic, a leader election, a full disk). The batch waits at the source, so detection
+/// pauses for the outage rather than stopping, and resumes where it was.
+#[derive(Debug, Default)]
+struct DeadLetterRetry {
+    /// Failed attempts in a row.
+    failures: u32,
+    /// Failures since the last warning.
+    unreported: u64,
+    last_warning: Option<Instant>,
+}
+
+impl DeadLetterRetry {
+    /// Records a failed attempt (warning at most every `DEAD_LETTER_WARN_INTERVAL`) and
+    /// returns how long to wait before the next: 1 s, doubling up to 30 s.
+    fn failed(&mut self, error: &str) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.unreported += 1;
+        let backoff = DEAD_LETTER_RETRY_FIRST
+            .saturating_mul(1 << (self.failures - 1).min(16))
+            .min(DEAD_LETTER_RETRY_MAX);
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= DEAD_LETTER_WARN_INTERVAL)
+        {
+            tracing::warn!(
+                failures = self.unreported,
+                retry_in = ?backoff,
+                "dead letters cannot be stored ({error}); the batch is held and written \
+                 again, detection waits meanwhile"
+            );
+            self.unreported = 0;
+            self.last_warning = Some(Instant::now());
+        }
+        backoff
+    }
+
+    /// Records a successful read; returns whether it ended a run of failures.
+    fn recovered(&mut self) -> bool {
+        if self.failures == 0 {
+            return false;
+        }
+        tracing::info!(
+            failed_attempts = self.failures,
+            "dead letters stored again; detection resumes"
+        );
+        *self = Self::default();
+        true
+    }
+}
+
+/// Sleeps for `wait`, or less once a stop is requested.
+fn sleep_unless_stopped(wait: Duration, stop: &gatewatch_ingest::source::kafka::StopHandle) {
+    let until = Instant::now() + wait;
+    while !stop.is_stopped() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
 /// Batches queued between the engine and the alert thread.
 const ALERT_QUEUE_BATCHES: usize = 4;
 
@@ -601,5 +693,24 @@ fn spawn_signal_handler(stop: gatewatch_ingest::source::kafka::StopHandle) {
         });
     if let Err(e) = spawned {
         tracing::warn!("no signal handler: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_retries_back_off_to_a_bound_and_reset_on_recovery() {
+        let mut r = DeadLetterRetry::default();
+        assert!(!r.recovered());
+        let waits: Vec<u64> = (0..8).map(|_| r.failed("x").as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        for _ in 0..100 {
+            assert_eq!(r.failed("x"), DEAD_LETTER_RETRY_MAX);
+        }
+        assert!(r.recovered());
+        assert!(!r.recovered());
+        assert_eq!(r.failed("x"), DEAD_LETTER_RETRY_FIRST);
     }
 }

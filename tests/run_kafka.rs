@@ -597,3 +597,102 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
         "{published:?}"
     );
 }
+
+/// The status code of `GET path` on the run's HTTP port (`None` before it listens).
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Fails the test with the run's log if it has ended.
+fn assert_running(child: &mut Child, what: &str) {
+    if let Some(status) = child.try_wait().unwrap() {
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        panic!("gatewatch run ended ({status}) {what}: {err}");
+    }
+}
+
+#[test]
+fn a_failing_dead_letter_sink_is_retried_without_stopping_the_service() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch run dead-letter retry test") else {
+        return;
+    };
+    let (input, _alerts, dir, cfg) = single_partition_run(&brokers, "dlretry", ("", ""));
+    // The dead-letter file is full: its next letter rotates it, and the rotation cannot
+    // rename it over `dl.jsonl.1`, a directory that is not empty (a stand-in for a full
+    // disk or an unreachable dead-letter topic that recovers).
+    let dl = dir.path().join("dl.jsonl");
+    let blocker = dir.path().join("dl.jsonl.1");
+    std::fs::write(&dl, vec![b'x'; 1 << 20]).unwrap();
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("keep"), b"x").unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let section = format!(
+        "[kafka.dead_letter]\nkind = \"file\"\npath = \"{}\"\nmax_bytes = {}\n[alerts]\n",
+        dl.display(),
+        1 << 20
+    );
+    std::fs::write(&cfg, text.replacen("[alerts]\n", &section, 1)).unwrap();
+
+    let t0 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+    let mut lines = vec!["not a kong record".to_string()];
+    lines.extend((0..20).map(|i| kong_line(t0 + i * 1000, "198.51.100.7", "/api/v1/items")));
+    produce_lines(&brokers, &input, &lines);
+
+    let port = free_port();
+    let mut child = start_run_idle(&cfg, &dir.path().join("data"), port, "120s");
+    let metric_now = |name| metric(port, name).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric_now("gatewatch_dead_letter_sink_errors_total") < 2 {
+        assert_running(&mut child, "on a dead-letter sink error");
+        assert!(
+            Instant::now() < deadline,
+            "no dead-letter sink error counted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_running(&mut child, "on a dead-letter sink error");
+    assert_eq!(
+        http_status(port, "/readyz"),
+        Some(503),
+        "ready while dead letters cannot be stored"
+    );
+    assert_eq!(http_status(port, "/healthz"), Some(200));
+
+    // The sink recovers: the batch goes out and the good records are processed.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    while metric_now("gatewatch_events_in_total") < 20 {
+        assert_running(&mut child, "after the dead-letter sink recovered");
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "the good records were not processed after the sink recovered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while http_status(port, "/readyz") != Some(200) {
+        assert!(
+            Instant::now() < ready_by,
+            "not ready after the sink recovered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let letters = std::fs::read_to_string(&dl).unwrap();
+    assert_eq!(letters.lines().count(), 1, "{letters}");
+    assert!(letters.contains("not a kong record"), "{letters}");
+    assert_eq!(std::fs::metadata(&blocker).unwrap().len(), 1 << 20);
+}

@@ -93,7 +93,11 @@
 //! - [`Error::Kafka`]: a fatal client error; not retryable, stop the source.
 //! - [`Error::DeadLetterSink`]: a batch's dead letters could not be stored. Retryable:
 //!   the batch is kept, and the next call to `next_batch` writes its dead letters again
-//!   (the sink may then hold some of them twice) before handing it out.
+//!   (the sink may then hold some of them twice) before handing it out. Until then no
+//!   batch after it is handed out and no commit covers its records; batches acknowledged
+//!   before it are still committed by those calls. The consumer is not polled meanwhile:
+//!   an outage longer than `max.poll.interval.ms` makes the member leave the group, and
+//!   its partitions are read again from the committed offsets once it rejoins.
 //!
 //! No message content can make the source panic: every record either decodes or becomes a
 //! dead letter.
@@ -1356,7 +1360,15 @@ impl KafkaSource {
                     let letters = &batch.decoded.dead_letters;
                     if !letters.is_empty() {
                         match self.sink.as_mut() {
-                            Some(sink) => sink.write(letters)?,
+                            Some(sink) => {
+                                if let Err(e) = sink.write(letters) {
+                                    // The batch stays first in line and is not handed out,
+                                    // so no commit passes its records; the batches
+                                    // acknowledged before it are committed meanwhile.
+                                    self.commit_due()?;
+                                    return Err(e);
+                                }
+                            }
                             None => self.unsunk.report(letters),
                         }
                     }
@@ -1370,11 +1382,8 @@ impl KafkaSource {
                     });
                 }
             }
+            self.commit_due()?;
             let now = Instant::now();
-            if now >= self.next_commit {
-                self.commit_acked(CommitMode::Async)?;
-                self.next_commit = now + self.commit_interval;
-            }
             if self.open.records >= self.batching.max_rows {
                 self.close_open()?;
                 continue;
@@ -1476,6 +1485,17 @@ impl KafkaSource {
                     batch,
                 },
             });
+        }
+        Ok(())
+    }
+
+    /// Commits asynchronously what has been acknowledged, once the commit interval has
+    /// passed since the last such commit.
+    fn commit_due(&mut self) -> Result<()> {
+        let now = Instant::now();
+        if now >= self.next_commit {
+            self.commit_acked(CommitMode::Async)?;
+            self.next_commit = now + self.commit_interval;
         }
         Ok(())
     }
