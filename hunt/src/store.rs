@@ -150,8 +150,8 @@ pub struct StoreConfig {
     pub zstd_level: i32,
     /// Partitions older than this many days are deleted; 0 keeps everything. Days are
     /// counted back from the table's newest partition (so a replay of old traffic is
-    /// kept), ignoring partitions dated after tomorrow by the wall clock: those are
-    /// neither the reference nor deleted.
+    /// kept), but never from later than today by the wall clock: partitions dated after
+    /// today (a gateway whose clock runs ahead) are neither the reference nor deleted.
     pub retention_days: u32,
     /// A finished hour with at least this many small files gets them merged.
     pub compact_min_files: usize,
@@ -1352,12 +1352,13 @@ fn maintain_at(dir: &Path, cfg: &StoreConfig, now_secs: i64) -> Result<Maintenan
             }
         }
     }
-    // Partitions dated after tomorrow (an event with a wrong clock, a typo'd year) are
-    // never the reference "now": the newest partition up to this day is. Otherwise one
-    // event dated 2099 would make retention delete every real day, and make the hour
-    // being written look finished.
-    let today = now_secs.div_euclid(86_400);
-    let latest_day = today + 1;
+    // The reference "now" is the newest partition, but never later than the wall clock:
+    // partitions dated ahead of it (a gateway whose clock runs fast, which decoders
+    // accept up to a day ahead; a typo'd year) never count. Otherwise a gateway a few hours
+    // ahead late in the UTC day would make retention count from tomorrow and delete
+    // today a day early, and would make the hour being written look finished.
+    let now_hour = now_secs.div_euclid(3600);
+    let today = now_hour.div_euclid(24);
     for t in Table::ALL.into_iter().filter(|t| t.is_partitioned()) {
         let tdir = dir.join(t.name());
         let dates = subdirs(&tdir)?;
@@ -1369,14 +1370,15 @@ fn maintain_at(dir: &Path, cfg: &StoreConfig, now_secs: i64) -> Result<Maintenan
                 hours.push((hour, hdir));
             }
         }
-        // The newest hour up to the bound stays open: the writer is still adding to it.
+        // The newest hour up to now stays open: the writer is still adding to it. So do
+        // hours yet to come (rows from fast clocks): they cannot have finished.
         let open = hours
             .iter()
             .filter_map(|(h, _)| *h)
-            .filter(|h| h.div_euclid(24) <= latest_day)
+            .filter(|h| *h <= now_hour)
             .max();
         for (hour, hdir) in hours {
-            if hour.is_some() && hour == open {
+            if hour.is_some_and(|h| Some(h) == open || h > now_hour) {
                 continue;
             }
             let (merged, written) = compact_partition(&hdir, t, cfg)?;
@@ -1388,11 +1390,7 @@ fn maintain_at(dir: &Path, cfg: &StoreConfig, now_secs: i64) -> Result<Maintenan
                 .iter()
                 .filter_map(|(n, p)| parse_date_dir(n).map(|d| (d, p)))
                 .collect();
-            let newest = days
-                .iter()
-                .map(|(d, _)| *d)
-                .filter(|d| *d <= latest_day)
-                .max();
+            let newest = days.iter().map(|(d, _)| *d).filter(|d| *d <= today).max();
             if let Some(newest) = newest {
                 for (d, p) in days {
                     if newest - d >= i64::from(cfg.retention_days) {
@@ -1798,6 +1796,13 @@ mod tests {
         store.flush().unwrap();
     }
 
+    fn parquet_in(dir: &Path) -> usize {
+        match files(dir) {
+            Ok(f) => f.iter().filter(|(n, _)| n.ends_with(".parquet")).count(),
+            Err(_) => 0,
+        }
+    }
+
     /// A partition file a writer is still writing, as another process's would look.
     fn in_flight_file(dir: &Path) -> PathBuf {
         let hdir = partition_dir(dir, Table::Events, 20_241 * 24 + 8);
@@ -1880,6 +1885,69 @@ mod tests {
         );
         m.stop();
         let _store = Store::open(tmp.path(), cfg).unwrap();
+    }
+
+    #[test]
+    fn a_partition_dated_tomorrow_does_not_move_retention() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            retention_days: 1,
+            ..StoreConfig::default()
+        };
+        // 2025-06-02 22:30 UTC; a gateway whose clock runs 2 h 40 min ahead already writes
+        // 2025-06-03 01:00.
+        let today = days_from_civil(2025, 6, 2);
+        let now = today * 86_400 + 22 * 3600 + 30 * 60;
+        let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+        for hour in [(today - 1) * 24 + 10, today * 24 + 22, (today + 1) * 24 + 1] {
+            commit_hour(&mut store, hour);
+        }
+        let report = maintain_at(tmp.path(), &cfg, now).unwrap();
+        let adir = tmp.path().join("alerts");
+        assert!(
+            !adir.join("date=2025-06-01").exists(),
+            "yesterday is past retention"
+        );
+        assert!(adir.join("date=2025-06-02").exists(), "today was deleted");
+        assert!(adir.join("date=2025-06-03").exists());
+        assert_eq!(report.partitions_deleted, 1);
+    }
+
+    #[test]
+    fn a_partition_dated_later_today_does_not_close_the_hour_being_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            compact_min_files: 2,
+            ..StoreConfig::default()
+        };
+        let today = days_from_civil(2025, 6, 2);
+        let now = today * 86_400 + 22 * 3600 + 30 * 60;
+        let current = now.div_euclid(3600);
+        let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+        // A finished hour, the hour being written, and one three hours ahead (tomorrow).
+        for hour in [current - 1, current, current + 3] {
+            for _ in 0..3 {
+                commit_hour(&mut store, hour);
+            }
+        }
+        let report = maintain_at(tmp.path(), &cfg, now).unwrap();
+        let hdir = |h| partition_dir(tmp.path(), Table::Alerts, h);
+        assert_eq!(
+            parquet_in(&hdir(current - 1)),
+            1,
+            "the finished hour is merged"
+        );
+        assert_eq!(
+            parquet_in(&hdir(current)),
+            3,
+            "the hour being written was merged"
+        );
+        assert_eq!(
+            parquet_in(&hdir(current + 3)),
+            3,
+            "an hour yet to come was merged"
+        );
+        assert_eq!(report.files_merged, 3);
     }
 
     #[test]
