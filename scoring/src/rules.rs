@@ -38,7 +38,9 @@ pub struct Condition {
     pub threshold: f32,
     /// What the value means, for explanations (`distinct object ids on one endpoint in 10 min`).
     pub label: String,
-    /// A column holding the entity's usual value, shown next to the observed one.
+    /// A column holding the entity's usual value, shown next to the observed one. It must
+    /// be the usual value over the same span as the feature (the `_baseline` columns are
+    /// over the feature stage's reference span, 10 min by default), else "usual" misleads.
     #[serde(default)]
     pub baseline: Option<String>,
     /// Also require the value to be at least this many times the 99th percentile of the
@@ -243,12 +245,13 @@ pub fn builtin_rules() -> Vec<Rule> {
             Client,
             62.0,
             vec![
+                // No baseline: the client's usual distinct ids are counted over the
+                // reference span (10 min), not an hour.
                 Condition::ge(
                     "f_client_distinct_ids_1h",
                     15.0,
                     "distinct object ids on one endpoint in 1 h",
                 )
-                .with_baseline("f_client_distinct_ids_baseline")
                 .vs_endpoint_p99(2.0),
                 Condition::ge(
                     "f_client_id_sequential_1h",
@@ -362,8 +365,10 @@ pub fn builtin_rules() -> Vec<Rule> {
             Client,
             62.0,
             vec![
-                Condition::ge("f_client_rate_1m", 4.0, "requests per second over 1 min")
-                    .with_baseline("f_client_rate_baseline"),
+                // No baseline: the client's usual rate is its 10-min rate, and a 1-min rate
+                // of ordinary bursty traffic often runs several times that. The next
+                // condition (the 10-min rate against the usual) says how far above it is.
+                Condition::ge("f_client_rate_1m", 4.0, "requests per second over 1 min"),
                 Condition::ge(
                     "f_client_rate_ratio",
                     4.0,
@@ -648,5 +653,39 @@ mod tests {
             e.contains("f_typo") && e.contains("f_client_rate_1m"),
             "{e}"
         );
+    }
+
+    /// The span suffix of a feature name (`f_client_rate_1m` → `1m`), if it has one.
+    fn span_of(feature: &str) -> Option<&str> {
+        let last = feature.rsplit('_').next()?;
+        let digits = last.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        (!digits.is_empty()
+            && digits.len() < last.len()
+            && digits.chars().all(|c| c.is_ascii_digit()))
+        .then_some(last)
+    }
+
+    #[test]
+    fn a_baseline_is_shown_only_next_to_a_feature_of_its_own_span() {
+        // The `_baseline` columns are the client's usual value over the reference span
+        // (10 min by default): next to a 1 h count or a 1 min rate "usual" would compare
+        // different spans.
+        assert_eq!(span_of("f_client_rate_1m"), Some("1m"));
+        assert_eq!(span_of("f_client_distinct_ids_10m"), Some("10m"));
+        assert_eq!(span_of("f_client_rate_ratio"), None);
+        for r in builtin_rules() {
+            for c in &r.when {
+                if let Some(b) = &c.baseline {
+                    assert!(b.ends_with("_baseline"), "{}: {b}", r.name);
+                    assert_eq!(
+                        span_of(&c.features[0]),
+                        Some("10m"),
+                        "{}: {} is shown with {b}, the usual 10-min value",
+                        r.name,
+                        c.features[0]
+                    );
+                }
+            }
+        }
     }
 }
