@@ -6,12 +6,15 @@
 //! - The event's risk is the highest of them; when a rule and a model agree (both at or above
 //!   the alert threshold) it gains `agreement_bonus`. The category is the top rule's, else the
 //!   model's (content anomalies are injection-like, API8; the others are `anomaly`).
-//! - Model-only findings must reach `model_alert_threshold`, higher than the rules' threshold,
-//!   because a model knows "unusual", not "malicious". A rule that reaches
-//!   `alert_threshold` alerts even when a model scores the event higher without reaching its
-//!   own threshold: the model raises the finding's risk, it cannot silence it.
-//! - Explanations name the features behind the finding with the entity's usual value and the
-//!   population's 99th percentile, which the scorer tracks itself in fixed-size histograms.
+//! - Model-only findings must reach `model_alert_threshold` with the model's own score (the
+//!   agreement bonus does not count), higher than the rules' threshold, because a model
+//!   knows "unusual", not "malicious". A rule that reaches `alert_threshold` leads its
+//!   finding (category, detector, explanation) whatever the models score: the model raises
+//!   the finding's risk, it can neither silence the rule nor take its finding over.
+//! - Explanations name the features behind the finding with the entity's usual value (over
+//!   the same span) and the 99th percentile of the population of clients, each client
+//!   weighted alike, which the scorer tracks itself in fixed-size histograms. A condition
+//!   on a null column (an untrained model) is left out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -240,9 +243,20 @@ fn sample_hash(batch: u64, row: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Most (feature, endpoint) histograms kept (about 600 bytes each); further endpoints are
-/// judged without the endpoint-population condition.
-pub const MAX_ENDPOINT_STATS: usize = 8192;
+/// Most endpoint templates whose own population is kept: per template one histogram
+/// (about 550 bytes) per feature that a condition compares against its endpoint's
+/// population (two with the built-in rules) and the share of its requests that carry an
+/// identity. A template seen when the table is full takes the place of the least recently
+/// updated ones (a sixteenth of the table is freed at a time), so an endpoint first seen
+/// after a flood of junk paths is still tracked and judged; the flooded-out endpoints
+/// start their populations afresh when they return.
+pub const MAX_ENDPOINTS: usize = 4096;
+
+/// The client's requests in the window that weights the feature population: the rate over
+/// 10 min, in requests per second.
+const PER_CLIENT_REQUESTS_RATE: &str = "f_client_rate_10m";
+/// The span of [`PER_CLIENT_REQUESTS_RATE`] in seconds.
+const PER_CLIENT_REQUESTS_SPAN_S: f32 = 600.0;
 /// Sub-buckets per doubling of |v|+1: 4 gives ±9 % resolution, plenty for "p99 9".
 const HIST_RES: f32 = 4.0;
 
@@ -348,6 +362,97 @@ impl FeatureStats {
     }
 }
 
+/// One endpoint template's population, for the conditions that judge a value against the
+/// endpoint's own clients and the rules that apply only to endpoints whose requests carry
+/// an identity.
+#[derive(Debug, Clone)]
+struct EndpointState {
+    template: String,
+    /// The batch that last updated it (see [`EndpointTable::slot`]).
+    touched: u64,
+    /// (requests, authenticated requests), halved now and then so they follow current
+    /// traffic.
+    auth: (f32, f32),
+    /// One histogram per feature in [`EndpointTable::features`].
+    stats: Vec<FeatureStats>,
+}
+
+/// Endpoint templates' populations, at most [`MAX_ENDPOINTS`] of them: slots, found by
+/// template, reused once their endpoint is dropped.
+#[derive(Debug, Default)]
+struct EndpointTable {
+    /// The features compared against their endpoint's population (the single-feature
+    /// conditions with `min_endpoint_p99_ratio`).
+    features: Vec<String>,
+    index: std::collections::HashMap<String, usize>,
+    slots: Vec<EndpointState>,
+    free: Vec<usize>,
+}
+
+impl EndpointTable {
+    /// The slot of `template`, marked as updated by batch `now`. A template not held yet
+    /// gets a fresh slot; when the table is full, the least recently updated endpoints
+    /// make room, never one the current batch updated (so a batch with more distinct
+    /// templates than the table holds leaves the rest untracked: `None`).
+    fn slot(&mut self, template: &str, now: u64) -> Option<usize> {
+        if let Some(&i) = self.index.get(template) {
+            self.slots[i].touched = now;
+            return Some(i);
+        }
+        if self.free.is_empty() && self.slots.len() >= MAX_ENDPOINTS {
+            self.evict(now);
+        }
+        let state = EndpointState {
+            template: template.to_string(),
+            touched: now,
+            auth: (0.0, 0.0),
+            stats: vec![FeatureStats::new(); self.features.len()],
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = state;
+                i
+            }
+            None if self.slots.len() < MAX_ENDPOINTS => {
+                self.slots.push(state);
+                self.slots.len() - 1
+            }
+            None => return None,
+        };
+        self.index.insert(template.to_string(), i);
+        Some(i)
+    }
+
+    /// Frees the sixteenth of the slots updated longest ago, sparing those of batch `now`.
+    /// (A sixteenth at a time: one scan of the table per 256 new endpoints, not per one.)
+    #[cold]
+    fn evict(&mut self, now: u64) {
+        let mut old: Vec<(u64, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.touched < now)
+            .map(|(i, s)| (s.touched, i))
+            .collect();
+        let k = (MAX_ENDPOINTS / 16).min(old.len());
+        if k == 0 {
+            return;
+        }
+        old.select_nth_unstable(k - 1);
+        for &(_, i) in &old[..k] {
+            let t = std::mem::take(&mut self.slots[i].template);
+            self.index.remove(&t);
+            self.slots[i].stats = Vec::new();
+            self.free.push(i);
+        }
+    }
+
+    /// Endpoint templates held.
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
 /// What [`Scorer::score`] returns.
 #[derive(Debug)]
 pub struct Scored {
@@ -361,20 +466,20 @@ pub struct Scored {
 pub struct Scorer {
     cfg: ScoringConfig,
     rules: Vec<Rule>,
+    /// Per feature column: the population of clients (each weighted alike), for the
+    /// "population p99" of explanations and the z-scores behind a model's finding.
     stats: BTreeMap<String, FeatureStats>,
-    /// Rules switched off because the batches lack one of their features.
-    missing: BTreeMap<String, String>,
-    /// Per (feature, endpoint template) population histograms for conditions that compare
-    /// against the endpoint's own population; bounded by [`MAX_ENDPOINT_STATS`].
-    /// Keyed by feature, then template, so a row's lookup borrows the template's name.
-    endpoint_stats:
-        std::collections::HashMap<String, std::collections::HashMap<String, FeatureStats>>,
-    /// Histograms in `endpoint_stats`, all features together.
-    endpoint_stats_len: usize,
-    /// Per endpoint template: (requests, authenticated requests), halved now and then so
-    /// they follow current traffic; bounded by [`MAX_ENDPOINT_STATS`].
-    endpoint_auth: std::collections::HashMap<String, (f32, f32)>,
+    /// Rules that cannot fire because the batches lack some of their columns: rule → the
+    /// columns it lacks.
+    missing: BTreeMap<String, Vec<String>>,
+    /// Per endpoint template: its population of clients and its share of authenticated
+    /// requests; bounded by [`MAX_ENDPOINTS`].
+    endpoints: EndpointTable,
+    /// Per rule, per condition: the condition's feature's index in `endpoints.features`
+    /// when it compares against the endpoint's population.
+    endpoint_feature: Vec<Vec<Option<usize>>>,
     rows_seen: u64,
+    batches: u64,
 }
 
 struct ResolvedCond<'a> {
@@ -389,15 +494,37 @@ impl Scorer {
         let mut rules = builtin_rules();
         apply_overrides(&mut rules, &cfg.rules).map_err(Error::Config)?;
         rules.retain(|r| r.enabled);
+        let mut endpoints = EndpointTable::default();
+        let endpoint_feature = rules
+            .iter()
+            .map(|r| {
+                r.when
+                    .iter()
+                    .map(|c| {
+                        let [f] = c.features.as_slice() else {
+                            return None;
+                        };
+                        c.min_endpoint_p99_ratio?;
+                        Some(match endpoints.features.iter().position(|g| g == f) {
+                            Some(i) => i,
+                            None => {
+                                endpoints.features.push(f.clone());
+                                endpoints.features.len() - 1
+                            }
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Self {
             cfg,
             rules,
             stats: BTreeMap::new(),
             missing: BTreeMap::new(),
-            endpoint_stats: std::collections::HashMap::new(),
-            endpoint_stats_len: 0,
-            endpoint_auth: std::collections::HashMap::new(),
+            endpoints,
+            endpoint_feature,
             rows_seen: 0,
+            batches: 0,
         })
     }
 
@@ -406,9 +533,15 @@ impl Scorer {
         &self.rules
     }
 
-    /// Rules that could not run because a feature column was absent: rule → column.
-    pub fn missing_features(&self) -> &BTreeMap<String, String> {
+    /// Rules that could not run because columns were absent: rule → the absent columns.
+    /// The scorer logs a warning naming them when it first meets such a batch.
+    pub fn missing_features(&self) -> &BTreeMap<String, Vec<String>> {
         &self.missing
+    }
+
+    /// Endpoint templates whose population is held (at most [`MAX_ENDPOINTS`]).
+    pub fn endpoints_tracked(&self) -> usize {
+        self.endpoints.len()
     }
 
     /// The population's quantile `q` of a feature, once enough rows were seen.
@@ -427,20 +560,16 @@ impl Scorer {
 
         // Resolve rule columns once per batch.
         let mut resolved: Vec<Option<Vec<ResolvedCond<'_>>>> = Vec::with_capacity(self.rules.len());
+        let mut newly_missing: Vec<(&str, Vec<String>)> = Vec::new();
         for r in &self.rules {
             let mut conds = Vec::with_capacity(r.when.len());
-            let mut ok = true;
+            let mut absent: Vec<String> = Vec::new();
             for c in &r.when {
                 let mut cols = Vec::with_capacity(c.features.len());
                 for f in &c.features {
                     match f32_col(batch, f)? {
                         Some(a) => cols.push(a),
-                        None => {
-                            self.missing
-                                .entry(r.name.clone())
-                                .or_insert_with(|| f.clone());
-                            ok = false;
-                        }
+                        None => absent.push(f.clone()),
                     }
                 }
                 let baseline = match &c.baseline {
@@ -449,7 +578,34 @@ impl Scorer {
                 };
                 conds.push(ResolvedCond { cols, baseline });
             }
-            resolved.push(ok.then_some(conds));
+            if absent.is_empty() {
+                if self.missing.contains_key(&r.name) {
+                    self.missing.remove(&r.name);
+                }
+                resolved.push(Some(conds));
+                continue;
+            }
+            resolved.push(None);
+            if self.missing.get(&r.name) != Some(&absent) {
+                newly_missing.push((r.name.as_str(), absent));
+            }
+        }
+        // A rule that cannot fire must not go unnoticed: a `[features] spans` without a
+        // span its features use (say `["30s", "5m"]`) switches it off. Said once, when the
+        // scorer first meets such batches (and again should the columns come and go).
+        if !newly_missing.is_empty() {
+            let list: Vec<String> = newly_missing
+                .iter()
+                .map(|(rule, cols)| format!("{rule} (lacks {})", cols.join(", ")))
+                .collect();
+            tracing::warn!(
+                rules = %list.join("; "),
+                "rules that cannot fire: the batches lack columns they use (a feature whose \
+                 span `[features] spans` leaves out, or a model score column)"
+            );
+            for (rule, cols) in newly_missing {
+                self.missing.insert(rule.to_string(), cols);
+            }
         }
         let mut models: Vec<(&ModelColumn, &Float32Array, StrCol<'_>)> = Vec::new();
         for m in &self.cfg.models {
@@ -462,7 +618,8 @@ impl Scorer {
             }
         }
 
-        // Population statistics of every feature column, on a sample of rows.
+        // Feature columns, for the population statistics (updated once the batch is
+        // explained) and the explanation of a model's finding.
         let feature_cols: Vec<(String, &Float32Array)> = batch
             .schema()
             .fields()
@@ -475,70 +632,45 @@ impl Scorer {
                     .map(|a| (f.name().clone(), a))
             })
             .collect();
-        for (name, _) in &feature_cols {
-            if !self.stats.contains_key(name) {
-                self.stats.insert(name.clone(), FeatureStats::new());
-            }
-        }
-        let first = (self.rows_seen % 4) as usize;
-        // Four features at a time, row by row: one feature's updates form a chain (each
-        // reads the mean, variance and bucket count the previous one wrote), and four
-        // independent chains keep the core busy where one leaves it waiting.
-        let col_of: std::collections::HashMap<&str, &[f32]> = feature_cols
-            .iter()
-            .map(|(name, a)| (name.as_str(), a.values().as_ref()))
-            .collect();
-        let mut sampled: Vec<(&mut FeatureStats, &[f32])> = self
-            .stats
-            .iter_mut()
-            .filter_map(|(name, st)| col_of.get(name.as_str()).map(|&col| (st, col)))
-            .collect();
-        for group in sampled.chunks_mut(4) {
-            if let [(sa, a), (sb, b), (sc, c), (sd, d)] = group {
-                for row in (first..n).step_by(4) {
-                    sa.add(a[row]);
-                    sb.add(b[row]);
-                    sc.add(c[row]);
-                    sd.add(d[row]);
-                }
-            } else {
-                for (st, col) in group {
-                    for &v in col.iter().skip(first).step_by(4) {
-                        st.add(v);
-                    }
-                }
-            }
-        }
+        let population_seed = self.rows_seen;
         self.rows_seen += n as u64;
+        self.batches += 1;
+        let now = self.batches;
         let template_col = StrCol::of(batch, "endpoint_template")?;
         let templates = template_col.value_ids(n);
-        // How often each endpoint's requests carry an identity. Each template's counts are
-        // looked up once, updated row by row as before, and written back.
-        if self
+
+        // Endpoint populations: each distinct template's slot is found (or made) once.
+        let needs_auth = self
             .rules
             .iter()
-            .any(|r| r.min_endpoint_authenticated.is_some())
-            && let Some(auth) = f32_col(batch, "f_authenticated")?
-        {
-            // Per template: not looked up yet (`None`), not tracked because the table is
-            // full (`Some(None)`), or its (requests, authenticated) being updated.
-            let mut counts: Vec<Option<Option<(f32, f32)>>> = vec![None; templates.values.len()];
-            let mut added = 0usize;
-            for (row, &id) in templates.ids.iter().enumerate() {
-                let Some(slot) = counts.get_mut(id as usize) else {
-                    continue;
-                };
-                let held = slot.get_or_insert_with(|| {
-                    match self.endpoint_auth.get(templates.values[id as usize]) {
-                        Some(&e) => Some(e),
-                        None if self.endpoint_auth.len() + added < MAX_ENDPOINT_STATS => {
-                            added += 1;
-                            Some((0.0, 0.0))
-                        }
-                        None => None,
-                    }
-                });
-                let Some(e) = held else { continue };
+            .any(|r| r.min_endpoint_authenticated.is_some());
+        let auth_col = if needs_auth {
+            f32_col(batch, "f_authenticated")?
+        } else {
+            None
+        };
+        let endpoint_cols: Vec<Option<&Float32Array>> = self
+            .endpoints
+            .features
+            .iter()
+            .map(|f| f32_col(batch, f))
+            .collect::<Result<_>>()?;
+        let slot_of: Vec<Option<usize>> =
+            if auth_col.is_some() || endpoint_cols.iter().any(Option::is_some) {
+                templates
+                    .values
+                    .iter()
+                    .map(|t| self.endpoints.slot(t, now))
+                    .collect()
+            } else {
+                vec![None; templates.values.len()]
+            };
+        let slot_at = |row: usize| slot_of.get(templates.ids[row] as usize).copied().flatten();
+        // How often each endpoint's requests carry an identity.
+        if let Some(auth) = auth_col {
+            for row in 0..n {
+                let Some(s) = slot_at(row) else { continue };
+                let e = &mut self.endpoints.slots[s].auth;
                 e.0 += 1.0;
                 e.1 += auth.value(row).min(1.0);
                 if e.0 >= 100_000.0 {
@@ -546,62 +678,67 @@ impl Scorer {
                     e.1 /= 2.0;
                 }
             }
-            for (t, e) in templates.values.iter().zip(counts) {
-                if let Some(Some(e)) = e {
-                    match self.endpoint_auth.get_mut(*t) {
-                        Some(held) => *held = e,
-                        None => {
-                            self.endpoint_auth.insert((*t).to_string(), e);
-                        }
-                    }
-                }
-            }
         }
         // Endpoint-population histograms for the conditions that use them. Each client
         // should count about once per window whatever its volume (else one heavy client,
         // the attacker above all, becomes the population): a row is sampled with
         // probability 1 / (the client's requests to this endpoint in the window).
-        let per_client = f32_col(batch, PER_CLIENT_ENDPOINT_REQUESTS)?;
-        for (ri, conds) in resolved.iter().enumerate() {
-            let Some(conds) = conds else { continue };
-            for (ci, c) in self.rules[ri].when.iter().enumerate() {
-                if c.min_endpoint_p99_ratio.is_none() || conds[ci].cols.len() != 1 {
-                    continue;
-                }
-                let a = conds[ci].cols[0];
-                let per_template = self
-                    .endpoint_stats
-                    .entry(c.features[0].clone())
-                    .or_default();
-                for row in 0..n {
-                    let Some(t) = template_col.get(row) else {
-                        continue;
-                    };
+        if endpoint_cols.iter().any(Option::is_some) {
+            let per_client = f32_col(batch, PER_CLIENT_ENDPOINT_REQUESTS)?;
+            let sampled: Vec<(usize, usize)> = (0..n)
+                .filter_map(|row| {
+                    let s = slot_at(row)?;
                     if let Some(pc) = per_client {
                         let k = pc.value(row).max(1.0);
                         let u =
                             (sample_hash(self.rows_seen, row) >> 11) as f64 / (1u64 << 53) as f64;
                         if u * k as f64 >= 1.0 {
-                            continue;
+                            return None;
                         }
                     }
-                    match per_template.get_mut(t) {
-                        Some(st) => st.add(a.value(row)),
-                        None if self.endpoint_stats_len < MAX_ENDPOINT_STATS => {
-                            let mut st = FeatureStats::new();
-                            st.add(a.value(row));
-                            per_template.insert(t.to_string(), st);
-                            self.endpoint_stats_len += 1;
-                        }
-                        None => {}
-                    }
+                    Some((s, row))
+                })
+                .collect();
+            for (fi, a) in endpoint_cols.iter().enumerate() {
+                let Some(a) = a else { continue };
+                for &(s, row) in &sampled {
+                    self.endpoints.slots[s].stats[fi].add(a.value(row));
                 }
             }
         }
+        // Per template, worked out once: each endpoint feature's population p99 (`None`
+        // until 30 clients were sampled) and the share of authenticated requests (`None`
+        // under 30 requests).
+        let endpoint_p99: Vec<Vec<Option<f32>>> = (0..self.endpoints.features.len())
+            .map(|fi| {
+                slot_of
+                    .iter()
+                    .map(|s| {
+                        s.and_then(|s| {
+                            self.endpoints.slots[s].stats[fi]
+                                .quantile_after(0.99, ENDPOINT_MIN_SAMPLES)
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let template_auth: Vec<Option<f32>> = slot_of
+            .iter()
+            .map(|s| {
+                s.map(|s| self.endpoints.slots[s].auth)
+                    .filter(|(n, _)| *n >= 30.0)
+                    .map(|(n, a)| a / n)
+            })
+            .collect();
+        let auth_share = |row: usize| {
+            template_auth
+                .get(templates.ids[row] as usize)
+                .copied()
+                .flatten()
+        };
 
         // Per-template facts, worked out once per distinct template rather than per row and
-        // rule: which endpoint-restricted rules apply (a bit each), and how often the
-        // endpoint's requests carry an identity.
+        // rule: which endpoint-restricted rules apply (a bit each).
         let mut rule_bit: Vec<Option<u32>> = vec![None; self.rules.len()];
         let mut restricted = 0u32;
         for (ri, r) in self.rules.iter().enumerate() {
@@ -627,20 +764,6 @@ impl Scorer {
                 }
                 mask
             })
-        };
-        let auth_share: Vec<Option<f32>> = if self
-            .rules
-            .iter()
-            .any(|r| r.min_endpoint_authenticated.is_some())
-        {
-            let auth = &self.endpoint_auth;
-            templates.map(|t| {
-                t.and_then(|t| auth.get(t))
-                    .filter(|(n, _)| *n >= 30.0)
-                    .map(|(n, a)| a / n)
-            })
-        } else {
-            Vec::new()
         };
 
         // Rows whose values meet every threshold of a rule, worked out one condition
@@ -687,7 +810,7 @@ impl Scorer {
                     }
                 }
                 if let Some(min) = rule.min_endpoint_authenticated
-                    && auth_share[row].is_none_or(|s| s < min)
+                    && auth_share(row).is_none_or(|s| s < min)
                 {
                     continue;
                 }
@@ -706,11 +829,11 @@ impl Scorer {
                     if let Some(ratio) = rule.when[ci].min_endpoint_p99_ratio {
                         // Until the endpoint has a population (30 sampled clients) the
                         // condition cannot be judged and the rule waits.
-                        let p99 = template_col.get(row).and_then(|t| {
-                            self.endpoint_stats
-                                .get(&rule.when[ci].features[0])
-                                .and_then(|per_template| per_template.get(t))
-                                .and_then(|st| st.quantile_after(0.99, ENDPOINT_MIN_SAMPLES))
+                        let p99 = self.endpoint_feature[ri][ci].and_then(|fi| {
+                            endpoint_p99[fi]
+                                .get(templates.ids[row] as usize)
+                                .copied()
+                                .flatten()
                         });
                         if p99.is_none_or(|p| v < ratio * p) {
                             fired = false;
@@ -753,8 +876,12 @@ impl Scorer {
             let model_risk = best_model.map_or(0.0, |(_, r)| r);
             let mut risk = rule_risk.max(model_risk);
             // Agreement: a rule fires and a model finds the same event unusual (a capped
-            // model at its cap counts).
+            // model at its cap counts). It takes a model's finding: a score above 0 (with
+            // `severity.low` at 1 or below the cap is no finding at all, and without any
+            // model column there is nothing to agree).
             if rule_risk >= self.cfg.alert_threshold
+                && best_model.is_some()
+                && model_risk > 0.0
                 && model_risk >= self.cfg.alert_threshold.min(self.cfg.severity.low - 1.0)
             {
                 risk = (risk + self.cfg.agreement_bonus).min(100.0);
@@ -762,14 +889,17 @@ impl Scorer {
             let severity = self.cfg.severity.of(risk);
             risk_b.append_value(risk);
             sev_b.append_value(severity.name());
-            let model_alerts = risk >= self.cfg.model_alert_threshold
+            // A model alerts on its own score, not on the risk a rule's agreement added to it.
+            let model_alerts = model_risk >= self.cfg.model_alert_threshold
                 && best_model.is_some_and(|(mi, _)| models[mi].0.alert_alone);
-            // The rule leads when it is at least as high, and also when it alerts on its
-            // own and the higher model score does not: a model may raise a finding's risk,
-            // never silence it.
+            // The rule leads when it is at least as high, and whenever it alerts on its own,
+            // even under a model score that alerts too: the rule's finding is the specific
+            // one ("a parameter names the metadata address", category SSRF), the model's is
+            // "this parameter is unusual", so the rule's says what to do, and it keeps the
+            // incident it belongs to from switching category as the model's score moves.
+            // The model still raises the finding's risk (the fused `risk` above).
             let rule_leads = best_rule.is_some()
-                && (rule_risk >= model_risk
-                    || (rule_risk >= self.cfg.alert_threshold && !model_alerts));
+                && (rule_risk >= model_risk || rule_risk >= self.cfg.alert_threshold);
             let (category, detector) = if rule_leads {
                 let r = &self.rules[best_rule.unwrap().0];
                 (Some(r.category), Some(r.name.as_str()))
@@ -801,10 +931,14 @@ impl Scorer {
                 let (ri, _) = best_rule.unwrap();
                 let rule = &self.rules[ri];
                 let conds = resolved[ri].as_ref().expect("fired rules are resolved");
+                // A condition on a null column (a model not trained yet, a row with no
+                // parameter to profile) was not judged: it explains nothing, and its 0
+                // would read as a measurement.
                 let contribs = rule
                     .when
                     .iter()
                     .zip(conds)
+                    .filter(|(_, rc)| rc.cols.iter().all(|a| !a.is_null(row)))
                     .take(self.cfg.max_contributions)
                     .map(|(c, rc)| Contribution {
                         feature: c.features.join("+"),
@@ -897,6 +1031,60 @@ impl Scorer {
                     label: ev.label.get(row).map(str::to_string),
                 },
             ));
+        }
+
+        // The population of clients, updated once the batch is explained, so that a row
+        // is never compared against a population it is already part of. Each client
+        // counts about once per 10 minutes whatever its volume, as in the endpoint
+        // populations (else the heaviest client, often the attacker, becomes the
+        // population: "412, population p99 380"): a row is sampled with probability
+        // 1 / (the client's requests in 10 min). Batches without that column fall back to
+        // every fourth row.
+        let sampled_rows: Vec<usize> = match f32_col(batch, PER_CLIENT_REQUESTS_RATE)? {
+            Some(rate) => {
+                let seed = population_seed ^ 0x2545_f491_4f6c_dd1d;
+                (0..n)
+                    .filter(|&row| {
+                        let k = (rate.value(row) * PER_CLIENT_REQUESTS_SPAN_S).max(1.0);
+                        let u = (sample_hash(seed, row) >> 11) as f64 / (1u64 << 53) as f64;
+                        u * (k as f64) < 1.0
+                    })
+                    .collect()
+            }
+            None => ((population_seed % 4) as usize..n).step_by(4).collect(),
+        };
+        for (name, _) in &feature_cols {
+            if !self.stats.contains_key(name) {
+                self.stats.insert(name.clone(), FeatureStats::new());
+            }
+        }
+        // Four features at a time, row by row: one feature's updates form a chain (each
+        // reads the mean, variance and bucket count the previous one wrote), and four
+        // independent chains keep the core busy where one leaves it waiting.
+        let col_of: std::collections::HashMap<&str, &[f32]> = feature_cols
+            .iter()
+            .map(|(name, a)| (name.as_str(), a.values().as_ref()))
+            .collect();
+        let mut sampled: Vec<(&mut FeatureStats, &[f32])> = self
+            .stats
+            .iter_mut()
+            .filter_map(|(name, st)| col_of.get(name.as_str()).map(|&col| (st, col)))
+            .collect();
+        for group in sampled.chunks_mut(4) {
+            if let [(sa, a), (sb, b), (sc, c), (sd, d)] = group {
+                for &row in &sampled_rows {
+                    sa.add(a[row]);
+                    sb.add(b[row]);
+                    sc.add(c[row]);
+                    sd.add(d[row]);
+                }
+            } else {
+                for (st, col) in group {
+                    for &row in &sampled_rows {
+                        st.add(col[row]);
+                    }
+                }
+            }
         }
 
         let batch = append(
@@ -1162,13 +1350,19 @@ mod tests {
         };
         assert_eq!(c.detector, "injection_payload");
         assert!(c.risk >= 70.0, "{}", c.risk);
-        // A content score that alerts on its own (at or above 90) leads.
+        // A content score that alerts on its own (at or above 90) raises the risk; the
+        // rule's finding still leads.
         let scored = scorer.score(&injection_event(2.0, 95.0)).unwrap();
         assert_eq!(scored.candidates.len(), 1);
-        assert_eq!(scored.candidates[0].1.detector, "content_profile");
-        // A rule that does not fire leaves the model alone: 70 alerts nothing.
+        assert_eq!(scored.candidates[0].1.detector, "injection_payload");
+        assert!(scored.candidates[0].1.risk >= 95.0);
+        // A rule that does not fire leaves the model alone: 70 alerts nothing…
         let scored = scorer.score(&injection_event(1.0, 70.0)).unwrap();
         assert!(scored.candidates.is_empty(), "{:?}", scored.candidates);
+        // …and 95 alerts as the content profile's finding.
+        let scored = scorer.score(&injection_event(1.0, 95.0)).unwrap();
+        assert_eq!(scored.candidates.len(), 1);
+        assert_eq!(scored.candidates[0].1.detector, "content_profile");
     }
 
     #[test]
@@ -1182,5 +1376,347 @@ mod tests {
                 .unwrap_err()
                 .contains("scoring.alert_threshold")
         );
+    }
+
+    /// A batch of `n` rows at one time with the given Float32 columns (`None`: null) and
+    /// Utf8 columns.
+    fn rows(f32s: &[(&str, Vec<Option<f32>>)], strs: &[(&str, Vec<String>)]) -> RecordBatch {
+        use arrow::array::{StringArray, TimestampMicrosecondArray};
+        let n = f32s
+            .first()
+            .map(|c| c.1.len())
+            .or_else(|| strs.first().map(|c| c.1.len()))
+            .unwrap_or(0);
+        let ts =
+            TimestampMicrosecondArray::from(vec![1_748_851_200_000_000; n]).with_timezone("UTC");
+        let mut fields = vec![Field::new(
+            gatewatch_ingest::schema::col::TIMESTAMP,
+            ts.data_type().clone(),
+            false,
+        )];
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(ts)];
+        for (name, v) in f32s {
+            assert_eq!(v.len(), n, "{name}");
+            fields.push(Field::new(*name, DataType::Float32, true));
+            arrays.push(Arc::new(Float32Array::from(v.clone())));
+        }
+        for (name, v) in strs {
+            assert_eq!(v.len(), n, "{name}");
+            fields.push(Field::new(*name, DataType::Utf8, true));
+            arrays.push(Arc::new(StringArray::from(v.clone())));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
+    }
+
+    /// Rows on endpoint templates for the BOLA rules: (template, client, client × endpoint
+    /// requests in 10 min, distinct ids in 10 min, sequential share), all authenticated.
+    fn bola_rows(rs: &[(String, String, f32, f32, f32)]) -> RecordBatch {
+        let col = |f: fn(&(String, String, f32, f32, f32)) -> f32| -> Vec<Option<f32>> {
+            rs.iter().map(|r| Some(f(r))).collect()
+        };
+        rows(
+            &[
+                ("f_authenticated", col(|_| 1.0)),
+                (PER_CLIENT_ENDPOINT_REQUESTS, col(|r| r.2)),
+                ("f_client_distinct_ids_10m", col(|r| r.3)),
+                ("f_client_id_sequential_10m", col(|r| r.4)),
+                ("f_client_distinct_ids_1h", col(|r| r.3)),
+                ("f_client_id_sequential_1h", col(|r| r.4)),
+            ],
+            &[
+                (
+                    "endpoint_template",
+                    rs.iter().map(|r| r.0.clone()).collect(),
+                ),
+                ("client_key", rs.iter().map(|r| r.1.clone()).collect()),
+            ],
+        )
+    }
+
+    #[test]
+    fn an_endpoint_first_seen_after_the_endpoint_tables_filled_is_still_judged() {
+        let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
+        // A flood of junk templates, each called once, far past the tables' cap.
+        let junk: Vec<_> = (0..2 * MAX_ENDPOINTS + 500)
+            .map(|i| (format!("/junk{i}/{{id}}"), format!("j{i}"), 1.0, 1.0, 0.0))
+            .collect();
+        for chunk in junk.chunks(4096) {
+            let s = scorer.score(&bola_rows(chunk)).unwrap();
+            assert!(s.candidates.is_empty());
+        }
+        // Then a new endpoint: 60 ordinary clients, a few ids each…
+        let usual: Vec<_> = (0..60)
+            .map(|i| {
+                (
+                    "/api/v1/orders/{id}".to_string(),
+                    format!("c{i}"),
+                    1.0,
+                    2.0,
+                    0.1,
+                )
+            })
+            .collect();
+        let s = scorer.score(&bola_rows(&usual)).unwrap();
+        assert!(s.candidates.is_empty(), "{:?}", s.candidates);
+        // …and one walking the ids in order.
+        let walk = [(
+            "/api/v1/orders/{id}".to_string(),
+            "walker".to_string(),
+            80.0,
+            80.0,
+            0.95,
+        )];
+        let s = scorer.score(&bola_rows(&walk)).unwrap();
+        let [(0, c)] = s.candidates.as_slice() else {
+            panic!("one candidate expected, got {:?}", s.candidates);
+        };
+        assert_eq!(c.category, Category::Bola);
+        assert!(c.detector.starts_with("bola_"), "{}", c.detector);
+    }
+
+    #[test]
+    fn a_rule_alerting_on_its_own_keeps_its_finding_under_a_higher_model_score() {
+        // SSRF at 80; the content profile scores 86, under its own alert threshold (90)
+        // though the fused risk (86 + the agreement bonus) is above it.
+        let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
+        let batch = rows(
+            &[
+                ("f_param_internal_host", vec![Some(1.0)]),
+                ("score_content", vec![Some(86.0)]),
+            ],
+            &[],
+        );
+        let s = scorer.score(&batch).unwrap();
+        let [(0, c)] = s.candidates.as_slice() else {
+            panic!("one candidate expected, got {:?}", s.candidates);
+        };
+        assert_eq!(c.detector, "ssrf_internal_target");
+        assert_eq!(c.category, Category::Ssrf);
+        assert!(c.risk >= 86.0, "{}", c.risk);
+        // Even a content score that alerts on its own (95) only raises the rule's risk.
+        let batch = rows(
+            &[
+                ("f_param_internal_host", vec![Some(1.0)]),
+                ("score_content", vec![Some(95.0)]),
+            ],
+            &[],
+        );
+        let s = scorer.score(&batch).unwrap();
+        assert_eq!(s.candidates.len(), 1);
+        assert_eq!(s.candidates[0].1.detector, "ssrf_internal_target");
+        assert!(s.candidates[0].1.risk >= 95.0);
+    }
+
+    #[test]
+    fn the_population_percentile_weighs_each_client_once() {
+        let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
+        // 1,000 light clients at about one request a minute (9 in 10 min), and one heavy
+        // client making 9 % of the requests at 50/s.
+        let batch = |light_rate: f32| {
+            let mut r1 = Vec::new();
+            let mut r10 = Vec::new();
+            let mut ratio = Vec::new();
+            let mut clients = Vec::new();
+            for i in 0..1000 {
+                r1.push(Some(light_rate + (i % 10) as f32 * 0.05));
+                r10.push(Some(9.0 / 600.0));
+                ratio.push(Some(1.0));
+                clients.push(format!("light{i}"));
+                if i % 10 == 3 {
+                    r1.push(Some(50.0));
+                    r10.push(Some(50.0));
+                    ratio.push(Some(40.0));
+                    clients.push("heavy".to_string());
+                }
+            }
+            rows(
+                &[
+                    ("f_client_rate_1m", r1),
+                    ("f_client_rate_10m", r10),
+                    ("f_client_rate_ratio", ratio),
+                ],
+                &[("client_key", clients)],
+            )
+        };
+        // The first batch is explained before its rows join the population: none yet.
+        let s = scorer.score(&batch(0.5)).unwrap();
+        let c = &s.candidates.first().expect("the heavy client alerts").1;
+        assert_eq!(c.detector, "rate_abuse");
+        assert_eq!(c.contributions[0].feature, "f_client_rate_1m");
+        assert_eq!(c.contributions[0].population_p99, None, "{c:?}");
+        for _ in 0..9 {
+            scorer.score(&batch(0.5)).unwrap();
+        }
+        let s = scorer.score(&batch(0.5)).unwrap();
+        let c = &s.candidates.first().expect("the heavy client alerts").1;
+        let p99 = c.contributions[0]
+            .population_p99
+            .expect("a population by now");
+        // The light clients' rates run to 0.95/s.
+        assert!(
+            p99 < 2.0,
+            "population p99 {p99}: the heavy client weighs as one"
+        );
+    }
+
+    #[test]
+    fn a_null_model_column_is_left_out_of_the_explanation() {
+        let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
+        let batch = rows(
+            &[
+                ("f_sqli_markers", vec![Some(3.0)]),
+                ("f_xss_markers", vec![Some(0.0)]),
+                ("f_traversal_markers", vec![Some(0.0)]),
+                ("f_cmd_markers", vec![Some(0.0)]),
+                ("f_null_bytes", vec![Some(0.0)]),
+                ("score_content", vec![None]),
+            ],
+            &[],
+        );
+        let s = scorer.score(&batch).unwrap();
+        let [(0, c)] = s.candidates.as_slice() else {
+            panic!("one candidate expected, got {:?}", s.candidates);
+        };
+        assert_eq!(c.detector, "injection_payload");
+        assert!(
+            c.contributions.iter().all(|k| k.feature != "score_content"),
+            "{:?}",
+            c.contributions
+        );
+        assert!(
+            c.contributions
+                .iter()
+                .any(|k| k.feature.contains("f_sqli_markers"))
+        );
+    }
+
+    #[test]
+    fn without_a_model_finding_there_is_no_agreement_bonus() {
+        // A `low` of 0 makes the cap of the models that may not alert alone negative;
+        // with no model column at all nothing agrees with the rule.
+        let mut cfg = ScoringConfig::default();
+        cfg.severity.low = 0.0;
+        let mut scorer = Scorer::new(cfg).unwrap();
+        let batch = rows(&[("f_param_internal_host", vec![Some(1.0)])], &[]);
+        let s = scorer.score(&batch).unwrap();
+        assert_eq!(s.candidates.len(), 1);
+        assert_eq!(s.candidates[0].1.risk, 80.0);
+        // A model score of 0 is no agreement either.
+        let batch = rows(
+            &[
+                ("f_param_internal_host", vec![Some(1.0)]),
+                ("score_content", vec![Some(0.0)]),
+                ("score_iforest", vec![Some(0.0)]),
+            ],
+            &[],
+        );
+        let s = scorer.score(&batch).unwrap();
+        assert_eq!(s.candidates[0].1.risk, 80.0);
+    }
+
+    /// Warnings logged on this thread while `f` runs.
+    fn warnings_during(f: impl FnOnce()) -> Vec<String> {
+        use std::sync::Mutex;
+        use tracing::field::{Field as TField, Visit};
+        struct Collect(Arc<Mutex<Vec<String>>>);
+        struct Text(String);
+        impl Visit for Text {
+            fn record_debug(&mut self, field: &TField, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        impl tracing::Subscriber for Collect {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, e: &tracing::Event<'_>) {
+                if *e.metadata().level() == tracing::Level::WARN {
+                    let mut t = Text(String::new());
+                    e.record(&mut t);
+                    self.0.lock().unwrap().push(t.0);
+                }
+            }
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        tracing::subscriber::with_default(Collect(seen.clone()), f);
+        seen.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn rules_whose_features_are_missing_are_named_once() {
+        // Spans 30s and 5m: the rules on 1 min, 10 min and 1 h windows cannot fire.
+        let batch = rows(
+            &[
+                ("f_client_rate_30s", vec![Some(1.0)]),
+                ("f_client_rate_5m", vec![Some(1.0)]),
+                ("f_param_internal_host", vec![Some(0.0)]),
+                ("f_client_rate_ratio", vec![Some(1.0)]),
+            ],
+            &[],
+        );
+        let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
+        let warnings = warnings_during(|| {
+            scorer.score(&batch).unwrap();
+            scorer.score(&batch).unwrap();
+        });
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let w = &warnings[0];
+        for name in [
+            "bola_slow_walk",
+            "f_client_distinct_ids_1h",
+            "rate_abuse",
+            "f_client_rate_1m",
+            "brute_force_client",
+        ] {
+            assert!(w.contains(name), "{name} in {w}");
+        }
+        // A rule whose columns are all there is not named.
+        assert!(!w.contains("ssrf_internal_target"), "{w}");
+        let missing = scorer.missing_features();
+        // Every missing column of a rule, not only the first.
+        assert!(
+            format!("{:?}", missing["bola_slow_walk"]).contains("f_client_id_sequential_1h"),
+            "{missing:?}"
+        );
+        assert!(!missing.contains_key("ssrf_internal_target"));
+    }
+
+    #[test]
+    fn the_endpoint_table_drops_the_least_recently_updated() {
+        let mut t = EndpointTable {
+            features: vec!["f_a".into()],
+            ..Default::default()
+        };
+        let keep = t.slot("/keep", 1).unwrap();
+        t.slots[keep].auth = (50.0, 50.0);
+        let mut junk = 0;
+        for batch in 2..40 {
+            // An endpoint in use every batch keeps its place and its counts…
+            assert_eq!(t.slot("/keep", batch), Some(keep));
+            for _ in 0..1000 {
+                assert!(t.slot(&format!("/junk{junk}"), batch).is_some());
+                junk += 1;
+            }
+            assert!(t.len() <= MAX_ENDPOINTS && t.slots.len() <= MAX_ENDPOINTS);
+        }
+        assert_eq!(t.slots[keep].auth, (50.0, 50.0));
+        // …while the junk seen longest ago is gone and the latest is held.
+        assert!(!t.index.contains_key("/junk0"));
+        assert!(t.index.contains_key(&format!("/junk{}", junk - 1)));
+        // A batch with more new templates than the table holds leaves the rest untracked
+        // rather than dropping endpoints it has just updated.
+        let held: Vec<_> = (0..MAX_ENDPOINTS + 10)
+            .map(|i| t.slot(&format!("/flood{i}"), 100))
+            .collect();
+        assert!(held[..MAX_ENDPOINTS].iter().all(Option::is_some));
+        assert!(held[MAX_ENDPOINTS..].iter().all(Option::is_none));
+        assert_eq!(t.len(), MAX_ENDPOINTS);
     }
 }
