@@ -15,6 +15,8 @@ use rdkafka::client::ClientContext;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
+use gatewatch_ingest::source::kafka::is_consumer_only;
+
 use crate::incidents::IncidentAlert;
 use crate::ocsf::{alert_key, detection_finding};
 use crate::{Error, Result};
@@ -141,25 +143,16 @@ pub struct KafkaAlertSink {
 }
 
 impl KafkaAlertSink {
-    /// Connects a producer. `properties` are librdkafka settings passed through (TLS, SASL).
+    /// Connects a producer. `properties` are `[kafka.properties]`, the librdkafka settings
+    /// shared with the consumer; all but the consumer-only ones are passed through (TLS,
+    /// SASL, DNS, timeouts, …).
     pub fn new(
         brokers: &str,
         properties: &BTreeMap<String, String>,
         topic: &str,
         flush_timeout: Duration,
     ) -> Result<Self> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
-        for (k, v) in properties {
-            // Consumer-only settings would make the producer refuse to start.
-            if is_producer_property(k) {
-                cfg.set(k, v);
-            }
-        }
+        let cfg = producer_config(brokers, properties);
         let deliveries = DeliveryCounter::default();
         let producer: ThreadedProducer<DeliveryCounter> = cfg
             .create_with_context(deliveries.clone())
@@ -177,15 +170,41 @@ impl KafkaAlertSink {
     }
 }
 
-/// Properties that apply to producers as well as consumers (security, client id, ...).
-fn is_producer_property(k: &str) -> bool {
-    k.starts_with("security.")
-        || k.starts_with("ssl.")
-        || k.starts_with("sasl.")
-        || k == "client.id"
-        || k.starts_with("socket.")
-        || k.starts_with("broker.")
-        || k == "debug"
+/// The alert producer's librdkafka settings: lz4 batches lingering 5 ms unless
+/// `properties` say otherwise, every property that is not consumer-only (the rule the
+/// dead-letter producer follows too, [`is_consumer_only`]), and always the idempotent,
+/// `acks=all` delivery that lets a flush stand for durable alerts.
+fn producer_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("client.id", "gatewatch")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    for (k, v) in properties {
+        if !is_consumer_only(k) {
+            cfg.set(k, v);
+        }
+    }
+    for (key, value, same) in [
+        ("enable.idempotence", "true", &["true"][..]),
+        ("acks", "all", &["all", "-1"][..]),
+    ] {
+        match properties.get(key) {
+            Some(given) if same.contains(&given.trim().to_ascii_lowercase().as_str()) => {}
+            Some(given) => {
+                tracing::warn!(
+                    "kafka.properties.{key} = {given:?} is not used for the alert producer: \
+                     alerts are published with {key}={value}, which their at-least-once \
+                     delivery rests on"
+                );
+                cfg.set(key, value);
+            }
+            None => {
+                cfg.set(key, value);
+            }
+        }
+    }
+    cfg.set("bootstrap.servers", brokers);
+    cfg
 }
 
 impl AlertSink for KafkaAlertSink {
@@ -256,5 +275,76 @@ impl AlertSink for KafkaAlertSink {
 
     fn describe(&self) -> String {
         format!("kafka topic {}", self.topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn properties(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_alert_producer_takes_every_property_but_the_consumer_only_ones() {
+        let given = properties(&[
+            ("enable.ssl.certificate.verification", "false"),
+            (
+                "client.dns.lookup",
+                "resolve_canonical_bootstrap_servers_only",
+            ),
+            ("request.timeout.ms", "12000"),
+            ("message.timeout.ms", "45000"),
+            ("security.protocol", "SASL_SSL"),
+            ("linger.ms", "20"),
+            ("group.id", "g"),
+            ("auto.offset.reset", "latest"),
+            ("session.timeout.ms", "6000"),
+            ("fetch.wait.max.ms", "10"),
+            ("enable.auto.commit", "false"),
+        ]);
+        let cfg = producer_config("k:9092", &given);
+        for key in [
+            "enable.ssl.certificate.verification",
+            "client.dns.lookup",
+            "request.timeout.ms",
+            "message.timeout.ms",
+            "security.protocol",
+            "linger.ms",
+        ] {
+            assert_eq!(cfg.get(key), given.get(key).map(String::as_str), "{key}");
+        }
+        for key in [
+            "group.id",
+            "auto.offset.reset",
+            "session.timeout.ms",
+            "fetch.wait.max.ms",
+            "enable.auto.commit",
+        ] {
+            assert_eq!(cfg.get(key), None, "{key} reached the producer");
+        }
+        assert_eq!(cfg.get("bootstrap.servers"), Some("k:9092"));
+        // The same rule as the dead-letter producer's.
+        for key in given.keys() {
+            assert_eq!(
+                cfg.get(key).is_none(),
+                gatewatch_ingest::source::kafka::is_consumer_only(key),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_alert_producer_keeps_its_delivery_guarantees() {
+        let given = properties(&[("acks", "1"), ("enable.idempotence", "false")]);
+        let cfg = producer_config("k:9092", &given);
+        assert_eq!(cfg.get("acks"), Some("all"));
+        assert_eq!(cfg.get("enable.idempotence"), Some("true"));
+        let all = producer_config("k:9092", &properties(&[("acks", "-1")]));
+        assert_eq!(all.get("acks"), Some("-1"));
     }
 }

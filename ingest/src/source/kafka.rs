@@ -195,8 +195,9 @@ pub struct KafkaSourceConfig {
     /// Topics to read, each with its log format. Required to start a Kafka source.
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
-    /// Passed to librdkafka verbatim (TLS, SASL, timeouts, `client.id`, …).
-    /// `enable.auto.commit` and `enable.auto.offset.store` are always off (gatewatch
+    /// Passed to librdkafka verbatim (TLS, SASL, timeouts, `client.id`, …): all of them to
+    /// the consumer, all but the consumer-only ones ([`is_consumer_only`]) to the alert
+    /// and dead-letter producers. `enable.auto.commit` and `enable.auto.offset.store` are always off (gatewatch
     /// commits only what downstream acknowledged), and the settings that have keys of their
     /// own here (`bootstrap.servers`, `group.id`, `auto.offset.reset`) may not be repeated.
     /// `fetch.queue.backoff.ms` defaults to [`DEFAULT_FETCH_QUEUE_BACKOFF`] rather than
@@ -1626,18 +1627,28 @@ fn sink_error(what: impl std::fmt::Display) -> Error {
 }
 
 /// Whether a librdkafka property applies to consumers only (the common ones).
-fn is_consumer_only(key: &str) -> bool {
+///
+/// `[kafka.properties]` configures every client gatewatch makes: the consumer takes them
+/// all, and each producer (dead letters here, alerts in the scoring crate) takes every one
+/// for which this is false. One rule for both producers, so TLS, SASL, DNS and timeout
+/// settings reach them alike; librdkafka would only warn about consumer settings, and
+/// they are left out so it does not.
+pub fn is_consumer_only(key: &str) -> bool {
     key.starts_with("fetch.")
         || key.starts_with("queued.")
         || key.starts_with("group.")
+        || key.starts_with("offset.store.")
         || matches!(
             key,
             "session.timeout.ms"
                 | "heartbeat.interval.ms"
                 | "max.poll.interval.ms"
+                | "max.partition.fetch.bytes"
                 | "partition.assignment.strategy"
                 | "coordinator.query.interval.ms"
                 | "auto.commit.interval.ms"
+                | "auto.commit.enable"
+                | "auto.offset.reset"
                 | "enable.auto.commit"
                 | "enable.auto.offset.store"
                 | "enable.partition.eof"
