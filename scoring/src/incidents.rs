@@ -8,8 +8,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::path::Path;
 use std::io::Write as _;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
