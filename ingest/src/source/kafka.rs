@@ -12,7 +12,8 @@
 //! merged with another, and a batch's `log_format` is the same on every row.
 //!
 //! Polling and decoding overlap: the source's thread polls and copies each message's bytes
-//! into the open batch, and a closed batch is decoded on a `kafka-decode` thread of the
+//! into the open batch (of a message over the record limit only the head its dead letter
+//! keeps), and a closed batch is decoded on a `kafka-decode` thread of the
 //! source's own while the next one is polled. At most a few closed batches are in flight
 //! there (the source waits for the decoder beyond that, so memory stays bounded), and they
 //! come out in the order they closed.
@@ -121,7 +122,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Batching, SourceBatch};
 use crate::batch::{BatchDecoder, DEFAULT_MAX_RECORD_BYTES, DecodedBatch};
-use crate::dead_letter::{DeadLetter, DecodeError, Reason};
+use crate::dead_letter::{DeadLetter, DecodeError, MAX_DEAD_LETTER_RAW_BYTES, Reason};
 use crate::decode::{DecodeOptions, decoder_for};
 use crate::provenance::{OwnedProvenance, Provenance};
 use crate::{Error, Format, Result};
@@ -943,8 +944,11 @@ struct RawRecord {
     partition: i32,
     offset: i64,
     start: usize,
-    /// `None` for a message with a null value.
+    /// Bytes kept; `None` for a message with a null value.
     len: Option<usize>,
+    /// The payload's whole length. Longer than `len` for a message over the record limit,
+    /// of which only the head its dead letter shows was kept.
+    full_len: usize,
 }
 
 /// The records of one topic polled since the last close, copied out of librdkafka's
@@ -955,9 +959,37 @@ struct RawTopic {
     records: Vec<RawRecord>,
 }
 
+impl RawTopic {
+    /// Copies one polled record in: the whole payload when it is at most `max_bytes`, else
+    /// only the head its `too_large` dead letter keeps ([`MAX_DEAD_LETTER_RAW_BYTES`]), so a
+    /// batch's memory is bounded by the record limit however large the messages.
+    fn push(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, max_bytes: usize) {
+        let start = self.bytes.len();
+        let full_len = payload.map_or(0, <[u8]>::len);
+        let len = payload.map(|p| {
+            let kept = if p.len() > max_bytes {
+                &p[..p.len().min(MAX_DEAD_LETTER_RAW_BYTES)]
+            } else {
+                p
+            };
+            self.bytes.extend_from_slice(kept);
+            kept.len()
+        });
+        self.records.push(RawRecord {
+            partition,
+            offset,
+            start,
+            len,
+            full_len,
+        });
+    }
+}
+
 /// The batch being filled: the raw records per topic and the offsets polled per partition.
 struct Open {
     raw: Vec<RawTopic>,
+    /// [`KafkaSourceConfig::max_record_bytes`].
+    max_record_bytes: usize,
     ranges: HashMap<Tp, OpenRange>,
     records: usize,
     started: Option<Instant>,
@@ -974,18 +1006,7 @@ impl Open {
             return;
         };
         let (partition, offset) = (msg.partition(), msg.offset());
-        let raw = &mut self.raw[t];
-        let start = raw.bytes.len();
-        let len = msg.payload().map(|p| {
-            raw.bytes.extend_from_slice(p);
-            p.len()
-        });
-        raw.records.push(RawRecord {
-            partition,
-            offset,
-            start,
-            len,
-        });
+        self.raw[t].push(partition, offset, msg.payload(), self.max_record_bytes);
         self.ranges
             .entry((t, partition))
             .and_modify(|r| r.end = r.end.max(offset + 1))
@@ -1014,6 +1035,53 @@ struct DecodeJob {
 /// (about a twentieth of `run`'s CPU time on Kong records), reusing one costs nothing.
 const SPARE_BUFFERS: usize = MAX_DECODING + 2;
 
+/// Feeds one closed batch's raw records of `topic` to its decoder.
+fn decode_raw(decoder: &mut BatchDecoder, topic: &str, raw: &RawTopic) {
+    for r in &raw.records {
+        let prov = Provenance::Kafka {
+            topic,
+            partition: r.partition,
+            offset: r.offset,
+        };
+        match r.len {
+            Some(len) if r.full_len > len => decoder.push_cut_dead_letter(
+                DecodeError::new(
+                    Reason::TooLarge,
+                    format!(
+                        "record of {} bytes exceeds the limit of {}",
+                        r.full_len,
+                        decoder.max_record_bytes()
+                    ),
+                ),
+                &raw.bytes[r.start..r.start + len],
+                r.full_len,
+                &prov,
+            ),
+            Some(len) => {
+                decoder.push(&raw.bytes[r.start..r.start + len], &prov);
+            }
+            None => decoder.push_dead_letter(
+                DecodeError::new(Reason::Empty, "message has a null value"),
+                &[],
+                &prov,
+            ),
+        }
+    }
+}
+
+/// Largest capacity a spare buffer keeps (a full batch of kilobyte records is about
+/// 8 MiB): a burst of large records does not pin its peak memory in the pool.
+const SPARE_BUFFER_MAX_BYTES: usize = 16 << 20;
+
+/// Empties a decoded batch's buffers for reuse, shrinking one that grew past
+/// [`SPARE_BUFFER_MAX_BYTES`].
+fn recycle(mut raw: RawTopic) -> RawTopic {
+    raw.bytes.clear();
+    raw.bytes.shrink_to(SPARE_BUFFER_MAX_BYTES);
+    raw.records.clear();
+    raw
+}
+
 /// Decodes closed batches on a thread of its own, so decoding (the larger part of the
 /// source's CPU time for JSON formats) overlaps polling the next batch. Jobs are decoded
 /// in the order they are sent; each answers on its own channel.
@@ -1033,31 +1101,11 @@ impl DecodeThread {
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
                     let decoder = &mut decoders[job.topic];
-                    let topic = topics[job.topic].as_str();
-                    for r in &job.raw.records {
-                        let prov = Provenance::Kafka {
-                            topic,
-                            partition: r.partition,
-                            offset: r.offset,
-                        };
-                        match r.len {
-                            Some(len) => {
-                                decoder.push(&job.raw.bytes[r.start..r.start + len], &prov);
-                            }
-                            None => decoder.push_dead_letter(
-                                DecodeError::new(Reason::Empty, "message has a null value"),
-                                &[],
-                                &prov,
-                            ),
-                        }
-                    }
+                    decode_raw(decoder, &topics[job.topic], &job.raw);
                     // The source may have gone (closed mid-batch): nothing to hand over then.
                     let _ = job.reply.send(decoder.finish());
-                    let mut raw = job.raw;
-                    raw.bytes.clear();
-                    raw.records.clear();
                     // A full pool (or a source that has gone) just frees the buffer.
-                    let _ = spare_tx.try_send(raw);
+                    let _ = spare_tx.try_send(recycle(job.raw));
                 }
             })
             .map_err(|e| Error::Io {
@@ -1235,6 +1283,7 @@ impl KafkaSource {
                 raw: (0..shared.topics.len())
                     .map(|_| RawTopic::default())
                     .collect(),
+                max_record_bytes: config.max_record_bytes,
                 ranges: HashMap::new(),
                 records: 0,
                 started: None,
@@ -2080,6 +2129,53 @@ mod tests {
         let (_, lost) = t.register(0, &[(0, range(e0, 30)), (1, range(e1, 12))]);
         assert_eq!(lost, vec![0]);
         assert_eq!(t.take_commits(), vec![((0, 1), 10)]);
+    }
+
+    #[test]
+    fn an_oversized_record_is_kept_only_as_far_as_its_dead_letter_needs() {
+        let limit = 64 << 10;
+        let mut raw = RawTopic::default();
+        let big = vec![b'x'; 10 << 20];
+        raw.push(0, 7, Some(&big), limit);
+        raw.push(0, 8, Some(b"small"), limit);
+        raw.push(0, 9, None, limit);
+        assert!(
+            raw.bytes.len() <= limit + 5,
+            "{} bytes kept for a record over the limit of {limit}",
+            raw.bytes.len()
+        );
+        // Decoded, the oversized record is a too_large dead letter with its whole length,
+        // and the others are as they were.
+        let d = decoder_for(Format::Combined, &DecodeOptions::default()).unwrap();
+        let mut decoder = BatchDecoder::new(d, 16).with_max_record_bytes(limit);
+        decode_raw(&mut decoder, "t", &raw);
+        let out = decoder.finish();
+        assert_eq!(out.events.num_rows(), 0);
+        let letters: Vec<_> = out
+            .dead_letters
+            .iter()
+            .map(|d| (d.reason, d.raw_len))
+            .collect();
+        assert_eq!(
+            letters,
+            [
+                (Reason::TooLarge, big.len()),
+                (Reason::BadLine, 5),
+                (Reason::Empty, 0)
+            ]
+        );
+        assert!(out.dead_letters[0].detail.contains(&big.len().to_string()));
+    }
+
+    #[test]
+    fn spare_buffers_do_not_keep_a_burst_s_capacity() {
+        let mut raw = RawTopic::default();
+        for i in 0..64 {
+            raw.push(0, i, Some(&[b'x'; 1 << 20]), 2 << 20);
+        }
+        let raw = recycle(raw);
+        assert!(raw.bytes.is_empty() && raw.records.is_empty());
+        assert!(raw.bytes.capacity() <= SPARE_BUFFER_MAX_BYTES);
     }
 
     #[test]
