@@ -778,7 +778,7 @@ struct Shared {
     /// Bumped by every rebalance callback, so the polling loop notices them.
     rebalances: AtomicU64,
     /// Messages between the committed offsets and the high watermarks of the assigned
-    /// partitions, from librdkafka's statistics; -1 until known.
+    /// partitions, from librdkafka's statistics ([`consumer_lag`]); -1 until known.
     lag: std::sync::atomic::AtomicI64,
 }
 
@@ -823,9 +823,53 @@ impl Shared {
 
 static NEXT_SOURCE_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Lag as the at-least-once contract sees it: messages past the offset a restart would
+/// resume from (read or not, they are not done until committed), summed over the
+/// partitions of `topics` this consumer fetches. That offset is the committed one; a
+/// partition without a commit (an idle one may never get one) counts from where the group
+/// starts it, its low watermark under `earliest` (and `error`) or its position (the next
+/// offset to read or fetch) under `latest`. A partition whose watermark or start librdkafka
+/// does not know yet is left out; `None` when no partition is counted.
+fn consumer_lag(
+    statistics: &rdkafka::Statistics,
+    topics: &[String],
+    reset: OffsetReset,
+) -> Option<i64> {
+    let mut total = 0i64;
+    let mut any = false;
+    for (name, topic) in &statistics.topics {
+        if !topics.iter().any(|t| t == name) {
+            continue;
+        }
+        for p in topic.partitions.values() {
+            // -1 is librdkafka's internal "unassigned" partition; only fetched ones count.
+            if p.partition < 0 || p.fetch_state == "none" || p.fetch_state == "stopped" {
+                continue;
+            }
+            let from = if p.committed_offset >= 0 {
+                p.committed_offset
+            } else {
+                match reset {
+                    OffsetReset::Earliest | OffsetReset::Error => p.lo_offset,
+                    OffsetReset::Latest if p.app_offset >= 0 => p.app_offset,
+                    OffsetReset::Latest => p.next_offset,
+                }
+            };
+            if from < 0 || p.hi_offset < 0 {
+                continue;
+            }
+            total += (p.hi_offset - from).max(0);
+            any = true;
+        }
+    }
+    any.then_some(total)
+}
+
 /// The consumer's callbacks: logging, rebalances and commit results.
 struct SourceContext {
     shared: Arc<Shared>,
+    /// Where a partition without a committed offset starts (for its lag).
+    reset: OffsetReset,
 }
 
 impl ClientContext for SourceContext {
@@ -839,32 +883,8 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
-        // Lag as the at-least-once contract sees it: messages past the committed offset
-        // (read or not, they are not done until committed), summed over the partitions
-        // this consumer fetches. A partition without a committed offset yet makes the total
-        // unknown rather than too small.
-        let mut total = 0i64;
-        let mut any = false;
-        for (name, topic) in &statistics.topics {
-            if self.shared.topic_index(name).is_none() {
-                continue;
-            }
-            for p in topic.partitions.values() {
-                // -1 is librdkafka's internal "unassigned" partition; only fetched ones count.
-                if p.partition < 0 || p.fetch_state == "none" || p.fetch_state == "stopped" {
-                    continue;
-                }
-                if p.committed_offset < 0 || p.hi_offset < 0 {
-                    self.shared.lag.store(-1, Ordering::Relaxed);
-                    return;
-                }
-                total += (p.hi_offset - p.committed_offset).max(0);
-                any = true;
-            }
-        }
-        self.shared
-            .lag
-            .store(if any { total } else { -1 }, Ordering::Relaxed);
+        let lag = consumer_lag(&statistics, &self.shared.topics, self.reset);
+        self.shared.lag.store(lag.unwrap_or(-1), Ordering::Relaxed);
     }
 }
 
@@ -1271,6 +1291,7 @@ impl KafkaSource {
         let consumer: BaseConsumer<SourceContext> = cc
             .create_with_context(SourceContext {
                 shared: shared.clone(),
+                reset: config.auto_offset_reset,
             })
             .map_err(config_error)?;
         let names: Vec<&str> = shared.topics.iter().map(String::as_str).collect();
@@ -1337,8 +1358,10 @@ impl KafkaSource {
 
     /// Messages between the committed offsets and the high watermarks of the assigned
     /// partitions (records not yet done, read or not), as of librdkafka's last statistics
-    /// (every `statistics.interval.ms`, default [`DEFAULT_STATISTICS_INTERVAL`]); `None`
-    /// until every assigned partition has a committed offset.
+    /// (every `statistics.interval.ms`, default [`DEFAULT_STATISTICS_INTERVAL`]). A
+    /// partition without a committed offset counts from where the group would start it:
+    /// its low watermark under `auto_offset_reset = "earliest"`, its position under
+    /// `"latest"`. `None` until the statistics know at least one assigned partition.
     pub fn lag(&self) -> Option<i64> {
         let l = self.shared.lag.load(Ordering::Relaxed);
         (l >= 0).then_some(l)
@@ -2176,6 +2199,133 @@ mod tests {
         let raw = recycle(raw);
         assert!(raw.bytes.is_empty() && raw.records.is_empty());
         assert!(raw.bytes.capacity() <= SPARE_BUFFER_MAX_BYTES);
+    }
+
+    /// One partition's figures in librdkafka's statistics.
+    struct Part {
+        state: &'static str,
+        committed: i64,
+        lo: i64,
+        hi: i64,
+        /// Past the last record handed to the application.
+        app: i64,
+        /// The next offset to fetch.
+        next: i64,
+    }
+
+    /// A partition being fetched, committed at `committed` of `lo..hi`, read up to `hi`.
+    fn part(committed: i64, lo: i64, hi: i64) -> Part {
+        Part {
+            state: "active",
+            committed,
+            lo,
+            hi,
+            app: hi,
+            next: hi,
+        }
+    }
+
+    /// librdkafka statistics of topic `t` with `parts`, and of a topic not read.
+    fn statistics(parts: Vec<Part>) -> rdkafka::Statistics {
+        let mut topic = rdkafka::statistics::Topic {
+            topic: "t".into(),
+            ..Default::default()
+        };
+        // librdkafka's internal "unassigned" partition, which never counts.
+        let unassigned = Part {
+            state: "none",
+            committed: -1001,
+            lo: -1,
+            hi: -1,
+            app: -1001,
+            next: -1001,
+        };
+        let all = std::iter::once((-1, unassigned)).chain((0..).zip(parts));
+        for (partition, p) in all {
+            topic.partitions.insert(
+                partition,
+                rdkafka::statistics::Partition {
+                    partition,
+                    fetch_state: p.state.into(),
+                    committed_offset: p.committed,
+                    lo_offset: p.lo,
+                    hi_offset: p.hi,
+                    app_offset: p.app,
+                    next_offset: p.next,
+                    ..Default::default()
+                },
+            );
+        }
+        let mut s = rdkafka::Statistics::default();
+        s.topics.insert("t".into(), topic);
+        let mut other = topic_with_lag();
+        other.topic = "other".into();
+        s.topics.insert("other".into(), other);
+        s
+    }
+
+    /// A topic with a partition 100 behind, to show that topics not read do not count.
+    fn topic_with_lag() -> rdkafka::statistics::Topic {
+        let mut t = rdkafka::statistics::Topic::default();
+        t.partitions.insert(
+            0,
+            rdkafka::statistics::Partition {
+                fetch_state: "active".into(),
+                committed_offset: 0,
+                hi_offset: 100,
+                ..Default::default()
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn lag_counts_partitions_without_a_committed_offset_from_where_they_start() {
+        use OffsetReset::{Earliest, Latest};
+        let topics = ["t".to_string()];
+        let lag = |parts, reset| consumer_lag(&statistics(parts), &topics, reset);
+        // Committed 10 of 20, and an idle partition that never had a commit.
+        let idle = || Part {
+            app: -1001,
+            next: 0,
+            ..part(-1001, 0, 0)
+        };
+        assert_eq!(lag(vec![part(10, 0, 20), idle()], Earliest), Some(10));
+        assert_eq!(lag(vec![part(10, 0, 20), idle()], Latest), Some(10));
+        assert_eq!(lag(vec![idle()], Latest), Some(0));
+        // Without a commit, `earliest` owes all the partition holds (a restart reads it
+        // again), `latest` what came after the position it started from.
+        let read = || Part {
+            app: 45,
+            ..part(-1001, 5, 50)
+        };
+        assert_eq!(lag(vec![part(10, 0, 20), read()], Earliest), Some(10 + 45));
+        assert_eq!(lag(vec![part(10, 0, 20), read()], Latest), Some(10 + 5));
+        let unread = || Part {
+            app: -1001,
+            next: 40,
+            ..part(-1001, 5, 50)
+        };
+        assert_eq!(lag(vec![unread()], Latest), Some(10));
+        // A partition whose watermarks or start are not known yet is left out; with none
+        // counted the lag is unknown.
+        let querying = || Part {
+            state: "offset-query",
+            app: -1001,
+            next: -1001,
+            ..part(-1001, -1, -1)
+        };
+        assert_eq!(lag(vec![part(10, 0, 20), querying()], Earliest), Some(10));
+        assert_eq!(lag(vec![part(10, 0, 20), querying()], Latest), Some(10));
+        assert_eq!(lag(vec![querying()], Earliest), None);
+        assert_eq!(lag(vec![querying()], Latest), None);
+        // Partitions not fetched do not count.
+        let stopped = Part {
+            state: "stopped",
+            ..part(3, 0, 20)
+        };
+        assert_eq!(lag(vec![stopped], Earliest), None);
+        assert_eq!(lag(vec![], Earliest), None);
     }
 
     #[test]
