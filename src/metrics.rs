@@ -60,10 +60,14 @@ pub struct Metrics {
     /// Set while the dead-letter sink fails: the batch waits at the source and detection
     /// pauses until its dead letters are stored.
     pub dead_letter_sink_failing: AtomicBool,
-    /// 1 once the pipeline runs: stages built, store open, consumer in the group. A member
-    /// that has no partition assigned (more members than partitions) is ready too, as a
-    /// standby that takes over partitions when another leaves.
-    pub ready: AtomicBool,
+    /// Set once the pipeline runs: stages built, store open, consumer created.
+    pub started: AtomicBool,
+    /// Whether the consumer is in its group (has had an assignment and not lost it). A
+    /// member that has no partition assigned (more members than partitions) is in the
+    /// group too, as a standby that takes over partitions when another leaves.
+    pub in_group: AtomicBool,
+    /// Set once shutdown begins (a signal, the end of the input, an error).
+    pub stopping: AtomicBool,
     /// Set when the pipeline hit an error it cannot go on from.
     pub failed: AtomicBool,
 }
@@ -74,6 +78,25 @@ impl Metrics {
         let m = Self::default();
         m.lag.store(-1, Ordering::Relaxed);
         Arc::new(m)
+    }
+
+    /// Whether the service is ready, i.e. consuming: started, in the consumer group, not
+    /// shutting down, not failed, and able to store dead letters. Otherwise why not.
+    pub fn readiness(&self) -> std::result::Result<(), &'static str> {
+        let load = |b: &AtomicBool| b.load(Ordering::Relaxed);
+        if load(&self.failed) {
+            Err("failed")
+        } else if load(&self.stopping) {
+            Err("shutting down")
+        } else if !load(&self.started) {
+            Err("starting")
+        } else if !load(&self.in_group) {
+            Err("not in the consumer group (yet): are kafka.brokers reachable?")
+        } else if load(&self.dead_letter_sink_failing) {
+            Err("dead letters cannot be stored; retrying")
+        } else {
+            Ok(())
+        }
     }
 
     /// Counts a dead letter.
@@ -276,8 +299,8 @@ impl Metrics {
         gauge(
             &mut s,
             "gatewatch_ready",
-            "1 when the pipeline is running.",
-            self.ready.load(Ordering::Relaxed) as i64,
+            "1 when the pipeline is consuming (what /readyz says).",
+            self.readiness().is_ok() as i64,
         );
         s
     }
@@ -314,14 +337,14 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
         .route(
             "/readyz",
             get(move || {
-                let ready = m2.ready.load(Ordering::Relaxed)
-                    && !m2.failed.load(Ordering::Relaxed)
-                    && !m2.dead_letter_sink_failing.load(Ordering::Relaxed);
+                let readiness = m2.readiness();
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    match readiness {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
                     }
                 }
             }),
@@ -369,8 +392,28 @@ mod tests {
         assert!(t.contains("gatewatch_alerts_total{severity=\"high\"} 1"));
         assert!(t.contains("gatewatch_batch_latency_seconds_bucket{le=\"0.025\"} 1"));
         assert!(t.contains("gatewatch_batch_latency_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(t.contains("gatewatch_ready 0"), "{t}");
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             assert!(!line.contains("client") && !line.contains("ip=") && !line.contains("path="));
         }
+    }
+
+    #[test]
+    fn ready_only_while_consuming() {
+        let m = Metrics::new();
+        let set = |b: &AtomicBool, v| b.store(v, Ordering::Relaxed);
+        assert_eq!(m.readiness(), Err("starting"));
+        set(&m.started, true);
+        assert!(m.readiness().unwrap_err().contains("consumer group"));
+        set(&m.in_group, true);
+        assert_eq!(m.readiness(), Ok(()));
+        assert!(m.render().contains("gatewatch_ready 1"));
+        set(&m.dead_letter_sink_failing, true);
+        assert!(m.readiness().is_err());
+        set(&m.dead_letter_sink_failing, false);
+        set(&m.stopping, true);
+        assert_eq!(m.readiness(), Err("shutting down"));
+        set(&m.failed, true);
+        assert_eq!(m.readiness(), Err("failed"));
     }
 }

@@ -127,7 +127,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         .context("starting the Kafka source")?;
     let stop = source.stop_handle();
     let acker = source.acker();
-    spawn_signal_handler(stop.clone());
+    spawn_signal_handler(stop.clone(), metrics.clone());
     let http =
         crate::http::serve_in_background(args.listen, crate::metrics::router(metrics.clone()))?;
     let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
@@ -149,7 +149,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         listen = %args.listen,
         "gatewatch run started"
     );
-    metrics.ready.store(true, Ordering::Relaxed);
+    // Ready once the consumer is in its group (see `Metrics::readiness`).
+    metrics.started.store(true, Ordering::Relaxed);
 
     // The output side runs on two threads behind bounded channels: alert delivery, then
     // the Parquet store, checkpoints and acknowledgements. While they work on one batch,
@@ -189,7 +190,12 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let mut dead_letters = DeadLetterRetry::default();
     let result: Result<()> = (|| {
         loop {
-            let next = match source.next_batch_timeout(Duration::from_millis(200)) {
+            let next = source.next_batch_timeout(Duration::from_millis(200));
+            metrics.in_group.store(source.in_group(), Ordering::Relaxed);
+            if stop.is_stopped() {
+                metrics.stopping.store(true, Ordering::Relaxed);
+            }
+            let next = match next {
                 Err(gatewatch_ingest::Error::DeadLetterSink(error)) => {
                     // The source keeps the batch and writes its dead letters again on the
                     // next call; nothing past them is committed meanwhile.
@@ -370,6 +376,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         }
         Ok(())
     })();
+    metrics.stopping.store(true, Ordering::Relaxed);
     // Drain: the last message carries the final checkpoint and inventory; the sink then
     // delivers, flushes and (when the loop ended cleanly) writes the checkpoint and
     // acknowledges everything queued. After an error the last batch's alerts may not
@@ -662,8 +669,12 @@ fn alert_loop(
     result
 }
 
-/// SIGINT and SIGTERM ask the source to stop; the loop then drains and commits.
-fn spawn_signal_handler(stop: gatewatch_ingest::source::kafka::StopHandle) {
+/// SIGINT and SIGTERM ask the source to stop (and `/readyz` to say so); the loop then
+/// drains and commits.
+fn spawn_signal_handler(
+    stop: gatewatch_ingest::source::kafka::StopHandle,
+    metrics: std::sync::Arc<Metrics>,
+) {
     let spawned = std::thread::Builder::new()
         .name("gatewatch-signals".into())
         .spawn(move || {
@@ -689,6 +700,7 @@ fn spawn_signal_handler(stop: gatewatch_ingest::source::kafka::StopHandle) {
                 let _ = tokio::signal::ctrl_c().await;
             });
             tracing::info!("signal received; draining");
+            metrics.stopping.store(true, Ordering::Relaxed);
             stop.stop();
         });
     if let Err(e) = spawned {

@@ -696,3 +696,28 @@ fn a_failing_dead_letter_sink_is_retried_without_stopping_the_service() {
     assert!(letters.contains("not a kong record"), "{letters}");
     assert_eq!(std::fs::metadata(&blocker).unwrap().len(), 1 << 20);
 }
+#[test]
+fn run_is_not_ready_until_it_has_joined_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the consumer never joins.
+    let cfg = write_config(dir.path(), "127.0.0.1:1", "input", "alerts", "nobody");
+    let port = free_port();
+    let mut child = start_run_idle(&cfg, &dir.path().join("data"), port, "120s");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_status(port, "/healthz").is_none() {
+        assert_running(&mut child, "before listening");
+        assert!(Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            http_status(port, "/readyz"),
+            Some(503),
+            "ready without a broker"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1035,3 +1035,68 @@ fn reports_consumer_lag_from_statistics() {
     wait_for(&mut source, 0);
     source.close().unwrap();
 }
+
+/// Polls `source` until `in_group` says `want`, or fails after `within`.
+fn await_in_group(source: &mut KafkaSource, want: bool, within: Duration, who: &str) {
+    let deadline = Instant::now() + within;
+    while source.in_group() != want {
+        assert!(Instant::now() < deadline, "{who}: in_group never {want}");
+        assert!(
+            source
+                .next_batch_timeout(Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[test]
+fn in_group_once_joined_even_as_a_standby_member() {
+    let brokers = broker_or_skip!();
+    // Nothing listens on port 1: never in the group.
+    let topic = unique("join");
+    let cfg = config(
+        "127.0.0.1:1",
+        &unique("group"),
+        &[(&topic, Format::Combined)],
+    );
+    let mut nowhere = KafkaSource::new(&cfg, batching(10, 50), &Default::default()).unwrap();
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(2) {
+        assert!(
+            nowhere
+                .next_batch_timeout(Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+        assert!(!nowhere.in_group(), "in a group without a broker");
+    }
+    nowhere.stop();
+    drop(nowhere);
+
+    // One partition, two members: the second one joins with nothing assigned.
+    create_topic(&brokers, &topic, 1);
+    let cfg = config(&brokers, &unique("group"), &[(&topic, Format::Combined)]);
+    let mut a = KafkaSource::new(&cfg, batching(10, 50), &Default::default()).unwrap();
+    assert!(!a.in_group());
+    await_in_group(&mut a, true, Duration::from_secs(60), "first member");
+    let mut b = KafkaSource::new(&cfg, batching(10, 50), &Default::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !b.in_group() || !a.in_group() {
+        assert!(Instant::now() < deadline, "the second member never joined");
+        for s in [&mut a, &mut b] {
+            assert!(
+                s.next_batch_timeout(Duration::from_millis(50))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+    assert_eq!(
+        a.assignment().len() + b.assignment().len(),
+        1,
+        "one partition between two members"
+    );
+    b.close().unwrap();
+    a.close().unwrap();
+}

@@ -780,6 +780,9 @@ struct Shared {
     /// Messages between the committed offsets and the high watermarks of the assigned
     /// partitions, from librdkafka's statistics ([`consumer_lag`]); -1 until known.
     lag: std::sync::atomic::AtomicI64,
+    /// Whether the member is in its group: set by an assignment (empty for a standby
+    /// member), cleared when the group has moved on without it (the assignment was lost).
+    in_group: AtomicBool,
 }
 
 impl Shared {
@@ -898,6 +901,7 @@ impl ConsumerContext for SourceContext {
                 let mut t = self.shared.lock();
                 t.assign(&tps);
                 t.record(RebalanceEvent::Assigned(named));
+                self.shared.in_group.store(true, Ordering::Release);
             }
             Rebalance::Revoke(tpl) => {
                 let tps = self.shared.tps(tpl);
@@ -909,9 +913,14 @@ impl ConsumerContext for SourceContext {
                     c
                 };
                 tracing::info!(partitions = ?named, "kafka partitions revoked");
+                let lost = consumer.assignment_lost();
+                if lost {
+                    // Out of the group until it rejoins and gets an assignment again.
+                    self.shared.in_group.store(false, Ordering::Release);
+                }
                 if commits.is_empty() {
                     // Nothing acknowledged since the last commit.
-                } else if consumer.assignment_lost() {
+                } else if lost {
                     // The group has moved on without us; a commit would be refused, and the
                     // new owner starts from the last offset committed before.
                     tracing::warn!(
@@ -1269,6 +1278,7 @@ impl KafkaSource {
             tracker: Mutex::new(Tracker::default()),
             rebalances: AtomicU64::new(0),
             lag: std::sync::atomic::AtomicI64::new(-1),
+            in_group: AtomicBool::new(false),
         });
         let mut cc = base_client_config(&config.brokers, &config.properties);
         cc.set("group.id", &config.group_id)
@@ -1613,6 +1623,16 @@ impl KafkaSource {
     pub fn assignment(&self) -> Vec<TopicPartition> {
         let tps: Vec<Tp> = self.shared.lock().partitions.keys().copied().collect();
         self.shared.named(&tps)
+    }
+
+    /// Whether this member is in its consumer group: it has been given an assignment
+    /// (empty for a standby member, when the group has more members than partitions) and
+    /// has not lost it since. False until the broker has been reached and the group
+    /// joined, and again after the group moved on without this member (a session timeout,
+    /// say) until it rejoins. Updated by the rebalance callback, which runs inside
+    /// `next_batch*` calls.
+    pub fn in_group(&self) -> bool {
+        self.shared.in_group.load(Ordering::Acquire)
     }
 
     /// Emitted batches not yet acknowledged (for partitions still assigned).
