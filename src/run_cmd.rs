@@ -17,6 +17,12 @@
 //! table was checkpointed. A crash therefore replays from the last acknowledged batch; the
 //! restored checkpoint and deterministic incident ids make the replay update the same
 //! incidents instead of opening new ones.
+//!
+//! Shutdown: the first SIGINT or SIGTERM stops reading, and the batches read are drained,
+//! stored and committed; a second signal exits at once. However it begins, the shutdown is
+//! bounded (`[alerts] flush_timeout_ms` plus `SHUTDOWN_GRACE`): past that the process logs
+//! the step it was stuck at and exits with status 1, and the next start reads again what
+//! was not committed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -127,7 +133,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         .context("starting the Kafka source")?;
     let stop = source.stop_handle();
     let acker = source.acker();
-    spawn_signal_handler(stop.clone(), metrics.clone());
+    let shutdown = Shutdown::new(
+        Duration::from_millis(config.alerts.flush_timeout_ms).saturating_add(SHUTDOWN_GRACE),
+    );
+    spawn_signal_handler(stop.clone(), metrics.clone(), shutdown.clone());
     let http =
         crate::http::serve_in_background(args.listen, crate::metrics::router(metrics.clone()))?;
     let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
@@ -377,6 +386,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         Ok(())
     })();
     metrics.stopping.store(true, Ordering::Relaxed);
+    shutdown.begin();
+    shutdown.step("delivering the last alerts and writing the store");
     // Drain: the last message carries the final checkpoint and inventory; the sink then
     // delivers, flushes and (when the loop ended cleanly) writes the checkpoint and
     // acknowledges everything queued. After an error the last batch's alerts may not
@@ -405,12 +416,81 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         metrics.failed.store(true, Ordering::Relaxed);
         tracing::error!("stopping: {e:#}");
     }
+    shutdown.step("stopping the store's maintenance");
     maintenance.stop();
     // What was acknowledged is committed by close(); the rest replays next time.
-    source.close().context("closing the Kafka consumer")?;
+    shutdown.step("committing offsets and leaving the consumer group");
+    let closed = source.close().context("closing the Kafka consumer");
+    shutdown.step("stopping the HTTP server");
     drop(http);
+    shutdown.finish();
+    closed?;
     tracing::info!(events, "gatewatch run stopped");
     result
+}
+
+/// How long a shutdown may take beyond `[alerts] flush_timeout_ms` (the longest the last
+/// alerts may take to be acknowledged): writing the store, the checkpoint, the last commit
+/// and leaving the group.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Bounds the shutdown. Once it begins (a signal, or the loop ending for any reason), a
+/// watchdog thread ends the process with status 1 if it has not finished by the deadline,
+/// naming the step it was stuck at: with the broker gone the last commit and the group's
+/// leave can wait forever, and a store on a hung disk can too. Nothing is lost that way:
+/// what was not acknowledged is read again at the next start.
+struct Shutdown {
+    deadline: Duration,
+    begun: std::sync::atomic::AtomicBool,
+    done: std::sync::atomic::AtomicBool,
+    step: std::sync::Mutex<&'static str>,
+}
+
+impl Shutdown {
+    fn new(deadline: Duration) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            deadline,
+            begun: Default::default(),
+            done: Default::default(),
+            step: std::sync::Mutex::new("draining the pipeline"),
+        })
+    }
+
+    /// Starts the watchdog (once; later calls do nothing).
+    fn begin(self: &std::sync::Arc<Self>) {
+        if self.begun.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gatewatch-shutdown".into())
+            .spawn(move || {
+                std::thread::sleep(this.deadline);
+                if this.done.load(Ordering::Acquire) {
+                    return;
+                }
+                let step = *this.step.lock().unwrap_or_else(|e| e.into_inner());
+                tracing::error!(
+                    deadline = ?this.deadline,
+                    "shutdown did not finish in time, stuck {step}; exiting (batches not \
+                     acknowledged are read again at the next start)"
+                );
+                std::process::exit(1);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("shutdown unbounded, no watchdog: {e}");
+        }
+    }
+
+    /// Names what the shutdown is doing now, for the watchdog's message.
+    fn step(&self, what: &'static str) {
+        *self.step.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    /// The shutdown finished: the watchdog lets the process end on its own.
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+    }
 }
 
 /// Adds the lines of the suppressions file after the first `seen` (and counts them). A
@@ -669,11 +749,13 @@ fn alert_loop(
     result
 }
 
-/// SIGINT and SIGTERM ask the source to stop (and `/readyz` to say so); the loop then
-/// drains and commits.
+/// The first SIGINT or SIGTERM asks the source to stop (and `/readyz` to say so) and
+/// starts the shutdown's deadline; the loop then drains and commits. A second one ends
+/// the process at once, with status 128 + the signal's number.
 fn spawn_signal_handler(
     stop: gatewatch_ingest::source::kafka::StopHandle,
     metrics: std::sync::Arc<Metrics>,
+    shutdown: std::sync::Arc<Shutdown>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("gatewatch-signals".into())
@@ -686,22 +768,45 @@ fn spawn_signal_handler(
             };
             rt.block_on(async {
                 #[cfg(unix)]
-                {
+                let (mut int, mut term) = {
                     use tokio::signal::unix::{SignalKind, signal};
-                    let Ok(mut term) = signal(SignalKind::terminate()) else {
-                        return;
+                    match (
+                        signal(SignalKind::interrupt()),
+                        signal(SignalKind::terminate()),
+                    ) {
+                        (Ok(int), Ok(term)) => (int, term),
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::warn!("no signal handler: {e}");
+                            return;
+                        }
+                    }
+                };
+                let mut first = true;
+                loop {
+                    #[cfg(unix)]
+                    let status = tokio::select! {
+                        _ = int.recv() => 130,
+                        _ = term.recv() => 143,
                     };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
+                    #[cfg(not(unix))]
+                    let status = match tokio::signal::ctrl_c().await {
+                        Ok(()) => 130,
+                        Err(_) => return,
+                    };
+                    if std::mem::take(&mut first) {
+                        tracing::info!("signal received; draining (a second signal exits at once)");
+                        metrics.stopping.store(true, Ordering::Relaxed);
+                        stop.stop();
+                        shutdown.begin();
+                    } else {
+                        tracing::warn!(
+                            "second signal; exiting without finishing the drain (batches not \
+                             acknowledged are read again at the next start)"
+                        );
+                        std::process::exit(status);
                     }
                 }
-                #[cfg(not(unix))]
-                let _ = tokio::signal::ctrl_c().await;
             });
-            tracing::info!("signal received; draining");
-            metrics.stopping.store(true, Ordering::Relaxed);
-            stop.stop();
         });
     if let Err(e) = spawned {
         tracing::warn!("no signal handler: {e}");

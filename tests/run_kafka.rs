@@ -721,3 +721,117 @@ fn run_is_not_ready_until_it_has_joined_the_group() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Sends `signal` (a name for kill(1)) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A run whose shutdown cannot finish: its alerts also go to a named pipe that is open
+/// but never read, so the alert thread blocks once the pipe is full, and the drain with
+/// it. Returns the run (already stuck), its directory and the pipe, held open.
+fn stuck_run(brokers: &str, name: &str) -> (Child, tempfile::TempDir, std::fs::File) {
+    let (input, _alerts, dir, cfg) = single_partition_run(
+        brokers,
+        name,
+        ("[alerts]\n", "[alerts]\nflush_timeout_ms = 1000\n"),
+    );
+    let fifo = dir.path().join("alerts.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Open for reading and writing, so neither this open nor the run's waits for the other.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let file = format!("[alerts]\nfile = \"{}\"\n", fifo.display());
+    std::fs::write(&cfg, text.replacen("[alerts]\n", &file, 1)).unwrap();
+    // Cloud-metadata fetches from many clients: an SSRF incident, and an alert, each.
+    let t0 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+    let lines: Vec<String> = (0..600)
+        .map(|i| {
+            kong_line(
+                t0 + i * 100,
+                &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                "/api/v1/fetch?url=http://169.254.169.254/latest/meta-data/",
+            )
+        })
+        .collect();
+    produce_lines(brokers, &input, &lines);
+    let port = free_port();
+    let mut child = start_run_idle(&cfg, &dir.path().join("data"), port, "120s");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port, "gatewatch_events_in_total").unwrap_or(0) < lines.len() as u64 {
+        assert_running(&mut child, "before its alerts were stuck");
+        assert!(Instant::now() < deadline, "the records never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The pipe is full: nothing more is processed.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_running(&mut child, "with its alerts stuck");
+    (child, dir, held)
+}
+
+/// Waits for `child` to end within `limit`; its exit code.
+fn exit_code_within(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gatewatch run did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_second_signal_ends_a_stuck_shutdown_at_once() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch run second signal test") else {
+        return;
+    };
+    let (mut child, _dir, _pipe) = stuck_run(&brokers, "resignal");
+    signal(&child, "TERM");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_running(&mut child, "while its drain is stuck");
+    signal(&child, "INT");
+    assert_eq!(
+        exit_code_within(&mut child, Duration::from_secs(3)),
+        Some(130)
+    );
+}
+
+#[test]
+fn a_stuck_shutdown_ends_at_its_deadline() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch run shutdown deadline test") else {
+        return;
+    };
+    let (mut child, _dir, _pipe) = stuck_run(&brokers, "deadline");
+    let signalled = Instant::now();
+    signal(&child, "TERM");
+    // The deadline: the alert flush timeout (1 s) and 15 s.
+    assert_eq!(
+        exit_code_within(&mut child, Duration::from_secs(30)),
+        Some(1)
+    );
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(15),
+        "{:?}",
+        signalled.elapsed()
+    );
+}

@@ -1643,6 +1643,10 @@ impl KafkaSource {
     /// Commits what is acknowledged, leaves the group (its partitions are revoked, which
     /// commits anything acknowledged meanwhile) and closes the consumer. Unacknowledged
     /// batches are not committed and will be read again by the group.
+    ///
+    /// With the broker unreachable this waits as long as librdkafka retries the commit and
+    /// the leave, which may be for good: a caller that must stop in time bounds it (`gatewatch
+    /// run` exits at a deadline).
     pub fn close(mut self) -> Result<()> {
         let result = self.shutdown();
         // Dropping the consumer leaves the group; the revocation runs the rebalance
