@@ -495,6 +495,7 @@ impl Guarded {
     }
 
     async fn plan(&self, stmt: &SqlStatement) -> Result<LogicalPlan> {
+        self.session.sync().await;
         let plan = self
             .session
             .context()
@@ -692,6 +693,7 @@ impl QueryParser for GuardedParser {
         match route(&stmt).map_err(pg_error)? {
             Route::Session => self.inner.parse_sql(client, sql, types).await,
             Route::Query => {
+                self.session.sync().await;
                 let plan = self
                     .session
                     .context()

@@ -7,22 +7,30 @@
 //! refuses `COPY … TO` and `CREATE EXTERNAL TABLE`). No table function or URL table that
 //! reads files is registered: tables are the four of the store and nothing else. Every
 //! query runs under a timeout, inside a memory pool of fixed size (a query that needs more
-//! fails with a clear error instead of taking the machine), and returns at most
-//! [`QueryLimits::max_rows`] rows and [`QueryLimits::max_result_mb`] MiB of Arrow data,
-//! saying when and where it cut.
+//! fails with a clear error instead of taking the machine; nothing is spilled to disk), and
+//! returns at most [`QueryLimits::max_rows`] rows and [`QueryLimits::max_result_mb`] MiB of
+//! Arrow data, saying when and where it cut.
+//!
+//! A session lives as long as `gatewatch sql` or the dashboard: before planning it brings
+//! its tables up to date with the store ([`HuntSession::sync`]), so a table that gets its
+//! first file, or files with new columns, is queried as it is without a restart.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use arrow::array::{MutableArrayData, RecordBatch, make_array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -41,6 +49,10 @@ pub const CATALOG: &str = "gatewatch";
 pub const SCHEMA: &str = "public";
 /// Hive partition columns every time-partitioned table gets from its directory names.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
+/// How often [`HuntSession::sync`] re-reads the schemas of the tables that have files
+/// (a table without any is looked at before every query: that look is one directory
+/// listing).
+pub const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
 
 /// Limits applied to every query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +193,65 @@ pub struct HuntSession {
     ctx: SessionContext,
     limits: QueryLimits,
     dir: PathBuf,
+    /// What each table is registered as, for [`HuntSession::sync`].
+    registered: Arc<tokio::sync::Mutex<Registered>>,
+}
+
+/// The tables as registered.
+struct Registered {
+    /// Per table (in [`Table::ALL`] order): its files' schema, `None` while it has no file
+    /// (an empty table of the base schema is registered then).
+    schemas: [Option<SchemaRef>; 4],
+    /// When the schemas of the tables with files were last read.
+    read_at: Instant,
+}
+
+/// The schema the store's tables live in: like DataFusion's in-memory one, except that
+/// registering a table under a name in use replaces it in one step, so a query planned
+/// while [`HuntSession::sync`] replaces a table finds the old or the new one, never none.
+#[derive(Debug, Default)]
+struct StoreTables {
+    tables: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for StoreTables {
+    fn table_names(&self) -> Vec<String> {
+        let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = tables.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    async fn table(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        Ok(tables.get(name).cloned())
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> std::result::Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        Ok(tables.insert(name, table))
+    }
+
+    fn deregister_table(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        Ok(tables.remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        tables.contains_key(name)
+    }
 }
 
 impl std::fmt::Debug for HuntSession {
@@ -218,6 +289,12 @@ impl HuntSession {
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_limit_mb << 20, 1.0)
+            // No spilling: a sort or aggregation that outgrows the pool fails (see
+            // `explain_resources`) instead of writing up to DataFusion's default 100 GiB
+            // of temporary files to the disk `gatewatch run` writes the store to.
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             // No listing cache: the store adds files at every flush and replaces the
             // inventory snapshot in place, so a cached listing would hide new rows from a
             // long-lived session (`gatewatch sql`, the dashboard) and point it at the byte
@@ -225,29 +302,84 @@ impl HuntSession {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let catalog = ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| DataFusionError::Internal(format!("no catalog {CATALOG}")))?;
+        catalog.register_schema(SCHEMA, Arc::new(StoreTables::default()))?;
         for udf in crate::udf::all() {
             ctx.register_udf(udf);
         }
-        let session = HuntSession { ctx, limits, dir };
-        for t in Table::ALL {
-            session.register(t).await?;
-        }
+        let session = HuntSession {
+            ctx,
+            limits,
+            dir,
+            registered: Arc::new(tokio::sync::Mutex::new(Registered {
+                schemas: Default::default(),
+                read_at: Instant::now(),
+            })),
+        };
+        session.refresh().await?;
         Ok(session)
     }
 
-    /// Re-reads the tables' file lists and schemas (new columns, new files appear in
-    /// queries without this too; new columns need it).
+    /// Re-reads every table's schema from its files and registers it anew (new files
+    /// appear in queries without this; see [`sync`](Self::sync) for the rest).
     pub async fn refresh(&self) -> Result<()> {
-        for t in Table::ALL {
-            self.ctx.deregister_table(t.name())?;
-            self.register(t).await?;
+        let mut registered = self.registered.lock().await;
+        for (i, t) in Table::ALL.into_iter().enumerate() {
+            let (provider, schema) = self.provider(t).await?;
+            self.ctx.register_table(t.name(), provider)?;
+            registered.schemas[i] = schema;
         }
+        registered.read_at = Instant::now();
         Ok(())
     }
 
-    async fn register(&self, table: Table) -> Result<()> {
+    /// Brings the tables up to date with the store, cheaply enough to run before every
+    /// query: a table registered empty is registered anew as soon as it has a file, and
+    /// the schemas of the tables with files are read again at most every
+    /// [`SCHEMA_RECHECK`] (a table is registered anew only when its schema changed).
+    /// Files added to a table with files need none of this: every query lists them.
+    ///
+    /// A failure (a file replaced by compaction while its footer was read) is logged and
+    /// leaves the table as it was; the next call tries again.
+    pub async fn sync(&self) {
+        let mut registered = self.registered.lock().await;
+        let reread = registered.read_at.elapsed() >= SCHEMA_RECHECK;
+        for (i, t) in Table::ALL.into_iter().enumerate() {
+            let due = match registered.schemas[i] {
+                None => has_parquet(&self.dir.join(t.name())),
+                Some(_) => reread,
+            };
+            if !due {
+                continue;
+            }
+            match self.provider(t).await {
+                Ok((provider, schema)) => {
+                    if schema != registered.schemas[i] {
+                        tracing::debug!(table = t.name(), "sql: table registered anew");
+                        if let Err(e) = self.ctx.register_table(t.name(), provider) {
+                            tracing::warn!(table = t.name(), error = %e, "sql: cannot register table");
+                            continue;
+                        }
+                        registered.schemas[i] = schema;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(table = t.name(), error = %e, "sql: cannot read table schema");
+                }
+            }
+        }
+        if reread {
+            registered.read_at = Instant::now();
+        }
+    }
+
+    /// The provider for `table` as the store has it now, with its files' schema (`None`
+    /// when it has no file yet).
+    async fn provider(&self, table: Table) -> Result<(Arc<dyn TableProvider>, Option<SchemaRef>)> {
         let tdir = self.dir.join(table.name());
-        let provider: Arc<dyn datafusion::catalog::TableProvider> = if has_parquet(&tdir) {
+        Ok(if has_parquet(&tdir) {
             let abs = std::fs::canonicalize(&tdir).map_err(Error::io("resolve", &tdir))?;
             let url = format!("{}/", abs.display());
             let url = ListingTableUrl::parse(&url)?;
@@ -270,8 +402,8 @@ impl HuntSession {
             };
             let cfg = ListingTableConfig::new(url)
                 .with_listing_options(opts)
-                .with_schema(schema);
-            Arc::new(ListingTable::try_new(cfg)?)
+                .with_schema(schema.clone());
+            (Arc::new(ListingTable::try_new(cfg)?), Some(schema))
         } else {
             let mut fields: Vec<Field> = base_schema(table)
                 .fields()
@@ -285,13 +417,9 @@ impl HuntSession {
                         .map(|c| Field::new(*c, DataType::Utf8, true)),
                 );
             }
-            Arc::new(MemTable::try_new(
-                Arc::new(Schema::new(fields)),
-                vec![vec![]],
-            )?)
-        };
-        self.ctx.register_table(table.name(), provider)?;
-        Ok(())
+            let empty = MemTable::try_new(Arc::new(Schema::new(fields)), vec![vec![]])?;
+            (Arc::new(empty), None)
+        })
     }
 
     /// The DataFusion context, for the SQL server (which adds `pg_catalog`).
@@ -326,6 +454,7 @@ impl HuntSession {
             return Err(Error::Refused("empty statement".into()));
         };
         check_df_statement(&stmt)?;
+        self.sync().await;
         let plan = self.ctx.state().statement_to_plan(stmt).await?;
         self.check_plan(&plan)?;
         Ok(plan)
@@ -369,17 +498,32 @@ impl HuntSession {
     }
 
     async fn run(&self, plan: LogicalPlan, max_bytes: usize) -> Result<QueryOutput> {
-        let df = self.ctx.execute_logical_plan(plan).await?;
+        let explain = |e| self.explain_resources(e);
+        let df = self.ctx.execute_logical_plan(plan).await.map_err(explain)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df.execute_stream().await?;
+        let mut stream = df.execute_stream().await.map_err(explain)?;
         let mut acc = Collector::new(self.limits.max_rows, max_bytes);
         while let Some(batch) = stream.next().await {
-            if !acc.push(batch?)? {
+            if !acc.push(batch.map_err(explain)?)? {
                 // Dropping the stream cancels the rest of the plan.
                 break;
             }
         }
         Ok(acc.finish(schema))
+    }
+
+    /// A resources-exhausted error told in gatewatch's terms: DataFusion's own names
+    /// settings a client cannot change (`datafusion.runtime.memory_limit`) and lists its
+    /// operators' reservations; the cause is kept at the end.
+    fn explain_resources(&self, e: DataFusionError) -> Error {
+        let DataFusionError::ResourcesExhausted(cause) = e.find_root() else {
+            return Error::DataFusion(e);
+        };
+        let cause = cause.lines().next().unwrap_or_default();
+        Error::DataFusion(DataFusionError::ResourcesExhausted(format!(
+            "the query needs more memory than the {} MiB that running queries share (the [sql] memory_limit_mb setting; nothing is spilled to disk): filter on time or client, aggregate, or select fewer columns ({cause})",
+            self.limits.memory_limit_mb
+        )))
     }
 }
 

@@ -824,6 +824,39 @@ fn limits_cut_rows_time_out_and_bound_memory() {
 }
 
 #[test]
+fn a_sort_bigger_than_the_memory_limit_fails_instead_of_spilling_to_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let limits = QueryLimits {
+        max_rows: 10,
+        memory_limit_mb: 16,
+        ..QueryLimits::default()
+    };
+    let s = rt.block_on(HuntSession::open(tmp.path(), limits)).unwrap();
+    // 80 MB of rows to sort, five times the pool: DataFusion would write them to
+    // temporary files and merge them back if it could.
+    let e = rt
+        .block_on(s.query("SELECT value FROM generate_series(1, 10000000) ORDER BY value DESC"))
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(&e, Error::DataFusion(d) if matches!(d.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_))),
+        "{text}"
+    );
+    assert!(text.contains("memory_limit_mb"), "{text}");
+    assert_eq!(
+        s.context().runtime_env().disk_manager.used_disk_space(),
+        0,
+        "{text}"
+    );
+    // No temporary files: a sort or aggregation that outgrows the pool fails, it is not
+    // written out to the disk the engine and the store need.
+    assert!(!s.context().runtime_env().disk_manager.tmp_files_enabled());
+    // The session keeps working.
+    assert_eq!(count(&s, &rt, "SELECT count(*) FROM events"), 0);
+}
+
+#[test]
 fn wide_rows_are_cut_at_the_result_byte_cap() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();

@@ -2,6 +2,7 @@
 //! store writes after it opened: new event files, and each new inventory snapshot.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -97,4 +98,43 @@ async fn an_open_session_sees_later_files_and_inventory_snapshots() {
         .await,
         (1..=40).map(|i| 10 * i).sum::<i64>()
     );
+}
+
+#[tokio::test]
+async fn an_open_session_sees_new_columns_after_the_schema_recheck() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    store.append(Table::Events, events(0, 100)).unwrap();
+    store.flush().unwrap();
+    let session = HuntSession::open(dir.path(), QueryLimits::default())
+        .await
+        .unwrap();
+    assert!(
+        session
+            .query("SELECT client_key FROM events")
+            .await
+            .is_err()
+    );
+
+    // A newer engine writes a column the first files lack.
+    let old = events(1_000_000, 50);
+    let mut fields: Vec<Field> = old
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("client_key", DataType::Utf8, true));
+    let mut columns = old.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(vec![Some("c1"); 50])));
+    let newer = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    store.append(Table::Events, newer).unwrap();
+    store.flush().unwrap();
+    tokio::time::sleep(gatewatch_hunt::session::SCHEMA_RECHECK + Duration::from_millis(200)).await;
+
+    assert_eq!(
+        count(&session, "SELECT count(client_key) FROM events").await,
+        50
+    );
+    assert_eq!(count(&session, "SELECT count(*) FROM events").await, 150);
 }
