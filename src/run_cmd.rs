@@ -215,6 +215,18 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                         .dead_letter_sink_failing
                         .store(true, Ordering::Relaxed);
                     let backoff = dead_letters.failed(&error);
+                    // The batches processed before it are made durable and acknowledged
+                    // now, so the retries (which commit what is acknowledged) commit them
+                    // rather than the outage holding them back too.
+                    if batches_since_commit > 0 {
+                        last_flush = Instant::now();
+                        batches_since_commit = 0;
+                        let commit = Processed::no_batch(Some(snapshot(&engine)?), true, None);
+                        if to_sink.send(commit).is_err() {
+                            // The sink stopped on an error; joining it below reports it.
+                            break;
+                        }
+                    }
                     sleep_unless_stopped(backoff, &stop);
                     if stop.is_stopped() {
                         break;
