@@ -454,10 +454,10 @@ fn account(
 }
 
 /// Stores one processed batch, when there is a store: its events, its alerts and the
-/// incidents the engine closed while folding it in (an idle one whose entity came back,
-/// those evicted when `[incidents] max_open` were open), taken from the engine either way
-/// so they do not pile up there. Unlike `gatewatch run`, the demo does not sweep for idle
-/// incidents after each batch.
+/// incidents closed with it, as `gatewatch run` does: those idle for `[incidents]
+/// idle_close_secs` of event time, one whose entity came back after that, and those
+/// evicted when `max_open` were open. They are taken from the engine either way, so they
+/// do not pile up there.
 fn store_processed(
     store: Option<&mut gatewatch_hunt::Store>,
     stored: &crate::pipeline::store_sink::StoredFeatures,
@@ -466,8 +466,7 @@ fn store_processed(
 ) -> Result<()> {
     let closed: Vec<IncidentAlert> = engine
         .scoring_mut()
-        .incidents_mut()
-        .take_closed()
+        .close_idle()
         .into_iter()
         .map(IncidentAlert::closed)
         .collect();

@@ -317,3 +317,65 @@ fn suppress_writes_and_lists_in_the_configured_data_dir() {
     ]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("partner-acme"));
 }
+
+/// `gatewatch query --format json` over `data`: one JSON object per row.
+fn query_rows(data: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
+    let out = succeed(
+        gatewatch()
+            .args(["query", "--format", "json", "--data-dir"])
+            .arg(data)
+            .arg(sql),
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn demo_stores_incidents_gone_idle_as_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let idle_secs = 60.0;
+    succeed(
+        gatewatch()
+            .env("GATEWATCH__LOG__LEVEL", "warn")
+            .env("GATEWATCH__INCIDENTS__IDLE_CLOSE_SECS", "60")
+            .args(["demo", "--quiet", "--no-dashboard", "--rate", "0"])
+            .args(["--seed", "4", "--duration", "10m"])
+            .args(["--start", "2026-01-05T09:00:00Z", "--data-dir"])
+            .arg(&data),
+    );
+    let end = query_rows(&data, "SELECT to_unixtime(max(timestamp)) AS t FROM events")[0]["t"]
+        .as_f64()
+        .unwrap();
+    let rows = query_rows(
+        &data,
+        "SELECT entity, category, activity, to_unixtime(timestamp) AS t FROM incidents",
+    );
+    // An incident closed in passing (its entity came back after the idle period) is
+    // followed by the opening of the next one; one closed because it stayed idle is the
+    // last word on its entity and category. The demo stores both kinds.
+    let mut last: std::collections::BTreeMap<(String, String), (f64, bool)> = Default::default();
+    for r in &rows {
+        let key = (r["entity"].to_string(), r["category"].to_string());
+        let (t, closed) = (r["t"].as_f64().unwrap(), r["activity"] == "closed");
+        let e = last.entry(key).or_insert((f64::MIN, false));
+        // At one instant a closing comes before the opening it made room for.
+        if t > e.0 || (t == e.0 && !closed) {
+            *e = (t, closed);
+        }
+    }
+    let idle_closings: Vec<f64> = last.values().filter(|v| v.1).map(|v| v.0).collect();
+    assert!(
+        !idle_closings.is_empty(),
+        "no incident was stored closed after going idle: {rows:?}"
+    );
+    // A closing's time is the incident's last alerting request, at least the idle period
+    // before the newest event.
+    for t in idle_closings {
+        assert!(t <= end - idle_secs, "closed at {t}, run ended at {end}");
+    }
+}
