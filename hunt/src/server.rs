@@ -13,6 +13,12 @@
 //! Clients authenticate with SCRAM-SHA-256 against the one
 //! configured user; the database is `gatewatch`. TLS is used when a certificate and key
 //! are configured.
+//!
+//! Connections are bounded like everything else: at most [`SqlConfig::max_connections`]
+//! at once (one more is told so, SQLSTATE `53300`, and closed), each given
+//! [`SqlConfig::startup_timeout_secs`] to log in and closed after
+//! [`SqlConfig::idle_timeout_secs`] without a query. A client's cancel request (psql's
+//! Ctrl-C) stops its running query with SQLSTATE `57014`.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -21,6 +27,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
@@ -36,20 +44,28 @@ use datafusion_postgres::{DfSessionService, Parser};
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, PgWireConnectionState, PgWireServerHandlers,
+    RandomPidSecretKeyGenerator, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::startup::SecretKey;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::session::{CATALOG, HuntSession, QueryLimits, QueryOutput, check_sql_statement};
@@ -70,8 +86,15 @@ pub struct SqlConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8) for `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Most concurrent connections; more are turned away.
+    /// Most concurrent connections, counting those still logging in; more are turned
+    /// away with SQLSTATE `53300` (too_many_connections).
     pub max_connections: usize,
+    /// Seconds a connection has to log in (TLS, startup, password); one that has not by
+    /// then is closed, freeing its slot.
+    pub startup_timeout_secs: u64,
+    /// Seconds a logged-in connection may stay without running a query before it is
+    /// closed, freeing its slot (psql and most drivers reconnect); 0 never closes it.
+    pub idle_timeout_secs: u64,
     /// Seconds a query may run.
     pub timeout_secs: u64,
     /// MiB of memory all running queries may hold together.
@@ -89,6 +112,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_USER: &str = "gatewatch";
 /// Default for [`SqlConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+/// Default for [`SqlConfig::startup_timeout_secs`].
+pub const DEFAULT_STARTUP_TIMEOUT_SECS: u64 = 10;
+/// Default for [`SqlConfig::idle_timeout_secs`].
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// Most statements one simple-protocol query may carry. Their results are all held until
 /// the last one has run, so the count is bounded like each result is.
 pub const MAX_STATEMENTS_PER_QUERY: usize = 16;
@@ -103,6 +130,8 @@ impl Default for SqlConfig {
             tls_cert: None,
             tls_key: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            startup_timeout_secs: DEFAULT_STARTUP_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             timeout_secs: l.timeout_secs,
             memory_limit_mb: l.memory_limit_mb,
             max_rows: l.max_rows,
@@ -140,6 +169,21 @@ impl SqlConfig {
         }
         if self.max_connections == 0 {
             return bad("sql.max_connections", "must be at least 1".into());
+        }
+        if !(1..=600).contains(&self.startup_timeout_secs) {
+            return bad(
+                "sql.startup_timeout_secs",
+                format!("must be in [1, 600], got {}", self.startup_timeout_secs),
+            );
+        }
+        if self.idle_timeout_secs > 604_800 {
+            return bad(
+                "sql.idle_timeout_secs",
+                format!(
+                    "must be in [0, 604800] (0: never), got {}",
+                    self.idle_timeout_secs
+                ),
+            );
         }
         Ok(())
     }
@@ -221,6 +265,8 @@ pub struct SqlServer {
     handlers: Arc<Handlers>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
     max_connections: usize,
+    startup_timeout: Duration,
+    idle_timeout: Option<Duration>,
 }
 
 impl Debug for SqlServer {
@@ -269,6 +315,8 @@ impl SqlServer {
         let handlers = Arc::new(Handlers {
             service: Arc::new(Guarded::new(session)),
             login,
+            connections: Arc::new(ConnectionManager::new()),
+            keys: Arc::new(RandomPidSecretKeyGenerator::default()),
         });
         let listener = TcpListener::bind(&cfg.listen)
             .await
@@ -278,6 +326,9 @@ impl SqlServer {
             handlers,
             tls,
             max_connections: cfg.max_connections,
+            startup_timeout: Duration::from_secs(cfg.startup_timeout_secs),
+            idle_timeout: (cfg.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(cfg.idle_timeout_secs)),
         })
     }
 
@@ -291,6 +342,7 @@ impl SqlServer {
     /// Serves connections until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let limiter = Arc::new(Semaphore::new(self.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
         tokio::pin!(shutdown);
         loop {
             let (socket, addr) = tokio::select! {
@@ -305,19 +357,250 @@ impl SqlServer {
             };
             let Ok(permit) = limiter.clone().try_acquire_owned() else {
                 tracing::warn!(%addr, "sql: connection refused, max_connections reached");
-                drop(socket);
+                // Told why, like PostgreSQL does, by a task of its own: the accept loop
+                // never waits on a client. Past a bound on such tasks, just closed.
+                if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                    let (tls, max) = (self.tls.clone(), self.max_connections);
+                    let connections = self.handlers.connections.clone();
+                    tokio::spawn(async move {
+                        refuse(socket, tls, connections, max).await;
+                        drop(slot);
+                    });
+                }
                 continue;
             };
-            let handlers = self.handlers.clone();
+            let conn = Arc::new(Conn::new());
+            let handlers = ConnHandlers {
+                shared: self.handlers.clone(),
+                conn: conn.clone(),
+            };
             let tls = self.tls.clone();
+            let (startup, idle) = (self.startup_timeout, self.idle_timeout);
             tokio::spawn(async move {
-                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                let session = pgwire::tokio::process_socket(socket, tls, handlers);
+                if let Err(e) = watch(session, &conn, startup, idle, addr).await {
                     tracing::debug!(%addr, error = %e, "sql: connection ended with an error");
                 }
                 drop(permit);
             });
         }
     }
+}
+
+/// Runs one connection's `session` (pgwire's processing of its socket) under the startup
+/// deadline and the idle timeout: dropping it closes the socket.
+async fn watch(
+    session: impl std::future::Future<Output = std::io::Result<()>>,
+    conn: &Conn,
+    startup: Duration,
+    idle: Option<Duration>,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
+    tokio::pin!(session);
+    tokio::select! {
+        r = &mut session => return r,
+        () = conn.logged_in.notified() => {}
+        () = tokio::time::sleep(startup) => {
+            tracing::info!(%addr, "sql: connection closed: not logged in within startup_timeout_secs");
+            return Ok(());
+        }
+    }
+    let Some(idle) = idle else {
+        return session.await;
+    };
+    loop {
+        let wait = match conn.idle_for() {
+            Some(d) if d >= idle => {
+                tracing::info!(%addr, "sql: connection closed: idle for idle_timeout_secs");
+                return Ok(());
+            }
+            Some(d) => idle - d,
+            // A query is running: look again a whole timeout later.
+            None => idle,
+        };
+        tokio::select! {
+            r = &mut session => return r,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// What a connection's task and its handlers share.
+#[derive(Debug)]
+struct Conn {
+    /// Notified once the client has logged in.
+    logged_in: Notify,
+    /// When the connection was accepted.
+    born: Instant,
+    /// Milliseconds from `born` to the last start or end of a query.
+    last_active_ms: AtomicU64,
+    /// Queries running now.
+    running: AtomicUsize,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            logged_in: Notify::new(),
+            born: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last query ended; `None` while one runs.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.running.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
+        Some(self.born.elapsed().saturating_sub(last))
+    }
+}
+
+/// Marks the client's connection busy until dropped (nothing for a client that is not
+/// one of the server's connections, as in the unit tests).
+struct Busy(Option<Arc<Conn>>);
+
+impl Busy {
+    fn of<C: ClientInfo>(client: &C) -> Busy {
+        let conn = client
+            .session_extensions()
+            .get::<Arc<Conn>>()
+            .map(|c| Arc::clone(&*c));
+        if let Some(c) = &conn {
+            c.running.fetch_add(1, Ordering::Relaxed);
+            c.touch();
+        }
+        Busy(conn)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.touch();
+            c.running.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Most turned-away connections being told why at once (each for at most
+/// [`REFUSAL_GRACE`]); more are closed without a word.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+/// How long a turned-away connection is kept to read its error before it is closed.
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
+
+/// Tells a connection over `max_connections` why it is turned away, as PostgreSQL does:
+/// it answers the client's SSL (over TLS when configured) or GSS request first, reads its
+/// startup message, then sends an ErrorResponse, FATAL, SQLSTATE `53300`
+/// (too_many_connections) and closes (libpq does not show an error sent in place of the
+/// answer to its SSL request). What the client sends after is read and dropped until it
+/// closes, so that closing does not reset the connection before the client has read the
+/// error. A cancel request is served instead: it comes on a connection of its own, most
+/// likely when the server is full of running queries. All of it within
+/// [`REFUSAL_GRACE`].
+async fn refuse(
+    mut socket: TcpStream,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    connections: Arc<ConnectionManager>,
+    max_connections: usize,
+) {
+    let frame = error_frame(
+        "FATAL",
+        "53300",
+        &format!(
+            "sorry, too many clients already: the server takes {max_connections} connections at once (the [sql] max_connections setting); try again later"
+        ),
+    );
+    let answer = async {
+        let (mut code, body) = read_request(&mut socket).await?;
+        if code == CANCEL_REQUEST_CODE {
+            if let (Some(pid), Some(key)) = (body.get(..4), body.get(4..)) {
+                let pid = i32::from_be_bytes([pid[0], pid[1], pid[2], pid[3]]);
+                let key = match <[u8; 4]>::try_from(key) {
+                    Ok(k) => SecretKey::I32(i32::from_be_bytes(k)),
+                    Err(_) => SecretKey::Bytes(key.to_vec().into()),
+                };
+                connections.cancel(pid, &key).await;
+            }
+            return Ok(());
+        }
+        if code == GSSENC_REQUEST_CODE {
+            socket.write_all(b"N").await?;
+            code = read_request(&mut socket).await?.0;
+        }
+        if code == SSL_REQUEST_CODE {
+            if let Some(acceptor) = tls {
+                socket.write_all(b"S").await?;
+                let mut secure = acceptor.accept(socket).await?;
+                read_request(&mut secure).await?;
+                return tell(&mut secure, &frame).await;
+            }
+            socket.write_all(b"N").await?;
+            read_request(&mut socket).await?;
+        }
+        tell(&mut socket, &frame).await
+    };
+    let _ = tokio::time::timeout(REFUSAL_GRACE, answer).await;
+}
+
+/// The protocol code of a CancelRequest.
+const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+/// The protocol code of an SSLRequest.
+const SSL_REQUEST_CODE: i32 = 80_877_103;
+/// The protocol code of a GSSENCRequest.
+const GSSENC_REQUEST_CODE: i32 = 80_877_104;
+
+/// Reads one untyped message (startup, SSLRequest, GSSENCRequest, CancelRequest) and
+/// returns its code and what follows the code.
+async fn read_request<S: AsyncRead + Unpin>(socket: &mut S) -> std::io::Result<(i32, Vec<u8>)> {
+    let len = socket.read_i32().await?;
+    // A startup message of a few parameters; anything longer is not worth reading.
+    if !(8..=10_000).contains(&len) {
+        return Err(std::io::Error::other("not a startup message"));
+    }
+    let code = socket.read_i32().await?;
+    let mut rest = vec![0u8; len as usize - 8];
+    socket.read_exact(&mut rest).await?;
+    Ok((code, rest))
+}
+
+/// Writes `frame`, closes the writing side and reads until the client closes.
+async fn tell<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut S,
+    frame: &[u8],
+) -> std::io::Result<()> {
+    socket.write_all(frame).await?;
+    socket.shutdown().await?;
+    let mut sink = [0u8; 512];
+    while socket.read(&mut sink).await? > 0 {}
+    Ok(())
+}
+
+/// A protocol-3 ErrorResponse message, written by hand for a connection pgwire never sees.
+fn error_frame(severity: &str, code: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (kind, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        body.push(kind);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut frame = vec![b'E'];
+    frame.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
 }
 
 fn tls_acceptor(
@@ -341,24 +624,74 @@ fn tls_acceptor(
     Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// What every connection shares.
 struct Handlers {
     service: Arc<Guarded>,
     login: Arc<Login>,
+    /// The logged-in connections by (process id, secret key), for cancel requests.
+    connections: Arc<ConnectionManager>,
+    /// Process ids (counted up) and secret keys (random) for every connection.
+    keys: Arc<RandomPidSecretKeyGenerator>,
 }
 
-impl PgWireServerHandlers for Handlers {
+/// One connection's handlers (pgwire asks for each once per connection).
+struct ConnHandlers {
+    shared: Arc<Handlers>,
+    conn: Arc<Conn>,
+}
+
+impl PgWireServerHandlers for ConnHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.service.clone()
+        self.shared.service.clone()
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.service.clone()
+        self.shared.service.clone()
     }
 
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        // One per connection: the handler holds that connection's SASL state.
-        let scram = ScramAuth::new(self.login.clone());
-        Arc::new(SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram))
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        // The handler holds this connection's SASL state.
+        let scram = ScramAuth::new(self.shared.login.clone());
+        let sasl = SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+            .with_scram(scram)
+            .with_pid_secret_key_generator(self.shared.keys.clone())
+            .with_connection_manager(self.shared.connections.clone());
+        Arc::new(Startup {
+            sasl,
+            conn: self.conn.clone(),
+        })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.shared.connections.clone()))
+    }
+}
+
+/// SCRAM login that tells the connection's task when the client is in.
+struct Startup {
+    sasl: SASLAuthStartupHandler<DefaultServerParameterProvider>,
+    conn: Arc<Conn>,
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.sasl.on_startup(client, message).await?;
+        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            self.conn.touch();
+            client.session_extensions().insert(self.conn.clone());
+            self.conn.logged_in.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -547,6 +880,7 @@ impl SimpleQueryHandler for Guarded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _busy = Busy::of(&*client);
         let statements = self
             .parser
             .compat
@@ -614,6 +948,7 @@ impl ExtendedQueryHandler for Guarded {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _busy = Busy::of(&*client);
         let Some((stmt, plan)) = &portal.statement.statement.1 else {
             return Ok(Response::EmptyQuery);
         };
@@ -675,6 +1010,7 @@ impl QueryParser for GuardedParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let _busy = Busy::of(client);
         let mut statements = self
             .compat
             .parse(sql)

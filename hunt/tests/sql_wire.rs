@@ -1,10 +1,10 @@
 //! `gatewatch sql` over real sockets, with a small PostgreSQL client written here (the
-//! startup message, SCRAM-SHA-256, simple queries) so that the tests need
+//! startup message, SCRAM-SHA-256, simple queries, cancel requests) so that the tests need
 //! neither a PostgreSQL client library nor an external program.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -42,6 +42,8 @@ type Rows = Vec<Vec<Option<String>>>;
 
 struct Client {
     stream: TcpStream,
+    pid: i32,
+    key: i32,
 }
 
 async fn read_message(stream: &mut TcpStream) -> Result<(u8, Vec<u8>), PgError> {
@@ -142,24 +144,25 @@ fn b64_decode(text: &str) -> Vec<u8> {
     out
 }
 
+/// A protocol 3.0 startup message for user and database `gatewatch`.
+fn startup_message() -> Vec<u8> {
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0gatewatch\0database\0gatewatch\0\0");
+    let mut framed = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    framed
+}
+
 impl Client {
     /// Connects and logs in (protocol 3.0, SCRAM-SHA-256), or returns the server's error.
     async fn connect(addr: SocketAddr, password: &str) -> Result<Client, PgError> {
         let mut stream = TcpStream::connect(addr).await.map_err(broken)?;
-        let mut startup = Vec::new();
-        startup.extend_from_slice(&196_608i32.to_be_bytes());
-        for s in ["user", "gatewatch", "database", "gatewatch"] {
-            startup.extend_from_slice(s.as_bytes());
-            startup.push(0);
-        }
-        startup.push(0);
-        let mut framed = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
-        framed.extend_from_slice(&startup);
-        stream.write_all(&framed).await.map_err(broken)?;
+        stream.write_all(&startup_message()).await.map_err(broken)?;
 
         let nonce = "rOprNGfwEbeRWgbNEkqO";
         let client_first_bare = format!("n=gatewatch,r={nonce}");
         let mut expected_server_signature = None;
+        let (mut pid, mut key) = (0, 0);
         loop {
             let (tag, body) = read_message(&mut stream).await?;
             match tag {
@@ -220,7 +223,11 @@ impl Client {
                         other => panic!("unexpected authentication request {other}"),
                     }
                 }
-                b'Z' => return Ok(Client { stream }),
+                b'K' => {
+                    pid = i32::from_be_bytes(body[..4].try_into().unwrap());
+                    key = i32::from_be_bytes(body[4..8].try_into().unwrap());
+                }
+                b'Z' => return Ok(Client { stream, pid, key }),
                 _ => {}
             }
         }
@@ -259,6 +266,20 @@ impl Client {
             }
         }
     }
+}
+
+/// Asks the server, on a connection of its own, to cancel the running query of the
+/// connection `pid` with `key`.
+async fn send_cancel(addr: SocketAddr, pid: i32, key: i32) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut m = 16i32.to_be_bytes().to_vec();
+    m.extend_from_slice(&80_877_102i32.to_be_bytes());
+    m.extend_from_slice(&pid.to_be_bytes());
+    m.extend_from_slice(&key.to_be_bytes());
+    s.write_all(&m).await.unwrap();
+    // The server closes the connection once it has handled the request.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
 }
 
 fn rows(r: &[&[&str]]) -> Rows {
@@ -388,5 +409,178 @@ async fn a_table_that_gets_its_first_file_is_queried_without_a_restart() {
             .unwrap(),
         rows(&[&["5"]])
     );
+    server.stop().await;
+}
+
+/// Opens connections until the server says it is full; the clients are kept open.
+async fn connect_retrying(addr: SocketAddr) -> Client {
+    let t = Instant::now();
+    loop {
+        match Client::connect(addr, PASSWORD).await {
+            Ok(c) => return c,
+            Err(e) if t.elapsed() < Duration::from_secs(5) => {
+                assert_eq!(e.code, "53300", "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no room after 5 s: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_max_connections_is_told_too_many_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SqlConfig {
+        max_connections: 2,
+        ..SqlConfig::default()
+    };
+    let server = serve(tmp.path(), cfg).await;
+    let mut a = Client::connect(server.addr, PASSWORD).await.unwrap();
+    let b = Client::connect(server.addr, PASSWORD).await.unwrap();
+    let e = Client::connect(server.addr, PASSWORD)
+        .await
+        .err()
+        .expect("a third connection is turned away");
+    assert_eq!(e.code, "53300", "{e}");
+    assert!(e.message.contains("max_connections"), "{e}");
+    // A client that asks for TLS first, as psql does, gets its answer (no TLS here), then
+    // the error in answer to its startup message: libpq shows no error sent in place of
+    // the answer to its SSL request.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    assert_eq!(s.read_u8().await.unwrap(), b'N');
+    s.write_all(&startup_message()).await.unwrap();
+    let (tag, body) = read_message(&mut s).await.unwrap();
+    assert_eq!((tag, error_fields(&body).code.as_str()), (b'E', "53300"));
+    // The ones in are not disturbed, and a slot that frees is taken again.
+    assert_eq!(a.query("SELECT 1").await.unwrap(), rows(&[&["1"]]));
+    drop(b);
+    let mut c = connect_retrying(server.addr).await;
+    assert_eq!(c.query("SELECT 2").await.unwrap(), rows(&[&["2"]]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_do_not_log_in_are_closed_at_the_startup_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SqlConfig {
+        max_connections: 2,
+        startup_timeout_secs: 1,
+        ..SqlConfig::default()
+    };
+    let server = serve(tmp.path(), cfg).await;
+    let t = Instant::now();
+    // One says nothing; the other sends its startup message and stops there.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(&startup_message()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let e = Client::connect(server.addr, PASSWORD)
+        .await
+        .err()
+        .expect("both slots are held");
+    assert_eq!(e.code, "53300", "{e}");
+
+    // Both are closed once the deadline passes, well before pgwire's own 60 s.
+    for s in [&mut silent, &mut stalled] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+            .await
+            .expect("the server closes a connection that has not logged in")
+            .ok();
+    }
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    let mut c = connect_retrying(server.addr).await;
+    assert_eq!(c.query("SELECT 1").await.unwrap(), rows(&[&["1"]]));
+    // A logged-in connection is not bound by the startup deadline.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.query("SELECT 2").await.unwrap(), rows(&[&["2"]]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_the_running_query_even_when_the_server_is_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    // With one slot, the one the query's connection holds, the cancel request arrives on a
+    // connection that is turned away: it is served all the same.
+    for max_connections in [4, 1] {
+        let cfg = SqlConfig {
+            timeout_secs: 600,
+            max_connections,
+            ..SqlConfig::default()
+        };
+        let server = serve(tmp.path(), cfg).await;
+        let mut c = Client::connect(server.addr, PASSWORD).await.unwrap();
+        let (pid, key) = (c.pid, c.key);
+        let t = Instant::now();
+        let (r, ()) = tokio::join!(
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                c.query("SELECT count(*) FROM generate_series(1, 1000000000000)"),
+            ),
+            async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                send_cancel(server.addr, pid, key).await;
+            }
+        );
+        let e = r
+            .unwrap_or_else(|_| {
+                panic!(
+                    "max_connections {max_connections}: the query ran on after the cancel request"
+                )
+            })
+            .unwrap_err();
+        assert_eq!(e.code, "57014", "{e}");
+        assert!(e.message.contains("cancel"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(30));
+        // The connection goes on; a cancel request with a wrong key is ignored.
+        let (r, ()) = tokio::join!(
+            c.query("SELECT count(*) FROM generate_series(1, 3000000)"),
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                send_cancel(server.addr, pid, key.wrapping_add(1)).await;
+            }
+        );
+        assert_eq!(r.unwrap(), rows(&[&["3000000"]]));
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_queries_for_idle_timeout_is_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SqlConfig {
+        max_connections: 1,
+        idle_timeout_secs: 1,
+        timeout_secs: 2,
+        ..SqlConfig::default()
+    };
+    let server = serve(tmp.path(), cfg).await;
+    let mut c = Client::connect(server.addr, PASSWORD).await.unwrap();
+    // A query running longer than the idle timeout (until its own timeout) is not idling.
+    let e = c
+        .query("SELECT count(*) FROM generate_series(1, 1000000000000)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "57014", "{e}");
+    assert!(e.message.contains("2 s limit"), "{e}");
+    // A query every 300 ms keeps it open past the timeout.
+    for i in 0..7 {
+        let n = i.to_string();
+        assert_eq!(
+            c.query(&format!("SELECT {i}")).await.unwrap(),
+            rows(&[&[n.as_str()]])
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then it idles, is closed, and its slot goes to the next client.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let e = c.query("SELECT 1").await.unwrap_err();
+    assert_eq!(e.code, "", "{e}");
+    let mut d = connect_retrying(server.addr).await;
+    assert_eq!(d.query("SELECT 2").await.unwrap(), rows(&[&["2"]]));
     server.stop().await;
 }
