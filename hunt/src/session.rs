@@ -49,9 +49,9 @@ pub const CATALOG: &str = "gatewatch";
 pub const SCHEMA: &str = "public";
 /// Hive partition columns every time-partitioned table gets from its directory names.
 pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
-/// How often [`HuntSession::sync`] re-reads the schemas of the tables that have files
-/// (a table without any is looked at before every query: that look is one directory
-/// listing).
+/// How often [`HuntSession::sync`] checks the tables that have files for new columns (by
+/// the footer of each table's newest file; a table without any file is looked at before
+/// every query: that look is a walk of its directory that stops at the first file).
 pub const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
 
 /// Limits applied to every query.
@@ -336,26 +336,66 @@ impl HuntSession {
     }
 
     /// Brings the tables up to date with the store, cheaply enough to run before every
-    /// query: a table registered empty is registered anew as soon as it has a file, and
-    /// the schemas of the tables with files are read again at most every
-    /// [`SCHEMA_RECHECK`] (a table is registered anew only when its schema changed).
-    /// Files added to a table with files need none of this: every query lists them.
+    /// query: a table registered empty is registered anew as soon as it has a file (the
+    /// look is a walk of its directory that stops at the first file), and at most every
+    /// [`SCHEMA_RECHECK`] each table with files is checked for new columns by reading the
+    /// schema of one footer, its newest file's (one walk of its directory for the file
+    /// times). Only when that file has a column the registered schema lacks is the table's
+    /// schema inferred again from every footer and the table registered anew. Files added
+    /// to a table with files need none of this: every query lists them.
     ///
-    /// A failure (a file replaced by compaction while its footer was read) is logged and
-    /// leaves the table as it was; the next call tries again.
+    /// The lock on what is registered is held only to decide what to look at and to swap
+    /// in a new table: the walks and footer reads run without it, so other queries do not
+    /// wait behind them. A failure (a file replaced by compaction while its footer was
+    /// read) is logged and leaves the table as it was; the next call tries again.
     pub async fn sync(&self) {
-        let mut registered = self.registered.lock().await;
-        let reread = registered.read_at.elapsed() >= SCHEMA_RECHECK;
+        let (schemas, reread) = {
+            let mut registered = self.registered.lock().await;
+            let reread = registered.read_at.elapsed() >= SCHEMA_RECHECK;
+            if reread {
+                // Claimed now, so queries arriving during this recheck do not start one.
+                registered.read_at = Instant::now();
+            }
+            (registered.schemas.clone(), reread)
+        };
         for (i, t) in Table::ALL.into_iter().enumerate() {
-            let due = match registered.schemas[i] {
-                None => has_parquet(&self.dir.join(t.name())),
-                Some(_) => reread,
+            let tdir = self.dir.join(t.name());
+            let due = match &schemas[i] {
+                None => {
+                    let dir = tdir.clone();
+                    tokio::task::spawn_blocking(move || has_parquet(&dir))
+                        .await
+                        .unwrap_or(false)
+                }
+                Some(schema) if reread => {
+                    let dir = tdir.clone();
+                    let schema = schema.clone();
+                    match tokio::task::spawn_blocking(move || newest_has_new_columns(&dir, &schema))
+                        .await
+                    {
+                        Ok(Ok(new)) => new,
+                        Ok(Err(e)) => {
+                            tracing::warn!(table = t.name(), error = %e, "sql: cannot read table schema");
+                            false
+                        }
+                        Err(e) => {
+                            tracing::warn!(table = t.name(), error = %e, "sql: cannot read table schema");
+                            false
+                        }
+                    }
+                }
+                Some(_) => false,
             };
             if !due {
                 continue;
             }
             match self.provider(t).await {
                 Ok((provider, schema)) => {
+                    let mut registered = self.registered.lock().await;
+                    if registered.schemas[i] != schemas[i] {
+                        // Another query registered it meanwhile.
+                        continue;
+                    }
                     if schema != registered.schemas[i] {
                         tracing::debug!(table = t.name(), "sql: table registered anew");
                         if let Err(e) = self.ctx.register_table(t.name(), provider) {
@@ -369,9 +409,6 @@ impl HuntSession {
                     tracing::warn!(table = t.name(), error = %e, "sql: cannot read table schema");
                 }
             }
-        }
-        if reread {
-            registered.read_at = Instant::now();
         }
     }
 
@@ -642,6 +679,60 @@ fn has_parquet(dir: &Path) -> bool {
     false
 }
 
+/// The Parquet file under `dir` written last (latest modification time, the greater path
+/// on a tie), found in one walk; `None` when there is none.
+fn newest_parquet(dir: &Path) -> Option<PathBuf> {
+    fn walk(dir: &Path, best: &mut Option<(std::time::SystemTime, PathBuf)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(kind) = e.file_type() else {
+                continue;
+            };
+            let p = e.path();
+            if kind.is_dir() {
+                walk(&p, best);
+                continue;
+            }
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !name.ends_with(".parquet") || name.starts_with('.') {
+                continue;
+            }
+            // A file removed by compaction since the listing is skipped.
+            let Ok(modified) = e.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
+            let newer = match best {
+                None => true,
+                Some((t, bp)) => (modified, &p) > (*t, bp),
+            };
+            if newer {
+                *best = Some((modified, p));
+            }
+        }
+    }
+    let mut best = None;
+    walk(dir, &mut best);
+    best.map(|(_, p)| p)
+}
+
+/// Whether the newest Parquet file under `dir` has a column `registered` lacks: only that
+/// file's footer is read. False when there is no file.
+fn newest_has_new_columns(dir: &Path, registered: &Schema) -> Result<bool> {
+    let Some(path) = newest_parquet(dir) else {
+        return Ok(false);
+    };
+    let file = std::fs::File::open(&path).map_err(Error::io("open", &path))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| registered.field_with_name(f.name()).is_err()))
+}
+
 /// The columns a table has before any file exists, so queries over an empty store plan.
 fn base_schema(table: Table) -> SchemaRef {
     let ts = || {
@@ -708,4 +799,87 @@ fn refused(what: &str) -> Error {
     Error::Refused(format!(
         "{what} is not allowed: gatewatch SQL is read-only (SELECT, WITH, VALUES, EXPLAIN and SHOW only)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array};
+    use std::time::SystemTime;
+
+    /// Writes a one-row file with columns `cols` at `rel` under `dir`, modified at `secs`.
+    fn write(dir: &Path, rel: &str, cols: &[&str], secs: u64) {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|c| Field::new(*c, DataType::Int64, true))
+            .collect();
+        let arrays: Vec<ArrayRef> = cols
+            .iter()
+            .map(|_| Arc::new(Int64Array::from(vec![1])) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        let file = w.into_inner().unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn the_schema_recheck_reads_only_the_newest_files_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let registered = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        assert_eq!(newest_parquet(dir.path()), None);
+        assert!(!newest_has_new_columns(dir.path(), &registered).unwrap());
+
+        write(
+            dir.path(),
+            "date=2026-01-01/hour=00/x.parquet",
+            &["a"],
+            1_000,
+        );
+        assert!(!newest_has_new_columns(dir.path(), &registered).unwrap());
+
+        // An older file with a new column is not looked at (full inference at open or at
+        // the registration found it); the newest file, by modification time, is.
+        write(
+            dir.path(),
+            "date=2026-01-01/hour=01/y.parquet",
+            &["a", "b"],
+            500,
+        );
+        write(
+            dir.path(),
+            "date=2025-12-31/hour=23/z.parquet",
+            &["a"],
+            2_000,
+        );
+        assert_eq!(
+            newest_parquet(dir.path()).unwrap(),
+            dir.path().join("date=2025-12-31/hour=23/z.parquet")
+        );
+        assert!(!newest_has_new_columns(dir.path(), &registered).unwrap());
+
+        write(
+            dir.path(),
+            "date=2026-01-02/hour=00/w.parquet",
+            &["a", "c"],
+            3_000,
+        );
+        assert!(newest_has_new_columns(dir.path(), &registered).unwrap());
+        // Hidden (in-progress) files are not files of the table.
+        write(
+            dir.path(),
+            "date=2026-01-02/hour=00/.tmp.parquet",
+            &["a", "d"],
+            4_000,
+        );
+        assert_eq!(
+            newest_parquet(dir.path()).unwrap(),
+            dir.path().join("date=2026-01-02/hour=00/w.parquet")
+        );
+    }
 }
