@@ -128,11 +128,17 @@ pub fn run(args: SuppressArgs, config: &Config) -> Result<()> {
 /// The suppression `gatewatch suppress` adds, at `now_us` (µs since the epoch).
 fn suppression_from_args(args: SuppressArgs, now_us: i64) -> Result<Suppression> {
     let until_ms = match (args.until, args.for_) {
-        (Some(u), _) if u <= now_us => bail!(
-            "--until {} is in the past (it is {} now): the suppression would never apply",
-            gatewatch_ingest::time::format_rfc3339_ms(u),
-            gatewatch_ingest::time::format_rfc3339_ms(now_us)
-        ),
+        // Suppressions end in event time, so one that ended before now still applies to
+        // older traffic (a replay, a backlog); said, not refused.
+        (Some(u), _) if u <= now_us => {
+            eprintln!(
+                "note: --until {} is in the past (it is {} now): the suppression applies \
+                 only to requests dated before it, as when old traffic is replayed",
+                gatewatch_ingest::time::format_rfc3339_ms(u),
+                gatewatch_ingest::time::format_rfc3339_ms(now_us)
+            );
+            Some(u / 1000)
+        }
         (Some(u), _) => Some(u / 1000),
         (None, Some(d)) => Some(now_us.saturating_add(d) / 1000),
         (None, None) => None,
@@ -204,15 +210,14 @@ mod tests {
     const NOW_US: i64 = 1_750_000_000_000_000;
 
     #[test]
-    fn an_until_in_the_past_is_refused() {
+    fn an_until_in_the_past_is_kept_for_older_traffic() {
         let past = SuppressArgs {
             entity: Some("partner-acme".into()),
             until: Some(NOW_US - 3_600_000_000),
             ..args()
         };
-        let err = suppression_from_args(past, NOW_US).unwrap_err().to_string();
-        assert!(err.contains("--until"), "{err}");
-        assert!(err.contains("past"), "{err}");
+        let s = suppression_from_args(past, NOW_US).unwrap();
+        assert_eq!(s.until_ms, Some((NOW_US - 3_600_000_000) / 1000));
         let future = SuppressArgs {
             entity: Some("partner-acme".into()),
             until: Some(NOW_US + 3_600_000_000),

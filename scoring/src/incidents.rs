@@ -279,9 +279,17 @@ impl IncidentAlert {
     }
 }
 
+/// How long past its `until` (in event time) a run-time suppression is kept before it is
+/// dropped: the table's event time is the newest event seen, and events are accepted up
+/// to a day ahead of the clock ([`gatewatch_ingest::batch::MAX_AHEAD_OF_CLOCK_US`]), so one
+/// gateway with a fast clock can put it a day ahead of the rest of the traffic, whose
+/// requests the suppression must still silence.
+pub const EXPIRY_GRACE_MS: i64 = gatewatch_ingest::batch::MAX_AHEAD_OF_CLOCK_US / 1000;
+
 /// Most suppressions added at run time (by analysts, the suppressions file and the
-/// dashboard) held at once; configured ones and expired ones do not count. Every candidate
-/// is checked against each, so the list is kept to what a team can maintain.
+/// dashboard) held at once; configured ones do not count, nor do expired ones once dropped
+/// ([`EXPIRY_GRACE_MS`] of event time past their end). Every candidate is checked against
+/// each, so the list is kept to what a team can maintain.
 pub const MAX_SUPPRESSIONS: usize = 10_000;
 
 /// A rule that silences alert candidates (from config or from an analyst's "false positive").
@@ -348,6 +356,7 @@ impl Suppression {
     }
 
     /// Whether it no longer silences anything at `now_ms` (event time) and later.
+    /// (The table keeps one for [`EXPIRY_GRACE_MS`] past that, for events dated earlier.)
     pub fn expired_at(&self, now_ms: i64) -> bool {
         self.until_ms.is_some_and(|u| u <= now_ms)
     }
@@ -518,7 +527,8 @@ pub struct IncidentTable {
     /// `counts.closings_dropped` as of the last warning about it.
     closings_dropped_logged: u64,
     /// The newest event time handed to [`close_idle`](Self::close_idle) (or restored from a
-    /// checkpoint): run-time suppressions whose `until` is not after it have expired.
+    /// checkpoint): run-time suppressions whose `until` is more than [`EXPIRY_GRACE_MS`]
+    /// before it are dropped.
     now_ms: Option<i64>,
 }
 
@@ -551,14 +561,15 @@ impl IncidentTable {
     }
 
     /// Moves the table's event time forward to `now_ms` and drops the run-time
-    /// suppressions that expired by then (none held has expired as of the table's time
-    /// before: an expired one is not added).
+    /// suppressions that expired more than [`EXPIRY_GRACE_MS`] before it (none held had
+    /// as of the table's time before: such a one is not added).
     fn note_time(&mut self, now_ms: i64) {
         if self.now_ms.is_some_and(|t| t >= now_ms) {
             return;
         }
         self.now_ms = Some(now_ms);
-        self.extra_suppressions.retain(|s| !s.expired_at(now_ms));
+        let horizon = now_ms.saturating_sub(EXPIRY_GRACE_MS);
+        self.extra_suppressions.retain(|s| !s.expired_at(horizon));
     }
 
     /// Keeps `inc`, just closed, for the caller that stores closings.
@@ -722,7 +733,8 @@ impl IncidentTable {
 
     /// Closes incidents idle since before `now_ms - idle_close_secs` and returns them, after
     /// those [`take_closed`](Self::take_closed) would return (for the store).
-    /// Run-time suppressions expired by `now_ms` are dropped too.
+    /// Run-time suppressions expired more than [`EXPIRY_GRACE_MS`] before `now_ms` are
+    /// dropped too.
     pub fn close_idle(&mut self, now_ms: i64) -> Vec<Incident> {
         self.note_time(now_ms);
         let idle_ms = secs_to_ms(self.cfg.idle_close_secs);
@@ -780,7 +792,7 @@ impl IncidentTable {
     /// Adds a suppression at run time and says whether it is new. One equal to a
     /// suppression already in force is not added again (a restart restores the
     /// checkpoint's suppressions and then reads the suppressions file again), nor is one
-    /// that has expired (its `until` not after the newest event time the table has seen).
+    /// that expired more than [`EXPIRY_GRACE_MS`] before the newest event time seen.
     /// One that would silence every alert (see [`Suppression::is_empty`]) is refused, and
     /// so is one beyond [`MAX_SUPPRESSIONS`] unexpired ones, each with a message.
     pub fn add_suppression(&mut self, s: Suppression) -> std::result::Result<bool, String> {
@@ -791,7 +803,9 @@ impl IncidentTable {
                 serde_json::to_string(&s).unwrap_or_default()
             ));
         }
-        if self.now_ms.is_some_and(|now| s.expired_at(now))
+        if self
+            .now_ms
+            .is_some_and(|now| s.expired_at(now.saturating_sub(EXPIRY_GRACE_MS)))
             || self.suppressions().any(|have| *have == s)
         {
             return Ok(false);
@@ -1240,9 +1254,16 @@ mod tests {
         for i in 0..MAX_SUPPRESSIONS {
             assert_eq!(t.add_suppression(nth(i, Some(10_000))), Ok(true));
         }
-        // Events up to 20 s: every one of them has expired.
-        t.observe(cand("u1", Category::Bola, 20_000, 70.0, Severity::Medium));
-        t.close_idle(20_000);
+        // Events up to 20 s plus the grace: every one of them has expired that long ago.
+        let g = EXPIRY_GRACE_MS;
+        t.observe(cand(
+            "u1",
+            Category::Bola,
+            20_000 + g,
+            70.0,
+            Severity::Medium,
+        ));
+        t.close_idle(20_000 + g);
         assert_eq!(t.suppressions().count(), 0, "expired ones are pruned");
         let forever = nth(MAX_SUPPRESSIONS, None);
         assert_eq!(t.add_suppression(forever.clone()), Ok(true));
@@ -1270,9 +1291,47 @@ mod tests {
             assert_eq!(full.add_suppression(nth(i, until)), Ok(true));
         }
         assert!(full.add_suppression(nth(MAX_SUPPRESSIONS, None)).is_err());
-        full.close_idle(15_000);
+        full.close_idle(15_000 + EXPIRY_GRACE_MS);
         assert_eq!(full.add_suppression(nth(MAX_SUPPRESSIONS, None)), Ok(true));
         assert_eq!(full.suppressions().count(), MAX_SUPPRESSIONS / 2 + 1);
+    }
+
+    #[test]
+    fn an_expired_suppression_still_silences_events_dated_before_it_for_a_day() {
+        // One gateway's clock runs ahead: the newest event time is hours past the
+        // suppression's end, while the rest of the traffic is still inside it.
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        let until = 3_600_000;
+        let s = Suppression {
+            entity: Some("partner-acme".into()),
+            category: None,
+            endpoint: None,
+            until_ms: Some(until),
+            reason: None,
+        };
+        assert_eq!(t.add_suppression(s.clone()), Ok(true));
+        let ahead = until + 6 * 3_600_000;
+        t.observe(cand("u1", Category::Bola, ahead, 70.0, Severity::Medium));
+        t.close_idle(ahead);
+        assert_eq!(t.suppressions().count(), 1, "kept within the grace");
+        let behind = cand(
+            "partner-acme",
+            Category::Bola,
+            until - 1_000,
+            70.0,
+            Severity::Medium,
+        );
+        assert!(
+            t.observe(behind).is_none(),
+            "a request inside its window is silenced"
+        );
+        // Added again after a restart within the grace, it is held, not lost.
+        let mut r = IncidentTable::new(IncidentConfig::default());
+        r.close_idle(ahead);
+        assert_eq!(r.add_suppression(s), Ok(true));
+        // A day past its end it goes.
+        t.close_idle(until + EXPIRY_GRACE_MS + 1);
+        assert_eq!(t.suppressions().count(), 0);
     }
 
     #[test]

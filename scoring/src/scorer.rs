@@ -389,6 +389,14 @@ struct EndpointTable {
     free: Vec<usize>,
 }
 
+impl EndpointState {
+    /// Whether it has a population a rule can judge against: enough sampled clients for
+    /// a percentile, or enough requests for an authenticated share.
+    fn established(&self) -> bool {
+        self.auth.0 >= 30.0 || self.stats.iter().any(|st| st.total >= ENDPOINT_MIN_SAMPLES)
+    }
+}
+
 impl EndpointTable {
     /// The slot of `template`, marked as updated by batch `now`. A template not held yet
     /// gets a fresh slot; when the table is full, the least recently updated endpoints
@@ -423,23 +431,28 @@ impl EndpointTable {
         Some(i)
     }
 
-    /// Frees the sixteenth of the slots updated longest ago, sparing those of batch `now`.
+    /// Frees a sixteenth of the slots, sparing those of batch `now`: those without a
+    /// population first, then those updated longest ago.
     /// (A sixteenth at a time: one scan of the table per 256 new endpoints, not per one.)
     #[cold]
     fn evict(&mut self, now: u64) {
-        let mut old: Vec<(u64, usize)> = self
+        // Endpoints without a population yet go first, then the least recently updated:
+        // a flood of junk paths (a directory scan) then pushes out its own junk rather
+        // than the populations of the real endpoints, which would take 30 new clients
+        // each to rebuild and blind the rules that need them meanwhile.
+        let mut old: Vec<(bool, u64, usize)> = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.touched < now)
-            .map(|(i, s)| (s.touched, i))
+            .map(|(i, s)| (s.established(), s.touched, i))
             .collect();
         let k = (MAX_ENDPOINTS / 16).min(old.len());
         if k == 0 {
             return;
         }
         old.select_nth_unstable(k - 1);
-        for &(_, i) in &old[..k] {
+        for &(_, _, i) in &old[..k] {
             let t = std::mem::take(&mut self.slots[i].template);
             self.index.remove(&t);
             self.slots[i].stats = Vec::new();
@@ -1718,5 +1731,34 @@ mod tests {
         assert!(held[..MAX_ENDPOINTS].iter().all(Option::is_some));
         assert!(held[MAX_ENDPOINTS..].iter().all(Option::is_none));
         assert_eq!(t.len(), MAX_ENDPOINTS);
+    }
+
+    #[test]
+    fn a_flood_of_junk_paths_does_not_push_out_established_endpoints() {
+        let mut t = EndpointTable {
+            features: vec!["f_a".into()],
+            ..Default::default()
+        };
+        // A hundred real endpoints with populations, last updated in batch 1.
+        for e in 0..100 {
+            let s = t.slot(&format!("/real{e}"), 1).unwrap();
+            for v in 0..40 {
+                t.slots[s].stats[0].add(v as f32);
+            }
+        }
+        // A directory scan: ten batches of 1,000 paths never seen before, each once.
+        let mut junk = 0;
+        for batch in 2..12 {
+            for _ in 0..1000 {
+                assert!(t.slot(&format!("/junk{junk}"), batch).is_some());
+                junk += 1;
+            }
+        }
+        for e in 0..100 {
+            let s = t.index.get(&format!("/real{e}")).copied();
+            let s = s.unwrap_or_else(|| panic!("/real{e} was pushed out by the scan"));
+            assert!(t.slots[s].established());
+        }
+        assert!(t.len() <= MAX_ENDPOINTS);
     }
 }
