@@ -50,7 +50,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::results::{FieldInfo, Response, SendableRowStream};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -58,6 +58,7 @@ use pgwire::api::{
     RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -463,16 +464,22 @@ impl Conn {
     }
 }
 
+/// The server's record of `client`'s connection (`None` for a client that is not one of
+/// its connections, as in the unit tests).
+fn conn_of<C: ClientInfo>(client: &C) -> Option<Arc<Conn>> {
+    client
+        .session_extensions()
+        .get::<Arc<Conn>>()
+        .map(|c| Arc::clone(&*c))
+}
+
 /// Marks the client's connection busy until dropped (nothing for a client that is not
 /// one of the server's connections, as in the unit tests).
 struct Busy(Option<Arc<Conn>>);
 
 impl Busy {
     fn of<C: ClientInfo>(client: &C) -> Busy {
-        let conn = client
-            .session_extensions()
-            .get::<Arc<Conn>>()
-            .map(|c| Arc::clone(&*c));
+        let conn = conn_of(client);
         if let Some(c) = &conn {
             c.running.fetch_add(1, Ordering::Relaxed);
             c.touch();
@@ -487,6 +494,52 @@ impl Drop for Busy {
             c.touch();
             c.running.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A result's data rows as pgwire sends them, keeping the connection from counting as
+/// idle while they go out: `do_query` returns before pgwire sends the rows, so the
+/// [`Busy`] of the query itself ends too early. Every row taken touches the connection's
+/// activity time; when `busy` holds a guard, the connection stays busy until the last
+/// row has been taken (or the rows are dropped), however slowly the client reads.
+struct Sending {
+    rows: SendableRowStream,
+    conn: Option<Arc<Conn>>,
+    busy: Option<Busy>,
+}
+
+impl Sending {
+    /// `rows` sent to `client`; `hold` keeps the connection busy until they are all sent
+    /// (not for a portal that may be suspended between fetches: an open cursor the client
+    /// does not fetch from is idle).
+    fn new<C: ClientInfo>(client: &C, rows: SendableRowStream, hold: bool) -> Sending {
+        Sending {
+            rows,
+            conn: conn_of(client),
+            busy: hold.then(|| Busy::of(client)),
+        }
+    }
+}
+
+impl futures::Stream for Sending {
+    type Item = PgWireResult<DataRow>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let r = this.rows.as_mut().poll_next(cx);
+        match &r {
+            std::task::Poll::Ready(Some(_)) => {
+                if let Some(c) = &this.conn {
+                    c.touch();
+                }
+            }
+            std::task::Poll::Ready(None) => this.busy = None,
+            std::task::Poll::Pending => {}
+        }
+        r
     }
 }
 
@@ -844,6 +897,7 @@ impl Guarded {
         client: &mut C,
         out: QueryOutput,
         format: &Format,
+        hold: bool,
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
@@ -865,9 +919,10 @@ impl Guarded {
             .read_table(Arc::new(table))
             .map_err(|e| pg_error(e.into()))?;
         let opts = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        Ok(Response::Query(
-            encode_dataframe(df, format, Some(opts)).await?,
-        ))
+        let mut response = encode_dataframe(df, format, Some(opts)).await?;
+        let rows = std::mem::replace(&mut response.data_rows, Box::pin(futures::stream::empty()));
+        response.data_rows = Box::pin(Sending::new(&*client, rows, hold));
+        Ok(Response::Query(response))
     }
 }
 
@@ -917,7 +972,10 @@ impl SimpleQueryHandler for Guarded {
                         .await
                         .map_err(pg_error)?;
                     budget = budget.saturating_sub(out.bytes);
-                    results.push(self.respond(client, out, &Format::UnifiedText).await?);
+                    results.push(
+                        self.respond(client, out, &Format::UnifiedText, true)
+                            .await?,
+                    );
                 }
             }
         }
@@ -965,7 +1023,8 @@ impl ExtendedQueryHandler for Guarded {
                     .replace_params_with_values(&params)
                     .map_err(|e| pg_error(e.into()))?;
                 let out = self.session.execute(plan).await.map_err(pg_error)?;
-                self.respond(client, out, &portal.result_column_format)
+                // With a row limit the portal may be suspended, holding the rest.
+                self.respond(client, out, &portal.result_column_format, max_rows == 0)
                     .await
             }
         }

@@ -595,3 +595,42 @@ async fn a_connection_without_queries_for_idle_timeout_is_closed() {
     assert_eq!(d.query("SELECT 2").await.unwrap(), rows(&[&["2"]]));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_read_slowly_is_not_idle_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = SqlConfig {
+        idle_timeout_secs: 1,
+        max_rows: 1_000_000,
+        ..SqlConfig::default()
+    };
+    let server = serve(tmp.path(), cfg).await;
+    let mut c = Client::connect(server.addr, PASSWORD).await.unwrap();
+    // About 50 MB of rows: more than the socket buffers hold, so the server is still
+    // sending when the client, after the query has run, reads nothing for longer than
+    // the idle timeout.
+    let n = 500_000;
+    let sql = format!("SELECT repeat('x', 100) FROM generate_series(1, {n})\0");
+    write_message(&mut c.stream, b'Q', sql.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = 0;
+    loop {
+        let (tag, body) = read_message(&mut c.stream)
+            .await
+            .unwrap_or_else(|e| panic!("closed while sending, after {got} rows: {e}"));
+        match tag {
+            b'D' => got += 1,
+            b'E' => panic!("{}", error_fields(&body)),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    assert_eq!(got, n);
+    // Sending it counted as activity, and idling afterwards still closes the connection.
+    assert_eq!(c.query("SELECT 1").await.unwrap(), rows(&[&["1"]]));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(c.query("SELECT 1").await.is_err());
+    server.stop().await;
+}
