@@ -628,7 +628,7 @@ impl Store {
     /// Runs one maintenance round now (merge small files, apply retention).
     pub fn maintain(&self) -> Result<MaintenanceReport> {
         let _round = self.lock.round();
-        maintain_at(&self.dir, &self.cfg, now_secs())
+        maintain_at(&self.dir, &self.cfg, now_secs(), &|| false)
     }
 
     /// Starts a thread that runs maintenance every
@@ -654,7 +654,10 @@ impl Store {
                     }
                     waited = Duration::ZERO;
                     let round = lock.round();
-                    let result = maintain_at(&dir, &cfg, now_secs());
+                    // A stop request ends the round between two partitions (or two merges),
+                    // not at its end: after downtime one round can merge many hours.
+                    let stopping = || stop2.load(Ordering::Relaxed);
+                    let result = maintain_at(&dir, &cfg, now_secs(), &stopping);
                     drop(round);
                     match result {
                         Ok(r) => tracing::debug!(?r, "store maintenance"),
@@ -686,7 +689,8 @@ impl Maintenance {
         self.rounds.load(Ordering::Relaxed)
     }
 
-    /// Stops the thread and waits for the round in progress to finish.
+    /// Stops the thread: a round in progress ends after the merge it is doing (the rest is
+    /// left for the next run's rounds), so this returns within about one merge.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -1327,7 +1331,7 @@ pub fn maintain(dir: &Path, cfg: &StoreConfig) -> Result<MaintenanceReport> {
     }
     let lock = DirLock::for_maintenance(dir)?;
     let _round = lock.round();
-    maintain_at(dir, cfg, now_secs())
+    maintain_at(dir, cfg, now_secs(), &|| false)
 }
 
 /// Seconds since the epoch by the wall clock.
@@ -1338,8 +1342,15 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// [`maintain`] with the wall clock given (seconds since the epoch).
-fn maintain_at(dir: &Path, cfg: &StoreConfig, now_secs: i64) -> Result<MaintenanceReport> {
+/// [`maintain`] with the wall clock given (seconds since the epoch). `stopping` is asked
+/// before each partition and each merge; once it says yes the round ends there, with what
+/// it did so far (every merge is whole: journalled, finished or undone).
+fn maintain_at(
+    dir: &Path,
+    cfg: &StoreConfig,
+    now_secs: i64,
+    stopping: &dyn Fn() -> bool,
+) -> Result<MaintenanceReport> {
     let mut report = MaintenanceReport::default();
     // Journals of merges that died half-way.
     for (_, leaf) in leaf_dirs(dir)? {
@@ -1381,7 +1392,10 @@ fn maintain_at(dir: &Path, cfg: &StoreConfig, now_secs: i64) -> Result<Maintenan
             if hour.is_some_and(|h| Some(h) == open || h > now_hour) {
                 continue;
             }
-            let (merged, written) = compact_partition(&hdir, t, cfg)?;
+            if stopping() {
+                return Ok(report);
+            }
+            let (merged, written) = compact_partition(&hdir, t, cfg, stopping)?;
             report.files_merged += merged;
             report.files_written += written;
         }
@@ -1408,7 +1422,13 @@ fn maintain_at(dir: &Path, cfg: &StoreConfig, now_secs: i64) -> Result<Maintenan
 /// files) rather than stitched, and each file's name and rows.
 type MergeGroup = (SchemaRef, bool, Vec<(String, usize)>);
 
-fn compact_partition(hdir: &Path, table: Table, cfg: &StoreConfig) -> Result<(u64, u64)> {
+/// Merges the small files of one partition; `stopping` is asked before each merge.
+fn compact_partition(
+    hdir: &Path,
+    table: Table,
+    cfg: &StoreConfig,
+    stopping: &dyn Fn() -> bool,
+) -> Result<(u64, u64)> {
     // Small files grouped by schema: only files of one schema merge into one file.
     let mut groups: BTreeMap<String, MergeGroup> = BTreeMap::new();
     for (name, path) in files(hdir)? {
@@ -1462,6 +1482,9 @@ fn compact_partition(hdir: &Path, table: Table, cfg: &StoreConfig) -> Result<(u6
             .into_iter()
             .filter(|c| c.len() >= cfg.compact_min_files)
         {
+            if stopping() {
+                return Ok((merged, written));
+            }
             if rewrite {
                 merge_files(hdir, table, &schema, &chunk, &props)?;
             } else {
@@ -1902,7 +1925,7 @@ mod tests {
         for hour in [(today - 1) * 24 + 10, today * 24 + 22, (today + 1) * 24 + 1] {
             commit_hour(&mut store, hour);
         }
-        let report = maintain_at(tmp.path(), &cfg, now).unwrap();
+        let report = maintain_at(tmp.path(), &cfg, now, &|| false).unwrap();
         let adir = tmp.path().join("alerts");
         assert!(
             !adir.join("date=2025-06-01").exists(),
@@ -1930,7 +1953,7 @@ mod tests {
                 commit_hour(&mut store, hour);
             }
         }
-        let report = maintain_at(tmp.path(), &cfg, now).unwrap();
+        let report = maintain_at(tmp.path(), &cfg, now, &|| false).unwrap();
         let hdir = |h| partition_dir(tmp.path(), Table::Alerts, h);
         assert_eq!(
             parquet_in(&hdir(current - 1)),
@@ -1948,6 +1971,53 @@ mod tests {
             "an hour yet to come was merged"
         );
         assert_eq!(report.files_merged, 3);
+    }
+
+    #[test]
+    fn a_round_asked_to_stop_ends_between_partitions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            compact_min_files: 2,
+            ..StoreConfig::default()
+        };
+        let today = days_from_civil(2025, 6, 2);
+        let now = today * 86_400 + 22 * 3600 + 30 * 60;
+        let current = now.div_euclid(3600);
+        let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+        // Ten finished hours of small files to merge, as after downtime.
+        let finished: Vec<i64> = (1..=10).map(|k| current - k).collect();
+        for &hour in &finished {
+            for _ in 0..3 {
+                commit_hour(&mut store, hour);
+            }
+        }
+        // The hour being written, which stays open.
+        commit_hour(&mut store, current);
+        // Asked to stop as the third partition comes up.
+        let asked = std::cell::Cell::new(0);
+        let stopping = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 4
+        };
+        let report = maintain_at(tmp.path(), &cfg, now, &stopping).unwrap();
+        let hdir = |h| partition_dir(tmp.path(), Table::Alerts, h);
+        let merged = finished
+            .iter()
+            .filter(|&&h| parquet_in(&hdir(h)) == 1)
+            .count();
+        let untouched = finished
+            .iter()
+            .filter(|&&h| parquet_in(&hdir(h)) == 3)
+            .count();
+        // Per partition it is asked twice (before it, before its one merge).
+        assert_eq!((merged, untouched), (2, 8), "{report:?}");
+        assert_eq!(report.files_merged, 6);
+        assert_eq!(asked.get(), 5);
+
+        // The next round does the rest.
+        let report = maintain_at(tmp.path(), &cfg, now, &|| false).unwrap();
+        assert_eq!(report.files_merged, 24);
+        assert!(finished.iter().all(|&h| parquet_in(&hdir(h)) == 1));
     }
 
     #[test]
