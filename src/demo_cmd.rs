@@ -454,22 +454,15 @@ fn account(
 }
 
 /// Stores one processed batch, when there is a store: its events, its alerts and the
-/// incidents closed with it, as `gatewatch run` does: those idle for `[incidents]
-/// idle_close_secs` of event time, one whose entity came back after that, and those
-/// evicted when `max_open` were open. They are taken from the engine either way, so they
-/// do not pile up there.
+/// incidents closed with it ([`Engine::take_closings`]), as `gatewatch run` does. The
+/// closings are taken from the engine either way, so they do not pile up there.
 fn store_processed(
     store: Option<&mut gatewatch_hunt::Store>,
     stored: &crate::pipeline::store_sink::StoredFeatures,
     out: &crate::pipeline::engine::Processed,
     engine: &mut Engine,
 ) -> Result<()> {
-    let closed: Vec<IncidentAlert> = engine
-        .scoring_mut()
-        .close_idle()
-        .into_iter()
-        .map(IncidentAlert::closed)
-        .collect();
+    let closed = engine.take_closings();
     if let Some(store) = store {
         crate::pipeline::store_sink::append_processed(
             store,

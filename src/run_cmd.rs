@@ -201,9 +201,6 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         loop {
             let next = source.next_batch_timeout(Duration::from_millis(200));
             metrics.in_group.store(source.in_group(), Ordering::Relaxed);
-            if stop.is_stopped() {
-                metrics.stopping.store(true, Ordering::Relaxed);
-            }
             let next = match next {
                 Err(gatewatch_ingest::Error::DeadLetterSink(error)) => {
                     // The source keeps the batch and writes its dead letters again on the
@@ -322,12 +319,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     .fetch_add(out.candidates as u64, Ordering::Relaxed);
                 processed.events = Some(out.events);
                 processed.alerts = out.alerts;
-                processed.closed = engine
-                    .scoring_mut()
-                    .close_idle()
-                    .into_iter()
-                    .map(gatewatch_scoring::IncidentAlert::closed)
-                    .collect();
+                processed.closed = engine.take_closings();
                 metrics
                     .incidents_open
                     .store(engine.scoring().incidents().len() as i64, Ordering::Relaxed);

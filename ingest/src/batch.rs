@@ -129,13 +129,10 @@ impl BatchDecoder {
 
     fn decode_one(&mut self, record: &[u8], prov: &Provenance<'_>) -> Result<(), DecodeError> {
         if record.len() > self.max_record_bytes {
-            return Err(DecodeError::new(
-                Reason::TooLarge,
-                format!(
-                    "record of {} bytes exceeds the limit of {}",
-                    record.len(),
-                    self.max_record_bytes
-                ),
+            return Err(DecodeError::too_large(
+                "record",
+                record.len(),
+                self.max_record_bytes,
             ));
         }
         // The SIMD check says only whether a record is valid, and it is the cheaper one on

@@ -99,6 +99,14 @@ impl DecodeError {
             detail: detail.into(),
         }
     }
+
+    /// A record (`what`: "record", "line") of `len` bytes over the limit of `limit`.
+    pub fn too_large(what: &str, len: usize, limit: usize) -> Self {
+        Self::new(
+            Reason::TooLarge,
+            format!("{what} of {len} bytes exceeds the limit of {limit}"),
+        )
+    }
 }
 
 impl fmt::Display for DecodeError {

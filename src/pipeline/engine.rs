@@ -612,4 +612,15 @@ impl Engine {
     pub fn scoring_mut(&mut self) -> &mut ScoringStage {
         &mut self.scoring
     }
+
+    /// The incidents closed since the last call, for the store: those idle for
+    /// `[incidents] idle_close_secs` of event time as of the newest event, one closed when
+    /// its entity came back after that, and those evicted from a full table.
+    pub fn take_closings(&mut self) -> Vec<gatewatch_scoring::IncidentAlert> {
+        self.scoring
+            .close_idle()
+            .into_iter()
+            .map(gatewatch_scoring::IncidentAlert::closed)
+            .collect()
+    }
 }

@@ -29,7 +29,7 @@ use flate2::read::MultiGzDecoder;
 
 use super::{Batching, SourceBatch};
 use crate::batch::BatchDecoder;
-use crate::dead_letter::{DecodeError, Reason};
+use crate::dead_letter::DecodeError;
 use crate::provenance::Provenance;
 use crate::{Error, Result};
 
@@ -215,10 +215,7 @@ impl FileSource {
                     };
                     let limit = self.decoder.max_record_bytes();
                     self.decoder.push_cut_dead_letter(
-                        DecodeError::new(
-                            Reason::TooLarge,
-                            format!("line of {len} bytes exceeds the limit of {limit}"),
-                        ),
+                        DecodeError::too_large("line", len, limit),
                         &head,
                         len,
                         &prov,

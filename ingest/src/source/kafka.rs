@@ -1074,14 +1074,7 @@ fn decode_raw(decoder: &mut BatchDecoder, topic: &str, raw: &RawTopic) {
         };
         match r.len {
             Some(len) if r.full_len > len => decoder.push_cut_dead_letter(
-                DecodeError::new(
-                    Reason::TooLarge,
-                    format!(
-                        "record of {} bytes exceeds the limit of {}",
-                        r.full_len,
-                        decoder.max_record_bytes()
-                    ),
-                ),
+                DecodeError::too_large("record", r.full_len, decoder.max_record_bytes()),
                 &raw.bytes[r.start..r.start + len],
                 r.full_len,
                 &prov,
