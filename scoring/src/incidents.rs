@@ -360,6 +360,12 @@ impl Suppression {
     pub fn expired_at(&self, now_ms: i64) -> bool {
         self.until_ms.is_some_and(|u| u <= now_ms)
     }
+
+    /// Whether it expired more than [`EXPIRY_GRACE_MS`] before `now_ms` (event time): the
+    /// table forgets it, and refuses it as already over.
+    fn forgotten_at(&self, now_ms: i64) -> bool {
+        self.expired_at(now_ms.saturating_sub(EXPIRY_GRACE_MS))
+    }
 }
 
 mod category_opt {
@@ -568,8 +574,7 @@ impl IncidentTable {
             return;
         }
         self.now_ms = Some(now_ms);
-        let horizon = now_ms.saturating_sub(EXPIRY_GRACE_MS);
-        self.extra_suppressions.retain(|s| !s.expired_at(horizon));
+        self.extra_suppressions.retain(|s| !s.forgotten_at(now_ms));
     }
 
     /// Keeps `inc`, just closed, for the caller that stores closings.
@@ -803,9 +808,7 @@ impl IncidentTable {
                 serde_json::to_string(&s).unwrap_or_default()
             ));
         }
-        if self
-            .now_ms
-            .is_some_and(|now| s.expired_at(now.saturating_sub(EXPIRY_GRACE_MS)))
+        if self.now_ms.is_some_and(|now| s.forgotten_at(now))
             || self.suppressions().any(|have| *have == s)
         {
             return Ok(false);

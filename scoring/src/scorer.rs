@@ -243,6 +243,13 @@ fn sample_hash(batch: u64, row: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Whether `row` is sampled with probability 1 / `requests` (taken as at least 1), so
+/// that a client with `requests` rows in the window counts about once.
+fn sampled_once(seed: u64, row: usize, requests: f32) -> bool {
+    let u = (sample_hash(seed, row) >> 11) as f64 / (1u64 << 53) as f64;
+    u * (requests.max(1.0) as f64) < 1.0
+}
+
 /// Most endpoint templates whose own population is kept: per template one histogram
 /// (about 550 bytes) per feature that a condition compares against its endpoint's
 /// population (two with the built-in rules) and the share of its requests that carry an
@@ -592,9 +599,7 @@ impl Scorer {
                 conds.push(ResolvedCond { cols, baseline });
             }
             if absent.is_empty() {
-                if self.missing.contains_key(&r.name) {
-                    self.missing.remove(&r.name);
-                }
+                self.missing.remove(&r.name);
                 resolved.push(Some(conds));
                 continue;
             }
@@ -701,13 +706,10 @@ impl Scorer {
             let sampled: Vec<(usize, usize)> = (0..n)
                 .filter_map(|row| {
                     let s = slot_at(row)?;
-                    if let Some(pc) = per_client {
-                        let k = pc.value(row).max(1.0);
-                        let u =
-                            (sample_hash(self.rows_seen, row) >> 11) as f64 / (1u64 << 53) as f64;
-                        if u * k as f64 >= 1.0 {
-                            return None;
-                        }
+                    if let Some(pc) = per_client
+                        && !sampled_once(self.rows_seen, row, pc.value(row))
+                    {
+                        return None;
                     }
                     Some((s, row))
                 })
@@ -1058,9 +1060,7 @@ impl Scorer {
                 let seed = population_seed ^ 0x2545_f491_4f6c_dd1d;
                 (0..n)
                     .filter(|&row| {
-                        let k = (rate.value(row) * PER_CLIENT_REQUESTS_SPAN_S).max(1.0);
-                        let u = (sample_hash(seed, row) >> 11) as f64 / (1u64 << 53) as f64;
-                        u * (k as f64) < 1.0
+                        sampled_once(seed, row, rate.value(row) * PER_CLIENT_REQUESTS_SPAN_S)
                     })
                     .collect()
             }
@@ -1317,39 +1317,20 @@ mod tests {
     }
 
     /// One event with the given injection-marker count and content-profile risk.
-    fn injection_event(markers: f32, content: f32) -> RecordBatch {
-        use arrow::array::TimestampMicrosecondArray;
-        let ts = TimestampMicrosecondArray::from(vec![1_748_851_200_000_000]).with_timezone("UTC");
-        let mut cols: Vec<(&str, DataType, bool, ArrayRef)> = vec![(
-            gatewatch_ingest::schema::col::TIMESTAMP,
-            ts.data_type().clone(),
-            false,
-            Arc::new(ts),
-        )];
-        for (name, v) in [
-            ("f_sqli_markers", markers),
-            ("f_xss_markers", 0.0),
-            ("f_traversal_markers", 0.0),
-            ("f_cmd_markers", 0.0),
-            ("f_null_bytes", 0.0),
-            ("score_content", content),
-        ] {
-            cols.push((
-                name,
-                DataType::Float32,
-                false,
-                Arc::new(Float32Array::from(vec![v])),
-            ));
-        }
-        let fields: Vec<Field> = cols
-            .iter()
-            .map(|(n, t, nullable, _)| Field::new(*n, t.clone(), *nullable))
-            .collect();
-        RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            cols.into_iter().map(|c| c.3).collect(),
+    /// One request with `markers` SQL-injection markers (the other content features at 0)
+    /// and the content profile's score (null: an untrained model).
+    fn injection_event(markers: f32, content: Option<f32>) -> RecordBatch {
+        rows(
+            &[
+                ("f_sqli_markers", vec![Some(markers)]),
+                ("f_xss_markers", vec![Some(0.0)]),
+                ("f_traversal_markers", vec![Some(0.0)]),
+                ("f_cmd_markers", vec![Some(0.0)]),
+                ("f_null_bytes", vec![Some(0.0)]),
+                ("score_content", vec![content]),
+            ],
+            &[],
         )
-        .unwrap()
     }
 
     #[test]
@@ -1357,7 +1338,7 @@ mod tests {
         let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
         // The injection rule fires at 65; the content profile scores 70, higher, but under
         // its own alert threshold (90). The rule's finding alerts, with the fused risk.
-        let scored = scorer.score(&injection_event(2.0, 70.0)).unwrap();
+        let scored = scorer.score(&injection_event(2.0, Some(70.0))).unwrap();
         let [(0, c)] = scored.candidates.as_slice() else {
             panic!("one candidate expected, got {:?}", scored.candidates);
         };
@@ -1365,15 +1346,15 @@ mod tests {
         assert!(c.risk >= 70.0, "{}", c.risk);
         // A content score that alerts on its own (at or above 90) raises the risk; the
         // rule's finding still leads.
-        let scored = scorer.score(&injection_event(2.0, 95.0)).unwrap();
+        let scored = scorer.score(&injection_event(2.0, Some(95.0))).unwrap();
         assert_eq!(scored.candidates.len(), 1);
         assert_eq!(scored.candidates[0].1.detector, "injection_payload");
         assert!(scored.candidates[0].1.risk >= 95.0);
         // A rule that does not fire leaves the model alone: 70 alerts nothing…
-        let scored = scorer.score(&injection_event(1.0, 70.0)).unwrap();
+        let scored = scorer.score(&injection_event(1.0, Some(70.0))).unwrap();
         assert!(scored.candidates.is_empty(), "{:?}", scored.candidates);
         // …and 95 alerts as the content profile's finding.
-        let scored = scorer.score(&injection_event(1.0, 95.0)).unwrap();
+        let scored = scorer.score(&injection_event(1.0, Some(95.0))).unwrap();
         assert_eq!(scored.candidates.len(), 1);
         assert_eq!(scored.candidates[0].1.detector, "content_profile");
     }
@@ -1492,14 +1473,16 @@ mod tests {
         // SSRF at 80; the content profile scores 86, under its own alert threshold (90)
         // though the fused risk (86 + the agreement bonus) is above it.
         let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
-        let batch = rows(
-            &[
-                ("f_param_internal_host", vec![Some(1.0)]),
-                ("score_content", vec![Some(86.0)]),
-            ],
-            &[],
-        );
-        let s = scorer.score(&batch).unwrap();
+        let ssrf_event = |content: f32| {
+            rows(
+                &[
+                    ("f_param_internal_host", vec![Some(1.0)]),
+                    ("score_content", vec![Some(content)]),
+                ],
+                &[],
+            )
+        };
+        let s = scorer.score(&ssrf_event(86.0)).unwrap();
         let [(0, c)] = s.candidates.as_slice() else {
             panic!("one candidate expected, got {:?}", s.candidates);
         };
@@ -1507,14 +1490,7 @@ mod tests {
         assert_eq!(c.category, Category::Ssrf);
         assert!(c.risk >= 86.0, "{}", c.risk);
         // Even a content score that alerts on its own (95) only raises the rule's risk.
-        let batch = rows(
-            &[
-                ("f_param_internal_host", vec![Some(1.0)]),
-                ("score_content", vec![Some(95.0)]),
-            ],
-            &[],
-        );
-        let s = scorer.score(&batch).unwrap();
+        let s = scorer.score(&ssrf_event(95.0)).unwrap();
         assert_eq!(s.candidates.len(), 1);
         assert_eq!(s.candidates[0].1.detector, "ssrf_internal_target");
         assert!(s.candidates[0].1.risk >= 95.0);
@@ -1575,18 +1551,7 @@ mod tests {
     #[test]
     fn a_null_model_column_is_left_out_of_the_explanation() {
         let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
-        let batch = rows(
-            &[
-                ("f_sqli_markers", vec![Some(3.0)]),
-                ("f_xss_markers", vec![Some(0.0)]),
-                ("f_traversal_markers", vec![Some(0.0)]),
-                ("f_cmd_markers", vec![Some(0.0)]),
-                ("f_null_bytes", vec![Some(0.0)]),
-                ("score_content", vec![None]),
-            ],
-            &[],
-        );
-        let s = scorer.score(&batch).unwrap();
+        let s = scorer.score(&injection_event(3.0, None)).unwrap();
         let [(0, c)] = s.candidates.as_slice() else {
             panic!("one candidate expected, got {:?}", s.candidates);
         };
