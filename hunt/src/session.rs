@@ -327,7 +327,8 @@ impl HuntSession {
     pub async fn refresh(&self) -> Result<()> {
         let mut registered = self.registered.lock().await;
         for (i, t) in Table::ALL.into_iter().enumerate() {
-            let (provider, schema) = self.provider(t).await?;
+            let has_files = has_parquet(&self.dir.join(t.name()));
+            let (provider, schema) = self.provider(t, has_files).await?;
             self.ctx.register_table(t.name(), provider)?;
             registered.schemas[i] = schema;
         }
@@ -361,35 +362,28 @@ impl HuntSession {
         for (i, t) in Table::ALL.into_iter().enumerate() {
             let tdir = self.dir.join(t.name());
             let due = match &schemas[i] {
-                None => {
-                    let dir = tdir.clone();
-                    tokio::task::spawn_blocking(move || has_parquet(&dir))
-                        .await
-                        .unwrap_or(false)
-                }
+                None => tokio::task::spawn_blocking(move || has_parquet(&tdir))
+                    .await
+                    .unwrap_or(false),
                 Some(schema) if reread => {
-                    let dir = tdir.clone();
                     let schema = schema.clone();
-                    match tokio::task::spawn_blocking(move || newest_has_new_columns(&dir, &schema))
-                        .await
-                    {
-                        Ok(Ok(new)) => new,
-                        Ok(Err(e)) => {
-                            tracing::warn!(table = t.name(), error = %e, "sql: cannot read table schema");
-                            false
-                        }
-                        Err(e) => {
-                            tracing::warn!(table = t.name(), error = %e, "sql: cannot read table schema");
-                            false
-                        }
-                    }
+                    let checked =
+                        tokio::task::spawn_blocking(move || newest_has_new_columns(&tdir, &schema))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()));
+                    checked.unwrap_or_else(|e| {
+                        tracing::warn!(table = t.name(), error = %e, "sql: cannot read table schema");
+                        false
+                    })
                 }
                 Some(_) => false,
             };
             if !due {
                 continue;
             }
-            match self.provider(t).await {
+            // Either look above found a file: the walk is not done again.
+            match self.provider(t, true).await {
                 Ok((provider, schema)) => {
                     let mut registered = self.registered.lock().await;
                     if registered.schemas[i] != schemas[i] {
@@ -413,10 +407,14 @@ impl HuntSession {
     }
 
     /// The provider for `table` as the store has it now, with its files' schema (`None`
-    /// when it has no file yet).
-    async fn provider(&self, table: Table) -> Result<(Arc<dyn TableProvider>, Option<SchemaRef>)> {
+    /// when it has no file yet); `has_files` is what [`has_parquet`] found for its directory.
+    async fn provider(
+        &self,
+        table: Table,
+        has_files: bool,
+    ) -> Result<(Arc<dyn TableProvider>, Option<SchemaRef>)> {
         let tdir = self.dir.join(table.name());
-        Ok(if has_parquet(&tdir) {
+        Ok(if has_files {
             let abs = std::fs::canonicalize(&tdir).map_err(Error::io("resolve", &tdir))?;
             let url = format!("{}/", abs.display());
             let url = ListingTableUrl::parse(&url)?;

@@ -1819,6 +1819,15 @@ mod tests {
         store.flush().unwrap();
     }
 
+    /// A new store with `cfg`, and the time maintenance runs at in the tests that set
+    /// it: 2025-06-02 22:30 UTC, in seconds.
+    fn store_at_late_evening(cfg: &StoreConfig) -> (tempfile::TempDir, Store, i64) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), cfg.clone()).unwrap();
+        let now = days_from_civil(2025, 6, 2) * 86_400 + 22 * 3600 + 30 * 60;
+        (tmp, store, now)
+    }
+
     fn parquet_in(dir: &Path) -> usize {
         match files(dir) {
             Ok(f) => f.iter().filter(|(n, _)| n.ends_with(".parquet")).count(),
@@ -1912,16 +1921,14 @@ mod tests {
 
     #[test]
     fn a_partition_dated_tomorrow_does_not_move_retention() {
-        let tmp = tempfile::tempdir().unwrap();
         let cfg = StoreConfig {
             retention_days: 1,
             ..StoreConfig::default()
         };
         // 2025-06-02 22:30 UTC; a gateway whose clock runs 2 h 40 min ahead already writes
         // 2025-06-03 01:00.
-        let today = days_from_civil(2025, 6, 2);
-        let now = today * 86_400 + 22 * 3600 + 30 * 60;
-        let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
+        let (tmp, mut store, now) = store_at_late_evening(&cfg);
+        let today = now.div_euclid(86_400);
         for hour in [(today - 1) * 24 + 10, today * 24 + 22, (today + 1) * 24 + 1] {
             commit_hour(&mut store, hour);
         }
@@ -1938,15 +1945,12 @@ mod tests {
 
     #[test]
     fn a_partition_dated_later_today_does_not_close_the_hour_being_written() {
-        let tmp = tempfile::tempdir().unwrap();
         let cfg = StoreConfig {
             compact_min_files: 2,
             ..StoreConfig::default()
         };
-        let today = days_from_civil(2025, 6, 2);
-        let now = today * 86_400 + 22 * 3600 + 30 * 60;
+        let (tmp, mut store, now) = store_at_late_evening(&cfg);
         let current = now.div_euclid(3600);
-        let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
         // A finished hour, the hour being written, and one three hours ahead (tomorrow).
         for hour in [current - 1, current, current + 3] {
             for _ in 0..3 {
@@ -1975,15 +1979,12 @@ mod tests {
 
     #[test]
     fn a_round_asked_to_stop_ends_between_partitions() {
-        let tmp = tempfile::tempdir().unwrap();
         let cfg = StoreConfig {
             compact_min_files: 2,
             ..StoreConfig::default()
         };
-        let today = days_from_civil(2025, 6, 2);
-        let now = today * 86_400 + 22 * 3600 + 30 * 60;
+        let (tmp, mut store, now) = store_at_late_evening(&cfg);
         let current = now.div_euclid(3600);
-        let mut store = Store::open(tmp.path(), cfg.clone()).unwrap();
         // Ten finished hours of small files to merge, as after downtime.
         let finished: Vec<i64> = (1..=10).map(|k| current - k).collect();
         for &hour in &finished {
