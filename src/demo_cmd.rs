@@ -467,7 +467,7 @@ fn store_processed(
         crate::pipeline::store_sink::append_processed(
             store,
             stored,
-            &out.events,
+            Some(&out.events),
             &out.alerts,
             &closed,
         )?;

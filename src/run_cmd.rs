@@ -14,9 +14,11 @@
 //!
 //! Commit protocol: a batch's offsets are acknowledged only after its alerts were
 //! acknowledged by the broker, its events were flushed to the store, and the incident
-//! table was checkpointed. A crash therefore replays from the last acknowledged batch; the
-//! restored checkpoint and deterministic incident ids make the replay update the same
-//! incidents instead of opening new ones.
+//! table was checkpointed. Alerts are journaled (written and synced) before they are
+//! delivered, and the journal is emptied by the next checkpoint. A crash therefore replays
+//! from the last acknowledged batch into the restored checkpoint plus the journaled
+//! incidents, whose alerts are sent again first with the same ids; with deterministic
+//! incident ids the replay updates those incidents instead of opening new ones.
 //!
 //! Shutdown: the first SIGINT or SIGTERM stops reading, and the batches read are drained,
 //! stored and committed; a second signal exits at once. However it begins, the shutdown is
@@ -112,6 +114,27 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     if restored > 0 {
         tracing::info!(incidents = restored, path = %checkpoint.display(), "restored open incidents");
     }
+    // Alerts published after the checkpoint was written: their incidents go back into the
+    // table (so the replay folds into them instead of opening them again) and the alerts
+    // are delivered again, with the same ids, before anything else.
+    let journal_path = data_dir.join("state").join("alerts.journal");
+    let (journal, journaled) = gatewatch_scoring::journal::AlertJournal::open(&journal_path)
+        .context("reading the alert journal")?;
+    let mut restored_from_journal = 0usize;
+    for a in &journaled {
+        if engine.scoring_mut().incidents_mut().restore_alerted(a) {
+            restored_from_journal += 1;
+        }
+    }
+    if !journaled.is_empty() {
+        tracing::info!(
+            alerts = journaled.len(),
+            incidents = restored_from_journal,
+            path = %journal_path.display(),
+            "alerts published after the last checkpoint: incidents restored, alerts sent again"
+        );
+    }
+    let journal = std::sync::Arc::new(std::sync::Mutex::new(journal));
 
     let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
     if !config.alerts.topic.is_empty() {
@@ -171,18 +194,36 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         let metrics = metrics.clone();
         let checkpoint = checkpoint.clone();
         let stored = crate::pipeline::store_sink::StoredFeatures::from_config(config);
+        let journal = journal.clone();
         std::thread::Builder::new()
             .name("gatewatch-sink".into())
-            .spawn(move || sink_loop(sink_rx, store, &stored, &metrics, &checkpoint, &acker))
+            .spawn(move || {
+                let durable = Durable {
+                    checkpoint: &checkpoint,
+                    journal: &journal,
+                    acker: &acker,
+                };
+                sink_loop(sink_rx, store, &stored, &metrics, durable)
+            })
             .context("starting the sink thread")?
     };
     let alerter = {
         let metrics = metrics.clone();
         std::thread::Builder::new()
             .name("gatewatch-alerts".into())
-            .spawn(move || alert_loop(alert_rx, sinks, &metrics, to_store))
+            .spawn(move || alert_loop(alert_rx, sinks, &journal, &metrics, to_store))
             .context("starting the alert thread")?
     };
+    // Batches are numbered from 1 on; the journal holds the alerts restored above under 0.
+    let mut batch_seq = 0u64;
+    if !journaled.is_empty() {
+        let mut again = Processed::no_batch(batch_seq, None, false, None);
+        again.alerts = journaled;
+        again.journaled = true;
+        if to_sink.send(again).is_err() {
+            tracing::warn!("the sink stopped before the journaled alerts were sent again");
+        }
+    }
 
     let mut events = 0u64;
     let mut last_record = Instant::now();
@@ -218,7 +259,12 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     if batches_since_commit > 0 {
                         last_flush = Instant::now();
                         batches_since_commit = 0;
-                        let commit = Processed::no_batch(Some(snapshot(&engine)?), true, None);
+                        let commit = Processed::no_batch(
+                            next_seq(&mut batch_seq),
+                            Some(snapshot(&engine)?),
+                            true,
+                            None,
+                        );
                         if to_sink.send(commit).is_err() {
                             // The sink stopped on an error; joining it below reports it.
                             break;
@@ -251,7 +297,12 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 {
                     last_flush = Instant::now();
                     batches_since_commit = 0;
-                    let commit = Processed::no_batch(Some(snapshot(&engine)?), true, None);
+                    let commit = Processed::no_batch(
+                        next_seq(&mut batch_seq),
+                        Some(snapshot(&engine)?),
+                        true,
+                        None,
+                    );
                     if to_sink.send(commit).is_err() {
                         // The sink stopped on an error; joining it below reports that error.
                         break;
@@ -294,8 +345,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 metrics.in_flight_batches.fetch_add(1, Ordering::Relaxed);
             }
             let mut processed = Processed {
+                seq: next_seq(&mut batch_seq),
                 events: None,
                 alerts: Vec::new(),
+                journaled: false,
                 closed: Vec::new(),
                 ack: sb.ack,
                 checkpoint: None,
@@ -398,6 +451,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     // have gone out: the checkpoint on disk stays the one of the last commit, so the
     // replay raises them again.
     let last = Processed::no_batch(
+        next_seq(&mut batch_seq),
         snapshot(&engine)
             .map_err(|e| tracing::warn!("at shutdown: {e:#}"))
             .ok(),
@@ -599,12 +653,23 @@ const ALERT_QUEUE_BATCHES: usize = 4;
 /// encode a commit's flush (about a second of events) while alerts keep flowing.
 const SINK_QUEUE_BATCHES: usize = 16;
 
+/// The next batch number of this run (the first is 1).
+fn next_seq(seq: &mut u64) -> u64 {
+    *seq += 1;
+    *seq
+}
+
 /// One processed batch on its way to the alert thread, then the sink thread.
 struct Processed {
+    /// The batch's number in this run: a checkpoint taken after it covers the alerts the
+    /// journal holds for it and every earlier batch.
+    seq: u64,
     /// Scored events for the store (none for an empty batch or the final message).
     events: Option<arrow::record_batch::RecordBatch>,
     /// Alerts to deliver.
     alerts: Vec<gatewatch_scoring::IncidentAlert>,
+    /// The alerts are already in the journal (those sent again after a restart).
+    journaled: bool,
     /// Incidents that closed idle after this batch, for the store's `incidents` table.
     closed: Vec<gatewatch_scoring::IncidentAlert>,
     /// Acknowledges the batch's offsets once its results are durable.
@@ -623,13 +688,16 @@ impl Processed {
     /// A message that carries no batch: a commit (with the checkpoint to write), the
     /// inventory, or both.
     fn no_batch(
+        seq: u64,
         checkpoint: Option<Vec<u8>>,
         commit: bool,
         inventory: Option<arrow::record_batch::RecordBatch>,
     ) -> Self {
         Processed {
+            seq,
             events: None,
             alerts: Vec::new(),
+            journaled: false,
             closed: Vec::new(),
             ack: None,
             checkpoint,
@@ -638,6 +706,14 @@ impl Processed {
             started: Instant::now(),
         }
     }
+}
+
+/// Where the sink thread makes a commit durable: the incident checkpoint, the alert
+/// journal it then trims, and the acknowledgement of offsets.
+struct Durable<'a> {
+    checkpoint: &'a std::path::Path,
+    journal: &'a std::sync::Mutex<gatewatch_scoring::journal::AlertJournal>,
+    acker: &'a gatewatch_ingest::source::kafka::Acker,
 }
 
 /// The sink thread: appends batches whose alerts are delivered to the store, writes
@@ -649,8 +725,7 @@ fn sink_loop(
     mut store: gatewatch_hunt::Store,
     stored: &crate::pipeline::store_sink::StoredFeatures,
     metrics: &Metrics,
-    checkpoint: &std::path::Path,
-    acker: &gatewatch_ingest::source::kafka::Acker,
+    durable: Durable<'_>,
 ) -> Result<()> {
     // Batches whose results are not yet durable in the store: (store sequence, token).
     // (store sequence, token, when the batch left the source).
@@ -661,36 +736,44 @@ fn sink_loop(
     )> = std::collections::VecDeque::new();
     let result = (|| -> Result<()> {
         for p in rx.iter() {
-            let seq = match &p.events {
-                Some(events) => {
-                    let seq = crate::pipeline::store_sink::append_processed(
-                        &mut store, stored, events, &p.alerts, &p.closed,
-                    )?;
-                    metrics
-                        .stored_events
-                        .fetch_add(events.num_rows() as u64, Ordering::Relaxed);
-                    seq
-                }
-                None => store.durable_seq(),
-            };
+            let seq = crate::pipeline::store_sink::append_processed(
+                &mut store,
+                stored,
+                p.events.as_ref(),
+                &p.alerts,
+                &p.closed,
+            )?;
+            if let Some(events) = &p.events {
+                metrics
+                    .stored_events
+                    .fetch_add(events.num_rows() as u64, Ordering::Relaxed);
+            }
             if let Some(tok) = p.ack {
                 pending.push_back((seq, tok, p.started));
             }
             if p.commit {
-                let durable = store.flush().context("flushing the store")?;
+                let durable_seq = store.flush().context("flushing the store")?;
                 // The incidents as of this batch, written once every batch up to it has
                 // its alerts delivered and its rows in the store, and before the offsets
                 // are acknowledged. A crash before this point restores the previous
-                // checkpoint and replays from the previous commit, so the alerts and
-                // store rows of the batches in between are made again (the same alert
-                // ids) rather than folded into incidents that never reached the store.
+                // checkpoint, puts back the incidents of the alerts journaled since and
+                // sends those alerts again (the same ids), then replays from the previous
+                // commit, which folds into them; the store rows of the batches in between
+                // are made again.
                 if let Some(bytes) = &p.checkpoint {
-                    gatewatch_scoring::incidents::write_checkpoint(checkpoint, bytes)
+                    gatewatch_scoring::incidents::write_checkpoint(durable.checkpoint, bytes)
                         .context("checkpointing incidents")?;
+                    // The checkpoint now holds what the journal kept of these batches.
+                    durable
+                        .journal
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("the alert journal's lock is poisoned"))?
+                        .trim_through(p.seq)
+                        .context("trimming the alert journal")?;
                 }
-                while pending.front().is_some_and(|(s, _, _)| *s <= durable) {
+                while pending.front().is_some_and(|(s, _, _)| *s <= durable_seq) {
                     let (_, tok, started) = pending.pop_front().expect("front exists");
-                    acker.ack(tok);
+                    durable.acker.ack(tok);
                     metrics.in_flight_batches.fetch_sub(1, Ordering::Relaxed);
                     metrics.observe_batch_latency(started.elapsed().as_secs_f64());
                 }
@@ -719,11 +802,21 @@ fn sink_loop(
 fn alert_loop(
     rx: std::sync::mpsc::Receiver<Processed>,
     mut sinks: Vec<Box<dyn AlertSink>>,
+    journal: &std::sync::Mutex<gatewatch_scoring::journal::AlertJournal>,
     metrics: &Metrics,
     to_store: std::sync::mpsc::SyncSender<Processed>,
 ) -> Result<()> {
     let result = (|| -> Result<()> {
         for p in rx.iter() {
+            // On disk before on the wire: after a crash, the restart knows every alert
+            // that may have gone out (see `gatewatch_scoring::journal`).
+            if !p.alerts.is_empty() && !p.journaled {
+                journal
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the alert journal's lock is poisoned"))?
+                    .append(p.seq, &p.alerts)
+                    .context("journaling alerts")?;
+            }
             for a in &p.alerts {
                 for s in sinks.iter_mut() {
                     s.send(a)?;

@@ -300,8 +300,11 @@ fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
         );
     }
 
-    // Crash: SIGKILL once about half the records are in, then restart on the same group
-    // and data directory.
+    // Crash: SIGKILL as soon as an incident opens past the half-way point, so that its
+    // alert is out while the commit that would checkpoint it is not (commits come every
+    // 10 s here, or every 64 batches), then restart on the same group and data directory.
+    // The restart replays from the last commit with feature windows that start there: on
+    // its own it would open that incident again at a later request.
     let crash_alerts = format!("run-alerts-crash-{u}");
     admin::create_topic(&brokers, &crash_alerts, 1, Duration::from_secs(30)).unwrap();
     let dir2 = tempfile::tempdir().unwrap();
@@ -312,20 +315,35 @@ fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
         &crash_alerts,
         &format!("crash-{u}"),
     );
+    let text = std::fs::read_to_string(&cfg2).unwrap();
+    std::fs::write(
+        &cfg2,
+        text.replace("commit_interval_ms = 200", "commit_interval_ms = 10000"),
+    )
+    .unwrap();
     let port = free_port();
     let mut child = start_run(&cfg2, &dir2.path().join("data"), port);
     let total: u64 = 100 * 1800;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while metric(port, "gatewatch_events_in_total").unwrap_or(0) < total / 2 {
+    let mut opened_at_half = None;
+    loop {
         assert!(
             Instant::now() < deadline,
-            "the first run never got half way"
+            "the first run never opened an incident past half way"
         );
         assert!(
             child.try_wait().unwrap().is_none(),
             "the first run ended early"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        let opened = metric(port, "gatewatch_incidents_opened_total").unwrap_or(0);
+        match opened_at_half {
+            None if metric(port, "gatewatch_events_in_total").unwrap_or(0) >= total / 2 => {
+                opened_at_half = Some(opened)
+            }
+            Some(before) if opened > before => break,
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -510,21 +528,9 @@ fn produce_lines(brokers: &str, topic: &str, lines: &[String]) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-#[test]
-fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
-    let Some(brokers) = admin::broker_for_tests("gatewatch run closed incident test") else {
-        return;
-    };
-    let (input, alerts, dir, cfg) = single_partition_run(
-        &brokers,
-        "closing",
-        ("[incidents]\n", "[incidents]\nidle_close_secs = 60\n"),
-    );
-
-    // Three requests for cloud metadata through a fetch parameter (an SSRF incident), then
-    // five minutes of one other client's ordinary requests, which move event time on.
-    let t0 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
-    let attacker = "203.0.113.66";
+/// Three requests for cloud metadata through a fetch parameter by `attacker` from `t0`
+/// (epoch ms), then five minutes of one other client's ordinary requests.
+fn ssrf_lines(t0: i64, attacker: &str) -> Vec<String> {
     let mut lines: Vec<String> = (0..3)
         .map(|i| {
             kong_line(
@@ -537,7 +543,119 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
     lines.extend(
         (0..30).map(|i| kong_line(t0 + i * 10_000, "198.51.100.7", "/api/v1/items?page=1")),
     );
-    produce_lines(&brokers, &input, &lines);
+    lines
+}
+
+#[test]
+fn alerts_published_after_the_last_checkpoint_are_sent_again_and_not_reopened() {
+    use gatewatch_scoring::incidents::{
+        AlertCandidate, IncidentConfig, IncidentTable, SampleRequest,
+    };
+    use gatewatch_scoring::{Category, EntityKind, Severity};
+    let Some(brokers) = admin::broker_for_tests("gatewatch run alert journal test") else {
+        return;
+    };
+    let (input, alerts, dir, cfg) = single_partition_run(&brokers, "journal", ("", ""));
+    let t0 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+    let attacker = "203.0.113.67";
+    produce_lines(&brokers, &input, &ssrf_lines(t0, attacker));
+
+    // The state a crash leaves when it comes after an alert went out and before the commit
+    // that would have checkpointed it: the alert is in the journal only. It opened the
+    // incident at a request half a minute before the committed offsets, which the replay
+    // does not see again (as with feature windows that made a detection earlier than a
+    // replay starting mid-stream can).
+    let data = dir.path().join("data");
+    let mut table = IncidentTable::new(IncidentConfig::default());
+    let opened_at = t0 - 30_000;
+    let journaled = table
+        .observe(AlertCandidate {
+            entity_kind: EntityKind::Client,
+            entity: attacker.into(),
+            category: Category::Ssrf,
+            detector: "ssrf".into(),
+            risk: 90.0,
+            severity: Severity::High,
+            time_ms: opened_at,
+            endpoint: "GET /api/v1/fetch".into(),
+            contributions: Vec::new(),
+            sample: SampleRequest {
+                time_ms: opened_at,
+                source_ip: attacker.into(),
+                method: "GET".into(),
+                path: "/api/v1/fetch".into(),
+                query: Some("url=http://169.254.169.254/".into()),
+                status: Some(200),
+                response_bytes: Some(512),
+                user_agent: None,
+                provenance: None,
+            },
+            label: None,
+        })
+        .unwrap();
+    {
+        let (mut journal, held) =
+            gatewatch_scoring::journal::AlertJournal::open(&data.join("state/alerts.journal"))
+                .unwrap();
+        assert!(held.is_empty());
+        journal.append(7, std::slice::from_ref(&journaled)).unwrap();
+    }
+
+    wait(
+        start_run(&cfg, &data, free_port()),
+        Duration::from_secs(300),
+    );
+    let published = read_alerts(&brokers, &alerts);
+    let openings: Vec<&Value> = published
+        .iter()
+        .filter(|a| {
+            a["activity_id"] == 1 && a["finding_info"]["uid"] == journaled.incident.id.as_str()
+        })
+        .collect();
+    // Sent again with its id; the replayed requests folded into it instead of opening it
+    // a second time (which would carry another opening time, hence another id).
+    assert_eq!(openings.len(), 1, "{published:?}");
+    assert_eq!(
+        openings[0]["metadata"]["uid"],
+        journaled.alert_id().as_str()
+    );
+    // Its incident now counts the replayed requests, and the store has the alert.
+    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+        .env_remove("GATEWATCH_CONFIG")
+        .args(["query", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .arg(format!(
+            "SELECT count(*) AS n FROM alerts WHERE alert_id = '{}'",
+            journaled.alert_id()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("\"n\":1"), "{text}");
+    // A clean stop checkpointed the incident: the journal holds nothing any more.
+    let (_, held) =
+        gatewatch_scoring::journal::AlertJournal::open(&data.join("state/alerts.journal")).unwrap();
+    assert!(held.is_empty(), "{held:?}");
+    let checkpoint = std::fs::read_to_string(data.join("state/incidents.json")).unwrap();
+    assert!(checkpoint.contains(&journaled.incident.id), "{checkpoint}");
+}
+
+#[test]
+fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch run closed incident test") else {
+        return;
+    };
+    let (input, alerts, dir, cfg) = single_partition_run(
+        &brokers,
+        "closing",
+        ("[incidents]\n", "[incidents]\nidle_close_secs = 60\n"),
+    );
+
+    // An SSRF incident, then five minutes of another client's requests, which move event
+    // time on.
+    let t0 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
+    let attacker = "203.0.113.66";
+    produce_lines(&brokers, &input, &ssrf_lines(t0, attacker));
 
     let data = dir.path().join("data");
     // The closings counted while it runs (it exits once the input has been quiet 8 s).

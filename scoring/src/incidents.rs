@@ -699,6 +699,44 @@ impl IncidentTable {
         (Some(id), Some(alert))
     }
 
+    /// Puts back the incident an alert published before a restart describes (read from the
+    /// [alert journal](crate::journal)), unless the table, restored from the checkpoint,
+    /// already holds it as of that alert or later. Returns whether the table changed.
+    ///
+    /// The same incident (id and opening) is newer when it had sent more alerts. Another
+    /// incident of the same entity and category is newer when it opened later: the one
+    /// in the table closed idle before it, so that one is handed to the store as a closing
+    /// ([`take_closed`](Self::take_closed)), its closing having been lost with the crash.
+    pub fn restore_alerted(&mut self, alert: &IncidentAlert) -> bool {
+        if alert.activity == AlertActivity::Closed {
+            return false;
+        }
+        let inc = &alert.incident;
+        let key = (inc.entity_kind, inc.entity.clone(), inc.category);
+        match self.open.get(&key) {
+            Some(cur) if cur.id == inc.id && cur.opened_ms == inc.opened_ms => {
+                if inc.alerts_sent <= cur.alerts_sent {
+                    return false;
+                }
+            }
+            Some(cur) => {
+                if inc.opened_ms <= cur.opened_ms {
+                    return false;
+                }
+                if let Some(old) = self.open.remove(&key) {
+                    self.note_closed(old);
+                }
+            }
+            None => {
+                if self.open.len() >= self.cfg.max_open {
+                    self.evict_one();
+                }
+            }
+        }
+        self.insert_open(key, inc.clone());
+        true
+    }
+
     /// Opens (or restores) an incident.
     fn insert_open(&mut self, key: Key, inc: Incident) {
         if self.by_last_seen.len() > 2 * self.open.len() + 64 {
@@ -1496,6 +1534,62 @@ mod tests {
         );
         assert_eq!(fmt_num(0.123), "0.12");
         assert_eq!(fmt_num(f32::NAN), "n/a");
+    }
+
+    #[test]
+    fn alerts_from_the_journal_restore_what_the_checkpoint_missed() {
+        let cfg = IncidentConfig::default();
+        let mut first = IncidentTable::new(cfg.clone());
+        let opened = first
+            .observe(cand("u1", Category::Bola, 1_000, 65.0, Severity::Medium))
+            .unwrap();
+        let checkpoint = first.checkpoint_bytes(Path::new("cp")).unwrap();
+        let escalated = first
+            .observe(cand("u1", Category::Bola, 2_000, 95.0, Severity::Critical))
+            .unwrap();
+        let other = first
+            .observe(cand("u2", Category::Bola, 3_000, 65.0, Severity::Medium))
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.json");
+        write_checkpoint(&path, &checkpoint).unwrap();
+        let mut t = IncidentTable::new(cfg.clone());
+        t.load_checkpoint(&path).unwrap();
+        // Older than or as old as the checkpoint: nothing changes.
+        assert!(!t.restore_alerted(&opened));
+        assert!(t.restore_alerted(&escalated));
+        assert!(!t.restore_alerted(&escalated));
+        assert!(t.restore_alerted(&other));
+        assert_eq!(t.len(), 2);
+        // The replay folds into the restored incidents: no second opening, no repeat of
+        // the escalation.
+        assert_eq!(
+            t.observe(cand("u2", Category::Bola, 3_500, 70.0, Severity::Medium)),
+            None
+        );
+        assert_eq!(
+            t.observe(cand("u1", Category::Bola, 2_500, 95.0, Severity::Critical)),
+            None
+        );
+
+        // A later episode of the same entity and category replaces the checkpoint's, which
+        // closed before it opened and is handed over as a closing.
+        let mut later = opened.clone();
+        later.incident.opened_ms = 10_000_000;
+        later.incident.first_seen_ms = 10_000_000;
+        later.incident.last_seen_ms = 10_000_000;
+        let mut t = IncidentTable::new(cfg);
+        t.load_checkpoint(&path).unwrap();
+        assert!(t.restore_alerted(&later));
+        let closed = t.take_closed();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].opened_ms, 1_000);
+        assert_eq!(t.len(), 1);
+        assert!(
+            !t.restore_alerted(&opened),
+            "an older episode is not put back"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   event, a category and a severity, appends them to the batch, and emits alert candidates
 //!   with explanations (observed value, the entity's usual value, the population's p99).
 //! - [`incidents`]: folds candidates about one entity and category into incidents with
-//!   deterministic ids, re-alerting only on escalation, with suppressions and checkpoints.
+//!   deterministic ids, re-alerting only on escalation, with suppressions and checkpoints;
+//!   [`journal`]: alerts published since the last checkpoint, restored after a crash.
 //! - [`ocsf`] and [`sink`]: alerts as OCSF Detection Findings to Kafka (idempotent producer),
 //!   JSON lines or stdout; [`evidence`]: the SQL that pulls an incident's requests.
 //!
@@ -17,6 +18,7 @@ pub mod category;
 pub mod columns;
 pub mod evidence;
 pub mod incidents;
+pub mod journal;
 pub mod ocsf;
 pub mod rules;
 pub mod scorer;

@@ -153,19 +153,22 @@ impl StoredFeatures {
     }
 }
 
-/// Appends one processed batch, its events with the stored feature columns only, its
+/// Appends one processed batch, its events (if any) with the stored feature columns only, its
 /// alerts (to `alerts` and `incidents`) and the incidents that closed after it (to
 /// `incidents` only); returns the store's sequence number for it.
 pub fn append_processed(
     store: &mut Store,
     stored: &StoredFeatures,
-    events: &RecordBatch,
+    events: Option<&RecordBatch>,
     alerts: &[IncidentAlert],
     closed: &[IncidentAlert],
 ) -> Result<u64> {
-    let mut seq = store
-        .append(Table::Events, stored.project(events)?)
-        .context("storing events")?;
+    let mut seq = match events {
+        Some(events) => store
+            .append(Table::Events, stored.project(events)?)
+            .context("storing events")?,
+        None => store.durable_seq(),
+    };
     if !alerts.is_empty() {
         let rows = alert_rows(alerts)?;
         store
@@ -331,7 +334,7 @@ mod tests {
             vec![Arc::new(ts.finish()) as ArrayRef],
         )
         .unwrap();
-        let seq = append_processed(&mut store, &stored, &one_event, &[], &closed).unwrap();
+        let seq = append_processed(&mut store, &stored, Some(&one_event), &[], &closed).unwrap();
         assert!(store.flush().unwrap() >= seq);
         let parquet_files = |table: &str| {
             walk(&dir.path().join(table))
