@@ -70,7 +70,8 @@ pub struct RunArgs {
     /// Stop after this many events (tests, benchmarks); runs until signalled otherwise.
     #[arg(long)]
     pub max_events: Option<u64>,
-    /// Stop after this long without a new record (tests, benchmarks), e.g. 10s.
+    /// Stop after this long without a new record (tests, benchmarks), e.g. 10s; up to a
+    /// minute more while the consumer has not joined its group.
     #[arg(long, value_parser = crate::simulate_cmd::parse_duration_us)]
     pub idle_exit: Option<i64>,
     /// Do not serve the SOC dashboard (`[dashboard] listen`).
@@ -241,7 +242,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let result: Result<()> = (|| {
         loop {
             let next = source.next_batch_timeout(Duration::from_millis(200));
-            metrics.in_group.store(source.in_group(), Ordering::Relaxed);
+            let in_group = source.in_group();
+            metrics.in_group.store(in_group, Ordering::Relaxed);
             let next = match next {
                 Err(gatewatch_ingest::Error::DeadLetterSink(error)) => {
                     // The source keeps the batch and writes its dead letters again on the
@@ -308,9 +310,19 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                         break;
                     }
                 }
+                // Joining the group (a dead member's session running out, say) is not
+                // idleness; it gets IDLE_EXIT_JOIN_GRACE more.
+                let idle_limit = |us: i64| {
+                    let limit = Duration::from_micros(us.max(0) as u64);
+                    if in_group {
+                        limit
+                    } else {
+                        limit + IDLE_EXIT_JOIN_GRACE
+                    }
+                };
                 if args
                     .idle_exit
-                    .is_some_and(|us| last_record.elapsed().as_micros() as i64 >= us)
+                    .is_some_and(|us| last_record.elapsed() >= idle_limit(us))
                 {
                     tracing::info!("idle; stopping");
                     break;
@@ -652,6 +664,9 @@ const ALERT_QUEUE_BATCHES: usize = 4;
 /// Batches queued between the alert thread and the sink thread: enough for the sink to
 /// encode a commit's flush (about a second of events) while alerts keep flowing.
 const SINK_QUEUE_BATCHES: usize = 16;
+
+/// How much longer than `--idle-exit` a run that is not in its consumer group yet waits.
+const IDLE_EXIT_JOIN_GRACE: Duration = Duration::from_secs(60);
 
 /// The next batch number of this run (the first is 1).
 fn next_seq(seq: &mut u64) -> u64 {

@@ -67,7 +67,9 @@ pub struct TrainArgs {
     /// record until it has been quiet for --kafka-idle; its format is --format.
     #[arg(long, value_name = "TOPIC")]
     pub kafka_topic: Option<String>,
-    /// With --kafka-topic: stop once no record has arrived for this long.
+    /// With --kafka-topic: stop once no record has arrived for this long (counted while
+    /// waiting for records, once the consumer has joined its group; joining may take up to
+    /// a minute more before the reader gives up).
     #[arg(long, requires = "kafka_topic", default_value = "5s", value_parser = parse_idle)]
     pub kafka_idle: std::time::Duration,
     /// Log format (default: `[input] format`).

@@ -142,13 +142,18 @@ impl StoreReader {
 
 /// Reads a topic from its oldest retained record with a consumer group of its own (so it
 /// disturbs no running processor and commits nothing), and ends once no record has
-/// arrived for `idle`: the range is what the topic held when training started, plus
-/// whatever arrives meanwhile.
+/// arrived for `idle` of waiting (time spent training does not count, nor joining the
+/// group, up to [`JOIN_GRACE`]): the range is what the topic held when training started,
+/// plus whatever arrives meanwhile.
 pub struct KafkaReader {
     source: Option<KafkaSource>,
     idle: Duration,
-    last: Instant,
 }
+
+/// How much longer than `idle` the reader waits for its consumer to join the group (the
+/// broker reached, the partitions assigned) before it gives up: joining is not idleness,
+/// and on a busy broker it can take seconds.
+const JOIN_GRACE: Duration = Duration::from_secs(60);
 
 impl KafkaReader {
     /// Starts reading `topic` in `format` with the brokers and properties of `[kafka]`.
@@ -172,18 +177,18 @@ impl KafkaReader {
         Ok(KafkaReader {
             source: Some(source),
             idle,
-            last: Instant::now(),
         })
     }
 
     fn next_batch(&mut self) -> Result<Option<TrainBatch>> {
+        // Idle time is time spent waiting here, not training on the previous batch.
+        let waiting_since = Instant::now();
         loop {
             let Some(source) = self.source.as_mut() else {
                 return Ok(None);
             };
             match source.next_batch_timeout(Duration::from_millis(200))? {
                 Some(sb) => {
-                    self.last = Instant::now();
                     if let Some(tok) = sb.ack {
                         source.acker().ack(tok);
                     }
@@ -195,7 +200,13 @@ impl KafkaReader {
                         events: sb.decoded.events,
                     }));
                 }
-                None if self.last.elapsed() >= self.idle => {
+                None if waiting_since.elapsed()
+                    >= if source.in_group() {
+                        self.idle
+                    } else {
+                        self.idle + JOIN_GRACE
+                    } =>
+                {
                     if let Some(s) = self.source.take() {
                         s.close().context("closing the Kafka consumer")?;
                     }

@@ -208,7 +208,7 @@ fn trains_from_a_kafka_topic() {
         .arg("--config")
         .arg(&cfg)
         .args(["train", "--kafka-topic", &topic, "--format", "kong"])
-        .args(["--kafka-idle", "3s", "--out"])
+        .args(["--kafka-idle", "10s", "--out"])
         .arg(&model));
     assert_eq!(read_and_learned(&err), (10_000, 10_000), "{err}");
 

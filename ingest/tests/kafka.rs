@@ -1082,8 +1082,17 @@ fn in_group_once_joined_even_as_a_standby_member() {
     await_in_group(&mut a, true, Duration::from_secs(60), "first member");
     let mut b = KafkaSource::new(&cfg, batching(10, 50), &Default::default()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !b.in_group() || !a.in_group() {
-        assert!(Instant::now() < deadline, "the second member never joined");
+    // Both in the group, and the partition with one of them: under the eager protocol the
+    // first member's revoke and reassignment may be handled a poll after the second's.
+    while !b.in_group() || !a.in_group() || a.assignment().len() + b.assignment().len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "after 60 s: first member in group {} with {} partitions, second {} with {}",
+            a.in_group(),
+            a.assignment().len(),
+            b.in_group(),
+            b.assignment().len()
+        );
         for s in [&mut a, &mut b] {
             assert!(
                 s.next_batch_timeout(Duration::from_millis(50))
@@ -1092,11 +1101,6 @@ fn in_group_once_joined_even_as_a_standby_member() {
             );
         }
     }
-    assert_eq!(
-        a.assignment().len() + b.assignment().len(),
-        1,
-        "one partition between two members"
-    );
     b.close().unwrap();
     a.close().unwrap();
 }
