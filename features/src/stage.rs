@@ -1019,7 +1019,11 @@ impl FeatureStage {
         let login_fail = ep_login && e4;
         let inventory_hit = ep_new || ep_undeclared || ep_zombie;
         out.tmpl.append_value(tmpl);
-        let object_id = id_span.and_then(|(a, b)| path.get(a..b));
+        // The path's id; failing that, one a query parameter names (`?order_id=1001`).
+        let object_id = match id_span {
+            Some((a, b)) => path.get(a..b),
+            None => query.and_then(crate::template::query_object_id),
+        };
         out.id.append_option(object_id);
 
         // Client.

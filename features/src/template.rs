@@ -63,6 +63,86 @@ pub fn is_id_like(seg: &str) -> bool {
     is_token(b, digits)
 }
 
+/// The object a query string names when its path names none (`/api/v1/downloads?file=
+/// invoice-5000304.pdf`, `/orders?order_id=1001`): the value of the first parameter whose
+/// name says it refers to an object: a number (up to 18 digits) as it is, a longer value
+/// reduced to its one run of 3 to 18 digits (so that a
+/// walk over `invoice-1001.pdf`, `invoice-1002.pdf`, … reads as sequential ids), or the whole
+/// value when it is a UUID. Other names are left alone on purpose: `page=1`, `page=2`, …
+/// is a client paging through a list, not walking other people's objects.
+///
+/// ```
+/// use gatewatch_features::template::query_object_id;
+/// assert_eq!(query_object_id("file=invoice-5000304.pdf"), Some("5000304"));
+/// assert_eq!(query_object_id("page=2&orderId=1001"), Some("1001"));
+/// assert_eq!(query_object_id("page=3&limit=50"), None);
+/// ```
+pub fn query_object_id(query: &str) -> Option<&str> {
+    for pair in query.split('&') {
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
+        if !names_an_object(name) {
+            continue;
+        }
+        let v = value.as_bytes();
+        if is_uuid(v) || (!v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit)) {
+            return Some(value);
+        }
+        // Inside a longer value, exactly one run of digits, 3 to 18 long (18 digits always
+        // fit a u64; shorter runs are more often a version or a page than an object).
+        let mut runs = value
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|r| !r.is_empty());
+        if let (Some(run), None) = (runs.next(), runs.next())
+            && (3..=18).contains(&run.len())
+        {
+            return Some(run);
+        }
+    }
+    None
+}
+
+/// Whether a query parameter's name says it refers to one object: `id`, `…_id`, `…-id`,
+/// `…Id`/`…ID` (`orderId`), `…uuid`/`…guid`, or a file, document, invoice, account, order
+/// or user.
+fn names_an_object(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() > 64 {
+        return false;
+    }
+    let ends = |suffix: &[u8]| {
+        b.len() >= suffix.len() && b[b.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    if b.eq_ignore_ascii_case(b"id")
+        || ends(b"_id")
+        || ends(b"-id")
+        || ends(b"uuid")
+        || ends(b"guid")
+    {
+        return true;
+    }
+    // camelCase: a lowercase letter, then `Id` or `ID`.
+    if b.len() > 2
+        && (b.ends_with(b"Id") || b.ends_with(b"ID"))
+        && b[b.len() - 3].is_ascii_lowercase()
+    {
+        return true;
+    }
+    const NOUNS: [&[u8]; 9] = [
+        b"file",
+        b"filename",
+        b"document",
+        b"doc",
+        b"invoice",
+        b"account",
+        b"order",
+        b"user",
+        b"object",
+    ];
+    NOUNS.iter().any(|n| b.eq_ignore_ascii_case(n))
+}
+
 fn is_uuid(b: &[u8]) -> bool {
     b.len() == 36
         && b.iter().enumerate().all(|(i, &c)| {
@@ -255,6 +335,35 @@ impl Templater {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_names_an_object_only_under_an_object_name() {
+        for (q, want) in [
+            ("file=invoice-5000304.pdf", Some("5000304")),
+            ("id=42", Some("42")),
+            ("file=v2.pdf", None), // a run too short to name one of many objects
+            ("id=1042", Some("1042")),
+            ("order_id=1001&page=2", Some("1001")),
+            ("page=2&userId=9001", Some("9001")),
+            ("accountID=12345", Some("12345")),
+            ("doc-id=abc123", Some("123")),
+            (
+                "uuid=5f0c8a9b-e4b0-43a1-92e3-f4a5b6c7d8e9",
+                Some("5f0c8a9b-e4b0-43a1-92e3-f4a5b6c7d8e9"),
+            ),
+            ("file=report.pdf", None),
+            ("file=2024-05-01-report-17.pdf", None), // several digit runs: no single id
+            ("page=3&limit=50&offset=150", None),
+            ("paid=1234", None), // ends in "id" but is no id
+            ("ID=", None),
+            ("id", None),
+            ("", None),
+            ("token=1234567890123456789", None),
+            ("id=1234567890123456789", None), // 19 digits
+        ] {
+            assert_eq!(query_object_id(q), want, "{q}");
+        }
+    }
 
     #[test]
     fn rules_recognise_identifiers() {

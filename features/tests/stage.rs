@@ -865,3 +865,37 @@ fn an_endpoint_evicted_while_idle_is_not_new_when_it_returns() {
     );
     assert_eq!(first_seen("/brand-new"), Some(T0 + 903 * s));
 }
+
+#[test]
+fn an_id_walk_in_a_query_parameter_counts_like_one_in_the_path() {
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let req = |k: i64, client: &str, query: String| {
+        let mut e = ev(
+            T0 + k * 10_000_000,
+            "10.1.1.1",
+            Some(client),
+            "GET",
+            "/api/v1/downloads",
+            200,
+        );
+        e.query = Some(query.into());
+        e
+    };
+    // One client walks other people's invoices by number; another pages through a list.
+    let mut evs: Vec<_> = (0..40i64)
+        .map(|k| req(k, "mallory", format!("file=invoice-{}.pdf", 5_000_300 + k)))
+        .collect();
+    evs.extend((0..40i64).map(|k| req(k, "alice", format!("page={}&limit=20", k + 1))));
+    let out = stage.process(&batch_of(&evs)).unwrap();
+    let ids = str_col(&out, "object_id");
+    assert_eq!(ids[39].as_deref(), Some("5000339"));
+    assert!(
+        ids[40..].iter().all(Option::is_none),
+        "paging is no object walk"
+    );
+    let distinct = f32_col(&out, "f_client_distinct_ids_10m");
+    let sequential = f32_col(&out, "f_client_id_sequential_10m");
+    assert!(distinct[39] > 30.0, "{}", distinct[39]);
+    assert!(sequential[39] > 0.9, "{}", sequential[39]);
+    assert_eq!((distinct[79], sequential[79]), (0.0, 0.0));
+}

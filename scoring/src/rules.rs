@@ -125,7 +125,10 @@ pub struct Rule {
     #[serde(default)]
     pub endpoints: Vec<String>,
     /// Only endpoints whose requests carry an identity at least this often (0–1): object
-    /// ids of a public catalogue that anyone may read are no authorization matter.
+    /// ids of a public catalogue that anyone may read are no authorization matter. Each
+    /// client weighs about the same in this share (a request counts 1 / the client's
+    /// requests to the endpoint in 10 min), so one client's anonymous flood does not make
+    /// a private endpoint look public.
     #[serde(default)]
     pub min_endpoint_authenticated: Option<f32>,
     /// Off switch.

@@ -377,8 +377,9 @@ struct EndpointState {
     template: String,
     /// The batch that last updated it (see [`EndpointTable::slot`]).
     touched: u64,
-    /// (requests, authenticated requests), halved now and then so they follow current
-    /// traffic.
+    /// (requests, authenticated requests), each weighted by 1 / the client's requests to
+    /// the endpoint in the window (so roughly client-windows), halved now and then so they
+    /// follow current traffic.
     auth: (f32, f32),
     /// One histogram per feature in [`EndpointTable::features`].
     stats: Vec<FeatureStats>,
@@ -684,13 +685,19 @@ impl Scorer {
                 vec![None; templates.values.len()]
             };
         let slot_at = |row: usize| slot_of.get(templates.ids[row] as usize).copied().flatten();
-        // How often each endpoint's requests carry an identity.
+        // How often each endpoint's requests carry an identity, each client weighing about
+        // as much as any other (a row counts 1 / the client's requests to the endpoint in
+        // the window): one client's flood of anonymous requests to a private endpoint
+        // (an injection scan of a download route, say) must not make it look public and
+        // so switch off the rules for private endpoints there.
         if let Some(auth) = auth_col {
+            let per_client = f32_col(batch, PER_CLIENT_ENDPOINT_REQUESTS)?;
             for row in 0..n {
                 let Some(s) = slot_at(row) else { continue };
+                let w = per_client.map_or(1.0, |pc| 1.0 / pc.value(row).max(1.0));
                 let e = &mut self.endpoints.slots[s].auth;
-                e.0 += 1.0;
-                e.1 += auth.value(row).min(1.0);
+                e.0 += w;
+                e.1 += w * auth.value(row).clamp(0.0, 1.0);
                 if e.0 >= 100_000.0 {
                     e.0 /= 2.0;
                     e.1 /= 2.0;
@@ -723,7 +730,7 @@ impl Scorer {
         }
         // Per template, worked out once: each endpoint feature's population p99 (`None`
         // until 30 clients were sampled) and the share of authenticated requests (`None`
-        // under 30 requests).
+        // until the weighted count reaches 30, about 30 clients).
         let endpoint_p99: Vec<Vec<Option<f32>>> = (0..self.endpoints.features.len())
             .map(|fi| {
                 slot_of
@@ -1425,6 +1432,53 @@ mod tests {
                 ("client_key", rs.iter().map(|r| r.1.clone()).collect()),
             ],
         )
+    }
+
+    #[test]
+    fn one_clients_anonymous_flood_does_not_make_a_private_endpoint_public() {
+        let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
+        let t = || "/api/v1/downloads/{id}".to_string();
+        // One scanner: 600 anonymous requests (its count in the window rising with each),
+        // few ids, nothing sequential, so none of the rules fire on it.
+        let n = 600;
+        let anonymous = rows(
+            &[
+                ("f_authenticated", vec![Some(0.0); n]),
+                (
+                    PER_CLIENT_ENDPOINT_REQUESTS,
+                    (1..=n).map(|k| Some(k as f32)).collect(),
+                ),
+                ("f_client_distinct_ids_10m", vec![Some(1.0); n]),
+                ("f_client_id_sequential_10m", vec![Some(0.0); n]),
+                ("f_client_distinct_ids_1h", vec![Some(1.0); n]),
+                ("f_client_id_sequential_1h", vec![Some(0.0); n]),
+            ],
+            &[
+                ("endpoint_template", vec![t(); n]),
+                ("client_key", vec!["198.51.100.9".to_string(); n]),
+            ],
+        );
+        assert!(scorer.score(&anonymous).unwrap().candidates.is_empty());
+        // 100 customers fetching their own, signed in. (The scanner weighs as much as
+        // 1 + 1/2 + … + 1/600 ≈ 7 of them: still over 90 % authenticated; counted by
+        // request it made the endpoint 14 % authenticated.)
+        let usual: Vec<_> = (0..100)
+            .map(|i| (t(), format!("c{i}"), 1.0, 2.0, 0.1))
+            .collect();
+        assert!(
+            scorer
+                .score(&bola_rows(&usual))
+                .unwrap()
+                .candidates
+                .is_empty()
+        );
+        // The endpoint is still private: a signed-in walk over its ids is BOLA.
+        let walk = [(t(), "walker".to_string(), 80.0, 80.0, 0.95)];
+        let s = scorer.score(&bola_rows(&walk)).unwrap();
+        let [(0, c)] = s.candidates.as_slice() else {
+            panic!("one candidate expected, got {:?}", s.candidates);
+        };
+        assert_eq!(c.category, Category::Bola);
     }
 
     #[test]
