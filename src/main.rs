@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("gatewatch: {e:#}");
+            eprintln!("gatewatch: {}", error_text(&e));
             return ExitCode::from(2);
         }
     };
@@ -120,8 +120,58 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gatewatch: {e:#}");
+            eprintln!("gatewatch: {}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose
+/// text the previous one already carries: some libraries' errors (DataFusion's schema
+/// errors, say) repeat their source in their own message, and a missing column would
+/// otherwise list the table's every column once per layer.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.is_empty() && last.contains(text.as_str()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        last = text;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn causes_repeated_in_their_parents_message_are_printed_once() {
+        #[derive(Debug)]
+        struct Wraps(std::io::Error);
+        impl std::fmt::Display for Wraps {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "schema error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wraps {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let root = std::io::Error::other("no field named x; valid fields are a, b, c");
+        let e = anyhow::Error::new(Wraps(root)).context("running the query");
+        assert_eq!(
+            error_text(&e),
+            "running the query: schema error: no field named x; valid fields are a, b, c"
+        );
+        let plain = anyhow::anyhow!("disk full").context("writing the store");
+        assert_eq!(error_text(&plain), "writing the store: disk full");
     }
 }
