@@ -15,10 +15,11 @@
 //! Commit protocol: a batch's offsets are acknowledged only after its alerts were
 //! acknowledged by the broker, its events were flushed to the store, and the incident
 //! table was checkpointed. Alerts are journaled (written and synced) before they are
-//! delivered, and the journal is emptied by the next checkpoint. A crash therefore replays
-//! from the last acknowledged batch into the restored checkpoint plus the journaled
-//! incidents, whose alerts are sent again first with the same ids; with deterministic
-//! incident ids the replay updates those incidents instead of opening new ones.
+//! delivered; a checkpoint records the last batch it covers, and the journal is then
+//! trimmed through that batch. A crash therefore replays from the last acknowledged batch
+//! into the restored checkpoint plus the journaled incidents it lacks, whose alerts are
+//! sent again first with the same ids; with deterministic incident ids the replay updates
+//! those incidents instead of opening new ones.
 //!
 //! Shutdown: the first SIGINT or SIGTERM stops reading, and the batches read are drained,
 //! stored and committed; a second signal exits at once. However it begins, the shutdown is
@@ -119,8 +120,12 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     // table (so the replay folds into them instead of opening them again) and the alerts
     // are delivered again, with the same ids, before anything else.
     let journal_path = data_dir.join("state").join("alerts.journal");
-    let (journal, journaled) = gatewatch_scoring::journal::AlertJournal::open(&journal_path)
-        .context("reading the alert journal")?;
+    let (journal, journaled) = gatewatch_scoring::journal::AlertJournal::open(
+        &journal_path,
+        engine.scoring().incidents().journal_mark(),
+    )
+    .context("reading the alert journal")?;
+    let journal_run = journal.run();
     let mut restored_from_journal = 0usize;
     for a in &journaled {
         if engine.scoring_mut().incidents_mut().restore_alerted(a) {
@@ -218,6 +223,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     // Batches are numbered from 1 on; the journal holds the alerts restored above under 0.
     let mut batch_seq = 0u64;
     if !journaled.is_empty() {
+        if !args.no_dashboard {
+            for a in &journaled {
+                feed.raise(a);
+            }
+        }
         let mut again = Processed::no_batch(batch_seq, None, false, None);
         again.alerts = journaled;
         again.journaled = true;
@@ -228,14 +238,20 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
 
     let mut events = 0u64;
     let mut last_record = Instant::now();
+    let mut was_in_group = false;
     let mut last_report = Instant::now();
     let mut batches_since_commit = 0usize;
     // The incident table as the sink writes it: taken on this thread, written on that one.
-    let snapshot = |engine: &Engine| -> Result<Vec<u8>> {
+    // It records the journal's last batch it covers: `seq`, the message it travels with.
+    let snapshot = |engine: &Engine, seq: u64| -> Result<Vec<u8>> {
+        let mark = gatewatch_scoring::journal::JournalMark {
+            run: journal_run,
+            seq,
+        };
         engine
             .scoring()
             .incidents()
-            .checkpoint_bytes(&checkpoint)
+            .checkpoint_bytes_marked(&checkpoint, Some(mark))
             .context("checkpointing incidents")
     };
     let mut dead_letters = DeadLetterRetry::default();
@@ -243,6 +259,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         loop {
             let next = source.next_batch_timeout(Duration::from_millis(200));
             let in_group = source.in_group();
+            if in_group && !was_in_group {
+                // Idle time counts from joining, not from starting.
+                last_record = Instant::now();
+            }
+            was_in_group = in_group;
             metrics.in_group.store(in_group, Ordering::Relaxed);
             let next = match next {
                 Err(gatewatch_ingest::Error::DeadLetterSink(error)) => {
@@ -261,12 +282,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     if batches_since_commit > 0 {
                         last_flush = Instant::now();
                         batches_since_commit = 0;
-                        let commit = Processed::no_batch(
-                            next_seq(&mut batch_seq),
-                            Some(snapshot(&engine)?),
-                            true,
-                            None,
-                        );
+                        let seq = next_seq(&mut batch_seq);
+                        let commit =
+                            Processed::no_batch(seq, Some(snapshot(&engine, seq)?), true, None);
                         if to_sink.send(commit).is_err() {
                             // The sink stopped on an error; joining it below reports it.
                             break;
@@ -299,19 +317,17 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 {
                     last_flush = Instant::now();
                     batches_since_commit = 0;
-                    let commit = Processed::no_batch(
-                        next_seq(&mut batch_seq),
-                        Some(snapshot(&engine)?),
-                        true,
-                        None,
-                    );
+                    let seq = next_seq(&mut batch_seq);
+                    let commit =
+                        Processed::no_batch(seq, Some(snapshot(&engine, seq)?), true, None);
                     if to_sink.send(commit).is_err() {
                         // The sink stopped on an error; joining it below reports that error.
                         break;
                     }
                 }
                 // Joining the group (a dead member's session running out, say) is not
-                // idleness; it gets IDLE_EXIT_JOIN_GRACE more.
+                // idleness: the clock restarts on joining, and a run that has not joined
+                // gets IDLE_EXIT_JOIN_GRACE more before it gives up.
                 let idle_limit = |us: i64| {
                     let limit = Duration::from_micros(us.max(0) as u64);
                     if in_group {
@@ -429,7 +445,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 last_flush = Instant::now();
                 batches_since_commit = 0;
                 processed.commit = true;
-                processed.checkpoint = Some(snapshot(&engine)?);
+                processed.checkpoint = Some(snapshot(&engine, processed.seq)?);
             }
             if last_inventory.elapsed() >= Duration::from_secs(60) {
                 last_inventory = Instant::now();
@@ -462,9 +478,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     // acknowledges everything queued. After an error the last batch's alerts may not
     // have gone out: the checkpoint on disk stays the one of the last commit, so the
     // replay raises them again.
+    let seq = next_seq(&mut batch_seq);
     let last = Processed::no_batch(
-        next_seq(&mut batch_seq),
-        snapshot(&engine)
+        seq,
+        snapshot(&engine, seq)
             .map_err(|e| tracing::warn!("at shutdown: {e:#}"))
             .ok(),
         result.is_ok(),
@@ -836,9 +853,12 @@ fn alert_loop(
                 for s in sinks.iter_mut() {
                     s.send(a)?;
                 }
-                metrics.alert(a.incident.severity);
-                if a.activity == gatewatch_scoring::AlertActivity::Opened {
-                    metrics.incidents_opened.fetch_add(1, Ordering::Relaxed);
+                // Alerts sent again after a restart were counted when first sent.
+                if !p.journaled {
+                    metrics.alert(a.incident.severity);
+                    if a.activity == gatewatch_scoring::AlertActivity::Opened {
+                        metrics.incidents_opened.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             if !p.alerts.is_empty() {

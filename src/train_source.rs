@@ -181,13 +181,20 @@ impl KafkaReader {
     }
 
     fn next_batch(&mut self) -> Result<Option<TrainBatch>> {
-        // Idle time is time spent waiting here, not training on the previous batch.
-        let waiting_since = Instant::now();
+        // Idle time is time spent waiting here, not training on the previous batch, and
+        // counts from joining the group.
+        let mut waiting_since = Instant::now();
+        let mut was_in_group = self.source.as_ref().is_some_and(KafkaSource::in_group);
         loop {
             let Some(source) = self.source.as_mut() else {
                 return Ok(None);
             };
-            match source.next_batch_timeout(Duration::from_millis(200))? {
+            let batch = source.next_batch_timeout(Duration::from_millis(200))?;
+            if source.in_group() && !was_in_group {
+                waiting_since = Instant::now();
+            }
+            was_in_group = source.in_group();
+            match batch {
                 Some(sb) => {
                     if let Some(tok) = sb.ack {
                         source.acker().ack(tok);

@@ -91,9 +91,8 @@ pub fn query_object_id(query: &str) -> Option<&str> {
         }
         // Inside a longer value, exactly one run of digits, 3 to 18 long (18 digits always
         // fit a u64; shorter runs are more often a version or a page than an object).
-        let mut runs = value
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|r| !r.is_empty());
+        // A percent escape (`%2F`) is no digit run of its own.
+        let mut runs = digit_runs(value);
         if let (Some(run), None) = (runs.next(), runs.next())
             && (3..=18).contains(&run.len())
         {
@@ -103,9 +102,37 @@ pub fn query_object_id(query: &str) -> Option<&str> {
     None
 }
 
+/// The runs of ASCII digits in `value`, the two hex digits of a percent escape left out.
+fn digit_runs(value: &str) -> impl Iterator<Item = &str> {
+    let b = value.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            if b[i] == b'%'
+                && b.len() - i >= 3
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit()
+            {
+                i += 3;
+            } else if b[i].is_ascii_digit() {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                return value.get(start..i);
+            } else {
+                i += 1;
+            }
+        }
+        None
+    })
+}
+
 /// Whether a query parameter's name says it refers to one object: `id`, `…_id`, `…-id`,
 /// `…Id`/`…ID` (`orderId`), `…uuid`/`…guid`, or a file, document, invoice, account, order
-/// or user.
+/// or user. Ids that mark a position in a feed, or a request rather than an object
+/// (`since_id`, `after_id`, `max_id`, `lastEventId`, `cursor_id`, `request_id`,
+/// `trace_id`, …), do not: a poller asking for what came after id N walks ids by design.
 fn names_an_object(name: &str) -> bool {
     let b = name.as_bytes();
     if b.is_empty() || b.len() > 64 {
@@ -114,20 +141,39 @@ fn names_an_object(name: &str) -> bool {
     let ends = |suffix: &[u8]| {
         b.len() >= suffix.len() && b[b.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
     };
-    if b.eq_ignore_ascii_case(b"id")
-        || ends(b"_id")
-        || ends(b"-id")
-        || ends(b"uuid")
-        || ends(b"guid")
-    {
-        return true;
-    }
-    // camelCase: a lowercase letter, then `Id` or `ID`.
-    if b.len() > 2
+    // The part before the id suffix, for names that have one.
+    let stem_len = if b.eq_ignore_ascii_case(b"id") {
+        Some(0)
+    } else if ends(b"_id") || ends(b"-id") {
+        Some(b.len() - 3)
+    } else if ends(b"uuid") || ends(b"guid") {
+        Some(b.len() - 4)
+    } else if b.len() > 2
         && (b.ends_with(b"Id") || b.ends_with(b"ID"))
         && b[b.len() - 3].is_ascii_lowercase()
     {
-        return true;
+        // camelCase: a lowercase letter, then `Id` or `ID`.
+        Some(b.len() - 2)
+    } else {
+        None
+    };
+    if let Some(n) = stem_len {
+        let stem = &b[..n];
+        let starts = |w: &[u8]| stem.len() >= w.len() && stem[..w.len()].eq_ignore_ascii_case(w);
+        let has = |w: &[u8]| stem.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w));
+        const POSITIONS: [&[u8]; 13] = [
+            b"since", b"after", b"before", b"max", b"min", b"last", b"next", b"prev", b"cursor",
+            b"offset", b"start", b"from", b"page",
+        ];
+        const NOT_OBJECTS: [&[u8]; 6] = [
+            b"request",
+            b"trace",
+            b"correlation",
+            b"session",
+            b"nonce",
+            b"idempotency",
+        ];
+        return !POSITIONS.iter().any(|w| starts(w)) && !NOT_OBJECTS.iter().any(|w| has(w));
     }
     const NOUNS: [&[u8]; 9] = [
         b"file",
@@ -360,6 +406,17 @@ mod tests {
             ("", None),
             ("token=1234567890123456789", None),
             ("id=1234567890123456789", None), // 19 digits
+            ("file=invoices%2F5000304.pdf", Some("5000304")),
+            ("file=%2F%2F", None),
+            ("since_id=1000", None),
+            ("after_id=1000&page=2", None),
+            ("max_id=1000", None),
+            ("lastEventId=1000", None),
+            ("cursor_id=1000", None),
+            ("request_id=1000", None),
+            ("x-trace-id=1000", None),
+            ("sessionId=1000", None),
+            ("since_id=1000&message_id=77", Some("77")),
         ] {
             assert_eq!(query_object_id(q), want, "{q}");
         }

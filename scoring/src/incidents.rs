@@ -507,6 +507,10 @@ pub struct IncidentCounts {
     /// between two hand-overs (one batch's worth, under `gatewatch run`).
     #[serde(default)]
     pub closings_dropped: u64,
+    /// Candidates a restored incident had already counted before the restart, brought
+    /// again by the replay and not counted twice.
+    #[serde(default)]
+    pub replayed: u64,
 }
 
 type Key = (EntityKind, String, Category);
@@ -536,6 +540,13 @@ pub struct IncidentTable {
     /// checkpoint): run-time suppressions whose `until` is more than [`EXPIRY_GRACE_MS`]
     /// before it are dropped.
     now_ms: Option<i64>,
+    /// Incidents restored after a restart (from the checkpoint or the alert journal), with
+    /// the time of the last request they had counted: the replay from the last commit
+    /// brings those requests again, and a candidate no later than that is not counted a
+    /// second time. An entry goes once a later candidate comes or the incident closes.
+    replayed_until: HashMap<Key, i64>,
+    /// The journal mark of the checkpoint restored last.
+    journal_mark: Option<crate::journal::JournalMark>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -547,6 +558,9 @@ struct Checkpoint {
     /// are known to be. Absent from checkpoints of older builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     now_ms: Option<i64>,
+    /// The alert journal's last batch this checkpoint covers (`gatewatch run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    journal: Option<crate::journal::JournalMark>,
 }
 
 const CHECKPOINT_VERSION: u32 = 1;
@@ -563,6 +577,8 @@ impl IncidentTable {
             closed_since: std::collections::VecDeque::new(),
             closings_dropped_logged: 0,
             now_ms: None,
+            replayed_until: HashMap::new(),
+            journal_mark: None,
         }
     }
 
@@ -642,6 +658,14 @@ impl IncidentTable {
                 self.counts.suppressed += 1;
                 return (None, None);
             }
+            if let Some(&until) = self.replayed_until.get(&key) {
+                if c.time_ms <= until {
+                    // Counted before the restart; the replay brings it again.
+                    self.counts.replayed += 1;
+                    return (Some(inc.id.clone()), None);
+                }
+                self.replayed_until.remove(&key);
+            }
             fold(inc, &c);
             if c.severity > inc.alerted_severity && inc.status != IncidentStatus::Resolved {
                 inc.alerted_severity = c.severity;
@@ -659,6 +683,8 @@ impl IncidentTable {
         if self.open.len() >= self.cfg.max_open {
             self.evict_one();
         }
+        // A new incident: whatever a closed one with this key had counted is no concern.
+        self.replayed_until.remove(&key);
         let window_ms = secs_to_ms(self.cfg.id_window_secs);
         let bucket = c.time_ms.div_euclid(window_ms);
         let id = stable_id(&[
@@ -733,6 +759,7 @@ impl IncidentTable {
                 }
             }
         }
+        self.replayed_until.insert(key.clone(), inc.last_seen_ms);
         self.insert_open(key, inc.clone());
         true
     }
@@ -792,7 +819,16 @@ impl IncidentTable {
             }
         });
         self.counts.closed_idle += (closed.len() - before) as u64;
+        if !self.replayed_until.is_empty() {
+            let open = &self.open;
+            self.replayed_until.retain(|k, _| open.contains_key(k));
+        }
         closed
+    }
+
+    /// The alert journal mark of the checkpoint restored last, if it had one.
+    pub fn journal_mark(&self) -> Option<crate::journal::JournalMark> {
+        self.journal_mark
     }
 
     /// Open incidents, highest peak risk first.
@@ -893,11 +929,22 @@ impl IncidentTable {
     /// that another thread can write it with [`write_checkpoint`] (`path` only names the
     /// file in an error).
     pub fn checkpoint_bytes(&self, path: &Path) -> Result<Vec<u8>> {
+        self.checkpoint_bytes_marked(path, None)
+    }
+
+    /// As [`checkpoint_bytes`](Self::checkpoint_bytes), recording the alert journal's last
+    /// batch the checkpoint covers ([`journal_mark`](Self::journal_mark) after a restore).
+    pub fn checkpoint_bytes_marked(
+        &self,
+        path: &Path,
+        journal: Option<crate::journal::JournalMark>,
+    ) -> Result<Vec<u8>> {
         let cp = Checkpoint {
             version: CHECKPOINT_VERSION,
             incidents: self.open.values().cloned().collect(),
             suppressions: self.extra_suppressions.clone(),
             now_ms: self.now_ms,
+            journal,
         };
         serde_json::to_vec(&cp).map_err(|e| Error::Checkpoint {
             path: path.display().to_string(),
@@ -928,8 +975,11 @@ impl IncidentTable {
         }
         let n = cp.incidents.len();
         for inc in cp.incidents {
-            self.insert_open((inc.entity_kind, inc.entity.clone(), inc.category), inc);
+            let key = (inc.entity_kind, inc.entity.clone(), inc.category);
+            self.replayed_until.insert(key.clone(), inc.last_seen_ms);
+            self.insert_open(key, inc);
         }
+        self.journal_mark = cp.journal;
         self.extra_suppressions.clear();
         if let Some(now) = cp.now_ms {
             self.note_time(now);
@@ -1508,9 +1558,16 @@ mod tests {
         t.save_checkpoint(&path).unwrap();
         let mut r = IncidentTable::new(IncidentConfig::default());
         assert_eq!(r.load_checkpoint(&path).unwrap(), 1);
-        // The same request replayed does not open a second incident.
+        // The same request replayed neither opens a second incident nor counts twice.
         assert!(
             r.observe(cand("u1", Category::Bola, 1_000, 65.0, Severity::Medium))
+                .is_none()
+        );
+        assert_eq!(r.get(&a.incident.id).unwrap().count, 1);
+        assert_eq!(r.counts().replayed, 1);
+        // A later one counts.
+        assert!(
+            r.observe(cand("u1", Category::Bola, 1_500, 65.0, Severity::Medium))
                 .is_none()
         );
         assert_eq!(r.get(&a.incident.id).unwrap().count, 2);

@@ -11,9 +11,16 @@
 //! incidents back into the table ([`IncidentTable::restore_alerted`]) and delivers their
 //! alerts again with the same ids; the replay then folds into those incidents.
 //!
-//! Format: JSON lines, one alert each (`{"seq":…,"activity":…,"incident":{…}}`), `seq`
-//! being the batch that raised it in the current run. A line torn by a crash while it was
-//! written is skipped: its alert had not been delivered, since delivery waits for the sync.
+//! Format: JSON lines. A batch's alerts (`{"run":…,"seq":…,"activity":…,"incident":{…}}`)
+//! are followed by an end mark (`{"run":…,"end":…}`) and synced in one write; `run` is
+//! drawn anew at every start and `seq` numbers the batches of that run. Only batches with
+//! their end mark count: a tail without one was cut by a crash before its sync, so its
+//! alerts were never delivered, and it is dropped. A checkpoint records the last run and
+//! batch it covers ([`JournalMark`]); opening the journal leaves out what that mark covers,
+//! so a crash between writing a checkpoint and trimming the journal neither sends those
+//! alerts again nor brings back incidents that closed before the checkpoint.
+//!
+//! [`IncidentTable::restore_alerted`]: crate::incidents::IncidentTable::restore_alerted
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -24,27 +31,50 @@ use serde::{Deserialize, Serialize};
 use crate::incidents::{AlertActivity, Incident, IncidentAlert};
 use crate::{Error, Result};
 
+/// The last batch a checkpoint of the incident table covers: the journal's alerts of that
+/// run up to that batch are in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalMark {
+    /// The run (process start) that wrote the checkpoint.
+    pub run: u64,
+    /// Its last batch the checkpoint covers.
+    pub seq: u64,
+}
+
 /// One journaled alert.
 #[derive(Serialize, Deserialize)]
 struct Entry {
+    run: u64,
     seq: u64,
     activity: AlertActivity,
     incident: Incident,
 }
 
+/// The end of a batch's alerts.
+#[derive(Serialize, Deserialize)]
+struct End {
+    run: u64,
+    end: u64,
+}
+
 /// Alerts published since the last checkpoint, on disk.
 pub struct AlertJournal {
     path: PathBuf,
+    run: u64,
     file: std::fs::File,
-    /// The lines in the file (with their newline), by the batch that raised them.
+    /// The file's batches (their lines with the end mark), by sequence number.
     held: VecDeque<(u64, Vec<u8>)>,
+    /// A rewrite failed: the file may no longer be the journal, so nothing more is
+    /// appended (the run stops; the next start reads what was synced).
+    broken: bool,
 }
 
 impl AlertJournal {
-    /// Opens the journal at `path` (created when missing) and returns the alerts it holds:
-    /// those delivered, or about to be, after the last checkpoint was written. They are
-    /// kept, under sequence 0, until the first [`trim_through`](Self::trim_through).
-    pub fn open(path: &Path) -> Result<(Self, Vec<IncidentAlert>)> {
+    /// Opens the journal at `path` (created when missing) for a new run and returns the
+    /// alerts it holds that `covered` (the restored checkpoint's mark) does not: those
+    /// delivered, or about to be, after that checkpoint was written. They are kept, as
+    /// this run's batch 0, until its first [`trim_through`](Self::trim_through).
+    pub fn open(path: &Path, covered: Option<JournalMark>) -> Result<(Self, Vec<IncidentAlert>)> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -53,48 +83,71 @@ impl AlertJournal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(Error::io(path, e)),
         };
+        let damaged = |line: usize, what: &str| Error::Checkpoint {
+            path: path.display().to_string(),
+            message: format!("alert journal line {line}: {what}"),
+        };
         let mut alerts = Vec::new();
-        let mut held = VecDeque::new();
-        let lines: Vec<&[u8]> = text
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .collect();
-        for (i, line) in lines.iter().enumerate() {
-            match serde_json::from_slice::<Entry>(line) {
-                Ok(mut e) => {
-                    alerts.push(IncidentAlert {
-                        activity: e.activity,
-                        incident: e.incident.clone(),
-                    });
-                    e.seq = 0;
-                    held.push_back((0, encode(&e, path)?));
-                }
-                // Only the last line can be torn by a crash; anything else is damage that
-                // would make the restart forget alerts it had published.
-                Err(_) if i + 1 == lines.len() => {
-                    tracing::warn!(
-                        path = %path.display(),
-                        "the alert journal's last line is incomplete (written when the \
-                         process stopped, never delivered); skipped"
-                    );
-                }
-                Err(e) => {
-                    return Err(Error::Checkpoint {
-                        path: path.display().to_string(),
-                        message: format!("alert journal line {}: {e}", i + 1),
-                    });
-                }
+        // Alerts of the batch being read, and the first line that could not be read since
+        // the last end mark.
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut unreadable: Option<usize> = None;
+        for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
             }
+            if let Ok(e) = serde_json::from_slice::<Entry>(line) {
+                batch.push(e);
+            } else if let Ok(end) = serde_json::from_slice::<End>(line) {
+                // A batch with its end mark was synced whole; a line that cannot be read
+                // before the mark is damage, not a torn write.
+                if let Some(bad) = unreadable {
+                    return Err(damaged(bad, "unreadable inside a complete batch"));
+                }
+                if batch.iter().any(|e| e.run != end.run || e.seq != end.end) {
+                    return Err(damaged(i + 1, "end mark of another batch"));
+                }
+                let is_covered = covered.is_some_and(|m| m.run == end.run && end.end <= m.seq);
+                for e in batch.drain(..) {
+                    if !is_covered {
+                        alerts.push(IncidentAlert {
+                            activity: e.activity,
+                            incident: e.incident,
+                        });
+                    }
+                }
+            } else {
+                unreadable.get_or_insert(i + 1);
+            }
+        }
+        if !batch.is_empty() || unreadable.is_some() {
+            tracing::warn!(
+                path = %path.display(),
+                "the alert journal ends in a batch without its end mark (written as the \
+                 process stopped, never delivered); dropped"
+            );
+        }
+        let run = new_run_id();
+        let mut held = VecDeque::new();
+        if !alerts.is_empty() {
+            held.push_back((0, batch_bytes(run, 0, &alerts, path)?));
         }
         let file = rewrite(path, &held)?;
         Ok((
             AlertJournal {
                 path: path.to_path_buf(),
+                run,
                 file,
                 held,
+                broken: false,
             },
             alerts,
         ))
+    }
+
+    /// This run's id, for the checkpoints' [`JournalMark`].
+    pub fn run(&self) -> u64 {
+        self.run
     }
 
     /// Writes the alerts of batch `seq` and syncs them: call before delivering them.
@@ -102,74 +155,110 @@ impl AlertJournal {
         if alerts.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        let start = self.held.len();
-        for a in alerts {
-            let line = encode(
-                &Entry {
-                    seq,
-                    activity: a.activity,
-                    incident: a.incident.clone(),
-                },
-                &self.path,
-            )?;
-            buf.extend_from_slice(&line);
-            self.held.push_back((seq, line));
+        if self.broken {
+            return Err(Error::Checkpoint {
+                path: self.path.display().to_string(),
+                message: "the alert journal could not be rewritten; nothing more is \
+                          journaled (restart to go on)"
+                    .into(),
+            });
         }
-        let written = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            // Not held: the caller stops without delivering them.
-            self.held.truncate(start);
-            return Err(Error::io(&self.path, e));
-        }
+        let bytes = batch_bytes(self.run, seq, alerts, &self.path)?;
+        self.file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| {
+                // Part of the batch may be in the file, without its end mark, which a
+                // restart drops; nothing may follow it.
+                self.broken = true;
+                Error::io(&self.path, e)
+            })?;
+        self.held.push_back((seq, bytes));
         Ok(())
     }
 
     /// Forgets the alerts of batches up to `seq`, once a checkpoint of the incident table
-    /// after that batch is on disk.
+    /// after that batch (marked with this run and `seq`) is on disk.
     pub fn trim_through(&mut self, seq: u64) -> Result<()> {
         let before = self.held.len();
         while self.held.front().is_some_and(|(s, _)| *s <= seq) {
             self.held.pop_front();
         }
         if self.held.len() != before {
-            self.file = rewrite(&self.path, &self.held)?;
+            match rewrite(&self.path, &self.held) {
+                Ok(file) => self.file = file,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Alerts held (written after the last checkpoint).
+    /// Batches held (journaled after the last checkpoint).
     pub fn len(&self) -> usize {
         self.held.len()
     }
 
-    /// True when no alert is held.
+    /// True when no batch is held.
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 }
 
-fn encode(e: &Entry, path: &Path) -> Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(e).map_err(|err| Error::Checkpoint {
-        path: path.display().to_string(),
-        message: err.to_string(),
-    })?;
-    line.push(b'\n');
-    Ok(line)
+/// A run id that differs from every earlier one: the clock in nanoseconds, mixed with the
+/// process id.
+fn new_run_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 48)
 }
 
-/// Replaces the file with `held` (a temporary file, synced, renamed) and opens it for
-/// appending.
+/// A batch's lines: its alerts, then its end mark.
+fn batch_bytes(run: u64, seq: u64, alerts: &[IncidentAlert], path: &Path) -> Result<Vec<u8>> {
+    let encode_err = |err: serde_json::Error| Error::Checkpoint {
+        path: path.display().to_string(),
+        message: err.to_string(),
+    };
+    let mut out = Vec::new();
+    for a in alerts {
+        serde_json::to_writer(
+            &mut out,
+            &Entry {
+                run,
+                seq,
+                activity: a.activity,
+                incident: a.incident.clone(),
+            },
+        )
+        .map_err(encode_err)?;
+        out.push(b'\n');
+    }
+    serde_json::to_writer(&mut out, &End { run, end: seq }).map_err(encode_err)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Replaces the file with `held`: written to a temporary file and synced, renamed over the
+/// journal (the directory synced too), and the temporary file's handle kept for appending,
+/// so that once the rename is done nothing can fail and leave appends going elsewhere.
 fn rewrite(path: &Path, held: &VecDeque<(u64, Vec<u8>)>) -> Result<std::fs::File> {
-    let bytes: Vec<u8> = held.iter().flat_map(|(_, l)| l.iter().copied()).collect();
-    crate::incidents::write_checkpoint(path, &bytes)?;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))
+    let tmp = path.with_extension("journal.tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    for (_, bytes) in held {
+        file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    }
+    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        d.sync_all().map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -204,58 +293,88 @@ mod tests {
         }
     }
 
+    fn alerts() -> (IncidentAlert, IncidentAlert) {
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        let a1 = t.observe(cand("u1", 1_000, Severity::Medium)).unwrap();
+        let a2 = t.observe(cand("u2", 2_000, Severity::High)).unwrap();
+        (a1, a2)
+    }
+
     #[test]
     fn journaled_alerts_come_back_until_a_checkpoint_covers_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state").join("alerts.journal");
-        let mut t = IncidentTable::new(IncidentConfig::default());
-        let a1 = t.observe(cand("u1", 1_000, Severity::Medium)).unwrap();
-        let a2 = t.observe(cand("u2", 2_000, Severity::High)).unwrap();
-        {
-            let (mut j, back) = AlertJournal::open(&path).unwrap();
+        let (a1, a2) = alerts();
+        let run = {
+            let (mut j, back) = AlertJournal::open(&path, None).unwrap();
             assert!(back.is_empty());
             j.append(1, std::slice::from_ref(&a1)).unwrap();
             j.append(2, std::slice::from_ref(&a2)).unwrap();
             j.trim_through(1).unwrap();
             assert_eq!(j.len(), 1);
-        }
+            j.run()
+        };
         // A restart finds the alert no checkpoint covered, with the same id.
-        let (mut j, back) = AlertJournal::open(&path).unwrap();
+        let (mut j, back) = AlertJournal::open(&path, Some(JournalMark { run, seq: 1 })).unwrap();
+        assert_ne!(j.run(), run);
         assert_eq!(back, vec![a2.clone()]);
         assert_eq!(back[0].alert_id(), a2.alert_id());
-        // Held under sequence 0 until this run's first checkpoint.
+        // Held as this run's batch 0 until its first checkpoint.
         j.append(1, std::slice::from_ref(&a1)).unwrap();
         j.trim_through(0).unwrap();
         assert_eq!(j.len(), 1);
         drop(j);
-        let (_, back) = AlertJournal::open(&path).unwrap();
+        let (_, back) = AlertJournal::open(&path, None).unwrap();
         assert_eq!(back, vec![a1]);
     }
 
     #[test]
-    fn a_torn_last_line_is_skipped_and_damage_elsewhere_refused() {
+    fn a_crash_between_checkpoint_and_trim_brings_nothing_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerts.journal");
-        let mut t = IncidentTable::new(IncidentConfig::default());
-        let a1 = t.observe(cand("u1", 1_000, Severity::Medium)).unwrap();
+        let (a1, a2) = alerts();
+        let (mut j, _) = AlertJournal::open(&path, None).unwrap();
+        j.append(1, std::slice::from_ref(&a1)).unwrap();
+        j.append(2, std::slice::from_ref(&a2)).unwrap();
+        let mark = JournalMark {
+            run: j.run(),
+            seq: 1,
+        };
+        drop(j); // the checkpoint of batch 1 is written, the trim never happens
+        let (_, back) = AlertJournal::open(&path, Some(mark)).unwrap();
+        assert_eq!(back, vec![a2]);
+    }
+
+    #[test]
+    fn a_batch_without_its_end_mark_is_dropped_and_damage_before_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.journal");
+        let (a1, a2) = alerts();
         {
-            let (mut j, _) = AlertJournal::open(&path).unwrap();
+            let (mut j, _) = AlertJournal::open(&path, None).unwrap();
             j.append(1, std::slice::from_ref(&a1)).unwrap();
         }
-        let mut bytes = std::fs::read(&path).unwrap();
-        let whole = bytes.clone();
-        bytes.extend_from_slice(&whole[..whole.len() / 2]);
+        let whole = std::fs::read(&path).unwrap();
+        // A second batch cut mid-write: its alert line torn, no end mark.
+        let second = batch_bytes(7, 2, std::slice::from_ref(&a2), &path).unwrap();
+        let mut bytes = whole.clone();
+        bytes.extend_from_slice(&second[..second.len() / 2]);
         std::fs::write(&path, &bytes).unwrap();
-        let (_, back) = AlertJournal::open(&path).unwrap();
-        assert_eq!(back, vec![a1.clone()], "the torn line is skipped");
-        // Reopening rewrote the file without it.
-        let (_, again) = AlertJournal::open(&path).unwrap();
-        assert_eq!(again, vec![a1.clone()]);
+        let (_, back) = AlertJournal::open(&path, None).unwrap();
+        assert_eq!(back, vec![a1.clone()], "the cut batch is dropped");
+        // A whole alert line without its end mark is dropped too (never synced).
+        let mut bytes = std::fs::read(&path).unwrap();
+        let cut = second.iter().position(|&b| b == b'\n').unwrap() + 1;
+        bytes.extend_from_slice(&second[..cut]);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, back) = AlertJournal::open(&path, None).unwrap();
+        assert_eq!(back, vec![a1.clone()]);
 
+        // An unreadable line inside a batch that has its end mark is damage.
         let mut damaged = b"{not json\n".to_vec();
-        damaged.extend_from_slice(&whole);
+        damaged.extend_from_slice(&std::fs::read(&path).unwrap());
         std::fs::write(&path, &damaged).unwrap();
-        let err = AlertJournal::open(&path)
+        let err = AlertJournal::open(&path, None)
             .err()
             .expect("refused")
             .to_string();

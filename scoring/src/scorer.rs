@@ -377,10 +377,11 @@ struct EndpointState {
     template: String,
     /// The batch that last updated it (see [`EndpointTable::slot`]).
     touched: u64,
-    /// (requests, authenticated requests), each weighted by 1 / the client's requests to
-    /// the endpoint in the window (so roughly client-windows), halved now and then so they
-    /// follow current traffic.
-    auth: (f32, f32),
+    /// (requests, weighted requests, weighted authenticated requests), a request weighing
+    /// 1 / the client's requests to the endpoint in the window (so the weighted counts are
+    /// roughly client-windows), all halved now and then so they follow current traffic.
+    /// The share is judged once there were 30 requests, whoever made them.
+    auth: (f32, f32, f32),
     /// One histogram per feature in [`EndpointTable::features`].
     stats: Vec<FeatureStats>,
 }
@@ -421,7 +422,7 @@ impl EndpointTable {
         let state = EndpointState {
             template: template.to_string(),
             touched: now,
-            auth: (0.0, 0.0),
+            auth: (0.0, 0.0, 0.0),
             stats: vec![FeatureStats::new(); self.features.len()],
         };
         let i = match self.free.pop() {
@@ -696,11 +697,13 @@ impl Scorer {
                 let Some(s) = slot_at(row) else { continue };
                 let w = per_client.map_or(1.0, |pc| 1.0 / pc.value(row).max(1.0));
                 let e = &mut self.endpoints.slots[s].auth;
-                e.0 += w;
-                e.1 += w * auth.value(row).clamp(0.0, 1.0);
+                e.0 += 1.0;
+                e.1 += w;
+                e.2 += w * auth.value(row).clamp(0.0, 1.0);
                 if e.0 >= 100_000.0 {
                     e.0 /= 2.0;
                     e.1 /= 2.0;
+                    e.2 /= 2.0;
                 }
             }
         }
@@ -730,7 +733,7 @@ impl Scorer {
         }
         // Per template, worked out once: each endpoint feature's population p99 (`None`
         // until 30 clients were sampled) and the share of authenticated requests (`None`
-        // until the weighted count reaches 30, about 30 clients).
+        // under 30 requests).
         let endpoint_p99: Vec<Vec<Option<f32>>> = (0..self.endpoints.features.len())
             .map(|fi| {
                 slot_of
@@ -748,8 +751,8 @@ impl Scorer {
             .iter()
             .map(|s| {
                 s.map(|s| self.endpoints.slots[s].auth)
-                    .filter(|(n, _)| *n >= 30.0)
-                    .map(|(n, a)| a / n)
+                    .filter(|&(n, w, _)| n >= 30.0 && w > 0.0)
+                    .map(|(_, w, a)| a / w)
             })
             .collect();
         let auth_share = |row: usize| {
@@ -1727,7 +1730,7 @@ mod tests {
             ..Default::default()
         };
         let keep = t.slot("/keep", 1).unwrap();
-        t.slots[keep].auth = (50.0, 50.0);
+        t.slots[keep].auth = (50.0, 50.0, 50.0);
         let mut junk = 0;
         for batch in 2..40 {
             // An endpoint in use every batch keeps its place and its counts…
@@ -1738,7 +1741,7 @@ mod tests {
             }
             assert!(t.len() <= MAX_ENDPOINTS && t.slots.len() <= MAX_ENDPOINTS);
         }
-        assert_eq!(t.slots[keep].auth, (50.0, 50.0));
+        assert_eq!(t.slots[keep].auth, (50.0, 50.0, 50.0));
         // …while the junk seen longest ago is gone and the latest is held.
         assert!(!t.index.contains_key("/junk0"));
         assert!(t.index.contains_key(&format!("/junk{}", junk - 1)));
