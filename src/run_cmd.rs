@@ -238,7 +238,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
 
     let mut events = 0u64;
     let mut last_record = Instant::now();
-    let mut was_in_group = false;
+    let mut joined = false;
     let mut last_report = Instant::now();
     let mut batches_since_commit = 0usize;
     // The incident table as the sink writes it: taken on this thread, written on that one.
@@ -259,11 +259,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         loop {
             let next = source.next_batch_timeout(Duration::from_millis(200));
             let in_group = source.in_group();
-            if in_group && !was_in_group {
-                // Idle time counts from joining, not from starting.
+            if in_group && !joined {
+                // Idle time counts from the first joining, not from starting.
                 last_record = Instant::now();
+                joined = true;
             }
-            was_in_group = in_group;
             metrics.in_group.store(in_group, Ordering::Relaxed);
             let next = match next {
                 Err(gatewatch_ingest::Error::DeadLetterSink(error)) => {
@@ -326,11 +326,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     }
                 }
                 // Joining the group (a dead member's session running out, say) is not
-                // idleness: the clock restarts on joining, and a run that has not joined
-                // gets IDLE_EXIT_JOIN_GRACE more before it gives up.
+                // idleness: the clock restarts on the first joining, and a run that has
+                // not joined yet gets IDLE_EXIT_JOIN_GRACE more before it gives up.
                 let idle_limit = |us: i64| {
                     let limit = Duration::from_micros(us.max(0) as u64);
-                    if in_group {
+                    if joined {
                         limit
                     } else {
                         limit + IDLE_EXIT_JOIN_GRACE

@@ -148,6 +148,8 @@ impl StoreReader {
 pub struct KafkaReader {
     source: Option<KafkaSource>,
     idle: Duration,
+    /// The consumer has been in its group at least once.
+    joined: bool,
 }
 
 /// How much longer than `idle` the reader waits for its consumer to join the group (the
@@ -177,23 +179,23 @@ impl KafkaReader {
         Ok(KafkaReader {
             source: Some(source),
             idle,
+            joined: false,
         })
     }
 
     fn next_batch(&mut self) -> Result<Option<TrainBatch>> {
         // Idle time is time spent waiting here, not training on the previous batch, and
-        // counts from joining the group.
+        // counts from the first joining of the group.
         let mut waiting_since = Instant::now();
-        let mut was_in_group = self.source.as_ref().is_some_and(KafkaSource::in_group);
         loop {
             let Some(source) = self.source.as_mut() else {
                 return Ok(None);
             };
             let batch = source.next_batch_timeout(Duration::from_millis(200))?;
-            if source.in_group() && !was_in_group {
+            if !self.joined && source.in_group() {
+                self.joined = true;
                 waiting_since = Instant::now();
             }
-            was_in_group = source.in_group();
             match batch {
                 Some(sb) => {
                     if let Some(tok) = sb.ack {
@@ -208,7 +210,7 @@ impl KafkaReader {
                     }));
                 }
                 None if waiting_since.elapsed()
-                    >= if source.in_group() {
+                    >= if self.joined {
                         self.idle
                     } else {
                         self.idle + JOIN_GRACE

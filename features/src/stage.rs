@@ -1021,9 +1021,10 @@ impl FeatureStage {
         out.tmpl.append_value(tmpl);
         // The path's id; failing that, one a query parameter names (`?order_id=1001`).
         let object_id = match id_span {
-            Some((a, b)) => path.get(a..b),
+            Some((a, b)) => path.get(a..b).map(std::borrow::Cow::Borrowed),
             None => query.and_then(crate::template::query_object_id),
         };
+        let object_id = object_id.as_deref();
         out.id.append_option(object_id);
 
         // Client.

@@ -73,11 +73,11 @@ pub fn is_id_like(seg: &str) -> bool {
 ///
 /// ```
 /// use gatewatch_features::template::query_object_id;
-/// assert_eq!(query_object_id("file=invoice-5000304.pdf"), Some("5000304"));
-/// assert_eq!(query_object_id("page=2&orderId=1001"), Some("1001"));
+/// assert_eq!(query_object_id("file=invoice-5000304.pdf").as_deref(), Some("5000304"));
+/// assert_eq!(query_object_id("page=2&orderId=1001").as_deref(), Some("1001"));
 /// assert_eq!(query_object_id("page=3&limit=50"), None);
 /// ```
-pub fn query_object_id(query: &str) -> Option<&str> {
+pub fn query_object_id(query: &str) -> Option<Cow<'_, str>> {
     for pair in query.split('&') {
         let Some((name, value)) = pair.split_once('=') else {
             continue;
@@ -85,47 +85,61 @@ pub fn query_object_id(query: &str) -> Option<&str> {
         if !names_an_object(name) {
             continue;
         }
-        let v = value.as_bytes();
-        if is_uuid(v) || (!v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit)) {
-            return Some(value);
-        }
-        // Inside a longer value, exactly one run of digits, 3 to 18 long (18 digits always
-        // fit a u64; shorter runs are more often a version or a page than an object).
-        // A percent escape (`%2F`) is no digit run of its own.
-        let mut runs = digit_runs(value);
-        if let (Some(run), None) = (runs.next(), runs.next())
-            && (3..=18).contains(&run.len())
-        {
-            return Some(run);
+        // Read as the server reads it: `invoice-%31001.pdf` is invoice 1001, and a digit
+        // hidden in an escape must neither split nor hide the id (twice-encoded values
+        // are decoded twice).
+        let found = if value.contains('%') {
+            let decoded = percent_decoded(&percent_decoded(value));
+            object_in_value(&decoded).map(|id| Cow::Owned(id.to_string()))
+        } else {
+            object_in_value(value).map(Cow::Borrowed)
+        };
+        if found.is_some() {
+            return found;
         }
     }
     None
 }
 
-/// The runs of ASCII digits in `value`, the two hex digits of a percent escape left out.
-fn digit_runs(value: &str) -> impl Iterator<Item = &str> {
+/// The object id in one parameter value: a number (up to 18 digits) as it is, a UUID
+/// whole, or inside a longer value its only run of 3 to 18 digits (18 digits always fit
+/// a u64; shorter runs are more often a version or a page than an object).
+fn object_in_value(value: &str) -> Option<&str> {
+    let v = value.as_bytes();
+    if is_uuid(v) || (!v.is_empty() && v.len() <= 18 && v.iter().all(u8::is_ascii_digit)) {
+        return Some(value);
+    }
+    let mut runs = value
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|r| !r.is_empty());
+    match (runs.next(), runs.next()) {
+        (Some(run), None) if (3..=18).contains(&run.len()) => Some(run),
+        _ => None,
+    }
+}
+
+/// `value` with its `%XX` escapes decoded (bytes that do not make UTF-8 become U+FFFD;
+/// a `%` not followed by two hex digits stays as it is).
+fn percent_decoded(value: &str) -> String {
     let b = value.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    std::iter::from_fn(move || {
-        while i < b.len() {
-            if b[i] == b'%'
-                && b.len() - i >= 3
-                && b[i + 1].is_ascii_hexdigit()
-                && b[i + 2].is_ascii_hexdigit()
-            {
-                i += 3;
-            } else if b[i].is_ascii_digit() {
-                let start = i;
-                while i < b.len() && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-                return value.get(start..i);
-            } else {
-                i += 1;
-            }
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
-        None
-    })
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a query parameter's name says it refers to one object: `id`, `…_id`, `…-id`,
@@ -158,22 +172,32 @@ fn names_an_object(name: &str) -> bool {
         None
     };
     if let Some(n) = stem_len {
-        let stem = &b[..n];
-        let starts = |w: &[u8]| stem.len() >= w.len() && stem[..w.len()].eq_ignore_ascii_case(w);
-        let has = |w: &[u8]| stem.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w));
-        const POSITIONS: [&[u8]; 13] = [
-            b"since", b"after", b"before", b"max", b"min", b"last", b"next", b"prev", b"cursor",
-            b"offset", b"start", b"from", b"page",
+        // The stem's words (split at `_`, `-` and camelCase humps), lowercased; a leading
+        // `x` (`x-request-id`) is dropped.
+        let words = stem_words(&name[..n]);
+        let words: &[String] = match words.split_first() {
+            Some((x, rest)) if x == "x" => rest,
+            _ => &words,
+        };
+        // A feed position: the first word says where to read from.
+        const POSITIONS: [&str; 11] = [
+            "since", "after", "before", "max", "min", "last", "next", "prev", "cursor", "offset",
+            "start",
         ];
-        const NOT_OBJECTS: [&[u8]; 6] = [
-            b"request",
-            b"trace",
-            b"correlation",
-            b"session",
-            b"nonce",
-            b"idempotency",
+        // Ids of a request or a conversation with the server, not of an object.
+        const NOT_OBJECTS: [&str; 6] = [
+            "request",
+            "trace",
+            "correlation",
+            "session",
+            "nonce",
+            "idempotency",
         ];
-        return !POSITIONS.iter().any(|w| starts(w)) && !NOT_OBJECTS.iter().any(|w| has(w));
+        let position = words
+            .first()
+            .is_some_and(|w| POSITIONS.contains(&w.as_str()));
+        let not_object = matches!(words, [w] if NOT_OBJECTS.contains(&w.as_str()));
+        return !position && !not_object;
     }
     const NOUNS: [&[u8]; 9] = [
         b"file",
@@ -187,6 +211,33 @@ fn names_an_object(name: &str) -> bool {
         b"object",
     ];
     NOUNS.iter().any(|n| b.eq_ignore_ascii_case(n))
+}
+
+/// The words of a parameter name's stem, lowercased: split at `_`, `-`, `.` and where a
+/// lowercase letter or digit is followed by an uppercase one (`lastEvent` → `last`,
+/// `event`).
+fn stem_words(stem: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in stem.chars() {
+        if matches!(c, '_' | '-' | '.') {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        word.push(c.to_ascii_lowercase());
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 fn is_uuid(b: &[u8]) -> bool {
@@ -407,7 +458,17 @@ mod tests {
             ("token=1234567890123456789", None),
             ("id=1234567890123456789", None), // 19 digits
             ("file=invoices%2F5000304.pdf", Some("5000304")),
+            ("file=invoice-%31001.pdf", Some("1001")),
+            ("file=invoices%252F5000304.pdf", Some("5000304")),
             ("file=%2F%2F", None),
+            ("file=%zz1234", Some("1234")),
+            ("from_account_id=12345", Some("12345")),
+            ("page_id=12345", Some("12345")),
+            ("previewId=12345", Some("12345")),
+            ("startupId=12345", Some("12345")),
+            ("pull_request_id=12345", Some("12345")),
+            ("requesterId=12345", Some("12345")),
+            ("x-request-id=12345", None),
             ("since_id=1000", None),
             ("after_id=1000&page=2", None),
             ("max_id=1000", None),
@@ -418,7 +479,7 @@ mod tests {
             ("sessionId=1000", None),
             ("since_id=1000&message_id=77", Some("77")),
         ] {
-            assert_eq!(query_object_id(q), want, "{q}");
+            assert_eq!(query_object_id(q).as_deref(), want, "{q}");
         }
     }
 

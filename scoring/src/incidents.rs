@@ -540,10 +540,12 @@ pub struct IncidentTable {
     /// checkpoint): run-time suppressions whose `until` is more than [`EXPIRY_GRACE_MS`]
     /// before it are dropped.
     now_ms: Option<i64>,
-    /// Incidents restored after a restart (from the checkpoint or the alert journal), with
-    /// the time of the last request they had counted: the replay from the last commit
-    /// brings those requests again, and a candidate no later than that is not counted a
-    /// second time. An entry goes once a later candidate comes or the incident closes.
+    /// Incidents restored from the alert journal after a restart, with the time of the last
+    /// request they had counted: the replay from the last commit brings those requests
+    /// again, and a candidate no later than that (that would not escalate it) is not
+    /// counted a second time. An entry goes once a later candidate comes or the incident
+    /// closes. (Incidents restored from the checkpoint get none: after a clean stop nothing
+    /// is replayed, and a late request from a partition behind the others is new.)
     replayed_until: HashMap<Key, i64>,
     /// The journal mark of the checkpoint restored last.
     journal_mark: Option<crate::journal::JournalMark>,
@@ -659,8 +661,9 @@ impl IncidentTable {
                 return (None, None);
             }
             if let Some(&until) = self.replayed_until.get(&key) {
-                if c.time_ms <= until {
-                    // Counted before the restart; the replay brings it again.
+                // Counted before the restart, the replay bringing it again; unless it would
+                // escalate the incident, which nothing counted before could have.
+                if c.time_ms <= until && c.severity <= inc.alerted_severity {
                     self.counts.replayed += 1;
                     return (Some(inc.id.clone()), None);
                 }
@@ -975,9 +978,7 @@ impl IncidentTable {
         }
         let n = cp.incidents.len();
         for inc in cp.incidents {
-            let key = (inc.entity_kind, inc.entity.clone(), inc.category);
-            self.replayed_until.insert(key.clone(), inc.last_seen_ms);
-            self.insert_open(key, inc);
+            self.insert_open((inc.entity_kind, inc.entity.clone(), inc.category), inc);
         }
         self.journal_mark = cp.journal;
         self.extra_suppressions.clear();
@@ -1558,16 +1559,11 @@ mod tests {
         t.save_checkpoint(&path).unwrap();
         let mut r = IncidentTable::new(IncidentConfig::default());
         assert_eq!(r.load_checkpoint(&path).unwrap(), 1);
-        // The same request replayed neither opens a second incident nor counts twice.
+        // The same request replayed does not open a second incident. (From a checkpoint it
+        // counts again: only incidents restored from the alert journal skip what they had
+        // counted.)
         assert!(
             r.observe(cand("u1", Category::Bola, 1_000, 65.0, Severity::Medium))
-                .is_none()
-        );
-        assert_eq!(r.get(&a.incident.id).unwrap().count, 1);
-        assert_eq!(r.counts().replayed, 1);
-        // A later one counts.
-        assert!(
-            r.observe(cand("u1", Category::Bola, 1_500, 65.0, Severity::Medium))
                 .is_none()
         );
         assert_eq!(r.get(&a.incident.id).unwrap().count, 2);
@@ -1620,11 +1616,30 @@ mod tests {
         assert!(t.restore_alerted(&other));
         assert_eq!(t.len(), 2);
         // The replay folds into the restored incidents: no second opening, no repeat of
-        // the escalation.
+        // the escalation, and what they had counted is not counted again.
+        let count = |t: &IncidentTable, id: &str| t.get(id).unwrap().count;
+        let before = count(&t, &other.incident.id);
+        assert_eq!(
+            t.observe(cand("u2", Category::Bola, 3_000, 65.0, Severity::Medium)),
+            None
+        );
+        assert_eq!(
+            count(&t, &other.incident.id),
+            before,
+            "replayed, not counted"
+        );
+        assert_eq!(t.counts().replayed, 1);
+        // A candidate as old that would escalate is new: counted, and it alerts.
+        let up = t
+            .observe(cand("u2", Category::Bola, 2_900, 95.0, Severity::Critical))
+            .expect("an escalation");
+        assert_eq!(up.activity, AlertActivity::Escalated);
+        assert_eq!(count(&t, &other.incident.id), before + 1);
         assert_eq!(
             t.observe(cand("u2", Category::Bola, 3_500, 70.0, Severity::Medium)),
             None
         );
+        assert_eq!(count(&t, &other.incident.id), before + 2);
         assert_eq!(
             t.observe(cand("u1", Category::Bola, 2_500, 95.0, Severity::Critical)),
             None

@@ -92,6 +92,8 @@ impl AlertJournal {
         // the last end mark.
         let mut batch: Vec<Entry> = Vec::new();
         let mut unreadable: Option<usize> = None;
+        // The newest run seen, so that this one's id is above it whatever the clock says.
+        let mut newest_run = covered.map_or(0, |m| m.run);
         for (i, line) in text.split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
@@ -99,10 +101,15 @@ impl AlertJournal {
             if let Ok(e) = serde_json::from_slice::<Entry>(line) {
                 batch.push(e);
             } else if let Ok(end) = serde_json::from_slice::<End>(line) {
+                newest_run = newest_run.max(end.run);
                 // A batch with its end mark was synced whole; a line that cannot be read
                 // before the mark is damage, not a torn write.
                 if let Some(bad) = unreadable {
-                    return Err(damaged(bad, "unreadable inside a complete batch"));
+                    return Err(damaged(
+                        bad,
+                        "unreadable inside a batch that was synced whole; move the file \
+                         aside to start without it (its alerts will not be sent again)",
+                    ));
                 }
                 if batch.iter().any(|e| e.run != end.run || e.seq != end.end) {
                     return Err(damaged(i + 1, "end mark of another batch"));
@@ -127,7 +134,7 @@ impl AlertJournal {
                  process stopped, never delivered); dropped"
             );
         }
-        let run = new_run_id();
+        let run = new_run_id().max(newest_run.saturating_add(1));
         let mut held = VecDeque::new();
         if !alerts.is_empty() {
             held.push_back((0, batch_bytes(run, 0, &alerts, path)?));
@@ -207,8 +214,8 @@ impl AlertJournal {
     }
 }
 
-/// A run id that differs from every earlier one: the clock in nanoseconds, mixed with the
-/// process id.
+/// A run id from the clock in nanoseconds, mixed with the process id ([`AlertJournal::open`]
+/// also keeps it above every run id it has seen, in case the clock went back).
 fn new_run_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
