@@ -1083,10 +1083,17 @@ pub fn write_checkpoint(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cand(entity: &str, cat: Category, t: i64, risk: f32, sev: Severity) -> AlertCandidate {
+    /// A candidate about client `entity` (shared with the journal's tests).
+    pub(crate) fn cand(
+        entity: &str,
+        cat: Category,
+        t: i64,
+        risk: f32,
+        sev: Severity,
+    ) -> AlertCandidate {
         AlertCandidate {
             entity_kind: EntityKind::Client,
             entity: entity.into(),

@@ -271,39 +271,18 @@ fn rewrite(path: &Path, held: &VecDeque<(u64, Vec<u8>)>) -> Result<std::fs::File
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incidents::{AlertCandidate, IncidentConfig, IncidentTable, SampleRequest};
-    use crate::{Category, EntityKind, Severity};
-
-    fn cand(entity: &str, t: i64, sev: Severity) -> AlertCandidate {
-        AlertCandidate {
-            entity_kind: EntityKind::Client,
-            entity: entity.into(),
-            category: Category::Bola,
-            detector: "bola_enumeration".into(),
-            time_ms: t,
-            risk: 80.0,
-            severity: sev,
-            contributions: Vec::new(),
-            sample: SampleRequest {
-                time_ms: t,
-                source_ip: "192.0.2.1".into(),
-                method: "GET".into(),
-                path: "/orders/1".into(),
-                query: None,
-                status: Some(200),
-                response_bytes: Some(10),
-                user_agent: None,
-                provenance: None,
-            },
-            endpoint: "GET /orders/{id}".into(),
-            label: None,
-        }
-    }
+    use crate::incidents::tests::cand;
+    use crate::incidents::{IncidentConfig, IncidentTable};
+    use crate::{Category, Severity};
 
     fn alerts() -> (IncidentAlert, IncidentAlert) {
         let mut t = IncidentTable::new(IncidentConfig::default());
-        let a1 = t.observe(cand("u1", 1_000, Severity::Medium)).unwrap();
-        let a2 = t.observe(cand("u2", 2_000, Severity::High)).unwrap();
+        let a1 = t
+            .observe(cand("u1", Category::Bola, 1_000, 65.0, Severity::Medium))
+            .unwrap();
+        let a2 = t
+            .observe(cand("u2", Category::Bola, 2_000, 80.0, Severity::High))
+            .unwrap();
         (a1, a2)
     }
 
