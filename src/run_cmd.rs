@@ -254,6 +254,16 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             .checkpoint_bytes_marked(&checkpoint, Some(mark))
             .context("checkpointing incidents")
     };
+    // A message that carries no batch, only a commit with its checkpoint.
+    let commit = |engine: &Engine, batch_seq: &mut u64| -> Result<Processed> {
+        let seq = next_seq(batch_seq);
+        Ok(Processed::no_batch(
+            seq,
+            Some(snapshot(engine, seq)?),
+            true,
+            None,
+        ))
+    };
     let mut dead_letters = DeadLetterRetry::default();
     let result: Result<()> = (|| {
         loop {
@@ -282,10 +292,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     if batches_since_commit > 0 {
                         last_flush = Instant::now();
                         batches_since_commit = 0;
-                        let seq = next_seq(&mut batch_seq);
-                        let commit =
-                            Processed::no_batch(seq, Some(snapshot(&engine, seq)?), true, None);
-                        if to_sink.send(commit).is_err() {
+                        if to_sink.send(commit(&engine, &mut batch_seq)?).is_err() {
                             // The sink stopped on an error; joining it below reports it.
                             break;
                         }
@@ -317,10 +324,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 {
                     last_flush = Instant::now();
                     batches_since_commit = 0;
-                    let seq = next_seq(&mut batch_seq);
-                    let commit =
-                        Processed::no_batch(seq, Some(snapshot(&engine, seq)?), true, None);
-                    if to_sink.send(commit).is_err() {
+                    if to_sink.send(commit(&engine, &mut batch_seq)?).is_err() {
                         // The sink stopped on an error; joining it below reports that error.
                         break;
                     }

@@ -1063,23 +1063,28 @@ pub fn write_checkpoint(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let tmp = path.with_extension("tmp");
-    // Synced before and after the rename: the input offsets are committed right after
-    // this returns, so a power cut must find either the old checkpoint or the new one
-    // whole, never an empty file or a rename the disk never saw.
-    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Directories cannot be opened for syncing everywhere; where they can, the
-        // rename is made durable too.
-        if let Ok(d) = std::fs::File::open(dir) {
-            d.sync_all().map_err(|e| Error::io(dir, e))?;
-        }
+    // The input offsets are committed right after this returns.
+    replace_durably(path, &path.with_extension("tmp"), &[bytes]).map(drop)
+}
+
+/// Replaces `path` with `parts` written in order: to `tmp`, synced, renamed over `path`,
+/// and the rename synced where the directory can be opened for it, so a power cut finds
+/// the old file or the new one whole, never an empty file or a rename the disk never saw.
+/// Returns the new file's handle, positioned at its end (the alert journal appends to
+/// it: once the rename is done nothing can fail and leave appends going elsewhere).
+pub(crate) fn replace_durably(path: &Path, tmp: &Path, parts: &[&[u8]]) -> Result<std::fs::File> {
+    let mut file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+    for part in parts {
+        file.write_all(part).map_err(|e| Error::io(tmp, e))?;
     }
-    Ok(())
+    file.sync_all().map_err(|e| Error::io(tmp, e))?;
+    std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        d.sync_all().map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

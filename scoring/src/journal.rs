@@ -249,23 +249,13 @@ fn batch_bytes(run: u64, seq: u64, alerts: &[IncidentAlert], path: &Path) -> Res
     Ok(out)
 }
 
-/// Replaces the file with `held`: written to a temporary file and synced, renamed over the
-/// journal (the directory synced too), and the temporary file's handle kept for appending,
-/// so that once the rename is done nothing can fail and leave appends going elsewhere.
+/// Replaces the file with `held` (see [`replace_durably`]) and returns the handle to append
+/// to.
+///
+/// [`replace_durably`]: crate::incidents::replace_durably
 fn rewrite(path: &Path, held: &VecDeque<(u64, Vec<u8>)>) -> Result<std::fs::File> {
-    let tmp = path.with_extension("journal.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    for (_, bytes) in held {
-        file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    }
-    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        d.sync_all().map_err(|e| Error::io(dir, e))?;
-    }
-    Ok(file)
+    let parts: Vec<&[u8]> = held.iter().map(|(_, b)| b.as_slice()).collect();
+    crate::incidents::replace_durably(path, &path.with_extension("journal.tmp"), &parts)
 }
 
 #[cfg(test)]
