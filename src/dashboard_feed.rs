@@ -217,6 +217,8 @@ impl DashboardFeed {
                     "dashboard: false positive {} {}",
                     s.created_from, s.note
                 )),
+                // The entity is the incident's, as the client sent it: never a pattern.
+                exact_entity: true,
             });
         }
         out

@@ -203,6 +203,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
             endpoint: None,
             until_ms: None,
             reason: Some("internal services read across users by design".into()),
+            exact_entity: false,
         })
         .map_err(anyhow::Error::msg)?;
     for s in crate::suppress_cmd::load_suppressions(&data_dir)? {

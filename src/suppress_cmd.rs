@@ -149,6 +149,7 @@ fn suppression_from_args(args: SuppressArgs, now_us: i64) -> Result<Suppression>
         endpoint: args.endpoint,
         until_ms,
         reason: args.reason,
+        exact_entity: false,
     };
     if s.is_empty() {
         bail!(

@@ -312,6 +312,12 @@ pub struct Suppression {
     /// Why, for the audit trail.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Match `entity` as written, a trailing `*` included. Set on suppressions made from an
+    /// incident (an analyst's "false positive"): their entity is whatever the client sent
+    /// (a Basic-auth user name, a client id), and a client named `*` or `svc*` must not
+    /// silence every other client with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact_entity: bool,
 }
 
 impl Suppression {
@@ -323,8 +329,8 @@ impl Suppression {
         if let Some(e) = self.entity.as_deref() {
             // A trailing `*` matches a prefix: `svc-*` covers every internal service.
             let hit = match e.strip_suffix('*') {
-                Some(prefix) => c.entity.starts_with(prefix),
-                None => e == c.entity,
+                Some(prefix) if !self.exact_entity => c.entity.starts_with(prefix),
+                _ => e == c.entity,
             };
             if !hit {
                 return false;
@@ -350,7 +356,9 @@ impl Suppression {
     /// the bare prefix `*`, which every entity starts with), no category and no endpoint.
     /// Refused by validation and by [`IncidentTable::add_suppression`].
     pub fn is_empty(&self) -> bool {
-        self.entity.as_deref().is_none_or(|e| e == "*")
+        self.entity
+            .as_deref()
+            .is_none_or(|e| e == "*" && !self.exact_entity)
             && self.category.is_none()
             && self.endpoint.is_none()
     }
@@ -862,6 +870,7 @@ impl IncidentTable {
                 endpoint: None,
                 until_ms: None,
                 reason: Some(format!("false positive: incident {}", inc.id)),
+                exact_entity: true,
             };
             if let Err(e) = self.add_suppression(s.clone()) {
                 tracing::warn!("{e}");
@@ -1222,6 +1231,7 @@ pub(crate) mod tests {
                 endpoint: Some("/health".into()),
                 until_ms: Some(10_000),
                 reason: None,
+                exact_entity: false,
             }],
             ..Default::default()
         });
@@ -1245,6 +1255,7 @@ pub(crate) mod tests {
             endpoint: None,
             until_ms: None,
             reason: None,
+            exact_entity: false,
         };
         assert_eq!(t.add_suppression(svc_rule.clone()), Ok(true));
         // The same one again (a restart reads the file after restoring the checkpoint).
@@ -1263,6 +1274,34 @@ pub(crate) mod tests {
         assert!(t.observe(svc).is_some());
     }
 
+    /// A false positive on a client that calls itself `*` or `svc*` silences that client
+    /// only: the entity is what the client sent, not a pattern (as it is in config).
+    #[test]
+    fn a_false_positive_on_a_starred_entity_silences_that_entity_only() {
+        for name in ["*", "svc*"] {
+            let mut t = IncidentTable::new(IncidentConfig::default());
+            let a = t
+                .observe(cand(name, Category::Bola, 1_000, 80.0, Severity::High))
+                .unwrap();
+            let s = t
+                .set_status(&a.incident.id, IncidentStatus::FalsePositive)
+                .unwrap()
+                .unwrap();
+            assert!(s.exact_entity);
+            // Stored and read back (the suppressions file), it stays exact.
+            let back: Suppression =
+                serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            assert_eq!(back, s);
+            assert!(!s.is_empty());
+            let other = cand("svc-billing", Category::Bola, 2_000, 80.0, Severity::High);
+            assert!(!back.matches(&other), "{name} silenced svc-billing");
+            assert!(t.observe(other).is_some(), "{name} silenced svc-billing");
+            let same = cand(name, Category::Bola, 3_000, 95.0, Severity::Critical);
+            assert!(back.matches(&same));
+            assert!(t.observe(same).is_none());
+        }
+    }
+
     #[test]
     fn suppressions_are_bounded_and_a_checkpoint_restores_them_once() {
         let mut t = IncidentTable::new(IncidentConfig::default());
@@ -1272,6 +1311,7 @@ pub(crate) mod tests {
             endpoint: None,
             until_ms: None,
             reason: None,
+            exact_entity: false,
         };
         for i in 0..MAX_SUPPRESSIONS {
             assert_eq!(t.add_suppression(nth(i)), Ok(true));
@@ -1299,6 +1339,7 @@ pub(crate) mod tests {
             endpoint: None,
             until_ms: None,
             reason: Some("oops".into()),
+            exact_entity: false,
         };
         // A `{}` line of the suppressions file parses into one.
         let parsed: Suppression = serde_json::from_str("{}").unwrap();
@@ -1354,6 +1395,7 @@ pub(crate) mod tests {
             endpoint: None,
             until_ms,
             reason: None,
+            exact_entity: false,
         };
         for i in 0..MAX_SUPPRESSIONS {
             assert_eq!(t.add_suppression(nth(i, Some(10_000))), Ok(true));
@@ -1412,6 +1454,7 @@ pub(crate) mod tests {
             endpoint: None,
             until_ms: Some(until),
             reason: None,
+            exact_entity: false,
         };
         assert_eq!(t.add_suppression(s.clone()), Ok(true));
         let ahead = until + 6 * 3_600_000;
