@@ -186,6 +186,9 @@ impl ScoringConfig {
         for (k, v) in [
             ("scoring.alert_threshold", self.alert_threshold),
             ("scoring.model_alert_threshold", self.model_alert_threshold),
+            // A bonus: negative would drop the findings a model confirms below the alert
+            // threshold, NaN would make every agreement critical.
+            ("scoring.agreement_bonus", self.agreement_bonus),
             ("scoring.severity.low", self.severity.low),
             ("scoring.severity.medium", self.severity.medium),
             ("scoring.severity.high", self.severity.high),
@@ -1380,6 +1383,15 @@ mod tests {
                 .unwrap_err()
                 .contains("scoring.alert_threshold")
         );
+        for bonus in [-50.0, f32::NAN, f32::NEG_INFINITY, 101.0] {
+            let c = ScoringConfig {
+                agreement_bonus: bonus,
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("scoring.agreement_bonus"), "{bonus}: {e}");
+        }
+        assert_eq!(ScoringConfig::default().validate(), Ok(()));
     }
 
     /// A batch of `n` rows at one time with the given Float32 columns (`None`: null) and
