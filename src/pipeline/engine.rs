@@ -614,7 +614,8 @@ impl Engine {
     }
 
     /// The incidents closed since the last call, for the store: those idle for
-    /// `[incidents] idle_close_secs` of event time as of the newest event, one closed when
+    /// `[incidents] idle_close_secs` of event time as of the scoring stage's watermark (the
+    /// least event-time clock of the input partitions delivering events), one closed when
     /// its entity came back after that, and those evicted from a full table.
     pub fn take_closings(&mut self) -> Vec<gatewatch_scoring::IncidentAlert> {
         self.scoring
