@@ -35,6 +35,9 @@ const STREAM_QUIET_AFTER: Duration = Duration::from_secs(60);
 /// one whose events arrived longest ago is forgotten.
 const MAX_STREAMS: usize = 4096;
 
+/// An input stream as a batch names it: Kafka topic and partition.
+type StreamKey<'a> = (Option<&'a str>, Option<i32>);
+
 /// How far one input stream (a Kafka topic and partition; all input without them is one
 /// stream) has come in event time.
 #[derive(Debug, Clone, Copy)]
@@ -92,7 +95,7 @@ impl ScoringStage {
             .and_then(|a| a.as_any().downcast_ref::<arrow::array::Int32Array>());
         // Rows of one stream mostly come together: look at the group of the row before
         // first.
-        let mut groups: Vec<((Option<&str>, Option<i32>), Vec<i64>)> = Vec::new();
+        let mut groups: Vec<(StreamKey<'_>, Vec<i64>)> = Vec::new();
         let mut last = 0usize;
         for (row, &t) in ts.iter().enumerate() {
             if t > latest_ms {
