@@ -979,3 +979,50 @@ fn a_stuck_shutdown_ends_at_its_deadline() {
         signalled.elapsed()
     );
 }
+
+/// An alert topic the brokers do not have stops the start with its name, instead of
+/// stalling consumption behind the first alert until its delivery times out.
+#[test]
+fn a_missing_alert_topic_stops_the_start_with_its_name() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch run missing alert topic test") else {
+        return;
+    };
+    let u = unique();
+    let input = format!("noalerts-input-{u}");
+    let alerts = format!("noalerts-alerts-{u}");
+    admin::create_topic(&brokers, &input, 1, Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &brokers,
+        &input,
+        &alerts,
+        &format!("noalerts-{u}"),
+    );
+    let data = dir.path().join("data");
+    let mut child = start_run_idle(&cfg, &data, free_port(), "120s");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gatewatch run did not stop within 60 s without its alert topic");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&format!("no topic \"{alerts}\"")),
+        "the error does not name the topic: {err}"
+    );
+}

@@ -160,6 +160,7 @@ impl KafkaAlertSink {
                 context: format!("creating the alert producer for {brokers}"),
                 message: e.to_string(),
             })?;
+        check_topic_exists(&producer, brokers, topic)?;
         Ok(Self {
             producer,
             topic: topic.to_string(),
@@ -168,6 +169,48 @@ impl KafkaAlertSink {
             failed_seen: 0,
         })
     }
+}
+
+/// How long the start waits for the brokers to say whether the alert topic exists.
+const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refuses to start when the brokers answer that `topic` does not exist. Otherwise the
+/// first alert would wait in the producer until its delivery timed out (`flush_timeout`
+/// later), consumption stalled behind it, and only then would the run stop. Brokers that
+/// create topics on first use create it here. Brokers that do not answer yet are not an
+/// error: the producer keeps trying, as it does for a broker lost later.
+fn check_topic_exists(
+    producer: &ThreadedProducer<DeliveryCounter>,
+    brokers: &str,
+    topic: &str,
+) -> Result<()> {
+    use rdkafka::types::RDKafkaErrorCode;
+    match producer
+        .client()
+        .fetch_metadata(Some(topic), TOPIC_CHECK_TIMEOUT)
+    {
+        Ok(md) => {
+            let missing = md.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error().is_some_and(|e| {
+                        RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition
+                    })
+            });
+            if missing {
+                return Err(Error::Kafka {
+                    context: format!("alert topic {topic:?}"),
+                    message: format!(
+                        "the brokers at {brokers} have no topic {topic:?}: create it \
+                         (gatewatch creates no topics), or set [alerts] topic"
+                    ),
+                });
+            }
+        }
+        Err(e) => tracing::warn!(
+            "could not check that alert topic {topic:?} exists ({e}); starting anyway"
+        ),
+    }
+    Ok(())
 }
 
 /// The alert producer's librdkafka settings: lz4 batches lingering 5 ms unless
