@@ -14,11 +14,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::DecodedBatch;
 
+/// Most rows a batch may hold. A batch's text columns are Arrow strings, whose offsets
+/// are 32-bit: a column holds at most 2 GiB. The longest value a decoder keeps in one
+/// column is 8 KiB (a query; WAF rule ids per event are at most 64 of 128 bytes), so
+/// 65,536 rows stay at a quarter of that whatever the records hold; 262,144 rows of long
+/// queries would overflow it.
+pub const MAX_BATCH_ROWS: usize = 1 << 16;
+
 /// When a batch closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Batching {
-    /// Close a batch at this many records (events plus dead letters). Default 8192.
+    /// Close a batch at this many records (events plus dead letters). Default 8192, at
+    /// most [`MAX_BATCH_ROWS`].
     pub max_rows: usize,
     /// Close a non-empty batch this long after its first record. Default 200 ms.
     #[serde(with = "millis", rename = "linger_ms")]
@@ -37,9 +45,9 @@ impl Default for Batching {
 impl Batching {
     /// Checks the limits, naming the bad setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_rows == 0 || self.max_rows > 1 << 20 {
+        if self.max_rows == 0 || self.max_rows > MAX_BATCH_ROWS {
             return Err(format!(
-                "batch.max_rows must be between 1 and 1048576, got {}",
+                "batch.max_rows must be between 1 and {MAX_BATCH_ROWS}, got {}",
                 self.max_rows
             ));
         }
@@ -75,4 +83,26 @@ pub struct SourceBatch {
     /// Hand back to the source's acknowledger once the batch's results are durable.
     /// `None` for sources that need no acknowledgement (files).
     pub ack: Option<kafka::AckToken>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_rows_are_capped_where_text_columns_cannot_overflow() {
+        let at = |max_rows| Batching {
+            max_rows,
+            ..Batching::default()
+        };
+        assert_eq!(at(MAX_BATCH_ROWS).validate(), Ok(()));
+        for bad in [0, MAX_BATCH_ROWS + 1, 1 << 20] {
+            let e = at(bad).validate().unwrap_err();
+            assert!(e.contains("batch.max_rows") && e.contains("65536"), "{e}");
+        }
+        // The longest value kept per row in one column, times the rows, within i32 offsets
+        // with room to spare.
+        let longest = crate::schema::MAX_QUERY_BYTES.max(64 * 128);
+        assert!(MAX_BATCH_ROWS * longest <= (i32::MAX as usize) / 2);
+    }
 }
