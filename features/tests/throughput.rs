@@ -92,6 +92,21 @@ fn throughput_with_100k_clients() {
         s2.clients,
         s2.evictions
     );
+    // The workload is the one the figures are quoted for, and the state stays within the
+    // stage's bounds. (The rates are this machine's and are not asserted.)
+    assert!(s.clients >= 99_000, "{} clients tracked", s.clients);
+    assert!(s.endpoints >= 200, "{} endpoints", s.endpoints);
+    assert!(
+        s.bytes_per_client <= 1024,
+        "{} bytes per tracked client",
+        s.bytes_per_client
+    );
+    assert!(
+        s2.bytes <= s.bytes + s.bytes / 20,
+        "state grew from {} to {} bytes over five passes",
+        s.bytes,
+        s2.bytes
+    );
 }
 
 /// CPU time this thread has run, from `/proc/thread-self/schedstat` (Linux); `None`
