@@ -631,7 +631,12 @@ async fn hostile_text_passes_through_as_json_data_unchanged() {
 async fn page_code_never_turns_data_into_markup() {
     let (app, _) = app(None);
     for asset in ["/assets/app.js", "/assets/login.js"] {
-        let js = body_text(send(&app, get(asset), Body::empty()).await).await;
+        let resp = send(&app, get(asset), Body::empty()).await;
+        // The page code itself, not an error page, is what is searched.
+        assert_eq!(resp.status(), StatusCode::OK, "{asset}");
+        let kind = resp.headers()[header::CONTENT_TYPE].to_str().unwrap();
+        assert!(kind.contains("javascript"), "{asset}: {kind}");
+        let js = body_text(resp).await;
         let code: String = js
             .lines()
             .filter(|l| !l.trim_start().starts_with("//"))
