@@ -13,7 +13,12 @@ use gatewatch_hunt::{Store, StoreConfig};
 use gatewatch_simulator::SimConfig;
 
 const PASSWORD: &str = "hunt-test-pw";
-const PSQL: &str = "/usr/bin/psql";
+/// `psql` as the PATH finds it (where `.ci/run` checks for it).
+fn psql_path() -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("psql"))
+        .find(|p| p.is_file())
+}
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -66,7 +71,7 @@ fn start_server(dir: &Path) -> Server {
 }
 
 fn psql(port: u16, password: &str, commands: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(PSQL);
+    let mut cmd = Command::new(psql_path().expect("psql is on the PATH"));
     cmd.args([
         "-X",
         "-A",
@@ -109,7 +114,7 @@ fn psql_and_psycopg_query_the_store_and_cannot_write() {
     let server = start_server(tmp.path());
     let mut ran = 0;
 
-    if Path::new(PSQL).exists() {
+    if psql_path().is_some() {
         ran += 1;
         let (ok, out, err) = psql(server.port, PASSWORD, &["SELECT count(*) FROM events"]);
         assert!(ok, "psql failed: {err}");
@@ -160,7 +165,7 @@ fn psql_and_psycopg_query_the_store_and_cannot_write() {
             "{err}"
         );
     } else {
-        missing(PSQL);
+        missing("psql (PostgreSQL client) on the PATH");
     }
 
     let python = std::env::var("GATEWATCH_PYTHON").ok().filter(|p| {
