@@ -30,6 +30,7 @@ fn batching(max_rows: usize) -> Batching {
     Batching {
         max_rows,
         linger: Duration::from_millis(200),
+        ..Batching::default()
     }
 }
 
@@ -499,8 +500,9 @@ fn lines_read_before_a_truncated_gzip_come_out_before_the_error() {
         vec![cut.display().to_string()],
         decoder(),
         Batching {
-            max_rows: 100_000,
+            max_rows: gatewatch_ingest::source::MAX_BATCH_ROWS,
             linger: Duration::from_secs(60),
+            ..Batching::default()
         },
     )
     .unwrap();
@@ -516,4 +518,41 @@ fn lines_read_before_a_truncated_gzip_come_out_before_the_error() {
 
 fn memchr_count(text: &[u8]) -> usize {
     text.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Long lines close a batch at `max_bytes`, long before `max_rows` of them.
+#[test]
+fn long_lines_close_batches_at_max_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.log");
+    // 200 kB lines: five make 1,000,000 bytes, under 1 MiB; six pass it.
+    let text: String = (0..50)
+        .map(|i| {
+            let l = line(i);
+            let at = l.find(" HTTP/1.1").unwrap();
+            let pad = format!("?pad={}", "a".repeat(200_000 - l.len() + 1 - 5));
+            let mut l = l;
+            l.insert_str(at, &pad);
+            assert_eq!(l.trim_end().len(), 200_000);
+            l
+        })
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    let src = FileSource::open(
+        vec![path.display().to_string()],
+        decoder(),
+        Batching {
+            max_rows: 8192,
+            linger: Duration::from_secs(60),
+            max_bytes: 1 << 20,
+        },
+    )
+    .unwrap();
+    let sizes: Vec<usize> = src.map(|b| b.unwrap().decoded.records()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 50, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n <= 6),
+        "records per batch: {sizes:?}"
+    );
+    assert!(sizes.len() >= 9, "records per batch: {sizes:?}");
 }

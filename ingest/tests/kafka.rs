@@ -129,6 +129,7 @@ fn batching(max_rows: usize, linger_ms: u64) -> Batching {
     Batching {
         max_rows,
         linger: Duration::from_millis(linger_ms),
+        ..Batching::default()
     }
 }
 
@@ -918,6 +919,44 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
 /// Many small batches, handed out faster than they are taken: the decode thread's queue
 /// fills and the source waits for it, and every record still comes out exactly once, in
 /// offset order, with its bad records as dead letters in place.
+/// Large records close a batch at `max_bytes`, long before `max_rows` of them: a batch's
+/// memory is bounded by bytes, not by rows times the record limit.
+#[test]
+fn large_records_close_batches_at_max_bytes() {
+    let brokers = broker_or_skip!();
+    let topic = unique("bytes");
+    let group = unique("group");
+    create_topic(&brokers, &topic, 1);
+    let p = producer(&brokers);
+    const N: usize = 30;
+    // 200 kB log lines (a long query): five make 1,000,000 bytes, under 1 MiB; six pass it.
+    for i in 0..N {
+        let mut line = combined_line(i);
+        let at = line.find(" HTTP/1.1").unwrap();
+        line.insert_str(
+            at,
+            &format!("&pad={}", "a".repeat(200_000 - line.len() - 5)),
+        );
+        assert_eq!(line.len(), 200_000);
+        produce(&p, &topic, 0, "k", Some(line.as_bytes()));
+    }
+    let cfg = config(&brokers, &group, &[(&topic, Format::Combined)]);
+    let batching = Batching {
+        max_bytes: 1 << 20,
+        ..batching(8192, 5000)
+    };
+    let mut source = KafkaSource::new(&cfg, batching, &Default::default()).unwrap();
+    let batches = collect(&mut source, N, Duration::from_secs(60));
+    let sizes: Vec<usize> = batches.iter().map(|b| b.decoded.records()).collect();
+    assert!(
+        sizes.iter().all(|&n| n <= 6),
+        "records per batch: {sizes:?}"
+    );
+    assert!(sizes.len() >= N / 6, "records per batch: {sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), N);
+    source.close().unwrap();
+}
+
 #[test]
 fn batches_come_out_in_order_when_decoding_falls_behind() {
     let brokers = broker_or_skip!();

@@ -61,6 +61,8 @@ pub struct FileSource {
     reader: Option<JoinHandle<()>>,
     decoder: BatchDecoder,
     batching: Batching,
+    /// Bytes of the records in the open batch.
+    pending_bytes: usize,
     /// A chunk being consumed: (input, next line number, bytes, position).
     current: Option<(usize, u64, Vec<u8>, usize)>,
     done: bool,
@@ -132,6 +134,7 @@ impl FileSource {
             reader: Some(reader),
             decoder: decoder.with_max_record_bytes(max_line_bytes),
             batching,
+            pending_bytes: 0,
             current: None,
             done: false,
             failed: None,
@@ -157,7 +160,9 @@ impl FileSource {
         loop {
             if let Some((input, line, bytes, pos)) = self.current.as_mut() {
                 let name = &self.names[*input];
-                while *pos < bytes.len() && self.decoder.pending() < self.batching.max_rows {
+                while *pos < bytes.len()
+                    && !is_full(&self.decoder, self.pending_bytes, &self.batching)
+                {
                     let rest = &bytes[*pos..];
                     let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
                     let mut rec = &rest[..end];
@@ -173,6 +178,7 @@ impl FileSource {
                     // Blank lines are not records; skip them rather than dead-letter them.
                     // Nor do they start the linger, which would close a batch of nothing.
                     if !rec.iter().all(u8::is_ascii_whitespace) {
+                        self.pending_bytes += rec.len();
                         self.decoder.push(rec, &prov);
                         started.get_or_insert_with(Instant::now);
                     }
@@ -181,7 +187,7 @@ impl FileSource {
                     self.current = None;
                 }
             }
-            if self.decoder.pending() >= self.batching.max_rows {
+            if self.is_full() {
                 return Ok(Some(self.emit()));
             }
             if self.done {
@@ -241,13 +247,23 @@ impl FileSource {
 
     /// The batch so far. Only called with something in it: the linger starts at a batch's
     /// first record, and every other close needs a record too.
+    fn is_full(&self) -> bool {
+        is_full(&self.decoder, self.pending_bytes, &self.batching)
+    }
+
     fn emit(&mut self) -> SourceBatch {
         debug_assert!(self.decoder.pending() > 0, "an empty batch");
+        self.pending_bytes = 0;
         SourceBatch {
             decoded: self.decoder.finish(),
             ack: None,
         }
     }
+}
+
+/// Whether a batch must close: `max_rows` records, or `max_bytes` of them.
+fn is_full(decoder: &BatchDecoder, bytes: usize, batching: &Batching) -> bool {
+    decoder.pending() >= batching.max_rows || bytes >= batching.max_bytes
 }
 
 impl Iterator for FileSource {

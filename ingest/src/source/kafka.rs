@@ -992,7 +992,14 @@ impl RawTopic {
     /// Copies one polled record in: the whole payload when it is at most `max_bytes`, else
     /// only the head its `too_large` dead letter keeps ([`MAX_DEAD_LETTER_RAW_BYTES`]), so a
     /// batch's memory is bounded by the record limit however large the messages.
-    fn push(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>, max_bytes: usize) {
+    /// Returns the bytes kept.
+    fn push(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> usize {
         let start = self.bytes.len();
         let full_len = payload.map_or(0, <[u8]>::len);
         let len = payload.map(|p| {
@@ -1011,6 +1018,7 @@ impl RawTopic {
             len,
             full_len,
         });
+        len.unwrap_or(0)
     }
 }
 
@@ -1021,10 +1029,17 @@ struct Open {
     max_record_bytes: usize,
     ranges: HashMap<Tp, OpenRange>,
     records: usize,
+    /// Payload bytes held, over all topics.
+    bytes: usize,
     started: Option<Instant>,
 }
 
 impl Open {
+    /// Whether the batch must close: `max_rows` records, or `max_bytes` of them.
+    fn is_full(&self, batching: &Batching) -> bool {
+        self.records >= batching.max_rows || self.bytes >= batching.max_bytes
+    }
+
     fn push(&mut self, msg: &BorrowedMessage<'_>, shared: &Shared) {
         let topic = msg.topic();
         let Some(t) = shared.topic_index(topic) else {
@@ -1035,7 +1050,7 @@ impl Open {
             return;
         };
         let (partition, offset) = (msg.partition(), msg.offset());
-        self.raw[t].push(partition, offset, msg.payload(), self.max_record_bytes);
+        self.bytes += self.raw[t].push(partition, offset, msg.payload(), self.max_record_bytes);
         self.ranges
             .entry((t, partition))
             .and_modify(|r| r.end = r.end.max(offset + 1))
@@ -1310,6 +1325,7 @@ impl KafkaSource {
                 max_record_bytes: config.max_record_bytes,
                 ranges: HashMap::new(),
                 records: 0,
+                bytes: 0,
                 started: None,
             },
             shared,
@@ -1460,7 +1476,7 @@ impl KafkaSource {
             }
             self.commit_due()?;
             let now = Instant::now();
-            if self.open.records >= self.batching.max_rows {
+            if self.open.is_full(&self.batching) {
                 self.close_open()?;
                 continue;
             }
@@ -1500,7 +1516,7 @@ impl KafkaSource {
                 }
                 drained += 1;
                 if drained >= DRAIN_MAX
-                    || self.open.records >= self.batching.max_rows
+                    || self.open.is_full(&self.batching)
                     || self.shared.rebalances.load(Ordering::Acquire) != self.seen_rebalances
                 {
                     break;
@@ -1523,6 +1539,7 @@ impl KafkaSource {
     fn close_open(&mut self) -> Result<()> {
         let ranges = std::mem::take(&mut self.open.ranges);
         self.open.records = 0;
+        self.open.bytes = 0;
         self.open.started = None;
         for t in 0..self.open.raw.len() {
             if self.open.raw[t].records.is_empty() {

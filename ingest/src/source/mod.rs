@@ -1,8 +1,10 @@
 //! Where records come from: files and stdin ([`mod@file`]), Kafka ([`kafka`]).
 //!
 //! A source is a blocking producer of [`DecodedBatch`]es. A batch closes when it holds
-//! [`Batching::max_rows`] records or when [`Batching::linger`] has passed since its first
-//! record, whichever comes first, so a trickle of traffic is still delivered promptly.
+//! [`Batching::max_rows`] records or [`Batching::max_bytes`] bytes of them, or when
+//! [`Batching::linger`] has passed since its first record, whichever comes first, so a
+//! trickle of traffic is still delivered promptly and a flood of large records stays
+//! within a bounded memory.
 
 pub mod admin;
 pub mod file;
@@ -31,6 +33,10 @@ pub struct Batching {
     /// Close a non-empty batch this long after its first record. Default 200 ms.
     #[serde(with = "millis", rename = "linger_ms")]
     pub linger: Duration,
+    /// Close a batch once its records hold this many bytes. Default 64 MiB. Records may be
+    /// up to `max_record_bytes` each (1 MiB by default), so without it a batch of large
+    /// records could hold `max_rows` MiB before it closed, and several are in flight.
+    pub max_bytes: usize,
 }
 
 impl Default for Batching {
@@ -38,6 +44,7 @@ impl Default for Batching {
         Self {
             max_rows: 8192,
             linger: Duration::from_millis(200),
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -49,6 +56,12 @@ impl Batching {
             return Err(format!(
                 "batch.max_rows must be between 1 and {MAX_BATCH_ROWS}, got {}",
                 self.max_rows
+            ));
+        }
+        if !(1 << 20..=1 << 30).contains(&self.max_bytes) {
+            return Err(format!(
+                "batch.max_bytes must be between 1048576 (1 MiB) and 1073741824 (1 GiB), got {}",
+                self.max_bytes
             ));
         }
         if self.linger.is_zero() || self.linger > Duration::from_secs(60) {
@@ -99,6 +112,13 @@ mod tests {
         for bad in [0, MAX_BATCH_ROWS + 1, 1 << 20] {
             let e = at(bad).validate().unwrap_err();
             assert!(e.contains("batch.max_rows") && e.contains("65536"), "{e}");
+        }
+        for bad in [0, (1 << 20) - 1, (1 << 30) + 1] {
+            let b = Batching {
+                max_bytes: bad,
+                ..Batching::default()
+            };
+            assert!(b.validate().unwrap_err().contains("batch.max_bytes"));
         }
         // The longest value kept per row in one column, times the rows, within i32 offsets
         // with room to spare.
