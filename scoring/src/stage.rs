@@ -262,7 +262,7 @@ mod tests {
     const T0: i64 = 1_748_851_200_000; // 2025-06-02T08:00:00Z, ms
     const HOUR: i64 = 3_600_000;
 
-    /// A batch of events at `times` (ms) from Kafka partition `partitions[i]` of one topic.
+    /// A batch of events of one topic, one per `(partition, event time in ms)`.
     fn from_partitions(rows: &[(i32, i64)]) -> RecordBatch {
         use arrow::array::{Int32Array, StringArray};
         use gatewatch_ingest::schema::col;

@@ -245,12 +245,12 @@ impl FileSource {
         }
     }
 
-    /// The batch so far. Only called with something in it: the linger starts at a batch's
-    /// first record, and every other close needs a record too.
     fn is_full(&self) -> bool {
         is_full(&self.decoder, self.pending_bytes, &self.batching)
     }
 
+    /// The batch so far. Only called with something in it: the linger starts at a batch's
+    /// first record, and every other close needs a record too.
     fn emit(&mut self) -> SourceBatch {
         debug_assert!(self.decoder.pending() > 0, "an empty batch");
         self.pending_bytes = 0;
