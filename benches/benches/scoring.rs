@@ -66,8 +66,8 @@ fn f32_cols<'a>(batch: &'a RecordBatch, names: &[String]) -> Vec<&'a [f32]> {
         .collect()
 }
 
-/// Models trained on `train` (isolation forest on every feature, content profiles), and
-/// `test` with the columns the engine appends from them.
+/// Models trained on `train` (isolation forest on every feature, behaviour profiles,
+/// content profiles), and `test` with the columns the engine appends from them.
 fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordBatch> {
     let names = feature_names(&train[0]);
     let rows: usize = train.iter().map(RecordBatch::num_rows).sum();
@@ -84,7 +84,24 @@ fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordB
         }
         content.train_batch(b).expect("content training");
     }
-    let model = Trainer::new(names.clone(), TrainerConfig::default())
+    // The behaviour profiles cluster the engine's default profile features (`[models]
+    // profile_features`).
+    let trainer = TrainerConfig {
+        profile_features: [
+            "f_client_rate_10m",
+            "f_client_err4xx_ratio_10m",
+            "f_client_distinct_endpoints_10m",
+            "f_client_bytes_out_10m",
+            "f_client_interarrival_cv",
+            "f_client_interarrival_log",
+            "f_authenticated",
+            "f_method_write",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..TrainerConfig::default()
+    };
+    let model = Trainer::new(names.clone(), trainer)
         .expect("trainer")
         .train(&reservoir.snapshot())
         .expect("training");
@@ -96,6 +113,39 @@ fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordB
                 .score_columns(&f32_cols(b, &names), &mut forest)
                 .expect("forest scores");
             model.forest_calibrator.calibrate_all(&mut forest);
+            // The behaviour profile of each row's client window and its calibrated
+            // distance, as the engine appends them (the profile as a dictionary key).
+            let p = model.profiles().expect("behaviour profiles trained");
+            let picked: Vec<Vec<f32>> = {
+                let feats: Vec<String> = p.profiles.features().to_vec();
+                f32_cols(b, &feats)
+                    .into_iter()
+                    .map(<[f32]>::to_vec)
+                    .collect()
+            };
+            let mut row = vec![0f32; picked.len()];
+            let mut profile = Vec::with_capacity(b.num_rows());
+            let mut cluster = Vec::with_capacity(b.num_rows());
+            for r in 0..b.num_rows() {
+                for (slot, col) in row.iter_mut().zip(&picked) {
+                    *slot = col[r];
+                }
+                let (c, d) = p.profiles.assign(&row).expect("profile");
+                profile.push(p.calibrator.calibrate(d));
+                cluster.push(c as i32);
+            }
+            let names: arrow::array::StringArray = p
+                .profiles
+                .describe(3)
+                .iter()
+                .map(|d| Some(d.to_string()))
+                .collect();
+            let profile_name =
+                arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::try_new(
+                    arrow::array::Int32Array::from(cluster),
+                    Arc::new(names),
+                )
+                .expect("profile names");
             let c = content.score_batch(b).expect("content scores");
             let risk: Float32Array = c.scores.iter().map(|v| v.map(|v| v * 100.0)).collect();
             let mut fields: Vec<Field> =
@@ -106,6 +156,16 @@ fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordB
                     "score_iforest",
                     DataType::Float32,
                     Arc::new(Float32Array::from(forest)) as ArrayRef,
+                ),
+                (
+                    "score_profile",
+                    DataType::Float32,
+                    Arc::new(Float32Array::from(profile)) as ArrayRef,
+                ),
+                (
+                    "behaviour_profile",
+                    profile_name.data_type().clone(),
+                    Arc::new(profile_name),
                 ),
                 ("score_content", DataType::Float32, Arc::new(risk)),
                 (

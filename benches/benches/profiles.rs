@@ -1,0 +1,87 @@
+//! Behaviour profiles (k-means over client windows), per core: a fit as a retrain makes it
+//! (default parameters: k from 2 to 8, four restarts each, fitted on a 10,000-row sample
+//! of the 50,000 reservoir rows, the silhouette on 2,000) and the per-row assignment the
+//! engine makes for every event, on the eight default profile features.
+//!
+//! The rows are window-like (five kinds of client, log-normal rates and byte counts,
+//! ratios in 0–1, 1 % outliers), generated from a fixed seed so runs compare.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gatewatch_benches::full_run;
+use gatewatch_models::{BehaviourProfiles, ProfileParams};
+use ndarray::Array2;
+
+const FEATURES: usize = 8;
+
+/// xorshift64*: enough randomness for bench data without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Rows shaped like the default profile features: rate, 4xx share, distinct endpoints,
+/// bytes out, inter-arrival CV, inter-arrival log, authenticated, write method.
+fn rows(n: usize) -> Array2<f32> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Per kind of client: rate (/s), 4xx share, endpoints, log bytes, cv, log gap.
+    let kinds: [[f32; 6]; 5] = [
+        [0.02, 0.02, 3.0, 9.0, 1.2, 4.0],
+        [0.2, 0.05, 8.0, 11.0, 0.9, 1.5],
+        [1.5, 0.01, 4.0, 13.0, 0.3, -0.5],
+        [0.05, 0.3, 2.0, 7.0, 1.5, 3.0],
+        [5.0, 0.1, 20.0, 14.0, 0.1, -2.0],
+    ];
+    Array2::from_shape_fn((n, FEATURES), |(r, f)| {
+        let k = &kinds[(r * 7919) % kinds.len()];
+        let noise = rng.unit() + rng.unit() - 1.0;
+        let outlier = if r % 100 == 0 { 20.0 } else { 1.0 };
+        match f {
+            0 => k[0] * (1.0 + noise) * outlier,
+            1 => (k[1] * (1.0 + noise)).clamp(0.0, 1.0),
+            2 => (k[2] * (1.0 + noise) * outlier).round().max(1.0),
+            3 => (k[3] + noise).exp(),
+            4 => k[4] * (1.0 + 0.5 * noise),
+            5 => k[5] + noise,
+            6 => f32::from(rng.unit() < 0.6),
+            _ => f32::from(rng.unit() < 0.2),
+        }
+    })
+}
+
+fn bench_profiles(c: &mut Criterion) {
+    let names: Vec<String> = (0..FEATURES).map(|f| format!("f_{f}")).collect();
+    let train = rows(50_000);
+    let params = ProfileParams::default();
+    let model = BehaviourProfiles::fit(train.view(), &names, &params).expect("fit");
+    let n = if full_run() { 8_192 } else { 512 };
+    let events = rows(n);
+
+    let mut group = c.benchmark_group("profiles");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("fit (retrain, 50,000 rows)", |b| {
+        b.iter(|| BehaviourProfiles::fit(train.view(), &names, &params).expect("fit"))
+    });
+    group.sample_size(50);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(format!("assign {n} rows"), |b| {
+        b.iter(|| {
+            let mut far = 0.0f32;
+            for r in events.rows() {
+                let (_, d) = model.assign(r.as_slice().expect("row")).expect("assign");
+                far = far.max(d);
+            }
+            std::hint::black_box(far)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_profiles);
+criterion_main!(benches);
