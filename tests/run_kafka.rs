@@ -144,14 +144,7 @@ fn wait(mut child: Child, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let err = stderr_of(&mut child);
             assert!(status.success(), "gatewatch run failed: {err}");
             return err;
         }
@@ -161,6 +154,19 @@ fn wait(mut child: Child, limit: Duration) -> String {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// What an ended `child` wrote to its (piped) stderr.
+fn stderr_of(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
 }
 
 /// Every alert on the topic, in order.
@@ -1001,26 +1007,9 @@ fn a_missing_alert_topic_stops_the_start_with_its_name() {
     );
     let data = dir.path().join("data");
     let mut child = start_run_idle(&cfg, &data, free_port(), "120s");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("gatewatch run did not stop within 60 s without its alert topic");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(!status.success(), "{err}");
+    let code = exit_code_within(&mut child, Duration::from_secs(60));
+    let err = stderr_of(&mut child);
+    assert_ne!(code, Some(0), "{err}");
     assert!(
         err.contains(&format!("no topic \"{alerts}\"")),
         "the error does not name the topic: {err}"

@@ -10,37 +10,19 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::full_run;
+use gatewatch_benches::{BenchRng, full_run};
 use gatewatch_models::IsolationForestParams;
 use ndarray::Array2;
 
 const FEATURES: usize = 24;
 
-/// xorshift64*: enough randomness for bench data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Roughly normal: sum of four uniforms, centred and scaled.
-    fn normalish(&mut self) -> f32 {
-        (self.next_f32() + self.next_f32() + self.next_f32() + self.next_f32() - 2.0) * 1.7
-    }
-}
-
 fn rows(n: usize) -> Array2<f32> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = BenchRng(0x9e37_79b9_7f4a_7c15);
     let centres: Vec<f32> = (0..5 * FEATURES).map(|_| rng.normalish() * 4.0).collect();
-    let scales: Vec<f32> = (0..5 * FEATURES)
-        .map(|_| 0.3 + 1.7 * rng.next_f32())
-        .collect();
+    let scales: Vec<f32> = (0..5 * FEATURES).map(|_| 0.3 + 1.7 * rng.unit()).collect();
     Array2::from_shape_fn((n, FEATURES), |(r, f)| {
         if r % 100 == 0 {
-            30.0 * rng.next_f32() - 15.0
+            30.0 * rng.unit() - 15.0
         } else {
             let c = (r * 7919) % 5;
             centres[c * FEATURES + f] + rng.normalish() * scales[c * FEATURES + f]

@@ -7,28 +7,16 @@
 //! ratios in 0–1, 1 % outliers), generated from a fixed seed so runs compare.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::full_run;
+use gatewatch_benches::{BenchRng, full_run};
 use gatewatch_models::{BehaviourProfiles, ProfileParams};
 use ndarray::Array2;
 
 const FEATURES: usize = 8;
 
-/// xorshift64*: enough randomness for bench data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Rows shaped like the default profile features: rate, 4xx share, distinct endpoints,
 /// bytes out, inter-arrival CV, inter-arrival log, authenticated, write method.
 fn rows(n: usize) -> Array2<f32> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = BenchRng(0x9e37_79b9_7f4a_7c15);
     // Per kind of client: rate (/s), 4xx share, endpoints, log bytes, cv, log gap.
     let kinds: [[f32; 6]; 5] = [
         [0.02, 0.02, 3.0, 9.0, 1.2, 4.0],

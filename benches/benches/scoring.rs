@@ -19,7 +19,7 @@ use gatewatch_benches::{full_run, shifted, simulator};
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
 use gatewatch_models::content::{ContentConfig, ContentProfiles};
-use gatewatch_models::stream::{Reservoir, Trainer, TrainerConfig};
+use gatewatch_models::stream::{DEFAULT_PROFILE_FEATURES, Reservoir, Trainer, TrainerConfig};
 use gatewatch_scoring::incidents::IncidentConfig;
 use gatewatch_scoring::scorer::ScoringConfig;
 use gatewatch_scoring::stage::ScoringStage;
@@ -84,21 +84,12 @@ fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordB
         }
         content.train_batch(b).expect("content training");
     }
-    // The behaviour profiles cluster the engine's default profile features (`[models]
-    // profile_features`).
+    // The behaviour profiles cluster the engine's default profile features.
     let trainer = TrainerConfig {
-        profile_features: [
-            "f_client_rate_10m",
-            "f_client_err4xx_ratio_10m",
-            "f_client_distinct_endpoints_10m",
-            "f_client_bytes_out_10m",
-            "f_client_interarrival_cv",
-            "f_client_interarrival_log",
-            "f_authenticated",
-            "f_method_write",
-        ]
-        .map(String::from)
-        .to_vec(),
+        profile_features: DEFAULT_PROFILE_FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
         ..TrainerConfig::default()
     };
     let model = Trainer::new(names.clone(), trainer)

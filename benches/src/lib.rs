@@ -121,3 +121,22 @@ pub fn compact_envoy_corpus(n: usize) -> Vec<u8> {
     }
     out
 }
+
+/// xorshift64*: enough randomness for bench data without a dependency, the same numbers
+/// from the same seed on every machine.
+pub struct BenchRng(pub u64);
+
+impl BenchRng {
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Roughly normal: sum of four uniforms, centred and scaled.
+    pub fn normalish(&mut self) -> f32 {
+        (self.unit() + self.unit() + self.unit() + self.unit() - 2.0) * 1.7
+    }
+}

@@ -159,6 +159,21 @@ impl Reservoir {
     }
 }
 
+/// Client-window features the behaviour profiles cluster on unless configured otherwise
+/// (the engine's `[models] profile_features`): how much, how fast, how regular, how
+/// erroneous, how wide a client's traffic is. [`TrainerConfig::default`] itself clusters
+/// on none.
+pub const DEFAULT_PROFILE_FEATURES: &[&str] = &[
+    "f_client_rate_10m",
+    "f_client_err4xx_ratio_10m",
+    "f_client_distinct_endpoints_10m",
+    "f_client_bytes_out_10m",
+    "f_client_interarrival_cv",
+    "f_client_interarrival_log",
+    "f_authenticated",
+    "f_method_write",
+];
+
 /// How the trainer builds a model.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -71,18 +71,9 @@ impl Default for ModelsConfig {
     }
 }
 
-/// Client-window features the behaviour profiles cluster on: how much, how fast, how
-/// regular, how erroneous, how wide a client's traffic is.
-pub const DEFAULT_PROFILE_FEATURES: &[&str] = &[
-    "f_client_rate_10m",
-    "f_client_err4xx_ratio_10m",
-    "f_client_distinct_endpoints_10m",
-    "f_client_bytes_out_10m",
-    "f_client_interarrival_cv",
-    "f_client_interarrival_log",
-    "f_authenticated",
-    "f_method_write",
-];
+/// Client-window features the behaviour profiles cluster on by default (`[models]
+/// profile_features`).
+pub use gatewatch_models::stream::DEFAULT_PROFILE_FEATURES;
 
 impl ModelsConfig {
     /// Checks the settings; messages name the key.

@@ -187,7 +187,7 @@ impl FileSource {
                     self.current = None;
                 }
             }
-            if self.is_full() {
+            if is_full(&self.decoder, self.pending_bytes, &self.batching) {
                 return Ok(Some(self.emit()));
             }
             if self.done {
@@ -243,10 +243,6 @@ impl FileSource {
                 }
             }
         }
-    }
-
-    fn is_full(&self) -> bool {
-        is_full(&self.decoder, self.pending_bytes, &self.batching)
     }
 
     /// The batch so far. Only called with something in it: the linger starts at a batch's
