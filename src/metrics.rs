@@ -49,6 +49,8 @@ pub struct Metrics {
     pub state_bytes: AtomicI64,
     /// Late events (behind the watermark).
     pub late_events: AtomicU64,
+    /// Events read again after a restart that the restored checkpoint had counted.
+    pub replay_skipped: AtomicU64,
     /// Events appended to the store (buffered until its next flush).
     pub stored_events: AtomicU64,
     /// Model swaps (initial training and retrains).
@@ -262,6 +264,12 @@ impl Metrics {
             "gatewatch_late_events_total",
             "Events behind the event-time watermark.",
             g(&self.late_events),
+        );
+        counter(
+            &mut s,
+            "gatewatch_replay_skipped_events_total",
+            "Events read again after a restart that the restored incident checkpoint had counted (their commit was lost): they warm the feature windows and are not scored again.",
+            g(&self.replay_skipped),
         );
         counter(
             &mut s,

@@ -19,7 +19,10 @@
 //! trimmed through that batch. A crash therefore replays from the last acknowledged batch
 //! into the restored checkpoint plus the journaled incidents it lacks, whose alerts are
 //! sent again first with the same ids; with deterministic incident ids the replay updates
-//! those incidents instead of opening new ones.
+//! those incidents instead of opening new ones. A crash after a checkpoint is written and
+//! before the commit that follows it lands replays batches the checkpoint holds already:
+//! the checkpoint records the input offsets it counted and those records only warm the
+//! feature windows (`pipeline::replay`).
 //!
 //! Shutdown: the first SIGINT or SIGTERM stops reading, and the batches read are drained,
 //! stored and committed; a second signal exits at once. However it begins, the shutdown is
@@ -40,6 +43,7 @@ use gatewatch_scoring::sink::{AlertSink, JsonlSink, KafkaAlertSink};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::engine::Engine;
+use crate::pipeline::replay::{AlreadyCounted, CountedOffsets};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -116,6 +120,16 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     if restored > 0 {
         tracing::info!(incidents = restored, path = %checkpoint.display(), "restored open incidents");
     }
+    // Records the checkpoint counted whose commit a crash lost come again first: they are
+    // not counted twice (see `pipeline::replay`).
+    let mut already_counted = AlreadyCounted::new(engine.scoring().incidents().input_marks());
+    if already_counted.undecided() > 0 {
+        tracing::info!(
+            partitions = already_counted.undecided(),
+            "the restored checkpoint records the input offsets it counted"
+        );
+    }
+    let mut counted = CountedOffsets::default();
     // Alerts published after the checkpoint was written: their incidents go back into the
     // table (so the replay folds into them instead of opening them again) and the alerts
     // are delivered again, with the same ids, before anything else.
@@ -243,7 +257,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let mut batches_since_commit = 0usize;
     // The incident table as the sink writes it: taken on this thread, written on that one.
     // It records the journal's last batch it covers: `seq`, the message it travels with.
-    let snapshot = |engine: &Engine, seq: u64| -> Result<Vec<u8>> {
+    // With it go the input offsets it has counted.
+    let snapshot = |engine: &Engine, counted: &mut CountedOffsets, seq: u64| -> Result<Vec<u8>> {
         let mark = gatewatch_scoring::journal::JournalMark {
             run: journal_run,
             seq,
@@ -251,19 +266,20 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         engine
             .scoring()
             .incidents()
-            .checkpoint_bytes_marked(&checkpoint, Some(mark))
+            .checkpoint_bytes_marked(&checkpoint, Some(mark), counted.marks())
             .context("checkpointing incidents")
     };
     // A message that carries no batch, only a commit with its checkpoint.
-    let commit = |engine: &Engine, batch_seq: &mut u64| -> Result<Processed> {
-        let seq = next_seq(batch_seq);
-        Ok(Processed::no_batch(
-            seq,
-            Some(snapshot(engine, seq)?),
-            true,
-            None,
-        ))
-    };
+    let commit =
+        |engine: &Engine, counted: &mut CountedOffsets, batch_seq: &mut u64| -> Result<Processed> {
+            let seq = next_seq(batch_seq);
+            Ok(Processed::no_batch(
+                seq,
+                Some(snapshot(engine, counted, seq)?),
+                true,
+                None,
+            ))
+        };
     let mut dead_letters = DeadLetterRetry::default();
     let result: Result<()> = (|| {
         loop {
@@ -292,7 +308,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     if batches_since_commit > 0 {
                         last_flush = Instant::now();
                         batches_since_commit = 0;
-                        if to_sink.send(commit(&engine, &mut batch_seq)?).is_err() {
+                        if to_sink
+                            .send(commit(&engine, &mut counted, &mut batch_seq)?)
+                            .is_err()
+                        {
                             // The sink stopped on an error; joining it below reports it.
                             break;
                         }
@@ -324,7 +343,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 {
                     last_flush = Instant::now();
                     batches_since_commit = 0;
-                    if to_sink.send(commit(&engine, &mut batch_seq)?).is_err() {
+                    if to_sink
+                        .send(commit(&engine, &mut counted, &mut batch_seq)?)
+                        .is_err()
+                    {
                         // The sink stopped on an error; joining it below reports that error.
                         break;
                     }
@@ -362,7 +384,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     // Per-client state of moved partitions is kept and ages out by TTL; the
                     // new owner builds its windows from its first records.
                     RebalanceEvent::Revoked(tps) => {
-                        tracing::info!(partitions = tps.len(), "partitions revoked")
+                        tracing::info!(partitions = tps.len(), "partitions revoked");
+                        for tp in &tps {
+                            counted.forget(&tp.topic, tp.partition);
+                        }
                     }
                 }
             }
@@ -370,9 +395,19 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             for (reason, n) in dl.iter() {
                 metrics.dead_letter(reason, n);
             }
-            let batch = &sb.decoded.events;
+            let read = &sb.decoded.events;
+            let n_read = read.num_rows() as u64;
+            metrics.events_in.fetch_add(n_read, Ordering::Relaxed);
+            counted.note(read)?;
+            let split = already_counted.split(read)?;
+            if let Some(old) = &split.counted {
+                engine.warm(old)?;
+                metrics
+                    .replay_skipped
+                    .fetch_add(old.num_rows() as u64, Ordering::Relaxed);
+            }
+            let batch = &split.new;
             let n = batch.num_rows() as u64;
-            metrics.events_in.fetch_add(n, Ordering::Relaxed);
             if sb.ack.is_some() {
                 metrics.in_flight_batches.fetch_add(1, Ordering::Relaxed);
             }
@@ -449,7 +484,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 last_flush = Instant::now();
                 batches_since_commit = 0;
                 processed.commit = true;
-                processed.checkpoint = Some(snapshot(&engine, processed.seq)?);
+                processed.checkpoint = Some(snapshot(&engine, &mut counted, processed.seq)?);
             }
             if last_inventory.elapsed() >= Duration::from_secs(60) {
                 last_inventory = Instant::now();
@@ -459,7 +494,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                 // The sink stopped on an error; joining it below reports that error.
                 break;
             }
-            events += n;
+            events += n_read;
             if last_report.elapsed() >= Duration::from_secs(30) {
                 last_report = Instant::now();
                 tracing::info!(
@@ -485,7 +520,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let seq = next_seq(&mut batch_seq);
     let last = Processed::no_batch(
         seq,
-        snapshot(&engine, seq)
+        snapshot(&engine, &mut counted, seq)
             .map_err(|e| tracing::warn!("at shutdown: {e:#}"))
             .ok(),
         result.is_ok(),
@@ -516,7 +551,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     drop(http);
     shutdown.finish();
     closed?;
-    tracing::info!(events, "gatewatch run stopped");
+    tracing::info!(
+        events,
+        counted_before_restart = already_counted.skipped(),
+        "gatewatch run stopped"
+    );
     result
 }
 

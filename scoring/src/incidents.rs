@@ -557,6 +557,27 @@ pub struct IncidentTable {
     replayed_until: HashMap<Key, i64>,
     /// The journal mark of the checkpoint restored last.
     journal_mark: Option<crate::journal::JournalMark>,
+    /// The input offsets the checkpoint restored last had counted.
+    input_marks: Vec<InputMark>,
+}
+
+/// How far into one input partition the incidents of a checkpoint have counted: every
+/// record of the partition before offset `to` that this run read. `from` is where the
+/// span of the two checkpoints up to this one began (the `to` of the checkpoint before
+/// those, or the first offset the run read there): a restart whose consumer resumes within
+/// `from..to` (the commit of offsets that follows a checkpoint was lost with a crash) is
+/// replaying records the checkpoint already counted; one that resumes elsewhere (before
+/// `from`: the topic was recreated, or the offsets reset) is not, and counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputMark {
+    /// The input topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Where the span counted since the checkpoint before the previous one begins.
+    pub from: i64,
+    /// One past the last offset counted.
+    pub to: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -571,6 +592,10 @@ struct Checkpoint {
     /// The alert journal's last batch this checkpoint covers (`gatewatch run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     journal: Option<crate::journal::JournalMark>,
+    /// The input offsets counted (`gatewatch run`; absent from checkpoints of older
+    /// builds and of other commands).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    input: Vec<InputMark>,
 }
 
 const CHECKPOINT_VERSION: u32 = 1;
@@ -589,6 +614,7 @@ impl IncidentTable {
             now_ms: None,
             replayed_until: HashMap::new(),
             journal_mark: None,
+            input_marks: Vec::new(),
         }
     }
 
@@ -842,6 +868,11 @@ impl IncidentTable {
         self.journal_mark
     }
 
+    /// The input offsets the checkpoint restored last had counted (empty without one).
+    pub fn input_marks(&self) -> &[InputMark] {
+        &self.input_marks
+    }
+
     /// Open incidents, highest peak risk first.
     pub fn open_incidents(&self) -> Vec<&Incident> {
         let mut v: Vec<&Incident> = self.open.values().collect();
@@ -941,15 +972,17 @@ impl IncidentTable {
     /// that another thread can write it with [`write_checkpoint`] (`path` only names the
     /// file in an error).
     pub fn checkpoint_bytes(&self, path: &Path) -> Result<Vec<u8>> {
-        self.checkpoint_bytes_marked(path, None)
+        self.checkpoint_bytes_marked(path, None, Vec::new())
     }
 
     /// As [`checkpoint_bytes`](Self::checkpoint_bytes), recording the alert journal's last
-    /// batch the checkpoint covers ([`journal_mark`](Self::journal_mark) after a restore).
+    /// batch the checkpoint covers ([`journal_mark`](Self::journal_mark) after a restore)
+    /// and the input offsets its incidents have counted ([`input_marks`](Self::input_marks)).
     pub fn checkpoint_bytes_marked(
         &self,
         path: &Path,
         journal: Option<crate::journal::JournalMark>,
+        input: Vec<InputMark>,
     ) -> Result<Vec<u8>> {
         let cp = Checkpoint {
             version: CHECKPOINT_VERSION,
@@ -957,6 +990,7 @@ impl IncidentTable {
             suppressions: self.extra_suppressions.clone(),
             now_ms: self.now_ms,
             journal,
+            input,
         };
         serde_json::to_vec(&cp).map_err(|e| Error::Checkpoint {
             path: path.display().to_string(),
@@ -990,6 +1024,7 @@ impl IncidentTable {
             self.insert_open((inc.entity_kind, inc.entity.clone(), inc.category), inc);
         }
         self.journal_mark = cp.journal;
+        self.input_marks = cp.input;
         self.extra_suppressions.clear();
         if let Some(now) = cp.now_ms {
             self.note_time(now);
@@ -1625,6 +1660,46 @@ pub(crate) mod tests {
         std::fs::write(&path, b"{not json").unwrap();
         let err = r.load_checkpoint(&path).unwrap_err().to_string();
         assert!(err.contains("incidents.json"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_input_offsets_it_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.json");
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        t.observe(cand("u1", Category::Bola, 1_000, 65.0, Severity::Medium))
+            .unwrap();
+        let marks = vec![
+            InputMark {
+                topic: "gateway".into(),
+                partition: 0,
+                from: 100,
+                to: 250,
+            },
+            InputMark {
+                topic: "waf".into(),
+                partition: 3,
+                from: 7,
+                to: 9,
+            },
+        ];
+        let bytes = t
+            .checkpoint_bytes_marked(&path, None, marks.clone())
+            .unwrap();
+        write_checkpoint(&path, &bytes).unwrap();
+        let mut r = IncidentTable::new(IncidentConfig::default());
+        assert_eq!(r.load_checkpoint(&path).unwrap(), 1);
+        assert_eq!(r.input_marks(), marks.as_slice());
+        // A checkpoint without them (older builds, other commands) restores none.
+        t.save_checkpoint(&path).unwrap();
+        assert!(
+            !std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("\"input\"")
+        );
+        let mut r = IncidentTable::new(IncidentConfig::default());
+        r.load_checkpoint(&path).unwrap();
+        assert!(r.input_marks().is_empty());
     }
 
     #[test]

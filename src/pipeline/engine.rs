@@ -573,6 +573,14 @@ impl Engine {
         })
     }
 
+    /// Counts `batch` into the feature windows only: records a restored checkpoint has
+    /// counted already (see [`replay`](super::replay)), which the windows should see but
+    /// nothing should score, store or alert on again.
+    pub fn warm(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.features.process(batch).context("feature stage")?;
+        Ok(())
+    }
+
     /// Whether a model scores events yet.
     pub fn has_model(&self) -> bool {
         self.models.handle.is_some()

@@ -2,6 +2,7 @@
 //! feed it from Kafka or the simulator.
 
 pub mod engine;
+pub mod replay;
 pub mod store_sink;
 
 use anyhow::{Result, bail};

@@ -1,0 +1,452 @@
+//! Which input records the incident checkpoint has counted, so that a restart does not
+//! count them twice.
+//!
+//! `gatewatch run` writes the checkpoint, then acknowledges the offsets of the batches it
+//! covers, and the consumer commits them a moment later. A crash in between restarts from
+//! the offsets committed before: without more, the batches the checkpoint already holds
+//! would be read again into it, their requests counted twice in the restored incidents
+//! (and stored twice), and an incident that opened *and* closed in those batches opened
+//! again. So each checkpoint records, per input partition, the offsets its incidents have
+//! counted ([`InputMark`]: `from..to`, the span added since the checkpoint before the last
+//! one, whose commit may still have been in flight), and a restart that resumes a
+//! partition inside that span skips what the checkpoint counted.
+//!
+//! Skipped records still warm the feature windows (they are what the restored state saw),
+//! but are not scored, stored or alerted on again. A restart that resumes a partition
+//! anywhere else (at or past `to`: the commit landed; before `from`: the topic was
+//! recreated or its offsets reset) counts its records as new: skipping is only ever done
+//! where the checkpoint provably holds the records.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, BooleanArray, Int32Array, Int64Array};
+use arrow::record_batch::RecordBatch;
+
+use gatewatch_ingest::schema::col;
+use gatewatch_scoring::columns::StrCol;
+use gatewatch_scoring::incidents::InputMark;
+
+/// At most this many partitions are tracked; records of further ones count as new after a
+/// restart (as before checkpoints carried offsets). Far above any real assignment.
+const MAX_PARTITIONS: usize = 16_384;
+
+/// Per topic, per partition: looked up by `&str` without allocating.
+type ByPartition<T> = HashMap<String, HashMap<i32, T>>;
+
+/// The provenance columns of a batch: `None` for input that has none (files, the
+/// simulator), which carries no offsets to track.
+struct Provenance<'a> {
+    topics: StrCol<'a>,
+    partitions: &'a Int32Array,
+    offsets: &'a Int64Array,
+}
+
+impl<'a> Provenance<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Option<Self>> {
+        let topics = StrCol::of(batch, col::KAFKA_TOPIC).context("the kafka_topic column")?;
+        let partitions = batch
+            .column_by_name(col::KAFKA_PARTITION)
+            .and_then(|a| a.as_any().downcast_ref::<Int32Array>());
+        let offsets = batch
+            .column_by_name(col::KAFKA_OFFSET)
+            .and_then(|a| a.as_any().downcast_ref::<Int64Array>());
+        Ok(match (partitions, offsets) {
+            (Some(partitions), Some(offsets)) if !matches!(topics, StrCol::Missing) => Some(Self {
+                topics,
+                partitions,
+                offsets,
+            }),
+            _ => None,
+        })
+    }
+
+    /// The row's topic, partition and offset, when it has all three.
+    fn at(&self, row: usize) -> Option<(&'a str, i32, i64)> {
+        let topic = self.topics.get(row)?;
+        (self.partitions.is_valid(row) && self.offsets.is_valid(row))
+            .then(|| (topic, self.partitions.value(row), self.offsets.value(row)))
+    }
+}
+
+/// The offsets this run has counted, per partition, for the next checkpoint.
+#[derive(Debug, Default)]
+pub struct CountedOffsets {
+    spans: ByPartition<Span>,
+    partitions: usize,
+}
+
+/// A partition's offsets: the next checkpoint records `from..to`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    /// Where the span of the checkpoint before the last began (or the first offset read):
+    /// a span covers two checkpoints, so that a commit still in flight when the next
+    /// checkpoint was written is covered too.
+    from: i64,
+    /// Where the span of the last checkpoint ended.
+    last_to: i64,
+    /// One past the last offset read.
+    to: i64,
+}
+
+impl CountedOffsets {
+    /// Notes the records of `batch` as counted.
+    pub fn note(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some(p) = Provenance::of(batch)? else {
+            return Ok(());
+        };
+        // Rows of one partition mostly come together: fold runs before touching the map.
+        let mut run: Option<(&str, i32, i64, i64)> = None;
+        for row in 0..batch.num_rows() {
+            let Some((topic, partition, offset)) = p.at(row) else {
+                continue;
+            };
+            match &mut run {
+                Some((t, pa, lo, hi)) if *t == topic && *pa == partition => {
+                    *lo = (*lo).min(offset);
+                    *hi = (*hi).max(offset);
+                }
+                _ => {
+                    if let Some(r) = run.take() {
+                        self.add(r);
+                    }
+                    run = Some((topic, partition, offset, offset));
+                }
+            }
+        }
+        if let Some(r) = run {
+            self.add(r);
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, (topic, partition, lo, hi): (&str, i32, i64, i64)) {
+        if let Some(span) = self
+            .spans
+            .get_mut(topic)
+            .and_then(|t| t.get_mut(&partition))
+        {
+            span.from = span.from.min(lo);
+            span.to = span.to.max(hi + 1);
+        } else if self.partitions < MAX_PARTITIONS {
+            self.partitions += 1;
+            self.spans.entry(topic.to_owned()).or_default().insert(
+                partition,
+                Span {
+                    from: lo,
+                    last_to: lo,
+                    to: hi + 1,
+                },
+            );
+        }
+    }
+
+    /// Forgets a partition this member no longer owns.
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        if let Some(t) = self.spans.get_mut(topic)
+            && t.remove(&partition).is_some()
+        {
+            self.partitions -= 1;
+            if t.is_empty() {
+                self.spans.remove(topic);
+            }
+        }
+    }
+
+    /// The marks for a checkpoint of everything noted so far: from where the span of the
+    /// checkpoint before the last ended to the last offset read.
+    pub fn marks(&mut self) -> Vec<InputMark> {
+        let mut marks: Vec<InputMark> = self
+            .spans
+            .iter_mut()
+            .flat_map(|(topic, parts)| {
+                parts.iter_mut().map(|(partition, span)| {
+                    let mark = InputMark {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        from: span.from,
+                        to: span.to,
+                    };
+                    span.from = span.last_to;
+                    span.last_to = span.to;
+                    mark
+                })
+            })
+            .collect();
+        marks.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        marks
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// No record of the partition read yet.
+    Waiting,
+    /// Resumed inside the checkpoint's span: skipping up to its end.
+    Skipping,
+    /// Past the span, or resumed outside it: every record counts.
+    Done,
+}
+
+/// What a restored checkpoint had counted: splits the first batches after a restart into
+/// the records it holds already and the new ones.
+#[derive(Debug, Default)]
+pub struct AlreadyCounted {
+    marks: ByPartition<(InputMark, Resume)>,
+    /// Marks not yet `Done`: while none is, batches pass untouched.
+    undecided: usize,
+    skipped: u64,
+}
+
+/// A batch split by [`AlreadyCounted::split`].
+pub struct Split {
+    /// Records the restored checkpoint has counted (for the feature windows only).
+    pub counted: Option<RecordBatch>,
+    /// Records to process.
+    pub new: RecordBatch,
+}
+
+impl AlreadyCounted {
+    /// From the marks of the restored checkpoint.
+    pub fn new(marks: &[InputMark]) -> Self {
+        let mut by: ByPartition<(InputMark, Resume)> = HashMap::new();
+        let mut undecided = 0;
+        for m in marks.iter().filter(|m| m.from < m.to) {
+            let t = by.entry(m.topic.clone()).or_default();
+            if t.insert(m.partition, (m.clone(), Resume::Waiting))
+                .is_none()
+            {
+                undecided += 1;
+            }
+        }
+        Self {
+            undecided,
+            marks: by,
+            skipped: 0,
+        }
+    }
+
+    /// Partitions whose span the checkpoint recorded, not yet read past.
+    pub fn undecided(&self) -> usize {
+        self.undecided
+    }
+
+    /// Records skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Splits `batch` into what the checkpoint counted and what it did not.
+    pub fn split(&mut self, batch: &RecordBatch) -> Result<Split> {
+        let whole = || Split {
+            counted: None,
+            new: batch.clone(),
+        };
+        if self.undecided == 0 {
+            return Ok(whole());
+        }
+        let Some(p) = Provenance::of(batch)? else {
+            return Ok(whole());
+        };
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        let mut any_skipped = false;
+        for row in 0..batch.num_rows() {
+            let skip = match p.at(row) {
+                Some((topic, partition, offset)) => self.decide(topic, partition, offset),
+                None => false,
+            };
+            any_skipped |= skip;
+            keep.push(!skip);
+        }
+        if !any_skipped {
+            return Ok(whole());
+        }
+        let keep = BooleanArray::from(keep);
+        let skip = arrow::compute::not(&keep)?;
+        let counted = arrow::compute::filter_record_batch(batch, &skip)?;
+        self.skipped += counted.num_rows() as u64;
+        Ok(Split {
+            counted: Some(counted),
+            new: arrow::compute::filter_record_batch(batch, &keep)?,
+        })
+    }
+
+    /// Whether the record at `offset` of the partition is one the checkpoint counted.
+    fn decide(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+        let Some((mark, state)) = self
+            .marks
+            .get_mut(topic)
+            .and_then(|t| t.get_mut(&partition))
+        else {
+            return false;
+        };
+        match *state {
+            Resume::Done => false,
+            Resume::Waiting if offset >= mark.to => {
+                *state = Resume::Done;
+                self.undecided -= 1;
+                false
+            }
+            Resume::Waiting if offset < mark.from => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    offset,
+                    checkpoint_from = mark.from,
+                    checkpoint_to = mark.to,
+                    "the partition resumes before the offsets the restored checkpoint \
+                     counted (topic recreated, or offsets reset?): its records count as new"
+                );
+                *state = Resume::Done;
+                self.undecided -= 1;
+                false
+            }
+            Resume::Waiting => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    from = offset,
+                    to = mark.to,
+                    "the restored checkpoint has counted these offsets already (their \
+                     commit was lost): they warm the feature windows and are not counted again"
+                );
+                *state = Resume::Skipping;
+                true
+            }
+            Resume::Skipping if offset < mark.to => true,
+            Resume::Skipping => {
+                *state = Resume::Done;
+                self.undecided -= 1;
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// A batch of (topic, partition, offset) rows.
+    fn batch(rows: &[(&str, i32, i64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(col::KAFKA_TOPIC, DataType::Utf8, true),
+            Field::new(col::KAFKA_PARTITION, DataType::Int32, true),
+            Field::new(col::KAFKA_OFFSET, DataType::Int64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn offsets(b: &RecordBatch) -> Vec<(String, i32, i64)> {
+        let p = Provenance::of(b).unwrap().unwrap();
+        (0..b.num_rows())
+            .map(|r| {
+                let (t, pa, o) = p.at(r).unwrap();
+                (t.to_string(), pa, o)
+            })
+            .collect()
+    }
+
+    fn mark(topic: &str, partition: i32, from: i64, to: i64) -> InputMark {
+        InputMark {
+            topic: topic.into(),
+            partition,
+            from,
+            to,
+        }
+    }
+
+    #[test]
+    fn spans_run_from_the_last_checkpoint_to_the_last_record() {
+        let mut c = CountedOffsets::default();
+        c.note(&batch(&[
+            ("a", 0, 10),
+            ("a", 1, 5),
+            ("a", 0, 11),
+            ("b", 0, 3),
+        ]))
+        .unwrap();
+        c.note(&batch(&[("a", 0, 12), ("a", 1, 6)])).unwrap();
+        assert_eq!(
+            c.marks(),
+            vec![mark("a", 0, 10, 13), mark("a", 1, 5, 7), mark("b", 0, 3, 4)]
+        );
+        c.note(&batch(&[("a", 0, 13), ("a", 0, 14)])).unwrap();
+        c.forget("b", 0);
+        // The next checkpoint's span still begins where this run's did (the last
+        // checkpoint's commit may be in flight), the one after where the last ended.
+        assert_eq!(c.marks(), vec![mark("a", 0, 10, 15), mark("a", 1, 5, 7)]);
+        c.note(&batch(&[("a", 0, 15)])).unwrap();
+        assert_eq!(c.marks(), vec![mark("a", 0, 13, 16), mark("a", 1, 7, 7)]);
+        assert_eq!(c.marks(), vec![mark("a", 0, 15, 16), mark("a", 1, 7, 7)]);
+        assert_eq!(c.marks(), vec![mark("a", 0, 16, 16), mark("a", 1, 7, 7)]);
+    }
+
+    #[test]
+    fn input_without_offsets_is_not_tracked_or_split() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, true)]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![1, 2]))]).unwrap();
+        let mut c = CountedOffsets::default();
+        c.note(&b).unwrap();
+        assert!(c.marks().is_empty());
+        let mut a = AlreadyCounted::new(&[mark("a", 0, 0, 10)]);
+        let s = a.split(&b).unwrap();
+        assert!(s.counted.is_none());
+        assert_eq!(s.new.num_rows(), 2);
+    }
+
+    #[test]
+    fn a_restart_inside_the_span_skips_what_the_checkpoint_counted() {
+        let mut a = AlreadyCounted::new(&[mark("a", 0, 100, 103), mark("a", 1, 50, 60)]);
+        assert_eq!(a.undecided(), 2);
+        // Partition 0 resumes at 101 (inside 100..103), partition 2 has no mark.
+        let s = a
+            .split(&batch(&[
+                ("a", 0, 101),
+                ("a", 2, 7),
+                ("a", 0, 102),
+                ("a", 0, 103),
+            ]))
+            .unwrap();
+        assert_eq!(
+            offsets(&s.counted.unwrap()),
+            vec![("a".into(), 0, 101), ("a".into(), 0, 102)]
+        );
+        assert_eq!(
+            offsets(&s.new),
+            vec![("a".into(), 2, 7), ("a".into(), 0, 103)]
+        );
+        assert_eq!((a.undecided(), a.skipped()), (1, 2));
+        // Partition 1 resumes past its span (the commit landed): nothing skipped, and with
+        // every partition decided batches pass untouched.
+        let s = a.split(&batch(&[("a", 1, 60), ("a", 1, 59)])).unwrap();
+        assert!(s.counted.is_none());
+        assert_eq!(s.new.num_rows(), 2);
+        assert_eq!(a.undecided(), 0);
+    }
+
+    #[test]
+    fn a_restart_before_the_span_counts_everything() {
+        // The topic was recreated: offsets start again below the checkpoint's span.
+        let mut a = AlreadyCounted::new(&[mark("a", 0, 100, 200)]);
+        let s = a.split(&batch(&[("a", 0, 0), ("a", 0, 150)])).unwrap();
+        assert!(s.counted.is_none());
+        assert_eq!(s.new.num_rows(), 2);
+        assert_eq!((a.undecided(), a.skipped()), (0, 0));
+        // An empty span (an idle partition) guards nothing.
+        let a = AlreadyCounted::new(&[mark("a", 0, 7, 7)]);
+        assert_eq!(a.undecided(), 0);
+    }
+}
