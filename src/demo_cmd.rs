@@ -233,8 +233,7 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         .map(|s| (s.name(), ScenarioTruth::default()))
         .collect();
     let mut benign_events = 0u64;
-    let mut false_incidents = 0u64;
-    let mut false_examples: Vec<String> = Vec::new();
+    let mut tally = Tally::default();
     let mut events = 0u64;
     let mut alerts_n = 0u64;
     let started = Instant::now();
@@ -294,7 +293,6 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         let out = engine.process(&batch)?;
         events += n;
         feed.record_batch(&out.events)?;
-        store_processed(store.as_mut(), &stored, &out, &mut engine)?;
         for s in feed.new_suppressions() {
             if let Err(e) = engine.scoring_mut().incidents_mut().add_suppression(s) {
                 tracing::warn!("{e}");
@@ -306,10 +304,13 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
             if let Some(f) = alert_file.as_mut() {
                 f.send(alert)?;
             }
-            account(alert, &mut truth, &mut false_incidents, &mut false_examples);
+            tally.alert(alert);
             if !args.quiet {
                 print_alert(alert);
             }
+        }
+        for closed in store_processed(store.as_mut(), &stored, &out, &mut engine)? {
+            tally.closed(&closed, &mut truth);
         }
         // The dashboard's incident pages and hunts read the store: keep it minutes fresh,
         // not only complete at the end.
@@ -344,19 +345,22 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         events += batch.num_rows() as u64;
         let out = engine.process(&batch)?;
         feed.record_batch(&out.events)?;
-        store_processed(store.as_mut(), &stored, &out, &mut engine)?;
         for alert in &out.alerts {
             alerts_n += 1;
             feed.raise(alert);
             if let Some(f) = alert_file.as_mut() {
                 f.send(alert)?;
             }
-            account(alert, &mut truth, &mut false_incidents, &mut false_examples);
+            tally.alert(alert);
             if !args.quiet {
                 print_alert(alert);
             }
         }
+        for closed in store_processed(store.as_mut(), &stored, &out, &mut engine)? {
+            tally.closed(&closed, &mut truth);
+        }
     }
+    tally.finish(engine.scoring().incidents(), &mut truth);
     if let Some(f) = alert_file.as_mut() {
         f.flush()?;
     }
@@ -383,12 +387,12 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
         benign_events,
         alerts: alerts_n,
         incidents: engine.scoring().incidents().counts().opened,
-        false_incidents,
-        false_incidents_per_hour: false_incidents as f64 / benign_hours,
+        false_incidents: tally.false_incidents,
+        false_incidents_per_hour: tally.false_incidents as f64 / benign_hours,
         sim_hours,
         wall_secs: elapsed,
         truth,
-        false_examples,
+        false_examples: tally.false_examples,
     };
     if let Some(p) = &spec_file {
         let _ = std::fs::remove_file(p);
@@ -412,57 +416,103 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Credits an alert to the scenario most of its requests belong to, or counts a false
-/// incident when they were benign.
-fn account(
-    alert: &IncidentAlert,
-    truth: &mut BTreeMap<&'static str, ScenarioTruth>,
-    false_incidents: &mut u64,
-    false_examples: &mut Vec<String>,
-) {
-    let inc = &alert.incident;
-    let label = inc.majority_label().unwrap_or("benign");
-    if label == "benign" {
-        if alert.activity == AlertActivity::Opened {
-            *false_incidents += 1;
-            if false_examples.len() < 20 {
-                false_examples.push(format!(
+/// Judges incidents against the simulator's labels. An incident is judged on all the
+/// requests it gathered, once it closes or the demo ends: credited to the scenario most of
+/// them belong to, or a false incident when most were benign. (Judged at its opening
+/// alert instead, an incident about a login endpoint that a benign failed login happened
+/// to open, a moment before the stuffing campaign's attempts, would count as false and
+/// the campaign as missed.)
+#[derive(Default)]
+struct Tally {
+    /// Open incidents by id and opening time (an id comes back when an incident reopens
+    /// within the same id window), as last seen; at most the incident table's size.
+    open: std::collections::HashMap<(String, i64), gatewatch_scoring::incidents::Incident>,
+    false_incidents: u64,
+    false_examples: Vec<String>,
+}
+
+impl Tally {
+    /// The incident of a published alert, as of that alert.
+    fn alert(&mut self, alert: &IncidentAlert) {
+        let inc = &alert.incident;
+        self.open
+            .insert((inc.id.clone(), inc.opened_ms), inc.clone());
+    }
+
+    /// A closed incident (idle, or evicted from a full table): its totals are final.
+    fn closed(&mut self, alert: &IncidentAlert, truth: &mut BTreeMap<&'static str, ScenarioTruth>) {
+        let inc = &alert.incident;
+        // Closings of incidents that never alerted (suppressed ones) are not judged.
+        if self.open.remove(&(inc.id.clone(), inc.opened_ms)).is_some() {
+            self.judge(inc, truth);
+        }
+    }
+
+    /// Judges the incidents still open, with their state in `table` at the end.
+    fn finish(
+        &mut self,
+        table: &gatewatch_scoring::incidents::IncidentTable,
+        truth: &mut BTreeMap<&'static str, ScenarioTruth>,
+    ) {
+        for inc in table.open_incidents() {
+            if let Some(seen) = self.open.get_mut(&(inc.id.clone(), inc.opened_ms)) {
+                *seen = inc.clone();
+            }
+        }
+        let mut open: Vec<_> = std::mem::take(&mut self.open).into_values().collect();
+        open.sort_by_key(|i| (i.opened_ms, i.id.clone()));
+        for inc in &open {
+            self.judge(inc, truth);
+        }
+    }
+
+    fn judge(
+        &mut self,
+        inc: &gatewatch_scoring::incidents::Incident,
+        truth: &mut BTreeMap<&'static str, ScenarioTruth>,
+    ) {
+        let label = inc.majority_label().unwrap_or("benign");
+        if label == "benign" {
+            self.false_incidents += 1;
+            if self.false_examples.len() < 20 {
+                self.false_examples.push(format!(
                     "{} [{}] on {}",
                     inc.summary(),
                     inc.detectors.keys().cloned().collect::<Vec<_>>().join(","),
                     inc.endpoints.join(" ")
                 ));
             }
+            return;
         }
-        return;
-    }
-    if let Some((name, t)) = truth.iter_mut().find(|(k, _)| **k == label) {
-        if alert.activity == AlertActivity::Opened {
+        if let Some((name, t)) = truth.iter_mut().find(|(k, _)| **k == label) {
             t.incidents += 1;
-        }
-        // Detected means: an incident of the scenario's own OWASP category.
-        let right = name
-            .parse::<Scenario>()
-            .is_ok_and(|sc| sc.owasp_id() == inc.category.owasp_id());
-        if right && t.detected_at_ms.is_none() {
-            t.detected_at_ms = Some(inc.first_seen_ms);
-        }
-        let cat = inc.category.owasp_id().to_string();
-        if !t.categories.contains(&cat) {
-            t.categories.push(cat);
+            // Detected means: an incident of the scenario's own OWASP category, from the
+            // first request it gathered.
+            let right = name
+                .parse::<Scenario>()
+                .is_ok_and(|sc| sc.owasp_id() == inc.category.owasp_id());
+            if right {
+                let at = t.detected_at_ms.get_or_insert(inc.first_seen_ms);
+                *at = (*at).min(inc.first_seen_ms);
+            }
+            let cat = inc.category.owasp_id().to_string();
+            if !t.categories.contains(&cat) {
+                t.categories.push(cat);
+            }
         }
     }
 }
 
 /// Stores one processed batch, when there is a store: its events, its alerts and the
 /// incidents closed with it ([`Engine::take_closings`]), as `gatewatch run` does. The
-/// closings are taken from the engine either way, so they do not pile up there.
+/// closings are taken from the engine either way, so they do not pile up there, and
+/// returned.
 fn store_processed(
     store: Option<&mut gatewatch_hunt::Store>,
     stored: &crate::pipeline::store_sink::StoredFeatures,
     out: &crate::pipeline::engine::Processed,
     engine: &mut Engine,
-) -> Result<()> {
+) -> Result<Vec<IncidentAlert>> {
     let closed = engine.take_closings();
     if let Some(store) = store {
         crate::pipeline::store_sink::append_processed(
@@ -473,7 +523,7 @@ fn store_processed(
             &closed,
         )?;
     }
-    Ok(())
+    Ok(closed)
 }
 
 fn print_alert(alert: &IncidentAlert) {

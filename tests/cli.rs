@@ -335,6 +335,44 @@ fn query_rows(data: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
+fn demo_catches_slow_credential_stuffing_without_a_false_incident() {
+    // One login attempt every 30–60 s, each from a new address, against a login endpoint
+    // that benign users fail on about one time in twenty: the endpoint's hourly share of
+    // 401/403 goes from about 0.06 to about 0.27.
+    let out = gatewatch()
+        .env("GATEWATCH__LOG__LEVEL", "warn")
+        .args(["demo", "--quiet", "--no-dashboard", "--rate", "0"])
+        .args([
+            "--scenarios",
+            "credential_stuffing_slow",
+            "--duration",
+            "30m",
+        ])
+        .args(["--seed", "7", "--json", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let card: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let slow = &card["scenarios"]["credential_stuffing_slow"];
+    assert_eq!(slow["detected"], true, "{card}");
+    assert_eq!(
+        slow["categories"],
+        serde_json::json!(["API2:2023"]),
+        "{card}"
+    );
+    assert!(
+        slow["seconds_to_detect"].as_f64().unwrap() < 600.0,
+        "{card}"
+    );
+    assert_eq!(card["false_incidents"], 0, "{card}");
+}
+
+#[test]
 fn demo_stores_incidents_gone_idle_as_closed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

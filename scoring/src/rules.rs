@@ -307,6 +307,11 @@ pub fn builtin_rules() -> Vec<Rule> {
                 ),
             ],
         ),
+        // Low and slow: attempts minutes apart from ever new addresses hide among the
+        // endpoint's own traffic, so the share of failures is lower than a campaign's in
+        // 10 min (a fifth over an hour, where sign-ins that fail now and then stay near a
+        // twentieth), and only the failed attempts count against it: the successful
+        // sign-ins made meanwhile are not the campaign's.
         rule(
             "credential_stuffing_slow",
             BrokenAuthentication,
@@ -315,10 +320,11 @@ pub fn builtin_rules() -> Vec<Rule> {
             vec![
                 Condition::ge(
                     "f_endpoint_authfail_ratio_1h",
-                    0.5,
+                    0.2,
                     "share of the login endpoint's requests answered 401/403 in 1 h",
                 ),
                 Condition::ge("f_login_route", 1.0, "request to a login route"),
+                Condition::ge("f_auth_failure", 1.0, "login answered 401/403"),
                 Condition::ge(
                     "f_endpoint_distinct_clients_1h",
                     30.0,
