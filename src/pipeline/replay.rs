@@ -250,9 +250,19 @@ impl AlreadyCounted {
         };
         let mut keep = Vec::with_capacity(batch.num_rows());
         let mut any_skipped = false;
+        // Rows of one partition mostly come together: a run of a partition with nothing
+        // left to skip is passed without looking it up again.
+        let mut settled: Option<(&str, i32)> = None;
         for row in 0..batch.num_rows() {
             let skip = match p.at(row) {
-                Some((topic, partition, offset)) => self.decide(topic, partition, offset),
+                Some((topic, partition, _)) if settled == Some((topic, partition)) => false,
+                Some((topic, partition, offset)) => match self.decide(topic, partition, offset) {
+                    Some(skip) => skip,
+                    None => {
+                        settled = Some((topic, partition));
+                        false
+                    }
+                },
                 None => false,
             };
             any_skipped |= skip;
@@ -271,17 +281,15 @@ impl AlreadyCounted {
         })
     }
 
-    /// Whether the record at `offset` of the partition is one the checkpoint counted.
-    fn decide(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
-        let Some((mark, state)) = self
+    /// Whether the record at `offset` of the partition is one the checkpoint counted;
+    /// `None` when nothing of the partition is left to skip (no mark, or past it).
+    fn decide(&mut self, topic: &str, partition: i32, offset: i64) -> Option<bool> {
+        let (mark, state) = self
             .marks
             .get_mut(topic)
-            .and_then(|t| t.get_mut(&partition))
-        else {
-            return false;
-        };
-        match *state {
-            Resume::Done => false,
+            .and_then(|t| t.get_mut(&partition))?;
+        Some(match *state {
+            Resume::Done => return None,
             Resume::Waiting if offset >= mark.to => {
                 *state = Resume::Done;
                 self.undecided -= 1;
@@ -319,7 +327,7 @@ impl AlreadyCounted {
                 self.undecided -= 1;
                 false
             }
-        }
+        })
     }
 }
 
