@@ -647,18 +647,14 @@ fn alerts_published_after_the_last_checkpoint_are_sent_again_and_not_reopened() 
         journaled.alert_id().as_str()
     );
     // The store has the alert.
-    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
-        .env_remove("GATEWATCH_CONFIG")
-        .args(["query", "--format", "json", "--data-dir"])
-        .arg(&data)
-        .arg(format!(
+    let stored = query_json(
+        &data,
+        &format!(
             "SELECT count(*) AS n FROM alerts WHERE alert_id = '{}'",
             journaled.alert_id()
-        ))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("\"n\":1"), "{text}");
+        ),
+    );
+    assert_eq!(stored[0]["n"], 1, "{stored:?}");
     // A clean stop checkpointed the incident: the journal holds nothing any more.
     let (_, held) =
         gatewatch_scoring::journal::AlertJournal::open(&data.join("state/alerts.journal"), None)
@@ -811,27 +807,12 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
         std::thread::sleep(Duration::from_millis(100));
     }
     wait(child, Duration::from_secs(10));
-    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
-        .env_remove("GATEWATCH_CONFIG")
-        .args(["query", "--format", "json", "--data-dir"])
-        .arg(&data)
-        .arg(
-            "SELECT activity, entity, category, count, alert_id FROM incidents \
-             ORDER BY timestamp, activity",
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let rows = query_json(
+        &data,
+        "SELECT activity, entity, category, count, alert_id FROM incidents \
+         ORDER BY timestamp, activity",
     );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let rows: Vec<Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let text = format!("{rows:?}");
     let of = |activity: &str| -> Vec<&Value> {
         rows.iter()
             .filter(|r| r["entity"] == attacker && r["activity"] == activity)

@@ -307,11 +307,12 @@ pub fn builtin_rules() -> Vec<Rule> {
                 ),
             ],
         ),
-        // Low and slow: attempts minutes apart from ever new addresses hide among the
-        // endpoint's own traffic, so the share of failures is lower than a campaign's in
-        // 10 min (a fifth over an hour, where sign-ins that fail now and then stay near a
-        // twentieth), and only the failed attempts count against it: the successful
-        // sign-ins made meanwhile are not the campaign's.
+        // Low and slow: attempts a minute apart from ever new addresses hide among the
+        // endpoint's own sign-ins, so the share of failures it looks for is lower than the
+        // fast campaign's (a fifth over an hour; the simulator's users fail about one
+        // sign-in in twenty, its slow campaign lifts the share to about a quarter), and
+        // only the failed attempts are candidates: the successful sign-ins made meanwhile
+        // are not the campaign's.
         rule(
             "credential_stuffing_slow",
             BrokenAuthentication,
