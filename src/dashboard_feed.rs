@@ -208,18 +208,12 @@ impl DashboardFeed {
             if !self.applied.insert(s.id.clone()) {
                 continue;
             }
-            out.push(Suppression {
-                entity: Some(s.entity.clone()),
-                category: Category::parse(&s.category),
-                endpoint: s.endpoint.clone(),
-                until_ms: None,
-                reason: Some(format!(
-                    "dashboard: false positive {} {}",
-                    s.created_from, s.note
-                )),
-                // The entity is the incident's, as the client sent it: never a pattern.
-                exact_entity: true,
-            });
+            out.push(Suppression::false_positive(
+                &s.entity,
+                Category::parse(&s.category),
+                s.endpoint.clone(),
+                format!("dashboard: false positive {} {}", s.created_from, s.note),
+            ));
         }
         out
     }

@@ -483,6 +483,18 @@ fn single_partition_run(
     (input, alerts, dir, cfg)
 }
 
+/// As [`single_partition_run`], with incidents closing after a minute idle.
+fn short_idle_run(
+    brokers: &str,
+    name: &str,
+) -> (String, String, tempfile::TempDir, std::path::PathBuf) {
+    single_partition_run(
+        brokers,
+        name,
+        ("[incidents]\n", "[incidents]\nidle_close_secs = 60\n"),
+    )
+}
+
 #[test]
 fn batches_are_committed_when_the_input_goes_quiet() {
     let Some(brokers) = admin::broker_for_tests("gatewatch run idle commit test") else {
@@ -701,11 +713,7 @@ fn records_the_checkpoint_counted_are_not_counted_again_when_their_commit_was_lo
     let Some(brokers) = admin::broker_for_tests("gatewatch run lost commit test") else {
         return;
     };
-    let (input, alerts, dir, cfg) = single_partition_run(
-        &brokers,
-        "lostcommit",
-        ("[incidents]\n", "[incidents]\nidle_close_secs = 60\n"),
-    );
+    let (input, alerts, dir, cfg) = short_idle_run(&brokers, "lostcommit");
     // One attacker whose incident opens and closes (five quiet minutes follow), and one
     // whose incident is still open at the end.
     let t0 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
@@ -784,11 +792,7 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
     let Some(brokers) = admin::broker_for_tests("gatewatch run closed incident test") else {
         return;
     };
-    let (input, alerts, dir, cfg) = single_partition_run(
-        &brokers,
-        "closing",
-        ("[incidents]\n", "[incidents]\nidle_close_secs = 60\n"),
-    );
+    let (input, alerts, dir, cfg) = short_idle_run(&brokers, "closing");
 
     // An SSRF incident, then five minutes of another client's requests, which move event
     // time on.
@@ -854,14 +858,7 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 /// Fails the test with the run's log if it has ended.
 fn assert_running(child: &mut Child, what: &str) {
     if let Some(status) = child.try_wait().unwrap() {
-        let mut err = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = stderr_of(child);
         panic!("gatewatch run ended ({status}) {what}: {err}");
     }
 }

@@ -107,36 +107,9 @@ fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordB
             // The behaviour profile of each row's client window and its calibrated
             // distance, as the engine appends them (the profile as a dictionary key).
             let p = model.profiles().expect("behaviour profiles trained");
-            let picked: Vec<Vec<f32>> = {
-                let feats: Vec<String> = p.profiles.features().to_vec();
-                f32_cols(b, &feats)
-                    .into_iter()
-                    .map(<[f32]>::to_vec)
-                    .collect()
-            };
-            let mut row = vec![0f32; picked.len()];
-            let mut profile = Vec::with_capacity(b.num_rows());
-            let mut cluster = Vec::with_capacity(b.num_rows());
-            for r in 0..b.num_rows() {
-                for (slot, col) in row.iter_mut().zip(&picked) {
-                    *slot = col[r];
-                }
-                let (c, d) = p.profiles.assign(&row).expect("profile");
-                profile.push(p.calibrator.calibrate(d));
-                cluster.push(c as i32);
-            }
-            let names: arrow::array::StringArray = p
-                .profiles
-                .describe(3)
-                .iter()
-                .map(|d| Some(d.to_string()))
-                .collect();
-            let profile_name =
-                arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::try_new(
-                    arrow::array::Int32Array::from(cluster),
-                    Arc::new(names),
-                )
-                .expect("profile names");
+            let (profile, profile_name) = p
+                .assign_columns(&f32_cols(b, p.profiles.features()), 3)
+                .expect("behaviour profiles");
             let c = content.score_batch(b).expect("content scores");
             let risk: Float32Array = c.scores.iter().map(|v| v.map(|v| v * 100.0)).collect();
             let mut fields: Vec<Field> =

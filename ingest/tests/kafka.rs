@@ -916,9 +916,6 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
     );
 }
 
-/// Many small batches, handed out faster than they are taken: the decode thread's queue
-/// fills and the source waits for it, and every record still comes out exactly once, in
-/// offset order, with its bad records as dead letters in place.
 /// Large records close a batch at `max_bytes`, long before `max_rows` of them: a batch's
 /// memory is bounded by bytes, not by rows times the record limit.
 #[test]
@@ -957,6 +954,9 @@ fn large_records_close_batches_at_max_bytes() {
     source.close().unwrap();
 }
 
+/// Many small batches, handed out faster than they are taken: the decode thread's queue
+/// fills and the source waits for it, and every record still comes out exactly once, in
+/// offset order, with its bad records as dead letters in place.
 #[test]
 fn batches_come_out_in_order_when_decoding_falls_behind() {
     let brokers = broker_or_skip!();

@@ -73,6 +73,48 @@ pub struct ProfileSection {
     pub calibrator: Calibrator,
 }
 
+impl ProfileSection {
+    /// Every row's behaviour profile, as the engine appends them to a batch: the
+    /// calibrated distance to the row's profile (0–100) and the profile itself, a key into
+    /// a dictionary of the profiles' descriptions (each naming its `top_n` most distinctive
+    /// features). `columns[i]` holds the values of `profiles.features()[i]`, all of one
+    /// length.
+    pub fn assign_columns(
+        &self,
+        columns: &[&[f32]],
+        top_n: usize,
+    ) -> Result<(
+        Vec<f32>,
+        arrow::array::DictionaryArray<arrow::datatypes::Int32Type>,
+    )> {
+        let n = columns.first().map_or(0, |c| c.len());
+        let mut row = vec![0f32; columns.len()];
+        let mut scores = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
+        for r in 0..n {
+            for (slot, col) in row.iter_mut().zip(columns) {
+                *slot = col[r];
+            }
+            let (c, d) = self.profiles.assign(&row)?;
+            scores.push(self.calibrator.calibrate(d));
+            keys.push(i32::try_from(c).unwrap_or(i32::MAX));
+        }
+        // A handful of profiles: their descriptions are the dictionary, each row a key.
+        let names: arrow::array::StringArray = self
+            .profiles
+            .describe(top_n)
+            .iter()
+            .map(|d| Some(d.to_string()))
+            .collect();
+        let profiles = arrow::array::DictionaryArray::try_new(
+            arrow::array::Int32Array::from(keys),
+            std::sync::Arc::new(names),
+        )
+        .map_err(|e| Error::InvalidInput(format!("behaviour profile names: {e}")))?;
+        Ok((scores, profiles))
+    }
+}
+
 /// A trained model with its metadata. Build one with [`ModelArtifact::new`], persist it
 /// with [`save`](Self::save), read it back with [`load`](Self::load).
 #[derive(Debug, Clone, PartialEq)]
@@ -380,6 +422,25 @@ mod tests {
         .unwrap();
         a.content = Some(vec![1, 2, 3]);
         a
+    }
+
+    #[test]
+    fn profile_columns_hold_each_rows_profile_and_score() {
+        use arrow::array::Array;
+        let a = artifact();
+        let p = a.profiles().unwrap();
+        let (f_a, f_b): (Vec<f32>, Vec<f32>) = (0..40)
+            .map(|r| (((r * 7) % 29) as f32, ((r * 7 + 13) % 29) as f32))
+            .unzip();
+        let (scores, profiles) = p.assign_columns(&[&f_a, &f_b], 2).unwrap();
+        assert_eq!((scores.len(), profiles.len()), (40, 40));
+        let names = p.profiles.describe(2);
+        assert_eq!(profiles.values().len(), names.len());
+        for r in 0..40 {
+            let (c, d) = p.profiles.assign(&[f_a[r], f_b[r]]).unwrap();
+            assert_eq!(profiles.keys().value(r), c as i32);
+            assert_eq!(scores[r], p.calibrator.calibrate(d));
+        }
     }
 
     #[test]

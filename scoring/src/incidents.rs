@@ -321,6 +321,25 @@ pub struct Suppression {
 }
 
 impl Suppression {
+    /// The suppression an analyst's "false positive" on an incident makes: its entity
+    /// exactly (`exact_entity`, whatever the client called itself), its category, and
+    /// optionally an endpoint.
+    pub fn false_positive(
+        entity: &str,
+        category: Option<Category>,
+        endpoint: Option<String>,
+        reason: String,
+    ) -> Self {
+        Self {
+            entity: Some(entity.to_string()),
+            category,
+            endpoint,
+            until_ms: None,
+            reason: Some(reason),
+            exact_entity: true,
+        }
+    }
+
     /// Whether it silences this candidate at this time.
     pub fn matches(&self, c: &AlertCandidate) -> bool {
         if self.until_ms.is_some_and(|u| c.time_ms >= u) {
@@ -895,14 +914,12 @@ impl IncidentTable {
         let inc = self.open.values_mut().find(|i| i.id == id)?;
         inc.status = status;
         if status == IncidentStatus::FalsePositive {
-            let s = Suppression {
-                entity: Some(inc.entity.clone()),
-                category: Some(inc.category),
-                endpoint: None,
-                until_ms: None,
-                reason: Some(format!("false positive: incident {}", inc.id)),
-                exact_entity: true,
-            };
+            let s = Suppression::false_positive(
+                &inc.entity,
+                Some(inc.category),
+                None,
+                format!("false positive: incident {}", inc.id),
+            );
             if let Err(e) = self.add_suppression(s.clone()) {
                 tracing::warn!("{e}");
             }

@@ -274,30 +274,11 @@ impl ModelRuntime {
                     .filter_map(|f| self.features.iter().position(|g| g == f))
                     .collect();
                 let picked: Vec<&[f32]> = idx.iter().map(|&i| cols[i]).collect();
-                let mut row = vec![0f32; idx.len()];
-                let mut cluster = Vec::with_capacity(n);
-                for r in 0..n {
-                    for (slot, col) in row.iter_mut().zip(&picked) {
-                        *slot = col[r];
-                    }
-                    let (c, d) = p.profiles.assign(&row).context("behaviour profiles")?;
-                    profile.append_value(p.calibrator.calibrate(d));
-                    cluster.push(i32::try_from(c).unwrap_or(i32::MAX));
-                }
-                // A handful of profiles: their descriptions are the dictionary, each row a key.
-                let names: arrow::array::StringArray = p
-                    .profiles
-                    .describe(PROFILE_NAME_FEATURES)
-                    .iter()
-                    .map(|d| Some(d.to_string()))
-                    .collect();
-                profile_name = Arc::new(
-                    arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::try_new(
-                        arrow::array::Int32Array::from(cluster),
-                        Arc::new(names),
-                    )
-                    .context("behaviour profile names")?,
-                );
+                let (scores, names) = p
+                    .assign_columns(&picked, PROFILE_NAME_FEATURES)
+                    .context("behaviour profiles")?;
+                profile.append_slice(&scores);
+                profile_name = Arc::new(names);
             } else {
                 profile.append_nulls(n);
             }

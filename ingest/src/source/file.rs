@@ -161,7 +161,9 @@ impl FileSource {
             if let Some((input, line, bytes, pos)) = self.current.as_mut() {
                 let name = &self.names[*input];
                 while *pos < bytes.len()
-                    && !is_full(&self.decoder, self.pending_bytes, &self.batching)
+                    && !self
+                        .batching
+                        .is_full(self.decoder.pending(), self.pending_bytes)
                 {
                     let rest = &bytes[*pos..];
                     let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
@@ -187,7 +189,10 @@ impl FileSource {
                     self.current = None;
                 }
             }
-            if is_full(&self.decoder, self.pending_bytes, &self.batching) {
+            if self
+                .batching
+                .is_full(self.decoder.pending(), self.pending_bytes)
+            {
                 return Ok(Some(self.emit()));
             }
             if self.done {
@@ -255,11 +260,6 @@ impl FileSource {
             ack: None,
         }
     }
-}
-
-/// Whether a batch must close: `max_rows` records, or `max_bytes` of them.
-fn is_full(decoder: &BatchDecoder, bytes: usize, batching: &Batching) -> bool {
-    decoder.pending() >= batching.max_rows || bytes >= batching.max_bytes
 }
 
 impl Iterator for FileSource {

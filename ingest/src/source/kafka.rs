@@ -1035,9 +1035,9 @@ struct Open {
 }
 
 impl Open {
-    /// Whether the batch must close: `max_rows` records, or `max_bytes` of them.
+    /// Whether the batch must close ([`Batching::is_full`]).
     fn is_full(&self, batching: &Batching) -> bool {
-        self.records >= batching.max_rows || self.bytes >= batching.max_bytes
+        batching.is_full(self.records, self.bytes)
     }
 
     fn push(&mut self, msg: &BorrowedMessage<'_>, shared: &Shared) {

@@ -50,6 +50,12 @@ impl Default for Batching {
 }
 
 impl Batching {
+    /// Whether a batch of `records` records holding `bytes` bytes must close (the linger
+    /// aside): `max_rows` records, or `max_bytes` of them.
+    pub fn is_full(&self, records: usize, bytes: usize) -> bool {
+        records >= self.max_rows || bytes >= self.max_bytes
+    }
+
     /// Checks the limits, naming the bad setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_rows == 0 || self.max_rows > MAX_BATCH_ROWS {
