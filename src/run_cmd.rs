@@ -33,6 +33,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -43,7 +44,9 @@ use gatewatch_scoring::sink::{AlertSink, JsonlSink, KafkaAlertSink};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::engine::Engine;
-use crate::pipeline::replay::{AlreadyCounted, CountedOffsets};
+use crate::pipeline::replay::{
+    self, AlreadyCounted, CountedOffsets, SharedAlreadyCounted, SkipStoredDeadLetters,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -122,10 +125,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     }
     // Records the checkpoint counted whose commit a crash lost come again first: they are
     // not counted twice (see `pipeline::replay`).
-    let mut already_counted = AlreadyCounted::new(engine.scoring().incidents().input_marks());
-    if already_counted.undecided() > 0 {
+    let already_counted: SharedAlreadyCounted = Arc::new(Mutex::new(AlreadyCounted::new(
+        engine.scoring().incidents().input_marks(),
+    )));
+    let undecided = replay::lock(&already_counted).undecided();
+    if undecided > 0 {
         tracing::info!(
-            partitions = already_counted.undecided(),
+            partitions = undecided,
             "the restored checkpoint records the input offsets it counted"
         );
     }
@@ -174,6 +180,15 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
 
     let mut source = KafkaSource::new(&config.kafka, config.batch, &config.decode_options())
         .context("starting the Kafka source")?;
+    // The dead letters of records the checkpoint counted were stored before the restart.
+    if undecided > 0
+        && let Some(sink) = source.take_dead_letter_sink()
+    {
+        source.set_dead_letter_sink(Some(Box::new(SkipStoredDeadLetters::new(
+            sink,
+            already_counted.clone(),
+        ))));
+    }
     let stop = source.stop_handle();
     let acker = source.acker();
     let shutdown = Shutdown::new(
@@ -399,7 +414,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             let n_read = read.num_rows() as u64;
             metrics.events_in.fetch_add(n_read, Ordering::Relaxed);
             counted.note(read)?;
-            let split = already_counted.split(read)?;
+            let split = replay::lock(&already_counted).split(read, &sb.decoded.dead_letters)?;
             if let Some(old) = &split.counted {
                 engine.warm(old)?;
                 metrics
@@ -551,9 +566,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     drop(http);
     shutdown.finish();
     closed?;
+    let already_counted = replay::lock(&already_counted);
     tracing::info!(
         events,
         counted_before_restart = already_counted.skipped(),
+        dead_letters_stored_before_restart = already_counted.dead_letters_skipped(),
         "gatewatch run stopped"
     );
     result

@@ -714,13 +714,35 @@ fn records_the_checkpoint_counted_are_not_counted_again_when_their_commit_was_lo
         return;
     };
     let (input, alerts, dir, cfg) = short_idle_run(&brokers, "lostcommit");
+    let dead_letters = dir.path().join("dl.jsonl");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let section = format!(
+        "[kafka.dead_letter]\nkind = \"file\"\npath = \"{}\"\n[alerts]\n",
+        dead_letters.display()
+    );
+    std::fs::write(&cfg, text.replacen("[alerts]\n", &section, 1)).unwrap();
     // One attacker whose incident opens and closes (five quiet minutes follow), and one
-    // whose incident is still open at the end.
+    // whose incident is still open at the end; two records that do not decode among them.
     let t0 = 1_767_603_600_000; // 2026-01-05T09:00:00Z
     let (closes, stays) = ("203.0.113.70", "203.0.113.71");
     let mut lines = ssrf_lines(t0, closes);
+    lines.insert(5, "not a kong record".into());
+    lines.insert(20, "{\"neither\": 1}".into());
     lines.extend(ssrf_lines(t0 + 310_000, stays).into_iter().take(3));
+    let good = lines.len() as u64 - 2;
     produce_lines(&brokers, &input, &lines);
+    let stored_letters = || {
+        let mut offsets: Vec<u64> = std::fs::read_to_string(&dead_letters)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["provenance"]["offset"].as_u64().unwrap()
+            })
+            .collect();
+        offsets.sort_unstable();
+        offsets
+    };
     let data = dir.path().join("data");
     wait(
         start_run(&cfg, &data, free_port()),
@@ -732,7 +754,8 @@ fn records_the_checkpoint_counted_are_not_counted_again_when_their_commit_was_lo
             .as_u64()
             .unwrap()
     };
-    assert_eq!(stored(&data), lines.len() as u64);
+    assert_eq!(stored(&data), good);
+    assert_eq!(stored_letters(), vec![5, 20]);
     let checkpoint = |data: &Path| -> Value {
         serde_json::from_slice(&std::fs::read(data.join("state/incidents.json")).unwrap()).unwrap()
     };
@@ -770,11 +793,12 @@ fn records_the_checkpoint_counted_are_not_counted_again_when_their_commit_was_lo
         start_run(&cfg, &data, free_port()),
         Duration::from_secs(300),
     );
-    // Nothing published again (the closed incident not reopened), nothing stored twice,
-    // nothing counted twice.
+    // Nothing published again (the closed incident not reopened), nothing stored twice
+    // (dead letters included), nothing counted twice.
     let again = read_alerts(&brokers, &alerts);
     assert_eq!(again.len(), published.len(), "{again:?}");
-    assert_eq!(stored(&data), lines.len() as u64);
+    assert_eq!(stored(&data), good);
+    assert_eq!(stored_letters(), vec![5, 20]);
     let cp = checkpoint(&data);
     assert_eq!(count_of(&cp, stays), Some(3.into()), "{cp}");
     assert_eq!(count_of(&cp, closes), None, "{cp}");

@@ -12,18 +12,23 @@
 //! partition inside that span skips what the checkpoint counted.
 //!
 //! Skipped records still warm the feature windows (they are what the restored state saw),
-//! but are not scored, stored or alerted on again. A restart that resumes a partition
+//! but are not scored, stored or alerted on again; the dead letters among them were stored
+//! before the crash and are not stored again ([`SkipStoredDeadLetters`]). A restart that resumes a partition
 //! anywhere else (at or past `to`: the commit landed; before `from`: the topic was
 //! recreated or its offsets reset) counts its records as new: skipping is only ever done
-//! where the checkpoint provably holds the records.
+//! where the checkpoint provably holds the records. Where a partition resumed is the
+//! lowest offset of it in the first batch that holds any, its dead letters included.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, BooleanArray, Int32Array, Int64Array};
 use arrow::record_batch::RecordBatch;
 
 use gatewatch_ingest::schema::col;
+use gatewatch_ingest::source::kafka::DeadLetterSink;
+use gatewatch_ingest::{DeadLetter, OwnedProvenance};
 use gatewatch_scoring::columns::StrCol;
 use gatewatch_scoring::incidents::InputMark;
 
@@ -195,7 +200,11 @@ pub struct AlreadyCounted {
     marks: ByPartition<(InputMark, Resume)>,
     /// Marks not yet `Done`: while none is, batches pass untouched.
     undecided: usize,
+    /// Marks still `Waiting`: while none is, no batch is searched for where a partition
+    /// resumed.
+    waiting: usize,
     skipped: u64,
+    dead_letters_skipped: u64,
 }
 
 /// A batch split by [`AlreadyCounted::split`].
@@ -221,8 +230,10 @@ impl AlreadyCounted {
         }
         Self {
             undecided,
+            waiting: undecided,
             marks: by,
             skipped: 0,
+            dead_letters_skipped: 0,
         }
     }
 
@@ -236,8 +247,92 @@ impl AlreadyCounted {
         self.skipped
     }
 
-    /// Splits `batch` into what the checkpoint counted and what it did not.
-    pub fn split(&mut self, batch: &RecordBatch) -> Result<Split> {
+    /// Dead letters left out so far (stored before the restart).
+    pub fn dead_letters_skipped(&self) -> u64 {
+        self.dead_letters_skipped
+    }
+
+    /// Decides where each partition still waiting resumed: at the lowest offset of it in
+    /// `batch` and `letters` (the batch's records that did not decode), when they hold any.
+    fn resume(&mut self, batch: &RecordBatch, letters: &[DeadLetter]) -> Result<()> {
+        if self.waiting == 0 {
+            return Ok(());
+        }
+        let mut lowest: HashMap<(&str, i32), i64> = HashMap::new();
+        let marks = &self.marks;
+        let mut note = |topic, partition, offset: i64| {
+            let waiting = marks
+                .get(topic)
+                .and_then(|t| t.get(&partition))
+                .is_some_and(|(_, state)| *state == Resume::Waiting);
+            if waiting {
+                lowest
+                    .entry((topic, partition))
+                    .and_modify(|o| *o = (*o).min(offset))
+                    .or_insert(offset);
+            }
+        };
+        if let Some(p) = Provenance::of(batch)? {
+            // Rows of one partition mostly come together: a run is looked up once, at its
+            // lowest offset.
+            let mut run: Option<(&str, i32, i64)> = None;
+            for row in 0..batch.num_rows() {
+                let Some((topic, partition, offset)) = p.at(row) else {
+                    continue;
+                };
+                match &mut run {
+                    Some((t, pa, lo)) if *t == topic && *pa == partition => *lo = (*lo).min(offset),
+                    _ => {
+                        if let Some((t, pa, lo)) = run.replace((topic, partition, offset)) {
+                            note(t, pa, lo);
+                        }
+                    }
+                }
+            }
+            if let Some((t, pa, lo)) = run {
+                note(t, pa, lo);
+            }
+        }
+        for dl in letters {
+            if let OwnedProvenance::Kafka {
+                topic,
+                partition,
+                offset,
+            } = &dl.provenance
+            {
+                note(topic, *partition, *offset);
+            }
+        }
+        let mut lowest: Vec<_> = lowest.into_iter().collect();
+        lowest.sort_unstable();
+        for ((topic, partition), offset) in lowest {
+            self.decide(topic, partition, offset);
+        }
+        Ok(())
+    }
+
+    /// Whether `letter` is of a record the restored checkpoint counted, and so was stored
+    /// before the restart. Only right after [`resume`](Self::resume) saw its batch.
+    fn stored(&self, letter: &DeadLetter) -> bool {
+        let OwnedProvenance::Kafka {
+            topic,
+            partition,
+            offset,
+        } = &letter.provenance
+        else {
+            return false;
+        };
+        self.marks
+            .get(topic.as_str())
+            .and_then(|t| t.get(partition))
+            .is_some_and(|(mark, state)| {
+                *state == Resume::Skipping && (mark.from..mark.to).contains(offset)
+            })
+    }
+
+    /// Splits `batch` (whose records that did not decode are `letters`) into what the
+    /// checkpoint counted and what it did not.
+    pub fn split(&mut self, batch: &RecordBatch, letters: &[DeadLetter]) -> Result<Split> {
         let whole = || Split {
             counted: None,
             new: batch.clone(),
@@ -245,6 +340,7 @@ impl AlreadyCounted {
         if self.undecided == 0 {
             return Ok(whole());
         }
+        self.resume(batch, letters)?;
         let Some(p) = Provenance::of(batch)? else {
             return Ok(whole());
         };
@@ -293,6 +389,7 @@ impl AlreadyCounted {
             Resume::Waiting if offset >= mark.to => {
                 *state = Resume::Done;
                 self.undecided -= 1;
+                self.waiting -= 1;
                 false
             }
             Resume::Waiting if offset < mark.from => {
@@ -307,6 +404,7 @@ impl AlreadyCounted {
                 );
                 *state = Resume::Done;
                 self.undecided -= 1;
+                self.waiting -= 1;
                 false
             }
             Resume::Waiting => {
@@ -319,6 +417,7 @@ impl AlreadyCounted {
                      commit was lost): they warm the feature windows and are not counted again"
                 );
                 *state = Resume::Skipping;
+                self.waiting -= 1;
                 true
             }
             Resume::Skipping if offset < mark.to => true,
@@ -328,6 +427,64 @@ impl AlreadyCounted {
                 false
             }
         })
+    }
+}
+
+/// [`AlreadyCounted`] shared by the run loop and the dead-letter sink.
+pub type SharedAlreadyCounted = Arc<Mutex<AlreadyCounted>>;
+
+/// Locks `shared` (a panic while holding it leaves nothing half-changed that matters more
+/// than stopping would).
+pub fn lock(shared: &SharedAlreadyCounted) -> MutexGuard<'_, AlreadyCounted> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A dead-letter sink that leaves out the dead letters of records the restored checkpoint
+/// counted: their batches were processed, so their dead letters were stored, before the
+/// restart. The source writes a batch's dead letters before handing the batch out, so
+/// this is where a partition's resume is first decided.
+pub struct SkipStoredDeadLetters {
+    inner: Box<dyn DeadLetterSink>,
+    already: SharedAlreadyCounted,
+}
+
+impl SkipStoredDeadLetters {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn DeadLetterSink>, already: SharedAlreadyCounted) -> Self {
+        Self { inner, already }
+    }
+}
+
+impl DeadLetterSink for SkipStoredDeadLetters {
+    fn write(&mut self, dead_letters: &[DeadLetter]) -> gatewatch_ingest::Result<()> {
+        self.inner.write(dead_letters)
+    }
+
+    fn write_batch(
+        &mut self,
+        dead_letters: &[DeadLetter],
+        events: &RecordBatch,
+    ) -> gatewatch_ingest::Result<()> {
+        let kept: Vec<DeadLetter> = {
+            let mut already = lock(&self.already);
+            if already.undecided() == 0 {
+                drop(already);
+                return self.inner.write(dead_letters);
+            }
+            // A batch whose provenance columns are unreadable fails its split, which names
+            // the column; here it only decides nothing.
+            let _ = already.resume(events, dead_letters);
+            dead_letters
+                .iter()
+                .filter(|d| !already.stored(d))
+                .cloned()
+                .collect()
+        };
+        let left_out = (dead_letters.len() - kept.len()) as u64;
+        self.inner.write(&kept)?;
+        // Counted once stored: a failed write is retried with the same letters.
+        lock(&self.already).dead_letters_skipped += left_out;
+        Ok(())
     }
 }
 
@@ -410,7 +567,7 @@ mod tests {
         c.note(&b).unwrap();
         assert!(c.marks().is_empty());
         let mut a = AlreadyCounted::new(&[mark("a", 0, 0, 10)]);
-        let s = a.split(&b).unwrap();
+        let s = a.split(&b, &[]).unwrap();
         assert!(s.counted.is_none());
         assert_eq!(s.new.num_rows(), 2);
     }
@@ -421,12 +578,10 @@ mod tests {
         assert_eq!(a.undecided(), 2);
         // Partition 0 resumes at 101 (inside 100..103), partition 2 has no mark.
         let s = a
-            .split(&batch(&[
-                ("a", 0, 101),
-                ("a", 2, 7),
-                ("a", 0, 102),
-                ("a", 0, 103),
-            ]))
+            .split(
+                &batch(&[("a", 0, 101), ("a", 2, 7), ("a", 0, 102), ("a", 0, 103)]),
+                &[],
+            )
             .unwrap();
         assert_eq!(
             offsets(&s.counted.unwrap()),
@@ -439,7 +594,7 @@ mod tests {
         assert_eq!((a.undecided(), a.skipped()), (1, 2));
         // Partition 1 resumes past its span (the commit landed): nothing skipped, and with
         // every partition decided batches pass untouched.
-        let s = a.split(&batch(&[("a", 1, 60), ("a", 1, 59)])).unwrap();
+        let s = a.split(&batch(&[("a", 1, 60), ("a", 1, 61)]), &[]).unwrap();
         assert!(s.counted.is_none());
         assert_eq!(s.new.num_rows(), 2);
         assert_eq!(a.undecided(), 0);
@@ -449,12 +604,121 @@ mod tests {
     fn a_restart_before_the_span_counts_everything() {
         // The topic was recreated: offsets start again below the checkpoint's span.
         let mut a = AlreadyCounted::new(&[mark("a", 0, 100, 200)]);
-        let s = a.split(&batch(&[("a", 0, 0), ("a", 0, 150)])).unwrap();
+        let s = a.split(&batch(&[("a", 0, 0), ("a", 0, 150)]), &[]).unwrap();
         assert!(s.counted.is_none());
         assert_eq!(s.new.num_rows(), 2);
         assert_eq!((a.undecided(), a.skipped()), (0, 0));
         // An empty span (an idle partition) guards nothing.
         let a = AlreadyCounted::new(&[mark("a", 0, 7, 7)]);
         assert_eq!(a.undecided(), 0);
+    }
+
+    fn letter(topic: &str, partition: i32, offset: i64) -> DeadLetter {
+        DeadLetter {
+            reason: gatewatch_ingest::Reason::BadJson,
+            detail: "not a record".into(),
+            format: "kong".into(),
+            provenance: OwnedProvenance::Kafka {
+                topic: topic.into(),
+                partition,
+                offset,
+            },
+            raw_len: 3,
+            raw: "bad".into(),
+        }
+    }
+
+    #[test]
+    fn a_partition_resumes_at_its_lowest_offset_dead_letters_included() {
+        // The first record read of partition 0 (offset 99) did not decode: the partition
+        // resumed before the span, so nothing of it is skipped. Partition 1 resumed at a
+        // dead letter inside its span, and its decoded records after it are skipped.
+        let mut a = AlreadyCounted::new(&[mark("a", 0, 100, 200), mark("a", 1, 50, 60)]);
+        let s = a
+            .split(
+                &batch(&[("a", 0, 100), ("a", 0, 101), ("a", 1, 52), ("a", 1, 60)]),
+                &[letter("a", 0, 99), letter("a", 1, 51)],
+            )
+            .unwrap();
+        assert_eq!(offsets(&s.counted.unwrap()), vec![("a".into(), 1, 52)]);
+        assert_eq!(
+            offsets(&s.new),
+            vec![
+                ("a".into(), 0, 100),
+                ("a".into(), 0, 101),
+                ("a".into(), 1, 60)
+            ]
+        );
+        assert_eq!(a.undecided(), 0);
+    }
+
+    /// Keeps what it is asked to store, and fails when told to.
+    struct Recording {
+        kept: Arc<Mutex<Vec<i64>>>,
+        fail: Arc<Mutex<bool>>,
+    }
+
+    impl DeadLetterSink for Recording {
+        fn write(&mut self, dead_letters: &[DeadLetter]) -> gatewatch_ingest::Result<()> {
+            if *self.fail.lock().unwrap() {
+                return Err(gatewatch_ingest::Error::DeadLetterSink("full".into()));
+            }
+            self.kept
+                .lock()
+                .unwrap()
+                .extend(dead_letters.iter().map(|d| match d.provenance {
+                    OwnedProvenance::Kafka { offset, .. } => offset,
+                    _ => -1,
+                }));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dead_letters_of_records_the_checkpoint_counted_are_not_stored_again() {
+        let already: SharedAlreadyCounted = Arc::new(Mutex::new(AlreadyCounted::new(&[
+            mark("a", 0, 10, 20),
+            mark("a", 1, 10, 20),
+        ])));
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let fail = Arc::new(Mutex::new(true));
+        let mut sink = SkipStoredDeadLetters::new(
+            Box::new(Recording {
+                kept: kept.clone(),
+                fail: fail.clone(),
+            }),
+            already.clone(),
+        );
+        // Partition 0 resumes inside its span at 12: its letters before 20 were stored
+        // before the restart, the one at 21 was not. Partition 1 resumes before its span
+        // (at 3): every letter of it is new. The first write fails and is retried.
+        let events = batch(&[("a", 0, 12), ("a", 0, 14), ("a", 1, 11)]);
+        let letters = [
+            letter("a", 0, 13),
+            letter("a", 0, 19),
+            letter("a", 0, 21),
+            letter("a", 1, 3),
+            letter("a", 1, 12),
+            letter("a", 2, 5),
+        ];
+        assert!(sink.write_batch(&letters, &events).is_err());
+        assert_eq!(lock(&already).dead_letters_skipped(), 0);
+        *fail.lock().unwrap() = false;
+        sink.write_batch(&letters, &events).unwrap();
+        assert_eq!(*kept.lock().unwrap(), vec![21, 3, 12, 5]);
+        assert_eq!(lock(&already).dead_letters_skipped(), 2);
+        // The batch's split agrees: partition 0's records are counted, partition 1's new.
+        let s = lock(&already).split(&events, &letters).unwrap();
+        assert_eq!(
+            offsets(&s.counted.unwrap()),
+            vec![("a".into(), 0, 12), ("a".into(), 0, 14)]
+        );
+        assert_eq!(offsets(&s.new), vec![("a".into(), 1, 11)]);
+        // Once every partition is decided, letters pass through whole.
+        lock(&already).split(&batch(&[("a", 0, 22)]), &[]).unwrap();
+        assert_eq!(lock(&already).undecided(), 0);
+        sink.write_batch(&[letter("a", 0, 15)], &batch(&[]))
+            .unwrap();
+        assert_eq!(*kept.lock().unwrap(), vec![21, 3, 12, 5, 15]);
     }
 }

@@ -112,6 +112,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use arrow::record_batch::RecordBatch;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -1347,6 +1348,12 @@ impl KafkaSource {
         self.sink = sink;
     }
 
+    /// Takes the dead-letter sink out (to wrap it and [`set`](Self::set_dead_letter_sink)
+    /// it back); meanwhile dead letters are only counted.
+    pub fn take_dead_letter_sink(&mut self) -> Option<Box<dyn DeadLetterSink>> {
+        self.sink.take()
+    }
+
     /// Makes the source obey `stop` (a process-wide shutdown handle, say) instead of its own.
     pub fn with_stop_handle(mut self, stop: StopHandle) -> Self {
         self.stop = stop;
@@ -1453,7 +1460,7 @@ impl KafkaSource {
                     if !letters.is_empty() {
                         match self.sink.as_mut() {
                             Some(sink) => {
-                                if let Err(e) = sink.write(letters) {
+                                if let Err(e) = sink.write_batch(letters, &batch.decoded.events) {
                                     // The batch stays first in line and is not handed out,
                                     // so no commit passes its records; the batches
                                     // acknowledged before it are committed meanwhile.
@@ -1709,6 +1716,14 @@ pub trait DeadLetterSink: Send {
     /// Stores `dead_letters`, in order. On error none or some of them may be stored; the
     /// caller writes them all again.
     fn write(&mut self, dead_letters: &[DeadLetter]) -> Result<()>;
+
+    /// Stores the dead letters of one batch whose decoded records are `events` (what the
+    /// source calls). The same as [`write`](Self::write) unless a sink needs to see the
+    /// batch to choose what to keep: one that leaves out what a restart reads again, say.
+    fn write_batch(&mut self, dead_letters: &[DeadLetter], events: &RecordBatch) -> Result<()> {
+        let _ = events;
+        self.write(dead_letters)
+    }
 }
 
 /// Opens the sink [`KafkaSourceConfig::dead_letter`] names (`None` when it names none).
