@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use gatewatch_scoring::rules::{Op, apply_overrides, builtin_rules};
+use gatewatch_scoring::rules::{Op, apply_overrides, builtin_rules, fit_to_spec};
 use gatewatch_scoring::{Category, Suppression};
 
 use crate::config::Config;
@@ -159,9 +159,13 @@ fn suppression_from_args(args: SuppressArgs, now_us: i64) -> Result<Suppression>
     Ok(s)
 }
 
-/// `gatewatch rules`: the detector rules with their thresholds after config overrides.
+/// `gatewatch rules`: the detector rules with their thresholds after config overrides, as
+/// fitted to the API spec when `[features] openapi_spec` names one.
 pub fn list_rules(config: &Config) -> Result<()> {
     let mut rules = builtin_rules();
+    if config.features.openapi_spec.is_some() {
+        fit_to_spec(&mut rules);
+    }
     apply_overrides(&mut rules, &config.scoring.rules).map_err(anyhow::Error::msg)?;
     let mut out = std::io::stdout().lock();
     for r in rules {

@@ -536,6 +536,25 @@ pub fn builtin_rules() -> Vec<Rule> {
     ]
 }
 
+/// Fits the rules to a feature stage that maps requests to an API spec. The spec is then
+/// the inventory: a declared endpoint that traffic reaches for the first time is
+/// documented, not a shadow endpoint (a signup form nobody used before a campaign, say), so
+/// `shadow_endpoint_use` asks for an undeclared endpoint only. Without a spec, first seen
+/// after warm-up is the best stand-in for undocumented.
+pub fn fit_to_spec(rules: &mut [Rule]) {
+    for rule in rules.iter_mut().filter(|r| r.name == "shadow_endpoint_use") {
+        for c in &mut rule.when {
+            if c.features.iter().any(|f| f == "f_endpoint_new") {
+                *c = Condition::ge(
+                    "f_endpoint_undeclared",
+                    1.0,
+                    "request to an endpoint the API spec does not declare",
+                );
+            }
+        }
+    }
+}
+
 /// Applies `[scoring.rules]` overrides; unknown rule or feature names are errors naming them.
 pub fn apply_overrides(
     rules: &mut [Rule],

@@ -515,8 +515,17 @@ struct ResolvedCond<'a> {
 impl Scorer {
     /// Builds the scorer; fails on invalid settings.
     pub fn new(cfg: ScoringConfig) -> Result<Self> {
+        Self::for_features(cfg, false)
+    }
+
+    /// [`new`](Self::new), for a feature stage that maps requests to an API spec when
+    /// `spec_loaded` (see [`fit_to_spec`](crate::rules::fit_to_spec)).
+    pub fn for_features(cfg: ScoringConfig, spec_loaded: bool) -> Result<Self> {
         cfg.validate().map_err(Error::Config)?;
         let mut rules = builtin_rules();
+        if spec_loaded {
+            crate::rules::fit_to_spec(&mut rules);
+        }
         apply_overrides(&mut rules, &cfg.rules).map_err(Error::Config)?;
         rules.retain(|r| r.enabled);
         let mut endpoints = EndpointTable::default();
@@ -1370,6 +1379,45 @@ mod tests {
         let scored = scorer.score(&injection_event(1.0, Some(95.0))).unwrap();
         assert_eq!(scored.candidates.len(), 1);
         assert_eq!(scored.candidates[0].1.detector, "content_profile");
+    }
+
+    #[test]
+    fn with_a_spec_only_undeclared_endpoints_are_shadow_endpoints() {
+        // A client's sixth request in 10 min to endpoints that are new: the first one the
+        // spec declares (a signup form nobody used before), the second one it does not.
+        let requests = rows(
+            &[
+                ("f_client_inventory_10m", vec![Some(6.0), Some(6.0)]),
+                ("f_endpoint_new", vec![Some(1.0), Some(1.0)]),
+                ("f_endpoint_undeclared", vec![Some(0.0), Some(1.0)]),
+            ],
+            &[],
+        );
+        let shadow_rows = |scorer: &mut Scorer| -> Vec<usize> {
+            let scored = scorer.score(&requests).unwrap();
+            scored
+                .candidates
+                .iter()
+                .filter(|(_, c)| c.detector == "shadow_endpoint_use")
+                .map(|(row, _)| *row)
+                .collect()
+        };
+        // Without a spec, first seen is what undocumented looks like.
+        let mut without = Scorer::new(ScoringConfig::default()).unwrap();
+        assert_eq!(shadow_rows(&mut without), vec![0, 1]);
+        let mut with = Scorer::for_features(ScoringConfig::default(), true).unwrap();
+        assert_eq!(shadow_rows(&mut with), vec![1]);
+        let rule = with
+            .rules()
+            .iter()
+            .find(|r| r.name == "shadow_endpoint_use")
+            .unwrap();
+        assert!(
+            rule.when
+                .iter()
+                .all(|c| !c.features.contains(&"f_endpoint_new".to_string())),
+            "{rule:?}"
+        );
     }
 
     #[test]

@@ -62,9 +62,19 @@ pub struct ScoringStage {
 impl ScoringStage {
     /// Builds the stage.
     pub fn new(scoring: ScoringConfig, incidents: IncidentConfig) -> Result<Self> {
+        Self::for_features(scoring, incidents, false)
+    }
+
+    /// [`new`](Self::new), for a feature stage that maps requests to an API spec when
+    /// `spec_loaded` (see [`fit_to_spec`](crate::rules::fit_to_spec)).
+    pub fn for_features(
+        scoring: ScoringConfig,
+        incidents: IncidentConfig,
+        spec_loaded: bool,
+    ) -> Result<Self> {
         incidents.validate().map_err(Error::Config)?;
         Ok(Self {
-            scorer: Scorer::new(scoring)?,
+            scorer: Scorer::for_features(scoring, spec_loaded)?,
             incidents: IncidentTable::new(incidents),
             watermark_ms: i64::MIN,
             streams: HashMap::new(),

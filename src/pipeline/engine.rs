@@ -522,6 +522,7 @@ impl Engine {
         incidents: IncidentConfig,
     ) -> Result<Self> {
         let alert_threshold = scoring.alert_threshold;
+        let spec_loaded = features.openapi_spec.is_some();
         let stage = FeatureStage::new(features).context("features")?;
         let names = model_features(stage.feature_names());
         if names.is_empty() {
@@ -530,7 +531,8 @@ impl Engine {
         Ok(Self {
             models: ModelRuntime::new(models, names)?,
             features: stage,
-            scoring: ScoringStage::new(scoring, incidents).context("scoring")?,
+            scoring: ScoringStage::for_features(scoring, incidents, spec_loaded)
+                .context("scoring")?,
             alert_threshold,
         })
     }
