@@ -8,7 +8,8 @@
 //!   and applies retention.
 //! - [`session`]: [`HuntSession`] registers the tables `events`, `alerts`, `incidents`
 //!   and `endpoints` in DataFusion with the hunting functions ([`udf`]) and runs
-//!   read-only queries under a timeout, a memory limit and caps on result rows and bytes.
+//!   read-only queries under a timeout, a memory limit and caps on result rows and bytes;
+//!   [`listing`] keeps what a query lists consistent while maintenance merges files.
 //! - [`server`]: `gatewatch sql`, the same session over the PostgreSQL wire protocol, with
 //!   password authentication and optional TLS.
 //! - [`hunts`]: the hunt library (the `hunts/` directory of the repository), one
@@ -25,6 +26,7 @@
 
 pub mod error;
 pub mod hunts;
+pub mod listing;
 pub mod output;
 pub mod server;
 pub mod session;

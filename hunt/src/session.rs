@@ -31,6 +31,7 @@ use datafusion::datasource::listing::{
 use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -41,6 +42,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::listing::{MergeAwareFiles, file_vanished};
 use crate::store::Table;
 
 /// The catalog (database) name the tables live in.
@@ -53,6 +55,9 @@ pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
 /// the footer of each table's newest file; a table without any file is looked at before
 /// every query: that look is a walk of its directory that stops at the first file).
 pub const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
+/// How many times a query that found a listed file gone is planned and run again (a merge
+/// or retention removes a file once; more in a row would mean something else is wrong).
+pub const VANISHED_FILE_RETRIES: usize = 3;
 
 /// Limits applied to every query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,6 +307,11 @@ impl HuntSession {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // Listings that stay consistent while maintenance merges files (see `listing`).
+        ctx.register_object_store(
+            ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(MergeAwareFiles::new()),
+        );
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| DataFusionError::Internal(format!("no catalog {CATALOG}")))?;
@@ -532,7 +542,26 @@ impl HuntSession {
             .map_err(|_| Error::Timeout(self.limits.timeout_secs))?
     }
 
+    /// Runs `plan`, planning it again (listing the files anew) when a file it listed is
+    /// gone by the time it is read: maintenance merged or dropped it meanwhile (see
+    /// [`crate::listing`]). Nothing has been returned by then: results are collected whole.
     async fn run(&self, plan: LogicalPlan, max_bytes: usize) -> Result<QueryOutput> {
+        let mut again = 0;
+        loop {
+            match self.run_once(plan.clone(), max_bytes).await {
+                Err(Error::DataFusion(e)) if again < VANISHED_FILE_RETRIES && file_vanished(&e) => {
+                    again += 1;
+                    tracing::debug!(error = %e, again, "sql: a listed file is gone; planning the query again");
+                    // A merge deletes its inputs a moment after its output is in place:
+                    // the next listing, a moment later, has only the output.
+                    tokio::time::sleep(Duration::from_millis(10 << again)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn run_once(&self, plan: LogicalPlan, max_bytes: usize) -> Result<QueryOutput> {
         let explain = |e| self.explain_resources(e);
         let df = self.ctx.execute_logical_plan(plan).await.map_err(explain)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

@@ -1276,11 +1276,8 @@ fn in_use(dir: &Path) -> Error {
 fn recover(dir: &Path) -> Result<()> {
     for (_, leaf) in leaf_dirs(dir)? {
         for (name, path) in files(&leaf)? {
-            if let Some(id) = name
-                .strip_prefix(".compact-")
-                .and_then(|n| n.strip_suffix(".journal"))
-            {
-                finish_merge(&leaf, id, &path)?;
+            if journal_id(&name).is_some() {
+                finish_merge(&leaf, &path)?;
             }
         }
         for (name, path) in files(&leaf)? {
@@ -1292,17 +1289,45 @@ fn recover(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A journal names a merge's output (first line) and inputs (the rest). If the output
-/// made it into place, the inputs are deleted; otherwise the merge never happened and
-/// only the journal goes.
-fn finish_merge(leaf: &Path, _id: &str, journal: &Path) -> Result<()> {
-    let text = fs::read_to_string(journal).map_err(Error::io("read", journal))?;
+/// The file name of merge `id`'s output. Writers' files are `part-<hex>-<n>.parquet`, so
+/// the `m` tells a merge's output from theirs.
+pub(crate) fn merged_file_name(id: &str) -> String {
+    format!("part-m{id}.parquet")
+}
+
+/// The merge id of a merge output's file name (see [`merged_file_name`]).
+pub(crate) fn merged_file_id(name: &str) -> Option<&str> {
+    name.strip_prefix("part-m")?.strip_suffix(".parquet")
+}
+
+/// The file name of merge `id`'s journal, in the directory of its output. Hidden, and
+/// not `.parquet`: no query lists it as data.
+pub(crate) fn journal_name(id: &str) -> String {
+    format!(".compact-{id}.journal")
+}
+
+/// The merge id of a journal's file name (see [`journal_name`]).
+fn journal_id(name: &str) -> Option<&str> {
+    name.strip_prefix(".compact-")?.strip_suffix(".journal")
+}
+
+/// A journal's text: the merge's output file name (first line) and its inputs' (the
+/// rest), all in the journal's directory.
+pub(crate) fn parse_journal(text: &str) -> (Option<&str>, impl Iterator<Item = &str>) {
     let mut lines = text.lines();
-    let output_done = lines
-        .next()
-        .is_some_and(|out| !out.is_empty() && leaf.join(out).is_file());
+    let output = lines.next().filter(|l| !l.is_empty() && !l.contains('/'));
+    (output, lines.filter(|l| !l.is_empty() && !l.contains('/')))
+}
+
+/// A journal names a merge's output and inputs ([`parse_journal`]). If the output made
+/// it into place, the inputs are deleted; otherwise the merge never happened and only the
+/// journal goes.
+fn finish_merge(leaf: &Path, journal: &Path) -> Result<()> {
+    let text = fs::read_to_string(journal).map_err(Error::io("read", journal))?;
+    let (output, inputs) = parse_journal(&text);
+    let output_done = output.is_some_and(|out| leaf.join(out).is_file());
     if output_done {
-        for input in lines.filter(|l| !l.is_empty() && !l.contains('/')) {
+        for input in inputs {
             let p = leaf.join(input);
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -1355,11 +1380,8 @@ fn maintain_at(
     // Journals of merges that died half-way.
     for (_, leaf) in leaf_dirs(dir)? {
         for (name, path) in files(&leaf)? {
-            if let Some(id) = name
-                .strip_prefix(".compact-")
-                .and_then(|n| n.strip_suffix(".journal"))
-            {
-                finish_merge(&leaf, id, &path)?;
+            if journal_id(&name).is_some() {
+                finish_merge(&leaf, &path)?;
             }
         }
     }
@@ -1527,7 +1549,7 @@ fn merge_files(
     };
     let journal = write_journal(hdir, &id, &out, inputs)?;
     write_parquet_atomic(hdir, &out, rows, props)?;
-    finish_merge(hdir, &id, &journal)
+    finish_merge(hdir, &journal)
 }
 
 /// A merge id and its output file name.
@@ -1537,14 +1559,14 @@ fn merge_name() -> (String, String) {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let id = format!("{nanos:x}");
-    let out = format!("part-m{id}.parquet");
+    let out = merged_file_name(&id);
     (id, out)
 }
 
 /// Records a merge's output and inputs before the output is written, so that a round
 /// after a crash can finish it (see [`finish_merge`]).
 fn write_journal(hdir: &Path, id: &str, out: &str, inputs: &[String]) -> Result<PathBuf> {
-    let journal = hdir.join(format!(".compact-{id}.journal"));
+    let journal = hdir.join(journal_name(id));
     let mut j = File::create(&journal).map_err(Error::io("create", &journal))?;
     let mut text = format!("{out}\n");
     for i in inputs {
@@ -1607,7 +1629,7 @@ fn stitch_files(hdir: &Path, inputs: &[String]) -> Result<()> {
         }
         Ok(w.into_inner()?)
     })?;
-    finish_merge(hdir, &id, &journal)
+    finish_merge(hdir, &journal)
 }
 
 #[cfg(test)]
