@@ -43,11 +43,18 @@ pub struct Condition {
     /// over the feature stage's reference span, 10 min by default), else "usual" misleads.
     #[serde(default)]
     pub baseline: Option<String>,
-    /// Also require the value to be at least this many times the 99th percentile of the
-    /// same feature among all clients of the same endpoint template (so a catalogue that
-    /// everyone browses widely does not look like an id walk on orders).
+    /// Also require the value to be at least this many times the 99th percentile (or the
+    /// [`endpoint_quantile`](Self::endpoint_quantile)) of the same feature among all
+    /// clients of the same endpoint template (so a catalogue that everyone browses widely
+    /// does not look like an id walk on orders).
     #[serde(default)]
     pub min_endpoint_p99_ratio: Option<f32>,
+    /// The quantile of the endpoint's population that `min_endpoint_p99_ratio` compares
+    /// with, when not the 99th percentile (`0.95`, say: over an hour a handful of clients
+    /// that legitimately read across many objects, internal services, can make up the
+    /// top percent of an endpoint's clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_quantile: Option<f32>,
 }
 
 impl Condition {
@@ -59,6 +66,7 @@ impl Condition {
             label: label.into(),
             baseline: None,
             min_endpoint_p99_ratio: None,
+            endpoint_quantile: None,
         }
     }
 
@@ -84,6 +92,17 @@ impl Condition {
     fn vs_endpoint_p99(mut self, ratio: f32) -> Self {
         self.min_endpoint_p99_ratio = Some(ratio);
         self
+    }
+
+    fn vs_endpoint_quantile(mut self, q: f32, ratio: f32) -> Self {
+        self.endpoint_quantile = Some(q);
+        self.vs_endpoint_p99(ratio)
+    }
+
+    /// The quantile of the endpoint's population the value is compared with (with
+    /// [`min_endpoint_p99_ratio`](Self::min_endpoint_p99_ratio)).
+    pub fn endpoint_quantile(&self) -> f32 {
+        self.endpoint_quantile.unwrap_or(0.99)
     }
 
     /// Whether `value` satisfies the condition. (A null input — a model column before the
@@ -249,17 +268,29 @@ pub fn builtin_rules() -> Vec<Rule> {
             62.0,
             vec![
                 // No baseline: the client's usual distinct ids are counted over the
-                // reference span (10 min), not an hour.
+                // reference span (10 min), not an hour. Against the endpoint's 95th
+                // percentile: over an hour the few clients that read across users by
+                // design (internal services) can be the top percent of an endpoint's
+                // clients, and twice their reach is out of a slow walk's.
                 Condition::ge(
                     "f_client_distinct_ids_1h",
                     15.0,
                     "distinct object ids on one endpoint in 1 h",
                 )
-                .vs_endpoint_p99(2.0),
+                .vs_endpoint_quantile(0.95, 2.0),
                 Condition::ge(
                     "f_client_id_sequential_1h",
                     0.6,
                     "share of ids within 3 of the previous one",
+                ),
+                // Still walking: the hour remembers a walk that ended (a fast enumeration
+                // from the same account, say) for an hour, and without this the
+                // account's ordinary requests after it would open an incident of their
+                // own.
+                Condition::ge(
+                    "f_client_id_sequential_10m",
+                    0.5,
+                    "share of ids within 3 of the previous one in 10 min",
                 ),
             ],
         )),

@@ -234,8 +234,25 @@ const HIST_BUCKETS: usize = 128;
 /// Sampled clients an endpoint needs before its population percentile is trusted.
 const ENDPOINT_MIN_SAMPLES: u64 = 30;
 
-/// The client × endpoint request count that weights the endpoint population.
+/// The client × endpoint request count that weights the endpoint population (and the
+/// endpoint's authenticated share), unless a feature has one of its own span (see
+/// [`weight_of`]).
 const PER_CLIENT_ENDPOINT_REQUESTS: &str = "f_client_endpoint_requests_10m";
+
+/// The client × endpoint request count that weights `feature`'s endpoint population: the
+/// one over the feature's own window (`f_client_distinct_ids_1h` →
+/// `f_client_endpoint_requests_1h`), so that a client counts about once per that window.
+/// Weighted by a shorter window, a client busy all hour (an internal service) would count
+/// once per ten minutes against once for a customer who came by once, and one such
+/// client could become the hour's population p99 on an endpoint of hundreds of customers.
+fn weight_of(feature: &str) -> String {
+    match feature.rsplit_once('_') {
+        Some((_, span)) if feature.starts_with("f_client_") => {
+            format!("f_client_endpoint_requests_{span}")
+        }
+        _ => PER_CLIENT_ENDPOINT_REQUESTS.to_string(),
+    }
+}
 
 /// A well-mixed 64-bit value from a batch counter and a row, for sampling.
 fn sample_hash(batch: u64, row: usize) -> u64 {
@@ -396,6 +413,11 @@ struct EndpointTable {
     /// The features compared against their endpoint's population (the single-feature
     /// conditions with `min_endpoint_p99_ratio`).
     features: Vec<String>,
+    /// Per feature, the request count that weights its samples ([`weight_of`]).
+    weights: Vec<String>,
+    /// Per feature, the quantile its conditions compare with
+    /// ([`Condition::endpoint_quantile`](crate::rules::Condition::endpoint_quantile)).
+    quantiles: Vec<f32>,
     index: std::collections::HashMap<String, usize>,
     slots: Vec<EndpointState>,
     free: Vec<usize>,
@@ -539,10 +561,15 @@ impl Scorer {
                             return None;
                         };
                         c.min_endpoint_p99_ratio?;
-                        Some(match endpoints.features.iter().position(|g| g == f) {
+                        let q = c.endpoint_quantile();
+                        let known = (endpoints.features.iter().zip(&endpoints.quantiles))
+                            .position(|(g, &gq)| g == f && gq == q);
+                        Some(match known {
                             Some(i) => i,
                             None => {
                                 endpoints.features.push(f.clone());
+                                endpoints.weights.push(weight_of(f));
+                                endpoints.quantiles.push(q);
                                 endpoints.features.len() - 1
                             }
                         })
@@ -722,25 +749,36 @@ impl Scorer {
         // Endpoint-population histograms for the conditions that use them. Each client
         // should count about once per window whatever its volume (else one heavy client,
         // the attacker above all, becomes the population): a row is sampled with
-        // probability 1 / (the client's requests to this endpoint in the window).
-        if endpoint_cols.iter().any(Option::is_some) {
-            let per_client = f32_col(batch, PER_CLIENT_ENDPOINT_REQUESTS)?;
-            let sampled: Vec<(usize, usize)> = (0..n)
-                .filter_map(|row| {
-                    let s = slot_at(row)?;
-                    if let Some(pc) = per_client
-                        && !sampled_once(self.rows_seen, row, pc.value(row))
-                    {
-                        return None;
-                    }
-                    Some((s, row))
-                })
-                .collect();
-            for (fi, a) in endpoint_cols.iter().enumerate() {
-                let Some(a) = a else { continue };
-                for &(s, row) in &sampled {
-                    self.endpoints.slots[s].stats[fi].add(a.value(row));
+        // probability 1 / (the client's requests to this endpoint in the feature's window,
+        // see `weight_of`). Features weighted by the same window share one sample.
+        let mut sampled: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
+        for (fi, a) in endpoint_cols.iter().enumerate() {
+            let Some(a) = a else { continue };
+            let weight = self.endpoints.weights[fi].as_str();
+            let rows = match sampled.iter().position(|(w, _)| *w == weight) {
+                Some(i) => i,
+                None => {
+                    let per_client = match f32_col(batch, weight)? {
+                        Some(pc) => Some(pc),
+                        None => f32_col(batch, PER_CLIENT_ENDPOINT_REQUESTS)?,
+                    };
+                    let rows = (0..n)
+                        .filter_map(|row| {
+                            let s = slot_at(row)?;
+                            if let Some(pc) = per_client
+                                && !sampled_once(self.rows_seen, row, pc.value(row))
+                            {
+                                return None;
+                            }
+                            Some((s, row))
+                        })
+                        .collect();
+                    sampled.push((weight, rows));
+                    sampled.len() - 1
                 }
+            };
+            for &(s, row) in &sampled[rows].1 {
+                self.endpoints.slots[s].stats[fi].add(a.value(row));
             }
         }
         // Per template, worked out once: each endpoint feature's population p99 (`None`
@@ -753,7 +791,7 @@ impl Scorer {
                     .map(|s| {
                         s.and_then(|s| {
                             self.endpoints.slots[s].stats[fi]
-                                .quantile_after(0.99, ENDPOINT_MIN_SAMPLES)
+                                .quantile_after(self.endpoints.quantiles[fi], ENDPOINT_MIN_SAMPLES)
                         })
                     })
                     .collect()
@@ -1217,6 +1255,7 @@ mod tests {
             label: String::new(),
             baseline: None,
             min_endpoint_p99_ratio: None,
+            endpoint_quantile: None,
         };
         let a = Float32Array::from(vec![0.0, 3.0, 5.0, -1.0, 7.5, f32::NAN, 2.0, -0.0]);
         let b = Float32Array::from(vec![1.0, 2.0, -5.0, 4.0, 0.0, 1.0, 3.0, 0.0]);
@@ -1495,6 +1534,62 @@ mod tests {
                 ("client_key", rs.iter().map(|r| r.1.clone()).collect()),
             ],
         )
+    }
+
+    #[test]
+    fn a_slow_walk_is_judged_against_the_endpoints_clients_not_its_internal_services() {
+        let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
+        let t = "/api/v1/users/{id}/addresses";
+        // (client, requests to the endpoint in 10 min, in 1 h, distinct ids in 10 min,
+        // in 1 h, sequential share in 1 h)
+        type Row = (String, f32, f32, f32, f32, f32);
+        let batch = |rs: &[Row]| {
+            let col = |f: fn(&Row) -> f32| -> Vec<Option<f32>> {
+                rs.iter().map(|r| Some(f(r))).collect()
+            };
+            rows(
+                &[
+                    ("f_authenticated", col(|_| 1.0)),
+                    (PER_CLIENT_ENDPOINT_REQUESTS, col(|r| r.1)),
+                    ("f_client_endpoint_requests_1h", col(|r| r.2)),
+                    ("f_client_distinct_ids_10m", col(|r| r.3)),
+                    ("f_client_id_sequential_10m", col(|r| r.5)),
+                    ("f_client_distinct_ids_1h", col(|r| r.4)),
+                    ("f_client_id_sequential_1h", col(|r| r.5)),
+                ],
+                &[
+                    ("endpoint_template", vec![t.to_string(); rs.len()]),
+                    ("client_key", rs.iter().map(|r| r.0.clone()).collect()),
+                ],
+            )
+        };
+        // 100 customers reading their own addresses once, and three internal services
+        // that read across users all hour. One request of a service in each of six
+        // 10-minute windows is its first there: weighted by 10 minutes the services
+        // counted six times each against a customer's once (15 % of the endpoint's
+        // population); weighted by the hour, about once (3 %: still its top percent, so
+        // the slow walk is judged against the 95th percentile).
+        let mut usual: Vec<_> = (0..100)
+            .map(|i| (format!("user-{i}"), 1.0, 1.0, 1.0, 1.0, 0.0))
+            .collect();
+        for w in 0..6 {
+            for svc in ["svc-profile", "svc-mailer", "svc-billing"] {
+                usual.push((svc.into(), 1.0, 1.0 + 100.0 * w as f32, 60.0, 300.0, 0.1));
+            }
+        }
+        let s = scorer.score(&batch(&usual)).unwrap();
+        assert!(s.candidates.is_empty(), "{:?}", s.candidates);
+        // A customer walking other users' ids minutes apart: 3 in ten minutes (far below
+        // the fast rule), 20 in the hour, each next to the last.
+        let walk = [("user-7".to_string(), 3.0, 20.0, 3.0, 20.0, 1.0)];
+        let s = scorer.score(&batch(&walk)).unwrap();
+        let [(0, c)] = s.candidates.as_slice() else {
+            panic!("one candidate expected, got {:?}", s.candidates);
+        };
+        assert_eq!(
+            (c.category, c.detector.as_str()),
+            (Category::Bola, "bola_slow_walk")
+        );
     }
 
     #[test]
