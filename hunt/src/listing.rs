@@ -13,9 +13,11 @@
 //! - the listing has the output and an input, and the journal is there when looked up: the
 //!   inputs are left out;
 //! - the journal is already gone: so are the inputs (they are deleted before it), and the
-//!   query fails to open one;
+//!   listing, which checks that the files beside such an output still exist, fails with
+//!   the missing one (the query itself might never open it: a `count(*)` is answered from
+//!   the file statistics an earlier query cached);
 //! - the listing has inputs but not the output: the output is not read, and the inputs are
-//!   read if they are still there.
+//!   read if they are still there (if not, the query fails to open one).
 //!
 //! A query that fails on a missing file is planned and run again
 //! ([`crate::session::HuntSession`]); the retention that drops old hours ends the same way.

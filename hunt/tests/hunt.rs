@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -388,9 +389,9 @@ fn queries_while_maintenance_merges_count_every_row_once() {
     // finished.
     commit(&mut store, batch(1, T0 + 5 * HOUR_US, 1_000_000));
     // Rows whose commit has ended, and rows whose commit has begun.
-    let committed = Arc::new(std::sync::atomic::AtomicI64::new(1));
-    let begun = Arc::new(std::sync::atomic::AtomicI64::new(1));
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let committed = Arc::new(AtomicI64::new(1));
+    let begun = Arc::new(AtomicI64::new(1));
+    let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let dir = tmp.path().to_path_buf();
         let (committed, begun, done) = (committed.clone(), begun.clone(), done.clone());
@@ -400,10 +401,10 @@ fn queries_while_maintenance_merges_count_every_row_once() {
                 .block_on(HuntSession::open(&dir, QueryLimits::default()))
                 .unwrap();
             let mut queries = 0;
-            while !done.load(std::sync::atomic::Ordering::SeqCst) || queries == 0 {
+            while !done.load(Ordering::SeqCst) || queries == 0 {
                 // The rows stored before the query started, and those whose storing had
                 // begun when it ended: the answer lies between.
-                let before = committed.load(std::sync::atomic::Ordering::SeqCst);
+                let before = committed.load(Ordering::SeqCst);
                 let n = match rt.block_on(s.query("SELECT count(*) FROM events")) {
                     Ok(out) => out.batches[0]
                         .column(0)
@@ -411,9 +412,9 @@ fn queries_while_maintenance_merges_count_every_row_once() {
                         .downcast_ref::<arrow::array::Int64Array>()
                         .unwrap()
                         .value(0),
-                    Err(e) => panic!("query {queries} failed during maintenance: {e:?}"),
+                    Err(e) => panic!("query {queries} failed during maintenance: {e}"),
                 };
-                let after = begun.load(std::sync::atomic::Ordering::SeqCst);
+                let after = begun.load(Ordering::SeqCst);
                 assert!(
                     (before..=after).contains(&n),
                     "query {queries} counted {n} rows, stored {before}..={after}"
@@ -427,16 +428,16 @@ fn queries_while_maintenance_merges_count_every_row_once() {
     for round in 0..40 {
         for f in 0..3 {
             let t = T0 + (round * 3 + f) * 1_000_000;
-            begun.fetch_add(20, std::sync::atomic::Ordering::SeqCst);
+            begun.fetch_add(20, Ordering::SeqCst);
             commit(&mut store, batch(20, t, 1_000));
-            committed.fetch_add(20, std::sync::atomic::Ordering::SeqCst);
+            committed.fetch_add(20, Ordering::SeqCst);
         }
         merges += maintain(tmp.path(), &cfg).unwrap().files_written;
         // Merges far more often than a store's maintenance ever does, with time for a
         // query that met one to run again.
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    done.store(true, Ordering::SeqCst);
     let queries = reader.join().unwrap();
     assert!(
         merges >= 40,

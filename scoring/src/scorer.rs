@@ -1541,7 +1541,7 @@ mod tests {
         let mut scorer = Scorer::new(ScoringConfig::default()).unwrap();
         let t = "/api/v1/users/{id}/addresses";
         // (client, requests to the endpoint in 10 min, in 1 h, distinct ids in 10 min,
-        // in 1 h, sequential share in 1 h)
+        // in 1 h, sequential share in 10 min and in 1 h)
         type Row = (String, f32, f32, f32, f32, f32);
         let batch = |rs: &[Row]| {
             let col = |f: fn(&Row) -> f32| -> Vec<Option<f32>> {
