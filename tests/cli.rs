@@ -373,6 +373,48 @@ fn demo_catches_slow_credential_stuffing_without_a_false_incident() {
 }
 
 #[test]
+fn demo_credits_a_campaign_whose_requests_alerted_in_another_campaigns_incident() {
+    // Fast and slow credential stuffing against the same login endpoint make one incident
+    // (one per entity and category), credited to the fast campaign, which most of its
+    // requests belong to; the slow one's failed attempts alerted into it and count as
+    // detected, marked as shared.
+    let out = gatewatch()
+        .env("GATEWATCH__LOG__LEVEL", "warn")
+        .args(["demo", "--quiet", "--no-dashboard", "--rate", "0"])
+        .args([
+            "--scenarios",
+            "credential_stuffing,credential_stuffing_slow",
+            "--duration",
+            "30m",
+        ])
+        .args(["--seed", "7", "--json", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let card: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let (fast, slow) = (
+        &card["scenarios"]["credential_stuffing"],
+        &card["scenarios"]["credential_stuffing_slow"],
+    );
+    assert_eq!(fast["detected"], true, "{card}");
+    assert_eq!(fast["in_shared_incident"], false, "{card}");
+    assert_eq!(slow["detected"], true, "{card}");
+    assert_eq!(slow["in_shared_incident"], true, "{card}");
+    assert_eq!(slow["incidents"], 0, "{card}");
+    assert_eq!(
+        slow["categories"],
+        serde_json::json!(["API2:2023"]),
+        "{card}"
+    );
+    assert_eq!(card["false_incidents"], 0, "{card}");
+}
+
+#[test]
 fn demo_stores_incidents_gone_idle_as_closed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
