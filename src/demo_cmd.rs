@@ -3,8 +3,9 @@
 //! No Kafka, no files: the simulator's labelled traffic (every attack scenario mixed into
 //! normal clients) runs through decode-free batches → features → models → scoring →
 //! incidents. The models learn live during a warm-up, alerts print as they fire, and the
-//! end shows, per scenario, whether it was detected and how long after its first request,
-//! and how many incidents benign traffic opened per hour.
+//! end shows, per scenario, whether it was detected and how long after its first request
+//! (`yes*`: only inside an incident credited to another scenario), and how many incidents
+//! benign traffic opened per hour.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
