@@ -334,20 +334,21 @@ fn query_rows(data: &std::path::Path, sql: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn demo_catches_slow_credential_stuffing_without_a_false_incident() {
-    // One login attempt every 30–60 s, each from a new address, against a login endpoint
-    // that benign users fail on about one time in twenty: the endpoint's hourly share of
-    // 401/403 goes from about 0.06 to about 0.27.
+/// The `--json` scorecard of 30 simulated minutes of the demo (seed 7) with `scenarios`.
+/// Nothing is stored: demos of tests running side by side would share the default data
+/// directory, and one of them would find it locked.
+fn demo_scorecard(scenarios: &str) -> serde_json::Value {
     let out = gatewatch()
         .env("GATEWATCH__LOG__LEVEL", "warn")
-        .args(["demo", "--quiet", "--no-dashboard", "--rate", "0"])
         .args([
-            "--scenarios",
-            "credential_stuffing_slow",
-            "--duration",
-            "30m",
+            "demo",
+            "--quiet",
+            "--no-dashboard",
+            "--no-store",
+            "--rate",
+            "0",
         ])
+        .args(["--scenarios", scenarios, "--duration", "30m"])
         .args(["--seed", "7", "--json", "-"])
         .output()
         .unwrap();
@@ -357,7 +358,15 @@ fn demo_catches_slow_credential_stuffing_without_a_false_incident() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let card: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn demo_catches_slow_credential_stuffing_without_a_false_incident() {
+    // One login attempt every 30–60 s, each from a new address, against a login endpoint
+    // that benign users fail on about one time in twenty: the endpoint's hourly share of
+    // 401/403 goes from about 0.06 to about 0.27.
+    let card = demo_scorecard("credential_stuffing_slow");
     let slow = &card["scenarios"]["credential_stuffing_slow"];
     assert_eq!(slow["detected"], true, "{card}");
     assert_eq!(
@@ -378,25 +387,7 @@ fn demo_credits_a_campaign_whose_requests_alerted_in_another_campaigns_incident(
     // (one per entity and category), credited to the fast campaign, which most of its
     // requests belong to; the slow one's failed attempts alerted into it and count as
     // detected, marked as shared.
-    let out = gatewatch()
-        .env("GATEWATCH__LOG__LEVEL", "warn")
-        .args(["demo", "--quiet", "--no-dashboard", "--rate", "0"])
-        .args([
-            "--scenarios",
-            "credential_stuffing,credential_stuffing_slow",
-            "--duration",
-            "30m",
-        ])
-        .args(["--seed", "7", "--json", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let card: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let card = demo_scorecard("credential_stuffing,credential_stuffing_slow");
     let (fast, slow) = (
         &card["scenarios"]["credential_stuffing"],
         &card["scenarios"]["credential_stuffing_slow"],
