@@ -68,7 +68,8 @@ client (all of a client's requests in one partition); see the README.";
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct RunArgs {
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    /// Address of `/healthz`, `/readyz` and `/metrics`; port 0 takes a free one. The
+    /// addresses bound are printed on stdout (`metrics: http://…/metrics`).
     #[arg(long, default_value = "127.0.0.1:9898")]
     pub listen: SocketAddr,
     /// The data directory: the Parquet store and incident checkpoints (default:
@@ -85,6 +86,19 @@ pub struct RunArgs {
     /// Do not serve the SOC dashboard (`[dashboard] listen`).
     #[arg(long)]
     pub no_dashboard: bool,
+}
+
+/// One line per address `run` serves, on stdout: `metrics: http://ADDR/metrics`, then
+/// `dashboard: http://ADDR/` when the dashboard is on.
+fn print_served_addresses(metrics: SocketAddr, dashboard: Option<SocketAddr>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (a supervisor that does not read it) must not stop the service.
+    let _ = writeln!(out, "metrics: http://{metrics}/metrics");
+    if let Some(d) = dashboard {
+        let _ = writeln!(out, "dashboard: http://{d}/");
+    }
+    let _ = out.flush();
 }
 
 pub fn run(args: RunArgs, config: &Config) -> Result<()> {
@@ -198,13 +212,16 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let http =
         crate::http::serve_in_background(args.listen, crate::metrics::router(metrics.clone()))?;
     let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
-    let _dashboard = if args.no_dashboard {
+    let dashboard_server = if args.no_dashboard {
         None
     } else {
         let server = feed.serve(config.dashboard.clone(), Some(data_dir.clone()))?;
         tracing::info!("dashboard on http://{}/", server.addr);
         Some(server)
     };
+    // The addresses actually bound (with port 0 the kernel chose them), on stdout, apart
+    // from the log on stderr, so that a supervisor or a test can read them.
+    print_served_addresses(http.addr, dashboard_server.as_ref().map(|d| d.addr));
     // Suppressions apply from the first batch on, then new lines every few seconds.
     let mut suppressions_seen = 0usize;
     pick_up_suppressions(&mut engine, &data_dir, &mut suppressions_seen);
@@ -213,7 +230,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         brokers = %config.kafka.brokers,
         group = %config.kafka.group_id,
         alerts = %sinks.iter().map(|s| s.describe()).collect::<Vec<_>>().join(", "),
-        listen = %args.listen,
+        listen = %http.addr,
         "gatewatch run started"
     );
     // Ready once the consumer is in its group (see `Metrics::readiness`).

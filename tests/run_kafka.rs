@@ -8,8 +8,11 @@
 //! the test says it is skipping, except under `CI=true`, where it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatewatch_ingest::source::admin;
@@ -114,12 +117,15 @@ fn simulate_to(brokers: &str, topic: &str, seed_and_start: &[&str], amount: &[&s
     );
 }
 
-fn start_run(config: &Path, data_dir: &Path, port: u16) -> Child {
-    start_run_idle(config, data_dir, port, "8s")
+fn start_run(config: &Path, data_dir: &Path) -> RunProcess {
+    start_run_idle(config, data_dir, "8s")
 }
 
-fn start_run_idle(config: &Path, data_dir: &Path, port: u16, idle_exit: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+/// Starts `gatewatch run` on `config`, its HTTP server on a port the kernel picks (so
+/// that no two runs, nor anything else on the machine, can race for a port);
+/// `RunProcess::port` reads which from the run's stdout.
+fn start_run_idle(config: &Path, data_dir: &Path, idle_exit: &str) -> RunProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
         .env_remove("GATEWATCH_CONFIG")
         .env("GATEWATCH__LOG__LEVEL", "warn")
         .arg("--config")
@@ -130,17 +136,70 @@ fn start_run_idle(config: &Path, data_dir: &Path, port: u16, idle_exit: &str) ->
             "--idle-exit",
             idle_exit,
             "--listen",
+            "127.0.0.1:0",
         ])
-        .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(data_dir)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let lines = stdout.clone();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            lines.lock().unwrap().push(line);
+        }
+    });
+    RunProcess { child, stdout }
 }
 
-fn wait(mut child: Child, limit: Duration) -> String {
+/// A `gatewatch run` a test started, with the lines it printed on stdout so far.
+struct RunProcess {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl RunProcess {
+    /// The port of the run's `/metrics`, from the `metrics: http://…/metrics` line it
+    /// prints once it listens; fails the test with the run's log if it ends first.
+    fn port(&mut self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(port) = self.stdout.lock().unwrap().iter().find_map(|l| {
+                l.strip_prefix("metrics: http://127.0.0.1:")?
+                    .strip_suffix("/metrics")?
+                    .parse()
+                    .ok()
+            }) {
+                return port;
+            }
+            assert_running(&mut self.child, "before it printed its metrics address");
+            assert!(
+                Instant::now() < deadline,
+                "gatewatch run printed no metrics address within 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Deref for RunProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl DerefMut for RunProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+fn wait(mut child: RunProcess, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -253,14 +312,6 @@ fn metric(port: u16, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
     let Some(brokers) = admin::broker_for_tests("gatewatch run test") else {
@@ -298,7 +349,7 @@ fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
     );
     let t0 = Instant::now();
     wait(
-        start_run(&cfg, &dir.path().join("data"), free_port()),
+        start_run(&cfg, &dir.path().join("data")),
         Duration::from_secs(600),
     );
     eprintln!("reference run took {:.1} s", t0.elapsed().as_secs_f64());
@@ -356,8 +407,8 @@ fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
         .count()
         .div_ceil(2) as u64;
     assert!(kill_at > 0, "the reference run opened no incident");
-    let port = free_port();
-    let mut child = start_run_idle(&cfg2, &dir2.path().join("data"), port, "120s");
+    let mut child = start_run_idle(&cfg2, &dir2.path().join("data"), "120s");
+    let port = child.port();
     let deadline = Instant::now() + Duration::from_secs(600);
     while metric(port, "gatewatch_incidents_opened_total").unwrap_or(0) < kill_at {
         assert!(
@@ -375,7 +426,7 @@ fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
     // The killed member holds its partitions until the group evicts it (the session
     // timeout below), so the restart idles a while before its first records.
     wait(
-        start_run_idle(&cfg2, &dir2.path().join("data"), free_port(), "30s"),
+        start_run_idle(&cfg2, &dir2.path().join("data"), "30s"),
         Duration::from_secs(600),
     );
     let crash_raw = read_alerts(&brokers, &crash_alerts);
@@ -508,8 +559,8 @@ fn batches_are_committed_when_the_input_goes_quiet() {
         ("commit_interval_ms = 200", "commit_interval_ms = 8000"),
     );
     produce_minute(&brokers, &input, "1", "2026-01-05T09:00:00Z");
-    let port = free_port();
-    let mut child = start_run_idle(&cfg, &dir.path().join("data"), port, "120s");
+    let mut child = start_run_idle(&cfg, &dir.path().join("data"), "120s");
+    let port = child.port();
     let events = |port| metric(port, "gatewatch_events_in_total").unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(120);
     while events(port) == 0 {
@@ -640,10 +691,7 @@ fn alerts_published_after_the_last_checkpoint_are_sent_again_and_not_reopened() 
         journal.append(7, std::slice::from_ref(&journaled)).unwrap();
     }
 
-    wait(
-        start_run(&cfg, &data, free_port()),
-        Duration::from_secs(300),
-    );
+    wait(start_run(&cfg, &data), Duration::from_secs(300));
     let published = read_alerts(&brokers, &alerts);
     let openings: Vec<&Value> = published
         .iter()
@@ -744,10 +792,7 @@ fn records_the_checkpoint_counted_are_not_counted_again_when_their_commit_was_lo
         offsets
     };
     let data = dir.path().join("data");
-    wait(
-        start_run(&cfg, &data, free_port()),
-        Duration::from_secs(300),
-    );
+    wait(start_run(&cfg, &data), Duration::from_secs(300));
     let published = read_alerts(&brokers, &alerts);
     let stored = |data: &Path| {
         query_json(data, "SELECT count(*) AS n FROM events")[0]["n"]
@@ -789,10 +834,7 @@ fn records_the_checkpoint_counted_are_not_counted_again_when_their_commit_was_lo
     // starts at the beginning, as the lost commit would.)
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("group_id = \"", "group_id = \"again-")).unwrap();
-    wait(
-        start_run(&cfg, &data, free_port()),
-        Duration::from_secs(300),
-    );
+    wait(start_run(&cfg, &data), Duration::from_secs(300));
     // Nothing published again (the closed incident not reopened), nothing stored twice
     // (dead letters included), nothing counted twice.
     let again = read_alerts(&brokers, &alerts);
@@ -826,8 +868,8 @@ fn an_incident_gone_idle_is_stored_closed_with_its_totals() {
 
     let data = dir.path().join("data");
     // The closings counted while it runs (it exits once the input has been quiet 8 s).
-    let port = free_port();
-    let mut child = start_run(&cfg, &data, port);
+    let mut child = start_run(&cfg, &data);
+    let port = child.port();
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut closed_metric = None;
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -914,8 +956,8 @@ fn a_failing_dead_letter_sink_is_retried_without_stopping_the_service() {
     lines.extend((0..20).map(|i| kong_line(t0 + i * 1000, "198.51.100.7", "/api/v1/items")));
     produce_lines(&brokers, &input, &lines);
 
-    let port = free_port();
-    let mut child = start_run_idle(&cfg, &dir.path().join("data"), port, "120s");
+    let mut child = start_run_idle(&cfg, &dir.path().join("data"), "120s");
+    let port = child.port();
     let metric_now = |name| metric(port, name).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric_now("gatewatch_dead_letter_sink_errors_total") < 2 {
@@ -964,8 +1006,8 @@ fn run_is_not_ready_until_it_has_joined_the_group() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1: the consumer never joins.
     let cfg = write_config(dir.path(), "127.0.0.1:1", "input", "alerts", "nobody");
-    let port = free_port();
-    let mut child = start_run_idle(&cfg, &dir.path().join("data"), port, "120s");
+    let mut child = start_run_idle(&cfg, &dir.path().join("data"), "120s");
+    let port = child.port();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_status(port, "/healthz").is_none() {
         assert_running(&mut child, "before listening");
@@ -998,7 +1040,7 @@ fn signal(child: &Child, signal: &str) {
 /// A run whose shutdown cannot finish: its alerts also go to a named pipe that is open
 /// but never read, so the alert thread blocks once the pipe is full, and the drain with
 /// it. Returns the run (already stuck), its directory and the pipe, held open.
-fn stuck_run(brokers: &str, name: &str) -> (Child, tempfile::TempDir, std::fs::File) {
+fn stuck_run(brokers: &str, name: &str) -> (RunProcess, tempfile::TempDir, std::fs::File) {
     let (input, _alerts, dir, cfg) = single_partition_run(
         brokers,
         name,
@@ -1033,8 +1075,8 @@ fn stuck_run(brokers: &str, name: &str) -> (Child, tempfile::TempDir, std::fs::F
         })
         .collect();
     produce_lines(brokers, &input, &lines);
-    let port = free_port();
-    let mut child = start_run_idle(&cfg, &dir.path().join("data"), port, "120s");
+    let mut child = start_run_idle(&cfg, &dir.path().join("data"), "120s");
+    let port = child.port();
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric(port, "gatewatch_events_in_total").unwrap_or(0) < lines.len() as u64 {
         assert_running(&mut child, "before its alerts were stuck");
@@ -1119,7 +1161,7 @@ fn a_missing_alert_topic_stops_the_start_with_its_name() {
         &format!("noalerts-{u}"),
     );
     let data = dir.path().join("data");
-    let mut child = start_run_idle(&cfg, &data, free_port(), "120s");
+    let mut child = start_run_idle(&cfg, &data, "120s");
     let code = exit_code_within(&mut child, Duration::from_secs(60));
     let err = stderr_of(&mut child);
     assert_ne!(code, Some(0), "{err}");

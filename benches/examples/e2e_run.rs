@@ -47,7 +47,7 @@
 //!
 //! The harness itself only reads metrics and alerts; build it in debug.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -291,13 +291,6 @@ fn metric(port: u16, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| fail(&format!("no free port: {e}")))
-}
-
 fn write_config(
     dir: &Path,
     a: &Args,
@@ -333,18 +326,33 @@ suppress = [{{ entity = "svc-*", category = "bola", reason = "internal services"
     path
 }
 
-fn start_run(a: &Args, config: &Path, data: &Path, port: u16) -> Child {
-    gatewatch(a)
+/// Starts `gatewatch run` with its HTTP server on a port the kernel picks, and returns it
+/// with that port, read from the `metrics: http://…/metrics` line it prints on stdout.
+fn start_run(a: &Args, config: &Path, data: &Path) -> (Child, u16) {
+    let mut child = gatewatch(a)
         .arg("--config")
         .arg(config)
-        .args(["run", "--no-dashboard", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
+        .args(["run", "--no-dashboard", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| fail(&format!("starting gatewatch run: {e}")))
+        .unwrap_or_else(|e| fail(&format!("starting gatewatch run: {e}")));
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("metrics: http://127.0.0.1:")?
+                .strip_suffix("/metrics")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| fail("gatewatch run ended before it printed its metrics address"));
+    // Whatever else it prints is read and dropped, so the pipe never fills.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, port)
 }
 
 fn main() {
@@ -480,9 +488,8 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
         "simulate (to Kafka)",
     );
     let cfg = write_config(dir, a, &input, &alerts, model, spec);
-    let port = free_port();
     let started = Instant::now();
-    let child = start_run(a, &cfg, &dir.join("data-throughput"), port);
+    let (child, port) = start_run(a, &cfg, &dir.join("data-throughput"));
     let pid = child.id();
     // From the first events in to the last: start-up (model load, connecting, the first
     // fetch) and shutdown are left out.
@@ -563,8 +570,7 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
     admin::create_topic(&a.brokers, &alerts, 1, Duration::from_secs(30))
         .unwrap_or_else(|e| fail(&format!("creating {alerts}: {e}")));
     let cfg = write_config(dir, a, &input, &alerts, model, spec);
-    let port = free_port();
-    let child = start_run(a, &cfg, &dir.join("data-latency"), port);
+    let (child, port) = start_run(a, &cfg, &dir.join("data-latency"));
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &a.brokers)
