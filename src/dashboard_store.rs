@@ -28,8 +28,6 @@ use gatewatch_hunt::{HuntSession, QueryLimits};
 
 /// Context shown around an incident on its timeline (the same margin as the live view).
 const TIMELINE_MARGIN_MS: i64 = 30 * 60_000;
-/// Most one-minute points on a timeline.
-const MAX_TIMELINE_POINTS: usize = 240;
 /// Most evidence requests on an incident page.
 const MAX_EVIDENCE: usize = 50;
 /// Least time between two re-reads of the store's tables after a failed query.
@@ -399,18 +397,7 @@ fn merge_timeline(stored: Vec<TimelinePoint>, live: Vec<TimelinePoint>) -> Vec<T
         e.0 = e.0.max(p.requests);
         e.1 = e.1.max(p.anomalous);
     }
-    let mut out: Vec<TimelinePoint> = by_minute
-        .into_iter()
-        .map(|(ts_ms, (requests, anomalous))| TimelinePoint {
-            ts_ms,
-            requests,
-            anomalous,
-        })
-        .collect();
-    if out.len() > MAX_TIMELINE_POINTS {
-        out.drain(..out.len() - MAX_TIMELINE_POINTS);
-    }
-    out
+    TimelinePoint::from_minutes(by_minute)
 }
 
 /// A SQL string literal: attacker-controlled text can only ever be data.

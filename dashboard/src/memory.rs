@@ -18,8 +18,6 @@ use crate::{Error, Result};
 const MINUTE_MS: i64 = 60_000;
 /// Context shown around an incident on its timeline.
 const TIMELINE_MARGIN_MS: i64 = 30 * MINUTE_MS;
-/// The longest timeline served, in one-minute points.
-const MAX_TIMELINE_POINTS: usize = 240;
 /// Rows in each list of a behaviour profile.
 const PROFILE_TOP: usize = 8;
 /// Distinct OWASP categories tracked; more (a misbehaving feeder) fold into "other".
@@ -397,17 +395,7 @@ impl MemoryBackend {
                 evidence.push(&ev.request);
             }
         }
-        let mut timeline: Vec<TimelinePoint> = buckets
-            .into_iter()
-            .map(|(ts_ms, (requests, anomalous))| TimelinePoint {
-                ts_ms,
-                requests,
-                anomalous,
-            })
-            .collect();
-        if timeline.len() > MAX_TIMELINE_POINTS {
-            timeline.drain(..timeline.len() - MAX_TIMELINE_POINTS);
-        }
+        let timeline = TimelinePoint::from_minutes(buckets);
         evidence.sort_by_key(|e| std::cmp::Reverse(e.ts_ms));
         evidence.truncate(self.limits.max_evidence);
         let evidence_sql = inc.evidence_sql.clone().unwrap_or_else(|| {

@@ -201,6 +201,26 @@ pub struct TimelinePoint {
     pub anomalous: u64,
 }
 
+/// The longest timeline served, in one-minute points.
+pub const MAX_TIMELINE_POINTS: usize = 240;
+
+impl TimelinePoint {
+    /// A timeline from `(requests, anomalous)` per minute start, oldest first, keeping the
+    /// newest [`MAX_TIMELINE_POINTS`] minutes.
+    pub fn from_minutes(minutes: std::collections::BTreeMap<i64, (u64, u64)>) -> Vec<Self> {
+        let skip = minutes.len().saturating_sub(MAX_TIMELINE_POINTS);
+        minutes
+            .into_iter()
+            .skip(skip)
+            .map(|(ts_ms, (requests, anomalous))| TimelinePoint {
+                ts_ms,
+                requests,
+                anomalous,
+            })
+            .collect()
+    }
+}
+
 /// One request shown as evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvidenceRequest {
@@ -495,4 +515,36 @@ pub struct Meta {
     pub auth: bool,
     /// Poll interval for live updates, in milliseconds.
     pub poll_ms: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_keeps_its_newest_minutes_oldest_first() {
+        let minutes: std::collections::BTreeMap<i64, (u64, u64)> = (0..300)
+            .map(|m| (m * 60_000, (m as u64 + 1, m as u64 % 2)))
+            .collect();
+        let timeline = TimelinePoint::from_minutes(minutes);
+        assert_eq!(timeline.len(), MAX_TIMELINE_POINTS);
+        assert_eq!(
+            timeline[0].ts_ms,
+            60 * 60_000,
+            "the oldest 60 minutes are dropped"
+        );
+        assert_eq!(timeline[0].requests, 61);
+        assert_eq!(timeline.last().unwrap().ts_ms, 299 * 60_000);
+        assert_eq!(timeline.last().unwrap().anomalous, 1);
+
+        let short = TimelinePoint::from_minutes([(0, (3, 1))].into_iter().collect());
+        assert_eq!(
+            short,
+            vec![TimelinePoint {
+                ts_ms: 0,
+                requests: 3,
+                anomalous: 1
+            }]
+        );
+    }
 }

@@ -128,7 +128,8 @@ impl ParsedParams {
         ok
     }
 
-    /// Appends a whole value as one parameter named `name` (a body that is not a form).
+    /// Appends `value` whole as one parameter named `name` (a body that is not a form, or a
+    /// JSON scalar under its key path), cut to `max_value` bytes.
     pub fn push_whole(&mut self, name: &[u8], value: &[u8], max_pairs: usize, max_value: usize) {
         if self.pairs.len() >= max_pairs {
             self.dropped += 1;
@@ -285,24 +286,7 @@ impl JsonReader<'_> {
                 if self.i == start {
                     return false;
                 }
-                let tok = &self.s[start..self.i];
-                if out.pairs.len() >= max_pairs {
-                    out.dropped += 1;
-                    return true;
-                }
-                let n0 = out.buf.len();
-                out.buf.extend_from_slice(path);
-                let n1 = out.buf.len();
-                let keep = tok.len().min(max_value);
-                out.buf.extend_from_slice(&tok[..keep]);
-                if tok.len() > keep {
-                    out.truncated += 1;
-                }
-                out.pairs.push(Pair {
-                    name: (n0 as u32, n1 as u32),
-                    value: (n1 as u32, (n1 + keep) as u32),
-                    full_len: tok.len().min(u32::MAX as usize) as u32,
-                });
+                out.push_whole(path, &self.s[start..self.i], max_pairs, max_value);
                 true
             }
             None => false,
