@@ -153,13 +153,27 @@ fn start_run_idle(config: &Path, data_dir: &Path, idle_exit: &str) -> RunProcess
             lines.lock().unwrap().push(line);
         }
     });
-    RunProcess { child, stdout }
+    // The log is read as it comes, so that a run which logs more than a pipe holds never
+    // blocks on a write while the test waits for it.
+    let mut err = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err, &mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    RunProcess {
+        child,
+        stdout,
+        stderr: Some(stderr),
+    }
 }
 
-/// A `gatewatch run` a test started, with the lines it printed on stdout so far.
+/// A `gatewatch run` a test started, with the lines it printed on stdout so far and the
+/// reader of its log (stderr).
 struct RunProcess {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl RunProcess {
@@ -176,7 +190,7 @@ impl RunProcess {
             }) {
                 return port;
             }
-            assert_running(&mut self.child, "before it printed its metrics address");
+            assert_running(self, "before it printed its metrics address");
             assert!(
                 Instant::now() < deadline,
                 "gatewatch run printed no metrics address within 120 s"
@@ -215,17 +229,12 @@ fn wait(mut child: RunProcess, limit: Duration) -> String {
     }
 }
 
-/// What an ended `child` wrote to its (piped) stderr.
-fn stderr_of(child: &mut Child) -> String {
-    use std::io::Read;
-    let mut err = String::new();
-    child
-        .stderr
+/// What an ended run wrote to its stderr (empty if it was asked before).
+fn stderr_of(run: &mut RunProcess) -> String {
+    run.stderr
         .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
+        .map(|reader| reader.join().expect("the stderr reader panicked"))
+        .unwrap_or_default()
 }
 
 /// Every alert on the topic, in order.
@@ -922,7 +931,7 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 /// Fails the test with the run's log if it has ended.
-fn assert_running(child: &mut Child, what: &str) {
+fn assert_running(child: &mut RunProcess, what: &str) {
     if let Some(status) = child.try_wait().unwrap() {
         let err = stderr_of(child);
         panic!("gatewatch run ended ({status}) {what}: {err}");
