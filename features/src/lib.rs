@@ -38,6 +38,7 @@ mod mem;
 pub mod openapi;
 pub mod request;
 mod seen;
+mod split;
 mod stage;
 pub mod table;
 pub mod template;

@@ -32,6 +32,7 @@ use crate::inventory::{Endpoint, Inventory};
 use crate::openapi::{Spec, SpecMatch, seg_hash};
 use crate::request::{Lexer, Lexical, Markers};
 use crate::seen::{Remembered, SeenKeys};
+use crate::split::split_ascii;
 use crate::table::Table;
 use crate::template::{IdSpan, LearnConfig, Templater};
 use crate::window::{Geometry, Landing, Rings};
@@ -714,7 +715,7 @@ impl FeatureStage {
         let mut id_span = None;
         if let Some(spec) = &self.spec {
             self.segs.clear();
-            self.segs.extend(path.split('/').map(seg_hash));
+            self.segs.extend(split_ascii(path, b'/').map(seg_hash));
             spec_hit = spec.match_path(&self.segs, method);
         }
         match spec_hit {
@@ -725,7 +726,7 @@ impl FeatureStage {
                 // The object id: the segment in the spec path's last parameter position,
                 // whatever it looks like (the spec says it is a parameter).
                 let mut start = 0;
-                for (j, seg) in path.split('/').enumerate() {
+                for (j, seg) in split_ascii(path, b'/').enumerate() {
                     if spec.paths[m.path].is_param(j) {
                         id_span = Some((start, start + seg.len()));
                     }

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 
 use crate::hash::{combine, hash64};
 use crate::hll;
+use crate::split::split_ascii;
 use crate::table::Table;
 
 /// Placeholder for identifier-like segments.
@@ -30,11 +31,11 @@ pub const PARAM: &str = "{param}";
 /// assert_eq!(template_path("/api/v1/products"), "/api/v1/products");
 /// ```
 pub fn template_path(path: &str) -> Cow<'_, str> {
-    if !path.split('/').any(is_id_like) {
+    if !split_ascii(path, b'/').any(is_id_like) {
         return Cow::Borrowed(path);
     }
     let mut out = String::with_capacity(path.len());
-    for (i, seg) in path.split('/').enumerate() {
+    for (i, seg) in split_ascii(path, b'/').enumerate() {
         if i > 0 {
             out.push('/');
         }
@@ -78,7 +79,7 @@ pub fn is_id_like(seg: &str) -> bool {
 /// assert_eq!(query_object_id("page=3&limit=50"), None);
 /// ```
 pub fn query_object_id(query: &str) -> Option<Cow<'_, str>> {
-    for pair in query.split('&') {
+    for pair in split_ascii(query, b'&') {
         let Some((name, value)) = pair.split_once('=') else {
             continue;
         };
@@ -395,7 +396,7 @@ impl Templater {
         let mut prefix = 0x5EED_u64;
         let mut id: IdSpan = None;
         let mut start = 0usize;
-        for (i, seg) in path.split('/').enumerate() {
+        for (i, seg) in split_ascii(path, b'/').enumerate() {
             if i > 0 {
                 out.push('/');
             }
