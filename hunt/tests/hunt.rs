@@ -909,6 +909,30 @@ fn limits_cut_rows_time_out_and_bound_memory() {
 }
 
 #[test]
+fn an_unknown_table_is_answered_with_the_tables_there_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let s = rt
+        .block_on(HuntSession::open(tmp.path(), QueryLimits::default()))
+        .unwrap();
+    let e = rt
+        .block_on(s.query("SELECT count(*) FROM event"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'gatewatch.public.event' not found"), "{e}");
+    assert!(
+        e.ends_with("the store's tables are events, alerts, incidents, endpoints"),
+        "{e}"
+    );
+    // Other planning errors are left as they are.
+    let e = rt
+        .block_on(s.query("SELECT no_such_column FROM events"))
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("the store's tables"), "{e}");
+}
+
+#[test]
 fn a_sort_bigger_than_the_memory_limit_fails_instead_of_spilling_to_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = rt();
