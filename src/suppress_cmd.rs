@@ -30,7 +30,7 @@ pub struct SuppressArgs {
     #[arg(long)]
     pub entity: Option<String>,
     /// Category: name (bola, ssrf, …) or OWASP id (API1 … API9).
-    #[arg(long, value_parser = |s: &str| Category::parse(s).ok_or_else(|| format!("unknown category {s:?}")))]
+    #[arg(long, value_parser = Category::parse_or_list)]
     pub category: Option<Category>,
     /// Endpoint: `METHOD /template` or `/template` for every method.
     #[arg(long)]

@@ -136,6 +136,18 @@ impl Category {
                     .is_some_and(|p| p.eq_ignore_ascii_case(&t))
         })
     }
+
+    /// [`parse`](Self::parse), with an error for a name it does not know that lists the
+    /// names it does.
+    pub fn parse_or_list(s: &str) -> Result<Category, String> {
+        Category::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = Category::ALL.iter().map(|c| c.name()).collect();
+            format!(
+                "unknown category {s:?}; expected one of {} or an OWASP id (API1 … API9)",
+                names.join(", ")
+            )
+        })
+    }
 }
 
 impl fmt::Display for Category {
@@ -249,6 +261,22 @@ impl fmt::Display for EntityKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_category_is_told_the_known_ones() {
+        assert_eq!(
+            Category::parse_or_list(" API3 "),
+            Ok(Category::PropertyExposure)
+        );
+        let e = Category::parse_or_list("exfil").unwrap_err();
+        assert!(
+            e.starts_with("unknown category \"exfil\"; expected one of bola, "),
+            "{e}"
+        );
+        for c in Category::ALL {
+            assert!(e.contains(c.name()), "{e}");
+        }
+    }
 
     #[test]
     fn categories_parse_from_names_and_ids() {

@@ -410,11 +410,9 @@ mod category_opt {
         let s: Option<String> = Option::deserialize(d)?;
         match s {
             None => Ok(None),
-            Some(s) => Category::parse(&s).map(Some).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "unknown category {s:?} (use a name like \"bola\" or an id like \"API1\")"
-                ))
-            }),
+            Some(s) => Category::parse_or_list(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
