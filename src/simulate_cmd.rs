@@ -19,6 +19,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use gatewatch_ingest::Format;
+use gatewatch_ingest::throttle::Throttle;
 use gatewatch_simulator::{
     ClientCounts, Scenario, SimConfig, SimEvent, Simulator, render, rfc3339,
 };
@@ -303,9 +304,18 @@ impl Sink for WriterSink {
 struct DeliveryReport {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    errors: Throttle,
 }
 
-impl ClientContext for DeliveryReport {}
+impl ClientContext for DeliveryReport {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Retried by librdkafka, and reported every few tens of milliseconds while the
+        // brokers cannot be reached.
+        if let Some(held_back) = self.errors.admit() {
+            tracing::warn!(%error, reason, held_back, "kafka producer error; retrying");
+        }
+    }
+}
 
 impl ProducerContext for DeliveryReport {
     type DeliveryOpaque = ();

@@ -281,6 +281,48 @@ fn run_without_a_topic_says_so_before_creating_or_connecting_anything() {
     assert!(!data.exists(), "no store may be created first");
 }
 
+/// A broker that cannot be reached makes librdkafka report errors every few tens of
+/// milliseconds; each warning is logged once and then at most every 30 s, so an outage
+/// cannot flood the log (about 45 lines a second before they were held back).
+#[test]
+fn an_unreachable_broker_is_reported_without_flooding_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gatewatch.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [{ name = \"gateway-logs\", format = \"kong\" }]\n",
+    )
+    .unwrap();
+    let mut child = gatewatch()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "run",
+            "--no-dashboard",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The alert topic check gives up after 10 s; then the consumer tries for a while.
+    std::thread::sleep(std::time::Duration::from_secs(14));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kafka consumer error; retrying"), "{err}");
+    assert!(err.contains("alert producer error; retrying"), "{err}");
+    let lines = err.lines().count();
+    assert!(lines < 40, "{lines} lines of log in 14 s:\n{err}");
+}
+
 #[test]
 fn suppress_writes_and_lists_in_the_configured_data_dir() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,8 @@
 //!   failures into [`DeadLetter`]s counted per [`Reason`].
 //! - [`source`]: where records come from — files (plain or gzip) and stdin, and Kafka
 //!   (consumer group, manual commits up to what downstream acknowledged).
+//! - [`throttle`]: warnings that repeat while a condition lasts (a broker down), logged
+//!   at most once per interval with the count held back.
 //!
 //! Nothing here knows about features, models or tokio: sources are blocking iterators of
 //! batches that the binary runs on threads of their own.
@@ -18,6 +20,7 @@ pub mod decode;
 pub mod provenance;
 pub mod schema;
 pub mod source;
+pub mod throttle;
 pub mod time;
 
 use std::fmt;

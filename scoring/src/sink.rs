@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use gatewatch_ingest::source::kafka::is_consumer_only;
+use gatewatch_ingest::throttle::Throttle;
 
 use crate::incidents::IncidentAlert;
 use crate::ocsf::{alert_key, detection_finding};
@@ -115,9 +117,18 @@ impl JsonlSink {
 struct DeliveryCounter {
     failed: Arc<AtomicU64>,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
+    errors: Arc<Throttle>,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Broker trouble is retried by librdkafka, which reports it every few tens of
+        // milliseconds while it lasts; deliveries that fail are counted above.
+        if let Some(held_back) = self.errors.admit() {
+            tracing::warn!(%error, reason, held_back, "alert producer error; retrying");
+        }
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();

@@ -89,7 +89,9 @@
 //! # Errors
 //!
 //! Transient broker trouble (connection loss, leader changes, coordinator moves) is
-//! retried inside librdkafka and only logged. What reaches the caller:
+//! retried inside librdkafka and only logged: each kind of warning once, then at most
+//! once per [`WARN_EVERY`](crate::throttle::WARN_EVERY) with the number of repeats held
+//! back (`held_back`), however often librdkafka reports it. What reaches the caller:
 //! - [`Error::Config`]: bad settings; fix the configuration.
 //! - [`Error::Kafka`]: a fatal client error; not retryable, stop the source.
 //! - [`Error::DeadLetterSink`]: a batch's dead letters could not be stored. Retryable:
@@ -126,6 +128,7 @@ use crate::batch::{BatchDecoder, DEFAULT_MAX_RECORD_BYTES, DecodedBatch};
 use crate::dead_letter::{DeadLetter, DecodeError, MAX_DEAD_LETTER_RAW_BYTES, Reason};
 use crate::decode::{DecodeOptions, decoder_for};
 use crate::provenance::{OwnedProvenance, Provenance};
+use crate::throttle::Throttle;
 use crate::{Error, Format, Result};
 
 /// Default bootstrap brokers.
@@ -784,6 +787,9 @@ struct Shared {
     /// Whether the member is in its group: set by an assignment (empty for a standby
     /// member), cleared when the group has moved on without it (the assignment was lost).
     in_group: AtomicBool,
+    /// Repeats of the consumer's error callback and of polls that fail.
+    client_errors: Throttle,
+    poll_errors: Throttle,
 }
 
 impl Shared {
@@ -883,7 +889,9 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // Global errors (broker down, all brokers down, …) are retried by librdkafka.
-        tracing::warn!(%error, reason, "kafka consumer error; retrying");
+        if let Some(held_back) = self.shared.client_errors.admit() {
+            tracing::warn!(%error, reason, held_back, "kafka consumer error; retrying");
+        }
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -1288,6 +1296,8 @@ impl KafkaSource {
             rebalances: AtomicU64::new(0),
             lag: std::sync::atomic::AtomicI64::new(-1),
             in_group: AtomicBool::new(false),
+            client_errors: Throttle::default(),
+            poll_errors: Throttle::default(),
         });
         let mut cc = base_client_config(&config.brokers, &config.properties);
         cc.set("group.id", &config.group_id)
@@ -1517,7 +1527,7 @@ impl KafkaSource {
                 match result {
                     Ok(msg) => self.open.push(&msg, &self.shared),
                     Err(e) => {
-                        poll_error(e)?;
+                        poll_error(e, &self.shared.poll_errors)?;
                         break;
                     }
                 }
@@ -1696,12 +1706,14 @@ impl Iterator for KafkaSource {
 }
 
 /// Sorts a polling error: fatal ones stop the source, the rest librdkafka retries.
-fn poll_error(error: KafkaError) -> Result<()> {
+fn poll_error(error: KafkaError, repeats: &Throttle) -> Result<()> {
     match error {
         KafkaError::PartitionEOF(_) => Ok(()),
         KafkaError::MessageConsumptionFatal(_) => Err(Error::Kafka(error)),
         other => {
-            tracing::warn!(error = %other, "kafka consume error; retrying");
+            if let Some(held_back) = repeats.admit() {
+                tracing::warn!(error = %other, held_back, "kafka consume error; retrying");
+            }
             Ok(())
         }
     }
@@ -1784,6 +1796,7 @@ pub fn is_consumer_only(key: &str) -> bool {
 struct DeliveryContext {
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
+    errors: Throttle,
 }
 
 impl ClientContext for DeliveryContext {
@@ -1792,7 +1805,9 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "dead-letter producer error; retrying");
+        if let Some(held_back) = self.errors.admit() {
+            tracing::warn!(%error, reason, held_back, "dead-letter producer error; retrying");
+        }
     }
 }
 
