@@ -293,7 +293,7 @@ fn an_unreachable_broker_is_reported_without_flooding_the_log() {
         "[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [{ name = \"gateway-logs\", format = \"kong\" }]\n",
     )
     .unwrap();
-    let mut child = gatewatch()
+    let child = gatewatch()
         .arg("--config")
         .arg(&config)
         .args([
