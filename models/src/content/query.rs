@@ -362,34 +362,23 @@ fn hex(b: u8) -> Option<u8> {
 /// returns the full decoded length. A `%` not followed by two hex digits is kept as is,
 /// as browsers and most servers do.
 pub(crate) fn decode_into(raw: &[u8], out: &mut Vec<u8>, max: usize) -> usize {
-    let mut n = 0usize;
-    let mut i = 0usize;
-    while i < raw.len() {
-        let b = raw[i];
-        let (byte, step) = match b {
-            b'+' => (b' ', 1),
-            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
-                (Some(h), Some(l)) => ((h << 4) | l, 3),
-                _ => (b'%', 1),
-            },
-            _ => (b, 1),
-        };
-        if n < max {
-            out.push(byte);
-        }
-        n += 1;
-        i += step;
-    }
-    n
+    percent_decode::<true>(raw, out, max)
 }
 
 /// Percent-decodes a path segment onto `out` (`+` is literal in paths), keeping at most
 /// `max` bytes; returns the full decoded length.
 pub(crate) fn decode_path_into(raw: &[u8], out: &mut Vec<u8>, max: usize) -> usize {
+    percent_decode::<false>(raw, out, max)
+}
+
+/// The decoding of [`decode_into`] (`PLUS_IS_SPACE`, query strings and forms) and
+/// [`decode_path_into`]; a constant, so each caller gets a loop without the test.
+fn percent_decode<const PLUS_IS_SPACE: bool>(raw: &[u8], out: &mut Vec<u8>, max: usize) -> usize {
     let mut n = 0usize;
     let mut i = 0usize;
     while i < raw.len() {
         let (byte, step) = match raw[i] {
+            b'+' if PLUS_IS_SPACE => (b' ', 1),
             b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
                 (Some(h), Some(l)) => ((h << 4) | l, 3),
                 _ => (b'%', 1),
@@ -516,6 +505,20 @@ mod tests {
         assert!(!p.parse_json(br#"{"a":"unterminated"#, b"body.", 10, 100, &mut path));
         assert!(!p.parse_json(b"{'a':1}", b"body.", 10, 100, &mut path));
         assert_eq!(p.pairs.len(), before);
+    }
+
+    #[test]
+    fn paths_keep_plus_and_both_decoders_cap_what_they_keep() {
+        let mut out = Vec::new();
+        assert_eq!(decode_path_into(b"a+b%2Fc%zz", &mut out, 100), 8);
+        assert_eq!(out, b"a+b/c%zz");
+        out.clear();
+        assert_eq!(decode_into(b"a+b%2Fc%zz", &mut out, 100), 8);
+        assert_eq!(out, b"a b/c%zz");
+        out.clear();
+        // The full length is counted past the cap.
+        assert_eq!(decode_into(b"x%41+yz", &mut out, 3), 5);
+        assert_eq!(out, b"xA ");
     }
 
     #[test]
