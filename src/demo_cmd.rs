@@ -238,7 +238,8 @@ pub fn run(args: DemoArgs, config: &Config) -> Result<()> {
             }
             Err(e) => {
                 eprintln!(
-                    "gatewatch demo: no dashboard ({e:#}); use --dashboard ADDR or --no-dashboard"
+                    "gatewatch demo: no dashboard ({}); use --dashboard ADDR or --no-dashboard",
+                    crate::error_text(&e)
                 );
                 None
             }

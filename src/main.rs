@@ -130,7 +130,7 @@ fn main() -> ExitCode {
 /// text the previous one already carries: some libraries' errors (DataFusion's schema
 /// errors, say) repeat their source in their own message, and a missing column would
 /// otherwise list the table's every column once per layer.
-fn error_text(e: &anyhow::Error) -> String {
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
     let mut out = String::new();
     let mut last = String::new();
     for cause in e.chain() {

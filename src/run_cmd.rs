@@ -553,7 +553,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let last = Processed::no_batch(
         seq,
         snapshot(&engine, &mut counted, seq)
-            .map_err(|e| tracing::warn!("at shutdown: {e:#}"))
+            .map_err(|e| tracing::warn!("at shutdown: {}", crate::error_text(&e)))
             .ok(),
         result.is_ok(),
         Some(engine.features().inventory().to_record_batch()),
@@ -572,7 +572,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let result = result.and(sink_result).and(alert_result);
     if let Err(e) = &result {
         metrics.failed.store(true, Ordering::Relaxed);
-        tracing::error!("stopping: {e:#}");
+        tracing::error!("stopping: {}", crate::error_text(e));
     }
     shutdown.step("stopping the store's maintenance");
     maintenance.stop();
@@ -667,11 +667,11 @@ fn pick_up_suppressions(engine: &mut Engine, data_dir: &std::path::Path, seen: &
                 *seen += 1;
                 match line {
                     Ok(s) => add_suppression(engine, s),
-                    Err(e) => tracing::warn!("skipping a suppression: {e:#}"),
+                    Err(e) => tracing::warn!("skipping a suppression: {}", crate::error_text(&e)),
                 }
             }
         }
-        Err(e) => tracing::warn!("reading suppressions: {e:#}"),
+        Err(e) => tracing::warn!("reading suppressions: {}", crate::error_text(&e)),
     }
 }
 
