@@ -157,6 +157,9 @@ pub struct KafkaReader {
 /// and on a busy broker it can take seconds.
 const JOIN_GRACE: Duration = Duration::from_secs(60);
 
+/// How long the start waits for the brokers to say whether the topic exists.
+const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl KafkaReader {
     /// Starts reading `topic` in `format` with the brokers and properties of `[kafka]`.
     pub fn open(config: &Config, topic: &str, format: Format, idle: Duration) -> Result<Self> {
@@ -176,6 +179,20 @@ impl KafkaReader {
         kafka.auto_offset_reset = gatewatch_ingest::source::kafka::OffsetReset::Earliest;
         let source = KafkaSource::new(&kafka, config.batch, &config.decode_options())
             .with_context(|| format!("reading Kafka topic {topic} from {}", kafka.brokers))?;
+        // A topic that does not exist is a mistake to report now, not after the join
+        // grace and the idle time as "no rows to learn from". Brokers that do not answer
+        // yet are left to the join grace.
+        match source.missing_topics(TOPIC_CHECK_TIMEOUT) {
+            Ok(missing) if !missing.is_empty() => anyhow::bail!(
+                "the brokers at {} have no topic {topic:?}: check the name (train reads a \
+                 topic that exists and creates none)",
+                kafka.brokers
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "could not check that topic {topic:?} exists ({e}); waiting for it to be read"
+            ),
+        }
         Ok(KafkaReader {
             source: Some(source),
             idle,

@@ -220,3 +220,37 @@ fn trains_from_a_kafka_topic() {
         .arg(&logs));
     usable(&model, &logs);
 }
+
+#[test]
+fn a_kafka_topic_that_does_not_exist_is_named_at_once() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch train --kafka-topic test") else {
+        return;
+    };
+    let topic = format!("no-such-topic-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = gatewatch()
+        .env("GATEWATCH__KAFKA__BROKERS", &brokers)
+        .args([
+            "train",
+            "--kafka-topic",
+            &topic,
+            "--format",
+            "kong",
+            "--out",
+        ])
+        .arg(dir.path().join("m.gwm"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the brokers at {brokers} have no topic \"{topic}\""
+        )),
+        "{err}"
+    );
+    // Not after the minute of grace for joining the group and the idle time.
+    assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+    assert!(!dir.path().join("m.gwm").exists());
+}

@@ -1403,6 +1403,27 @@ impl KafkaSource {
         (l >= 0).then_some(l)
     }
 
+    /// The input topics the brokers say do not exist, asked with this consumer's own
+    /// settings (so with its credentials) and waiting up to `timeout` for an answer. A
+    /// long-running consumer waits for a missing topic to appear; a one-off read (a model
+    /// trained from a topic) should say at once that there is nothing to read.
+    pub fn missing_topics(&self, timeout: Duration) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for topic in &self.shared.topics {
+            let md = self.consumer.fetch_metadata(Some(topic), timeout)?;
+            let unknown = md.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error().is_some_and(|e| {
+                        RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition
+                    })
+            });
+            if unknown {
+                missing.push(topic.clone());
+            }
+        }
+        Ok(missing)
+    }
+
     /// The next batch; blocks until one closes. `Ok(None)` only once a stop was requested;
     /// records polled but not yet handed out are then dropped (they are not committed, so
     /// the group reads them again).
