@@ -106,6 +106,14 @@ pub fn run(args: QueryArgs, config: &Config) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| config.store.data_dir.clone());
+    // A mistyped data directory would otherwise read as an empty store: "0 events".
+    if !dir.is_dir() {
+        bail!(
+            "no store at {}: pass --data-dir (or set [store] data_dir) to where `gatewatch \
+             run` or `gatewatch demo` keeps it",
+            dir.display()
+        );
+    }
     let limits = config.sql.limits();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -324,6 +324,33 @@ fn an_unreachable_broker_is_reported_without_flooding_the_log() {
 }
 
 #[test]
+fn query_without_a_store_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("gatewatch-dta");
+    let out = gatewatch()
+        .args(["query", "--data-dir"])
+        .arg(&missing)
+        .arg("SELECT count(*) FROM events")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("no store at {}", missing.display())),
+        "{err}"
+    );
+    assert!(!missing.exists(), "nothing may be created");
+    // An existing, empty data directory is an empty store.
+    let out = succeed(
+        gatewatch()
+            .args(["query", "--format", "csv", "--data-dir"])
+            .arg(dir.path())
+            .arg("SELECT count(*) AS n FROM events"),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "n\n0");
+}
+
+#[test]
 fn suppress_writes_and_lists_in_the_configured_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store-here");
