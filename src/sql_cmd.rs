@@ -34,6 +34,15 @@ pub fn run(args: SqlArgs, config: &Config) -> Result<()> {
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
+    // A server may start before the processor has written anything, so this is not an
+    // error; but a mistyped directory would serve empty tables without a word.
+    if !dir.is_dir() {
+        tracing::warn!(
+            dir = %dir.display(),
+            "no store there yet: the tables stay empty until `gatewatch run` writes one \
+             (check --data-dir or [store] data_dir)"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
