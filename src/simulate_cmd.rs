@@ -175,7 +175,11 @@ pub(crate) fn parse_duration_us(s: &str) -> Result<i64, String> {
     if t.is_empty() {
         return Err(bad());
     }
+    let not_positive = || format!("{s:?} is no time at all: give a duration above zero");
     if let Ok(secs) = t.parse::<f64>() {
+        if secs == 0.0 {
+            return Err(not_positive());
+        }
         return (secs.is_finite() && secs > 0.0)
             .then_some((secs * 1e6) as i64)
             .ok_or_else(bad);
@@ -203,7 +207,10 @@ pub(crate) fn parse_duration_us(s: &str) -> Result<i64, String> {
         total += value * unit_us;
         rest = &rest[unit_end..];
     }
-    if total <= 0.0 || !total.is_finite() || total > 1e17 {
+    if total == 0.0 {
+        return Err(not_positive());
+    }
+    if total < 0.0 || !total.is_finite() || total > 1e17 {
         return Err(bad());
     }
     Ok(total as i64)
@@ -644,6 +651,11 @@ mod tests {
         assert_eq!(parse_duration_us("42"), Ok(42_000_000));
         for bad in ["", "x", "10q", "-5", "0", "h", "1h-"] {
             assert!(parse_duration_us(bad).is_err(), "{bad}");
+        }
+        // Zero is a duration, just not one to run for: said so, not "not a duration".
+        for zero in ["0", "0s", "0h0m"] {
+            let e = parse_duration_us(zero).unwrap_err();
+            assert!(e.contains("above zero"), "{zero}: {e}");
         }
     }
 
