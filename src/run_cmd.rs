@@ -176,6 +176,24 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     }
     let journal = std::sync::Arc::new(std::sync::Mutex::new(journal));
 
+    // Listening before anything waits on the brokers (the alert topic check below can
+    // take seconds when they do not answer): a busy port is an error at once, and
+    // `/healthz` answers (and `/readyz` says "starting") while the rest connects.
+    let http =
+        crate::http::serve_in_background(args.listen, crate::metrics::router(metrics.clone()))?;
+    let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
+    let dashboard_server = if args.no_dashboard {
+        None
+    } else {
+        let server = feed.serve(config.dashboard.clone(), Some(data_dir.clone()))?;
+        tracing::info!("dashboard on http://{}/", server.addr);
+        Some(server)
+    };
+
+    // The addresses actually bound (with port 0 the kernel chose them), on stdout, apart
+    // from the log on stderr, so that a supervisor or a test can read them.
+    print_served_addresses(http.addr, dashboard_server.as_ref().map(|d| d.addr));
+
     let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
     if !config.alerts.topic.is_empty() {
         sinks.push(Box::new(KafkaAlertSink::new(
@@ -209,19 +227,6 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         Duration::from_millis(config.alerts.flush_timeout_ms).saturating_add(SHUTDOWN_GRACE),
     );
     spawn_signal_handler(stop.clone(), metrics.clone(), shutdown.clone());
-    let http =
-        crate::http::serve_in_background(args.listen, crate::metrics::router(metrics.clone()))?;
-    let mut feed = crate::dashboard_feed::DashboardFeed::new(config.scoring.alert_threshold);
-    let dashboard_server = if args.no_dashboard {
-        None
-    } else {
-        let server = feed.serve(config.dashboard.clone(), Some(data_dir.clone()))?;
-        tracing::info!("dashboard on http://{}/", server.addr);
-        Some(server)
-    };
-    // The addresses actually bound (with port 0 the kernel chose them), on stdout, apart
-    // from the log on stderr, so that a supervisor or a test can read them.
-    print_served_addresses(http.addr, dashboard_server.as_ref().map(|d| d.addr));
     // Suppressions apply from the first batch on, then new lines every few seconds.
     let mut suppressions_seen = 0usize;
     pick_up_suppressions(&mut engine, &data_dir, &mut suppressions_seen);
