@@ -323,6 +323,38 @@ fn an_unreachable_broker_is_reported_without_flooding_the_log() {
     assert!(lines < 40, "{lines} lines of log in 14 s:\n{err}");
 }
 
+/// The metrics port is bound before anything waits on the brokers (checking the alert
+/// topic waits up to 10 s for brokers that do not answer), so a port in use is reported
+/// at once.
+#[test]
+fn a_busy_listen_port_is_reported_before_waiting_on_the_brokers() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gatewatch.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [{ name = \"gateway-logs\", format = \"kong\" }]\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = gatewatch()
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "--no-dashboard", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}: {err}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn query_without_a_store_says_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
