@@ -281,18 +281,24 @@ fn run_without_a_topic_says_so_before_creating_or_connecting_anything() {
     assert!(!data.exists(), "no store may be created first");
 }
 
+/// A configuration in `dir` whose broker nothing answers at (the discard port).
+fn unreachable_broker_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("gatewatch.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [{ name = \"gateway-logs\", format = \"kong\" }]\n",
+    )
+    .unwrap();
+    config
+}
+
 /// A broker that cannot be reached makes librdkafka report errors every few tens of
 /// milliseconds; each warning is logged once and then at most every 30 s, so an outage
 /// cannot flood the log (about 45 lines a second before they were held back).
 #[test]
 fn an_unreachable_broker_is_reported_without_flooding_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gatewatch.toml");
-    std::fs::write(
-        &config,
-        "[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [{ name = \"gateway-logs\", format = \"kong\" }]\n",
-    )
-    .unwrap();
+    let config = unreachable_broker_config(dir.path());
     let child = gatewatch()
         .arg("--config")
         .arg(&config)
@@ -331,12 +337,7 @@ fn a_busy_listen_port_is_reported_before_waiting_on_the_brokers() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gatewatch.toml");
-    std::fs::write(
-        &config,
-        "[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [{ name = \"gateway-logs\", format = \"kong\" }]\n",
-    )
-    .unwrap();
+    let config = unreachable_broker_config(dir.path());
     let started = std::time::Instant::now();
     let out = gatewatch()
         .arg("--config")

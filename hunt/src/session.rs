@@ -711,30 +711,25 @@ fn has_parquet(dir: &Path) -> bool {
     false
 }
 
-/// The Parquet file under `dir` written last (latest modification time, the greater path
-/// on a tie), found in one walk; `None` when there is none.
 /// A query that names a table the store does not have gets the list of those it has: an
 /// analyst who typed `event` or `alert` learns the right name from the error itself.
 fn name_the_tables(e: DataFusionError) -> Error {
     // The planner wraps the message in a diagnostic (the span of the name in the query).
-    let missing = match e.find_root() {
-        DataFusionError::Plan(msg) if msg.starts_with("table '") && msg.ends_with("not found") => {
-            Some(msg.clone())
-        }
-        _ => None,
-    };
-    match missing {
-        Some(msg) => {
-            let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
-            Error::DataFusion(DataFusionError::Plan(format!(
-                "{msg}; the store's tables are {}",
-                names.join(", ")
-            )))
-        }
-        None => Error::DataFusion(e),
+    if let DataFusionError::Plan(msg) = e.find_root()
+        && msg.starts_with("table '")
+        && msg.ends_with("not found")
+    {
+        let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+        return Error::DataFusion(DataFusionError::Plan(format!(
+            "{msg}; the store's tables are {}",
+            names.join(", ")
+        )));
     }
+    Error::DataFusion(e)
 }
 
+/// The Parquet file under `dir` written last (latest modification time, the greater path
+/// on a tie), found in one walk; `None` when there is none.
 fn newest_parquet(dir: &Path) -> Option<PathBuf> {
     fn walk(dir: &Path, best: &mut Option<(std::time::SystemTime, PathBuf)>) {
         let Ok(rd) = std::fs::read_dir(dir) else {

@@ -16,7 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
-use gatewatch_ingest::source::kafka::is_consumer_only;
+use gatewatch_ingest::source::kafka::{is_consumer_only, topic_is_unknown};
 use gatewatch_ingest::throttle::Throttle;
 
 use crate::incidents::IncidentAlert;
@@ -195,19 +195,12 @@ fn check_topic_exists(
     brokers: &str,
     topic: &str,
 ) -> Result<()> {
-    use rdkafka::types::RDKafkaErrorCode;
     match producer
         .client()
         .fetch_metadata(Some(topic), TOPIC_CHECK_TIMEOUT)
     {
         Ok(md) => {
-            let missing = md.topics().iter().any(|t| {
-                t.name() == topic
-                    && t.error().is_some_and(|e| {
-                        RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition
-                    })
-            });
-            if missing {
+            if topic_is_unknown(&md, topic) {
                 return Err(Error::Kafka {
                     context: format!("alert topic {topic:?}"),
                     message: format!(

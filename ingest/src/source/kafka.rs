@@ -1411,13 +1411,7 @@ impl KafkaSource {
         let mut missing = Vec::new();
         for topic in &self.shared.topics {
             let md = self.consumer.fetch_metadata(Some(topic), timeout)?;
-            let unknown = md.topics().iter().any(|t| {
-                t.name() == topic
-                    && t.error().is_some_and(|e| {
-                        RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition
-                    })
-            });
-            if unknown {
+            if topic_is_unknown(&md, topic) {
                 missing.push(topic.clone());
             }
         }
@@ -1724,6 +1718,16 @@ impl Iterator for KafkaSource {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_batch().transpose()
     }
+}
+
+/// Whether metadata asked for `topic` says the brokers have no such topic.
+pub fn topic_is_unknown(md: &rdkafka::metadata::Metadata, topic: &str) -> bool {
+    md.topics().iter().any(|t| {
+        t.name() == topic
+            && t.error().is_some_and(|e| {
+                RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition
+            })
+    })
 }
 
 /// Sorts a polling error: fatal ones stop the source, the rest librdkafka retries.
