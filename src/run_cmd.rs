@@ -110,6 +110,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .context("starting the Kafka source")?;
     let metrics = Metrics::new();
+    // Signals are handled from here on: one that comes while the start waits (on the
+    // brokers, above all) stops the run cleanly instead of killing the process.
+    let shutdown = Shutdown::new(
+        Duration::from_millis(config.alerts.flush_timeout_ms).saturating_add(SHUTDOWN_GRACE),
+    );
+    let stop_request = Arc::new(StopRequest::default());
+    spawn_signal_handler(stop_request.clone(), metrics.clone(), shutdown.clone());
     let data_dir = args
         .data_dir
         .clone()
@@ -209,6 +216,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     if sinks.is_empty() {
         tracing::warn!("alerts.topic is empty and alerts.file unset: alerts are only counted");
     }
+    if stop_request.asked() {
+        tracing::info!("stopped while starting, before consuming anything");
+        maintenance.stop();
+        return Ok(());
+    }
 
     let mut source = KafkaSource::new(&config.kafka, config.batch, &config.decode_options())
         .context("starting the Kafka source")?;
@@ -222,11 +234,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
         ))));
     }
     let stop = source.stop_handle();
+    // A signal that came while the source started stops it now: the loop below then
+    // drains nothing and closes as after any other stop.
+    stop_request.bind(stop.clone());
     let acker = source.acker();
-    let shutdown = Shutdown::new(
-        Duration::from_millis(config.alerts.flush_timeout_ms).saturating_add(SHUTDOWN_GRACE),
-    );
-    spawn_signal_handler(stop.clone(), metrics.clone(), shutdown.clone());
     // Suppressions apply from the first batch on, then new lines every few seconds.
     let mut suppressions_seen = 0usize;
     pick_up_suppressions(&mut engine, &data_dir, &mut suppressions_seen);
@@ -963,11 +974,51 @@ fn alert_loop(
     result
 }
 
+/// A stop asked for by a signal, which may come before the Kafka source exists.
+#[derive(Default)]
+struct StopRequest {
+    asked: std::sync::atomic::AtomicBool,
+    source: Mutex<Option<gatewatch_ingest::source::kafka::StopHandle>>,
+}
+
+impl StopRequest {
+    /// Records the request and stops the source if there is one yet.
+    fn ask(&self) {
+        // Set before taking the lock, and `bind` reads it under the lock: whichever of the
+        // two takes the lock second stops the source.
+        self.asked.store(true, Ordering::Release);
+        if let Some(source) = self
+            .source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            source.stop();
+        }
+    }
+
+    /// Whether a stop has been asked for.
+    fn asked(&self) -> bool {
+        self.asked.load(Ordering::Acquire)
+    }
+
+    /// Hands over the source's stop handle, stopping it at once if a stop was asked for.
+    fn bind(&self, source: gatewatch_ingest::source::kafka::StopHandle) {
+        let mut slot = self.source.lock().unwrap_or_else(|e| e.into_inner());
+        if self.asked() {
+            source.stop();
+        }
+        *slot = Some(source);
+    }
+}
+
 /// The first SIGINT or SIGTERM asks the source to stop (and `/readyz` to say so) and
-/// starts the shutdown's deadline; the loop then drains and commits. A second one ends
+/// starts the shutdown's deadline; the loop then drains and commits. One that comes
+/// while the run is still starting ends the start after the step in progress (checking
+/// the alert topic waits up to 10 s on brokers that do not answer). A second one ends
 /// the process at once, with status 128 + the signal's number.
 fn spawn_signal_handler(
-    stop: gatewatch_ingest::source::kafka::StopHandle,
+    stop: Arc<StopRequest>,
     metrics: std::sync::Arc<Metrics>,
     shutdown: std::sync::Arc<Shutdown>,
 ) {
@@ -1010,7 +1061,7 @@ fn spawn_signal_handler(
                     if std::mem::take(&mut first) {
                         tracing::info!("signal received; draining (a second signal exits at once)");
                         metrics.stopping.store(true, Ordering::Relaxed);
-                        stop.stop();
+                        stop.ask();
                         shutdown.begin();
                     } else {
                         tracing::warn!(

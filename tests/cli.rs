@@ -329,6 +329,52 @@ fn an_unreachable_broker_is_reported_without_flooding_the_log() {
     assert!(lines < 40, "{lines} lines of log in 14 s:\n{err}");
 }
 
+/// A SIGTERM while the run is still starting (here: checking the alert topic, which
+/// waits up to 10 s on brokers that do not answer) ends it cleanly after that step,
+/// with status 0, instead of killing the process.
+#[test]
+fn a_signal_while_starting_stops_the_run_cleanly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = unreachable_broker_config(dir.path());
+    let mut child = gatewatch()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "run",
+            "--no-dashboard",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The listening address comes out just before the alert topic check begins.
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("127.0.0.1:"), "{first:?}");
+    let signalled = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(err.contains("stopped while starting"), "{err}");
+    assert!(
+        signalled.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}: {err}",
+        signalled.elapsed()
+    );
+}
+
 /// The metrics port is bound before anything waits on the brokers (checking the alert
 /// topic waits up to 10 s for brokers that do not answer), so a port in use is reported
 /// at once.
