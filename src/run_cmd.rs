@@ -331,6 +331,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let mut dead_letters = DeadLetterRetry::default();
     let result: Result<()> = (|| {
         loop {
+            // The output threads end before the engine hangs up only on an error (a store
+            // that cannot be written, an alert that cannot be delivered): stop at once, and
+            // joining them below reports it, rather than when the next batch finds them
+            // gone, which on a quiet input may be hours away.
+            if sink.is_finished() || alerter.is_finished() {
+                break;
+            }
             let next = source.next_batch_timeout(Duration::from_millis(200));
             let in_group = source.in_group();
             if in_group && !joined {
@@ -914,7 +921,7 @@ fn sink_loop(
     // Whatever happened, write what is buffered; only the acknowledgements above make any
     // of it count as done.
     if let Err(e) = store.flush() {
-        tracing::warn!("flushing the store at shutdown (the unflushed batches replay): {e}");
+        tracing::warn!("flushing the store as the sink stops (the unflushed batches replay): {e}");
     }
     result
 }

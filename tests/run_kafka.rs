@@ -100,8 +100,9 @@ suppress = [{{ entity = "svc-*", category = "bola", reason = "internal services"
 }
 
 /// Runs `gatewatch simulate --format kong` with `seed_and_start` and `amount`, producing
-/// to `topic`, and fails the test unless it succeeded.
-fn simulate_to(brokers: &str, topic: &str, seed_and_start: &[&str], amount: &[&str]) {
+/// to `topic`, and fails the test unless it succeeded; returns how many records it
+/// produced (from its closing log line).
+fn simulate_to(brokers: &str, topic: &str, seed_and_start: &[&str], amount: &[&str]) -> i64 {
     let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
         .env_remove("GATEWATCH_CONFIG")
         .args(["simulate", "--format", "kong"])
@@ -110,11 +111,12 @@ fn simulate_to(brokers: &str, topic: &str, seed_and_start: &[&str], amount: &[&s
         .args(["--kafka-brokers", brokers, "--kafka-topic", topic])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    err.lines()
+        .filter(|l| l.contains("simulation done"))
+        .find_map(|l| l.split_once(" events=")?.1.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in the simulator's log: {err}"))
 }
 
 fn start_run(config: &Path, data_dir: &Path) -> RunProcess {
@@ -509,14 +511,15 @@ fn run_detects_every_scenario_and_a_sigkill_loses_nothing() {
     }
 }
 
-/// Produces about a minute of simulated traffic (seed `seed`) to `topic`.
-fn produce_minute(brokers: &str, topic: &str, seed: &str, start: &str) {
+/// Produces about a minute of simulated traffic (seed `seed`) to `topic`; returns how
+/// many records.
+fn produce_minute(brokers: &str, topic: &str, seed: &str, start: &str) -> i64 {
     simulate_to(
         brokers,
         topic,
         &["--seed", seed, "--start", start],
         &["--duration", "1m", "--sim-rate", "20"],
-    );
+    )
 }
 
 /// Fresh one-partition input and alert topics named after `name`, and a configuration for
@@ -1178,4 +1181,110 @@ fn a_missing_alert_topic_stops_the_start_with_its_name() {
         err.contains(&format!("no topic \"{alerts}\"")),
         "the error does not name the topic: {err}"
     );
+}
+
+/// A tmpfs of `size` mounted on a directory for one test, unmounted when dropped (even
+/// when the test fails).
+struct SmallDisk {
+    at: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts it, or says why it cannot: mounting needs root (CAP_SYS_ADMIN). Under
+    /// `CI=true` that is a failure; elsewhere the caller skips.
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output();
+        let why = match out {
+            Ok(o) if o.status.success() => {
+                return Some(Self {
+                    at: at.to_path_buf(),
+                });
+            }
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount a small tmpfs for the full-disk test ({why}); CI runs it as root"
+        );
+        eprintln!("full-disk test skipped: cannot mount a tmpfs ({why}); run it as root");
+        None
+    }
+
+    /// Gives it room: a tmpfs keeps its files when resized.
+    fn grow(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+/// A store that cannot be written (its disk is full) stops the run with the error before
+/// the batches it could not store are committed; started again with room, the run reads
+/// them again and every record ends up in the store (README, "A store that cannot be
+/// written").
+#[test]
+fn a_full_store_disk_stops_the_run_and_nothing_is_lost_once_there_is_room() {
+    let Some(brokers) = admin::broker_for_tests("gatewatch run full-disk test") else {
+        return;
+    };
+    let (input, _alerts, dir, cfg) = single_partition_run(&brokers, "fulldisk", ("", ""));
+    let data = dir.path().join("data");
+    // Room for the state files a start writes, not for the store's first Parquet file.
+    let Some(disk) = SmallDisk::mount(&data, "24k") else {
+        return;
+    };
+    let produced = produce_minute(&brokers, &input, "1", "2026-01-05T09:00:00Z");
+    assert!(produced > 500, "only {produced} records produced");
+
+    // The input goes quiet after the first batches: the run must stop on the error then,
+    // not when it next finds its sink gone (the idle exit is far beyond the deadline).
+    let mut child = start_run_idle(&cfg, &data, "600s");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gatewatch run kept running on a full disk for 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+
+    disk.grow("256m");
+    let child = start_run(&cfg, &data);
+    wait(child, Duration::from_secs(180));
+    let stored = query_json(
+        &data,
+        "SELECT count(*) AS n, count(DISTINCT kafka_offset) AS distinct_offsets FROM events",
+    );
+    assert_eq!(
+        stored[0]["distinct_offsets"].as_i64(),
+        Some(produced),
+        "records lost across a full disk: {stored:?}"
+    );
+    // Nothing was stored before the disk filled, so nothing was stored twice.
+    assert_eq!(stored[0]["n"].as_i64(), Some(produced), "{stored:?}");
+    drop(disk);
 }
