@@ -292,14 +292,11 @@ fn unreachable_broker_config(dir: &std::path::Path) -> std::path::PathBuf {
     config
 }
 
-/// A broker that cannot be reached makes librdkafka report errors every few tens of
-/// milliseconds; each warning is logged once and then at most every 30 s, so an outage
-/// cannot flood the log (about 45 lines a second before they were held back).
-#[test]
-fn an_unreachable_broker_is_reported_without_flooding_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = unreachable_broker_config(dir.path());
-    let child = gatewatch()
+/// Starts `gatewatch run` in `dir` on [`unreachable_broker_config`], its HTTP server on a
+/// port the kernel picks, stdout to `stdout` and the log piped.
+fn run_on_unreachable_broker(dir: &std::path::Path, stdout: Stdio) -> std::process::Child {
+    let config = unreachable_broker_config(dir);
+    gatewatch()
         .arg("--config")
         .arg(&config)
         .args([
@@ -309,11 +306,20 @@ fn an_unreachable_broker_is_reported_without_flooding_the_log() {
             "127.0.0.1:0",
             "--data-dir",
         ])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::null())
+        .arg(dir.join("data"))
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// A broker that cannot be reached makes librdkafka report errors every few tens of
+/// milliseconds; each warning is logged once and then at most every 30 s, so an outage
+/// cannot flood the log (about 45 lines a second before they were held back).
+#[test]
+fn an_unreachable_broker_is_reported_without_flooding_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = run_on_unreachable_broker(dir.path(), Stdio::null());
     // The alert topic check gives up after 10 s; then the consumer tries for a while.
     std::thread::sleep(std::time::Duration::from_secs(14));
     let status = Command::new("kill")
@@ -336,22 +342,7 @@ fn an_unreachable_broker_is_reported_without_flooding_the_log() {
 fn a_signal_while_starting_stops_the_run_cleanly() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let config = unreachable_broker_config(dir.path());
-    let mut child = gatewatch()
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "run",
-            "--no-dashboard",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_on_unreachable_broker(dir.path(), Stdio::piped());
     // The listening address comes out just before the alert topic check begins.
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
