@@ -208,6 +208,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
             &config.kafka.properties,
             &config.alerts.topic,
             Duration::from_millis(config.alerts.flush_timeout_ms),
+            &|| stop_request.asked(),
         )?));
     }
     if let Some(p) = &config.alerts.file {
@@ -1021,9 +1022,9 @@ impl StopRequest {
 
 /// The first SIGINT or SIGTERM asks the source to stop (and `/readyz` to say so) and
 /// starts the shutdown's deadline; the loop then drains and commits. One that comes
-/// while the run is still starting ends the start after the step in progress (checking
-/// the alert topic waits up to 10 s on brokers that do not answer). A second one ends
-/// the process at once, with status 128 + the signal's number.
+/// while the run is still starting ends the start after the step in progress (the wait
+/// for the brokers to say whether the alert topic exists ends within a quarter second).
+/// A second one ends the process at once, with status 128 + the signal's number.
 fn spawn_signal_handler(
     stop: Arc<StopRequest>,
     metrics: std::sync::Arc<Metrics>,

@@ -336,8 +336,8 @@ fn an_unreachable_broker_is_reported_without_flooding_the_log() {
 }
 
 /// A SIGTERM while the run is still starting (here: checking the alert topic, which
-/// waits up to 10 s on brokers that do not answer) ends it cleanly after that step,
-/// with status 0, instead of killing the process.
+/// waits up to 10 s on brokers that do not answer) ends it cleanly and soon, with
+/// status 0, instead of killing the process or waiting out the check.
 #[test]
 fn a_signal_while_starting_stops_the_run_cleanly() {
     use std::io::BufRead;
@@ -359,8 +359,10 @@ fn a_signal_while_starting_stops_the_run_cleanly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{:?}: {err}", out.status);
     assert!(err.contains("stopped while starting"), "{err}");
+    // The check looks for a stop every quarter second; the rest of the bound is for a
+    // loaded machine.
     assert!(
-        signalled.elapsed() < std::time::Duration::from_secs(20),
+        signalled.elapsed() < std::time::Duration::from_secs(5),
         "{:?}: {err}",
         signalled.elapsed()
     );

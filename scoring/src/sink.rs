@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,11 +157,16 @@ impl KafkaAlertSink {
     /// Connects a producer. `properties` are `[kafka.properties]`, the librdkafka settings
     /// shared with the consumer; all but the consumer-only ones are passed through (TLS,
     /// SASL, DNS, timeouts, …).
+    ///
+    /// It then asks the brokers whether `topic` exists, for up to 10 s when they do not
+    /// answer; `stop_asked` is looked at every quarter second meanwhile, and when it says
+    /// yes the wait ends at once (the caller then stops too).
     pub fn new(
         brokers: &str,
         properties: &BTreeMap<String, String>,
         topic: &str,
         flush_timeout: Duration,
+        stop_asked: &dyn Fn() -> bool,
     ) -> Result<Self> {
         let cfg = producer_config(brokers, properties);
         let deliveries = DeliveryCounter::default();
@@ -171,7 +176,7 @@ impl KafkaAlertSink {
                 context: format!("creating the alert producer for {brokers}"),
                 message: e.to_string(),
             })?;
-        check_topic_exists(&producer, brokers, topic)?;
+        check_topic_exists(&producer, brokers, topic, stop_asked)?;
         Ok(Self {
             producer,
             topic: topic.to_string(),
@@ -184,23 +189,27 @@ impl KafkaAlertSink {
 
 /// How long the start waits for the brokers to say whether the alert topic exists.
 const TOPIC_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often that wait looks whether a stop was asked for.
+const TOPIC_CHECK_SLICE: Duration = Duration::from_millis(250);
 
 /// Refuses to start when the brokers answer that `topic` does not exist. Otherwise the
 /// first alert would wait in the producer until its delivery timed out (`flush_timeout`
 /// later), consumption stalled behind it, and only then would the run stop. Brokers that
 /// create topics on first use create it here. Brokers that do not answer yet are not an
-/// error: the producer keeps trying, as it does for a broker lost later.
+/// error: the producer keeps trying, as it does for a broker lost later. The wait is
+/// asked for in slices so that a stop (a signal while starting) ends it within one.
 fn check_topic_exists(
     producer: &ThreadedProducer<DeliveryCounter>,
     brokers: &str,
     topic: &str,
+    stop_asked: &dyn Fn() -> bool,
 ) -> Result<()> {
-    match producer
-        .client()
-        .fetch_metadata(Some(topic), TOPIC_CHECK_TIMEOUT)
-    {
-        Ok(md) => {
-            if topic_is_unknown(&md, topic) {
+    let deadline = Instant::now() + TOPIC_CHECK_TIMEOUT;
+    loop {
+        let attempt = Instant::now();
+        let slice = TOPIC_CHECK_SLICE.min(deadline.saturating_duration_since(attempt));
+        let err = match producer.client().fetch_metadata(Some(topic), slice) {
+            Ok(md) if topic_is_unknown(&md, topic) => {
                 return Err(Error::Kafka {
                     context: format!("alert topic {topic:?}"),
                     message: format!(
@@ -209,12 +218,22 @@ fn check_topic_exists(
                     ),
                 });
             }
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if stop_asked() {
+            return Ok(());
         }
-        Err(e) => tracing::warn!(
-            "could not check that alert topic {topic:?} exists ({e}); starting anyway"
-        ),
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                "could not check that alert topic {topic:?} exists ({err}); starting anyway"
+            );
+            return Ok(());
+        }
+        // An attempt that failed before its slice was up (no broker to ask yet) waits out
+        // the rest, so the brokers are not asked in a busy loop.
+        std::thread::sleep(slice.saturating_sub(attempt.elapsed()));
     }
-    Ok(())
 }
 
 /// The alert producer's librdkafka settings: lz4 batches lingering 5 ms unless

@@ -159,6 +159,11 @@ pub const CORPUS_GAP_US: i64 = 1_000;
 /// one event in five is moved up to two minutes back (some beyond the allowed lateness)
 /// and one client in eight has an IPv6 address.
 pub fn rekeyed_corpus(n: usize, disorder: bool) -> Vec<RecordBatch> {
+    rekeyed_corpus_on(n, disorder, CORPUS_CLIENTS)
+}
+
+/// [`rekeyed_corpus`] re-keyed onto `clients` clients instead of [`CORPUS_CLIENTS`].
+pub fn rekeyed_corpus_on(n: usize, disorder: bool, clients: u64) -> Vec<RecordBatch> {
     let mut sim = Simulator::new(SimConfig {
         seed: 42,
         start_us: T0,
@@ -173,7 +178,7 @@ pub fn rekeyed_corpus(n: usize, disorder: bool) -> Vec<RecordBatch> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let c = x % CORPUS_CLIENTS;
+        let c = x % clients.max(1);
         e.timestamp_us = T0 + i as i64 * CORPUS_GAP_US;
         if disorder && (x >> 50).is_multiple_of(5) {
             e.timestamp_us -= ((x >> 24) % 120_000_000) as i64;
