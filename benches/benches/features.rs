@@ -8,6 +8,12 @@
 //! keeps advancing as it does in production. Throughput is events per second on one
 //! thread.
 //!
+//! `features_parts` times two parts of that work alone on the same corpus, so the stage's
+//! figure can be split: the lexer (character classes, entropy and injection markers of
+//! path, query and body) and the templater (a raw path to its endpoint template, learned
+//! positions included). The rest of an event's time is the windows, the tables and the
+//! feature arithmetic.
+//!
 //! `openapi_match` times mapping request paths to an OpenAPI spec's declared paths (the
 //! segment hashing included), once with the simulated shop's spec and once with that spec
 //! plus about 1,500 further declared paths, the size of a large public API's spec.
@@ -15,11 +21,14 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatewatch_benches::{START_US, full_run, shifted, simulator};
 use gatewatch_features::openapi::{Spec, seg_hash};
+use gatewatch_features::request::Lexer;
+use gatewatch_features::template::{LearnConfig, Templater};
 use gatewatch_features::{FeatureConfig, FeatureStage};
+use gatewatch_ingest::schema::col;
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
 
 const BATCH: usize = 8192;
@@ -113,6 +122,69 @@ fn bench_features(c: &mut Criterion) {
     group.finish();
 }
 
+/// The request strings of `batches`: path, query and body of every row.
+fn request_strings(batches: &[RecordBatch]) -> Vec<(String, Option<String>, Option<String>)> {
+    let text = |b: &RecordBatch, name: &str, i: usize| {
+        let a = b
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .as_string::<i32>();
+        a.is_valid(i).then(|| a.value(i).to_string())
+    };
+    batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |i| {
+                (
+                    text(b, col::PATH, i).unwrap_or_default(),
+                    text(b, col::QUERY, i),
+                    text(b, col::BODY, i),
+                )
+            })
+        })
+        .collect()
+}
+
+fn bench_parts(c: &mut Criterion) {
+    let n = if full_run() { 200_000 } else { 20_000 };
+    let requests = request_strings(&corpus(n));
+    let mut group = c.benchmark_group("features_parts");
+    group.throughput(Throughput::Elements(requests.len() as u64));
+    group.sample_size(10);
+    let mut lexer = Lexer::new();
+    group.bench_function("lexer (path, query, body)", |b| {
+        b.iter(|| {
+            let mut bytes = 0f32;
+            for (path, query, body) in &requests {
+                let l = lexer.request_features(path, query.as_deref(), body.as_deref());
+                bytes += std::hint::black_box(l).path_len;
+            }
+            bytes
+        })
+    });
+    // The stage's default learning settings; warmed by one pass, as the stage is.
+    let defaults = FeatureConfig::default();
+    let mut templater = Templater::new(LearnConfig {
+        threshold: defaults.learn_threshold as f32,
+        min_depth: defaults.learn_min_depth,
+        max_nodes: defaults.max_templates,
+    });
+    let mut out = String::new();
+    for (path, _, _) in &requests {
+        templater.template(path, &mut out);
+    }
+    group.bench_function("templater (path)", |b| {
+        b.iter(|| {
+            let mut ids = 0usize;
+            for (path, _, _) in &requests {
+                ids += usize::from(templater.template(path, &mut out).is_some());
+            }
+            ids
+        })
+    });
+    group.finish();
+}
+
 /// The simulated shop's spec with up to `extra` further paths (fewer where two come out
 /// the same) under `/api/v1` and `/api/v2`, each of one to three literal segments after
 /// the version, a third of them ending in a parameter.
@@ -164,5 +236,5 @@ fn bench_openapi(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_features, bench_openapi);
+criterion_group!(benches, bench_features, bench_parts, bench_openapi);
 criterion_main!(benches);
