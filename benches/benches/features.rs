@@ -26,7 +26,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatewatch_benches::{START_US, full_run, shifted, simulator};
 use gatewatch_features::openapi::{Spec, seg_hash};
 use gatewatch_features::request::Lexer;
-use gatewatch_features::template::{LearnConfig, Templater};
+use gatewatch_features::template::Templater;
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::schema::col;
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
@@ -124,25 +124,25 @@ fn bench_features(c: &mut Criterion) {
 
 /// The request strings of `batches`: path, query and body of every row.
 fn request_strings(batches: &[RecordBatch]) -> Vec<(String, Option<String>, Option<String>)> {
-    let text = |b: &RecordBatch, name: &str, i: usize| {
-        let a = b
-            .column_by_name(name)
-            .unwrap_or_else(|| panic!("no column {name}"))
-            .as_string::<i32>();
-        a.is_valid(i).then(|| a.value(i).to_string())
-    };
-    batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows()).map(move |i| {
-                (
-                    text(b, col::PATH, i).unwrap_or_default(),
-                    text(b, col::QUERY, i),
-                    text(b, col::BODY, i),
-                )
-            })
-        })
-        .collect()
+    let mut rows = Vec::new();
+    for b in batches {
+        let column = |name: &str| {
+            b.column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+                .as_string::<i32>()
+        };
+        let (path, query, body) = (column(col::PATH), column(col::QUERY), column(col::BODY));
+        let text =
+            |a: &arrow::array::StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        for i in 0..b.num_rows() {
+            rows.push((
+                text(path, i).unwrap_or_default(),
+                text(query, i),
+                text(body, i),
+            ));
+        }
+    }
+    rows
 }
 
 fn bench_parts(c: &mut Criterion) {
@@ -163,12 +163,7 @@ fn bench_parts(c: &mut Criterion) {
         })
     });
     // The stage's default learning settings; warmed by one pass, as the stage is.
-    let defaults = FeatureConfig::default();
-    let mut templater = Templater::new(LearnConfig {
-        threshold: defaults.learn_threshold as f32,
-        min_depth: defaults.learn_min_depth,
-        max_nodes: defaults.max_templates,
-    });
+    let mut templater = Templater::new(FeatureConfig::default().learn_config());
     let mut out = String::new();
     for (path, _, _) in &requests {
         templater.template(path, &mut out);

@@ -203,6 +203,16 @@ pub struct Resolved {
 }
 
 impl FeatureConfig {
+    /// The templater's learning settings from `learn_threshold`, `learn_min_depth` and
+    /// `max_templates`.
+    pub fn learn_config(&self) -> crate::template::LearnConfig {
+        crate::template::LearnConfig {
+            threshold: self.learn_threshold as f32,
+            min_depth: self.learn_min_depth,
+            max_nodes: self.max_templates,
+        }
+    }
+
     /// Checks every field and resolves the durations, naming the bad key.
     pub fn resolve(&self) -> Result<Resolved> {
         let named = |key: &str, e: Error| Error::Config(format!("features.{key}: {e}"));

@@ -34,7 +34,7 @@ use crate::request::{Lexer, Lexical, Markers};
 use crate::seen::{Remembered, SeenKeys};
 use crate::split::split_ascii;
 use crate::table::Table;
-use crate::template::{IdSpan, LearnConfig, Templater};
+use crate::template::{IdSpan, Templater};
 use crate::window::{Geometry, Landing, Rings};
 use crate::{Error, Result};
 use crate::{math, mem};
@@ -448,11 +448,7 @@ impl FeatureStage {
         let names = catalog::feature_names(&res.suffixes);
         let lower = |v: &[String]| v.iter().map(|p| p.trim().to_ascii_lowercase()).collect();
         Ok(Self {
-            templater: Templater::new(LearnConfig {
-                threshold: cfg.learn_threshold as f32,
-                min_depth: cfg.learn_min_depth,
-                max_nodes: cfg.max_templates,
-            }),
+            templater: Templater::new(cfg.learn_config()),
             privileged: lower(&cfg.privileged_routes),
             login: lower(&cfg.login_routes),
             inventory: Inventory::new(cfg.max_endpoints, spec.is_some()),
