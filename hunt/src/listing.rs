@@ -2,13 +2,21 @@
 //!
 //! A merge ([`crate::store`]) writes its journal, renames its output into the hour's
 //! directory, deletes its inputs and then the journal. A query lists the directory
-//! (planning) and reads the files later (execution); without care it can see both the
-//! output and the inputs (every row of them twice) or read an input that is gone.
+//! (planning) and reads the files later (execution). Two things can go wrong.
 //!
-//! [`MergeAwareFiles`] is the local file system as the query engine sees it, with one
-//! change to listings: after listing, a merge output that shares its directory with other
-//! files has its journal looked up, and while the journal is there the merge's inputs are
-//! left out. Every case then ends in either the right rows or a missing file:
+//! The listing itself is not a snapshot: a directory read misses an entry renamed in
+//! behind its cursor, and the local file system skips an entry deleted before it is
+//! looked at, so a listing taken during a merge could hold neither its output nor its
+//! inputs. [`MergeAwareFiles`] therefore lists under the store's listing lock, held shared
+//! (`crate::store::ListingLock`), and maintenance renames a merge's output into place and
+//! deletes its inputs under the same lock, held exclusively: a listing sees the inputs or
+//! the output, never neither.
+//!
+//! The files may still change between the listing and the reads, and a merge a crash
+//! interrupted leaves its output beside its inputs until maintenance finishes it. So after
+//! listing, a merge output that shares its directory with other files has its journal
+//! looked up, and while the journal is there the merge's inputs are left out. Every case
+//! then ends in either the right rows or a missing file:
 //!
 //! - the listing has the output and an input, and the journal is there when looked up: the
 //!   inputs are left out;
@@ -24,6 +32,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,20 +46,25 @@ use datafusion::object_store::{
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::store::{journal_name, merged_file_id, parse_journal};
+use crate::store::{ListingLock, journal_name, merged_file_id, parse_journal};
 
-/// The local file system, with listings that leave out the inputs of a merge whose output
-/// they hold (see the module docs). Everything else is the inner store's.
+/// The local file system, with listings taken under the store's listing lock that leave
+/// out the inputs of a merge whose output they hold (see the module docs). Everything
+/// else is the inner store's.
 #[derive(Debug)]
 pub struct MergeAwareFiles {
     inner: Arc<LocalFileSystem>,
+    /// The store's directory, where its listing lock is.
+    store_dir: PathBuf,
 }
 
 impl MergeAwareFiles {
-    /// The whole local file system (the store's directory is given by each table's URL).
-    pub fn new() -> Self {
+    /// The whole local file system (each table's URL names its directory), listed under
+    /// the listing lock of the store at `store_dir`.
+    pub fn new(store_dir: impl Into<PathBuf>) -> Self {
         Self {
             inner: Arc::new(LocalFileSystem::new()),
+            store_dir: store_dir.into(),
         }
     }
 
@@ -126,9 +140,17 @@ impl MergeAwareFiles {
     }
 }
 
-impl Default for MergeAwareFiles {
-    fn default() -> Self {
-        Self::new()
+/// Holds the listing lock of the store at `store_dir` shared, waiting (off the async
+/// threads) for a merge's swap in progress; released when the value is dropped. While it
+/// is held no merge puts its output in place or deletes its inputs.
+pub(crate) async fn hold_listing_lock(store_dir: PathBuf) -> Option<ListingLock> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle
+            .spawn_blocking(move || ListingLock::shared(&store_dir))
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => ListingLock::shared(&store_dir),
     }
 }
 
@@ -176,9 +198,11 @@ impl ObjectStore for MergeAwareFiles {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = self.inner.clone();
-        let listing = self.inner.list(prefix);
+        let store_dir = self.store_dir.clone();
+        let prefix = prefix.cloned();
         futures::stream::once(async move {
-            let listed: Result<Vec<ObjectMeta>> = listing.try_collect().await;
+            let _listing = hold_listing_lock(store_dir).await;
+            let listed: Result<Vec<ObjectMeta>> = inner.list(prefix.as_ref()).try_collect().await;
             listed.and_then(|listed| Self::without_merged_inputs(&inner, listed))
         })
         .map_ok(|metas| futures::stream::iter(metas.into_iter().map(Ok)))
@@ -187,6 +211,7 @@ impl ObjectStore for MergeAwareFiles {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let _listing = hold_listing_lock(self.store_dir.clone()).await;
         let mut result = self.inner.list_with_delimiter(prefix).await?;
         result.objects = Self::without_merged_inputs(&self.inner, result.objects)?;
         Ok(result)
@@ -280,7 +305,7 @@ mod tests {
         let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
         ctx.register_object_store(
             datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
-            Arc::new(MergeAwareFiles::new()),
+            Arc::new(MergeAwareFiles::new(dir.path())),
         );
         let url = format!("{}/", dir.path().display());
         ctx.register_parquet("t", &url, ParquetReadOptions::default())
@@ -310,5 +335,60 @@ mod tests {
         // Before its output is in place the journal leaves the inputs in.
         std::fs::rename(hour.join("part-mf00.parquet"), hour.join(".part-mf00.tmp")).unwrap();
         assert_eq!(count().await, 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listing_waits_for_a_merge_swap_in_progress() {
+        // A listing that ran during the swap could miss both the output (renamed in behind
+        // its cursor) and the inputs (deleted before it looked at them). It waits instead,
+        // and then sees the output alone.
+        let dir = tempfile::tempdir().unwrap();
+        let hour = dir.path().join("events/hour=08");
+        std::fs::create_dir_all(&hour).unwrap();
+        for i in 0..3 {
+            write_file(&hour.join(format!("part-1a-{i:06}.parquet")), vec![i]);
+        }
+        let lock = ListingLock::for_maintenance(dir.path()).unwrap();
+        let swap = lock.exclusive().unwrap();
+        let files = Arc::new(MergeAwareFiles::new(dir.path()));
+        let prefix = Path::from_filesystem_path(dir.path().join("events")).unwrap();
+        let listing = {
+            let (files, prefix) = (files.clone(), prefix.clone());
+            tokio::spawn(async move {
+                files
+                    .list(Some(&prefix))
+                    .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
+                    .try_collect::<Vec<String>>()
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !listing.is_finished(),
+            "a listing ran while a merge held the listing lock"
+        );
+        // The swap: output in place, inputs gone.
+        write_file(&hour.join("part-mf01.parquet"), vec![0, 1, 2]);
+        for i in 0..3 {
+            std::fs::remove_file(hour.join(format!("part-1a-{i:06}.parquet"))).unwrap();
+        }
+        drop(swap);
+        let listed = tokio::time::timeout(std::time::Duration::from_secs(10), listing)
+            .await
+            .expect("the listing still waits after the swap")
+            .unwrap()
+            .unwrap();
+        assert_eq!(listed, vec!["part-mf01.parquet".to_string()]);
+        // No swap in progress: a listing does not wait, and holding it shared does not
+        // keep another listing out.
+        let _held = hold_listing_lock(dir.path().to_path_buf()).await.unwrap();
+        let again = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            files.list(Some(&prefix)).try_collect::<Vec<_>>(),
+        )
+        .await
+        .expect("a listing waited on another listing")
+        .unwrap();
+        assert_eq!(again.len(), 1);
     }
 }

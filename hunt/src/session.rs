@@ -42,7 +42,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::listing::{MergeAwareFiles, file_vanished};
+use crate::listing::{MergeAwareFiles, file_vanished, hold_listing_lock};
 use crate::store::Table;
 
 /// The catalog (database) name the tables live in.
@@ -55,9 +55,13 @@ pub const PARTITION_COLUMNS: [&str; 2] = ["date", "hour"];
 /// the footer of each table's newest file; a table without any file is looked at before
 /// every query: that look is a walk of its directory that stops at the first file).
 pub const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
-/// How many times a query that found a listed file gone is planned and run again (a merge
-/// or retention removes a file once; more in a row would mean something else is wrong).
-pub const VANISHED_FILE_RETRIES: usize = 3;
+/// How many times a query that found a listed file gone is planned and run again, after
+/// waits of 20 ms doubling up to [`VANISHED_FILE_WAIT_MAX`] (2.5 s in all): a merge or
+/// retention removes a file once, but a long query on a busy machine can meet a few
+/// merges in a row; more would mean something else is wrong.
+pub const VANISHED_FILE_RETRIES: usize = 8;
+/// The longest wait before a query that found a listed file gone runs again.
+pub const VANISHED_FILE_WAIT_MAX: Duration = Duration::from_millis(640);
 
 /// Limits applied to every query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,7 +314,7 @@ impl HuntSession {
         // Listings that stay consistent while maintenance merges files (see `listing`).
         ctx.register_object_store(
             ObjectStoreUrl::local_filesystem().as_ref(),
-            Arc::new(MergeAwareFiles::new()),
+            Arc::new(MergeAwareFiles::new(&dir)),
         );
         let catalog = ctx
             .catalog(CATALOG)
@@ -439,7 +443,12 @@ impl HuntSession {
                 );
             }
             let state = self.ctx.state();
-            let inferred = opts.infer_schema(&state, &url).await?;
+            // Footers are read after the listing: with the listing lock held throughout,
+            // no merge deletes a listed file before its footer is read.
+            let inferred = {
+                let _listing = hold_listing_lock(self.dir.clone()).await;
+                opts.infer_schema(&state, &url).await?
+            };
             let schema = if inferred.fields().is_empty() {
                 base_schema(table)
             } else {
@@ -559,7 +568,8 @@ impl HuntSession {
                     tracing::debug!(error = %e, again, "sql: a listed file is gone; planning the query again");
                     // A merge deletes its inputs a moment after its output is in place:
                     // the next listing, a moment later, has only the output.
-                    tokio::time::sleep(Duration::from_millis(10 << again)).await;
+                    let wait = Duration::from_millis(10 << again).min(VANISHED_FILE_WAIT_MAX);
+                    tokio::time::sleep(wait).await;
                 }
                 done => return done,
             }

@@ -46,7 +46,15 @@
 //! `<dir>/writer.lock` ([`LOCK_FILE`]), held until the store and its maintenance thread are
 //! gone, so a second writer (another `gatewatch run` or `demo` on the same directory)
 //! fails at open instead of deleting the first one's files in flight or the journals of
-//! its merges. [`maintain`] without a store runs under the same lock. Readers take no lock.
+//! its merges. [`maintain`] without a store runs under the same lock.
+//!
+//! Readers never block a writer, but they do wait for a merge's swap: a directory listing
+//! is not a snapshot (an entry renamed in behind the listing's cursor is missed, one
+//! deleted before the listing looks at it is skipped), so a query listing the files while
+//! a merge put its output in place and deleted its inputs could miss both and count none
+//! of their rows. Maintenance holds `<dir>/listing.lock` ([`LISTING_LOCK_FILE`])
+//! exclusively for that swap (a rename and a few deletes; also while retention drops a
+//! day), and a query holds it shared while it lists ([`crate::listing`]).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -373,8 +381,9 @@ struct PartBuffer {
 /// The writer side of the store. One per data directory at a time: it holds the
 /// directory's [`LOCK_FILE`] from [`Store::open`] until it (and its maintenance thread)
 /// are gone, and a second writer, in this process or another, is refused at open. Readers
-/// (SQL sessions, the dashboard) take no lock. It is not shared between threads (wrap it
-/// in a mutex or give it its own thread).
+/// (SQL sessions, the dashboard) never hold it up: they share only the
+/// [`LISTING_LOCK_FILE`] with its maintenance, for the moment of a listing. It is not
+/// shared between threads (wrap it in a mutex or give it its own thread).
 pub struct Store {
     dir: PathBuf,
     lock: Arc<DirLock>,
@@ -1079,31 +1088,52 @@ fn write_parquet_atomic(
     rows: FileRows<'_>,
     props: &WriterProperties,
 ) -> Result<u64> {
+    write_parquet_then(dir, name, rows, props, |tmp, dst| {
+        fs::rename(tmp, dst).map_err(Error::io("rename", tmp))
+    })
+}
+
+/// [`write_parquet_atomic`] with the step that renames the file into place given (see
+/// [`write_file_then`]).
+fn write_parquet_then(
+    dir: &Path,
+    name: &str,
+    rows: FileRows<'_>,
+    props: &WriterProperties,
+    publish: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<u64> {
     let Some(schema) = rows.schema() else {
         return Ok(0);
     };
     let props = float_columns_without_dictionary(props, &schema);
-    write_file_atomic(dir, name, |file| {
-        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-        match rows {
-            FileRows::Batches(batches) => {
-                for b in &batches {
-                    w.write(b)?;
+    write_file_then(
+        dir,
+        name,
+        |file| {
+            let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+            match rows {
+                FileRows::Batches(batches) => {
+                    for b in &batches {
+                        w.write(b)?;
+                    }
+                    Ok(w.into_inner()?)
                 }
-                Ok(w.into_inner()?)
+                FileRows::Gathered { from, picks } => write_gathered(w, &schema, from, picks),
             }
-            FileRows::Gathered { from, picks } => write_gathered(w, &schema, from, picks),
-        }
-    })
+        },
+        publish,
+    )
 }
 
-/// Creates `dir/name` through a hidden temporary file that `write` fills: synced before
-/// the rename and the directory synced after it, the temporary file removed on failure.
-/// Returns the file's size.
-fn write_file_atomic(
+/// Creates `dir/name` through a hidden temporary file that `write` fills, synced before
+/// `publish(tmp, dst)` renames it into place (a merge does so under the listing lock and
+/// deletes its inputs in the same breath) and the directory synced after it; the
+/// temporary file is removed on failure. Returns the file's size.
+fn write_file_then(
     dir: &Path,
     name: &str,
     write: impl FnOnce(File) -> Result<File>,
+    publish: impl FnOnce(&Path, &Path) -> Result<()>,
 ) -> Result<u64> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);
@@ -1112,7 +1142,8 @@ fn write_file_atomic(
         let file = write(file)?;
         file.sync_all().map_err(Error::io("sync", &tmp))?;
         let len = file.metadata().map_err(Error::io("stat", &tmp))?.len();
-        fs::rename(&tmp, &dst).map_err(Error::io("rename", &tmp))?;
+        drop(file);
+        publish(&tmp, &dst)?;
         Ok(len)
     })();
     match result {
@@ -1272,11 +1303,87 @@ fn in_use(dir: &Path) -> Error {
     }
 }
 
+/// The file a data directory's queries and its maintenance share so that no listing
+/// sees half a merge (see the module docs): in the directory's root, beside
+/// [`LOCK_FILE`], and never data.
+pub const LISTING_LOCK_FILE: &str = "listing.lock";
+
+/// A data directory's [`LISTING_LOCK_FILE`], open. Maintenance holds it exclusively while
+/// it swaps files ([`ListingLock::exclusive`]); a query holds it shared while it lists
+/// ([`ListingLock::shared`]). Advisory (`flock`), so it binds gatewatch processes and
+/// threads alike, each through its own open file.
+pub(crate) struct ListingLock {
+    file: File,
+}
+
+/// A held [`ListingLock`], released when dropped.
+pub(crate) struct ListingGuard<'a> {
+    file: &'a File,
+}
+
+impl Drop for ListingGuard<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it too; unlocking lets one open file serve a
+        // whole maintenance round.
+        let _ = self.file.unlock();
+    }
+}
+
+impl ListingLock {
+    /// The lock of the store at `dir`, for maintenance: the file is created if need be.
+    pub(crate) fn for_maintenance(dir: &Path) -> Result<ListingLock> {
+        let path = dir.join(LISTING_LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io("create", &path))?;
+        Ok(ListingLock { file })
+    }
+
+    /// The lock of the store at `dir`, held shared for a query's listing until the value
+    /// is dropped (closing the file releases it). Created if need be and if the directory
+    /// is writable, otherwise opened read-only. `None` when it is not there and cannot be
+    /// created (a read-only copy of a store that no maintenance changes), or cannot be
+    /// locked (a file system without `flock`): the query lists without it.
+    pub(crate) fn shared(dir: &Path) -> Option<ListingLock> {
+        let path = dir.join(LISTING_LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .or_else(|_| File::open(&path))
+            .ok()?;
+        match file.lock_shared() {
+            Ok(()) => Some(ListingLock { file }),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "sql: listing without the listing lock");
+                None
+            }
+        }
+    }
+
+    /// Waits until no query is listing, and keeps new listings waiting until the guard
+    /// is dropped.
+    pub(crate) fn exclusive(&self) -> Result<ListingGuard<'_>> {
+        self.file
+            .lock()
+            .map_err(Error::io("lock", Path::new(LISTING_LOCK_FILE)))?;
+        Ok(ListingGuard { file: &self.file })
+    }
+}
+
 /// Removes temporary files and finishes (or rolls back) interrupted merges.
 fn recover(dir: &Path) -> Result<()> {
+    let listing = ListingLock::for_maintenance(dir)?;
     for (_, leaf) in leaf_dirs(dir)? {
         for (name, path) in files(&leaf)? {
             if journal_id(&name).is_some() {
+                let _swap = listing.exclusive()?;
                 finish_merge(&leaf, &path)?;
             }
         }
@@ -1321,7 +1428,7 @@ pub(crate) fn parse_journal(text: &str) -> (Option<&str>, impl Iterator<Item = &
 
 /// A journal names a merge's output and inputs ([`parse_journal`]). If the output made
 /// it into place, the inputs are deleted; otherwise the merge never happened and only the
-/// journal goes.
+/// journal goes. The caller holds the [`ListingLock`] exclusively.
 fn finish_merge(leaf: &Path, journal: &Path) -> Result<()> {
     let text = fs::read_to_string(journal).map_err(Error::io("read", journal))?;
     let (output, inputs) = parse_journal(&text);
@@ -1377,10 +1484,12 @@ fn maintain_at(
     stopping: &dyn Fn() -> bool,
 ) -> Result<MaintenanceReport> {
     let mut report = MaintenanceReport::default();
+    let listing = ListingLock::for_maintenance(dir)?;
     // Journals of merges that died half-way.
     for (_, leaf) in leaf_dirs(dir)? {
         for (name, path) in files(&leaf)? {
             if journal_id(&name).is_some() {
+                let _swap = listing.exclusive()?;
                 finish_merge(&leaf, &path)?;
             }
         }
@@ -1417,7 +1526,7 @@ fn maintain_at(
             if stopping() {
                 return Ok(report);
             }
-            let (merged, written) = compact_partition(&hdir, t, cfg, stopping)?;
+            let (merged, written) = compact_partition(&hdir, t, cfg, &listing, stopping)?;
             report.files_merged += merged;
             report.files_written += written;
         }
@@ -1430,6 +1539,8 @@ fn maintain_at(
             if let Some(newest) = newest {
                 for (d, p) in days {
                     if newest - d >= i64::from(cfg.retention_days) {
+                        // Whole: a query lists all of the day or none of it.
+                        let _swap = listing.exclusive()?;
                         fs::remove_dir_all(p).map_err(Error::io("remove", p))?;
                         report.partitions_deleted += 1;
                     }
@@ -1449,6 +1560,7 @@ fn compact_partition(
     hdir: &Path,
     table: Table,
     cfg: &StoreConfig,
+    listing: &ListingLock,
     stopping: &dyn Fn() -> bool,
 ) -> Result<(u64, u64)> {
     // Small files grouped by schema: only files of one schema merge into one file.
@@ -1508,9 +1620,9 @@ fn compact_partition(
                 return Ok((merged, written));
             }
             if rewrite {
-                merge_files(hdir, table, &schema, &chunk, &props)?;
+                merge_files(hdir, table, &schema, &chunk, &props, listing)?;
             } else {
-                stitch_files(hdir, &chunk)?;
+                stitch_files(hdir, &chunk, listing)?;
             }
             merged += chunk.len() as u64;
             written += 1;
@@ -1525,6 +1637,7 @@ fn merge_files(
     schema: &SchemaRef,
     inputs: &[String],
     props: &WriterProperties,
+    listing: &ListingLock,
 ) -> Result<()> {
     let (id, out) = merge_name();
     let mut batches = Vec::new();
@@ -1548,8 +1661,24 @@ fn merge_files(
         None => FileRows::Batches(vec![concat_batches(schema, &batches)?]),
     };
     let journal = write_journal(hdir, &id, &out, inputs)?;
-    write_parquet_atomic(hdir, &out, rows, props)?;
-    finish_merge(hdir, &journal)
+    write_parquet_then(hdir, &out, rows, props, |tmp, dst| {
+        swap_in(hdir, tmp, dst, &journal, listing)
+    })?;
+    Ok(())
+}
+
+/// Puts a merge's synced output `tmp` in place as `dst` and deletes its inputs (those
+/// `journal` names) and the journal, as one step for queries: under the listing lock.
+fn swap_in(
+    hdir: &Path,
+    tmp: &Path,
+    dst: &Path,
+    journal: &Path,
+    listing: &ListingLock,
+) -> Result<()> {
+    let _swap = listing.exclusive()?;
+    fs::rename(tmp, dst).map_err(Error::io("rename", tmp))?;
+    finish_merge(hdir, journal)
 }
 
 /// A merge id and its output file name.
@@ -1583,7 +1712,7 @@ fn write_journal(hdir: &Path, id: &str, out: &str, inputs: &[String]) -> Result<
 /// chunk by column chunk, into one file: nothing is decoded or compressed again. Each
 /// row group keeps its own order (sorted when written), its statistics, page index and
 /// bloom filters; the Arrow schema is the inputs' (they share one).
-fn stitch_files(hdir: &Path, inputs: &[String]) -> Result<()> {
+fn stitch_files(hdir: &Path, inputs: &[String], listing: &ListingLock) -> Result<()> {
     let (id, out) = merge_name();
     let mut sources = Vec::with_capacity(inputs.len());
     for name in inputs {
@@ -1604,32 +1733,38 @@ fn stitch_files(hdir: &Path, inputs: &[String]) -> Result<()> {
             .build(),
     );
     let journal = write_journal(hdir, &id, &out, inputs)?;
-    write_file_atomic(hdir, &out, |file| {
-        let mut w = SerializedFileWriter::new(file, schema, props)?;
-        for (src, meta) in &sources {
-            for (g, rg) in meta.row_groups().iter().enumerate() {
-                let mut rg_out = w.next_row_group()?;
-                for (c, chunk) in rg.columns().iter().enumerate() {
-                    let close = ColumnCloseResult {
-                        bytes_written: chunk.compressed_size().max(0) as u64,
-                        rows_written: rg.num_rows().max(0) as u64,
-                        metadata: chunk.clone(),
-                        bloom_filter: Sbbf::read_from_column_chunk(chunk, src)?,
-                        column_index: meta
-                            .column_index()
-                            .and_then(|ci| ci.get(g)?.get(c).cloned()),
-                        offset_index: meta
-                            .offset_index()
-                            .and_then(|oi| oi.get(g)?.get(c).cloned()),
-                    };
-                    rg_out.append_column(src, close)?;
+    let publish = |tmp: &Path, dst: &Path| swap_in(hdir, tmp, dst, &journal, listing);
+    write_file_then(
+        hdir,
+        &out,
+        |file| {
+            let mut w = SerializedFileWriter::new(file, schema, props)?;
+            for (src, meta) in &sources {
+                for (g, rg) in meta.row_groups().iter().enumerate() {
+                    let mut rg_out = w.next_row_group()?;
+                    for (c, chunk) in rg.columns().iter().enumerate() {
+                        let close = ColumnCloseResult {
+                            bytes_written: chunk.compressed_size().max(0) as u64,
+                            rows_written: rg.num_rows().max(0) as u64,
+                            metadata: chunk.clone(),
+                            bloom_filter: Sbbf::read_from_column_chunk(chunk, src)?,
+                            column_index: meta
+                                .column_index()
+                                .and_then(|ci| ci.get(g)?.get(c).cloned()),
+                            offset_index: meta
+                                .offset_index()
+                                .and_then(|oi| oi.get(g)?.get(c).cloned()),
+                        };
+                        rg_out.append_column(src, close)?;
+                    }
+                    rg_out.close()?;
                 }
-                rg_out.close()?;
             }
-        }
-        Ok(w.into_inner()?)
-    })?;
-    finish_merge(hdir, &journal)
+            Ok(w.into_inner()?)
+        },
+        publish,
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
