@@ -1375,6 +1375,27 @@ impl ListingLock {
             .map_err(Error::io("lock", Path::new(LISTING_LOCK_FILE)))?;
         Ok(ListingGuard { file: &self.file })
     }
+
+    /// [`exclusive`](Self::exclusive), but gives up (`None`) as soon as `stopping` says
+    /// so: a listing that never ends (a reader process suspended mid-listing) must not
+    /// keep a shutdown waiting on maintenance.
+    fn exclusive_unless(&self, stopping: &dyn Fn() -> bool) -> Result<Option<ListingGuard<'_>>> {
+        loop {
+            match self.file.try_lock() {
+                Ok(()) => return Ok(Some(ListingGuard { file: &self.file })),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if stopping() {
+                        return Ok(None);
+                    }
+                    // Listings last milliseconds.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io("lock", Path::new(LISTING_LOCK_FILE))(e));
+                }
+            }
+        }
+    }
 }
 
 /// Removes temporary files and finishes (or rolls back) interrupted merges.
@@ -1489,7 +1510,9 @@ fn maintain_at(
     for (_, leaf) in leaf_dirs(dir)? {
         for (name, path) in files(&leaf)? {
             if journal_id(&name).is_some() {
-                let _swap = listing.exclusive()?;
+                let Some(_swap) = listing.exclusive_unless(stopping)? else {
+                    return Ok(report);
+                };
                 finish_merge(&leaf, &path)?;
             }
         }
@@ -1540,7 +1563,9 @@ fn maintain_at(
                 for (d, p) in days {
                     if newest - d >= i64::from(cfg.retention_days) {
                         // Whole: a query lists all of the day or none of it.
-                        let _swap = listing.exclusive()?;
+                        let Some(_swap) = listing.exclusive_unless(stopping)? else {
+                            return Ok(report);
+                        };
                         fs::remove_dir_all(p).map_err(Error::io("remove", p))?;
                         report.partitions_deleted += 1;
                     }
@@ -1619,10 +1644,13 @@ fn compact_partition(
             if stopping() {
                 return Ok((merged, written));
             }
-            if rewrite {
-                merge_files(hdir, table, &schema, &chunk, &props, listing)?;
+            let swapped = if rewrite {
+                merge_files(hdir, table, &schema, &chunk, &props, listing, stopping)?
             } else {
-                stitch_files(hdir, &chunk, listing)?;
+                stitch_files(hdir, &chunk, listing, stopping)?
+            };
+            if !swapped {
+                return Ok((merged, written));
             }
             merged += chunk.len() as u64;
             written += 1;
@@ -1638,7 +1666,8 @@ fn merge_files(
     inputs: &[String],
     props: &WriterProperties,
     listing: &ListingLock,
-) -> Result<()> {
+    stopping: &dyn Fn() -> bool,
+) -> Result<bool> {
     let (id, out) = merge_name();
     let mut batches = Vec::new();
     for name in inputs {
@@ -1661,24 +1690,35 @@ fn merge_files(
         None => FileRows::Batches(vec![concat_batches(schema, &batches)?]),
     };
     let journal = write_journal(hdir, &id, &out, inputs)?;
+    let swapped = std::cell::Cell::new(false);
     write_parquet_then(hdir, &out, rows, props, |tmp, dst| {
-        swap_in(hdir, tmp, dst, &journal, listing)
+        swapped.set(swap_in(hdir, tmp, dst, &journal, listing, stopping)?);
+        Ok(())
     })?;
-    Ok(())
+    Ok(swapped.get())
 }
 
 /// Puts a merge's synced output `tmp` in place as `dst` and deletes its inputs (those
 /// `journal` names) and the journal, as one step for queries: under the listing lock.
+/// When `stopping` says so while it waits for the lock, the merge is undone instead (its
+/// output and journal deleted, its inputs left for the next round) and this says `false`.
 fn swap_in(
     hdir: &Path,
     tmp: &Path,
     dst: &Path,
     journal: &Path,
     listing: &ListingLock,
-) -> Result<()> {
-    let _swap = listing.exclusive()?;
+    stopping: &dyn Fn() -> bool,
+) -> Result<bool> {
+    let Some(_swap) = listing.exclusive_unless(stopping)? else {
+        fs::remove_file(tmp).map_err(Error::io("remove", tmp))?;
+        // Without its output in place the journal only says the merge never happened.
+        finish_merge(hdir, journal)?;
+        return Ok(false);
+    };
     fs::rename(tmp, dst).map_err(Error::io("rename", tmp))?;
-    finish_merge(hdir, journal)
+    finish_merge(hdir, journal)?;
+    Ok(true)
 }
 
 /// A merge id and its output file name.
@@ -1712,7 +1752,12 @@ fn write_journal(hdir: &Path, id: &str, out: &str, inputs: &[String]) -> Result<
 /// chunk by column chunk, into one file: nothing is decoded or compressed again. Each
 /// row group keeps its own order (sorted when written), its statistics, page index and
 /// bloom filters; the Arrow schema is the inputs' (they share one).
-fn stitch_files(hdir: &Path, inputs: &[String], listing: &ListingLock) -> Result<()> {
+fn stitch_files(
+    hdir: &Path,
+    inputs: &[String],
+    listing: &ListingLock,
+    stopping: &dyn Fn() -> bool,
+) -> Result<bool> {
     let (id, out) = merge_name();
     let mut sources = Vec::with_capacity(inputs.len());
     for name in inputs {
@@ -1724,7 +1769,7 @@ fn stitch_files(hdir: &Path, inputs: &[String], listing: &ListingLock) -> Result
         sources.push((file, meta));
     }
     let Some((_, first)) = sources.first() else {
-        return Ok(());
+        return Ok(false);
     };
     let schema = first.file_metadata().schema_descr().root_schema_ptr();
     let props = Arc::new(
@@ -1733,7 +1778,11 @@ fn stitch_files(hdir: &Path, inputs: &[String], listing: &ListingLock) -> Result
             .build(),
     );
     let journal = write_journal(hdir, &id, &out, inputs)?;
-    let publish = |tmp: &Path, dst: &Path| swap_in(hdir, tmp, dst, &journal, listing);
+    let swapped = std::cell::Cell::new(false);
+    let publish = |tmp: &Path, dst: &Path| {
+        swapped.set(swap_in(hdir, tmp, dst, &journal, listing, stopping)?);
+        Ok(())
+    };
     write_file_then(
         hdir,
         &out,
@@ -1764,7 +1813,7 @@ fn stitch_files(hdir: &Path, inputs: &[String], listing: &ListingLock) -> Result
         },
         publish,
     )?;
-    Ok(())
+    Ok(swapped.get())
 }
 
 #[cfg(test)]
@@ -2176,6 +2225,51 @@ mod tests {
         let report = maintain_at(tmp.path(), &cfg, now, &|| false).unwrap();
         assert_eq!(report.files_merged, 24);
         assert!(finished.iter().all(|&h| parquet_in(&hdir(h)) == 1));
+    }
+
+    #[test]
+    fn a_merge_waiting_on_a_listing_is_undone_when_asked_to_stop() {
+        let cfg = StoreConfig {
+            compact_min_files: 2,
+            ..StoreConfig::default()
+        };
+        let (tmp, mut store, now) = store_at_late_evening(&cfg);
+        let current = now.div_euclid(3600);
+        for _ in 0..3 {
+            commit_hour(&mut store, current - 1);
+        }
+        commit_hour(&mut store, current);
+        // A reader stuck in its listing, holding the listing lock.
+        let reader = ListingLock::shared(tmp.path()).expect("the listing lock");
+        let stop = Arc::new(AtomicBool::new(false));
+        let round = {
+            let (dir, cfg, stop) = (tmp.path().to_path_buf(), cfg.clone(), stop.clone());
+            std::thread::spawn(move || {
+                maintain_at(&dir, &cfg, now, &|| stop.load(Ordering::SeqCst)).unwrap()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !round.is_finished(),
+            "a merge swapped files during a listing"
+        );
+        stop.store(true, Ordering::SeqCst);
+        let report = round.join().unwrap();
+        assert_eq!(report, MaintenanceReport::default());
+        // Undone whole: the inputs stay, and no output, journal or temporary file.
+        let hdir = partition_dir(tmp.path(), Table::Alerts, current - 1);
+        let names: Vec<String> = files(&hdir).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("part-") && merged_file_id(n).is_none())
+        );
+        // Once the listing is over the next round merges them.
+        drop(reader);
+        let report = maintain_at(tmp.path(), &cfg, now, &|| false).unwrap();
+        assert_eq!((report.files_merged, report.files_written), (3, 1));
+        assert_eq!(parquet_in(&hdir), 1);
     }
 
     #[test]
