@@ -1330,7 +1330,8 @@ impl Drop for ListingGuard<'_> {
 }
 
 impl ListingLock {
-    /// The lock of the store at `dir`, for maintenance: the file is created if need be.
+    /// The lock of the store at `dir`, for maintenance: the file is created if need be
+    /// (and opened read-only if someone else's: `flock` needs no write access).
     pub(crate) fn for_maintenance(dir: &Path) -> Result<ListingLock> {
         let path = dir.join(LISTING_LOCK_FILE);
         let file = fs::OpenOptions::new()
@@ -1339,25 +1340,19 @@ impl ListingLock {
             .create(true)
             .truncate(false)
             .open(&path)
+            .or_else(|e| File::open(&path).map_err(|_| e))
             .map_err(Error::io("create", &path))?;
         Ok(ListingLock { file })
     }
 
     /// The lock of the store at `dir`, held shared for a query's listing until the value
-    /// is dropped (closing the file releases it). Created if need be and if the directory
-    /// is writable, otherwise opened read-only. `None` when it is not there and cannot be
-    /// created (a read-only copy of a store that no maintenance changes), or cannot be
-    /// locked (a file system without `flock`): the query lists without it.
+    /// is dropped (closing the file releases it). Opened read-only: readers change
+    /// nothing in a data directory. `None` when it is not there (no writer has opened the
+    /// directory, so no maintenance runs on it) or cannot be locked (a file system without
+    /// `flock`): the query lists without it.
     pub(crate) fn shared(dir: &Path) -> Option<ListingLock> {
         let path = dir.join(LISTING_LOCK_FILE);
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .or_else(|_| File::open(&path))
-            .ok()?;
+        let file = File::open(&path).ok()?;
         match file.lock_shared() {
             Ok(()) => Some(ListingLock { file }),
             Err(e) => {
