@@ -18,71 +18,28 @@
 //! segment hashing included), once with the simulated shop's spec and once with that spec
 //! plus about 1,500 further declared paths, the size of a large public API's spec.
 
-use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{START_US, full_run, shifted, simulator};
+use gatewatch_benches::{full_run, shifted, simulator};
 use gatewatch_features::openapi::{Spec, seg_hash};
 use gatewatch_features::request::Lexer;
 use gatewatch_features::template::Templater;
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::schema::col;
-use gatewatch_ingest::{EventBuilder, Format, Provenance};
+use gatewatch_simulator::workload::{CORPUS_GAP_US, rekeyed_corpus};
 
-const BATCH: usize = 8192;
-const CLIENTS: u64 = 100_000;
-/// Event-time rate of the corpus: 1,000 events per simulated second.
-const GAP_US: i64 = 1_000;
-
+/// The feature stage's at-scale workload: 100,000 clients, 227 endpoints, one event every
+/// millisecond of event time (the throughput and digest tests run the same events).
 fn corpus(n: usize) -> Vec<RecordBatch> {
-    let mut sim = simulator();
-    let mut batches = Vec::new();
-    let mut b = EventBuilder::with_capacity(BATCH);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in 0..n {
-        let se = sim.next_event();
-        let mut e = se.to_access_event();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let c = x % CLIENTS;
-        e.timestamp_us = START_US + i as i64 * GAP_US;
-        e.source_ip = Some(Cow::Owned(format!(
-            "10.{}.{}.{}",
-            c >> 16,
-            (c >> 8) & 255,
-            c & 255
-        )));
-        e.client_id = c.is_multiple_of(2).then(|| Cow::Owned(format!("cust-{c}")));
-        // A quarter of the requests go to 30 further resources in five groups of six (few
-        // enough values per position that the learned templater keeps them literal), as
-        // in the throughput test's workload (227 endpoints, method and template, there).
-        if (x >> 40).is_multiple_of(4) {
-            let k = (x >> 20) % 30;
-            e.path = Cow::Owned(format!(
-                "/api/v3/g{}/res{}/{}",
-                k / 6,
-                k % 6,
-                (x >> 8) % 100_000
-            ));
-        }
-        b.append(Format::Json, &e, &Provenance::None);
-        if b.len() == BATCH {
-            batches.push(b.finish());
-        }
-    }
-    if !b.is_empty() {
-        batches.push(b.finish());
-    }
-    batches
+    rekeyed_corpus(n, false)
 }
 
 fn bench_features(c: &mut Criterion) {
     let n = if full_run() { 1_000_000 } else { 20_000 };
     let batches = corpus(n);
-    let span_us = n as i64 * GAP_US;
+    let span_us = n as i64 * CORPUS_GAP_US;
     let mut stage = FeatureStage::new(FeatureConfig::default()).expect("default config");
     for b in &batches {
         stage.process(b).expect("process");

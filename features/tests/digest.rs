@@ -15,6 +15,8 @@
 
 mod common;
 
+use gatewatch_simulator::workload;
+
 use std::hash::{DefaultHasher, Hasher};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -81,11 +83,11 @@ fn digest(name: &str, make: impl Fn() -> FeatureStage, batches: &[RecordBatch]) 
 #[test]
 #[ignore = "release-mode comparison; run with --release -- --ignored"]
 fn output_digests() {
-    let plain = common::rekeyed_corpus(1_000_000, false);
+    let plain = workload::rekeyed_corpus(1_000_000, false);
     let stage = |cfg: &FeatureConfig| FeatureStage::new(cfg.clone()).unwrap();
     let default = FeatureConfig::default();
     digest("throughput", || stage(&default), &plain);
-    let messy = common::rekeyed_corpus(700_000, true);
+    let messy = workload::rekeyed_corpus(700_000, true);
     digest("disorder+ipv6", || stage(&default), &messy);
     let small = FeatureConfig {
         max_clients: 3_000,

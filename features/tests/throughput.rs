@@ -15,6 +15,8 @@
 
 mod common;
 
+use gatewatch_simulator::workload;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,9 +51,9 @@ fn throughput_with_100k_clients() {
             Ok(v) => v.parse::<u64>().ok().filter(|&c| c > 0).unwrap_or_else(|| {
                 panic!("GATEWATCH_THROUGHPUT_CLIENTS={v:?}: not a positive count")
             }),
-            Err(_) => common::CORPUS_CLIENTS,
+            Err(_) => workload::CORPUS_CLIENTS,
         };
-    let batches = common::rekeyed_corpus_on(n, false, clients);
+    let batches = workload::rekeyed_corpus_on(n, false, clients);
     let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
     for b in &batches {
         stage.process(b).unwrap();
@@ -71,7 +73,7 @@ fn throughput_with_100k_clients() {
     let mut rates = Vec::new();
     let mut cpu_rates = Vec::new();
     for pass in 1..=5i64 {
-        let input = shifted(&batches, pass * n as i64 * common::CORPUS_GAP_US);
+        let input = shifted(&batches, pass * n as i64 * workload::CORPUS_GAP_US);
         let cpu0 = thread_cpu_ns();
         let start = Instant::now();
         for b in &input {
@@ -105,7 +107,7 @@ fn throughput_with_100k_clients() {
     );
     // The workload is the one the figures are quoted for, and the state stays within the
     // stage's bounds. (The rates are this machine's and are not asserted.)
-    if clients != common::CORPUS_CLIENTS {
+    if clients != workload::CORPUS_CLIENTS {
         println!(
             "{clients} clients asked for: the bounds of the 100,000-client workload are not checked"
         );

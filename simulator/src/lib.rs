@@ -117,6 +117,7 @@ mod sim;
 mod spec;
 mod traffic;
 mod util;
+pub mod workload;
 mod world;
 
 pub use clock::rfc3339;
