@@ -20,10 +20,12 @@
 //!
 //! - the listing has the output and an input, and the journal is there when looked up: the
 //!   inputs are left out;
-//! - the journal is already gone: so are the inputs (they are deleted before it), and the
-//!   listing, which checks that the files beside such an output still exist, fails with
-//!   the missing one (the query itself might never open it: a `count(*)` is answered from
-//!   the file statistics an earlier query cached);
+//! - the journal is already gone: so are the inputs (they are deleted before it). Under
+//!   the lock they were gone before the listing began, so it does not hold them; without
+//!   the lock (a data directory no writer has opened) the listing checks that the files
+//!   beside such an output still exist and fails with a missing one (the query itself
+//!   might never open it: a `count(*)` is answered from the file statistics an earlier
+//!   query cached);
 //! - the listing has inputs but not the output: the output is not read, and the inputs are
 //!   read if they are still there (if not, the query fails to open one).
 //!
@@ -69,13 +71,16 @@ impl MergeAwareFiles {
     }
 
     /// `listed` without the inputs of merges whose output it holds and whose journal is
-    /// still there now; an error (not found) when a file it holds beside a merge output
-    /// whose journal is gone has been deleted since: it was merged into a file the listing
-    /// may hold too. (The query cannot be trusted to find that out by opening the file: a
-    /// `count(*)` is answered from file statistics cached by an earlier query.)
+    /// still there now. When the listing was not `locked`, also an error (not found) when
+    /// a file it holds beside a merge output whose journal is gone has been deleted since:
+    /// it was merged into a file the listing may hold too. (The query cannot be trusted to
+    /// find that out by opening the file: a `count(*)` is answered from file statistics
+    /// cached by an earlier query.) A listing taken under the listing lock needs no such
+    /// check: a merge whose journal is gone deleted its inputs before the listing began.
     fn without_merged_inputs(
         inner: &LocalFileSystem,
         listed: Vec<ObjectMeta>,
+        locked: bool,
     ) -> Result<Vec<ObjectMeta>> {
         // Directory → data files listed in it (not the hidden temporary files and journals
         // a listing holds too); only directories holding a merge output and something else
@@ -105,9 +110,10 @@ impl MergeAwareFiles {
                             left_out.extend(inputs.map(|i| dir.clone().join(i)));
                         }
                     }
-                    // Finished long ago, or just now: then its inputs, which this
-                    // listing may hold, are gone too.
-                    Err(_) => recheck.push(dir),
+                    // Finished long ago, or (only possible without the lock) during the
+                    // listing: then its inputs, which this listing may hold, are gone too.
+                    Err(_) if !locked => recheck.push(dir),
+                    Err(_) => {}
                 }
             }
         }
@@ -201,9 +207,9 @@ impl ObjectStore for MergeAwareFiles {
         let store_dir = self.store_dir.clone();
         let prefix = prefix.cloned();
         futures::stream::once(async move {
-            let _listing = hold_listing_lock(store_dir).await;
+            let listing = hold_listing_lock(store_dir).await;
             let listed: Result<Vec<ObjectMeta>> = inner.list(prefix.as_ref()).try_collect().await;
-            listed.and_then(|listed| Self::without_merged_inputs(&inner, listed))
+            listed.and_then(|listed| Self::without_merged_inputs(&inner, listed, listing.is_some()))
         })
         .map_ok(|metas| futures::stream::iter(metas.into_iter().map(Ok)))
         .try_flatten()
@@ -211,9 +217,10 @@ impl ObjectStore for MergeAwareFiles {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        let _listing = hold_listing_lock(self.store_dir.clone()).await;
+        let listing = hold_listing_lock(self.store_dir.clone()).await;
         let mut result = self.inner.list_with_delimiter(prefix).await?;
-        result.objects = Self::without_merged_inputs(&self.inner, result.objects)?;
+        result.objects =
+            Self::without_merged_inputs(&self.inner, result.objects, listing.is_some())?;
         Ok(result)
     }
 
@@ -349,7 +356,10 @@ mod tests {
             write_file(&hour.join(format!("part-1a-{i:06}.parquet")), vec![i]);
         }
         let lock = ListingLock::for_maintenance(dir.path()).unwrap();
-        let swap = lock.exclusive().unwrap();
+        let swap = lock
+            .exclusive(&|| false)
+            .unwrap()
+            .expect("not asked to stop");
         let files = Arc::new(MergeAwareFiles::new(dir.path()));
         let prefix = Path::from_filesystem_path(dir.path().join("events")).unwrap();
         let listing = {

@@ -1088,74 +1088,72 @@ fn write_parquet_atomic(
     rows: FileRows<'_>,
     props: &WriterProperties,
 ) -> Result<u64> {
-    write_parquet_then(dir, name, rows, props, |tmp, dst| {
-        fs::rename(tmp, dst).map_err(Error::io("rename", tmp))
-    })
+    let Some((tmp, len)) = write_parquet_temp(dir, name, rows, props)? else {
+        return Ok(0);
+    };
+    rename_into_place(dir, &tmp, &dir.join(name))?;
+    Ok(len)
 }
 
-/// [`write_parquet_atomic`] with the step that renames the file into place given (see
-/// [`write_file_then`]).
-fn write_parquet_then(
+/// Writes `rows` to the hidden temporary file of `dir/name` and syncs it; the caller
+/// renames it into place ([`rename_into_place`], or a merge's [`swap_in`]). Returns its
+/// path and size; `None` (and no file) when there are no rows.
+fn write_parquet_temp(
     dir: &Path,
     name: &str,
     rows: FileRows<'_>,
     props: &WriterProperties,
-    publish: impl FnOnce(&Path, &Path) -> Result<()>,
-) -> Result<u64> {
+) -> Result<Option<(PathBuf, u64)>> {
     let Some(schema) = rows.schema() else {
-        return Ok(0);
+        return Ok(None);
     };
     let props = float_columns_without_dictionary(props, &schema);
-    write_file_then(
-        dir,
-        name,
-        |file| {
-            let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-            match rows {
-                FileRows::Batches(batches) => {
-                    for b in &batches {
-                        w.write(b)?;
-                    }
-                    Ok(w.into_inner()?)
+    let written = write_temp(dir, name, |file| {
+        let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        match rows {
+            FileRows::Batches(batches) => {
+                for b in &batches {
+                    w.write(b)?;
                 }
-                FileRows::Gathered { from, picks } => write_gathered(w, &schema, from, picks),
+                Ok(w.into_inner()?)
             }
-        },
-        publish,
-    )
+            FileRows::Gathered { from, picks } => write_gathered(w, &schema, from, picks),
+        }
+    })?;
+    Ok(Some(written))
 }
 
-/// Creates `dir/name` through a hidden temporary file that `write` fills, synced before
-/// `publish(tmp, dst)` renames it into place (a merge does so under the listing lock and
-/// deletes its inputs in the same breath) and the directory synced after it; the
-/// temporary file is removed on failure. Returns the file's size.
-fn write_file_then(
+/// Fills the hidden temporary file of `dir/name` with `write` and syncs it, removing it
+/// on failure. Returns its path and size.
+fn write_temp(
     dir: &Path,
     name: &str,
     write: impl FnOnce(File) -> Result<File>,
-    publish: impl FnOnce(&Path, &Path) -> Result<()>,
-) -> Result<u64> {
+) -> Result<(PathBuf, u64)> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(name);
     let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
     let result = (|| -> Result<u64> {
         let file = write(file)?;
         file.sync_all().map_err(Error::io("sync", &tmp))?;
-        let len = file.metadata().map_err(Error::io("stat", &tmp))?.len();
-        drop(file);
-        publish(&tmp, &dst)?;
-        Ok(len)
+        Ok(file.metadata().map_err(Error::io("stat", &tmp))?.len())
     })();
     match result {
-        Ok(len) => {
-            sync_dir(dir)?;
-            Ok(len)
-        }
+        Ok(len) => Ok((tmp, len)),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             Err(e)
         }
     }
+}
+
+/// Renames the synced temporary file `tmp` to `dst` in `dir` and syncs the directory;
+/// the temporary file is removed if the rename fails.
+fn rename_into_place(dir: &Path, tmp: &Path, dst: &Path) -> Result<()> {
+    if let Err(e) = fs::rename(tmp, dst) {
+        let _ = fs::remove_file(tmp);
+        return Err(Error::io("rename", tmp)(e));
+    }
+    sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -1363,18 +1361,13 @@ impl ListingLock {
     }
 
     /// Waits until no query is listing, and keeps new listings waiting until the guard
-    /// is dropped.
-    pub(crate) fn exclusive(&self) -> Result<ListingGuard<'_>> {
-        self.file
-            .lock()
-            .map_err(Error::io("lock", Path::new(LISTING_LOCK_FILE)))?;
-        Ok(ListingGuard { file: &self.file })
-    }
-
-    /// [`exclusive`](Self::exclusive), but gives up (`None`) as soon as `stopping` says
-    /// so: a listing that never ends (a reader process suspended mid-listing) must not
-    /// keep a shutdown waiting on maintenance.
-    fn exclusive_unless(&self, stopping: &dyn Fn() -> bool) -> Result<Option<ListingGuard<'_>>> {
+    /// is dropped; gives up (`None`) as soon as `stopping` says so while it waits: a
+    /// listing that never ends (a reader process suspended mid-listing) must not keep a
+    /// shutdown waiting on maintenance.
+    pub(crate) fn exclusive(
+        &self,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<Option<ListingGuard<'_>>> {
         loop {
             match self.file.try_lock() {
                 Ok(()) => return Ok(Some(ListingGuard { file: &self.file })),
@@ -1393,16 +1386,30 @@ impl ListingLock {
     }
 }
 
-/// Removes temporary files and finishes (or rolls back) interrupted merges.
-fn recover(dir: &Path) -> Result<()> {
-    let listing = ListingLock::for_maintenance(dir)?;
+/// Finishes (or rolls back) the merges a crash interrupted, each under the listing lock.
+/// Says `false` when `stopping` said so while it waited for the lock.
+fn finish_interrupted_merges(
+    dir: &Path,
+    listing: &ListingLock,
+    stopping: &dyn Fn() -> bool,
+) -> Result<bool> {
     for (_, leaf) in leaf_dirs(dir)? {
         for (name, path) in files(&leaf)? {
             if journal_id(&name).is_some() {
-                let _swap = listing.exclusive()?;
+                let Some(_swap) = listing.exclusive(stopping)? else {
+                    return Ok(false);
+                };
                 finish_merge(&leaf, &path)?;
             }
         }
+    }
+    Ok(true)
+}
+
+/// Removes temporary files and finishes (or rolls back) interrupted merges.
+fn recover(dir: &Path) -> Result<()> {
+    finish_interrupted_merges(dir, &ListingLock::for_maintenance(dir)?, &|| false)?;
+    for (_, leaf) in leaf_dirs(dir)? {
         for (name, path) in files(&leaf)? {
             if name.starts_with('.') && name.ends_with(".tmp") {
                 fs::remove_file(&path).map_err(Error::io("remove", &path))?;
@@ -1502,15 +1509,8 @@ fn maintain_at(
     let mut report = MaintenanceReport::default();
     let listing = ListingLock::for_maintenance(dir)?;
     // Journals of merges that died half-way.
-    for (_, leaf) in leaf_dirs(dir)? {
-        for (name, path) in files(&leaf)? {
-            if journal_id(&name).is_some() {
-                let Some(_swap) = listing.exclusive_unless(stopping)? else {
-                    return Ok(report);
-                };
-                finish_merge(&leaf, &path)?;
-            }
-        }
+    if !finish_interrupted_merges(dir, &listing, stopping)? {
+        return Ok(report);
     }
     // The reference "now" is the newest partition, but never later than the wall clock:
     // partitions dated ahead of it (a gateway whose clock runs fast, which decoders
@@ -1558,7 +1558,7 @@ fn maintain_at(
                 for (d, p) in days {
                     if newest - d >= i64::from(cfg.retention_days) {
                         // Whole: a query lists all of the day or none of it.
-                        let Some(_swap) = listing.exclusive_unless(stopping)? else {
+                        let Some(_swap) = listing.exclusive(stopping)? else {
                             return Ok(report);
                         };
                         fs::remove_dir_all(p).map_err(Error::io("remove", p))?;
@@ -1685,33 +1685,36 @@ fn merge_files(
         None => FileRows::Batches(vec![concat_batches(schema, &batches)?]),
     };
     let journal = write_journal(hdir, &id, &out, inputs)?;
-    let swapped = std::cell::Cell::new(false);
-    write_parquet_then(hdir, &out, rows, props, |tmp, dst| {
-        swapped.set(swap_in(hdir, tmp, dst, &journal, listing, stopping)?);
-        Ok(())
-    })?;
-    Ok(swapped.get())
+    match write_parquet_temp(hdir, &out, rows, props)? {
+        Some((tmp, _)) => swap_in(hdir, &tmp, &out, &journal, listing, stopping),
+        None => {
+            // Inputs without rows: no output, so finishing the journal only deletes it.
+            finish_merge(hdir, &journal)?;
+            Ok(true)
+        }
+    }
 }
 
-/// Puts a merge's synced output `tmp` in place as `dst` and deletes its inputs (those
-/// `journal` names) and the journal, as one step for queries: under the listing lock.
-/// When `stopping` says so while it waits for the lock, the merge is undone instead (its
-/// output and journal deleted, its inputs left for the next round) and this says `false`.
+/// Puts a merge's synced output `tmp` in place as `hdir/out` and deletes its inputs
+/// (those `journal` names) and the journal, as one step for queries: under the listing
+/// lock. When `stopping` says so while it waits for the lock, the merge is undone instead
+/// (its output and journal deleted, its inputs left for the next round) and this says
+/// `false`.
 fn swap_in(
     hdir: &Path,
     tmp: &Path,
-    dst: &Path,
+    out: &str,
     journal: &Path,
     listing: &ListingLock,
     stopping: &dyn Fn() -> bool,
 ) -> Result<bool> {
-    let Some(_swap) = listing.exclusive_unless(stopping)? else {
+    let Some(_swap) = listing.exclusive(stopping)? else {
         fs::remove_file(tmp).map_err(Error::io("remove", tmp))?;
         // Without its output in place the journal only says the merge never happened.
         finish_merge(hdir, journal)?;
         return Ok(false);
     };
-    fs::rename(tmp, dst).map_err(Error::io("rename", tmp))?;
+    rename_into_place(hdir, tmp, &hdir.join(out))?;
     finish_merge(hdir, journal)?;
     Ok(true)
 }
@@ -1773,42 +1776,32 @@ fn stitch_files(
             .build(),
     );
     let journal = write_journal(hdir, &id, &out, inputs)?;
-    let swapped = std::cell::Cell::new(false);
-    let publish = |tmp: &Path, dst: &Path| {
-        swapped.set(swap_in(hdir, tmp, dst, &journal, listing, stopping)?);
-        Ok(())
-    };
-    write_file_then(
-        hdir,
-        &out,
-        |file| {
-            let mut w = SerializedFileWriter::new(file, schema, props)?;
-            for (src, meta) in &sources {
-                for (g, rg) in meta.row_groups().iter().enumerate() {
-                    let mut rg_out = w.next_row_group()?;
-                    for (c, chunk) in rg.columns().iter().enumerate() {
-                        let close = ColumnCloseResult {
-                            bytes_written: chunk.compressed_size().max(0) as u64,
-                            rows_written: rg.num_rows().max(0) as u64,
-                            metadata: chunk.clone(),
-                            bloom_filter: Sbbf::read_from_column_chunk(chunk, src)?,
-                            column_index: meta
-                                .column_index()
-                                .and_then(|ci| ci.get(g)?.get(c).cloned()),
-                            offset_index: meta
-                                .offset_index()
-                                .and_then(|oi| oi.get(g)?.get(c).cloned()),
-                        };
-                        rg_out.append_column(src, close)?;
-                    }
-                    rg_out.close()?;
+    let (tmp, _) = write_temp(hdir, &out, |file| {
+        let mut w = SerializedFileWriter::new(file, schema, props)?;
+        for (src, meta) in &sources {
+            for (g, rg) in meta.row_groups().iter().enumerate() {
+                let mut rg_out = w.next_row_group()?;
+                for (c, chunk) in rg.columns().iter().enumerate() {
+                    let close = ColumnCloseResult {
+                        bytes_written: chunk.compressed_size().max(0) as u64,
+                        rows_written: rg.num_rows().max(0) as u64,
+                        metadata: chunk.clone(),
+                        bloom_filter: Sbbf::read_from_column_chunk(chunk, src)?,
+                        column_index: meta
+                            .column_index()
+                            .and_then(|ci| ci.get(g)?.get(c).cloned()),
+                        offset_index: meta
+                            .offset_index()
+                            .and_then(|oi| oi.get(g)?.get(c).cloned()),
+                    };
+                    rg_out.append_column(src, close)?;
                 }
+                rg_out.close()?;
             }
-            Ok(w.into_inner()?)
-        },
-        publish,
-    )?;
-    Ok(swapped.get())
+        }
+        Ok(w.into_inner()?)
+    })?;
+    swap_in(hdir, &tmp, &out, &journal, listing, stopping)
 }
 
 #[cfg(test)]
