@@ -5,6 +5,7 @@
 //! configuration, sets up logging and dispatches.
 
 mod backtest_cmd;
+mod cap_warnings;
 mod config;
 mod dashboard_feed;
 mod dashboard_store;

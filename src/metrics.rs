@@ -43,8 +43,13 @@ pub struct Metrics {
     pub in_flight_batches: AtomicI64,
     /// Consumer lag (messages behind the high watermarks), when known.
     pub lag: AtomicI64,
-    /// Tracked entities in the feature state.
-    pub state_entities: AtomicI64,
+    /// Per feature-state table (`gatewatch_features::TABLE_KINDS` order): entities
+    /// tracked, the table's cap, and evictions of idle entities and of entities crowded
+    /// out of the full table.
+    pub state_entities: [AtomicI64; 4],
+    pub state_capacity: [AtomicI64; 4],
+    pub state_idle_evictions: [AtomicU64; 4],
+    pub state_capacity_evictions: [AtomicU64; 4],
     /// Approximate bytes of feature state.
     pub state_bytes: AtomicI64,
     /// Late events (behind the watermark).
@@ -247,12 +252,43 @@ impl Metrics {
             "Messages behind the partitions' high watermarks (-1 unknown).",
             gi(&self.lag),
         );
-        gauge(
-            &mut s,
-            "gatewatch_state_entities",
-            "Entities tracked by the feature windows.",
-            gi(&self.state_entities),
+        let kinds = gatewatch_features::TABLE_KINDS;
+        let _ = writeln!(
+            s,
+            "# HELP gatewatch_state_entities Entities tracked by the feature windows, by table.\n\
+             # TYPE gatewatch_state_entities gauge"
         );
+        for (kind, v) in kinds.iter().zip(&self.state_entities) {
+            let _ = writeln!(s, "gatewatch_state_entities{{kind=\"{kind}\"}} {}", gi(v));
+        }
+        let _ = writeln!(
+            s,
+            "# HELP gatewatch_state_capacity The most entities each feature table holds \
+             ([features] max_clients, max_pairs, max_networks, max_endpoints).\n\
+             # TYPE gatewatch_state_capacity gauge"
+        );
+        for (kind, v) in kinds.iter().zip(&self.state_capacity) {
+            let _ = writeln!(s, "gatewatch_state_capacity{{kind=\"{kind}\"}} {}", gi(v));
+        }
+        let _ = writeln!(
+            s,
+            "# HELP gatewatch_state_evictions_total Entities dropped from the feature tables: \
+             idle past [features] idle_ttl, or the least recently seen crowded out of a full \
+             table (a steady rate of these means the cap is below the live set).\n\
+             # TYPE gatewatch_state_evictions_total counter"
+        );
+        for (i, kind) in kinds.iter().enumerate() {
+            for (reason, v) in [
+                ("idle", &self.state_idle_evictions[i]),
+                ("capacity", &self.state_capacity_evictions[i]),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "gatewatch_state_evictions_total{{kind=\"{kind}\",reason=\"{reason}\"}} {}",
+                    g(v)
+                );
+            }
+        }
         gauge(
             &mut s,
             "gatewatch_state_bytes",
@@ -401,8 +437,45 @@ mod tests {
         assert!(t.contains("gatewatch_batch_latency_seconds_bucket{le=\"0.025\"} 1"));
         assert!(t.contains("gatewatch_batch_latency_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(t.contains("gatewatch_ready 0"), "{t}");
+        m.state_entities[1].store(4, Ordering::Relaxed);
+        m.state_capacity[1].store(500_000, Ordering::Relaxed);
+        m.state_capacity_evictions[1].fetch_add(9, Ordering::Relaxed);
+        m.state_idle_evictions[0].fetch_add(2, Ordering::Relaxed);
+        let t = m.render();
+        assert!(
+            t.contains("gatewatch_state_entities{kind=\"pair\"} 4"),
+            "{t}"
+        );
+        assert!(
+            t.contains("gatewatch_state_capacity{kind=\"pair\"} 500000"),
+            "{t}"
+        );
+        assert!(
+            t.contains("gatewatch_state_evictions_total{kind=\"pair\",reason=\"capacity\"} 9"),
+            "{t}"
+        );
+        assert!(
+            t.contains("gatewatch_state_evictions_total{kind=\"client\",reason=\"idle\"} 2"),
+            "{t}"
+        );
+        // Every metric has its type line, once.
+        for name in [
+            "gatewatch_state_entities",
+            "gatewatch_state_capacity",
+            "gatewatch_state_evictions_total",
+        ] {
+            assert_eq!(t.matches(&format!("# TYPE {name} ")).count(), 1, "{name}");
+        }
+        // Labels name kinds of things, never an entity: no label carries a client, an
+        // address or a path.
         for line in t.lines().filter(|l| !l.starts_with('#')) {
-            assert!(!line.contains("client") && !line.contains("ip=") && !line.contains("path="));
+            assert!(
+                !line.contains("client=")
+                    && !line.contains("client_id=")
+                    && !line.contains("ip=")
+                    && !line.contains("path="),
+                "{line}"
+            );
         }
     }
 

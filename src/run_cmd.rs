@@ -243,6 +243,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
     let mut suppressions_seen = 0usize;
     pick_up_suppressions(&mut engine, &data_dir, &mut suppressions_seen);
     let mut last_suppression_check = Instant::now();
+    let mut cap_warnings = crate::cap_warnings::CapWarnings::default();
     tracing::info!(
         brokers = %config.kafka.brokers,
         group = %config.kafka.group_id,
@@ -513,10 +514,16 @@ pub fn run(args: RunArgs, config: &Config) -> Result<()> {
                     .models_refused
                     .store(engine.models_refused(), Ordering::Relaxed);
                 let st = engine.features().state_stats();
-                metrics.state_entities.store(
-                    (st.clients + st.endpoints + st.pairs + st.networks) as i64,
-                    Ordering::Relaxed,
-                );
+                for (i, t) in st.tables.iter().enumerate() {
+                    metrics.state_entities[i].store(t.tracked as i64, Ordering::Relaxed);
+                    metrics.state_capacity[i].store(t.cap as i64, Ordering::Relaxed);
+                    metrics.state_idle_evictions[i].store(t.idle_evictions, Ordering::Relaxed);
+                    metrics.state_capacity_evictions[i]
+                        .store(t.capacity_evictions, Ordering::Relaxed);
+                }
+                for w in cap_warnings.check(&st.tables, Instant::now()) {
+                    tracing::warn!("{w}");
+                }
                 metrics
                     .state_bytes
                     .store(st.bytes as i64, Ordering::Relaxed);

@@ -14,7 +14,8 @@
 //!   event), with HyperLogLog sketches ([`hll`]) for distinct counts;
 //! - **bounded state** ([`table`]): every entity table has a cap, idle entities leave after
 //!   a TTL and the least recently seen go first when a table is full; [`StateStats`] gives
-//!   the sizes, evictions and bytes per client;
+//!   the sizes, evictions and bytes per client, and per table ([`TableStats`]) its fill,
+//!   cap and evictions by cause;
 //! - **baselines**: slow per-client and per-endpoint EWMAs for ratios, z-scores and
 //!   explanations ([`FeatureStage::client_baseline`]).
 //!
@@ -47,7 +48,7 @@ pub mod window;
 pub use catalog::{FEATURES, FeatureDef};
 pub use config::{ClientKey, FeatureConfig};
 pub use inventory::{Endpoint, Inventory};
-pub use stage::{FeatureStage, MAX_AHEAD_OF_CLOCK_US, StateStats};
+pub use stage::{FeatureStage, MAX_AHEAD_OF_CLOCK_US, StateStats, TABLE_KINDS, TableStats};
 
 /// Errors of the feature stage.
 #[derive(Debug, thiserror::Error)]

@@ -216,6 +216,42 @@ pub struct StateStats {
     pub bytes: usize,
     /// Bytes of state per tracked client (client windows, baselines and index).
     pub bytes_per_client: usize,
+    /// Each entity table's fill and evictions, in [`TABLE_KINDS`] order.
+    pub tables: [TableStats; 4],
+}
+
+/// The entity tables, in [`StateStats::tables`] order: clients, client × endpoint pairs,
+/// client networks, endpoints (the inventory).
+pub const TABLE_KINDS: [&str; 4] = ["client", "pair", "network", "endpoint"];
+
+/// One entity table's fill and evictions, for sizing its cap: a table that keeps
+/// evicting for room holds fewer entities than are live, and each such eviction drops
+/// an active entity's windows and costs the stage time (see `BENCHMARKS.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TableStats {
+    /// Entities tracked.
+    pub tracked: usize,
+    /// The most the table holds (`[features] max_clients`, `max_pairs`, `max_networks`,
+    /// `max_endpoints`).
+    pub cap: usize,
+    /// Entities dropped after `idle_ttl` without an event.
+    pub idle_evictions: u64,
+    /// Entities dropped, least recently seen first, to make room in the full table.
+    pub capacity_evictions: u64,
+    /// Approximate bytes of state per tracked entity (what raising the cap by one costs).
+    pub bytes_per_entity: usize,
+}
+
+impl TableStats {
+    fn of(table: &Table, bytes_per_entity: usize) -> Self {
+        Self {
+            tracked: table.len(),
+            cap: table.cap(),
+            idle_evictions: table.evictions() - table.capacity_evictions(),
+            capacity_evictions: table.capacity_evictions(),
+            bytes_per_entity,
+        }
+    }
 }
 
 /// Rows per chunk: the first pass runs two chunks ahead of the events, the state loads
@@ -568,6 +604,12 @@ impl FeatureStage {
                 + self.inventory.seen.bytes()
                 + self.templater.bytes(),
             bytes_per_client: per_client,
+            tables: [
+                TableStats::of(&self.clients, per_client),
+                TableStats::of(&self.pairs, per_pair),
+                TableStats::of(&self.networks, per_net),
+                TableStats::of(&self.inventory.table, per_ep),
+            ],
         }
     }
 

@@ -246,6 +246,9 @@ pub struct Table {
     /// Evictions from the hand on whose victims are already predicted.
     victims_ahead: usize,
     evictions: u64,
+    /// Of `evictions`, those made to free room in a full table (the rest were idle past
+    /// the TTL): a steady stream of these means the cap is below the live set.
+    capacity_evictions: u64,
 }
 
 impl Table {
@@ -264,6 +267,7 @@ impl Table {
             ahead_n: 0,
             victims_ahead: 0,
             evictions: 0,
+            capacity_evictions: 0,
         }
     }
 
@@ -280,6 +284,17 @@ impl Table {
     /// Entities evicted so far (TTL or capacity).
     pub fn evictions(&self) -> u64 {
         self.evictions
+    }
+
+    /// Of [`evictions`](Self::evictions), those that made room in a full table (the
+    /// others dropped entities idle past the TTL).
+    pub fn capacity_evictions(&self) -> u64 {
+        self.capacity_evictions
+    }
+
+    /// The most entities the table holds.
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
     /// Bytes of index and bookkeeping per slot (approximate: the index at its mean load).
@@ -416,6 +431,7 @@ impl Table {
             self.hand = (self.hand % n + SAMPLE) % n;
             if let Some(v) = victim {
                 self.remove(v);
+                self.capacity_evictions += 1;
                 evicted(self.evicted(v), v);
                 return;
             }
@@ -620,6 +636,9 @@ mod tests {
         assert!(t.slots() <= 100);
         assert!(t.get(u64::MAX).is_some(), "the active entity was evicted");
         assert!(t.evictions() >= 9_000);
+        // No sweep ran: every eviction made room.
+        assert_eq!(t.capacity_evictions(), t.evictions());
+        assert_eq!(t.cap(), 100);
     }
 
     #[test]
@@ -661,6 +680,8 @@ mod tests {
         }
         assert_eq!(t.len(), 1);
         assert_eq!(t.get(7), Some(f.slot));
+        // Idle past the cutoff, not crowded out: none of the 49 counts against the cap.
+        assert_eq!((t.evictions(), t.capacity_evictions()), (49, 0));
         let again = t.touch(3, 2_000);
         assert!(again.fresh);
         assert_eq!(t.first_seen(again.slot), 2_000);

@@ -9,7 +9,7 @@ use arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch, StringAr
 use arrow::datatypes::{DataType, Field, Schema};
 use gatewatch_features::catalog::{FEATURES, markdown_table};
 use gatewatch_features::openapi::Spec;
-use gatewatch_features::{Error, FeatureConfig, FeatureStage};
+use gatewatch_features::{Error, FeatureConfig, FeatureStage, TABLE_KINDS};
 use gatewatch_ingest::AccessEvent;
 use gatewatch_simulator::SimConfig;
 
@@ -574,8 +574,80 @@ fn state_is_bounded_under_a_flood_of_random_ips_and_paths() {
     }
     // Flat: once the tables are full, the state stops growing.
     assert!(sizes[7] <= sizes[2] + sizes[2] / 10, "{sizes:?}");
-    assert!(stage.state_stats().evictions > 50_000);
+    let s = stage.state_stats();
+    assert!(s.evictions > 50_000);
+    // 80 s of traffic, nothing idle for the 2 h TTL: every eviction made room, and the
+    // tables say which caps were hit.
+    let caps = [2_000, 4_000, 1_000, 300];
+    for ((kind, t), cap) in TABLE_KINDS.iter().zip(s.tables).zip(caps) {
+        assert_eq!(t.cap, cap, "{kind}");
+        assert!(t.tracked <= t.cap, "{kind}: {t:?}");
+        assert_eq!(t.idle_evictions, 0, "{kind}: {t:?}");
+        assert!(t.capacity_evictions > 0, "{kind}: {t:?}");
+        assert!(t.bytes_per_entity > 0, "{kind}: {t:?}");
+    }
+    let by_cause: u64 = s
+        .tables
+        .iter()
+        .map(|t| t.idle_evictions + t.capacity_evictions)
+        .sum();
+    assert_eq!(by_cause, s.evictions);
     assert!(stage.inventory().to_record_batch().num_rows() <= 300);
+}
+
+#[test]
+fn entities_idle_past_the_ttl_leave_as_idle_evictions() {
+    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let early: Vec<_> = (0..50)
+        .map(|i| {
+            ev(
+                T0 + i * 1000,
+                &format!("10.0.{i}.1"),
+                None,
+                "GET",
+                "/a",
+                200,
+            )
+        })
+        .collect();
+    stage.process(&batch_of(&early)).unwrap();
+    // Three hours later (the TTL is 2 h), one client keeps calling: the sweep that rides
+    // along with its events finds the 50 idle ones.
+    let late: Vec<_> = (0..500)
+        .map(|i| {
+            ev(
+                T0 + 3 * 3_600_000_000 + i * 1000,
+                "10.9.9.9",
+                None,
+                "GET",
+                "/a",
+                200,
+            )
+        })
+        .collect();
+    stage.process(&batch_of(&late)).unwrap();
+    let s = stage.state_stats();
+    let [clients, pairs, networks, endpoints] = s.tables;
+    assert_eq!(
+        (
+            clients.tracked,
+            clients.idle_evictions,
+            clients.capacity_evictions
+        ),
+        (1, 50, 0),
+        "{s:?}"
+    );
+    assert_eq!((pairs.tracked, pairs.idle_evictions), (1, 50), "{s:?}");
+    assert_eq!(
+        (networks.tracked, networks.idle_evictions),
+        (1, 50),
+        "{s:?}"
+    );
+    // The one endpoint was idle as long, so it may have left before the late events
+    // brought it back; it is tracked again either way.
+    assert_eq!(endpoints.tracked, 1, "{s:?}");
+    assert!(endpoints.idle_evictions <= 1, "{s:?}");
+    assert_eq!(clients.cap, FeatureConfig::default().max_clients);
 }
 
 #[test]

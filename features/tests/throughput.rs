@@ -12,6 +12,9 @@
 //! `GATEWATCH_THROUGHPUT_CLIENTS=1000` runs the same events on fewer clients, whose state
 //! then fits in the cache: the difference between the two runs is what the state's memory
 //! traffic costs (the bounds checked on the 100,000-client workload are then skipped).
+//! `GATEWATCH_THROUGHPUT_MAX_PAIRS=2000000` runs it with a pair table big enough for every
+//! client × endpoint pair of the workload (843,801), so none is evicted: the difference is
+//! what evicting pairs from the full default table (500,000) costs.
 
 mod common;
 
@@ -53,8 +56,14 @@ fn throughput_with_100k_clients() {
             }),
             Err(_) => workload::CORPUS_CLIENTS,
         };
+    let mut cfg = FeatureConfig::default();
+    if let Ok(v) = std::env::var("GATEWATCH_THROUGHPUT_MAX_PAIRS") {
+        cfg.max_pairs = v.parse().ok().filter(|&p| p > 0).unwrap_or_else(|| {
+            panic!("GATEWATCH_THROUGHPUT_MAX_PAIRS={v:?}: not a positive count")
+        });
+    }
     let batches = workload::rekeyed_corpus_on(n, false, clients);
-    let mut stage = FeatureStage::new(FeatureConfig::default()).unwrap();
+    let mut stage = FeatureStage::new(cfg).unwrap();
     for b in &batches {
         stage.process(b).unwrap();
     }
@@ -105,6 +114,12 @@ fn throughput_with_100k_clients() {
         s2.clients,
         s2.evictions
     );
+    for (kind, t) in gatewatch_features::TABLE_KINDS.iter().zip(s2.tables) {
+        println!(
+            "  {kind}: {} of {} tracked, {} evicted for room, {} idle, {} B each",
+            t.tracked, t.cap, t.capacity_evictions, t.idle_evictions, t.bytes_per_entity
+        );
+    }
     // The workload is the one the figures are quoted for, and the state stays within the
     // stage's bounds. (The rates are this machine's and are not asserted.)
     if clients != workload::CORPUS_CLIENTS {
