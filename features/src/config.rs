@@ -57,7 +57,9 @@ pub struct FeatureConfig {
     /// within the new period its first call started; one forgotten, after that many later
     /// evictions, is taken for new again.
     pub max_endpoints: usize,
-    /// Most client × endpoint pairs tracked. Default 500000.
+    /// Most client × endpoint pairs tracked. Default 1000000: five per client at
+    /// `max_clients`, about 370 MiB when full (388 B a pair). The table grows as pairs
+    /// appear, so a smaller live set does not pay for the cap.
     pub max_pairs: usize,
     /// Most client networks tracked. Default 100000.
     pub max_networks: usize,
@@ -132,7 +134,7 @@ impl Default for FeatureConfig {
             ipv6_prefix: 64,
             max_clients: 200_000,
             max_endpoints: 5_000,
-            max_pairs: 500_000,
+            max_pairs: 1_000_000,
             max_networks: 100_000,
             max_templates: 20_000,
             idle_ttl: "2h".into(),
