@@ -41,8 +41,9 @@ impl std::fmt::Display for CapWarning {
         write!(
             f,
             "the feature state's {} table is full ({} of {}): {} entities seen within \
-             idle_ttl were evicted to make room, so their windows start over; raise \
-             [features] {} (about {} B per entity)",
+             idle_ttl were evicted to make room, so their windows start over; if that is \
+             the traffic's usual live set, not a flood of one-off keys, raise [features] \
+             {} (about {} B per entity)",
             self.kind, self.tracked, self.cap, self.evicted, self.setting, self.bytes_per_entity
         )
     }
@@ -104,7 +105,10 @@ mod tests {
         assert_eq!(first[0].evicted, 100);
         let line = first[0].to_string();
         assert!(line.contains("pair table is full (2000 of 2000)"), "{line}");
-        assert!(line.contains("raise [features] max_pairs"), "{line}");
+        assert!(
+            line.contains("raise [features] max_pairs (about 388 B"),
+            "{line}"
+        );
         // More evictions within the period: quiet; after it: the count since the warning.
         assert!(w.check(&tables(500), t0 + EVERY / 2).is_empty());
         let again = w.check(&tables(900), t0 + EVERY);
