@@ -700,7 +700,7 @@ impl FeatureStage {
                 self.event(&cols, &cache, i, p, &arenas[k], &mut b);
                 debug_assert_eq!(b.row.at, j + nf * RUN);
             }
-            if end % RUN != 0 && end < rows {
+            if !end.is_multiple_of(RUN) && end < rows {
                 continue;
             }
             // Cleaned in place in one pass over the whole buffer, then copied: a full
