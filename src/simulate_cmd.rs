@@ -19,6 +19,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use gatewatch_ingest::Format;
+use gatewatch_ingest::source::kafka::topic_is_unknown;
 use gatewatch_ingest::throttle::Throttle;
 use gatewatch_simulator::{
     ClientCounts, Scenario, SimConfig, SimEvent, Simulator, render, rfc3339,
@@ -114,7 +115,8 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "BROKERS", requires = "kafka_topic")]
     pub kafka_brokers: Option<String>,
 
-    /// Kafka topic to produce to.
+    /// Kafka topic to produce to. It must exist (or the brokers must create topics on
+    /// first use): simulate creates none, and refuses a missing one before it starts.
     #[arg(long, value_name = "TOPIC", requires = "kafka_brokers")]
     pub kafka_topic: Option<String>,
 
@@ -370,7 +372,7 @@ impl KafkaSink {
         // their time; made while the producer is still connecting, they would wait in its
         // queue and reach the topic late, old by the connection time, and an unreachable
         // broker would only show as delivery timeouts minutes later.
-        producer
+        let md = producer
             .client()
             .fetch_metadata(Some(topic), CONNECT_TIMEOUT)
             .with_context(|| {
@@ -379,6 +381,15 @@ impl KafkaSink {
                     CONNECT_TIMEOUT.as_secs()
                 )
             })?;
+        // Brokers that create topics on first use have created it by now; others answer
+        // that it does not exist, which is said now rather than after every event made has
+        // failed to be delivered.
+        if topic_is_unknown(&md, topic) {
+            bail!(
+                "the brokers at {brokers} have no topic {topic:?}: create it first \
+                 (gatewatch simulate creates no topics)"
+            );
+        }
         Ok(KafkaSink {
             producer,
             topic: topic.to_owned(),

@@ -92,6 +92,44 @@ fn simulate_produces_to_kafka_and_every_record_decodes() {
     );
 }
 
+/// A topic the broker does not have (and does not create on first use): `simulate` names
+/// it and stops before making events, instead of reporting every event undelivered.
+#[test]
+fn simulate_refuses_a_topic_the_broker_does_not_have() {
+    let Some(brokers) = admin::broker_for_tests("cli kafka test") else {
+        return;
+    };
+    let topic = format!(
+        "cli-no-such-topic-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
+        .env_remove("GATEWATCH_CONFIG")
+        .args(["simulate", "--format", "kong", "--events", "50000"])
+        .args(["--kafka-brokers", &brokers, "--kafka-topic", &topic])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("have no topic {topic:?}: create it first")),
+        "{stderr}"
+    );
+    // Refused before any event was made.
+    assert!(!stderr.contains("could not be delivered"), "{stderr}");
+    assert!(!stderr.contains("simulation done"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 /// No broker listens on port 1: `simulate` must say so and stop, naming the address,
 /// instead of making events that would wait in the producer until they time out.
 #[test]
