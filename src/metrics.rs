@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
+use gatewatch_features::TABLE_KINDS;
 use gatewatch_ingest::dead_letter::Reason;
 use gatewatch_scoring::Severity;
 
@@ -46,10 +47,10 @@ pub struct Metrics {
     /// Per feature-state table (`gatewatch_features::TABLE_KINDS` order): entities
     /// tracked, the table's cap, and evictions of idle entities and of entities crowded
     /// out of the full table.
-    pub state_entities: [AtomicI64; 4],
-    pub state_capacity: [AtomicI64; 4],
-    pub state_idle_evictions: [AtomicU64; 4],
-    pub state_capacity_evictions: [AtomicU64; 4],
+    pub state_entities: [AtomicI64; TABLE_KINDS.len()],
+    pub state_capacity: [AtomicI64; TABLE_KINDS.len()],
+    pub state_idle_evictions: [AtomicU64; TABLE_KINDS.len()],
+    pub state_capacity_evictions: [AtomicU64; TABLE_KINDS.len()],
     /// Approximate bytes of feature state.
     pub state_bytes: AtomicI64,
     /// Late events (behind the watermark).
@@ -252,7 +253,7 @@ impl Metrics {
             "Messages behind the partitions' high watermarks (-1 unknown).",
             gi(&self.lag),
         );
-        let kinds = gatewatch_features::TABLE_KINDS;
+        let kinds = TABLE_KINDS;
         let _ = writeln!(
             s,
             "# HELP gatewatch_state_entities Entities tracked by the feature windows, by table.\n\
@@ -264,7 +265,7 @@ impl Metrics {
         let _ = writeln!(
             s,
             "# HELP gatewatch_state_capacity The most entities each feature table holds \
-             ([features] max_clients, max_pairs, max_networks, max_endpoints).\n\
+             ([features] max_clients, max_pairs, max_networks, max_endpoints, max_templates).\n\
              # TYPE gatewatch_state_capacity gauge"
         );
         for (kind, v) in kinds.iter().zip(&self.state_capacity) {

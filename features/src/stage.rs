@@ -210,19 +210,21 @@ pub struct StateStats {
     pub networks: usize,
     /// Learned-templater prefix nodes.
     pub template_nodes: usize,
-    /// Entities evicted (TTL or capacity), all kinds.
+    /// Entities evicted (TTL or capacity) from the client, pair, network and endpoint
+    /// tables ([`tables`](Self::tables) has these by table, and the templater's).
     pub evictions: u64,
     /// Approximate bytes of state in all.
     pub bytes: usize,
     /// Bytes of state per tracked client (client windows, baselines and index).
     pub bytes_per_client: usize,
-    /// Each entity table's fill and evictions, in [`TABLE_KINDS`] order.
-    pub tables: [TableStats; 4],
+    /// Each table's fill and evictions, in [`TABLE_KINDS`] order.
+    pub tables: [TableStats; TABLE_KINDS.len()],
 }
 
-/// The entity tables, in [`StateStats::tables`] order: clients, client × endpoint pairs,
-/// client networks, endpoints (the inventory).
-pub const TABLE_KINDS: [&str; 4] = ["client", "pair", "network", "endpoint"];
+/// The bounded tables, in [`StateStats::tables`] order: clients, client × endpoint pairs,
+/// client networks, endpoints (the inventory), and the learned templater's path positions
+/// (prefix nodes; they have no TTL, so they only leave to make room).
+pub const TABLE_KINDS: [&str; 5] = ["client", "pair", "network", "endpoint", "template"];
 
 /// One entity table's fill and evictions, for sizing its cap: a table that keeps
 /// evicting for room holds fewer entities than are live, and each such eviction drops
@@ -232,7 +234,7 @@ pub struct TableStats {
     /// Entities tracked.
     pub tracked: usize,
     /// The most the table holds (`[features] max_clients`, `max_pairs`, `max_networks`,
-    /// `max_endpoints`).
+    /// `max_endpoints`, `max_templates`).
     pub cap: usize,
     /// Entities dropped after `idle_ttl` without an event.
     pub idle_evictions: u64,
@@ -614,6 +616,7 @@ impl FeatureStage {
                 TableStats::of(&self.pairs, per_pair),
                 TableStats::of(&self.networks, per_net),
                 TableStats::of(&self.inventory.table, per_ep),
+                TableStats::of(self.templater.table(), Templater::bytes_per_node()),
             ],
         }
     }

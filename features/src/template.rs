@@ -382,6 +382,16 @@ impl Templater {
         self.index.len()
     }
 
+    /// The table of prefix nodes (for its fill and evictions).
+    pub(crate) fn table(&self) -> &Table {
+        &self.index
+    }
+
+    /// Approximate bytes per prefix node.
+    pub(crate) fn bytes_per_node() -> usize {
+        std::mem::size_of::<Node>() + Table::bytes_per_entity()
+    }
+
     /// Approximate bytes of learned state.
     pub fn bytes(&self) -> usize {
         self.nodes.capacity() * std::mem::size_of::<Node>()
