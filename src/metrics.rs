@@ -253,32 +253,34 @@ impl Metrics {
             "Messages behind the partitions' high watermarks (-1 unknown).",
             gi(&self.lag),
         );
-        let kinds = TABLE_KINDS;
-        let _ = writeln!(
-            s,
-            "# HELP gatewatch_state_entities Entities tracked by the feature windows, by table.\n\
-             # TYPE gatewatch_state_entities gauge"
+        header(
+            &mut s,
+            "gatewatch_state_entities",
+            "gauge",
+            "Entities tracked by the feature windows, by table.",
         );
-        for (kind, v) in kinds.iter().zip(&self.state_entities) {
+        for (kind, v) in TABLE_KINDS.iter().zip(&self.state_entities) {
             let _ = writeln!(s, "gatewatch_state_entities{{kind=\"{kind}\"}} {}", gi(v));
         }
-        let _ = writeln!(
-            s,
-            "# HELP gatewatch_state_capacity The most entities each feature table holds \
-             ([features] max_clients, max_pairs, max_networks, max_endpoints, max_templates).\n\
-             # TYPE gatewatch_state_capacity gauge"
+        header(
+            &mut s,
+            "gatewatch_state_capacity",
+            "gauge",
+            "The most entities each feature table holds ([features] max_clients, max_pairs, \
+             max_networks, max_endpoints, max_templates).",
         );
-        for (kind, v) in kinds.iter().zip(&self.state_capacity) {
+        for (kind, v) in TABLE_KINDS.iter().zip(&self.state_capacity) {
             let _ = writeln!(s, "gatewatch_state_capacity{{kind=\"{kind}\"}} {}", gi(v));
         }
-        let _ = writeln!(
-            s,
-            "# HELP gatewatch_state_evictions_total Entities dropped from the feature tables: \
-             idle past [features] idle_ttl, or the least recently seen crowded out of a full \
-             table (a steady rate of these means the cap is below the live set).\n\
-             # TYPE gatewatch_state_evictions_total counter"
+        header(
+            &mut s,
+            "gatewatch_state_evictions_total",
+            "counter",
+            "Entities dropped from the feature tables: idle past [features] idle_ttl, or the \
+             least recently seen crowded out of a full table (a steady rate of these means \
+             the cap is below the live set).",
         );
-        for (i, kind) in kinds.iter().enumerate() {
+        for (i, kind) in TABLE_KINDS.iter().enumerate() {
             for (reason, v) in [
                 ("idle", &self.state_idle_evictions[i]),
                 ("capacity", &self.state_capacity_evictions[i]),
@@ -349,6 +351,11 @@ impl Metrics {
         );
         s
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric whose samples carry labels.
+fn header(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 fn counter(s: &mut String, name: &str, help: &str, v: u64) {

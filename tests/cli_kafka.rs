@@ -16,14 +16,7 @@ fn simulate_produces_to_kafka_and_every_record_decodes() {
     let Some(brokers) = admin::broker_for_tests("cli kafka test") else {
         return;
     };
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let unique = unique();
     let topic = format!("cli-simulate-{unique}");
     admin::create_topic(&brokers, &topic, 3, Duration::from_secs(30)).unwrap();
 
@@ -99,14 +92,7 @@ fn simulate_refuses_a_topic_the_broker_does_not_have() {
     let Some(brokers) = admin::broker_for_tests("cli kafka test") else {
         return;
     };
-    let topic = format!(
-        "cli-no-such-topic-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let topic = format!("cli-no-such-topic-{}", unique());
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_gatewatch"))
         .env_remove("GATEWATCH_CONFIG")
@@ -152,4 +138,16 @@ fn simulate_names_an_unreachable_broker_and_stops() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// A name part no earlier run on the same broker used: the process and the time.
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    )
 }
