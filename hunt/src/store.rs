@@ -26,7 +26,9 @@
 //! `client_id` carry bloom filters for exact lookups in every file. Columns whose values
 //! mostly differ from row to row are encoded without a dictionary: floats byte-stream
 //! split, event times and Kafka offsets as deltas (they rise within each client's rows),
-//! request ids plain. Sorted rows are
+//! request ids plain. Free text (path, query, user agent, referrer, body, request id)
+//! carries no statistics: unsorted and varied, its min and max would let no filter skip
+//! a page. Sorted rows are
 //! gathered from the buffered batches one column at a time, each column encoded before
 //! the next is gathered, so a flush never holds its rows twice.
 //!
@@ -352,6 +354,12 @@ impl StoreConfig {
                 b = b
                     .set_column_dictionary_enabled(ColumnPath::from(c), false)
                     .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+            }
+            // Free text is neither sorted nor low in cardinality, so the min and max of a
+            // page or row group span nearly everything and let no filter skip it; working
+            // them out costs two string comparisons per value.
+            for c in FREE_TEXT {
+                b = b.set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
             }
         }
         Ok(b.build())
@@ -784,6 +792,16 @@ fn split_by_hour(batch: &RecordBatch, hours: &[i64]) -> Result<Vec<(i64, RecordB
 
 /// The events column that holds a different value in every row (the request id).
 const UNIQUE_PER_ROW: &str = "http_request_id";
+/// String columns of the events table written without statistics (see
+/// `writer_properties_with`).
+const FREE_TEXT: [&str; 6] = [
+    "url_path",
+    "url_query",
+    "user_agent_original",
+    "http_request_referrer",
+    "http_request_body_content",
+    UNIQUE_PER_ROW,
+];
 /// Integer columns of the events table whose values mostly differ from row to row and
 /// rise within one client's events.
 const ASCENDING_PER_CLIENT: [&str; 2] = ["timestamp", "kafka_offset"];

@@ -627,11 +627,22 @@ fn flushes_of_a_quarter_row_group_are_final_and_merged_by_copying_row_groups() {
         .iter()
         .position(|c| c.name() == "source_ip")
         .unwrap();
+    // Free text is written without statistics (they would let no filter skip anything);
+    // the sort key keeps them.
+    let path_col = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "url_path")
+        .unwrap();
     for rg in meta.row_groups() {
         assert_eq!(rg.num_rows(), 20);
         let bloom =
             parquet::bloom_filter::Sbbf::read_from_column_chunk(rg.column(ip_col), &file).unwrap();
         assert!(bloom.is_some_and(|b| b.check(&"10.0.0.3")));
+        assert!(rg.column(ip_col).statistics().is_some());
+        assert!(rg.column(path_col).statistics().is_none());
     }
     let rows = file_rows(stitched[0]);
     for group in rows.chunks(20) {
