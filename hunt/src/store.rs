@@ -86,6 +86,8 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
+use gatewatch_ingest::schema::col;
+
 use crate::error::{Error, Result};
 
 /// The tables of the store.
@@ -791,15 +793,15 @@ fn split_by_hour(batch: &RecordBatch, hours: &[i64]) -> Result<Vec<(i64, RecordB
 }
 
 /// The events column that holds a different value in every row (the request id).
-const UNIQUE_PER_ROW: &str = "http_request_id";
+const UNIQUE_PER_ROW: &str = col::REQUEST_ID;
 /// String columns of the events table written without statistics (see
 /// `writer_properties_with`).
 const FREE_TEXT: [&str; 6] = [
-    "url_path",
-    "url_query",
-    "user_agent_original",
-    "http_request_referrer",
-    "http_request_body_content",
+    col::PATH,
+    col::QUERY,
+    col::USER_AGENT,
+    col::REFERRER,
+    col::BODY,
     UNIQUE_PER_ROW,
 ];
 /// Integer columns of the events table whose values mostly differ from row to row and

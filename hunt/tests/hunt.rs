@@ -619,23 +619,19 @@ fn flushes_of_a_quarter_row_group_are_final_and_merged_by_copying_row_groups() {
     let file = std::fs::File::open(stitched[0]).unwrap();
     assert_eq!(meta.num_row_groups(), 3, "one row group per input, copied");
     assert!(meta.offset_index().is_some(), "page index kept");
+    let column = |name: &str| {
+        meta.file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.name() == name)
+            .unwrap()
+    };
     // Each row group is one input: sorted within itself, bloom filter of source_ip kept.
-    let ip_col = meta
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.name() == "source_ip")
-        .unwrap();
+    let ip_col = column("source_ip");
     // Free text is written without statistics (they would let no filter skip anything);
     // the sort key keeps them.
-    let path_col = meta
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.name() == "url_path")
-        .unwrap();
+    let path_col = column("url_path");
     for rg in meta.row_groups() {
         assert_eq!(rg.num_rows(), 20);
         let bloom =
