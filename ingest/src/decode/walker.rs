@@ -179,6 +179,7 @@ impl FieldTrie {
         slot
     }
 
+    #[inline]
     fn child(&self, node: usize, key: &str) -> Option<usize> {
         let n = &self.nodes[node];
         let key = key.as_bytes();
@@ -258,6 +259,7 @@ impl<'de> Captures<'de> {
         }
     }
 
+    #[inline]
     fn put(&mut self, leaf: (u8, bool), v: Scalar<'de>) {
         let (slot, multi) = leaf;
         if multi {
@@ -477,6 +479,7 @@ impl<'de> Scanner<'_, '_, 'de> {
 
     /// `src[from..to]`; both ends are next to an ASCII byte the scan stopped at, so
     /// they are character boundaries.
+    #[inline]
     fn text(&self, from: usize, to: usize) -> Result<&'de str, WalkError> {
         let src: &'de str = self.src;
         src.get(from..to)
@@ -484,6 +487,7 @@ impl<'de> Scanner<'_, '_, 'de> {
     }
 
     /// Steps into an object or array the walk descends into (the opening byte is next).
+    #[inline]
     fn enter(&mut self) -> Result<(), WalkError> {
         self.depth += 1;
         if self.depth >= MAX_DEPTH {
@@ -493,6 +497,7 @@ impl<'de> Scanner<'_, '_, 'de> {
         Ok(())
     }
 
+    #[inline]
     fn colon(&mut self) -> Result<(), WalkError> {
         if self.ws() == Some(b':') {
             self.pos += 1;
@@ -504,6 +509,7 @@ impl<'de> Scanner<'_, '_, 'de> {
 
     /// After `{` or `,` in an object: positions past the opening quote of the next key.
     /// `Ok(false)` at the `}` of an empty object (when `first`).
+    #[inline]
     fn key_start(&mut self, first: bool) -> Result<bool, WalkError> {
         match self.ws() {
             Some(b'"') => {
@@ -521,6 +527,7 @@ impl<'de> Scanner<'_, '_, 'de> {
 
     /// After a member of an object: `Ok(true)` when another key follows (its opening
     /// quote consumed), `Ok(false)` after the closing `}`.
+    #[inline(always)]
     fn next_member(&mut self) -> Result<bool, WalkError> {
         match self.ws() {
             Some(b',') => {
@@ -536,6 +543,7 @@ impl<'de> Scanner<'_, '_, 'de> {
     }
 
     /// The literal `word` (its first byte is next).
+    #[inline]
     fn literal(&mut self, word: &[u8]) -> Result<(), WalkError> {
         match self.b.get(self.pos..self.pos + word.len()) {
             Some(w) if w == word => {
@@ -682,14 +690,27 @@ impl<'de> Scanner<'_, '_, 'de> {
 
     /// The string whose opening quote was just consumed, unescaped: borrowed from the
     /// record when it has no escapes (the usual case), owned otherwise.
+    ///
+    /// Only the plain case is inlined into the callers; escapes and errors take the
+    /// out-of-line [`string_escaped`](Self::string_escaped), so the hot path stays small
+    /// enough to inline at every key and value.
+    #[inline]
     fn string(&mut self) -> Result<Cow<'de, str>, WalkError> {
         let start = self.pos;
         let i = find_special(self.b, start);
+        if self.b.get(i) == Some(&b'"') {
+            self.pos = i + 1;
+            return Ok(Cow::Borrowed(self.text(start, i)?));
+        }
+        self.string_escaped(start, i)
+    }
+
+    /// The rest of [`string`](Self::string) from `i`, the first byte of the string at
+    /// `start` that is not plain text (a backslash, a control byte or the end of input).
+    #[cold]
+    #[inline(never)]
+    fn string_escaped(&mut self, start: usize, i: usize) -> Result<Cow<'de, str>, WalkError> {
         match self.b.get(i) {
-            Some(b'"') => {
-                self.pos = i + 1;
-                Ok(Cow::Borrowed(self.text(start, i)?))
-            }
             Some(b'\\') => {
                 let mut out = String::with_capacity(i - start + 16);
                 out.push_str(self.text(start, i)?);
@@ -714,10 +735,24 @@ impl<'de> Scanner<'_, '_, 'de> {
     }
 
     /// Skips the string whose opening quote was just consumed. `strict` also rejects
-    /// `\u` escapes that are half of a surrogate pair, as decoding it would.
+    /// `\u` escapes that are half of a surrogate pair, as decoding it would. As with
+    /// [`string`](Self::string), only the plain case is inlined.
+    #[inline]
     fn skip_string(&mut self, strict: bool) -> Result<(), WalkError> {
+        let i = find_special(self.b, self.pos);
+        if self.b.get(i) == Some(&b'"') {
+            self.pos = i + 1;
+            return Ok(());
+        }
+        self.skip_string_escaped(strict, i)
+    }
+
+    /// The rest of [`skip_string`](Self::skip_string) from `i`, its first byte that is
+    /// not plain text.
+    #[cold]
+    #[inline(never)]
+    fn skip_string_escaped(&mut self, strict: bool, mut i: usize) -> Result<(), WalkError> {
         loop {
-            let i = find_special(self.b, self.pos);
             match self.b.get(i) {
                 Some(b'"') => {
                     self.pos = i + 1;
@@ -730,6 +765,7 @@ impl<'de> Scanner<'_, '_, 'de> {
                 Some(_) => return Err(fail("control character in string", i)),
                 None => return Err(self.eof()),
             }
+            i = find_special(self.b, self.pos);
         }
     }
 
@@ -797,6 +833,7 @@ impl<'de> Scanner<'_, '_, 'de> {
 
     /// Checks the syntax of the number that starts here and steps over it. `Ok(true)`
     /// when it has neither fraction nor exponent.
+    #[inline(always)]
     fn skip_number(&mut self) -> Result<bool, WalkError> {
         let b = self.b;
         let digits = |mut i: usize| {
