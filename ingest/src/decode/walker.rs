@@ -28,7 +28,7 @@
 //!   need no limit.
 //!
 //! Strings are scanned sixteen bytes at a time for the three bytes that end a plain run
-//! (`"`, `\` and control characters), so long values cost a few instructions per word.
+//! (`"`, `\` and control characters), so long values cost a few instructions per 16 bytes.
 //! A string without escapes ends at its first such byte, the closing quote: that case is
 //! all the string readers do inline, and escapes and errors go to out-of-line cold
 //! functions, which keeps the per-token code small enough to inline where the walk calls
