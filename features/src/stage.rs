@@ -12,8 +12,10 @@
 //! event's time would be spent waiting for memory, one miss after the other. Rows are
 //! therefore handled in chunks of `CHUNK` rows, in a pipeline three chunks deep: a first
 //! pass works out each row's template and keys (only the templater's own state is
-//! involved, so running it ahead changes nothing) and asks the cache for the index lines
-//! the keys hash to; a chunk later, the keys are looked up there and the cache is asked
+//! involved, so running it ahead changes nothing) and its lexical features (a pure
+//! function of its strings, computed for the whole chunk in one loop so the lexer's code
+//! and tables are not evicted by the window code between rows) and asks the cache for the
+//! index lines the keys hash to; a chunk later, the keys are looked up there and the cache is asked
 //! for the state they point to, for the samples of upcoming evictions and for the state of
 //! their predicted victims; a chunk later still, the events run in order, against state
 //! that arrived while the chunk before was computed (see [`crate::mem`]).
@@ -313,6 +315,9 @@ struct Pre<'a> {
     key: &'a str,
     ck: u64,
     net: Option<NetAddr>,
+    /// The request's lexical features less its user agent's markers (see
+    /// [`FeatureStage::fill`]).
+    lex: Lexical,
 }
 
 /// Per-dictionary-value caches, rebuilt per batch.
@@ -815,11 +820,13 @@ impl FeatureStage {
             key,
             ck,
             net,
+            lex: Lexical::default(),
         }
     }
 
     /// The first pass over chunk `c` (see [`prepare`](Self::prepare)) into `pre` and
-    /// `arena`, then asks the cache for the index lines its lookups will start at.
+    /// `arena`, then the chunk's lexical features, then asks the cache for the index lines
+    /// its lookups will start at.
     fn fill<'a>(
         &mut self,
         cols: &Columns<'a>,
@@ -833,6 +840,15 @@ impl FeatureStage {
         pre.clear();
         for i in c * CHUNK..((c + 1) * CHUNK).min(rows) {
             pre.push(self.prepare(cols, cache, i, arena));
+        }
+        // The request lexer over the whole chunk in a loop of its own: a pure function of
+        // the row's strings, so it may run ahead of the events, and its code and tables
+        // then stay in the caches for the chunk instead of taking turns with the window
+        // code event by event.
+        for (p, i) in pre.iter_mut().zip(c * CHUNK..) {
+            p.lex = self
+                .lexer
+                .request_features(p.path, cols.query.get(i), cols.body.get(i));
         }
         for p in pre.iter() {
             self.clients.prefetch_key(p.ck);
@@ -974,7 +990,6 @@ impl FeatureStage {
         } = *pre;
         let tmpl = &arena[pre.tmpl.0..pre.tmpl.1];
         let query = cols.query.get(i);
-        let body = cols.body.get(i);
         let ua = cols.user_agent.get(i);
         let (ua_hash, ua_markers) = match cols.user_agent.key(i) {
             Some(k) => cache.ua[k],
@@ -1214,7 +1229,7 @@ impl FeatureStage {
         // Features.
         let lb = math::ln_1p(resp as f64);
         let ll = math::ln_1p(latency);
-        let mut lex = self.lexer.request_features(path, query, body);
+        let mut lex = pre.lex;
         ua_markers.add_to(&mut lex);
         let row = &mut out.row;
         push_request(
