@@ -15,10 +15,10 @@
 //! involved, so running it ahead changes nothing) and its lexical features (a pure
 //! function of its strings, computed for the whole chunk in one loop so the lexer's code
 //! and tables are not evicted by the window code between rows) and asks the cache for the
-//! index lines the keys hash to; a chunk later, the keys are looked up there and the cache is asked
-//! for the state they point to, for the samples of upcoming evictions and for the state of
-//! their predicted victims; a chunk later still, the events run in order, against state
-//! that arrived while the chunk before was computed (see [`crate::mem`]).
+//! index lines the keys hash to; a chunk later, the keys are looked up there and the cache
+//! is asked for the state they point to, for the samples of upcoming evictions and for the
+//! state of their predicted victims; a chunk later still, the events run in order, against
+//! state that arrived while the chunk before was computed (see [`crate::mem`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
