@@ -153,9 +153,15 @@ pub struct Lexer {
     markers: AhoCorasick,
     class: Vec<u8>,
     /// Each marker that has no [`suspicious`] byte and no doubled `.`, `&` or `-` (see
-    /// [`Lexer::profile`]): its bytes as a 256-bit set (a string can hold the marker only
-    /// when it holds every one of them, lower-cased) and a finder for it.
-    quiet_markers: Vec<([u64; 4], memmem::Finder<'static>)>,
+    /// [`Lexer::profile`]): its bytes as a set of [`quiet_bits`](Self::quiet_bits) (a
+    /// string can hold the marker only when it holds every one of them, in either case)
+    /// and a finder for it.
+    quiet_markers: Vec<(u64, memmem::Finder<'static>)>,
+    /// For each byte, its bit among the quiet markers' bytes (upper and lower case share
+    /// one; bytes in no quiet marker have none). The quiet markers use fewer than 64
+    /// distinct bytes, so a string's share of them is one word, gathered in the loop over
+    /// its distinct bytes that [`profile`](Self::profile) runs anyway.
+    quiet_bits: Box<[u64; 256]>,
 }
 
 /// Bytes whose doubling (`..`, `&&`, `--`) starts a marker, though each alone is benign.
@@ -166,15 +172,6 @@ const fn doubled_marker(c: u8) -> bool {
 /// Whether `s` holds `..`, `&&` or `--`.
 fn holds_doubled_marker(s: &[u8]) -> bool {
     s.windows(2).any(|w| w[0] == w[1] && doubled_marker(w[0]))
-}
-
-/// The 256-bit set of some bytes.
-fn byte_set(bytes: impl IntoIterator<Item = u8>) -> [u64; 4] {
-    let mut set = [0u64; 4];
-    for c in bytes {
-        set[usize::from(c >> 6)] |= 1 << (c & 63);
-    }
-    set
 }
 
 impl std::fmt::Debug for Lexer {
@@ -235,6 +232,7 @@ const SPECIAL_PATH: u8 = 2;
 const SPECIAL_QUERY: u8 = 4;
 const SPECIAL_BODY: u8 = 8;
 const SUSPICIOUS: u8 = 16;
+const UPPER: u8 = 32;
 /// `b` when `on`, else 0.
 const fn bit(on: bool, b: u8) -> u8 {
     if on { b } else { 0 }
@@ -248,7 +246,8 @@ static CLASS: [u8; 256] = {
             | bit(is_special_path(c), SPECIAL_PATH)
             | bit(is_special_query(c), SPECIAL_QUERY)
             | bit(is_special_body(c), SPECIAL_BODY)
-            | bit(suspicious(c), SUSPICIOUS);
+            | bit(suspicious(c), SUSPICIOUS)
+            | bit(c.is_ascii_uppercase(), UPPER);
         i += 1;
     }
     t
@@ -266,7 +265,16 @@ fn hex(c: u8) -> Option<u8> {
 /// Percent-decodes (and `+` → space) into `out`, lower-cased.
 fn decode_lower(s: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    let mut i = 0;
+    // The bytes before the first `%` only need folding: one loop without branches that
+    // the compiler can run many bytes at a time.
+    let mut i = memchr::memchr(b'%', s).unwrap_or(s.len());
+    out.extend(s[..i].iter().map(|&c| {
+        if c == b'+' {
+            b' '
+        } else {
+            c.to_ascii_lowercase()
+        }
+    }));
     while i < s.len() {
         let c = s[i];
         if c == b'%'
@@ -401,13 +409,32 @@ impl Lexer {
             .expect("the marker patterns are valid");
         // Markers that the cheap tests of `profile` (a suspicious byte, a doubled byte)
         // cannot see coming are found by their bytes instead.
-        let quiet_markers = patterns
+        let quiet: Vec<&[u8]> = patterns
             .iter()
             .map(|p| p.as_bytes())
             .filter(|p| !p.iter().any(|&c| suspicious(c)) && !holds_doubled_marker(p))
+            .collect();
+        // One bit per distinct (lower-case) byte of the quiet markers, in order of first
+        // appearance.
+        let mut quiet_bits = Box::new([0u64; 256]);
+        let mut next = 0u32;
+        for &c in quiet.iter().flat_map(|p| p.iter()) {
+            let c = c.to_ascii_lowercase();
+            if quiet_bits[usize::from(c)] == 0 {
+                assert!(
+                    next < 64,
+                    "the quiet markers use more than 64 distinct bytes"
+                );
+                quiet_bits[usize::from(c)] = 1 << next;
+                quiet_bits[usize::from(c.to_ascii_uppercase())] = 1 << next;
+                next += 1;
+            }
+        }
+        let quiet_markers = quiet
+            .iter()
             .map(|p| {
                 (
-                    byte_set(p.iter().copied()),
+                    p.iter().fold(0, |set, &c| set | quiet_bits[usize::from(c)]),
                     memmem::Finder::new(p).into_owned(),
                 )
             })
@@ -421,6 +448,7 @@ impl Lexer {
             markers,
             class,
             quiet_markers,
+            quiet_bits,
         }
     }
 
@@ -450,6 +478,9 @@ impl Lexer {
         // A lone `.`, `&` or `-` is benign and their doubles are markers, so the string is
         // only searched for a double when it holds two of one of them.
         let mut pair_possible = false;
+        // The quiet markers' bytes present, and whether any byte is upper case.
+        let mut quiet = 0u64;
+        let mut upper = false;
         // Summed in order of first appearance, one term per distinct byte.
         let mut sum = 0.0f32;
         for &c in &self.distinct[..kinds] {
@@ -459,28 +490,28 @@ impl Lexer {
             digits += u32::from(class & DIGIT) * n;
             spec += u32::from(class & special != 0) * n;
             sus |= class & SUSPICIOUS != 0;
+            upper |= class & UPPER != 0;
+            quiet |= self.quiet_bits[c as usize];
             pair_possible |= n >= 2 && doubled_marker(c);
             self.counts[c as usize] = 0;
         }
-        sus =
-            sus || (pair_possible && holds_doubled_marker(s)) || self.holds_quiet_marker(s, kinds);
+        sus = sus
+            || (pair_possible && holds_doubled_marker(s))
+            || self.holds_quiet_marker(s, quiet, upper);
         let n = s.len() as f32;
         let entropy = (n.log2() - sum / n).max(0.0);
         (entropy, digits as f32 / n, spec as f32 / n, sus)
     }
 
     /// Whether `s` (with no suspicious byte, so nothing to decode) holds one of the quiet
-    /// markers once lower-cased. `s`'s distinct bytes are the first `kinds` of
-    /// `distinct` (as [`profile`](Self::profile) left them); only markers whose bytes are
-    /// all among them are searched for.
-    fn holds_quiet_marker(&mut self, s: &[u8], kinds: usize) -> bool {
-        let distinct = &self.distinct[..kinds];
-        let present = byte_set(distinct.iter().map(u8::to_ascii_lowercase));
-        let upper = distinct.iter().any(u8::is_ascii_uppercase);
+    /// markers once lower-cased. `quiet` holds the [`quiet_bits`](Self::quiet_bits) of
+    /// `s`'s bytes and `upper` whether any is upper case (as [`profile`](Self::profile)
+    /// found them); only markers whose bytes are all present are searched for.
+    fn holds_quiet_marker(&mut self, s: &[u8], quiet: u64, upper: bool) -> bool {
         let mut lower = std::mem::take(&mut self.scratch);
         let mut folded = false;
-        let found = self.quiet_markers.iter().any(|(bytes, finder)| {
-            if (0..4).any(|k| bytes[k] & !present[k] != 0) {
+        let found = self.quiet_markers.iter().any(|&(bytes, ref finder)| {
+            if bytes & !quiet != 0 {
                 return false;
             }
             if !upper {
@@ -840,6 +871,50 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The decoder against a byte-at-a-time definition, on random strings thick with
+    /// escapes (valid, broken and cut short), `+` and upper case.
+    #[test]
+    fn decoding_matches_its_definition() {
+        fn plain(s: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < s.len() {
+                let escape = s
+                    .get(i + 1..i + 3)
+                    .filter(|_| s[i] == b'%' && i + 2 < s.len());
+                match escape.map(|h| (hex(h[0]), hex(h[1]))) {
+                    Some((Some(h), Some(l))) => {
+                        out.push((h * 16 + l).to_ascii_lowercase());
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(match s[i] {
+                            b'+' => b' ',
+                            c => c.to_ascii_lowercase(),
+                        });
+                        i += 1;
+                    }
+                }
+            }
+            out
+        }
+        let alphabet = b"%%2F4a+AZz0-";
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut out = Vec::new();
+        for len in 0..300usize {
+            let s: Vec<u8> = (0..len % 60)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            decode_lower(&s, &mut out);
+            assert_eq!(out, plain(&s), "{:?}", String::from_utf8_lossy(&s));
         }
     }
 
