@@ -142,11 +142,16 @@ pub struct Lexical {
 
 /// Reusable scanner (tables, finders and scratch buffers).
 pub struct Lexer {
-    xlogx: Vec<f32>,
+    /// `c·log2(c)` for every count a scanned string can reach.
+    xlogx: Box<[f32; MAX_SCAN + 1]>,
+    /// `log2(n)` (as `f32::log2` gives it) for every length a scanned string can have.
+    log2: Box<[f32; MAX_SCAN + 1]>,
     counts: Box<[u32; 256]>,
     /// The distinct bytes of the string being profiled, in order of first appearance (one
     /// spare place: a byte is written before it is known to be new).
-    distinct: Box<[u8; 257]>,
+    /// Twice as long as it needs to be, so that the place can be masked into range
+    /// instead of checked.
+    distinct: Box<[u8; 512]>,
     scratch: Vec<u8>,
     scratch2: Vec<u8>,
     /// Every marker of every class in one automaton; `class[pattern]` says which class.
@@ -388,15 +393,12 @@ fn internal_host(h: &[u8]) -> bool {
 impl Lexer {
     /// A scanner with its tables built.
     pub fn new() -> Self {
-        let xlogx = (0..=MAX_SCAN)
-            .map(|c| {
-                if c == 0 {
-                    0.0
-                } else {
-                    (c as f64 * (c as f64).log2()) as f32
-                }
-            })
-            .collect();
+        let mut xlogx = Box::new([0.0f32; MAX_SCAN + 1]);
+        let mut log2 = Box::new([0.0f32; MAX_SCAN + 1]);
+        for c in 1..=MAX_SCAN {
+            xlogx[c] = (c as f64 * (c as f64).log2()) as f32;
+            log2[c] = (c as f32).log2();
+        }
         let mut patterns = Vec::new();
         let mut class = Vec::new();
         for (c, list) in [SQLI, XSS, TRAVERSAL, CMD].into_iter().enumerate() {
@@ -441,8 +443,9 @@ impl Lexer {
             .collect();
         Self {
             xlogx,
+            log2,
             counts: Box::new([0; 256]),
-            distinct: Box::new([0; 257]),
+            distinct: Box::new([0; 512]),
             scratch: Vec::with_capacity(1024),
             scratch2: Vec::with_capacity(1024),
             markers,
@@ -469,7 +472,7 @@ impl Lexer {
             let n = self.counts[c as usize];
             self.counts[c as usize] = n + 1;
             // Written every time, kept only at the byte's first appearance.
-            self.distinct[kinds] = c;
+            self.distinct[kinds & 511] = c;
             kinds += usize::from(n == 0);
         }
         let mut digits = 0u32;
@@ -485,7 +488,7 @@ impl Lexer {
         let mut sum = 0.0f32;
         for &c in &self.distinct[..kinds] {
             let n = self.counts[c as usize];
-            sum += self.xlogx[n as usize];
+            sum += self.xlogx[(n as usize).min(MAX_SCAN)];
             let class = CLASS[c as usize];
             digits += u32::from(class & DIGIT) * n;
             spec += u32::from(class & special != 0) * n;
@@ -499,7 +502,7 @@ impl Lexer {
             || (pair_possible && holds_doubled_marker(s))
             || self.holds_quiet_marker(s, quiet, upper);
         let n = s.len() as f32;
-        let entropy = (n.log2() - sum / n).max(0.0);
+        let entropy = (self.log2[s.len()] - sum / n).max(0.0);
         (entropy, digits as f32 / n, spec as f32 / n, sus)
     }
 
