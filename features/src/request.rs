@@ -157,16 +157,10 @@ pub struct Lexer {
     /// Every marker of every class in one automaton; `class[pattern]` says which class.
     markers: AhoCorasick,
     class: Vec<u8>,
-    /// Each marker that has no [`suspicious`] byte and no doubled `.`, `&` or `-` (see
-    /// [`Lexer::profile`]): its bytes as a set of [`quiet_bits`](Self::quiet_bits) (a
-    /// string can hold the marker only when it holds every one of them, in either case)
-    /// and a finder for it.
+    /// Each [quiet](is_quiet) marker: its bytes as a set of [`BYTE_BITS`] (a string can
+    /// hold the marker only when it holds every one of them, in either case) and a finder
+    /// for it.
     quiet_markers: Vec<(u64, memmem::Finder<'static>)>,
-    /// For each byte, its bit among the quiet markers' bytes (upper and lower case share
-    /// one; bytes in no quiet marker have none). The quiet markers use fewer than 64
-    /// distinct bytes, so a string's share of them is one word, gathered in the loop over
-    /// its distinct bytes that [`profile`](Self::profile) runs anyway.
-    quiet_bits: Box<[u64; 256]>,
 }
 
 /// Bytes whose doubling (`..`, `&&`, `--`) starts a marker, though each alone is benign.
@@ -236,8 +230,7 @@ const DIGIT: u8 = 1;
 const SPECIAL_PATH: u8 = 2;
 const SPECIAL_QUERY: u8 = 4;
 const SPECIAL_BODY: u8 = 8;
-const SUSPICIOUS: u8 = 16;
-const UPPER: u8 = 32;
+const DOUBLED: u8 = 16;
 /// `b` when `on`, else 0.
 const fn bit(on: bool, b: u8) -> u8 {
     if on { b } else { 0 }
@@ -251,8 +244,72 @@ static CLASS: [u8; 256] = {
             | bit(is_special_path(c), SPECIAL_PATH)
             | bit(is_special_query(c), SPECIAL_QUERY)
             | bit(is_special_body(c), SPECIAL_BODY)
-            | bit(suspicious(c), SUSPICIOUS)
-            | bit(c.is_ascii_uppercase(), UPPER);
+            | bit(doubled_marker(c), DOUBLED);
+        i += 1;
+    }
+    t
+};
+
+/// Whether a marker is quiet: it has no [`suspicious`] byte and no doubled `.`, `&` or
+/// `-`, so the cheap tests of [`Lexer::profile`] cannot see it coming, and it is looked
+/// for by its bytes instead.
+const fn is_quiet(p: &[u8]) -> bool {
+    let mut i = 0;
+    while i < p.len() {
+        if suspicious(p[i]) || (i + 1 < p.len() && p[i] == p[i + 1] && doubled_marker(p[i])) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// [`BYTE_BITS`] of upper-case letters.
+const UPPER_BIT: u64 = 1 << 63;
+/// [`BYTE_BITS`] of [`suspicious`] bytes.
+const SUSPICIOUS_BIT: u64 = 1 << 62;
+
+/// What the profile scan ORs together over a string's distinct bytes, one word per byte:
+/// the byte's own bit among the quiet markers' bytes (upper and lower case share one;
+/// bytes in no quiet marker have none), and [`UPPER_BIT`] and [`SUSPICIOUS_BIT`]. The
+/// quiet markers use fewer than 62 distinct bytes, so one word says which of their bytes
+/// a string holds, and whether it holds a suspicious byte or an upper-case one.
+static BYTE_BITS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let lists = [SQLI, XSS, TRAVERSAL, CMD];
+    let mut next = 0;
+    let mut l = 0;
+    while l < lists.len() {
+        let mut k = 0;
+        while k < lists[l].len() {
+            let p = lists[l][k].as_bytes();
+            let mut j = 0;
+            while is_quiet(p) && j < p.len() {
+                let c = p[j].to_ascii_lowercase();
+                if t[c as usize] == 0 {
+                    assert!(
+                        next < 62,
+                        "the quiet markers use more than 62 distinct bytes"
+                    );
+                    t[c as usize] = 1 << next;
+                    t[c.to_ascii_uppercase() as usize] = 1 << next;
+                    next += 1;
+                }
+                j += 1;
+            }
+            k += 1;
+        }
+        l += 1;
+    }
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        if c.is_ascii_uppercase() {
+            t[i] |= UPPER_BIT;
+        }
+        if suspicious(c) {
+            t[i] |= SUSPICIOUS_BIT;
+        }
         i += 1;
     }
     t
@@ -409,34 +466,13 @@ impl Lexer {
             .match_kind(MatchKind::Standard)
             .build(&patterns)
             .expect("the marker patterns are valid");
-        // Markers that the cheap tests of `profile` (a suspicious byte, a doubled byte)
-        // cannot see coming are found by their bytes instead.
-        let quiet: Vec<&[u8]> = patterns
+        let quiet_markers = patterns
             .iter()
             .map(|p| p.as_bytes())
-            .filter(|p| !p.iter().any(|&c| suspicious(c)) && !holds_doubled_marker(p))
-            .collect();
-        // One bit per distinct (lower-case) byte of the quiet markers, in order of first
-        // appearance.
-        let mut quiet_bits = Box::new([0u64; 256]);
-        let mut next = 0u32;
-        for &c in quiet.iter().flat_map(|p| p.iter()) {
-            let c = c.to_ascii_lowercase();
-            if quiet_bits[usize::from(c)] == 0 {
-                assert!(
-                    next < 64,
-                    "the quiet markers use more than 64 distinct bytes"
-                );
-                quiet_bits[usize::from(c)] = 1 << next;
-                quiet_bits[usize::from(c.to_ascii_uppercase())] = 1 << next;
-                next += 1;
-            }
-        }
-        let quiet_markers = quiet
-            .iter()
+            .filter(|p| is_quiet(p))
             .map(|p| {
                 (
-                    p.iter().fold(0, |set, &c| set | quiet_bits[usize::from(c)]),
+                    p.iter().fold(0, |set, &c| set | BYTE_BITS[usize::from(c)]),
                     memmem::Finder::new(p).into_owned(),
                 )
             })
@@ -451,7 +487,6 @@ impl Lexer {
             markers,
             class,
             quiet_markers,
-            quiet_bits,
         }
     }
 
@@ -477,13 +512,12 @@ impl Lexer {
         }
         let mut digits = 0u32;
         let mut spec = 0u32;
-        let mut sus = false;
         // A lone `.`, `&` or `-` is benign and their doubles are markers, so the string is
         // only searched for a double when it holds two of one of them.
         let mut pair_possible = false;
-        // The quiet markers' bytes present, and whether any byte is upper case.
-        let mut quiet = 0u64;
-        let mut upper = false;
+        // The quiet markers' bytes present, and whether any byte is upper case or
+        // suspicious.
+        let mut bits = 0u64;
         // Summed in order of first appearance, one term per distinct byte.
         let mut sum = 0.0f32;
         for &c in &self.distinct[..kinds] {
@@ -492,29 +526,28 @@ impl Lexer {
             let class = CLASS[c as usize];
             digits += u32::from(class & DIGIT) * n;
             spec += u32::from(class & special != 0) * n;
-            sus |= class & SUSPICIOUS != 0;
-            upper |= class & UPPER != 0;
-            quiet |= self.quiet_bits[c as usize];
-            pair_possible |= n >= 2 && doubled_marker(c);
+            bits |= BYTE_BITS[c as usize];
+            pair_possible |= (n >= 2) & (class & DOUBLED != 0);
             self.counts[c as usize] = 0;
         }
-        sus = sus
+        let sus = bits & SUSPICIOUS_BIT != 0
             || (pair_possible && holds_doubled_marker(s))
-            || self.holds_quiet_marker(s, quiet, upper);
+            || self.holds_quiet_marker(s, bits);
         let n = s.len() as f32;
         let entropy = (self.log2[s.len()] - sum / n).max(0.0);
         (entropy, digits as f32 / n, spec as f32 / n, sus)
     }
 
     /// Whether `s` (with no suspicious byte, so nothing to decode) holds one of the quiet
-    /// markers once lower-cased. `quiet` holds the [`quiet_bits`](Self::quiet_bits) of
-    /// `s`'s bytes and `upper` whether any is upper case (as [`profile`](Self::profile)
-    /// found them); only markers whose bytes are all present are searched for.
-    fn holds_quiet_marker(&mut self, s: &[u8], quiet: u64, upper: bool) -> bool {
+    /// markers once lower-cased. `bits` holds the [`BYTE_BITS`] of `s`'s bytes (as
+    /// [`profile`](Self::profile) gathered them); only markers whose bytes are all
+    /// present are searched for.
+    fn holds_quiet_marker(&mut self, s: &[u8], bits: u64) -> bool {
+        let upper = bits & UPPER_BIT != 0;
         let mut lower = std::mem::take(&mut self.scratch);
         let mut folded = false;
         let found = self.quiet_markers.iter().any(|&(bytes, ref finder)| {
-            if bytes & !quiet != 0 {
+            if bytes & !bits != 0 {
                 return false;
             }
             if !upper {
