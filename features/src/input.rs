@@ -76,6 +76,8 @@ impl<'a> StrCol<'a> {
     /// nulls, and keys outside the dictionary.
     #[inline]
     pub fn key(&self, i: usize) -> Option<usize> {
+        // Three columns ask once per row: a call each costs more than the look-up.
+        #[inline(always)]
         fn k<K: arrow::datatypes::ArrowDictionaryKeyType>(
             d: &DictionaryArray<K>,
             v: &StringArray,
