@@ -140,6 +140,21 @@ pub struct Lexical {
     pub encoded_ratio: f32,
 }
 
+/// What [`Lexer::profile`] finds in one string.
+#[derive(Debug, Clone, Copy, Default)]
+struct ByteProfile {
+    /// Bits per byte.
+    entropy: f32,
+    /// Share of digits.
+    digit_ratio: f32,
+    /// Share of bytes special in the string's part of the request.
+    special_ratio: f32,
+    /// Whether the string may hold a marker and must be scanned for them.
+    scan: bool,
+    /// Whether the string holds a `%` (else decoding it only folds its case).
+    escaped: bool,
+}
+
 /// Reusable scanner (tables, finders and scratch buffers).
 pub struct Lexer {
     /// `c·log2(c)` for every count a scanned string can reach.
@@ -231,6 +246,9 @@ const SPECIAL_PATH: u8 = 2;
 const SPECIAL_QUERY: u8 = 4;
 const SPECIAL_BODY: u8 = 8;
 const DOUBLED: u8 = 16;
+/// [`BYTE_BITS`] of `%`.
+const PERCENT_BIT: u64 = 1 << 61;
+
 /// `b` when `on`, else 0.
 const fn bit(on: bool, b: u8) -> u8 {
     if on { b } else { 0 }
@@ -271,9 +289,10 @@ const SUSPICIOUS_BIT: u64 = 1 << 62;
 
 /// What the profile scan ORs together over a string's distinct bytes, one word per byte:
 /// the byte's own bit among the quiet markers' bytes (upper and lower case share one;
-/// bytes in no quiet marker have none), and [`UPPER_BIT`] and [`SUSPICIOUS_BIT`]. The
-/// quiet markers use fewer than 62 distinct bytes, so one word says which of their bytes
-/// a string holds, and whether it holds a suspicious byte or an upper-case one.
+/// bytes in no quiet marker have none), and [`UPPER_BIT`], [`SUSPICIOUS_BIT`] and
+/// [`PERCENT_BIT`]. The quiet markers use fewer than 61 distinct bytes, so one word says
+/// which of their bytes a string holds, and whether it holds a suspicious byte, an
+/// upper-case one or a `%`.
 static BYTE_BITS: [u64; 256] = {
     let mut t = [0u64; 256];
     let lists = [SQLI, XSS, TRAVERSAL, CMD];
@@ -288,8 +307,8 @@ static BYTE_BITS: [u64; 256] = {
                 let c = p[j].to_ascii_lowercase();
                 if t[c as usize] == 0 {
                     assert!(
-                        next < 62,
-                        "the quiet markers use more than 62 distinct bytes"
+                        next < 61,
+                        "the quiet markers use more than 61 distinct bytes"
                     );
                     t[c as usize] = 1 << next;
                     t[c.to_ascii_uppercase() as usize] = 1 << next;
@@ -310,6 +329,9 @@ static BYTE_BITS: [u64; 256] = {
         if suspicious(c) {
             t[i] |= SUSPICIOUS_BIT;
         }
+        if c == b'%' {
+            t[i] |= PERCENT_BIT;
+        }
         i += 1;
     }
     t
@@ -324,19 +346,25 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decodes (and `+` → space) into `out`, lower-cased.
-fn decode_lower(s: &[u8], out: &mut Vec<u8>) {
+/// `s` lower-cased, `+` as a space, into `out` (in place of its contents): what
+/// [`decode_lower`] makes of a string without a `%`, in one loop without branches.
+fn fold_lower(s: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    // The bytes before the first `%` only need folding: one loop without branches that
-    // the compiler can run many bytes at a time.
-    let mut i = memchr::memchr(b'%', s).unwrap_or(s.len());
-    out.extend(s[..i].iter().map(|&c| {
+    out.extend(s.iter().map(|&c| {
         if c == b'+' {
             b' '
         } else {
             c.to_ascii_lowercase()
         }
     }));
+}
+
+/// Percent-decodes (and `+` → space) into `out`, lower-cased.
+fn decode_lower(s: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    // The bytes before the first `%` only need folding.
+    let mut i = memchr::memchr(b'%', s).unwrap_or(s.len());
+    fold_lower(&s[..i], out);
     while i < s.len() {
         let c = s[i];
         if c == b'%'
@@ -495,10 +523,12 @@ impl Lexer {
     /// [`suspicious`] byte (`%` among them, for encoded forms), a doubled `.`, `&` or `-`,
     /// or one of the other markers in upper or lower case (see
     /// [`holds_quiet_marker`](Self::holds_quiet_marker)).
-    fn profile(&mut self, s: &[u8], special: u8) -> (f32, f32, f32, bool) {
+    fn profile(&mut self, s: &[u8], special: u8) -> ByteProfile {
+        // A `%` past the scanned part still counts as one (it is rare enough to look for).
+        let escaped_later = s.len() > MAX_SCAN && memchr::memchr(b'%', &s[MAX_SCAN..]).is_some();
         let s = &s[..s.len().min(MAX_SCAN)];
         if s.is_empty() {
-            return (0.0, 0.0, 0.0, false);
+            return ByteProfile::default();
         }
         // The byte loop only counts; everything else is worked out once per distinct byte
         // from its count (a string has a few dozen distinct bytes, and many more bytes).
@@ -534,8 +564,13 @@ impl Lexer {
             || (pair_possible && holds_doubled_marker(s))
             || self.holds_quiet_marker(s, bits);
         let n = s.len() as f32;
-        let entropy = (self.log2[s.len()] - sum / n).max(0.0);
-        (entropy, digits as f32 / n, spec as f32 / n, sus)
+        ByteProfile {
+            entropy: (self.log2[s.len()] - sum / n).max(0.0),
+            digit_ratio: digits as f32 / n,
+            special_ratio: spec as f32 / n,
+            scan: sus,
+            escaped: bits & PERCENT_BIT != 0 || escaped_later,
+        }
     }
 
     /// Whether `s` (with no suspicious byte, so nothing to decode) holds one of the quiet
@@ -579,10 +614,17 @@ impl Lexer {
         out.null_bytes += memchr::memchr_iter(0, s).take(64).count() as f32;
     }
 
-    /// Decodes `raw` (twice when it was double-encoded) and counts its markers.
-    fn scan(&mut self, raw: &[u8], out: &mut Lexical) {
+    /// Decodes `raw` (twice when it was double-encoded) and counts its markers. Without
+    /// a `%` (`escaped` false) decoding only folds the case, and cannot make a `%`.
+    fn scan(&mut self, raw: &[u8], escaped: bool, out: &mut Lexical) {
         let raw = &raw[..raw.len().min(MAX_SCAN)];
         let mut buf = std::mem::take(&mut self.scratch);
+        if !escaped {
+            fold_lower(raw, &mut buf);
+            self.markers(&buf, out);
+            self.scratch = buf;
+            return;
+        }
         decode_lower(raw, &mut buf);
         if memchr::memchr(b'%', &buf).is_some() {
             let mut buf2 = std::mem::take(&mut self.scratch2);
@@ -641,20 +683,20 @@ impl Lexer {
         out.query_len = q.len() as f32;
         out.body_len = b.len() as f32;
         out.path_depth = segments(p) as f32;
-        let (e, d, s, sus_p) = self.profile(p, SPECIAL_PATH);
+        let pp = self.profile(p, SPECIAL_PATH);
         (
             out.path_entropy,
             out.path_digit_ratio,
             out.path_special_ratio,
-        ) = (e, d, s);
-        let (e, d, s, sus_q) = self.profile(q, SPECIAL_QUERY);
+        ) = (pp.entropy, pp.digit_ratio, pp.special_ratio);
+        let qp = self.profile(q, SPECIAL_QUERY);
         (
             out.query_entropy,
             out.query_digit_ratio,
             out.query_special_ratio,
-        ) = (e, d, s);
-        let (e, _, s, sus_b) = self.profile(b, SPECIAL_BODY);
-        (out.body_entropy, out.body_special_ratio) = (e, s);
+        ) = (qp.entropy, qp.digit_ratio, qp.special_ratio);
+        let bp = self.profile(b, SPECIAL_BODY);
+        (out.body_entropy, out.body_special_ratio) = (bp.entropy, bp.special_ratio);
         // Percent escapes.
         let escapes = |s: &[u8]| {
             s.windows(3)
@@ -662,7 +704,7 @@ impl Lexer {
                 .count()
         };
         let pq = p.len() + q.len();
-        if pq > 0 && (memchr::memchr(b'%', p).is_some() || memchr::memchr(b'%', q).is_some()) {
+        if pq > 0 && (pp.escaped || qp.escaped) {
             out.encoded_ratio = (3 * (escapes(p) + escapes(q))) as f32 / pq as f32;
         }
         // Parameters.
@@ -713,14 +755,14 @@ impl Lexer {
             }
         }
         // Markers.
-        if sus_p {
-            self.scan(p, &mut out);
+        if pp.scan {
+            self.scan(p, pp.escaped, &mut out);
         }
-        if sus_q {
-            self.scan(q, &mut out);
+        if qp.scan {
+            self.scan(q, qp.escaped, &mut out);
         }
-        if sus_b {
-            self.scan(b, &mut out);
+        if bp.scan {
+            self.scan(b, bp.escaped, &mut out);
         }
         if let Some(ua) = user_agent {
             self.user_agent_markers(ua).add_to(&mut out);
@@ -747,7 +789,7 @@ impl Lexer {
         // Once per distinct user agent (see `request_features`): cheap enough to scan
         // every one whole.
         if !ua.is_empty() {
-            self.scan(ua, &mut out);
+            self.scan(ua, memchr::memchr(b'%', ua).is_some(), &mut out);
         }
         Markers {
             sqli: out.sqli,
@@ -848,7 +890,7 @@ mod tests {
         let mut l = Lexer::new();
         // Every byte value, then again: 256 distinct bytes, each twice (8 bits).
         let all: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
-        let (e, ..) = l.profile(&all, SPECIAL_BODY);
+        let e = l.profile(&all, SPECIAL_BODY).entropy;
         assert!((e - 8.0).abs() < 1e-5, "{e}");
         // A naive entropy over random strings, and the histogram left clear after each.
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -869,7 +911,7 @@ mod tests {
                 .filter(|&&k| k > 0.0)
                 .map(|&k| -(k / len as f64) * (k / len as f64).log2())
                 .sum();
-            let (e, ..) = l.profile(&s, SPECIAL_BODY);
+            let e = l.profile(&s, SPECIAL_BODY).entropy;
             assert!((f64::from(e) - naive).abs() < 1e-4, "{len}: {e} vs {naive}");
             assert!(l.counts.iter().all(|&k| k == 0));
         }
@@ -908,6 +950,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Escapes past the scanned part of a long string still count in the encoded share.
+    #[test]
+    fn escapes_past_the_scanned_part_count() {
+        let mut l = Lexer::new();
+        let path = format!("/{}%2e%2e", "a".repeat(MAX_SCAN + 100));
+        let f = l.features(&path, None, None, None);
+        assert_eq!(f.encoded_ratio, 6.0 / path.len() as f32);
+        let f = l.features("/a", Some(&path), None, None);
+        assert_eq!(f.encoded_ratio, 6.0 / (path.len() + 2) as f32);
     }
 
     /// The decoder against a byte-at-a-time definition, on random strings thick with
@@ -1005,7 +1058,14 @@ mod tests {
                         .any(|t| t.windows(m.len()).any(|w| w == m.as_bytes()))
                 });
                 for special in [SPECIAL_PATH, SPECIAL_QUERY, SPECIAL_BODY] {
-                    let (_, d, sp, sus) = l.profile(&s, special);
+                    let ByteProfile {
+                        digit_ratio: d,
+                        special_ratio: sp,
+                        scan: sus,
+                        escaped,
+                        ..
+                    } = l.profile(&s, special);
+                    assert_eq!(escaped, s.contains(&b'%'), "{s:?}");
                     let n = s.len().max(1) as f32;
                     let digits = s.iter().filter(|c| c.is_ascii_digit()).count();
                     let specials = s.iter().filter(|&&c| CLASS[c as usize] & special != 0);
