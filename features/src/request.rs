@@ -4,8 +4,8 @@
 //! Cheap first: sizes, classes and entropy are one pass over each string with a table of
 //! `c·log2(c)`; the marker search (percent-decoding, lower-casing, substring search) only
 //! runs on strings that could hold a marker: with a byte most injections need (a quote,
-//! `<`, `%`, …), a doubled `.`, `&` or `-`, or one of the markers made of none of those
-//! (`/etc/passwd`, `whoami`, …) found in them directly.
+//! `<`, `%`, …), a doubled `.`, `&`, `-` or `{`, or one of the markers made of none of
+//! those (`/etc/passwd`, `whoami`, …) found in them directly.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use memchr::memmem;
@@ -178,12 +178,14 @@ pub struct Lexer {
     quiet_markers: Vec<(u64, memmem::Finder<'static>)>,
 }
 
-/// Bytes whose doubling (`..`, `&&`, `--`) starts a marker, though each alone is benign.
+/// Bytes whose doubling (`..`, `&&`, `--`, `{{`) starts a marker, though each alone is
+/// benign. A `{` opens every JSON body, so as a [`suspicious`] byte it would send every
+/// JSON body to the marker search.
 const fn doubled_marker(c: u8) -> bool {
-    matches!(c, b'.' | b'&' | b'-')
+    matches!(c, b'.' | b'&' | b'-' | b'{')
 }
 
-/// Whether `s` holds `..`, `&&` or `--`.
+/// Whether `s` holds `..`, `&&`, `--` or `{{`.
 fn holds_doubled_marker(s: &[u8]) -> bool {
     s.windows(2).any(|w| w[0] == w[1] && doubled_marker(w[0]))
 }
@@ -217,26 +219,15 @@ const fn is_special_body(c: u8) -> bool {
             b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"' | b'.' | b'-' | b'_' | b'@'
         ))
 }
-/// Bytes without which none of the markers can occur (raw or percent-encoded).
+/// Bytes without which none of the markers can occur (raw or percent-encoded), but for
+/// the markers found by a doubled byte ([`doubled_marker`]) and the [quiet](is_quiet) ones.
+/// A double quote is not among them, though two markers hold one (`" or `, `$gt"`): each
+/// also holds a space or a `$`, and JSON bodies are full of double quotes.
 #[inline]
 const fn suspicious(c: u8) -> bool {
     matches!(
         c,
-        b'\''
-            | b'"'
-            | b'<'
-            | b'>'
-            | b';'
-            | b'|'
-            | b'$'
-            | b'`'
-            | b'('
-            | b'\\'
-            | b'{'
-            | b'%'
-            | b'+'
-            | b' '
-            | 0
+        b'\'' | b'<' | b'>' | b';' | b'|' | b'$' | b'`' | b'(' | b'\\' | b'%' | b'+' | b' ' | 0
     )
 }
 
@@ -268,7 +259,7 @@ static CLASS: [u8; 256] = {
     t
 };
 
-/// Whether a marker is quiet: it has no [`suspicious`] byte and no doubled `.`, `&` or
+/// Whether a marker is quiet: it has no [`suspicious`] byte and no doubled `.`, `&`, `{` or
 /// `-`, so the cheap tests of [`Lexer::profile`] cannot see it coming, and it is looked
 /// for by its bytes instead.
 const fn is_quiet(p: &[u8]) -> bool {
@@ -520,7 +511,7 @@ impl Lexer {
 
     /// Entropy (bits/byte), digit count and special count of `s` under `special`, and
     /// whether `s` may hold a marker and must be scanned for them: when it holds a
-    /// [`suspicious`] byte (`%` among them, for encoded forms), a doubled `.`, `&` or `-`,
+    /// [`suspicious`] byte (`%` among them, for encoded forms), a doubled `.`, `&`, `-` or `{`,
     /// or one of the other markers in upper or lower case (see
     /// [`holds_quiet_marker`](Self::holds_quiet_marker)).
     fn profile(&mut self, s: &[u8], special: u8) -> ByteProfile {
@@ -1011,15 +1002,17 @@ mod tests {
     fn profile_counts_match_their_definitions() {
         let mut l = Lexer::new();
         let every_marker: Vec<&str> = [SQLI, XSS, TRAVERSAL, CMD].concat();
-        // Alphabets where `..`, `&&`, `--`, lone dots, ampersands and dashes, digits,
+        // Alphabets where `..`, `&&`, `--`, `{{`, lone dots, ampersands, dashes and braces, digits,
         // specials, suspicious bytes, upper case and markers made of none of those
         // (`whoami`, `/*`, `win.ini`, `onload=`) all come up often.
-        let alphabets: [&[u8]; 5] = [
+        let alphabets: [&[u8]; 6] = [
             b".&a1-",
             b".&/-_9%<'",
             b"ab.&=+ {}\"0",
             b"whoamiWHOAMI/*",
             b"win.ionlad=",
+            // JSON without spaces: `{{`, `${` and double quotes next to anything.
+            b"{\"}:a1$,",
         ];
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut scanned = [0usize; 2];
@@ -1075,7 +1068,8 @@ mod tests {
                     assert!(sus || !holds_marker, "{s:?}");
                     // … and no search without a reason for it.
                     let reason = s.iter().any(|&c| suspicious(c))
-                        || s.windows(2).any(|w| w == b".." || w == b"&&" || w == b"--")
+                        || s.windows(2)
+                            .any(|w| w == b".." || w == b"&&" || w == b"--" || w == b"{{")
                         || holds_marker;
                     assert!(reason || !sus, "{s:?}");
                     scanned[usize::from(sus)] += 1;
