@@ -998,6 +998,28 @@ mod tests {
         }
     }
 
+    /// Every marker, each byte percent-encoded once or twice, is still counted; and the
+    /// benign URL around it alone counts nothing.
+    #[test]
+    fn every_encoded_marker_is_counted() {
+        let mut l = Lexer::new();
+        let count = |f: &Lexical, class: usize| [f.sqli, f.xss, f.traversal, f.cmd][class];
+        let url = "https%3A%2F%2Fcdn.example%2Fp%2F1.jpg";
+        let plain = l.features("/x", Some(&format!("u={url}")), None, None);
+        assert_eq!(plain.sqli + plain.xss + plain.traversal + plain.cmd, 0.0);
+        for (class, list) in [SQLI, XSS, TRAVERSAL, CMD].into_iter().enumerate() {
+            for m in list {
+                let once: String = m.bytes().map(|c| format!("%{c:02X}")).collect();
+                let twice = once.replace('%', "%25");
+                for enc in [once, twice] {
+                    let q = format!("u={url}&v={enc}");
+                    let f = l.features("/x", Some(&q), None, None);
+                    assert!(count(&f, class) >= 1.0, "{m:?} as {enc:?} was not counted");
+                }
+            }
+        }
+    }
+
     #[test]
     fn profile_counts_match_their_definitions() {
         let mut l = Lexer::new();
