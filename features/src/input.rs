@@ -74,9 +74,9 @@ impl<'a> StrCol<'a> {
 
     /// The dictionary key of row `i` (for per-value caches); `None` for plain columns,
     /// nulls, and keys outside the dictionary.
-    #[inline]
+    // Three columns ask once per row: a call each costs more than the look-up.
+    #[inline(always)]
     pub fn key(&self, i: usize) -> Option<usize> {
-        // Three columns ask once per row: a call each costs more than the look-up.
         #[inline(always)]
         fn k<K: arrow::datatypes::ArrowDictionaryKeyType>(
             d: &DictionaryArray<K>,
