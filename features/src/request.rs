@@ -162,10 +162,9 @@ pub struct Lexer {
     /// `log2(n)` (as `f32::log2` gives it) for every length a scanned string can have.
     log2: Box<[f32; MAX_SCAN + 1]>,
     counts: Box<[u32; 256]>,
-    /// The distinct bytes of the string being profiled, in order of first appearance (one
-    /// spare place: a byte is written before it is known to be new).
-    /// Twice as long as it needs to be, so that the place can be masked into range
-    /// instead of checked.
+    /// The distinct bytes of the string being profiled, in order of first appearance. A
+    /// byte is written before it is known to be new, at a place masked into range instead
+    /// of checked, so there are twice as many places as the 256 distinct bytes need.
     distinct: Box<[u8; 512]>,
     scratch: Vec<u8>,
     scratch2: Vec<u8>,
@@ -352,8 +351,7 @@ fn fold_lower(s: &[u8], out: &mut Vec<u8>) {
 
 /// Percent-decodes (and `+` → space) into `out`, lower-cased.
 fn decode_lower(s: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    // The bytes before the first `%` only need folding.
+    // The bytes before the first `%` only need folding (which also empties `out`).
     let mut i = memchr::memchr(b'%', s).unwrap_or(s.len());
     fold_lower(&s[..i], out);
     while i < s.len() {
@@ -533,8 +531,8 @@ impl Lexer {
         }
         let mut digits = 0u32;
         let mut spec = 0u32;
-        // A lone `.`, `&` or `-` is benign and their doubles are markers, so the string is
-        // only searched for a double when it holds two of one of them.
+        // A lone `.`, `&`, `-` or `{` is benign and their doubles are markers, so the string
+        // is only searched for a double when it holds two of one of them.
         let mut pair_possible = false;
         // The quiet markers' bytes present, and whether any byte is upper case or
         // suspicious.
@@ -824,6 +822,14 @@ impl Markers {
 mod tests {
     use super::*;
 
+    /// The next value of a xorshift generator: random strings that repeat from run to run.
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     #[test]
     fn benign_requests_have_no_markers() {
         let mut l = Lexer::new();
@@ -853,12 +859,7 @@ mod tests {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         for len in 0..400usize {
             let s: Vec<u8> = (0..len % 40)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    b"//:a."[(x % 5) as usize]
-                })
+                .map(|_| b"//:a."[(xorshift(&mut x) % 5) as usize])
                 .collect();
             let text = std::str::from_utf8(&s).expect("ascii");
             for needle in [&b"//"[..], b"://", b"a:"] {
@@ -887,13 +888,8 @@ mod tests {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         for len in 1..300usize {
             let s: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    // Few distinct values in short strings, many in long ones.
-                    (x % (len as u64).min(256)) as u8
-                })
+                // Few distinct values in short strings, many in long ones.
+                .map(|_| (xorshift(&mut x) % (len as u64).min(256)) as u8)
                 .collect();
             let mut n = [0f64; 256];
             s.iter().for_each(|&c| n[c as usize] += 1.0);
@@ -986,12 +982,7 @@ mod tests {
         let mut out = Vec::new();
         for len in 0..300usize {
             let s: Vec<u8> = (0..len % 60)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    alphabet[(x % alphabet.len() as u64) as usize]
-                })
+                .map(|_| alphabet[(xorshift(&mut x) % alphabet.len() as u64) as usize])
                 .collect();
             decode_lower(&s, &mut out);
             assert_eq!(out, plain(&s), "{:?}", String::from_utf8_lossy(&s));
@@ -1040,12 +1031,7 @@ mod tests {
         let mut scanned = [0usize; 2];
         for alphabet in alphabets {
             for len in 0..200usize {
-                let mut next = || {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x
-                };
+                let mut next = || xorshift(&mut x);
                 let mut s: Vec<u8> = (0..len)
                     .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                     .collect();
