@@ -270,6 +270,10 @@ const PIPELINE: usize = 3;
 /// of over a hundred columns per chunk.
 const RUN: usize = 4 * CHUNK;
 
+/// At most this many bytes of each plain string column's text are asked for per chunk
+/// ahead of the chunk: bodies can be long, and the lexer reads only their start.
+const TEXT_AHEAD: usize = 4096;
+
 /// A bucket of one span and the event times it covers, `start..end` (µs).
 #[derive(Debug, Clone, Copy)]
 struct BucketMemo {
@@ -838,6 +842,12 @@ impl FeatureStage {
     ) {
         arena.clear();
         pre.clear();
+        // The input columns, ahead of the rows that will read them: the row lines two
+        // chunks ahead, the text of the next chunk (whose offsets were asked for here a
+        // chunk ago).
+        let next = (c + 1) * CHUNK;
+        cols.prefetch_rows((next + CHUNK).min(rows), (next + 2 * CHUNK).min(rows));
+        cols.prefetch_text(next.min(rows), (next + CHUNK).min(rows), TEXT_AHEAD);
         for i in c * CHUNK..((c + 1) * CHUNK).min(rows) {
             pre.push(self.prepare(cols, cache, i, arena));
         }
