@@ -12,9 +12,10 @@
 //!   first written, so one TLB entry covers 2 MiB of state instead of 4 KiB. Where the
 //!   kernel does not support it, the call fails and nothing else happens.
 //!
-//! This is the only module of the crate that may use `unsafe`, for two things: the x86-64
-//! prefetch instruction, which Rust exposes only as an `unsafe` intrinsic, and the
-//! `madvise` system call. Elsewhere both hints do nothing.
+//! This module may use `unsafe` for two things: the x86-64 prefetch instruction, which
+//! Rust exposes only as an `unsafe` intrinsic, and the `madvise` system call. Elsewhere
+//! both hints do nothing. The only other `unsafe` in the crate is the SSE2 sketch merge
+//! in [`crate::hll`], which computes on values only.
 
 #![allow(unsafe_code)]
 

@@ -246,9 +246,7 @@ impl<B: Copy + Default> Rings<B> {
 
     fn rebuild(&mut self, slot: usize, s: usize, f: usize) {
         let base = self.sk(slot, s, f);
-        let merged = self.words[base..base + self.n]
-            .iter()
-            .fold(0, |a, &b| hll::merge(a, b));
+        let merged = hll::merge_all(&self.words[base..base + self.n]);
         if merged != self.words[base + self.n] {
             self.words[base + self.n] = merged;
             self.set_estimate(slot, s, f, hll::estimate(merged));
