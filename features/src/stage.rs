@@ -15,7 +15,9 @@
 //! involved, so running it ahead changes nothing) and its lexical features (a pure
 //! function of its strings, computed for the whole chunk in one loop so the lexer's code
 //! and tables are not evicted by the window code between rows) and asks the cache for the
-//! index lines the keys hash to; a chunk later, the keys are looked up there and the cache
+//! index lines the keys hash to, and for the input columns' lines of the chunks after it
+//! (the columns are read in order, but too slowly for the hardware prefetchers to follow
+//! them); a chunk later, the keys are looked up there and the cache
 //! is asked for the state they point to, for the samples of upcoming evictions and for the
 //! state of their predicted victims; a chunk later still, the events run in order, against
 //! state that arrived while the chunk before was computed (see [`crate::mem`]).
