@@ -252,6 +252,7 @@ fn span<T>(s: &[T], start: usize, end: usize) {
     }
 }
 
+/// Asks the cache for rows `start..end` of an optional primitive column.
 fn values<T: arrow::datatypes::ArrowPrimitiveType>(
     a: &Option<arrow::array::PrimitiveArray<T>>,
     start: usize,

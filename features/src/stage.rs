@@ -272,8 +272,10 @@ const PIPELINE: usize = 3;
 /// of over a hundred columns per chunk.
 const RUN: usize = 4 * CHUNK;
 
-/// At most this many bytes of each plain string column's text are asked for per chunk
-/// ahead of the chunk: bodies can be long, and the lexer reads only their start.
+/// At most this many bytes of each plain string column's text are asked for per chunk,
+/// ahead of the chunk. That covers a chunk's paths and queries and most of its bodies,
+/// but not the rare body of many kilobytes, whose lines would push out state the events
+/// are about to read.
 const TEXT_AHEAD: usize = 4096;
 
 /// A bucket of one span and the event times it covers, `start..end` (µs).
