@@ -41,12 +41,6 @@ pub fn insert(sketch: u64, idx: u32, rank: u64) -> u64 {
     }
 }
 
-/// Register-wise maximum of two packed sketches.
-#[inline]
-pub fn merge(a: u64, b: u64) -> u64 {
-    merge_swar(a, b)
-}
-
 /// Register-wise maximum of several packed sketches (0 for none).
 #[inline]
 pub fn merge_all(sketches: &[u64]) -> u64 {
@@ -56,7 +50,7 @@ pub fn merge_all(sketches: &[u64]) -> u64 {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        sketches.iter().fold(0, |a, &b| merge_swar(a, b))
+        sketches.iter().fold(0, |a, &b| merge(a, b))
     }
 }
 
@@ -96,9 +90,10 @@ mod vector {
     }
 }
 
-/// [`merge`] of two sketches in bit operations.
+/// Register-wise maximum of two packed sketches, in bit operations (what [`merge_all`]
+/// does where there is no SSE2).
 #[inline]
-fn merge_swar(a: u64, b: u64) -> u64 {
+pub fn merge(a: u64, b: u64) -> u64 {
     // Spread even and odd nibbles into bytes so a byte-wise SWAR max (values < 128) works.
     const LO: u64 = 0x0F0F_0F0F_0F0F_0F0F;
     #[inline]

@@ -29,8 +29,9 @@ pub fn ln_1p(x: f64) -> f32 {
     let bits = y.to_bits();
     // The mantissa as a number in [1, 2), moved to [√½, √2) by halving it (one less in the
     // exponent field, exact) when it is above √2. Positive doubles order as their bits do,
-    // so this is integer work without a branch: the inputs fall on either side about as
-    // often, and a branch would be mispredicted about half the time.
+    // so this is integer work without a branch. Sizes and latencies spread over orders of
+    // magnitude put about half their mantissas above √2, so a branch here would be hard
+    // to predict.
     let mbits = (bits & ((1u64 << 52) - 1)) | (1023u64 << 52);
     let above = u64::from(mbits > std::f64::consts::SQRT_2.to_bits());
     let m = f64::from_bits(mbits - (above << 52));

@@ -292,8 +292,9 @@ static BYTE_BITS: [u64; 256] = {
         let mut k = 0;
         while k < lists[l].len() {
             let p = lists[l][k].as_bytes();
-            let mut j = 0;
-            while is_quiet(p) && j < p.len() {
+            // A marker that is not quiet gives no bytes (its loop runs zero times).
+            let mut j = if is_quiet(p) { 0 } else { p.len() };
+            while j < p.len() {
                 let c = p[j].to_ascii_lowercase();
                 if t[c as usize] == 0 {
                     assert!(
@@ -336,17 +337,21 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// `s` lower-cased, `+` as a space, into `out` (in place of its contents): what
+/// A byte as the marker search reads it outside an escape: lower-cased, `+` as a space.
+#[inline]
+fn fold_byte(c: u8) -> u8 {
+    if c == b'+' {
+        b' '
+    } else {
+        c.to_ascii_lowercase()
+    }
+}
+
+/// `s` folded byte by byte ([`fold_byte`]) into `out` (in place of its contents): what
 /// [`decode_lower`] makes of a string without a `%`, in one loop without branches.
 fn fold_lower(s: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    out.extend(s.iter().map(|&c| {
-        if c == b'+' {
-            b' '
-        } else {
-            c.to_ascii_lowercase()
-        }
-    }));
+    out.extend(s.iter().map(|&c| fold_byte(c)));
 }
 
 /// Percent-decodes (and `+` → space) into `out`, lower-cased.
@@ -364,11 +369,7 @@ fn decode_lower(s: &[u8], out: &mut Vec<u8>) {
             i += 3;
             continue;
         }
-        out.push(if c == b'+' {
-            b' '
-        } else {
-            c.to_ascii_lowercase()
-        });
+        out.push(fold_byte(c));
         i += 1;
     }
 }
@@ -507,10 +508,11 @@ impl Lexer {
         }
     }
 
-    /// Entropy (bits/byte), digit count and special count of `s` under `special`, and
-    /// whether `s` may hold a marker and must be scanned for them: when it holds a
-    /// [`suspicious`] byte (`%` among them, for encoded forms), a doubled `.`, `&`, `-` or `{`,
-    /// or one of the other markers in upper or lower case (see
+    /// The [`ByteProfile`] of `s` (its first `MAX_SCAN` bytes) under `special`: entropy
+    /// (bits/byte), digit and special shares, whether it holds a `%` (anywhere), and
+    /// whether it may hold a marker and must be scanned for them: when it holds a
+    /// [`suspicious`] byte (`%` among them, for encoded forms), a doubled `.`, `&`, `-` or
+    /// `{`, or one of the other markers in upper or lower case (see
     /// [`holds_quiet_marker`](Self::holds_quiet_marker)).
     fn profile(&mut self, s: &[u8], special: u8) -> ByteProfile {
         // A `%` past the scanned part still counts as one (it is rare enough to look for).
