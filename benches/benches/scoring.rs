@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{full_run, shifted, simulator};
-use gatewatch_features::{FeatureConfig, FeatureStage};
-use gatewatch_ingest::{EventBuilder, Format, Provenance};
+use gatewatch_benches::{feature_batches, full_run, shifted};
 use gatewatch_models::content::{ContentConfig, ContentProfiles};
 use gatewatch_models::stream::{DEFAULT_PROFILE_FEATURES, Reservoir, Trainer, TrainerConfig};
 use gatewatch_scoring::incidents::IncidentConfig;
@@ -25,25 +23,6 @@ use gatewatch_scoring::scorer::ScoringConfig;
 use gatewatch_scoring::stage::ScoringStage;
 
 const BATCH: usize = 8192;
-
-/// `n` simulated events through a fresh feature stage, in pipeline-sized batches.
-fn feature_batches(n: usize) -> Vec<RecordBatch> {
-    let mut sim = simulator();
-    let mut stage = FeatureStage::new(FeatureConfig::default()).expect("default config");
-    let mut out = Vec::new();
-    let mut b = EventBuilder::with_capacity(BATCH);
-    for i in 0..n {
-        b.append(
-            Format::Json,
-            &sim.next_event().to_access_event(),
-            &Provenance::None,
-        );
-        if b.len() == BATCH || i + 1 == n {
-            out.push(stage.process(&b.finish()).expect("features"));
-        }
-    }
-    out
-}
 
 /// The `f_` feature columns of a batch, by name.
 fn feature_names(batch: &RecordBatch) -> Vec<String> {
@@ -148,7 +127,7 @@ fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordB
 
 fn bench_scoring(c: &mut Criterion) {
     let n = if full_run() { 240_000 } else { 2 * BATCH };
-    let mut batches = feature_batches(n);
+    let mut batches = feature_batches(n, BATCH);
     let test = batches.split_off(batches.len() / 2);
     let input = with_model_scores(&batches, &test);
     let events: usize = input.iter().map(RecordBatch::num_rows).sum();

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::TimestampMicrosecondType;
-use gatewatch_ingest::Format;
+use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::schema::col;
+use gatewatch_ingest::{EventBuilder, Format, Provenance};
 use gatewatch_simulator::{SimConfig, Simulator, render};
 
 /// Start of simulated time for every bench corpus (fixed, so corpora are identical run to
@@ -29,6 +30,27 @@ pub fn corpus(format: Format, n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * 320);
     for _ in 0..n {
         render(sim.next_event(), format, &mut out);
+    }
+    out
+}
+
+/// `n` simulated events (the [`simulator`]'s) through a fresh feature stage with its
+/// default configuration, in batches of `batch` rows: what the engine hands the models and
+/// the scoring stage, learned endpoint templates included.
+pub fn feature_batches(n: usize, batch: usize) -> Vec<RecordBatch> {
+    let mut sim = simulator();
+    let mut stage = FeatureStage::new(FeatureConfig::default()).expect("default config");
+    let mut out = Vec::new();
+    let mut b = EventBuilder::with_capacity(batch);
+    for i in 0..n {
+        b.append(
+            Format::Json,
+            &sim.next_event().to_access_event(),
+            &Provenance::None,
+        );
+        if b.len() == batch || i + 1 == n {
+            out.push(stage.process(&b.finish()).expect("features"));
+        }
     }
     out
 }

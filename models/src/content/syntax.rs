@@ -58,13 +58,52 @@ impl Lang {
 /// Most distinct pieces of evidence remembered for the explanation.
 const MAX_TAGS: usize = 6;
 
-/// What [`analyse`] found in one value. Plain data, no heap.
+/// What [`analyse`] found in one value. Plain data, no heap, and small: scoring copies
+/// it into memo tables and into each request's worst finding, so the tags are kept as
+/// numbers ([`tag_number`]) rather than as 16-byte string references.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyntaxEvidence {
     /// Points per language (index: Sql, Script, Shell, Path, NoSql, Generic).
     points: [f32; 6],
     prose: f32,
-    tags: [Option<(Lang, &'static str)>; MAX_TAGS],
+    /// Tag numbers in the order found; 0 ends the list.
+    tags: [u8; MAX_TAGS],
+    /// The language each tag was found as.
+    tag_langs: [Option<Lang>; MAX_TAGS],
+}
+
+/// Every tag [`SyntaxEvidence::add`] has been given, numbered from 1 in order of first
+/// use. Tags are string literals at the call sites below, so the table stays as short as
+/// their list (well under 255); a tag past 255 would go unnamed in explanations, its
+/// points still counted.
+static TAG_NAMES: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+
+/// The number of `tag` in [`TAG_NAMES`], added when new; `None` when the table is full.
+fn tag_number(tag: &'static str) -> Option<u8> {
+    let find = |names: &[&'static str]| names.iter().position(|n| *n == tag);
+    let numbered = |i: usize| u8::try_from(i + 1).ok();
+    // A poisoned lock still holds a valid table: it is only ever appended to.
+    if let Some(i) = find(&TAG_NAMES.read().unwrap_or_else(|e| e.into_inner())) {
+        return numbered(i);
+    }
+    let mut names = TAG_NAMES.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = find(&names) {
+        return numbered(i);
+    }
+    if names.len() >= usize::from(u8::MAX) {
+        return None;
+    }
+    names.push(tag);
+    numbered(names.len() - 1)
+}
+
+/// The tag numbered `n` by [`tag_number`].
+fn tag_name(n: u8) -> &'static str {
+    let names = TAG_NAMES.read().unwrap_or_else(|e| e.into_inner());
+    names
+        .get(usize::from(n).wrapping_sub(1))
+        .copied()
+        .unwrap_or("")
 }
 
 fn idx(l: Lang) -> usize {
@@ -84,11 +123,15 @@ const CAPS: [f32; 6] = [14.0, 14.0, 8.0, 8.0, 8.0, 4.0];
 impl SyntaxEvidence {
     fn add(&mut self, lang: Lang, pts: f32, tag: &'static str) {
         self.points[idx(lang)] += pts;
-        if self.tags.iter().flatten().any(|t| t.1 == tag) {
+        let Some(n) = tag_number(tag) else {
+            return;
+        };
+        if self.tags.contains(&n) {
             return;
         }
-        if let Some(slot) = self.tags.iter_mut().find(|t| t.is_none()) {
-            *slot = Some((lang, tag));
+        if let Some(slot) = self.tags.iter().position(|&t| t == 0) {
+            self.tags[slot] = n;
+            self.tag_langs[slot] = Some(lang);
         }
     }
 
@@ -138,12 +181,15 @@ impl SyntaxEvidence {
         };
         out.push_str(main.name());
         let mut first = true;
-        for (lang, tag) in self.tags.iter().flatten() {
-            if *lang != main && *lang != Lang::Generic {
+        for (&n, &lang) in self.tags.iter().zip(&self.tag_langs) {
+            let Some(lang) = lang.filter(|_| n != 0) else {
+                break;
+            };
+            if lang != main && lang != Lang::Generic {
                 continue;
             }
             out.push_str(if first { " " } else { ", " });
-            out.push_str(tag);
+            out.push_str(tag_name(n));
             first = false;
         }
     }
@@ -517,8 +563,17 @@ fn lex(s: &[u8], toks: &mut Vec<Tok>) {
 
 /// Evidence that needs no tokens: substrings and punctuation density.
 fn char_level(s: &[u8], ev: &mut SyntaxEvidence) {
-    let has = |needle: &[u8]| memfind(s, needle).is_some();
-    let count = |needle: &[u8]| memcount(s, needle);
+    // Most values (ids, numbers, words) hold none of the bytes the needles below need, so
+    // one pass that notes the bytes present spares each search that cannot succeed.
+    let present = ByteSet::of(s);
+    let has = |needle: &[u8]| present.has_all(needle) && memfind(s, needle).is_some();
+    let count = |needle: &[u8]| {
+        if present.has_all(needle) {
+            memcount(s, needle)
+        } else {
+            0
+        }
+    };
 
     let climbs = count(b"../") + count(b"..\\") + count(b"..%2f") + count(b"..%5c");
     if climbs > 0 {
@@ -545,7 +600,12 @@ fn char_level(s: &[u8], ev: &mut SyntaxEvidence) {
         (b"%00", "%00"),
         (b"\0", "NUL byte"),
     ] {
-        if let Some(at) = memfind(s, needle) {
+        let found = if present.has_all(needle) {
+            memfind(s, needle)
+        } else {
+            None
+        };
+        if let Some(at) = found {
             let early = at < first_space || climbs > 0;
             ev.add(Lang::Path, if early { 2.0 } else { 0.5 }, tag);
         }
@@ -1065,6 +1125,28 @@ fn token_level(s: &[u8], t: &[Tok], ev: &mut SyntaxEvidence) {
     }
 }
 
+/// The distinct bytes of a value, as a 256-bit set.
+#[derive(Debug, Clone, Copy)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn of(s: &[u8]) -> Self {
+        let mut words = [0u64; 4];
+        for &b in s {
+            words[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        ByteSet(words)
+    }
+
+    /// Whether every byte of `needle` is in the set: a needle with a byte the value lacks
+    /// cannot occur in it.
+    fn has_all(&self, needle: &[u8]) -> bool {
+        needle
+            .iter()
+            .all(|&b| self.0[usize::from(b >> 6)] >> (b & 63) & 1 == 1)
+    }
+}
+
 fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || needle.len() > hay.len() {
         return None;
@@ -1142,5 +1224,53 @@ mod tests {
         ev.describe(&mut s);
         assert!(s.starts_with("SQL"), "{s}");
         assert!(s.contains("union select"), "{s}");
+    }
+
+    #[test]
+    fn tags_are_named_once_in_the_order_found() {
+        let ev = analyse(
+            b"<script>alert(1)</script><script>x</script>",
+            &mut Scratch::default(),
+        );
+        let mut s = String::new();
+        ev.describe(&mut s);
+        assert_eq!(s.matches("<script").count(), 1, "{s}");
+        assert!(s.starts_with("script <script"), "{s}");
+        for tag in ["union select", "../", "a tag no call site uses"] {
+            let n = tag_number(tag).expect("the table has room");
+            assert_eq!(tag_number(tag), Some(n));
+            assert_eq!(tag_name(n), tag);
+        }
+        assert_eq!(tag_name(0), "");
+    }
+
+    #[test]
+    fn a_byte_set_never_rules_out_a_needle_that_occurs() {
+        let values: [&[u8]; 6] = [
+            b"../../etc/passwd",
+            b"4c6afbd8-9d7e-44ed-a554-6c9b6d70ac52",
+            b"1001",
+            b"c:\\windows\\win.ini%00",
+            b"${jndi:ldap://x}",
+            b"",
+        ];
+        let needles: [&[u8]; 8] = [
+            b"../", b"passwd", b"%00", b"${", b"c:\\", b"win.ini", b"<script", b"\0",
+        ];
+        for v in values {
+            let set = ByteSet::of(v);
+            for n in needles {
+                if memfind(v, n).is_some() {
+                    assert!(set.has_all(n), "{:?} in {:?}", n, v);
+                }
+                if !set.has_all(n) {
+                    assert_eq!(memcount(v, n), 0);
+                }
+            }
+            // Every byte of a value is in its own set, and no other.
+            for b in 0..=255u8 {
+                assert_eq!(set.has_all(&[b]), v.contains(&b), "{b} in {v:?}");
+            }
+        }
     }
 }
