@@ -606,12 +606,15 @@ impl ContentProfiles {
             let name = p.name(pair);
             let memoised = pairs.key(key, name, value, pair.full_len);
             let remembered = if memoised { pairs.get() } else { None };
+            // The name's profile, once looked up: a worst finding quotes it.
+            let mut looked_up = None;
             let eval = match remembered {
                 Some(eval) => eval,
                 None => {
                     let st = ValueStats::of(value, pair.full_len);
                     let mut evidence = memo.analyse(value, lex);
                     let profile = profile_of(name);
+                    looked_up = Some(profile);
                     if profile.is_none() {
                         // A name nobody has seen may itself carry the payload
                         // (`user[$ne]=`, `{"user": {"$gt": ""}}`).
@@ -698,7 +701,7 @@ impl ContentProfiles {
                     dev,
                     evidence,
                     syntax_excess: excess,
-                    profile: profile_of(name),
+                    profile: looked_up.unwrap_or_else(|| profile_of(name)),
                 };
             }
         }

@@ -369,9 +369,13 @@ impl ParamProfile {
                 if st.classes[c] == 0 {
                     continue;
                 }
-                let rare = (-(self.class_presence(c).log10()) / 5.0).clamp(0.0, 1.0) as f32;
                 // Below 1% presence only: common classes are the chi-square's business.
-                if self.class_presence(c) < 0.01 && rare > d.rare_class {
+                let presence = self.class_presence(c);
+                if presence >= 0.01 {
+                    continue;
+                }
+                let rare = (-(presence.log10()) / 5.0).clamp(0.0, 1.0) as f32;
+                if rare > d.rare_class {
                     d.rare_class = rare;
                     d.rare_class_idx = c;
                 }
