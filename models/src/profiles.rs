@@ -203,6 +203,7 @@ impl BehaviourProfiles {
             params.fit_rows
         };
         let ds = DatasetBase::from(sample_rows(&z, fit_rows));
+        let distances = RowDistances::of(&sample);
         let mut best: Option<(f32, Array2<f32>)> = None;
         let mut silhouettes = Vec::new();
         for k in params.k_min..=params.k_max {
@@ -216,7 +217,7 @@ impl BehaviourProfiles {
                 .into_iter()
                 .map(|r| nearest(model.centroids(), r.as_slice().unwrap_or(&[])).0)
                 .collect();
-            let s = silhouette(&sample, &labels, k);
+            let s = silhouette(&sample, &labels, k, distances.as_ref());
             silhouettes.push((k, s));
             if best.as_ref().is_none_or(|(b, _)| s > *b) {
                 best = Some((s, model.centroids().clone()));
@@ -460,12 +461,56 @@ pub fn silhouette_score(x: ArrayView2<'_, f32>, labels: &[usize]) -> Result<f32>
         return Err(Error::InvalidInput("one label per row needed".into()));
     }
     let k = labels.iter().max().map_or(0, |m| m + 1);
-    Ok(silhouette(&x.to_owned(), labels, k))
+    Ok(silhouette(&x.to_owned(), labels, k, None))
 }
 
-/// Mean silhouette of a labelled sample (Euclidean). Rows in singleton clusters count 0,
-/// as in the usual definition.
-fn silhouette(x: &Array2<f32>, labels: &[usize], k: usize) -> f32 {
+/// Most rows whose pairwise distances [`RowDistances`] keeps: 2,896² four-byte distances
+/// are 32 MiB.
+const MAX_CACHED_ROWS: usize = 2896;
+
+/// The distance between every two rows of a silhouette sample, worked out once for all
+/// the k a fit tries: each k's silhouette reads them again under its own labels, so the
+/// distances (the quadratic part) are computed once instead of once per k.
+struct RowDistances {
+    n: usize,
+    /// Row-major `n × n`; symmetric, each pair computed once.
+    d: Vec<f32>,
+}
+
+impl RowDistances {
+    /// `None` for a sample of more than [`MAX_CACHED_ROWS`] rows (or one not row-major):
+    /// its silhouettes compute each distance as they go.
+    fn of(x: &Array2<f32>) -> Option<Self> {
+        let n = x.nrows();
+        let dim = x.ncols();
+        if n > MAX_CACHED_ROWS {
+            return None;
+        }
+        let rows = x.as_slice()?;
+        let row = |i: usize| &rows[i * dim..(i + 1) * dim];
+        let mut d = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in i + 1..n {
+                // The same value either way round: x − y is exactly −(y − x).
+                let v = distance(row(i), row(j));
+                d[i * n + j] = v;
+                d[j * n + i] = v;
+            }
+        }
+        Some(RowDistances { n, d })
+    }
+}
+
+/// Euclidean distance between two rows.
+fn distance(a: &[f32], b: &[f32]) -> f32 {
+    let d2: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    d2.sqrt()
+}
+
+/// Mean silhouette of a labelled sample (Euclidean), from `cached` distances when given
+/// (of these rows: [`RowDistances::of`]). Rows in singleton clusters count 0, as in the
+/// usual definition.
+fn silhouette(x: &Array2<f32>, labels: &[usize], k: usize, cached: Option<&RowDistances>) -> f32 {
     let n = x.nrows();
     let mut counts = vec![0usize; k];
     for &l in labels {
@@ -475,15 +520,27 @@ fn silhouette(x: &Array2<f32>, labels: &[usize], k: usize) -> f32 {
     let mut total = 0.0f64;
     for i in 0..n {
         sums.iter_mut().for_each(|s| *s = 0.0);
-        let xi = x.row(i);
-        for j in 0..n {
-            if i != j {
-                let d2: f32 = xi
-                    .iter()
-                    .zip(x.row(j))
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum();
-                sums[labels[j]] += f64::from(d2.sqrt());
+        match cached.filter(|c| c.n == n) {
+            Some(c) => {
+                let row = &c.d[i * n..(i + 1) * n];
+                for (j, (&d, &l)) in row.iter().zip(labels).enumerate() {
+                    if i != j {
+                        sums[l] += f64::from(d);
+                    }
+                }
+            }
+            None => {
+                let xi = x.row(i);
+                for j in 0..n {
+                    if i != j {
+                        let d2: f32 = xi
+                            .iter()
+                            .zip(x.row(j))
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum();
+                        sums[labels[j]] += f64::from(d2.sqrt());
+                    }
+                }
             }
         }
         let own = labels[i];
@@ -509,6 +566,21 @@ fn silhouette(x: &Array2<f32>, labels: &[usize], k: usize) -> f32 {
 mod tests {
     use super::*;
     use rand::Rng;
+
+    #[test]
+    fn cached_distances_give_the_same_silhouette_to_the_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let x = Array2::from_shape_fn((300, 5), |_| rng.random_range(-3.0f32..3.0));
+        let cached = RowDistances::of(&x).expect("300 rows are cached");
+        for k in [2usize, 3, 7] {
+            let labels: Vec<usize> = (0..300).map(|_| rng.random_range(0..k)).collect();
+            let direct = silhouette(&x, &labels, k, None);
+            let reused = silhouette(&x, &labels, k, Some(&cached));
+            assert_eq!(direct.to_bits(), reused.to_bits(), "k = {k}");
+        }
+        let big = Array2::<f32>::zeros((MAX_CACHED_ROWS + 1, 2));
+        assert!(RowDistances::of(&big).is_none());
+    }
 
     /// Three behaviours in 3 features with very different scales.
     fn data() -> (Array2<f32>, Vec<usize>) {
