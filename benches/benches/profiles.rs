@@ -5,9 +5,18 @@
 //!
 //! The rows are window-like (five kinds of client, log-normal rates and byte counts,
 //! ratios in 0–1, 1 % outliers), generated from a fixed seed so runs compare.
+//!
+//! `retrain` is a whole retrain as the engine's retrain thread runs it: the isolation
+//! forest on every feature and its calibrator, the behaviour profiles and theirs, and the
+//! drift against the model scoring now, on 50,000 reservoir rows of feature-stage output
+//! (simulated traffic). Wall time: the k-means restarts run on rayon's threads.
 
+use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{BenchRng, full_run};
+use gatewatch_benches::{BenchRng, f32_cols, feature_batches, feature_names, full_run};
+use gatewatch_models::stream::{
+    DEFAULT_PROFILE_FEATURES, ModelHandle, Reservoir, Trainer, TrainerConfig, TrainingSet,
+};
 use gatewatch_models::{BehaviourProfiles, ProfileParams};
 use ndarray::Array2;
 
@@ -42,6 +51,64 @@ fn rows(n: usize) -> Array2<f32> {
     })
 }
 
+/// The feature rows of `batches` as the engine's reservoir holds them.
+fn training_set(batches: &[RecordBatch], names: &[String]) -> TrainingSet {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut reservoir = Reservoir::new(names.len(), rows).expect("reservoir");
+    let mut row = vec![0f32; names.len()];
+    for b in batches {
+        let cols = f32_cols(b, names);
+        for r in 0..b.num_rows() {
+            for (slot, c) in row.iter_mut().zip(&cols) {
+                *slot = c[r];
+            }
+            reservoir.push(&row, 0, false).expect("row");
+        }
+    }
+    reservoir.snapshot()
+}
+
+fn bench_retrain(c: &mut Criterion) {
+    let batches = feature_batches(if full_run() { 100_000 } else { 4_096 }, 8192);
+    let names = feature_names(&batches[0]);
+    let (first, second) = batches.split_at(batches.len() / 2);
+    let config = TrainerConfig {
+        profile_features: DEFAULT_PROFILE_FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
+        ..TrainerConfig::default()
+    };
+    let trainer = Trainer::new(names.clone(), config).expect("trainer");
+    let handle = ModelHandle::new(
+        trainer
+            .train(&training_set(first, &names))
+            .expect("first model"),
+    );
+    let set = training_set(second, &names);
+    let mut group = c.benchmark_group("profiles");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(set.rows.nrows() as u64));
+    group.bench_function(
+        format!(
+            "retrain ({} rows, {} features)",
+            set.rows.nrows(),
+            names.len()
+        ),
+        |b| {
+            b.iter(|| {
+                trainer
+                    .retrain_in_background(set.clone(), handle.clone())
+                    .expect("retrain thread")
+                    .join()
+                    .expect("retrain finished")
+                    .expect("retrained")
+            })
+        },
+    );
+    group.finish();
+}
+
 fn bench_profiles(c: &mut Criterion) {
     let names: Vec<String> = (0..FEATURES).map(|f| format!("f_{f}")).collect();
     let train = rows(50_000);
@@ -71,5 +138,5 @@ fn bench_profiles(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_profiles);
+criterion_group!(benches, bench_profiles, bench_retrain);
 criterion_main!(benches);

@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Float32Type, Schema};
+use arrow::array::{Array, ArrayRef, Float32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{feature_batches, full_run, shifted};
+use gatewatch_benches::{f32_cols, feature_batches, feature_names, full_run, shifted};
 use gatewatch_models::content::{ContentConfig, ContentProfiles};
 use gatewatch_models::stream::{DEFAULT_PROFILE_FEATURES, Reservoir, Trainer, TrainerConfig};
 use gatewatch_scoring::incidents::IncidentConfig;
@@ -23,27 +23,6 @@ use gatewatch_scoring::scorer::ScoringConfig;
 use gatewatch_scoring::stage::ScoringStage;
 
 const BATCH: usize = 8192;
-
-/// The `f_` feature columns of a batch, by name.
-fn feature_names(batch: &RecordBatch) -> Vec<String> {
-    batch
-        .schema()
-        .fields()
-        .iter()
-        .filter(|f| f.name().starts_with("f_") && *f.data_type() == DataType::Float32)
-        .map(|f| f.name().clone())
-        .collect()
-}
-
-fn f32_cols<'a>(batch: &'a RecordBatch, names: &[String]) -> Vec<&'a [f32]> {
-    names
-        .iter()
-        .map(|n| {
-            let a = batch.column_by_name(n).expect("feature column");
-            a.as_primitive::<Float32Type>().values().as_ref()
-        })
-        .collect()
-}
 
 /// Models trained on `train` (isolation forest on every feature, behaviour profiles,
 /// content profiles), and `test` with the columns the engine appends from them.

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
-use arrow::datatypes::TimestampMicrosecondType;
+use arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Float32Type, TimestampMicrosecondType};
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::schema::col;
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
@@ -53,6 +53,28 @@ pub fn feature_batches(n: usize, batch: usize) -> Vec<RecordBatch> {
         }
     }
     out
+}
+
+/// The `f_` feature columns of a batch, by name.
+pub fn feature_names(batch: &RecordBatch) -> Vec<String> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name().starts_with("f_") && *f.data_type() == DataType::Float32)
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// The named `Float32` columns of a batch, as slices.
+pub fn f32_cols<'a>(batch: &'a RecordBatch, names: &[String]) -> Vec<&'a [f32]> {
+    names
+        .iter()
+        .map(|n| {
+            let a = batch.column_by_name(n).expect("feature column");
+            a.as_primitive::<Float32Type>().values().as_ref()
+        })
+        .collect()
 }
 
 /// The records of a corpus, one slice per line.

@@ -293,6 +293,13 @@ impl Trainer {
     /// Trains a complete artifact (forest, its calibrator, optional profiles and their
     /// calibrator) on a training set.
     pub fn train(&self, set: &TrainingSet) -> Result<ModelArtifact> {
+        self.train_scored(set).map(|(artifact, _)| artifact)
+    }
+
+    /// [`train`](Self::train), also handing back the new forest's raw scores of the
+    /// training rows (its calibrator is fitted on them), so a drift measurement on the
+    /// same rows need not score them again.
+    fn train_scored(&self, set: &TrainingSet) -> Result<(ModelArtifact, Vec<f32>)> {
         let x = set.rows.view();
         if x.ncols() != self.features.len() {
             return Err(Error::InvalidInput(format!(
@@ -309,8 +316,8 @@ impl Trainer {
             )));
         }
         let forest = self.config.forest.fit_array(x)?;
-        let scores = forest.score_matrix(&x)?;
-        let cal = Calibrator::fit(scores.as_slice().unwrap_or(&[]))?;
+        let scores = forest.score_matrix(&x)?.to_vec();
+        let cal = Calibrator::fit(&scores)?;
         let mut a = ModelArtifact::new(self.features.clone(), forest, cal, set.window, set.counts)?;
         if !self.config.profile_features.is_empty() {
             let idx: Vec<usize> = self
@@ -341,7 +348,7 @@ impl Trainer {
                 calibrator,
             })?;
         }
-        Ok(a)
+        Ok((a, scores))
     }
 
     /// Trains on its own thread, measures drift against `handle`'s current model on the
@@ -358,10 +365,10 @@ impl Trainer {
             .spawn(move || {
                 let nice = lower_this_threads_priority();
                 let t0 = Instant::now();
-                let new = trainer.train(&set)?;
+                let (new, new_scores) = trainer.train_scored(&set)?;
                 let old = handle.current();
                 let drift = if old.features() == new.features() {
-                    Some(drift(&old, &new, set.rows.view())?)
+                    Some(drift_scored(&old, &new, set.rows.view(), new_scores)?)
                 } else {
                     None
                 };
@@ -386,17 +393,33 @@ impl Trainer {
 
 /// Drift between `old` and `new` on `rows` (module docs). Both must share a feature list.
 pub fn drift(old: &ModelArtifact, new: &ModelArtifact, rows: ArrayView2<'_, f32>) -> Result<Drift> {
+    let new_scores = new.forest().score_matrix(&rows)?.to_vec();
+    drift_scored(old, new, rows, new_scores)
+}
+
+/// [`drift`], given `new`'s raw forest scores of `rows` (a retrain has them from fitting
+/// the calibrator): only the old model scores the rows.
+fn drift_scored(
+    old: &ModelArtifact,
+    new: &ModelArtifact,
+    rows: ArrayView2<'_, f32>,
+    new_scores: Vec<f32>,
+) -> Result<Drift> {
     old.check_features(new.features())?;
     if rows.nrows() == 0 {
         return Err(Error::InvalidInput("no rows to measure drift on".into()));
     }
-    let calibrated = |m: &ModelArtifact| -> Result<Vec<f32>> {
-        let mut s = m.forest().score_matrix(&rows)?.to_vec();
-        m.forest_calibrator.calibrate_all(&mut s);
-        Ok(s)
-    };
-    let a = calibrated(old)?;
-    let b = calibrated(new)?;
+    if new_scores.len() != rows.nrows() {
+        return Err(Error::InvalidInput(format!(
+            "{} scores for {} rows",
+            new_scores.len(),
+            rows.nrows()
+        )));
+    }
+    let mut a = old.forest().score_matrix(&rows)?.to_vec();
+    old.forest_calibrator.calibrate_all(&mut a);
+    let mut b = new_scores;
+    new.forest_calibrator.calibrate_all(&mut b);
     let n = a.len() as f32;
     let mean_abs_shift = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / n;
     let above = |v: &[f32]| v.iter().filter(|&&s| s > 99.0).count() as f32 / n;
@@ -522,6 +545,27 @@ mod tests {
         assert_eq!(ks_statistic(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 0.0);
         assert_eq!(ks_statistic(&[1.0, 2.0], &[3.0, 4.0]), 1.0);
         assert!((ks_statistic(&[1.0, 2.0, 3.0, 4.0], &[3.0, 4.0, 5.0, 6.0]) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn drift_from_the_training_scores_equals_drift_from_scoring_again() {
+        let cfg = TrainerConfig {
+            forest: IsolationForestParams::new().n_trees(20),
+            min_rows: 100,
+            ..Default::default()
+        };
+        let trainer = Trainer::new(names(), cfg).unwrap();
+        let mut res = Reservoir::new(2, 1000).unwrap();
+        fill(&mut res, 1000, 0.0, 1);
+        let old = trainer.train(&res.snapshot()).unwrap();
+        fill(&mut res, 1000, 1.5, 2);
+        let set = res.snapshot();
+        let (new, scores) = trainer.train_scored(&set).unwrap();
+        let again = drift(&old, &new, set.rows.view()).unwrap();
+        let reused = drift_scored(&old, &new, set.rows.view(), scores).unwrap();
+        assert_eq!(format!("{again:?}"), format!("{reused:?}"));
+        assert!(again.ks > 0.0, "{again:?}");
+        assert!(drift_scored(&old, &new, set.rows.view(), vec![0.0; 3]).is_err());
     }
 
     #[test]
