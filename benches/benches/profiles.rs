@@ -8,7 +8,7 @@
 //!
 //! `retrain` is a whole retrain as the engine's retrain thread runs it: the isolation
 //! forest on every feature and its calibrator, the behaviour profiles and theirs, and the
-//! drift against the model scoring now, on 50,000 reservoir rows of feature-stage output
+//! drift against the model scoring now, on 50,848 reservoir rows of feature-stage output
 //! (simulated traffic). Wall time: the k-means restarts run on rayon's threads.
 
 use arrow::array::RecordBatch;
@@ -69,7 +69,13 @@ fn training_set(batches: &[RecordBatch], names: &[String]) -> TrainingSet {
 }
 
 fn bench_retrain(c: &mut Criterion) {
-    let batches = feature_batches(if full_run() { 100_000 } else { 4_096 }, 8192);
+    // Two halves: the model scoring now is trained on the first, the retrain on the second.
+    let (events, batch) = if full_run() {
+        (100_000, 8192)
+    } else {
+        (4_096, 2_048)
+    };
+    let batches = feature_batches(events, batch);
     let names = feature_names(&batches[0]);
     let (first, second) = batches.split_at(batches.len() / 2);
     let config = TrainerConfig {
