@@ -11,12 +11,9 @@
 //! drift against the model scoring now, on 50,848 reservoir rows of feature-stage output
 //! (simulated traffic). Wall time: the k-means restarts run on rayon's threads.
 
-use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{BenchRng, f32_cols, feature_batches, feature_names, full_run};
-use gatewatch_models::stream::{
-    DEFAULT_PROFILE_FEATURES, ModelHandle, Reservoir, Trainer, TrainerConfig, TrainingSet,
-};
+use gatewatch_benches::{BenchRng, feature_batches, feature_names, feature_reservoir, full_run};
+use gatewatch_models::stream::{DEFAULT_PROFILE_FEATURES, ModelHandle, Trainer, TrainerConfig};
 use gatewatch_models::{BehaviourProfiles, ProfileParams};
 use ndarray::Array2;
 
@@ -51,23 +48,6 @@ fn rows(n: usize) -> Array2<f32> {
     })
 }
 
-/// The feature rows of `batches` as the engine's reservoir holds them.
-fn training_set(batches: &[RecordBatch], names: &[String]) -> TrainingSet {
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut reservoir = Reservoir::new(names.len(), rows).expect("reservoir");
-    let mut row = vec![0f32; names.len()];
-    for b in batches {
-        let cols = f32_cols(b, names);
-        for r in 0..b.num_rows() {
-            for (slot, c) in row.iter_mut().zip(&cols) {
-                *slot = c[r];
-            }
-            reservoir.push(&row, 0, false).expect("row");
-        }
-    }
-    reservoir.snapshot()
-}
-
 fn bench_retrain(c: &mut Criterion) {
     // Two halves: the model scoring now is trained on the first, the retrain on the second.
     let (events, batch) = if full_run() {
@@ -88,10 +68,10 @@ fn bench_retrain(c: &mut Criterion) {
     let trainer = Trainer::new(names.clone(), config).expect("trainer");
     let handle = ModelHandle::new(
         trainer
-            .train(&training_set(first, &names))
+            .train(&feature_reservoir(first, &names).snapshot())
             .expect("first model"),
     );
-    let set = training_set(second, &names);
+    let set = feature_reservoir(second, &names).snapshot();
     let mut group = c.benchmark_group("profiles");
     group.sample_size(10);
     group.throughput(Throughput::Elements(set.rows.nrows() as u64));

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gatewatch_benches::{f32_cols, feature_batches, feature_names, full_run, shifted};
+use gatewatch_benches::{
+    f32_cols, feature_batches, feature_names, feature_reservoir, full_run, shifted,
+};
 use gatewatch_models::content::{ContentConfig, ContentProfiles};
-use gatewatch_models::stream::{DEFAULT_PROFILE_FEATURES, Reservoir, Trainer, TrainerConfig};
+use gatewatch_models::stream::{DEFAULT_PROFILE_FEATURES, Trainer, TrainerConfig};
 use gatewatch_scoring::incidents::IncidentConfig;
 use gatewatch_scoring::scorer::ScoringConfig;
 use gatewatch_scoring::stage::ScoringStage;
@@ -28,18 +30,9 @@ const BATCH: usize = 8192;
 /// content profiles), and `test` with the columns the engine appends from them.
 fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordBatch> {
     let names = feature_names(&train[0]);
-    let rows: usize = train.iter().map(RecordBatch::num_rows).sum();
-    let mut reservoir = Reservoir::new(names.len(), rows).expect("reservoir");
+    let reservoir = feature_reservoir(train, &names);
     let mut content = ContentProfiles::new(ContentConfig::default());
-    let mut row = vec![0f32; names.len()];
     for b in train {
-        let cols = f32_cols(b, &names);
-        for r in 0..b.num_rows() {
-            for (slot, c) in row.iter_mut().zip(&cols) {
-                *slot = c[r];
-            }
-            reservoir.push(&row, 0, false).expect("row");
-        }
         content.train_batch(b).expect("content training");
     }
     // The behaviour profiles cluster the engine's default profile features.

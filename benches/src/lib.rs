@@ -8,6 +8,7 @@ use arrow::datatypes::{DataType, Float32Type, TimestampMicrosecondType};
 use gatewatch_features::{FeatureConfig, FeatureStage};
 use gatewatch_ingest::schema::col;
 use gatewatch_ingest::{EventBuilder, Format, Provenance};
+use gatewatch_models::stream::Reservoir;
 use gatewatch_simulator::{SimConfig, Simulator, render};
 
 /// Start of simulated time for every bench corpus (fixed, so corpora are identical run to
@@ -75,6 +76,24 @@ pub fn f32_cols<'a>(batch: &'a RecordBatch, names: &[String]) -> Vec<&'a [f32]> 
             a.as_primitive::<Float32Type>().values().as_ref()
         })
         .collect()
+}
+
+/// The named feature columns of `batches`, row by row, in a reservoir as the engine keeps
+/// its training rows (none alerted), sized to hold them all.
+pub fn feature_reservoir(batches: &[RecordBatch], names: &[String]) -> Reservoir {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut reservoir = Reservoir::new(names.len(), rows).expect("reservoir");
+    let mut row = vec![0f32; names.len()];
+    for b in batches {
+        let cols = f32_cols(b, names);
+        for r in 0..b.num_rows() {
+            for (slot, c) in row.iter_mut().zip(&cols) {
+                *slot = c[r];
+            }
+            reservoir.push(&row, 0, false).expect("row");
+        }
+    }
+    reservoir
 }
 
 /// The records of a corpus, one slice per line.

@@ -501,9 +501,9 @@ impl RowDistances {
     }
 }
 
-/// Euclidean distance between two rows.
-fn distance(a: &[f32], b: &[f32]) -> f32 {
-    let d2: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+/// Euclidean distance between two rows, summed in feature order.
+fn distance<'a>(a: impl IntoIterator<Item = &'a f32>, b: impl IntoIterator<Item = &'a f32>) -> f32 {
+    let d2: f32 = a.into_iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
     d2.sqrt()
 }
 
@@ -531,14 +531,10 @@ fn silhouette(x: &Array2<f32>, labels: &[usize], k: usize, cached: Option<&RowDi
             }
             None => {
                 let xi = x.row(i);
-                for j in 0..n {
+                for (j, xj) in x.rows().into_iter().enumerate() {
                     if i != j {
-                        let d2: f32 = xi
-                            .iter()
-                            .zip(x.row(j))
-                            .map(|(a, b)| (a - b) * (a - b))
-                            .sum();
-                        sums[labels[j]] += f64::from(d2.sqrt());
+                        let d = distance(xi.iter(), xj.iter());
+                        sums[labels[j]] += f64::from(d);
                     }
                 }
             }

@@ -393,8 +393,22 @@ impl Trainer {
 
 /// Drift between `old` and `new` on `rows` (module docs). Both must share a feature list.
 pub fn drift(old: &ModelArtifact, new: &ModelArtifact, rows: ArrayView2<'_, f32>) -> Result<Drift> {
+    check_drift_input(old, new, rows)?;
     let new_scores = new.forest().score_matrix(&rows)?.to_vec();
     drift_scored(old, new, rows, new_scores)
+}
+
+/// What [`drift`] needs before scoring: one feature list, and rows to score.
+fn check_drift_input(
+    old: &ModelArtifact,
+    new: &ModelArtifact,
+    rows: ArrayView2<'_, f32>,
+) -> Result<()> {
+    old.check_features(new.features())?;
+    if rows.nrows() == 0 {
+        return Err(Error::InvalidInput("no rows to measure drift on".into()));
+    }
+    Ok(())
 }
 
 /// [`drift`], given `new`'s raw forest scores of `rows` (a retrain has them from fitting
@@ -405,10 +419,7 @@ fn drift_scored(
     rows: ArrayView2<'_, f32>,
     new_scores: Vec<f32>,
 ) -> Result<Drift> {
-    old.check_features(new.features())?;
-    if rows.nrows() == 0 {
-        return Err(Error::InvalidInput("no rows to measure drift on".into()));
-    }
+    check_drift_input(old, new, rows)?;
     if new_scores.len() != rows.nrows() {
         return Err(Error::InvalidInput(format!(
             "{} scores for {} rows",

@@ -66,10 +66,8 @@ pub struct SyntaxEvidence {
     /// Points per language (index: Sql, Script, Shell, Path, NoSql, Generic).
     points: [f32; 6],
     prose: f32,
-    /// Tag numbers in the order found; 0 ends the list.
-    tags: [u8; MAX_TAGS],
-    /// The language each tag was found as.
-    tag_langs: [Option<Lang>; MAX_TAGS],
+    /// The language and number of each tag, in the order found.
+    tags: [Option<(Lang, u8)>; MAX_TAGS],
 }
 
 /// Every tag [`SyntaxEvidence::add`] has been given, numbered from 1 in order of first
@@ -126,12 +124,11 @@ impl SyntaxEvidence {
         let Some(n) = tag_number(tag) else {
             return;
         };
-        if self.tags.contains(&n) {
+        if self.tags.iter().flatten().any(|t| t.1 == n) {
             return;
         }
-        if let Some(slot) = self.tags.iter().position(|&t| t == 0) {
-            self.tags[slot] = n;
-            self.tag_langs[slot] = Some(lang);
+        if let Some(slot) = self.tags.iter_mut().find(|t| t.is_none()) {
+            *slot = Some((lang, n));
         }
     }
 
@@ -181,10 +178,7 @@ impl SyntaxEvidence {
         };
         out.push_str(main.name());
         let mut first = true;
-        for (&n, &lang) in self.tags.iter().zip(&self.tag_langs) {
-            let Some(lang) = lang.filter(|_| n != 0) else {
-                break;
-            };
+        for &(lang, n) in self.tags.iter().flatten() {
             if lang != main && lang != Lang::Generic {
                 continue;
             }
@@ -566,7 +560,13 @@ fn char_level(s: &[u8], ev: &mut SyntaxEvidence) {
     // Most values (ids, numbers, words) hold none of the bytes the needles below need, so
     // one pass that notes the bytes present spares each search that cannot succeed.
     let present = ByteSet::of(s);
-    let has = |needle: &[u8]| present.has_all(needle) && memfind(s, needle).is_some();
+    let find = |needle: &[u8]| {
+        present
+            .has_all(needle)
+            .then(|| memfind(s, needle))
+            .flatten()
+    };
+    let has = |needle: &[u8]| find(needle).is_some();
     let count = |needle: &[u8]| {
         if present.has_all(needle) {
             memcount(s, needle)
@@ -600,12 +600,7 @@ fn char_level(s: &[u8], ev: &mut SyntaxEvidence) {
         (b"%00", "%00"),
         (b"\0", "NUL byte"),
     ] {
-        let found = if present.has_all(needle) {
-            memfind(s, needle)
-        } else {
-            None
-        };
-        if let Some(at) = found {
+        if let Some(at) = find(needle) {
             let early = at < first_space || climbs > 0;
             ev.add(Lang::Path, if early { 2.0 } else { 0.5 }, tag);
         }
