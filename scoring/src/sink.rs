@@ -112,12 +112,49 @@ impl JsonlSink {
 }
 
 /// Counts deliveries the broker refused or that timed out, so `flush` can tell the caller
-/// not to commit.
+/// not to commit, and every delivery report, so `flush` can wait for the last one.
 #[derive(Default, Clone)]
 struct DeliveryCounter {
     failed: Arc<AtomicU64>,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
     errors: Arc<Throttle>,
+    settled: Arc<Settled>,
+}
+
+/// Delivery reports received so far (acknowledged or failed), and a condition variable
+/// signalled at each. The producer's polling thread calls the context, so a flush on the
+/// alert thread sleeps on this until its alerts are settled rather than polling itself:
+/// the producer's own flush polls in 100 ms slices and returns only at the end of one,
+/// which held every flush (and the input offsets behind it) for at least 100 ms.
+#[derive(Default)]
+struct Settled {
+    count: std::sync::Mutex<u64>,
+    changed: std::sync::Condvar,
+}
+
+impl Settled {
+    fn add(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `target` reports have come in or `deadline` passes; the count reached.
+    fn wait_for(&self, target: u64, deadline: Instant) -> u64 {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            n = self
+                .changed
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *n
+    }
 }
 
 impl ClientContext for DeliveryCounter {
@@ -140,6 +177,8 @@ impl ProducerContext for DeliveryCounter {
                 *g = Some(e.to_string());
             }
         }
+        // After the failure is counted, so a flush woken by this report sees it.
+        self.settled.add();
     }
 }
 
@@ -151,6 +190,8 @@ pub struct KafkaAlertSink {
     flush_timeout: Duration,
     deliveries: DeliveryCounter,
     failed_seen: u64,
+    /// Alerts handed to the producer so far; a flush waits for as many delivery reports.
+    sent: u64,
 }
 
 impl KafkaAlertSink {
@@ -183,6 +224,7 @@ impl KafkaAlertSink {
             flush_timeout,
             deliveries,
             failed_seen: 0,
+            sent: 0,
         })
     }
 }
@@ -284,7 +326,10 @@ impl AlertSink for KafkaAlertSink {
         // A full local queue means the broker is slow: wait for room rather than drop.
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.sent += 1;
+                    return Ok(());
+                }
                 Err((e, r)) => {
                     if matches!(
                         e.rdkafka_error_code(),
@@ -304,18 +349,26 @@ impl AlertSink for KafkaAlertSink {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.producer
-            .flush(self.flush_timeout)
-            .map_err(|e| Error::Kafka {
-                context: format!("waiting for alert acknowledgements on {}", self.topic),
-                message: e.to_string(),
-            })?;
-        if self.producer.in_flight_count() > 0 {
+        let deadline = Instant::now() + self.flush_timeout;
+        // A flush with no wait sends what lingers (`linger.ms`) at once. While alerts are
+        // unacknowledged it reports a timeout, which here only means they are on their way.
+        match self.producer.flush(Duration::ZERO) {
+            Ok(())
+            | Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)) => {}
+            Err(e) => {
+                return Err(Error::Kafka {
+                    context: format!("waiting for alert acknowledgements on {}", self.topic),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let settled = self.deliveries.settled.wait_for(self.sent, deadline);
+        if settled < self.sent {
             return Err(Error::Kafka {
                 context: format!("alerts to {}", self.topic),
                 message: format!(
                     "{} alerts not acknowledged after {:?}",
-                    self.producer.in_flight_count(),
+                    self.sent - settled,
                     self.flush_timeout
                 ),
             });
@@ -398,6 +451,116 @@ mod tests {
         for key in given.keys() {
             assert_eq!(cfg.get(key).is_none(), is_consumer_only(key), "{key}");
         }
+    }
+
+    fn alerts(n: usize) -> Vec<IncidentAlert> {
+        use crate::incidents::tests::cand;
+        use crate::incidents::{IncidentConfig, IncidentTable};
+        use crate::{Category, Severity};
+        let mut t = IncidentTable::new(IncidentConfig::default());
+        (0..n)
+            .map(|i| {
+                t.observe(cand(
+                    &format!("u{i}"),
+                    Category::Bola,
+                    1_000 + i as i64,
+                    70.0,
+                    Severity::High,
+                ))
+                .expect("a new entity opens an incident")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flush_returns_once_every_alert_is_acknowledged() {
+        use rdkafka::Message;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let Some(brokers) = gatewatch_ingest::source::admin::broker_for_tests("alert sink test")
+        else {
+            return;
+        };
+        let topic = format!(
+            "gw-alert-sink-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        gatewatch_ingest::source::admin::create_topic(&brokers, &topic, 1, Duration::from_secs(30))
+            .expect("creating the alert topic");
+        let mut sink = KafkaAlertSink::new(
+            &brokers,
+            &BTreeMap::new(),
+            &topic,
+            Duration::from_secs(30),
+            &|| false,
+        )
+        .expect("alert sink");
+        let sent = alerts(5);
+        let (first, second) = sent.split_at(3);
+        for a in first {
+            sink.send(a).expect("send");
+        }
+        let started = Instant::now();
+        sink.flush().expect("first flush");
+        eprintln!("flush of 3 alerts: {:?}", started.elapsed());
+        // A flush with nothing new waits for nothing.
+        sink.flush().expect("empty flush");
+        for a in second {
+            sink.send(a).expect("send");
+        }
+        let started = Instant::now();
+        sink.flush().expect("second flush");
+        eprintln!("flush of 2 alerts: {:?}", started.elapsed());
+
+        // Everything a flush reported durable is in the topic, keyed by entity.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", format!("{topic}-reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[&topic]).expect("subscribe");
+        let mut keys = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while keys.len() < sent.len() && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.expect("message");
+                keys.push(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned());
+            }
+        }
+        let want: Vec<String> = sent.iter().map(|a| alert_key(&a.incident)).collect();
+        assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn a_flush_with_no_broker_fails_naming_the_unacknowledged_alerts() {
+        // Nothing listens on port 9, so the alert cannot be acknowledged. The sink starts
+        // anyway (a broker may come later) when a stop is asked for during the topic check.
+        let mut sink = KafkaAlertSink::new(
+            "127.0.0.1:9",
+            &BTreeMap::new(),
+            "gw-nowhere",
+            Duration::from_millis(300),
+            &|| true,
+        )
+        .expect("alert sink");
+        for a in alerts(2) {
+            sink.send(&a).expect("send");
+        }
+        let started = Instant::now();
+        let err = sink
+            .flush()
+            .expect_err("nothing can acknowledge the alerts");
+        assert!(
+            err.to_string()
+                .contains("2 alerts not acknowledged after 300ms"),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     #[test]
