@@ -17,7 +17,8 @@ use arrow::util::pretty::pretty_format_batches;
 use futures::executor::block_on;
 use gatewatch_ingest::schema::col;
 use gatewatch_ingest::source::kafka::{
-    DeadLetterConfig, KafkaSource, KafkaSourceConfig, RebalanceEvent, TopicConfig, TopicPartition,
+    DeadLetterConfig, DeadLetterSink, KafkaDeadLetterSink, KafkaSource, KafkaSourceConfig,
+    RebalanceEvent, TopicConfig, TopicPartition,
 };
 use gatewatch_ingest::source::{Batching, SourceBatch, admin};
 use gatewatch_ingest::{
@@ -914,6 +915,64 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
         "malformed_messages_go_to_the_dead_letter_topic: {:?}",
         started.elapsed()
     );
+}
+
+/// A write of dead letters returns once the broker has confirmed them, not at the end of a
+/// polling slice: ten batches with a bad record each (a trickle of bad input) go through
+/// in far less than the ten 100 ms slices a producer's own flush would wait out.
+#[test]
+fn dead_letter_writes_wait_only_for_their_acknowledgements() {
+    let brokers = broker_or_skip!();
+    let dlq = unique("dl-trickle");
+    create_topic(&brokers, &dlq, 1);
+    let mut sink = KafkaDeadLetterSink::new(&brokers, &BTreeMap::new(), &dlq).unwrap();
+    let letter = |i: i64| {
+        DeadLetter::new(
+            gatewatch_ingest::DecodeError::new(Reason::BadJson, "cut short"),
+            "json",
+            br#"{"url":"#,
+            &Provenance::Kafka {
+                topic: "in",
+                partition: 0,
+                offset: i,
+            },
+        )
+    };
+    // The first write also connects and sets up the idempotent producer.
+    sink.write(&[letter(0)]).unwrap();
+    let started = Instant::now();
+    for i in 1..=10 {
+        sink.write(&[letter(i)]).unwrap();
+    }
+    let took = started.elapsed();
+    eprintln!("dead_letter_writes_wait_only_for_their_acknowledgements: 10 writes in {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "10 single-letter writes took {took:?}"
+    );
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("dl-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&dlq, 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut offsets = Vec::new();
+    while offsets.len() < 11 && Instant::now() < deadline {
+        if let Some(m) = reader.poll(Duration::from_millis(200)) {
+            let dl: DeadLetter = serde_json::from_slice(m.unwrap().payload().unwrap()).unwrap();
+            match dl.provenance {
+                OwnedProvenance::Kafka { offset, .. } => offsets.push(offset),
+                other => panic!("provenance {other:?}"),
+            }
+        }
+    }
+    assert_eq!(offsets, (0..=10).collect::<Vec<i64>>());
 }
 
 /// Large records close a batch at `max_bytes`, long before `max_rows` of them: a batch's

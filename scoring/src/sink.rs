@@ -16,6 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
+use gatewatch_ingest::source::deliveries::{DeliveryReports, send_now};
 use gatewatch_ingest::source::kafka::{is_consumer_only, topic_is_unknown};
 use gatewatch_ingest::throttle::Throttle;
 
@@ -112,49 +113,14 @@ impl JsonlSink {
 }
 
 /// Counts deliveries the broker refused or that timed out, so `flush` can tell the caller
-/// not to commit, and every delivery report, so `flush` can wait for the last one.
+/// not to commit, and every delivery report, so `flush` can wait for the last one (see
+/// [`gatewatch_ingest::source::deliveries`]).
 #[derive(Default, Clone)]
 struct DeliveryCounter {
     failed: Arc<AtomicU64>,
     last_error: Arc<std::sync::Mutex<Option<String>>>,
     errors: Arc<Throttle>,
-    settled: Arc<Settled>,
-}
-
-/// Delivery reports received so far (acknowledged or failed), and a condition variable
-/// signalled at each. The producer's polling thread calls the context, so a flush on the
-/// alert thread sleeps on this until its alerts are settled rather than polling itself:
-/// the producer's own flush polls in 100 ms slices and returns only at the end of one,
-/// which held every flush (and the input offsets behind it) for at least 100 ms.
-#[derive(Default)]
-struct Settled {
-    count: std::sync::Mutex<u64>,
-    changed: std::sync::Condvar,
-}
-
-impl Settled {
-    fn add(&self) {
-        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        *n += 1;
-        self.changed.notify_all();
-    }
-
-    /// Waits until `target` reports have come in or `deadline` passes; the count reached.
-    fn wait_for(&self, target: u64, deadline: Instant) -> u64 {
-        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        while *n < target {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            n = self
-                .changed
-                .wait_timeout(n, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        *n
-    }
+    reports: Arc<DeliveryReports>,
 }
 
 impl ClientContext for DeliveryCounter {
@@ -178,7 +144,7 @@ impl ProducerContext for DeliveryCounter {
             }
         }
         // After the failure is counted, so a flush woken by this report sees it.
-        self.settled.add();
+        self.reports.add();
     }
 }
 
@@ -335,7 +301,13 @@ impl AlertSink for KafkaAlertSink {
                         e.rdkafka_error_code(),
                         Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
                     ) {
-                        self.producer.poll(Duration::from_millis(50));
+                        // The producer's polling thread serves the acknowledgements that
+                        // make room: wait for the next one (or 50 ms).
+                        let reports = &self.deliveries.reports;
+                        reports.wait_for(
+                            reports.count() + 1,
+                            Instant::now() + Duration::from_millis(50),
+                        );
                         record = r;
                         continue;
                     }
@@ -350,19 +322,11 @@ impl AlertSink for KafkaAlertSink {
 
     fn flush(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.flush_timeout;
-        // A flush with no wait sends what lingers (`linger.ms`) at once. While alerts are
-        // unacknowledged it reports a timeout, which here only means they are on their way.
-        match self.producer.flush(Duration::ZERO) {
-            Ok(())
-            | Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)) => {}
-            Err(e) => {
-                return Err(Error::Kafka {
-                    context: format!("waiting for alert acknowledgements on {}", self.topic),
-                    message: e.to_string(),
-                });
-            }
-        }
-        let settled = self.deliveries.settled.wait_for(self.sent, deadline);
+        send_now(&self.producer).map_err(|e| Error::Kafka {
+            context: format!("waiting for alert acknowledgements on {}", self.topic),
+            message: e.to_string(),
+        })?;
+        let settled = self.deliveries.reports.wait_for(self.sent, deadline);
         if settled < self.sent {
             return Err(Error::Kafka {
                 context: format!("alerts to {}", self.topic),
@@ -498,22 +462,25 @@ mod tests {
             &|| false,
         )
         .expect("alert sink");
-        let sent = alerts(5);
-        let (first, second) = sent.split_at(3);
+        let sent = alerts(12);
+        let (first, rest) = sent.split_at(2);
+        // The first flush also connects and sets up the idempotent producer.
         for a in first {
             sink.send(a).expect("send");
         }
-        let started = Instant::now();
         sink.flush().expect("first flush");
-        eprintln!("flush of 3 alerts: {:?}", started.elapsed());
         // A flush with nothing new waits for nothing.
         sink.flush().expect("empty flush");
-        for a in second {
-            sink.send(a).expect("send");
-        }
+        // Each flush returns at its alert's acknowledgement, not at the end of a 100 ms
+        // polling slice: ten batches with an alert each take far less than a second.
         let started = Instant::now();
-        sink.flush().expect("second flush");
-        eprintln!("flush of 2 alerts: {:?}", started.elapsed());
+        for a in rest {
+            sink.send(a).expect("send");
+            sink.flush().expect("flush");
+        }
+        let took = started.elapsed();
+        eprintln!("10 flushes of one alert each: {took:?}");
+        assert!(took < Duration::from_secs(1), "10 flushes took {took:?}");
 
         // Everything a flush reported durable is in the topic, keyed by entity.
         let consumer: BaseConsumer = ClientConfig::new()

@@ -119,10 +119,11 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use super::deliveries::{DeliveryReports, send_now};
 use super::{Batching, SourceBatch};
 use crate::batch::{BatchDecoder, DEFAULT_MAX_RECORD_BYTES, DecodedBatch};
 use crate::dead_letter::{DeadLetter, DecodeError, MAX_DEAD_LETTER_RAW_BYTES, Reason};
@@ -1822,6 +1823,7 @@ struct DeliveryContext {
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
     errors: Throttle,
+    reports: DeliveryReports,
 }
 
 impl ClientContext for DeliveryContext {
@@ -1847,16 +1849,21 @@ impl ProducerContext for DeliveryContext {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
         }
+        self.reports.add();
     }
 }
 
 /// Produces dead letters to a Kafka topic: the value is the [`DeadLetter`] as JSON, the key
 /// `topic/partition` of the record it came from (so one partition's dead letters stay in
 /// order), and a `reason` header holds the reason's name. `write` waits until the broker
-/// has confirmed every letter (at most [`DEAD_LETTER_DELIVERY_TIMEOUT`]).
+/// has confirmed every letter (at most [`DEAD_LETTER_DELIVERY_TIMEOUT`]): the producer's
+/// polling thread serves the confirmations, and `write` wakes at the last one (see
+/// [`super::deliveries`]).
 pub struct KafkaDeadLetterSink {
-    producer: BaseProducer<DeliveryContext>,
+    producer: ThreadedProducer<DeliveryContext>,
     topic: String,
+    /// Letters handed to the producer so far; `write` waits for as many reports.
+    sent: u64,
 }
 
 impl KafkaDeadLetterSink {
@@ -1884,6 +1891,7 @@ impl KafkaDeadLetterSink {
         Ok(Self {
             producer,
             topic: topic.to_owned(),
+            sent: 0,
         })
     }
 }
@@ -1913,12 +1921,18 @@ impl DeadLetterSink for KafkaDeadLetterSink {
             }
             loop {
                 match self.producer.send(record) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        self.sent += 1;
+                        break;
+                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                         if Instant::now() < deadline =>
                     {
-                        // The local queue drains as the broker confirms.
-                        self.producer.poll(Duration::from_millis(50));
+                        // The local queue drains as the broker confirms: wait for the
+                        // next confirmation (or 50 ms) and try again.
+                        let next = ctx.reports.count() + 1;
+                        let slice = (Instant::now() + Duration::from_millis(50)).min(deadline);
+                        ctx.reports.wait_for(next, slice);
                         record = r;
                     }
                     Err((e, _)) => {
@@ -1927,10 +1941,17 @@ impl DeadLetterSink for KafkaDeadLetterSink {
                 }
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        self.producer
-            .flush(left)
+        send_now(&self.producer)
             .map_err(|e| sink_error(format_args!("topic {}: {e}", self.topic)))?;
+        let settled = ctx.reports.wait_for(self.sent, deadline);
+        if settled < self.sent {
+            return Err(sink_error(format_args!(
+                "topic {}: {} dead letters not acknowledged within {:?}",
+                self.topic,
+                self.sent - settled,
+                DEAD_LETTER_DELIVERY_TIMEOUT
+            )));
+        }
         let failed = ctx.failed.load(Ordering::Acquire);
         if failed > 0 {
             let last = ctx

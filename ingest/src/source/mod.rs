@@ -7,6 +7,7 @@
 //! within a bounded memory.
 
 pub mod admin;
+pub mod deliveries;
 pub mod file;
 pub mod kafka;
 
