@@ -13,7 +13,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gatewatch_benches::{BenchRng, feature_batches, feature_names, feature_reservoir, full_run};
-use gatewatch_models::stream::{DEFAULT_PROFILE_FEATURES, ModelHandle, Trainer, TrainerConfig};
+use gatewatch_models::stream::{ModelHandle, Trainer, TrainerConfig};
 use gatewatch_models::{BehaviourProfiles, ProfileParams};
 use ndarray::Array2;
 
@@ -58,13 +58,7 @@ fn bench_retrain(c: &mut Criterion) {
     let batches = feature_batches(events, batch);
     let names = feature_names(&batches[0]);
     let (first, second) = batches.split_at(batches.len() / 2);
-    let config = TrainerConfig {
-        profile_features: DEFAULT_PROFILE_FEATURES
-            .iter()
-            .map(|f| f.to_string())
-            .collect(),
-        ..TrainerConfig::default()
-    };
+    let config = TrainerConfig::with_default_profiles();
     let trainer = Trainer::new(names.clone(), config).expect("trainer");
     let handle = ModelHandle::new(
         trainer

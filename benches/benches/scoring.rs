@@ -19,7 +19,7 @@ use gatewatch_benches::{
     f32_cols, feature_batches, feature_names, feature_reservoir, full_run, shifted,
 };
 use gatewatch_models::content::{ContentConfig, ContentProfiles};
-use gatewatch_models::stream::{DEFAULT_PROFILE_FEATURES, Trainer, TrainerConfig};
+use gatewatch_models::stream::{Trainer, TrainerConfig};
 use gatewatch_scoring::incidents::IncidentConfig;
 use gatewatch_scoring::scorer::ScoringConfig;
 use gatewatch_scoring::stage::ScoringStage;
@@ -36,13 +36,7 @@ fn with_model_scores(train: &[RecordBatch], test: &[RecordBatch]) -> Vec<RecordB
         content.train_batch(b).expect("content training");
     }
     // The behaviour profiles cluster the engine's default profile features.
-    let trainer = TrainerConfig {
-        profile_features: DEFAULT_PROFILE_FEATURES
-            .iter()
-            .map(|f| f.to_string())
-            .collect(),
-        ..TrainerConfig::default()
-    };
+    let trainer = TrainerConfig::with_default_profiles();
     let model = Trainer::new(names.clone(), trainer)
         .expect("trainer")
         .train(&reservoir.snapshot())

@@ -6,9 +6,8 @@
 //! fails. Every test uses topics and groups of its own, so they can run in parallel.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::cast;
@@ -49,16 +48,7 @@ macro_rules! broker_or_skip {
 
 /// A name no other test run uses.
 fn unique(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "gw-{what}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    admin::unique_name(what)
 }
 
 fn create_topic(brokers: &str, name: &str, partitions: i32) {
@@ -808,6 +798,20 @@ fn commits_only_acknowledged_batches() {
     eprintln!("commits_only_acknowledged_batches: {:?}", started.elapsed());
 }
 
+/// A plain consumer of the one-partition dead-letter topic `dlq`, from its start.
+fn dead_letter_reader(brokers: &str, dlq: &str) -> BaseConsumer {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("dl-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(dlq, 0, Offset::Beginning).unwrap();
+    reader.assign(&tpl).unwrap();
+    reader
+}
+
 /// Malformed and empty messages become dead letters: counted in the batch and produced to
 /// the dead-letter topic as JSON with their reason, keyed by source topic and partition.
 #[test]
@@ -860,16 +864,7 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
     assert_eq!(committed(&brokers, &group, &topic, 1), vec![offsets[3] + 1]);
 
     // The dead-letter topic, read from the start by a plain consumer.
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("dl-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&dlq, 0, Offset::Beginning)
-        .unwrap();
-    reader.assign(&tpl).unwrap();
+    let reader = dead_letter_reader(&brokers, &dlq);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut letters = Vec::new();
     while letters.len() < 3 {
@@ -951,16 +946,7 @@ fn dead_letter_writes_wait_only_for_their_acknowledgements() {
         "10 single-letter writes took {took:?}"
     );
 
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("dl-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&dlq, 0, Offset::Beginning)
-        .unwrap();
-    reader.assign(&tpl).unwrap();
+    let reader = dead_letter_reader(&brokers, &dlq);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut offsets = Vec::new();
     while offsets.len() < 11 && Instant::now() < deadline {

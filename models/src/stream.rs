@@ -208,6 +208,20 @@ impl Default for TrainerConfig {
     }
 }
 
+impl TrainerConfig {
+    /// The defaults, with the behaviour profiles clustering [`DEFAULT_PROFILE_FEATURES`]:
+    /// what the engine trains unless `[models]` says otherwise.
+    pub fn with_default_profiles() -> Self {
+        Self {
+            profile_features: DEFAULT_PROFILE_FEATURES
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Builds [`ModelArtifact`]s from training sets.
 #[derive(Debug, Clone)]
 pub struct Trainer {

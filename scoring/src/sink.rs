@@ -444,14 +444,7 @@ mod tests {
         else {
             return;
         };
-        let topic = format!(
-            "gw-alert-sink-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
+        let topic = gatewatch_ingest::source::admin::unique_name("alert-sink");
         gatewatch_ingest::source::admin::create_topic(&brokers, &topic, 1, Duration::from_secs(30))
             .expect("creating the alert topic");
         let mut sink = KafkaAlertSink::new(

@@ -59,21 +59,11 @@ impl Default for ModelsConfig {
             warmup_events: 50_000,
             retrain_every_events: 1_000_000,
             reservoir_rows: 50_000,
-            trainer: TrainerConfig {
-                profile_features: DEFAULT_PROFILE_FEATURES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                ..TrainerConfig::default()
-            },
+            trainer: TrainerConfig::with_default_profiles(),
             content: ContentConfig::default(),
         }
     }
 }
-
-/// Client-window features the behaviour profiles cluster on by default (`[models]
-/// profile_features`).
-pub use gatewatch_models::stream::DEFAULT_PROFILE_FEATURES;
 
 impl ModelsConfig {
     /// Checks the settings; messages name the key.

@@ -226,7 +226,7 @@ mod tests {
                 }
             }
         }
-        for f in crate::pipeline::engine::DEFAULT_PROFILE_FEATURES {
+        for f in gatewatch_models::stream::DEFAULT_PROFILE_FEATURES {
             assert!(stored.keeps(f), "{f}");
         }
         // A request-shape feature no detector reads is left out; other columns stay.

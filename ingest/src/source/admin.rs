@@ -1,8 +1,9 @@
 //! Small Kafka administration helpers: is a broker answering, create a topic and wait until
-//! every partition is visible. Used by gatewatch's Kafka tests and benches, which must fail
+//! every partition is visible, name a test's topics and groups. Used by gatewatch's Kafka tests and benches, which must fail
 //! when the broker is missing in CI and may skip outside it ([`broker_for_tests`]).
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::executor::block_on;
 use rdkafka::ClientConfig;
@@ -15,6 +16,20 @@ use crate::{Error, Result};
 
 /// Address of the broker the tests use: `GATEWATCH_TEST_KAFKA`, else `127.0.0.1:9092`.
 pub const TEST_BROKER_ENV: &str = "GATEWATCH_TEST_KAFKA";
+
+/// A topic or group name (`gw-<what>-<process>-<nanoseconds>-<n>`) that no other test run
+/// on the same broker uses, nor another call in this process.
+pub fn unique_name(what: &str) -> String {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "gw-{what}-{}-{nanos}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// Asks `brokers` for cluster metadata; `Ok` once one answers within `timeout`.
 pub fn broker_answers(brokers: &str, timeout: Duration) -> Result<()> {

@@ -1,11 +1,10 @@
 //! Waiting for a Kafka producer's delivery reports without polling for them.
 //!
-//! A producer's `flush` in the Kafka client polls its event queue in slices of up to
-//! 100 ms and returns only when a slice is over, however early the last acknowledgement
-//! came; the last millisecond of every slice is spent asking the queue again and again. A
-//! flush after every batch that produced something (alerts, dead letters) thus held the
-//! thread that called it for at least 100 ms, which capped a stream at about ten such
-//! batches a second.
+//! The Kafka client's own `flush` polls its event queue in slices of up to 100 ms and
+//! returns only when a slice is over, however early the last acknowledgement came, and
+//! spends the last millisecond of each slice asking the queue again and again. The alert
+//! thread and the dead-letter sink wait after every batch that produced something, so
+//! waiting that way would hold them for at least 100 ms a batch.
 //!
 //! Here the producer's own polling thread (a `ThreadedProducer`) serves the reports. Its
 //! context counts each one in a [`DeliveryReports`], and the thread that sent the messages
