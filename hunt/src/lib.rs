@@ -25,6 +25,7 @@
 //! ```
 
 pub mod error;
+pub mod gather;
 pub mod hunts;
 pub mod listing;
 pub mod output;

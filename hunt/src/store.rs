@@ -69,8 +69,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::{
-    SortColumn, SortOptions, cast, concat, concat_batches, interleave, lexsort_to_indices,
-    take_record_batch,
+    SortColumn, SortOptions, cast, concat, concat_batches, lexsort_to_indices, take_record_batch,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -89,6 +88,7 @@ use serde::{Deserialize, Serialize};
 use gatewatch_ingest::schema::col;
 
 use crate::error::{Error, Result};
+use crate::gather::gather_column;
 
 /// The tables of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -591,17 +591,17 @@ impl Store {
         let sort = table == Table::Events && encode_final;
         // Unsorted rows go to the writer as the batches they came in (sliced where a file
         // ends), not concatenated first: the writer copies them into pages anyway.
-        let picks = if sort {
-            sorted_picks(&first.schema(), &buf.batches)?
+        let order = if sort {
+            sorted_order(&first.schema(), &buf.batches)?
         } else {
             None
         };
-        let files: Vec<FileRows<'_>> = match &picks {
-            Some(picks) => picks
+        let files: Vec<FileRows<'_>> = match &order {
+            Some(order) => order
                 .chunks(self.cfg.max_file_rows.max(1))
-                .map(|picks| FileRows::Gathered {
+                .map(|order| FileRows::Gathered {
                     from: &buf.batches,
-                    picks,
+                    order,
                 })
                 .collect(),
             None => split_into_files(&buf.batches, self.cfg.max_file_rows)
@@ -813,14 +813,11 @@ const ASCENDING_PER_CLIENT: [&str; 2] = ["timestamp", "kafka_offset"];
 /// client or time filter skip them.
 const PRUNING_ORDER: [&str; 2] = ["source_ip", TIMESTAMP_COLUMN];
 
-/// Where the rows of `batches` go when sorted by [`PRUNING_ORDER`]: (batch, row within
-/// it) in the order they are written. `None` when the schema has none of the sort columns
-/// or there are fewer than two rows. Only the sort keys are concatenated; the rows
+/// The order the rows of `batches` are written in when sorted by [`PRUNING_ORDER`], as
+/// indexes into the batches' concatenation. `None` when the schema has none of the sort
+/// columns or there are fewer than two rows. Only the sort keys are concatenated; the rows
 /// themselves are gathered from the batches as they are written (see [`FileRows`]).
-fn sorted_picks(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<Option<Vec<(usize, usize)>>> {
+fn sorted_order(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Option<Vec<u32>>> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut keys = Vec::new();
     for name in PRUNING_ORDER {
@@ -833,23 +830,17 @@ fn sorted_picks(
     if keys.is_empty() || rows < 2 {
         return Ok(None);
     }
-    let order = pruning_order(&keys)?;
-    // Where each row of the concatenation lives: (batch, row within it).
-    let mut place = Vec::with_capacity(rows);
-    for (b, batch) in batches.iter().enumerate() {
-        place.extend((0..batch.num_rows()).map(|r| (b, r)));
-    }
-    Ok(Some(order.iter().map(|&g| place[g as usize]).collect()))
+    Ok(Some(pruning_order(&keys)?))
 }
 
 /// The rows of one file, in the order they are written.
 enum FileRows<'a> {
     /// Batches (or slices of them) written as they are.
     Batches(Vec<RecordBatch>),
-    /// The rows of `from` in the order of `picks` ((batch, row) pairs).
+    /// The rows of `from` in `order` (indexes into the concatenation of `from`).
     Gathered {
         from: &'a [RecordBatch],
-        picks: &'a [(usize, usize)],
+        order: &'a [u32],
     },
 }
 
@@ -857,23 +848,23 @@ impl FileRows<'_> {
     fn len(&self) -> usize {
         match self {
             FileRows::Batches(b) => b.iter().map(|b| b.num_rows()).sum(),
-            FileRows::Gathered { picks, .. } => picks.len(),
+            FileRows::Gathered { order, .. } => order.len(),
         }
     }
 
     fn schema(&self) -> Option<SchemaRef> {
         match self {
             FileRows::Batches(b) => b.first().map(|b| b.schema()),
-            FileRows::Gathered { from, picks } => from
+            FileRows::Gathered { from, order } => from
                 .first()
-                .filter(|_| !picks.is_empty())
+                .filter(|_| !order.is_empty())
                 .map(|b| b.schema()),
         }
     }
 }
 
 /// Writes gathered rows one row group at a time and, within a row group, one column at a
-/// time: each column is gathered into the order of `picks` and encoded before the next
+/// time: each column is gathered into `order` ([`gather_column`]) and encoded before the next
 /// one is gathered. A flush therefore never holds its rows twice over (gathering whole
 /// row groups of events at once took about 130 MB more peak memory in `gatewatch run`,
 /// in buffers the system mapped and zeroed afresh on every flush), and the encoder reads
@@ -887,7 +878,7 @@ fn write_gathered<W: std::io::Write + Send>(
     writer: ArrowWriter<W>,
     schema: &SchemaRef,
     from: &[RecordBatch],
-    picks: &[(usize, usize)],
+    order: &[u32],
 ) -> Result<W> {
     let (mut file, factory) = writer.into_serialized_writer()?;
     let row_group_rows = file
@@ -895,12 +886,12 @@ fn write_gathered<W: std::io::Write + Send>(
         .max_row_group_row_count()
         .unwrap_or(usize::MAX)
         .max(1);
-    for (index, group) in picks.chunks(row_group_rows).enumerate() {
+    for (index, group) in order.chunks(row_group_rows).enumerate() {
         let mut columns = factory.create_column_writers(index)?.into_iter();
         let mut done = Vec::with_capacity(columns.len());
         for (c, field) in schema.fields().iter().enumerate() {
             let sources: Vec<&dyn Array> = from.iter().map(|b| b.column(c).as_ref()).collect();
-            let array = interleave(&sources, group)?;
+            let array = gather_column(&sources, group)?;
             for leaf in compute_leaves(field, &array)? {
                 let mut w = columns.next().ok_or_else(|| {
                     parquet::errors::ParquetError::General(format!(
@@ -1137,7 +1128,7 @@ fn write_parquet_temp(
                 }
                 Ok(w.into_inner()?)
             }
-            FileRows::Gathered { from, picks } => write_gathered(w, &schema, from, picks),
+            FileRows::Gathered { from, order } => write_gathered(w, &schema, from, order),
         }
     })?;
     Ok(Some(written))
@@ -1692,15 +1683,15 @@ fn merge_files(
             batches.push(b?);
         }
     }
-    let picks = if table == Table::Events {
-        sorted_picks(schema, &batches)?
+    let order = if table == Table::Events {
+        sorted_order(schema, &batches)?
     } else {
         None
     };
-    let rows = match &picks {
-        Some(picks) => FileRows::Gathered {
+    let rows = match &order {
+        Some(order) => FileRows::Gathered {
             from: &batches,
-            picks,
+            order,
         },
         None => FileRows::Batches(vec![concat_batches(schema, &batches)?]),
     };
@@ -1935,13 +1926,13 @@ mod tests {
         );
         // Written the way the store writes sorted rows, in row groups smaller than the
         // data, and read back.
-        let picks = sorted_picks(&schema, &batches).unwrap().unwrap();
+        let order = sorted_order(&schema, &batches).unwrap().unwrap();
         let file = tempfile::tempfile().unwrap();
         let props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(100))
             .build();
         let w = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
-        let file = write_gathered(w, &schema, &batches, &picks).unwrap();
+        let file = write_gathered(w, &schema, &batches, &order).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
         assert_eq!(
             reader.metadata().num_row_groups(),
@@ -1963,7 +1954,7 @@ mod tests {
             vec![Arc::new(arrow::array::Int64Array::from(vec![2, 1]))],
         )
         .unwrap();
-        assert!(sorted_picks(&other, &[n]).unwrap().is_none());
+        assert!(sorted_order(&other, &[n]).unwrap().is_none());
     }
 
     #[test]
