@@ -53,7 +53,7 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
@@ -106,15 +106,7 @@ const CONSUMER_SETTINGS: &[(&str, &str)] = &[("fetch.wait.max.ms", "10")];
 
 /// A topic or group name no other run uses.
 fn unique(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "gw-bench-{what}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    admin::unique_name(&format!("bench-{what}"))
 }
 
 /// Deletes the bench's topics, so that repeated runs do not fill a broker that keeps

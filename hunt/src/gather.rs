@@ -6,8 +6,8 @@
 //! end to end into one flat run, then read in `order`: a flat run is indexed by one
 //! integer per row, where gathering from the parts themselves looks up a part and then a
 //! row for every value. On the access-event columns of 180,000 simulated events that is
-//! about 1.8 times faster than Arrow's `interleave` on the same (batch, row) pairs
-//! (`cargo run --release -p gatewatch-hunt --example gather_speed`; BENCHMARKS.md,
+//! 1.3 to 1.8 times faster than Arrow's `interleave` on the same (batch, row) pairs, by
+//! the run (`cargo run --release -p gatewatch-hunt --example gather_speed`; BENCHMARKS.md,
 //! "Parquet store").
 //!
 //! Strings with 32-bit offsets and the primitive types the events table holds take the

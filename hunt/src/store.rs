@@ -873,7 +873,9 @@ impl FileRows<'_> {
 /// every column at a time reads each column's source again for every slice, which was
 /// measured to be slower.
 /// Row groups end where the writer's `max_row_group_row_count` says, as they would with
-/// `ArrowWriter::write`.
+/// `ArrowWriter::write`. Each row group copies a column's parts into a flat run again:
+/// a sequential copy, which for 180,000 events in two row groups measured no slower than
+/// in one (`gather_speed` with the order cut at 131,072 rows).
 fn write_gathered<W: std::io::Write + Send>(
     writer: ArrowWriter<W>,
     schema: &SchemaRef,

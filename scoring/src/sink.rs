@@ -303,11 +303,9 @@ impl AlertSink for KafkaAlertSink {
                     ) {
                         // The producer's polling thread serves the acknowledgements that
                         // make room: wait for the next one (or 50 ms).
-                        let reports = &self.deliveries.reports;
-                        reports.wait_for(
-                            reports.count() + 1,
-                            Instant::now() + Duration::from_millis(50),
-                        );
+                        self.deliveries
+                            .reports
+                            .wait_for_next(Instant::now() + Duration::from_millis(50));
                         record = r;
                         continue;
                     }

@@ -57,6 +57,13 @@ impl DeliveryReports {
         }
         *n
     }
+
+    /// Waits for the next report after those already in, or until `deadline`: how a
+    /// sender whose local queue is full waits for the acknowledgement that makes room.
+    pub fn wait_for_next(&self, deadline: Instant) {
+        let target = self.count() + 1;
+        self.wait_for(target, deadline);
+    }
 }
 
 /// Hands the producer's queued messages to the brokers now rather than after `linger.ms`,
@@ -95,6 +102,25 @@ mod tests {
         assert!(Instant::now() < deadline);
         serving.join().unwrap();
         assert_eq!(reports.count(), 3);
+    }
+
+    #[test]
+    fn a_sender_waits_for_the_next_report_only() {
+        let reports = Arc::new(DeliveryReports::default());
+        reports.add();
+        reports.add();
+        let serving = {
+            let reports = reports.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(5));
+                reports.add();
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        reports.wait_for_next(deadline);
+        assert!(Instant::now() < deadline);
+        assert_eq!(reports.count(), 3);
+        serving.join().unwrap();
     }
 
     #[test]

@@ -1930,9 +1930,9 @@ impl DeadLetterSink for KafkaDeadLetterSink {
                     {
                         // The local queue drains as the broker confirms: wait for the
                         // next confirmation (or 50 ms) and try again.
-                        let next = ctx.reports.count() + 1;
-                        let slice = (Instant::now() + Duration::from_millis(50)).min(deadline);
-                        ctx.reports.wait_for(next, slice);
+                        ctx.reports.wait_for_next(
+                            (Instant::now() + Duration::from_millis(50)).min(deadline),
+                        );
                         record = r;
                     }
                     Err((e, _)) => {
