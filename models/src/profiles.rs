@@ -16,14 +16,20 @@
 //! bounded random sample too ([`ProfileParams::fit_rows`], 10,000 rows by default), since
 //! their cost grows with the rows times every k, restart and iteration; each profile's
 //! size and spread are then measured on every row. Samples and k-means runs use fixed
-//! seeds, so the same rows give the same profiles.
+//! seeds, so the same rows give the same profiles. The k-means runs are linfa's, with
+//! linfa's seed, given a Euclidean distance of this module's own that sums in parallel
+//! lanes (`SquaredL2`): the same centres as linfa's own `L2Dist` up to rounding.
 
 use linfa::DatasetBase;
 use linfa::traits::Fit;
 use linfa_clustering::KMeans;
-use ndarray::{Array2, ArrayView2, Axis};
+use linfa_nn::distance::Distance;
+use ndarray::{Array2, ArrayView, ArrayView2, Axis, Dimension};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_xoshiro::Xoshiro256Plus;
+// linfa's generators are of an older `rand` than this crate's own.
+use rand_xoshiro::rand_core::SeedableRng as XoshiroSeed;
 
 use crate::codec::{Reader, Writer};
 use crate::{Error, Result};
@@ -207,7 +213,9 @@ impl BehaviourProfiles {
         let mut best: Option<(f32, Array2<f32>)> = None;
         let mut silhouettes = Vec::new();
         for k in params.k_min..=params.k_max {
-            let model = KMeans::params(k)
+            // linfa's own seed for `KMeans::params`, so the fits are those of its default.
+            let rng = <Xoshiro256Plus as XoshiroSeed>::seed_from_u64(KMEANS_SEED);
+            let model = KMeans::params_with(k, rng, SquaredL2)
                 .n_runs(params.n_runs)
                 .max_n_iterations(params.max_iterations)
                 .tolerance(1e-4)
@@ -429,6 +437,76 @@ impl BehaviourProfiles {
 }
 
 /// Nearest centre and squared distance.
+/// Seed of the k-means runs' random number generator: the one `KMeans::params` uses.
+const KMEANS_SEED: u64 = 42;
+
+/// Euclidean distance for the k-means fits. linfa's own `L2Dist` goes through
+/// ndarray-stats' generic `sq_l2_dist`, which checks both shapes, returns a `Result`,
+/// walks the pair with a `Zip` and adds the squares one after another, each addition
+/// waiting for the one before; at eight features that chain was most of a retrain's
+/// k-means time. This one reads rows and centres (contiguous) as slices and sums the
+/// squares in eight independent lanes, added up pairwise at the end: the same value up to
+/// the rounding of a different order of additions, and the same for the same input.
+#[derive(Debug, Clone, Copy)]
+struct SquaredL2;
+
+/// Lanes of [`SquaredL2`]'s sum: one 256-bit vector of `f32`.
+const DISTANCE_LANES: usize = 8;
+
+impl SquaredL2 {
+    #[inline(always)]
+    fn slices(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "points of different dimensions");
+        let mut lanes = [0.0f32; DISTANCE_LANES];
+        let (ac, bc) = (
+            a.chunks_exact(DISTANCE_LANES),
+            b.chunks_exact(DISTANCE_LANES),
+        );
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (x, y) in ac.zip(bc) {
+            for i in 0..DISTANCE_LANES {
+                let d = x[i] - y[i];
+                lanes[i] += d * d;
+            }
+        }
+        for (i, (x, y)) in ar.iter().zip(br).enumerate() {
+            let d = x - y;
+            lanes[i] += d * d;
+        }
+        let [l0, l1, l2, l3, l4, l5, l6, l7] = lanes;
+        ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))
+    }
+}
+
+impl Distance<f32> for SquaredL2 {
+    #[inline(always)]
+    fn distance<D: Dimension>(&self, a: ArrayView<'_, f32, D>, b: ArrayView<'_, f32, D>) -> f32 {
+        self.rdistance(a, b).sqrt()
+    }
+
+    #[inline(always)]
+    fn rdistance<D: Dimension>(&self, a: ArrayView<'_, f32, D>, b: ArrayView<'_, f32, D>) -> f32 {
+        if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
+            return Self::slices(x, y);
+        }
+        // Views that are not contiguous (none in the fits): copied into order first.
+        assert_eq!(a.shape(), b.shape(), "points of different dimensions");
+        let x: Vec<f32> = a.iter().copied().collect();
+        let y: Vec<f32> = b.iter().copied().collect();
+        Self::slices(&x, &y)
+    }
+
+    #[inline]
+    fn rdist_to_dist(&self, rdist: f32) -> f32 {
+        rdist.sqrt()
+    }
+
+    #[inline]
+    fn dist_to_rdist(&self, dist: f32) -> f32 {
+        dist * dist
+    }
+}
+
 fn nearest(centroids: &Array2<f32>, row: &[f32]) -> (usize, f32) {
     let mut best = (0usize, f32::INFINITY);
     for (c, centre) in centroids.rows().into_iter().enumerate() {
@@ -576,6 +654,84 @@ mod tests {
         }
         let big = Array2::<f32>::zeros((MAX_CACHED_ROWS + 1, 2));
         assert!(RowDistances::of(&big).is_none());
+    }
+
+    #[test]
+    fn squared_l2_is_linfas_distance_and_gives_its_fits() {
+        use linfa_nn::distance::L2Dist;
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        // Five groups well apart, in 8 features (the default profile) and in 11 (a
+        // remainder after the lanes).
+        for d in [8usize, 11] {
+            let x = Array2::from_shape_fn((2_000, d), |(r, f)| {
+                (r % 5) as f32 * 4.0 * (f as f32 + 1.0) + rng.random_range(-1.0f32..1.0)
+            });
+            // Contiguous rows, strided columns and a reversed view: every layout the trait
+            // can be handed.
+            let t = x.t();
+            let rev = x.slice(ndarray::s![.., ..;-1]);
+            for (a, b) in [
+                (x.row(3), x.row(1_999)),
+                (t.row(2), t.row(5)),
+                (rev.row(7), x.row(9)),
+            ] {
+                let (ours, linfas) = (SquaredL2.rdistance(a, b), L2Dist.rdistance(a, b));
+                assert!(
+                    (ours - linfas).abs() <= 1e-5 * linfas,
+                    "d = {d}: {ours} against {linfas}"
+                );
+                let (ours, linfas) = (
+                    SquaredL2.distance(a, b),
+                    Distance::<f32>::distance(&L2Dist, a, b),
+                );
+                assert!(
+                    (ours - linfas).abs() <= 1e-5 * linfas,
+                    "d = {d}: {ours} against {linfas}"
+                );
+            }
+            let ds = DatasetBase::from(x);
+            for k in [2usize, 5, 8] {
+                let ours = KMeans::params_with(
+                    k,
+                    <Xoshiro256Plus as XoshiroSeed>::seed_from_u64(KMEANS_SEED),
+                    SquaredL2,
+                )
+                .n_runs(3)
+                .max_n_iterations(50)
+                .tolerance(1e-4)
+                .fit(&ds)
+                .expect("fit");
+                let linfas = KMeans::params(k)
+                    .n_runs(3)
+                    .max_n_iterations(50)
+                    .tolerance(1e-4)
+                    .fit(&ds)
+                    .expect("fit");
+                // The same centres, perhaps found in another order.
+                let sorted = |c: &Array2<f32>| {
+                    let mut rows: Vec<Vec<f32>> =
+                        c.rows().into_iter().map(|r| r.to_vec()).collect();
+                    rows.sort_by(|a, b| a[0].total_cmp(&b[0]));
+                    rows
+                };
+                for (o, l) in sorted(ours.centroids())
+                    .iter()
+                    .zip(sorted(linfas.centroids()).iter())
+                {
+                    for (o, l) in o.iter().zip(l) {
+                        assert!(
+                            (o - l).abs() <= 1e-3 * l.abs().max(1.0),
+                            "d = {d}, k = {k}: {o} against {l}"
+                        );
+                    }
+                }
+                let (o, l) = (ours.inertia(), linfas.inertia());
+                assert!(
+                    (o - l).abs() <= 1e-4 * l,
+                    "d = {d}, k = {k}: {o} against {l}"
+                );
+            }
+        }
     }
 
     /// Three behaviours in 3 features with very different scales.

@@ -698,8 +698,9 @@ impl<'de> Scanner<'_, '_, 'de> {
     ///
     /// Only the plain case is inlined into the callers; escapes and errors take the
     /// out-of-line [`string_escaped`](Self::string_escaped), so the hot path stays small
-    /// enough to inline at every key and value.
-    #[inline]
+    /// enough to inline at every key and value. `always`: whether a plain `#[inline]`
+    /// inlined it changed with unrelated edits elsewhere in the crate (seen in `perf`).
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'de, str>, WalkError> {
         let start = self.pos;
         let i = find_special(self.b, start);

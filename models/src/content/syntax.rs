@@ -60,7 +60,7 @@ const MAX_TAGS: usize = 6;
 
 /// What [`analyse`] found in one value. Plain data, no heap, and small: scoring copies
 /// it into memo tables and into each request's worst finding, so the tags are kept as
-/// numbers ([`tag_number`]) rather than as 16-byte string references.
+/// numbers (`tag_number`) rather than as 16-byte string references.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyntaxEvidence {
     /// Points per language (index: Sql, Script, Shell, Path, NoSql, Generic).
