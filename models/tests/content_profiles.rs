@@ -554,15 +554,16 @@ fn batch_scores_match_single_requests_when_parameters_repeat() {
         check(&p) >= 4,
         "the repeated injection is explained every time"
     );
-    // Batches on this thread in turns: the same profiles again, a copy read back from
-    // bytes, the profiles once they have learned the probe itself, and a copy from before
-    // that. Whatever the batch before worked out, each must score as single requests do.
+    // Batches on this thread in turns: the same profiles again, the profiles once they
+    // have learned the probe itself (right after a batch they scored before learning
+    // it), a copy read back from bytes and a copy from before the probe was learned.
+    // Whatever the batch before worked out, each must score as single requests do.
     let before = p.clone();
-    check(&p);
     let read_back = ContentProfiles::from_bytes(&p.to_bytes()).expect("reads");
-    check(&read_back);
+    check(&p);
     p.train_batch(&batch(&probe, true)).expect("trains");
     check(&p);
+    check(&read_back);
     check(&before);
     check(&p);
     assert_ne!(
