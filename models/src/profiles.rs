@@ -314,7 +314,9 @@ impl BehaviourProfiles {
     }
 
     /// The profile of one row (raw feature units) and its distance score: distance to the
-    /// centre over the profile's RMS member distance. Allocation-free.
+    /// centre over the profile's RMS member distance. Allocation-free up to
+    /// [`ASSIGN_STACK_FEATURES`] features, with centres as they are fitted or read back
+    /// (row-major).
     pub fn assign(&self, row: &[f32]) -> Result<(usize, f32)> {
         let d = self.features.len();
         if row.len() != d {
@@ -323,16 +325,42 @@ impl BehaviourProfiles {
                 row.len()
             )));
         }
+        // The row is standardised once, not once for every centre (a division per feature
+        // and centre), into a buffer on the stack when it fits.
+        let mut on_stack = [0.0f32; ASSIGN_STACK_FEATURES];
+        let mut on_heap = Vec::new();
+        let z = if d <= ASSIGN_STACK_FEATURES {
+            &mut on_stack[..d]
+        } else {
+            on_heap.resize(d, 0.0);
+            &mut on_heap[..]
+        };
+        for (((z, &v), m), s) in z.iter_mut().zip(row).zip(&self.mean).zip(&self.scale) {
+            *z = (v - m) / s;
+        }
         let mut best = (0usize, f32::INFINITY);
-        for (c, centre) in self.centroids.rows().into_iter().enumerate() {
+        let mut consider = |c: usize, centre: &[f32]| {
             let mut d2 = 0.0f32;
-            for f in 0..d {
-                let z = (row[f] - self.mean[f]) / self.scale[f];
-                let t = z - centre[f];
+            for (z, c) in z.iter().zip(centre) {
+                let t = z - c;
                 d2 += t * t;
             }
             if d2 < best.1 {
                 best = (c, d2);
+            }
+        };
+        // Centres are fitted and read back row-major; reading them as one slice spares
+        // the per-centre views.
+        match self.centroids.as_slice() {
+            Some(all) if d > 0 => {
+                for (c, centre) in all.chunks_exact(d).enumerate() {
+                    consider(c, centre);
+                }
+            }
+            _ => {
+                for (c, centre) in self.centroids.rows().into_iter().enumerate() {
+                    consider(c, &centre.to_vec());
+                }
             }
         }
         if !best.1.is_finite() {
@@ -437,6 +465,10 @@ impl BehaviourProfiles {
 }
 
 /// Nearest centre and squared distance.
+/// Most features [`BehaviourProfiles::assign`] standardises on the stack; more are
+/// allowed, in a buffer allocated per call.
+pub const ASSIGN_STACK_FEATURES: usize = 32;
+
 /// Seed of the k-means runs' random number generator: the one `KMeans::params` uses.
 const KMEANS_SEED: u64 = 42;
 
@@ -730,6 +762,51 @@ mod tests {
                     (o - l).abs() <= 1e-4 * l,
                     "d = {d}, k = {k}: {o} against {l}"
                 );
+            }
+        }
+    }
+
+    /// `assign` as a row was scored before it standardised the row once: the same values
+    /// to the bit, on the stack and past it.
+    #[test]
+    fn assign_standardises_once_and_scores_as_before() {
+        fn reference(p: &BehaviourProfiles, row: &[f32]) -> (usize, f32) {
+            let mut best = (0usize, f32::INFINITY);
+            for (c, centre) in p.centroids.rows().into_iter().enumerate() {
+                let mut d2 = 0.0f32;
+                for f in 0..row.len() {
+                    let z = (row[f] - p.mean[f]) / p.scale[f];
+                    let t = z - centre[f];
+                    d2 += t * t;
+                }
+                if d2 < best.1 {
+                    best = (c, d2);
+                }
+            }
+            (best.0, best.1.sqrt() / p.radius[best.0])
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(77);
+        for d in [3usize, ASSIGN_STACK_FEATURES, ASSIGN_STACK_FEATURES + 9] {
+            let x = Array2::from_shape_fn((400, d), |(r, f)| {
+                (r % 4) as f32 * (f as f32 + 2.0) + rng.random_range(-0.5f32..0.5)
+            });
+            let names: Vec<String> = (0..d).map(|f| format!("f{f}")).collect();
+            let p =
+                BehaviourProfiles::fit(x.view(), &names, &ProfileParams::default()).expect("fit");
+            // The same centres held column-major, which takes the path for centres that
+            // are not one row-major slice.
+            let mut column_major = p.clone();
+            let mut f = Array2::zeros(ndarray::ShapeBuilder::f(p.centroids.dim()));
+            f.assign(&p.centroids);
+            column_major.centroids = f;
+            assert!(column_major.centroids.as_slice().is_none());
+            for _ in 0..200 {
+                let row: Vec<f32> = (0..d).map(|_| rng.random_range(-5.0f32..40.0)).collect();
+                let (rc, rscore) = reference(&p, &row);
+                for q in [&p, &column_major] {
+                    let (c, score) = q.assign(&row).expect("assigns");
+                    assert_eq!((c, score.to_bits()), (rc, rscore.to_bits()), "d = {d}");
+                }
             }
         }
     }
