@@ -341,8 +341,8 @@ impl BehaviourProfiles {
         let mut best = (0usize, f32::INFINITY);
         let mut consider = |c: usize, centre: &[f32]| {
             let mut d2 = 0.0f32;
-            for (z, c) in z.iter().zip(centre) {
-                let t = z - c;
+            for (z, m) in z.iter().zip(centre) {
+                let t = z - m;
                 d2 += t * t;
             }
             if d2 < best.1 {
@@ -464,7 +464,6 @@ impl BehaviourProfiles {
     }
 }
 
-/// Nearest centre and squared distance.
 /// Most features [`BehaviourProfiles::assign`] standardises on the stack; more are
 /// allowed, in a buffer allocated per call.
 pub const ASSIGN_STACK_FEATURES: usize = 32;
@@ -539,6 +538,7 @@ impl Distance<f32> for SquaredL2 {
     }
 }
 
+/// Nearest centre and squared distance.
 fn nearest(centroids: &Array2<f32>, row: &[f32]) -> (usize, f32) {
     let mut best = (0usize, f32::INFINITY);
     for (c, centre) in centroids.rows().into_iter().enumerate() {
