@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{Array, RecordBatch, UInt32Array};
 use arrow::compute::{SortColumn, concat, interleave, lexsort_to_indices};
 use gatewatch_hunt::gather::gather_column;
 use gatewatch_ingest::schema::EventBuilder;
@@ -74,8 +74,9 @@ fn main() {
         }
         arrow_times.push(t.elapsed());
         let t = Instant::now();
+        let indexes = UInt32Array::from(order.clone());
         for c in 0..schema.fields().len() {
-            let out = gather_column(&column(c), &order).expect("gather");
+            let out = gather_column(&column(c), &indexes).expect("gather");
             assert_eq!(out.len(), events);
         }
         ours.push(t.elapsed());
