@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::clf::split_target;
-use super::walker::{Captures, FieldTrie, PathOpts, Scalar, walk_into};
+use super::walker::{Captures, FieldTrie, KeyMemo, PathOpts, Scalar, walk_into};
 use crate::dead_letter::{DecodeError, Reason};
 use crate::decode::Decoder;
 use crate::schema::AccessEvent;
@@ -364,6 +364,8 @@ impl JsonFieldMapping {
 pub struct JsonDecoder {
     format: Format,
     trie: FieldTrie,
+    /// The keys of the records decoded before, for the walk (see [`KeyMemo`]).
+    memo: KeyMemo,
     /// (field, slot) in priority order within each field.
     slots: Vec<(Field, usize)>,
     /// Human list of the timestamp paths, for the missing-field message.
@@ -435,6 +437,7 @@ impl JsonDecoder {
         Ok(Self {
             format,
             trie,
+            memo: KeyMemo::new(),
             slots,
             timestamp_paths: list(&[Timestamp]),
             path_paths: if format == Format::AwsApigw {
@@ -533,7 +536,7 @@ impl Decoder for JsonDecoder {
 
     fn decode<'a>(&mut self, record: &'a str) -> Result<AccessEvent<'a>, DecodeError> {
         let mut caps = Captures::new();
-        walk_into(&self.trie, record, &mut caps).map_err(|e| {
+        walk_into(&self.trie, &mut self.memo, record, &mut caps).map_err(|e| {
             // One message or line is one request. Batching shippers (Kong's http-log with
             // queue.max_batch_size > 1) send arrays; say so rather than just "invalid".
             let detail = if record.trim_start().starts_with('[') {

@@ -114,6 +114,16 @@ pub struct PathOpts {
 pub struct FieldTrie {
     nodes: Vec<Node>,
     slots: usize,
+    /// Changes with every path added, so a [`KeyMemo`] filled against another trie, or
+    /// against this one before it changed, is noticed and emptied.
+    id: u64,
+}
+
+/// Source of [`FieldTrie::id`]s.
+static NEXT_TRIE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_trie_id() -> u64 {
+    NEXT_TRIE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Default for FieldTrie {
@@ -128,6 +138,7 @@ impl FieldTrie {
         Self {
             nodes: vec![Node::default()],
             slots: 0,
+            id: next_trie_id(),
         }
     }
 
@@ -140,6 +151,7 @@ impl FieldTrie {
     /// its slot. Panics past [`MAX_SLOTS`] paths: tries are built from code and validated
     /// config, never from records.
     pub fn add(&mut self, path: &str, opts: PathOpts) -> usize {
+        self.id = next_trie_id();
         let segments: Vec<&str> = path.split('.').collect();
         let mut node = 0;
         for (i, seg) in segments.iter().enumerate() {
@@ -280,20 +292,71 @@ impl<'de> Captures<'de> {
 #[derive(Debug)]
 pub struct WalkError(pub String);
 
+/// The keys of the objects the walk descended into in earlier records, in the order it
+/// met them, each with where the trie led from it.
+///
+/// Records of one source share their shape: the same keys in the same order, record after
+/// record. For each key of an object on a wanted path, the walk first compares the
+/// record's next bytes with the key expected at this point of the walk (one 16-byte
+/// compare that also checks the closing quote) and, when they are equal, takes the trie's
+/// answer from the memo: no scan for the string's end and no trie lookup. A key the memo
+/// does not expect takes the plain path and is put in at that point, so the memo follows
+/// the records' shapes; a key the record leaves out is stepped over (up to
+/// [`MEMO_LOOKAHEAD`] at once). Only keys of at most 15 bytes without escapes are kept:
+/// equal bytes then mean an equal key. At most [`MEMO_KEYS`] keys are kept; past that,
+/// new keys replace expected ones instead of being added.
+///
+/// A memo is filled against one [`FieldTrie`]; given another (or the same one after a
+/// path was added), it empties itself.
+#[derive(Debug, Default, Clone)]
+pub struct KeyMemo {
+    trie: u64,
+    keys: Vec<MemoKey>,
+}
+
+/// One expected key: its bytes and closing quote, padded to sixteen.
+#[derive(Debug, Clone, Copy)]
+struct MemoKey {
+    bytes: [u8; 16],
+    len: u8,
+    node: u32,
+    /// The trie node the key leads to, or `NO_CHILD`.
+    child: u32,
+}
+
+/// Most keys a [`KeyMemo`] keeps.
+pub const MEMO_KEYS: usize = 64;
+/// Most expected keys a record may leave out in a row and still hit the memo after them.
+pub const MEMO_LOOKAHEAD: usize = 3;
+const NO_CHILD: u32 = u32::MAX;
+
+impl KeyMemo {
+    /// An empty memo.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 /// Walks `json`, capturing the trie's paths. The record must be one JSON object.
 pub fn walk<'de>(trie: &FieldTrie, json: &'de str) -> Result<Captures<'de>, WalkError> {
     let mut caps = Captures::new();
-    walk_into(trie, json, &mut caps)?;
+    walk_into(trie, &mut KeyMemo::new(), json, &mut caps)?;
     Ok(caps)
 }
 
-/// As [`walk`], filling captures the caller owns: they are over a kilobyte, and filling
-/// them in place saves copying them on every record.
+/// As [`walk`], filling captures the caller owns (they are over a kilobyte, and filling
+/// them in place saves copying them on every record) and using `memo` for the keys of
+/// the records before it (see [`KeyMemo`]).
 pub fn walk_into<'de>(
     trie: &FieldTrie,
+    memo: &mut KeyMemo,
     json: &'de str,
     caps: &mut Captures<'de>,
 ) -> Result<(), WalkError> {
+    if memo.trie != trie.id {
+        memo.trie = trie.id;
+        memo.keys.clear();
+    }
     let mut s = Scanner {
         src: json,
         b: json.as_bytes(),
@@ -301,6 +364,8 @@ pub fn walk_into<'de>(
         depth: 0,
         trie,
         caps,
+        memo,
+        cursor: 0,
     };
     match s.ws() {
         Some(b'{') => {}
@@ -451,6 +516,9 @@ struct Scanner<'t, 'c, 'de> {
     depth: u32,
     trie: &'t FieldTrie,
     caps: &'c mut Captures<'de>,
+    memo: &'c mut KeyMemo,
+    /// The memo's next expected key.
+    cursor: usize,
 }
 
 impl<'de> Scanner<'_, '_, 'de> {
@@ -622,9 +690,12 @@ impl<'de> Scanner<'_, '_, 'de> {
         let mut more = self.key_start(true)?;
         while more {
             if descend {
-                let key = self.string()?;
+                let child = match self.memo_hit(node) {
+                    Some(child) => child,
+                    None => self.key_lookup(node)?,
+                };
                 self.colon()?;
-                match trie.lookup(node, &key) {
+                match child {
                     Some(child) => self.value(child)?,
                     None => self.skip_value()?,
                 }
@@ -636,6 +707,61 @@ impl<'de> Scanner<'_, '_, 'de> {
             more = self.next_member()?;
         }
         Ok(())
+    }
+
+    /// The key that starts here (its opening quote consumed) when the memo expects it at
+    /// this point, or a few keys later: steps over it and its closing quote and returns
+    /// where the trie leads from it.
+    #[inline(always)]
+    fn memo_hit(&mut self, node: usize) -> Option<Option<usize>> {
+        use wide::u8x16;
+        let chunk = self.b.get(self.pos..self.pos + 16)?;
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(chunk);
+        let here = u8x16::new(bytes);
+        let expected = self.memo.keys.get(self.cursor..)?;
+        for (skip, key) in expected.iter().take(MEMO_LOOKAHEAD).enumerate() {
+            // The key's bytes and its closing quote: the low `len + 1` lanes.
+            let need = (2u32 << key.len) - 1;
+            if key.node == node as u32
+                && here.simd_eq(u8x16::new(key.bytes)).to_bitmask() & need == need
+            {
+                self.pos += usize::from(key.len) + 1;
+                self.cursor += skip + 1;
+                return Some((key.child != NO_CHILD).then_some(key.child as usize));
+            }
+        }
+        None
+    }
+
+    /// A key the memo did not expect (its opening quote consumed): read and looked up in
+    /// the trie, then put in the memo at this point when it can be kept.
+    #[inline(never)]
+    fn key_lookup(&mut self, node: usize) -> Result<Option<usize>, WalkError> {
+        let key = self.string()?;
+        let child = self.trie.lookup(node, &key);
+        if let Cow::Borrowed(k) = key
+            && k.len() < 16
+        {
+            let mut bytes = [0u8; 16];
+            bytes[..k.len()].copy_from_slice(k.as_bytes());
+            bytes[k.len()] = b'"';
+            let entry = MemoKey {
+                bytes,
+                len: k.len() as u8,
+                node: node as u32,
+                child: child.map_or(NO_CHILD, |c| c as u32),
+            };
+            let keys = &mut self.memo.keys;
+            if keys.len() < MEMO_KEYS {
+                keys.insert(self.cursor.min(keys.len()), entry);
+                self.cursor += 1;
+            } else if let Some(slot) = keys.get_mut(self.cursor) {
+                *slot = entry;
+                self.cursor += 1;
+            }
+        }
+        Ok(child)
     }
 
     /// The elements of an array at `node` (its `[` consumed): arrays are transparent,
@@ -1135,7 +1261,7 @@ mod tests {
     /// same captures (borrowed where the other borrows) or both refuse it.
     fn agree(t: &FieldTrie, json: &str) -> Result<Norm, String> {
         let mut caps = Captures::new();
-        let got = walk_into(t, json, &mut caps).map(|()| caps);
+        let got = walk_into(t, &mut KeyMemo::new(), json, &mut caps).map(|()| caps);
         let mut oc = Captures::new();
         let want = serde_oracle::walk_into(t, json, &mut oc).map(|()| oc);
         match (got, want) {
@@ -1199,6 +1325,117 @@ mod tests {
             assert!(err.contains("out of range"), "{err}");
             agree(&t, &format!("{{\"other\":{text}}}")).unwrap();
         }
+    }
+
+    /// Walks each record with one memo and again with a fresh one: the captures and the
+    /// verdicts must be the same.
+    fn same_with_memo(t: &FieldTrie, memo: &mut KeyMemo, records: &[&str]) {
+        for json in records {
+            let mut caps = Captures::new();
+            let got = walk_into(t, memo, json, &mut caps).map(|()| norm(&caps));
+            let mut fresh = Captures::new();
+            let want = walk_into(t, &mut KeyMemo::new(), json, &mut fresh).map(|()| norm(&fresh));
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "captures differ on {json:?}"),
+                (Err(g), Err(w)) => assert_eq!(g.0, w.0, "errors differ on {json:?}"),
+                (g, w) => panic!("verdicts differ on {json:?}: memo {g:?}, fresh {w:?}"),
+            }
+        }
+    }
+
+    /// A member no path wants, so that every key before it has the sixteen bytes after
+    /// it that a memo hit compares.
+    const PAD: &str = r#""pad":"0123456789abcdef""#;
+
+    #[test]
+    fn memo_hits_only_whole_keys_on_the_same_node() {
+        let d = PathOpts::default();
+        let mut t = FieldTrie::new();
+        let id = t.add("id", d);
+        let inner = t.add("a.id", d);
+        let idx = t.add("a.idx", d);
+        let mut memo = KeyMemo::new();
+        // The memo learns `id` at the root, then inside `a`.
+        let first = format!(r#"{{"id":"1","a":{{"id":"2",{PAD}}},{PAD}}}"#);
+        same_with_memo(&t, &mut memo, &[&first]);
+        assert_eq!(memo.keys.len(), 5, "{memo:?}");
+        // `idx` starts with the expected `id`; `id` is expected at the root, not in `a`.
+        let json = format!(r#"{{"idx":"1","a":{{"idx":"3","id":"4",{PAD}}},{PAD}}}"#);
+        let mut caps = Captures::new();
+        walk_into(&t, &mut memo, &json, &mut caps).unwrap();
+        assert_eq!(caps.take(id), None);
+        assert_eq!(caps.take(idx), Some(Scalar::Str("3".into())));
+        assert_eq!(caps.take(inner), Some(Scalar::Str("4".into())));
+        let records = [
+            json,
+            format!(r#"{{"a":{{"id":"5",{PAD}}},"id":"6",{PAD}}}"#),
+            format!(r#"{{"id":"7","a":{{"id":"8",{PAD}}},{PAD}}}"#),
+            format!(r#"{{"id" :"9",{PAD}}}"#),
+            format!(r#"{{"id":"10","a":{{"id":"11",{PAD}}},{PAD}}}"#),
+            format!(r#"{{"i\u0064":"12","a":{{"id":"13",{PAD}}},{PAD}}}"#),
+            format!(r#"{{"id":"14","a":{{"id":"15",{PAD}}},{PAD}}}"#),
+            format!(r#"{{"id":"16","a":{{"id":"17",{PAD}}},{PAD}}}"#)[..30].to_owned(),
+        ];
+        let refs: Vec<&str> = records.iter().map(String::as_str).collect();
+        same_with_memo(&t, &mut memo, &refs);
+    }
+
+    #[test]
+    fn memo_of_another_trie_is_emptied() {
+        let d = PathOpts::default();
+        let mut first = FieldTrie::new();
+        first.add("x", d);
+        let mut memo = KeyMemo::new();
+        let json = format!(r#"{{"x":"1","y":"2",{PAD}}}"#);
+        same_with_memo(&first, &mut memo, &[&json]);
+        // `y` led nowhere in the first trie; in the second it is the only path, and the
+        // node the first trie's `x` led to.
+        let mut second = FieldTrie::new();
+        let y = second.add("y", d);
+        let mut caps = Captures::new();
+        walk_into(&second, &mut memo, &json, &mut caps).unwrap();
+        assert_eq!(caps.take(y), Some(Scalar::Str("2".into())));
+        // The same holds when a path is added to the trie the memo was filled against.
+        let mut grown = first.clone();
+        same_with_memo(&grown, &mut memo, &[&json]);
+        let y = grown.add("y", d);
+        let mut caps = Captures::new();
+        walk_into(&grown, &mut memo, &json, &mut caps).unwrap();
+        assert_eq!(caps.take(y), Some(Scalar::Str("2".into())));
+    }
+
+    #[test]
+    fn memo_stays_bounded_and_right_when_keys_keep_changing() {
+        let ci = PathOpts {
+            case_insensitive_parent: true,
+            ..PathOpts::default()
+        };
+        let mut t = FieldTrie::new();
+        t.add("h.host", ci);
+        t.add("h.user-agent", ci);
+        let mut memo = KeyMemo::new();
+        let records: Vec<String> = (0..40)
+            .map(|r| {
+                let mut keys: Vec<String> =
+                    (0..9).map(|k| format!("x-{}", (r * 7 + k) % 90)).collect();
+                keys.insert(r % 9, "Host".into());
+                keys.insert((r * 5) % 10, "user-agent".into());
+                let members: Vec<String> = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| format!("\"{k}\":\"v{r}-{i}\""))
+                    .collect();
+                format!("{{\"h\":{{{}}}}}", members.join(","))
+            })
+            .collect();
+        let refs: Vec<&str> = records.iter().map(String::as_str).collect();
+        same_with_memo(&t, &mut memo, &refs);
+        assert!(memo.keys.len() <= MEMO_KEYS, "{}", memo.keys.len());
+        assert_eq!(
+            memo.keys.len(),
+            MEMO_KEYS,
+            "the memo fills before it replaces"
+        );
     }
 
     #[test]
@@ -2029,10 +2266,15 @@ mod tests {
         out
     }
 
-    /// Scanner against both oracles: `(scanner accepted, tree oracle accepted)`.
-    fn differential(t: &FieldTrie, json: &str) -> Result<(bool, bool), TestCaseError> {
+    /// Scanner (with `memo` as the records before left it) against both oracles:
+    /// `(scanner accepted, tree oracle accepted)`.
+    fn differential(
+        t: &FieldTrie,
+        memo: &mut KeyMemo,
+        json: &str,
+    ) -> Result<(bool, bool), TestCaseError> {
         let mut caps = Captures::new();
-        let got = walk_into(t, json, &mut caps).map(|()| caps);
+        let got = walk_into(t, memo, json, &mut caps).map(|()| caps);
         let mut oc = Captures::new();
         let want = serde_oracle::walk_into(t, json, &mut oc).map(|()| oc);
         match (&got, &want) {
@@ -2081,25 +2323,47 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(768))]
 
         /// Records serde_json parses in full: the scanner accepts every one, with the
-        /// captures of both oracles.
+        /// captures of both oracles. Each is walked three times with one key memo: fresh,
+        /// again with other whitespace (the memo now expects its keys), and after another
+        /// record (the memo holds a mix of both).
         #[test]
-        fn valid_records_match_both_oracles(g in record(false), seed in any::<u64>()) {
+        fn valid_records_match_both_oracles(
+            g in record(false),
+            other in record(false),
+            seed in any::<u64>(),
+        ) {
+            let t = test_trie();
+            let mut memo = KeyMemo::new();
             let json = rendered(&g, seed);
             prop_assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "{}", json);
-            // Accepted iff the tree walk accepts: it refuses only name/value pairs whose
-            // name or value is not a string, as the scanner must.
-            let (scanned, tree) = differential(&test_trie(), &json)?;
-            prop_assert_eq!(scanned, tree, "{}", json);
+            let records = [
+                json.clone(),
+                rendered(&g, seed.rotate_left(17)),
+                rendered(&other, seed),
+                json,
+            ];
+            for json in &records {
+                // Accepted iff the tree walk accepts: it refuses only name/value pairs
+                // whose name or value is not a string, as the scanner must.
+                let (scanned, tree) = differential(&t, &mut memo, json)?;
+                prop_assert_eq!(scanned, tree, "{}", json);
+            }
         }
 
         /// Records with what only skipped values may hold, and records where that lands
-        /// on a wanted path.
+        /// on a wanted path, each walked fresh and then again with the memo it left.
         #[test]
         fn lenient_records_match_serde_json(g in record(true), seed in any::<u64>()) {
-            differential(&test_trie(), &rendered(&g, seed))?;
+            let t = test_trie();
+            let mut memo = KeyMemo::new();
+            let json = rendered(&g, seed);
+            differential(&t, &mut memo, &json)?;
+            differential(&t, &mut memo, &json)?;
         }
 
-        /// Valid records with one to three bytes truncated, deleted, inserted or replaced.
+        /// Valid records with one to three bytes truncated, deleted, inserted or replaced,
+        /// walked with the memo that the record before the edits left: keys cut short,
+        /// lengthened or unterminated where the memo expects them whole.
         #[test]
         fn mutated_records_match_serde_json(
             g in record(false),
@@ -2109,7 +2373,11 @@ mod tests {
                 1..4,
             ),
         ) {
-            let mut bytes = rendered(&g, seed).into_bytes();
+            let t = test_trie();
+            let mut memo = KeyMemo::new();
+            let original = rendered(&g, seed);
+            differential(&t, &mut memo, &original)?;
+            let mut bytes = original.into_bytes();
             for (op, at, byte) in edits {
                 let i = at.index(bytes.len() + 1);
                 match op {
@@ -2123,7 +2391,7 @@ mod tests {
                 }
             }
             let json = String::from_utf8_lossy(&bytes);
-            differential(&test_trie(), &json)?;
+            differential(&t, &mut memo, &json)?;
         }
     }
 }
