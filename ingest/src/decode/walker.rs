@@ -33,6 +33,11 @@
 //! all the string readers do inline, and escapes and errors go to out-of-line cold
 //! functions, which keeps the per-token code small enough to inline where the walk calls
 //! it.
+//!
+//! Records of one source repeat their keys in the same order, so a [`KeyMemo`] carried from
+//! record to record remembers the keys of the objects the walk descends into and where the
+//! trie led from each: an expected key is recognised with one 16-byte compare, instead of
+//! a scan for its closing quote and a trie lookup.
 
 use std::borrow::Cow;
 
@@ -298,13 +303,18 @@ pub struct WalkError(pub String);
 /// Records of one source share their shape: the same keys in the same order, record after
 /// record. For each key of an object on a wanted path, the walk first compares the
 /// record's next bytes with the key expected at this point of the walk (one 16-byte
-/// compare that also checks the closing quote) and, when they are equal, takes the trie's
-/// answer from the memo: no scan for the string's end and no trie lookup. A key the memo
-/// does not expect takes the plain path and is put in at that point, so the memo follows
-/// the records' shapes; a key the record leaves out is stepped over (up to
-/// [`MEMO_LOOKAHEAD`] at once). Only keys of at most 15 bytes without escapes are kept:
-/// equal bytes then mean an equal key. At most [`MEMO_KEYS`] keys are kept; past that,
-/// new keys replace expected ones instead of being added.
+/// compare for keys under 16 bytes, that also checks the closing quote) and, when they are
+/// equal, takes the trie's answer from the memo: no scan for the string's end and no trie
+/// lookup. Keys the record leaves out are stepped over, up to [`MEMO_LOOKAHEAD`] at once.
+///
+/// A key the memo does not expect takes the plain path. When the memo holds it further on
+/// or further back (a record without an optional object, or with its keys in another
+/// order), the walk goes on expecting what followed it there; a key the memo lacks is put
+/// in at that point. So the memo holds each key once, in an order that fits the records
+/// seen, and a shape seen before costs one miss where it parts from the last one. Only
+/// keys of at most 31 bytes without escapes are kept: equal bytes then mean an equal key.
+/// At most [`MEMO_KEYS`] keys are kept; past that, new keys replace expected ones instead
+/// of being added.
 ///
 /// A memo is filled against one [`FieldTrie`]; given another (or the same one after a
 /// path was added), it empties itself.
@@ -312,28 +322,38 @@ pub struct WalkError(pub String);
 pub struct KeyMemo {
     trie: u64,
     keys: Vec<MemoKey>,
+    /// Keys of descended objects that took the plain path, since the memo was made.
+    misses: u64,
 }
 
-/// One expected key: its bytes and closing quote, padded to sixteen.
+/// One expected key: its bytes and closing quote, padded with zeros.
 #[derive(Debug, Clone, Copy)]
 struct MemoKey {
-    bytes: [u8; 16],
+    bytes: [u8; MEMO_KEY_BYTES],
     len: u8,
     node: u32,
     /// The trie node the key leads to, or `NO_CHILD`.
     child: u32,
 }
 
+/// Room for a key and its closing quote in a [`KeyMemo`]: keys of up to 31 bytes are kept.
+const MEMO_KEY_BYTES: usize = 32;
 /// Most keys a [`KeyMemo`] keeps.
 pub const MEMO_KEYS: usize = 64;
 /// Most expected keys a record may leave out in a row and still hit the memo after them.
-pub const MEMO_LOOKAHEAD: usize = 3;
+pub const MEMO_LOOKAHEAD: usize = 8;
 const NO_CHILD: u32 = u32::MAX;
 
 impl KeyMemo {
     /// An empty memo.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many keys of objects on wanted paths the memo did not expect, since it was
+    /// made: each was read and looked up in the trie.
+    pub fn misses(&self) -> u64 {
+        self.misses
     }
 }
 
@@ -715,18 +735,31 @@ impl<'de> Scanner<'_, '_, 'de> {
     #[inline(always)]
     fn memo_hit(&mut self, node: usize) -> Option<Option<usize>> {
         use wide::u8x16;
-        let chunk = self.b.get(self.pos..self.pos + 16)?;
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(chunk);
-        let here = u8x16::new(bytes);
         let expected = self.memo.keys.get(self.cursor..)?;
+        let (b, pos) = (self.b, self.pos);
+        let head = b.get(pos..pos + 16).map(|chunk| {
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(chunk);
+            u8x16::new(bytes)
+        });
         for (skip, key) in expected.iter().take(MEMO_LOOKAHEAD).enumerate() {
-            // The key's bytes and its closing quote: the low `len + 1` lanes.
-            let need = (2u32 << key.len) - 1;
-            if key.node == node as u32
-                && here.simd_eq(u8x16::new(key.bytes)).to_bitmask() & need == need
-            {
-                self.pos += usize::from(key.len) + 1;
+            if key.node != node as u32 {
+                continue;
+            }
+            let len = usize::from(key.len);
+            let same = match head {
+                // The key's bytes and its closing quote: the low `len + 1` lanes.
+                Some(head) if len < 16 => {
+                    let mut bytes = [0u8; 16];
+                    bytes.copy_from_slice(&key.bytes[..16]);
+                    let need = (2u32 << len) - 1;
+                    head.simd_eq(u8x16::new(bytes)).to_bitmask() & need == need
+                }
+                // Longer keys, and keys near the end of the record.
+                _ => b.get(pos..=pos + len) == Some(&key.bytes[..=len]),
+            };
+            if same {
+                self.pos += len + 1;
                 self.cursor += skip + 1;
                 return Some((key.child != NO_CHILD).then_some(key.child as usize));
             }
@@ -734,17 +767,29 @@ impl<'de> Scanner<'_, '_, 'de> {
         None
     }
 
-    /// A key the memo did not expect (its opening quote consumed): read and looked up in
-    /// the trie, then put in the memo at this point when it can be kept.
+    /// A key the memo did not expect here (its opening quote consumed): read and looked up
+    /// in the trie. When the memo holds it elsewhere (a record that leaves out a whole
+    /// object, or orders its keys differently), the walk goes on from there; otherwise it
+    /// is put in at this point when it can be kept.
     #[inline(never)]
     fn key_lookup(&mut self, node: usize) -> Result<Option<usize>, WalkError> {
         let key = self.string()?;
+        self.memo.misses += 1;
         let child = self.trie.lookup(node, &key);
         if let Cow::Borrowed(k) = key
-            && k.len() < 16
+            && k.len() < MEMO_KEY_BYTES
         {
-            let mut bytes = [0u8; 16];
-            bytes[..k.len()].copy_from_slice(k.as_bytes());
+            let keys = &mut self.memo.keys;
+            let k = k.as_bytes();
+            let known = keys.iter().position(|e| {
+                e.node == node as u32 && usize::from(e.len) == k.len() && e.bytes[..k.len()] == *k
+            });
+            if let Some(at) = known {
+                self.cursor = at + 1;
+                return Ok(child);
+            }
+            let mut bytes = [0u8; MEMO_KEY_BYTES];
+            bytes[..k.len()].copy_from_slice(k);
             bytes[k.len()] = b'"';
             let entry = MemoKey {
                 bytes,
@@ -752,7 +797,6 @@ impl<'de> Scanner<'_, '_, 'de> {
                 node: node as u32,
                 child: child.map_or(NO_CHILD, |c| c as u32),
             };
-            let keys = &mut self.memo.keys;
             if keys.len() < MEMO_KEYS {
                 keys.insert(self.cursor.min(keys.len()), entry);
                 self.cursor += 1;
@@ -1378,6 +1422,45 @@ mod tests {
         ];
         let refs: Vec<&str> = records.iter().map(String::as_str).collect();
         same_with_memo(&t, &mut memo, &refs);
+    }
+
+    #[test]
+    fn memo_learns_each_shape_once() {
+        let d = PathOpts::default();
+        let mut t = FieldTrie::new();
+        t.add("request.method", d);
+        t.add("consumer.id", d);
+        t.add("consumer.username", d);
+        t.add("latencies.proxy", d);
+        t.add("a_key_of_twenty_bytes", d);
+        t.add("label", d);
+        // Kong-like: the consumer object only when the request was authenticated, and
+        // the latencies before or after the route.
+        let with = r#"{"request":{"method":"GET"},"consumer":{"id":"c","username":"u"},"route":{},"latencies":{"proxy":1},"a_key_of_twenty_bytes":1,"label":"l"}"#;
+        let without = r#"{"request":{"method":"GET"},"route":{},"latencies":{"proxy":2},"a_key_of_twenty_bytes":2,"label":"l"}"#;
+        let moved = r#"{"request":{"method":"GET"},"latencies":{"proxy":3},"route":{},"a_key_of_twenty_bytes":3,"label":"l"}"#;
+        let mut memo = KeyMemo::new();
+        same_with_memo(&t, &mut memo, &[with, without, moved]);
+        let learned = memo.keys.len();
+        // Every shape was seen once: another round of all three costs few misses. Each
+        // key is held once, in one order, so the record with the keys swapped costs one
+        // miss every time (`route`, which the memo holds before `latencies`).
+        let before = memo.misses();
+        same_with_memo(&t, &mut memo, &[with, without, moved]);
+        assert!(
+            memo.misses() - before <= 2,
+            "{} misses",
+            memo.misses() - before
+        );
+        let before = memo.misses();
+        same_with_memo(&t, &mut memo, &[moved, moved]);
+        assert_eq!(memo.misses() - before, 2);
+        let before = memo.misses();
+        same_with_memo(&t, &mut memo, &[with, without, with, without]);
+        assert_eq!(memo.misses(), before);
+        // Each key is held once.
+        assert_eq!(memo.keys.len(), learned);
+        assert_eq!(learned, 10, "{memo:?}");
     }
 
     #[test]
