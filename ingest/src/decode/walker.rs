@@ -1426,14 +1426,17 @@ mod tests {
 
     #[test]
     fn memo_learns_each_shape_once() {
-        let d = PathOpts::default();
         let mut t = FieldTrie::new();
-        t.add("request.method", d);
-        t.add("consumer.id", d);
-        t.add("consumer.username", d);
-        t.add("latencies.proxy", d);
-        t.add("a_key_of_twenty_bytes", d);
-        t.add("label", d);
+        for path in [
+            "request.method",
+            "consumer.id",
+            "consumer.username",
+            "latencies.proxy",
+            "a_key_of_twenty_bytes",
+            "label",
+        ] {
+            t.add(path, PathOpts::default());
+        }
         // Kong-like: the consumer object only when the request was authenticated, and
         // the latencies before or after the route.
         let with = r#"{"request":{"method":"GET"},"consumer":{"id":"c","username":"u"},"route":{},"latencies":{"proxy":1},"a_key_of_twenty_bytes":1,"label":"l"}"#;
