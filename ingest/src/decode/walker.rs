@@ -314,7 +314,9 @@ pub struct WalkError(pub String);
 /// seen, and a shape seen before costs one miss where it parts from the last one. Only
 /// keys of at most 31 bytes without escapes are kept: equal bytes then mean an equal key.
 /// At most [`MEMO_KEYS`] keys are kept; past that, new keys replace expected ones instead
-/// of being added.
+/// of being added. After [`MEMO_MISSES_PER_RECORD`] misses the rest of the record is walked
+/// without the memo, so one with thousands of keys no other record has costs little more
+/// than without it.
 ///
 /// A memo is filled against one [`FieldTrie`]; given another (or the same one after a
 /// path was added), it empties itself.
@@ -338,6 +340,9 @@ struct MemoKey {
 
 /// Room for a key and its closing quote in a [`KeyMemo`]: keys of up to 31 bytes are kept.
 const MEMO_KEY_BYTES: usize = 32;
+/// Most keys of one record the memo is searched for and learns; past that, the rest of the
+/// record is walked without the memo.
+pub const MEMO_MISSES_PER_RECORD: usize = 32;
 /// Most keys a [`KeyMemo`] keeps.
 pub const MEMO_KEYS: usize = 64;
 /// Most expected keys a record may leave out in a row and still hit the memo after them.
@@ -386,6 +391,7 @@ pub fn walk_into<'de>(
         caps,
         memo,
         cursor: 0,
+        misses: 0,
     };
     match s.ws() {
         Some(b'{') => {}
@@ -539,6 +545,8 @@ struct Scanner<'t, 'c, 'de> {
     memo: &'c mut KeyMemo,
     /// The memo's next expected key.
     cursor: usize,
+    /// Keys of this record the memo did not expect.
+    misses: usize,
 }
 
 impl<'de> Scanner<'_, '_, 'de> {
@@ -735,6 +743,9 @@ impl<'de> Scanner<'_, '_, 'de> {
     #[inline(always)]
     fn memo_hit(&mut self, node: usize) -> Option<Option<usize>> {
         use wide::u8x16;
+        if self.misses > MEMO_MISSES_PER_RECORD {
+            return None;
+        }
         let expected = self.memo.keys.get(self.cursor..)?;
         let (b, pos) = (self.b, self.pos);
         let head = b.get(pos..pos + 16).map(|chunk| {
@@ -775,7 +786,14 @@ impl<'de> Scanner<'_, '_, 'de> {
     fn key_lookup(&mut self, node: usize) -> Result<Option<usize>, WalkError> {
         let key = self.string()?;
         self.memo.misses += 1;
+        self.misses += 1;
         let child = self.trie.lookup(node, &key);
+        // A record this unlike the ones before (thousands of header names no other record
+        // has) leaves the memo as it is: searching and filling it for every key would
+        // cost it several times the plain walk.
+        if self.misses > MEMO_MISSES_PER_RECORD {
+            return Ok(child);
+        }
         if let Cow::Borrowed(k) = key
             && k.len() < MEMO_KEY_BYTES
         {
@@ -1464,6 +1482,26 @@ mod tests {
         // Each key is held once.
         assert_eq!(memo.keys.len(), learned);
         assert_eq!(learned, 10, "{memo:?}");
+    }
+
+    #[test]
+    fn a_record_unlike_the_rest_teaches_the_memo_little() {
+        let ci = PathOpts {
+            case_insensitive_parent: true,
+            ..PathOpts::default()
+        };
+        let mut t = FieldTrie::new();
+        let host = t.add("h.host", ci);
+        let members: Vec<String> = (0..500).map(|k| format!(r#""x-{k}":"v""#)).collect();
+        let json = format!(r#"{{"h":{{{},"Host":"a"}},{PAD}}}"#, members.join(","));
+        let mut memo = KeyMemo::new();
+        let mut caps = Captures::new();
+        walk_into(&t, &mut memo, &json, &mut caps).unwrap();
+        assert_eq!(caps.take(host), Some(Scalar::Str("a".into())));
+        assert_eq!(memo.misses(), 503);
+        assert_eq!(memo.keys.len(), MEMO_MISSES_PER_RECORD);
+        same_with_memo(&t, &mut memo, &[&json, &json]);
+        assert!(memo.keys.len() <= MEMO_KEYS);
     }
 
     #[test]
