@@ -1409,6 +1409,14 @@ mod tests {
     /// it that a memo hit compares.
     const PAD: &str = r#""pad":"0123456789abcdef""#;
 
+    /// Options for a path whose parent is an HTTP header map (keys matched in any case).
+    fn header_map() -> PathOpts {
+        PathOpts {
+            case_insensitive_parent: true,
+            ..PathOpts::default()
+        }
+    }
+
     #[test]
     fn memo_hits_only_whole_keys_on_the_same_node() {
         let d = PathOpts::default();
@@ -1440,6 +1448,11 @@ mod tests {
         ];
         let refs: Vec<&str> = records.iter().map(String::as_str).collect();
         same_with_memo(&t, &mut memo, &refs);
+        // A fresh memo expects the root's `id` right after `a`'s members, so the `id`
+        // inside `a` meets it within the lookahead: only the node tells them apart.
+        let learn = format!(r#"{{"a":{{"k":"18",{PAD}}},"id":"19",{PAD}}}"#);
+        let probe = format!(r#"{{"a":{{"id":"20",{PAD}}},"id":"21",{PAD}}}"#);
+        same_with_memo(&t, &mut KeyMemo::new(), &[&learn, &probe]);
     }
 
     #[test]
@@ -1486,12 +1499,8 @@ mod tests {
 
     #[test]
     fn a_record_unlike_the_rest_teaches_the_memo_little() {
-        let ci = PathOpts {
-            case_insensitive_parent: true,
-            ..PathOpts::default()
-        };
         let mut t = FieldTrie::new();
-        let host = t.add("h.host", ci);
+        let host = t.add("h.host", header_map());
         let members: Vec<String> = (0..500).map(|k| format!(r#""x-{k}":"v""#)).collect();
         let json = format!(r#"{{"h":{{{},"Host":"a"}},{PAD}}}"#, members.join(","));
         let mut memo = KeyMemo::new();
@@ -1530,13 +1539,9 @@ mod tests {
 
     #[test]
     fn memo_stays_bounded_and_right_when_keys_keep_changing() {
-        let ci = PathOpts {
-            case_insensitive_parent: true,
-            ..PathOpts::default()
-        };
         let mut t = FieldTrie::new();
-        t.add("h.host", ci);
-        t.add("h.user-agent", ci);
+        t.add("h.host", header_map());
+        t.add("h.user-agent", header_map());
         let mut memo = KeyMemo::new();
         let records: Vec<String> = (0..40)
             .map(|r| {
