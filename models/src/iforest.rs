@@ -33,13 +33,13 @@
 //! of waiting on one pointer chase at a time, and the tree stays in L1 while the block
 //! passes through it. A single row does the same with 8 trees as the lanes.
 //!
-//! **Batch fast path.** On CPUs with AVX-512F (detected at run time), forests of depth
-//! ≤ 8 over ≤ 128 features (ψ ≤ 256: the default size; the engine's models read about
-//! 110) are also re-laid out as perfect
-//! binary trees in heap order and scored over column-major row blocks, 16 rows per vector
-//! instruction (`iforest/levels.rs`, `iforest/avx512.rs` — the crate's one module allowed
-//! `unsafe`); elsewhere the compact node arrays serve. Scores are identical on every
-//! path, bit for bit.
+//! **Batch fast path.** On CPUs with AVX-512F or AVX2 (detected at run time), forests of
+//! depth ≤ 8 over ≤ 128 features (ψ ≤ 256: the default size; the engine's models read
+//! about 110) are also re-laid out as perfect binary trees in heap order and scored over
+//! column-major row blocks, 16 rows per vector instruction with AVX-512 and 8 with AVX2
+//! (`iforest/levels.rs`; `iforest/avx512.rs` and `iforest/avx2.rs`, the crate's only
+//! modules allowed `unsafe`); elsewhere the compact node arrays serve. Scores are
+//! identical on every path, bit for bit.
 //!
 //! **NaN** (or a null Arrow slot) compares false with every threshold and goes left.
 
@@ -53,6 +53,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::codec::{Reader, Writer};
 use crate::{Error, Result};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod levels;
@@ -625,14 +627,14 @@ impl IsolationForest {
         self.nodes.len()
     }
     /// Which walk [`score_columns`](Self::score_columns) and
-    /// [`score_batch`](Self::score_batch) use for this model on this CPU: `"avx512"`
-    /// (perfect trees, 16 rows per vector instruction), `"compact"` (8-byte nodes, 64
+    /// [`score_batch`](Self::score_batch) use for this model on this CPU: `"avx512"` or
+    /// `"avx2"` (perfect trees, 16 or 8 rows per vector instruction), `"compact"` (8-byte nodes, 64
     /// rows per tree pass), `"flat"` (trees too large for the compact arrays) or
     /// `"extended"` (hyperplane steps). All give identical scores; this is for reports
     /// and benchmarks.
     pub fn batch_kernel(&self) -> &'static str {
         match &self.compact {
-            Some(c) if c.levels.is_some() => "avx512",
+            Some(c) if c.levels.is_some() => levels::vector_kernel(),
             Some(_) => "compact",
             None if self.extended => "extended",
             None => "flat",
@@ -1141,7 +1143,7 @@ mod tests {
             let m = IsolationForestParams::new().fit_array(x.view()).unwrap();
             assert!(m.compact.is_some());
             let want = if levels::vector_available() {
-                "avx512"
+                levels::vector_kernel()
             } else {
                 "compact"
             };

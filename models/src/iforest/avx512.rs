@@ -259,107 +259,17 @@ fn slot_tables(
 
 #[cfg(test)]
 mod tests {
-    use super::super::IsolationForestParams;
-    use super::super::levels::{BLOCK, BLOCK_VALUES, fill_block};
+    use super::super::levels::tests::check_against_portable;
     use super::*;
-    use ndarray::Array2;
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
-    /// A value that is usually ordinary but often NaN, ±∞, huge, tiny or ±0.
-    fn nasty(rng: &mut ChaCha8Rng, scale: f32) -> f32 {
-        match rng.random_range(0..20) {
-            0 => f32::NAN,
-            1 => f32::INFINITY,
-            2 => f32::NEG_INFINITY,
-            3 => f32::MAX,
-            4 => -f32::MAX,
-            5 => f32::MIN_POSITIVE / 4.0,
-            6 => -0.0,
-            _ => (rng.random::<f32>() - 0.5) * scale,
-        }
-    }
-
-    /// Random forests checked.
-    const CASES: usize = 25;
 
     #[test]
     fn matches_portable_walk() {
         if !available() {
-            eprintln!("skipping: this CPU has no AVX-512F (the portable walk serves)");
+            eprintln!("skipping: this CPU has no AVX-512F (another walk serves)");
             return;
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(21);
-        let mut checked = 0;
-        for case in 0..CASES {
-            let d = rng.random_range(1..=super::super::COMPACT_FEATURES);
-            let n = rng.random_range(2..=700usize);
-            let psi = rng.random_range(2..=256usize);
-            let trees = rng.random_range(1..=40usize);
-            // Every third forest is limited to a random depth, so shallow layouts (and
-            // pass-through chains ending above the bottom) are covered too; the last
-            // case is constant data, whose trees are single leaves (depth 0).
-            let max_depth = (case % 3 == 1).then(|| rng.random_range(1..=8usize));
-            let scale = [1.0f32, 1e3, 1e30][case % 3];
-            let x = if case == CASES - 1 {
-                Array2::from_elem((n, d), 1.5f32)
-            } else {
-                Array2::from_shape_fn((n, d), |_| (rng.random::<f32>() - 0.5) * scale)
-            };
-            let m = IsolationForestParams::new()
-                .n_trees(trees)
-                .sample_size(psi)
-                .max_depth(max_depth)
-                .seed(case as u64)
-                .fit_array(x.view())
-                .unwrap();
-            let lv = m.compact.as_ref().and_then(|c| c.levels.as_ref()).unwrap();
-            // Training rows, the forest's own thresholds and nasty values.
-            let cuts: Vec<f32> = lv
-                .thr
-                .iter()
-                .flatten()
-                .copied()
-                .filter(|v| v.is_finite())
-                .collect();
-            let rows: usize = 3 * BLOCK + 5;
-            let cols: Vec<Vec<f32>> = (0..d)
-                .map(|f| {
-                    (0..rows)
-                        .map(|r| match r % 3 {
-                            0 => x[[r % n, f]],
-                            // A threshold of the forest: `>` against equality.
-                            1 if !cuts.is_empty() => cuts[rng.random_range(0..cuts.len())],
-                            _ => nasty(&mut rng, scale),
-                        })
-                        .collect()
-                })
-                .collect();
-            let refs: Vec<&[f32]> = cols.iter().map(Vec::as_slice).collect();
-            let mut block = [0.0f32; BLOCK_VALUES];
-            let mut start = 0;
-            while start < rows {
-                let len = BLOCK.min(rows - start);
-                fill_block(&refs, start, len, &mut block);
-                let (mut a, mut b) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
-                assert!(block_sums(lv, &block, &mut a));
-                lv.block_sums_portable(&block, len, &mut b);
-                for r in 0..len {
-                    assert_eq!(
-                        a[r].to_bits(),
-                        b[r].to_bits(),
-                        "case {case} row {}",
-                        start + r
-                    );
-                    // And the single-row path (compact trees, 8 at a time) agrees.
-                    let row: Vec<f32> = refs.iter().map(|c| c[start + r]).collect();
-                    let one = m.score_row(&row).unwrap();
-                    assert_eq!(m.finish(a[r]).to_bits(), one.to_bits(), "case {case}");
-                    checked += 1;
-                }
-                start += len;
-            }
-        }
-        assert_eq!(checked, CASES * (3 * BLOCK + 5));
+        check_against_portable(21, |lv, block, sums| {
+            assert!(block_sums(lv, block, sums));
+        });
     }
 }

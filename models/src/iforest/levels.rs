@@ -18,11 +18,12 @@
 //! deeper levels gather from a buffer of at most 32 KiB (64 rows × 128 features; only
 //! the model's columns are filled and read).
 //!
-//! The layout exists for the AVX-512 walk ([`super::avx512`]), where 16 rows share a
-//! register and the table lookups are register permutes. One row at a time (the
-//! portable walk, [`Levels::block_sums_portable`], the vector walk's reference in tests)
-//! it is slower than the compact node arrays, so without AVX-512 it is not built and
-//! batch scoring uses those.
+//! The layout exists for the vector walks: AVX-512 ([`super::avx512`]), where 16 rows
+//! share a register and the table lookups are register permutes, and AVX2
+//! ([`super::avx2`]), 8 rows per register with the lookups gathered. One row at a time
+//! (the portable walk, [`Levels::block_sums_portable`], the vector walks' reference in
+//! tests) it is slower than the compact node arrays, so without either it is not built
+//! and batch scoring uses those.
 
 use super::Compact;
 
@@ -91,9 +92,9 @@ impl Levels {
         Some(lv)
     }
 
-    /// Path-length sums of rows `0..m` of a column-major block: the AVX-512 walk (the
-    /// layout is only built where the CPU has it), or else the portable one (identical
-    /// sums either way).
+    /// Path-length sums of rows `0..m` of a column-major block: the AVX-512 walk, else
+    /// the AVX2 one (the layout is only built where the CPU has one of them), or else the
+    /// portable one (identical sums every way).
     pub(super) fn block_sums(
         &self,
         block: &[f32; BLOCK_VALUES],
@@ -101,7 +102,9 @@ impl Levels {
         sums: &mut [f32; BLOCK],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if super::avx512::block_sums(self, block, sums) {
+        if super::avx512::block_sums(self, block, sums)
+            || super::avx2::block_sums(self, block, sums)
+        {
             return;
         }
         self.block_sums_portable(block, m, sums);
@@ -170,11 +173,11 @@ impl Tables<'_> {
     }
 }
 
-/// True when this CPU runs the vector walk (AVX-512F on x86-64).
+/// True when this CPU runs a vector walk (AVX-512F or AVX2 on x86-64).
 pub(super) fn vector_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::avx512::available()
+        super::avx512::available() || super::avx2::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -182,9 +185,133 @@ pub(super) fn vector_available() -> bool {
     }
 }
 
+/// The vector walk [`Levels::block_sums`] takes on this CPU: `"avx512"`, `"avx2"`, or
+/// `"portable"` where neither runs.
+pub(super) fn vector_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::avx512::available() {
+            return "avx512";
+        }
+        if super::avx2::available() {
+            return "avx2";
+        }
+    }
+    "portable"
+}
+
 /// Copies rows `start .. start + m` of the columns into a column-major block.
 pub(super) fn fill_block(cols: &[&[f32]], start: usize, m: usize, block: &mut [f32; BLOCK_VALUES]) {
     for (dst, col) in block.chunks_exact_mut(BLOCK).zip(cols) {
         dst[..m].copy_from_slice(&col[start..start + m]);
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::super::IsolationForestParams;
+    use super::*;
+    use ndarray::Array2;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A value that is usually ordinary but often NaN, ±∞, huge, tiny or ±0.
+    fn nasty(rng: &mut ChaCha8Rng, scale: f32) -> f32 {
+        match rng.random_range(0..20) {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => f32::NEG_INFINITY,
+            3 => f32::MAX,
+            4 => -f32::MAX,
+            5 => f32::MIN_POSITIVE / 4.0,
+            6 => -0.0,
+            _ => (rng.random::<f32>() - 0.5) * scale,
+        }
+    }
+
+    /// Random forests checked.
+    const CASES: usize = 25;
+
+    /// Checks a vector walk (`kernel`, which fills the sums of a whole block) against
+    /// the portable walk and the single-row path, bit for bit, on random forests (some
+    /// depth-limited, one of single leaves) and rows of training values, the forest's
+    /// own thresholds and NaN, ±∞ and huge values.
+    pub(in super::super) fn check_against_portable(
+        seed: u64,
+        kernel: impl Fn(&Levels, &[f32; BLOCK_VALUES], &mut [f32; BLOCK]),
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut checked = 0;
+        for case in 0..CASES {
+            let d = rng.random_range(1..=FEATURES);
+            let n = rng.random_range(2..=700usize);
+            let psi = rng.random_range(2..=256usize);
+            let trees = rng.random_range(1..=40usize);
+            // Every third forest is limited to a random depth, so shallow layouts (and
+            // pass-through chains ending above the bottom) are covered too; the last
+            // case is constant data, whose trees are single leaves (depth 0).
+            let max_depth = (case % 3 == 1).then(|| rng.random_range(1..=8usize));
+            let scale = [1.0f32, 1e3, 1e30][case % 3];
+            let x = if case == CASES - 1 {
+                Array2::from_elem((n, d), 1.5f32)
+            } else {
+                Array2::from_shape_fn((n, d), |_| (rng.random::<f32>() - 0.5) * scale)
+            };
+            let m = IsolationForestParams::new()
+                .n_trees(trees)
+                .sample_size(psi)
+                .max_depth(max_depth)
+                .seed(case as u64)
+                .fit_array(x.view())
+                .unwrap();
+            let c = m.compact.as_ref().unwrap();
+            let lv = Levels::build(c).unwrap();
+            // Training rows, the forest's own thresholds and nasty values.
+            let cuts: Vec<f32> = lv
+                .thr
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            let rows: usize = 3 * BLOCK + 5;
+            let cols: Vec<Vec<f32>> = (0..d)
+                .map(|f| {
+                    (0..rows)
+                        .map(|r| match r % 3 {
+                            0 => x[[r % n, f]],
+                            // A threshold of the forest: `>` against equality.
+                            1 if !cuts.is_empty() => cuts[rng.random_range(0..cuts.len())],
+                            _ => nasty(&mut rng, scale),
+                        })
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&[f32]> = cols.iter().map(Vec::as_slice).collect();
+            let mut block = [0.0f32; BLOCK_VALUES];
+            let mut start = 0;
+            while start < rows {
+                let len = BLOCK.min(rows - start);
+                fill_block(&refs, start, len, &mut block);
+                let (mut a, mut b) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+                kernel(&lv, &block, &mut a);
+                lv.block_sums_portable(&block, len, &mut b);
+                for r in 0..len {
+                    assert_eq!(
+                        a[r].to_bits(),
+                        b[r].to_bits(),
+                        "case {case} row {}",
+                        start + r
+                    );
+                    // And the single-row path (compact trees, 8 at a time) agrees.
+                    let row: Vec<f32> = refs.iter().map(|c| c[start + r]).collect();
+                    let one = m.score_row(&row).unwrap();
+                    assert_eq!(m.finish(a[r]).to_bits(), one.to_bits(), "case {case}");
+                    checked += 1;
+                }
+                start += len;
+            }
+        }
+        assert_eq!(checked, CASES * (3 * BLOCK + 5));
     }
 }
