@@ -1,13 +1,13 @@
 //! AVX-512 batch walk over the perfect-tree layout of [`super::levels`]: 16 rows per
 //! register, [`BLOCK`] rows (four registers) stepped through one tree level by level.
 //!
-//! This is the only module of the crate that may use `unsafe`, for three things: calling
-//! the `#[target_feature]` kernel (only after `is_x86_feature_detected!("avx512f")` said
-//! yes), vector loads and stores of 16-value slices that safe indexing has already
-//! bounds-checked, and the row-value gather, whose lane indices are masked into the
-//! block (each `unsafe` block says why it is in bounds). `tests::matches_portable_walk`
-//! checks it against the portable walk on random forests and rows with NaN, ±∞ and huge
-//! values.
+//! With [`super::avx2`], this is one of the two modules of the crate that may use
+//! `unsafe`, for three things: calling the `#[target_feature]` kernel (only after
+//! `is_x86_feature_detected!("avx512f")` said yes), vector loads and stores of 16-value
+//! slices that safe indexing has already bounds-checked, and the row-value gather, whose
+//! lane indices are masked into the block (each `unsafe` block says why it is in
+//! bounds). `tests::matches_portable_walk` checks it against the portable walk on random
+//! forests and rows with NaN, ±∞ and huge values.
 //!
 //! Per level and 16 rows: one compare and a masked add (`h = 2h + (x > thr)`), with the
 //! row values `x` from a plain load at the root (every row reads the same column), from

@@ -20,10 +20,10 @@
 //!
 //! The layout exists for the vector walks: AVX-512 ([`super::avx512`]), where 16 rows
 //! share a register and the table lookups are register permutes, and AVX2
-//! ([`super::avx2`]), 8 rows per register with the lookups gathered. One row at a time
-//! (the portable walk, [`Levels::block_sums_portable`], the vector walks' reference in
-//! tests) it is slower than the compact node arrays, so without either it is not built
-//! and batch scoring uses those.
+//! ([`super::avx2`]), 8 rows per register with the deeper lookups gathered. One row at
+//! a time (the portable walk, [`Levels::block_sums_portable`], the vector walks'
+//! reference in tests) it is slower than the compact node arrays, so without either it
+//! is not built and batch scoring uses those.
 
 use super::Compact;
 
