@@ -175,14 +175,7 @@ impl Tables<'_> {
 
 /// True when this CPU runs a vector walk (AVX-512F or AVX2 on x86-64).
 pub(super) fn vector_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        super::avx512::available() || super::avx2::available()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    vector_kernel() != "portable"
 }
 
 /// The vector walk [`Levels::block_sums`] takes on this CPU: `"avx512"`, `"avx2"`, or
