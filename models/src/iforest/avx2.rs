@@ -8,7 +8,10 @@
 //! them (`vpgatherdd`/`vgatherdps`) from the tables of 256 entries. Below the root every
 //! row value is a gather from the L1-resident block; the root reads one column with a
 //! plain load. The eight row groups of a block are independent, so their gathers
-//! overlap.
+//! overlap. Each level is one loop over the groups with its slot lookup chosen once,
+//! not once per group, and a group gathers its row values from its own first row, so
+//! no register holds per-group row offsets (the two together measured faster on
+//! Zen 3; see BENCHMARKS.md).
 //!
 //! Like [`super::avx512`], this module may use `unsafe` for three things: calling the
 //! `#[target_feature]` kernel (only after `is_x86_feature_detected!("avx2")` said yes),
@@ -96,81 +99,68 @@ fn kernel(lv: &Levels, block: &[f32; BLOCK_VALUES], sums: &mut [f32; BLOCK]) {
     let depth = lv.depth;
     let one = _mm256_set1_epi32(1);
     let bottom = _mm256_set1_epi32(1 << depth);
-    let in_block = _mm256_set1_epi32(BLOCK_VALUES as i32 - 1);
     let in_slots = _mm256_set1_epi32(SLOTS as i32 - 1);
     let eight = _mm256_set1_epi32(8);
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mut rows = [lane; GROUPS];
-    for (g, r) in rows.iter_mut().enumerate() {
-        *r = _mm256_add_epi32(lane, _mm256_set1_epi32((g * LANES) as i32));
-    }
     let mut acc = [_mm256_setzero_ps(); GROUPS];
-    let base = block.as_ptr();
     for ((thr, col), leaf) in lv.thr.iter().zip(&lv.col).zip(&lv.leaf) {
         let mut h = [one; GROUPS];
+        // Level 0: one column and one threshold for every row.
+        if depth > 0 {
+            let t = _mm256_set1_ps(thr[1]);
+            for (g, h) in h.iter_mut().enumerate() {
+                *h = step(*h, column(block, col[1], g), t);
+            }
+        }
         // Slots 0..32 of the tables in registers: levels 1 to 4 look up their slots
         // with permutes instead of gathers.
         let thr8: [__m256; 4] = std::array::from_fn(|i| load_ps(thr, 8 * i));
         let col8: [__m256i; 4] = std::array::from_fn(|i| load_epi32(col, 8 * i));
-        for level in 0..depth {
-            // Every walk of this tree is in slots 2^level .. 2^(level+1) now.
-            if level == 0 {
-                let t = _mm256_set1_ps(thr[1]);
-                for (g, h) in h.iter_mut().enumerate() {
-                    let x = column(block, col[1], g);
-                    *h = step(*h, x, t);
-                }
-                continue;
-            }
-            for (g, h) in h.iter_mut().enumerate() {
-                let (t, c) = match level {
-                    // Slots 2..8 and 8..16: one register each, indexed by the low 3 bits.
-                    1 | 2 => (
-                        _mm256_permutevar8x32_ps(thr8[0], *h),
-                        _mm256_permutevar8x32_epi32(col8[0], *h),
-                    ),
-                    3 => (
-                        _mm256_permutevar8x32_ps(thr8[1], *h),
-                        _mm256_permutevar8x32_epi32(col8[1], *h),
-                    ),
-                    // Slots 16..32: two registers, picked by bit 3.
-                    4 => {
-                        let hi = _mm256_cmpeq_epi32(_mm256_and_si256(*h, eight), eight);
+        // Each level is its own loop over the groups, so no group asks which level it
+        // is on. Every walk of this tree is in slots 2^level .. 2^(level+1) now.
+        for level in 1..depth {
+            match level {
+                // Slots 2..8 and 8..16: one register each, indexed by the low 3 bits.
+                1 | 2 => level_step(&mut h, block, |h| {
+                    (
+                        _mm256_permutevar8x32_ps(thr8[0], h),
+                        _mm256_permutevar8x32_epi32(col8[0], h),
+                    )
+                }),
+                3 => level_step(&mut h, block, |h| {
+                    (
+                        _mm256_permutevar8x32_ps(thr8[1], h),
+                        _mm256_permutevar8x32_epi32(col8[1], h),
+                    )
+                }),
+                // Slots 16..32: two registers, picked by bit 3.
+                4 => level_step(&mut h, block, |h| {
+                    let hi = _mm256_cmpeq_epi32(_mm256_and_si256(h, eight), eight);
+                    (
+                        _mm256_blendv_ps(
+                            _mm256_permutevar8x32_ps(thr8[2], h),
+                            _mm256_permutevar8x32_ps(thr8[3], h),
+                            _mm256_castsi256_ps(hi),
+                        ),
+                        _mm256_blendv_epi8(
+                            _mm256_permutevar8x32_epi32(col8[2], h),
+                            _mm256_permutevar8x32_epi32(col8[3], h),
+                            hi,
+                        ),
+                    )
+                }),
+                _ => level_step(&mut h, block, |h| {
+                    // Slots stay below 2^depth ≤ SLOTS before the last step; the mask
+                    // makes the gathers in bounds whatever `h` holds.
+                    let s = _mm256_and_si256(h, in_slots);
+                    // SAFETY: every lane of `s` is in 0 .. SLOTS, and `thr` and `col`
+                    // are SLOTS entries of 4 bytes (the scale).
+                    unsafe {
                         (
-                            _mm256_blendv_ps(
-                                _mm256_permutevar8x32_ps(thr8[2], *h),
-                                _mm256_permutevar8x32_ps(thr8[3], *h),
-                                _mm256_castsi256_ps(hi),
-                            ),
-                            _mm256_blendv_epi8(
-                                _mm256_permutevar8x32_epi32(col8[2], *h),
-                                _mm256_permutevar8x32_epi32(col8[3], *h),
-                                hi,
-                            ),
+                            _mm256_i32gather_ps::<4>(thr.as_ptr(), s),
+                            _mm256_i32gather_epi32::<4>(col.as_ptr().cast(), s),
                         )
                     }
-                    _ => {
-                        // Slots stay below 2^depth ≤ SLOTS before the last step; the mask
-                        // makes the gathers in bounds whatever `h` holds.
-                        let s = _mm256_and_si256(*h, in_slots);
-                        // SAFETY: every lane of `s` is in 0 .. SLOTS, and `thr` and `col`
-                        // are SLOTS entries of 4 bytes (the scale).
-                        unsafe {
-                            (
-                                _mm256_i32gather_ps::<4>(thr.as_ptr(), s),
-                                _mm256_i32gather_epi32::<4>(col.as_ptr().cast(), s),
-                            )
-                        }
-                    }
-                };
-                // Column offset plus row: below BLOCK_VALUES already (`col` entries are
-                // `feature * BLOCK` with feature < FEATURES, rows are below BLOCK); the
-                // mask makes that hold whatever the table says.
-                let at = _mm256_and_si256(_mm256_add_epi32(c, rows[g]), in_block);
-                // SAFETY: every lane of `at` is in 0 .. BLOCK_VALUES, and `base` points to
-                // BLOCK_VALUES f32s; scale 4 is the size of an f32.
-                let x = unsafe { _mm256_i32gather_ps::<4>(base, at) };
-                *h = step(*h, x, t);
+                }),
             }
         }
         for (a, h) in acc.iter_mut().zip(&h) {
@@ -186,6 +176,32 @@ fn kernel(lv: &Levels, block: &[f32; BLOCK_VALUES], sums: &mut [f32; BLOCK]) {
         let out = &mut sums[g * LANES..(g + 1) * LANES];
         // SAFETY: `out` is 8 contiguous f32s of `sums`; `storeu` has no alignment needs.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), *a) };
+    }
+}
+
+/// One level below the root for all groups of the block: `slot` gives each lane's
+/// threshold and column offset from its slot `h`, then every walk takes one step.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn level_step(
+    h: &mut [__m256i; GROUPS],
+    block: &[f32; BLOCK_VALUES],
+    slot: impl Fn(__m256i) -> (__m256, __m256i),
+) {
+    // Column offsets are multiples of BLOCK below BLOCK_VALUES (`feature * BLOCK`); the
+    // mask keeps that true whatever the table says, so that adding a lane (below 8) and
+    // reading from the group's first row (below BLOCK - 8) stays inside the block.
+    let in_columns = _mm256_set1_epi32((BLOCK_VALUES - BLOCK) as i32);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (g, h) in h.iter_mut().enumerate() {
+        let (t, c) = slot(*h);
+        let at = _mm256_add_epi32(_mm256_and_si256(c, in_columns), lane);
+        let rows = &block[g * LANES..];
+        // SAFETY: every lane of `at` is below BLOCK_VALUES - BLOCK + 8, and `rows`
+        // starts at most BLOCK - 8 values into the block of BLOCK_VALUES f32s, so each
+        // read is inside `rows`; scale 4 is the size of an f32.
+        let x = unsafe { _mm256_i32gather_ps::<4>(rows.as_ptr(), at) };
+        *h = step(*h, x, t);
     }
 }
 
