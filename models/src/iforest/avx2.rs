@@ -34,8 +34,13 @@ use std::arch::x86_64::{
 
 use super::levels::{BLOCK, BLOCK_VALUES, Levels, SLOTS};
 
+// `level_step` masks column offsets with `BLOCK_VALUES - BLOCK`, which keeps exactly
+// the multiples of BLOCK below BLOCK_VALUES only when both are powers of two.
 const _: () = assert!(
-    BLOCK_VALUES.is_power_of_two() && SLOTS.is_power_of_two() && BLOCK.is_multiple_of(LANES)
+    BLOCK_VALUES.is_power_of_two()
+        && BLOCK.is_power_of_two()
+        && SLOTS.is_power_of_two()
+        && BLOCK.is_multiple_of(LANES)
 );
 
 /// Rows per register.
