@@ -224,11 +224,12 @@ pub(crate) fn split_target<'a>(target: Cow<'a, str>) -> (Cow<'a, str>, Option<Co
     fn split(t: &str) -> (&str, Option<&str>) {
         // An origin-form target (`/…`, nearly every one) cannot hold a scheme before its
         // first `/`, so it skips the substring search (whose setup showed in profiles).
-        let t = match if t.starts_with('/') {
+        let scheme_end = if t.starts_with('/') {
             None
         } else {
             t.find("://")
-        } {
+        };
+        let t = match scheme_end {
             Some(i) if !t[..i].contains(['/', '?']) => {
                 let after = &t[i + 3..];
                 match after.find(['/', '?']) {
