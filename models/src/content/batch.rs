@@ -140,7 +140,8 @@ impl ContentProfiles {
         let cols = Columns::of(batch)?;
         let n = batch.num_rows();
         let mut scores = Float32Builder::with_capacity(n);
-        let mut explanations = StringBuilder::new();
+        // Nearly every row is a null: sized for the rows, not for their text.
+        let mut explanations = StringBuilder::with_capacity(n, 0);
         let mut text = String::new();
         BATCH_SCRATCH.with_borrow_mut(|scratch| {
             // What the memos hold was worked out against profiles that may have been

@@ -50,6 +50,7 @@
 //! ```
 
 mod batch;
+mod memo;
 mod profile;
 pub mod query;
 pub mod syntax;
@@ -60,6 +61,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 pub use batch::{ContentBatchScores, ENDPOINT_TEMPLATE};
+use memo::BytesMemo;
 use profile::{CLASS_NAMES, Deviation, N_CLASSES, ParamProfile, SHAPE_NAMES, ValueStats};
 use query::ParsedParams;
 use syntax::SyntaxEvidence;
@@ -313,12 +315,20 @@ const MEMO_MAX_VALUE: usize = 64;
 /// Most values remembered; the memo starts over when full.
 const MEMO_ENTRIES: usize = 4096;
 
-/// The syntax evidence of short values already analysed with this scratch space (one
-/// batch when scoring). The analysis depends on the bytes alone, and parameter values
-/// repeat (`page=1`, `sort=asc`, a session's own ids), so a repeat costs a lookup.
-#[derive(Debug, Default, Clone)]
+/// The syntax evidence of short values already analysed with this scratch space. The
+/// analysis depends on the bytes alone, and parameter values repeat (`page=1`,
+/// `sort=asc`, a session's own ids), so a repeat costs a lookup.
+#[derive(Debug, Clone)]
 struct SyntaxMemo {
-    seen: HashMap<Box<[u8]>, syntax::SyntaxEvidence, Fast>,
+    seen: BytesMemo<syntax::SyntaxEvidence>,
+}
+
+impl Default for SyntaxMemo {
+    fn default() -> Self {
+        SyntaxMemo {
+            seen: BytesMemo::new(MEMO_ENTRIES),
+        }
+    }
 }
 
 impl SyntaxMemo {
@@ -326,14 +336,12 @@ impl SyntaxMemo {
         if value.len() > MEMO_MAX_VALUE {
             return syntax::analyse(value, lex);
         }
-        if let Some(e) = self.seen.get(value) {
-            return *e;
+        let hash = self.seen.hash(value);
+        if let Some(e) = self.seen.get(hash, value) {
+            return e;
         }
         let e = syntax::analyse(value, lex);
-        if self.seen.len() >= MEMO_ENTRIES {
-            self.seen.clear();
-        }
-        self.seen.insert(value.into(), e);
+        self.seen.insert(hash, value, e);
         e
     }
 }
@@ -359,10 +367,22 @@ struct PairEval {
 /// a repeat skips the byte statistics, the syntax analysis and the profile's chi-square
 /// tests. Valid only while the profiles stay as they are: batch scoring clears it at the
 /// start of every batch (`Scratch::forget_assessments`), and training never reads it.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct PairMemo {
-    seen: HashMap<Box<[u8]>, PairEval, Fast>,
+    seen: BytesMemo<PairEval>,
     key: Vec<u8>,
+    /// The hash of `key`, worked out by [`get`](Self::get) for [`remember`](Self::remember).
+    hash: u64,
+}
+
+impl Default for PairMemo {
+    fn default() -> Self {
+        PairMemo {
+            seen: BytesMemo::new(MEMO_ENTRIES),
+            key: Vec::new(),
+            hash: 0,
+        }
+    }
 }
 
 impl PairMemo {
@@ -382,15 +402,16 @@ impl PairMemo {
         true
     }
 
-    fn get(&self) -> Option<PairEval> {
-        self.seen.get(self.key.as_slice()).copied()
+    /// The assessment remembered for the pair of the last [`key`](Self::key).
+    fn get(&mut self) -> Option<PairEval> {
+        self.hash = self.seen.hash(&self.key);
+        self.seen.get(self.hash, &self.key)
     }
 
+    /// Remembers the assessment of the pair of the last [`key`](Self::key), which
+    /// [`get`](Self::get) did not find.
     fn remember(&mut self, eval: PairEval) {
-        if self.seen.len() >= MEMO_ENTRIES {
-            self.seen.clear();
-        }
-        self.seen.insert(self.key.as_slice().into(), eval);
+        self.seen.insert(self.hash, &self.key, eval);
     }
 }
 
