@@ -333,6 +333,13 @@ impl Default for SyntaxMemo {
 
 impl SyntaxMemo {
     fn analyse(&mut self, value: &[u8], lex: &mut syntax::Scratch) -> syntax::SyntaxEvidence {
+        // Numeric ids and counts are most of the values never seen before (`/orders/
+        // 8127`), and digits alone carry no structure: none of the analysis's needles,
+        // words or operators (`digits_carry_no_syntax` below holds `analyse` to that).
+        // They would only fill the memo.
+        if value.iter().all(u8::is_ascii_digit) {
+            return syntax::SyntaxEvidence::default();
+        }
         if value.len() > MEMO_MAX_VALUE {
             return syntax::analyse(value, lex);
         }

@@ -61,7 +61,7 @@ const MAX_TAGS: usize = 6;
 /// What [`analyse`] found in one value. Plain data, no heap, and small: scoring copies
 /// it into memo tables and into each request's worst finding, so the tags are kept as
 /// numbers (`tag_number`) rather than as 16-byte string references.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SyntaxEvidence {
     /// Points per language (index: Sql, Script, Shell, Path, NoSql, Generic).
     points: [f32; 6],
@@ -1169,6 +1169,16 @@ mod tests {
 
     fn score(v: &str) -> f32 {
         analyse(v.as_bytes(), &mut Scratch::default()).score()
+    }
+
+    // The content scoring's memo answers digit-only values without analysing them; this
+    // is what makes that the same answer.
+    proptest::proptest! {
+        #[test]
+        fn digits_carry_no_syntax(v in "[0-9]{0,300}") {
+            let ev = analyse(v.as_bytes(), &mut Scratch::default());
+            proptest::prop_assert_eq!(ev, SyntaxEvidence::default());
+        }
     }
 
     #[test]
