@@ -78,7 +78,10 @@ impl<'a> StrCol<'a> {
     /// templates repeat across a batch, and the scorer looks each one up several times
     /// (which rules apply, the endpoint's identity share, its request counts).
     pub fn value_ids(&self, rows: usize) -> ValueIds<'a> {
-        let mut index: std::collections::HashMap<&'a str, u32> = std::collections::HashMap::new();
+        // foldhash rather than the standard SipHash: templates are short, and this hashes
+        // every row of every batch. It is seeded per map all the same.
+        let mut index: std::collections::HashMap<&'a str, u32, foldhash::fast::RandomState> =
+            std::collections::HashMap::default();
         let mut values = Vec::new();
         let ids = (0..rows)
             .map(|row| match self.get(row) {
