@@ -378,7 +378,7 @@ struct PairEval {
 struct PairMemo {
     seen: BytesMemo<PairEval>,
     key: Vec<u8>,
-    /// The hash of `key`, worked out by [`get`](Self::get) for [`remember`](Self::remember).
+    /// The hash of `key`, worked out with it by [`key`](Self::key).
     hash: u64,
 }
 
@@ -406,12 +406,12 @@ impl PairMemo {
         self.key.extend_from_slice(template.as_bytes());
         self.key.extend_from_slice(name);
         self.key.extend_from_slice(value);
+        self.hash = self.seen.hash(&self.key);
         true
     }
 
     /// The assessment remembered for the pair of the last [`key`](Self::key).
-    fn get(&mut self) -> Option<PairEval> {
-        self.hash = self.seen.hash(&self.key);
+    fn get(&self) -> Option<PairEval> {
         self.seen.get(self.hash, &self.key)
     }
 
