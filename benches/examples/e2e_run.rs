@@ -41,7 +41,11 @@
 //!    processor kept up with; the processor's own counts (events, incidents, late events,
 //!    model swaps); alerts by category and leading detector and per 10 s of the run, so a
 //!    run that raises far more alerts than the last says where they came from; and the
-//!    three slowest alerts with their category, detector and when they were read.
+//!    three slowest alerts with their category, detector and when they were read. While
+//!    the simulator produces, the machine's cores are accounted from `/proc/stat` and the
+//!    two processes' `/proc/<pid>/stat`: how many were busy, how many the hypervisor
+//!    stole, and how many the processor, the simulator and everything else (the broker)
+//!    used, so a slow p99 on a saturated machine is told from a slow pipeline.
 //!    `--alerts-out FILE` keeps the alerts as JSON lines; `--keep-data DIR` keeps a copy of
 //!    the throughput run's data directory (its Parquet store), e.g. for `maintain_store`.
 //!
@@ -69,6 +73,7 @@ struct Args {
     partitions: i32,
     alerts_out: Option<PathBuf>,
     keep_data: Option<PathBuf>,
+    timeline: bool,
 }
 
 fn parse_args() -> Args {
@@ -83,6 +88,7 @@ fn parse_args() -> Args {
         partitions: 4,
         alerts_out: None,
         keep_data: None,
+        timeline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -101,18 +107,22 @@ fn parse_args() -> Args {
             "--partitions" => a.partitions = num(&k, &v()) as i32,
             "--alerts-out" => a.alerts_out = Some(v().into()),
             "--keep-data" => a.keep_data = Some(v().into()),
+            "--timeline" => a.timeline = true,
             "-h" | "--help" => {
                 println!(
                     "e2e_run [--gatewatch PATH] [--brokers HOST:PORT] [--format kong|combined|…] \
                      [--events N] [--rate EVENTS_PER_SEC] [--latency-secs S] \
                      [--latency-train-secs S] [--partitions P] [--alerts-out FILE] \
-                     [--keep-data DIR]\n\
+                     [--keep-data DIR] [--timeline]\n\
                      Set --events 0 or --rate 0 to skip that phase. The latency run's model \
                      is trained on S seconds of flat traffic at its rate (default 20; 0 uses \
                      the model of two simulated hours at 100 events/s that the throughput \
                      run uses). --alerts-out keeps the latency run's alerts as JSON lines; \
                      --keep-data copies the throughput run's data directory (its Parquet \
-                     store) to DIR."
+                     store) to DIR. --timeline prints the latency run second by second: \
+                     events taken in, cores used by each of the processor's threads, the \
+                     simulator and the whole machine, and the alerts read with the worst \
+                     latency among them."
                 );
                 std::process::exit(0);
             }
@@ -192,7 +202,7 @@ fn cpu_secs(pid: u32, ticks: f64) -> f64 {
 
 /// User + system CPU ticks of each thread of a process, as last seen: a thread that has
 /// ended keeps its final reading.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ThreadTicks {
     /// Thread id → (thread name, ticks).
     last: std::collections::BTreeMap<u32, (String, u64)>,
@@ -274,6 +284,84 @@ fn stop(mut child: Child, ticks: f64, threads: &mut ThreadTicks) -> Option<f64> 
     }
     let _ = child.wait();
     cpu
+}
+
+/// The machine's CPU time from the first line of `/proc/stat`, in clock ticks summed over
+/// every core: (busy, stolen by the hypervisor, total). Busy is user, nice, system, irq
+/// and softirq; total adds idle, iowait and steal.
+fn machine_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6);
+    (busy, get(7), busy + get(3) + get(4) + get(7))
+}
+
+/// What `--timeline` has seen since its last line.
+struct Second {
+    at: Instant,
+    threads: ThreadTicks,
+    machine: (u64, u64, u64),
+    simulator: f64,
+    events_in: f64,
+    alerts: u64,
+    worst_ms: Option<i64>,
+}
+
+impl Second {
+    /// The line for the span since the last one, and a fresh span from now.
+    fn next(
+        &mut self,
+        pid: u32,
+        simulator: Option<u32>,
+        events_in: f64,
+        ticks: f64,
+        started: Instant,
+    ) -> String {
+        let secs = self.at.elapsed().as_secs_f64();
+        let mut threads = self.threads.clone();
+        threads.sample(pid);
+        let machine = machine_ticks();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let busy = (machine.0.saturating_sub(self.machine.0)) as f64
+            / (machine.2.saturating_sub(self.machine.2)).max(1) as f64
+            * cores;
+        let sim_cpu = simulator.map_or(self.simulator, |p| cpu_secs(p, ticks));
+        let groups: Vec<String> = threads
+            .since(&self.threads, pid, ticks)
+            .iter()
+            .filter(|(_, c)| *c / secs >= 0.01)
+            .map(|(g, c)| format!("{g} {:.2}", c / secs))
+            .collect();
+        let line = format!(
+            "{:>5.1} s: in {:>6.1} k/s; machine {busy:.2}, simulator {:.2}, {}; alerts {}{}",
+            started.elapsed().as_secs_f64(),
+            (events_in - self.events_in) / secs / 1e3,
+            (sim_cpu - self.simulator).max(0.0) / secs,
+            groups.join(", "),
+            self.alerts,
+            self.worst_ms
+                .map_or(String::new(), |ms| format!(", worst {ms} ms")),
+        );
+        *self = Second {
+            at: Instant::now(),
+            threads,
+            machine,
+            simulator: sim_cpu,
+            events_in,
+            alerts: 0,
+            worst_ms: None,
+        };
+        line
+    }
 }
 
 /// A counter from the processor's `/metrics`.
@@ -598,7 +686,26 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
         .spawn()
         .unwrap_or_else(|e| fail(&format!("simulate --rate: {e}")));
     let started = Instant::now();
+    // Where the machine's cores went while the simulator produced: a p99 over the target
+    // with the cores all busy points at contention, not at the processor's own pipeline.
+    let sim_pid = producer.id();
+    let machine_at_start = machine_ticks();
+    let processor_at_start = cpu_secs(child.id(), ticks);
+    let mut sim_cpu = 0.0;
+    let mut while_producing: Option<((u64, u64, u64), f64, f64)> = None;
     let mut latencies: Vec<i64> = Vec::new();
+    // --timeline: one line per second of the run, from samples taken at its end.
+    let mut timeline: Vec<String> = Vec::new();
+    let mut second = Second {
+        at: Instant::now(),
+        threads: ThreadTicks::default(),
+        machine: machine_at_start,
+        simulator: 0.0,
+        events_in: 0.0,
+        alerts: 0,
+        worst_ms: None,
+    };
+    second.threads.sample(child.id());
     // Alerts per category and per leading detector, and per 10 s of the run: a run that
     // raises far more alerts than the last one says where they came from.
     let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
@@ -622,6 +729,8 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
             && let Some(event_ms) = v["time"].as_i64()
         {
             latencies.push(published - event_ms);
+            second.alerts += 1;
+            second.worst_ms = second.worst_ms.max(Some(published - event_ms));
             let g = &v["unmapped"]["gatewatch"];
             let kind = format!(
                 "{}/{}",
@@ -653,8 +762,24 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
                 last_in = (Instant::now(), e);
             }
         }
-        if produced_done.is_none() && matches!(producer.try_wait(), Ok(Some(_))) {
-            produced_done = Some(Instant::now());
+        if a.timeline && second.at.elapsed() >= Duration::from_secs(1) {
+            timeline.push(second.next(
+                child.id(),
+                produced_done.is_none().then_some(sim_pid),
+                metric(port, "gatewatch_events_in_total").unwrap_or(second.events_in),
+                ticks,
+                started,
+            ));
+        }
+        if produced_done.is_none() {
+            // Read before `try_wait` reaps it: afterwards its stat is gone.
+            let machine = machine_ticks();
+            let processor = cpu_secs(child.id(), ticks);
+            sim_cpu = cpu_secs(sim_pid, ticks).max(sim_cpu);
+            if matches!(producer.try_wait(), Ok(Some(_))) {
+                produced_done = Some(Instant::now());
+                while_producing = Some((machine, processor, started.elapsed().as_secs_f64()));
+            }
         }
         // Ten seconds after the producer finished, whatever is still queued counts as late
         // as it is: stop.
@@ -664,6 +789,11 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
             break;
         }
     }
+    if produced_done.is_none() {
+        // Gave up waiting: the simulator is still producing.
+        let _ = producer.kill();
+    }
+    let _ = producer.wait();
     let lag = metric(port, "gatewatch_consumer_lag").unwrap_or(f64::NAN);
     // What the processor itself counted, to tell an alert it never raised from one this
     // reader missed.
@@ -696,6 +826,30 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
         secs = a.latency_secs,
         n = latencies.len(),
     );
+    if let Some(((busy, steal, total), processor, secs)) = while_producing {
+        let (busy0, steal0, total0) = machine_at_start;
+        // Ticks are summed over the cores, so tick shares times the core count are cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let share = |a: u64, b: u64| {
+            (a.saturating_sub(b)) as f64 / (total.saturating_sub(total0)).max(1) as f64 * cores
+        };
+        let processor = (processor - processor_at_start) / secs;
+        let simulator = sim_cpu / secs;
+        let busy = share(busy, busy0);
+        println!(
+            "cores used while producing ({secs:.1} s, {cores} cores): {busy:.2} busy, \
+             {steal:.2} stolen by the hypervisor; the processor {processor:.2}, the simulator \
+             {simulator:.2}, the rest (broker, this reader, others) {rest:.2}",
+            steal = share(steal, steal0),
+            rest = busy - processor - simulator,
+        );
+    }
+    if a.timeline {
+        println!("second by second (cores used; alerts read and the worst latency among them):");
+        for line in &timeline {
+            println!("  {line}");
+        }
+    }
     let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("alerts by category/leading detector: {}", kinds.join(", "));
     let tens: Vec<String> = by_tens.iter().map(|(t, n)| format!("{t}s {n}")).collect();

@@ -110,6 +110,7 @@ mod attacks;
 mod catalog;
 mod clock;
 mod event;
+mod queue;
 mod render;
 mod req;
 mod scenario;

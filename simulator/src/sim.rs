@@ -7,14 +7,12 @@
 //! scenario draw from their own random streams: switching a scenario on or off does not
 //! change a single benign event.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use rand::SeedableRng;
 
 use crate::attacks::{self, Campaign};
 use crate::clock::hour_of_day;
 use crate::event::SimEvent;
+use crate::queue::Agenda;
 use crate::scenario::Scenario;
 use crate::traffic::{
     HealthCheck, PARTNER_JOB_CALLS, PartnerJob, ServiceStream, Session, mean_gap_us, poisson_gap,
@@ -105,7 +103,7 @@ pub struct Simulator {
     diurnal: Diurnal,
     normal: SimRng,
     attack: Vec<SimRng>,
-    heap: BinaryHeap<Reverse<(i64, u64, u32)>>,
+    heap: Agenda,
     actors: Vec<Option<Actor>>,
     free: Vec<u32>,
     seq: u64,
@@ -176,7 +174,7 @@ impl Simulator {
             world,
             normal,
             attack,
-            heap: BinaryHeap::new(),
+            heap: Agenda::default(),
             actors: Vec::new(),
             free: Vec::new(),
             seq: 0,
@@ -388,7 +386,7 @@ impl Simulator {
 
     fn requeue(&mut self, t: i64, slot: u32) {
         self.seq += 1;
-        self.heap.push(Reverse((t, self.seq, slot)));
+        self.heap.push((t, self.seq, slot));
     }
 
     fn accept(&mut self, t: i64) -> bool {
@@ -400,7 +398,7 @@ impl Simulator {
     /// The returned event's buffers are reused by the next call: copy what you keep.
     pub fn next_event(&mut self) -> &SimEvent {
         loop {
-            let Some(Reverse((t, _, slot))) = self.heap.pop() else {
+            let Some((t, _, slot)) = self.heap.pop() else {
                 // Validation guarantees at least one perpetual actor; an empty queue
                 // would be a bug. Keep the last event rather than panic.
                 return &self.event;
