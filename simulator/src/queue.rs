@@ -2,10 +2,10 @@
 //!
 //! A min-heap with four children per node. A busy simulation keeps hundreds of thousands
 //! of sessions waiting, and a binary heap's pop then walks about eighteen levels, most of
-//! them cache misses. Four children halve the levels, and the four sit side by side in
-//! one or two cache lines, so a pop reads about half as many lines. Keys are unique (a
-//! time and a sequence number), so this pops exactly the order any correct priority queue
-//! would: the simulator's output does not depend on which one it uses.
+//! them cache misses. Four children halve the levels, and a node's four children lie next
+//! to each other in memory (96 bytes). Keys are unique (a time and a sequence number), so
+//! this pops exactly the order any correct priority queue would: the simulator's output
+//! does not depend on which one it uses.
 
 /// When an actor is due, the order it was queued in (ties on time go first-in, first-out),
 /// and its slot among the actors.

@@ -103,7 +103,7 @@ pub struct Simulator {
     diurnal: Diurnal,
     normal: SimRng,
     attack: Vec<SimRng>,
-    heap: Agenda,
+    agenda: Agenda,
     actors: Vec<Option<Actor>>,
     free: Vec<u32>,
     seq: u64,
@@ -174,7 +174,7 @@ impl Simulator {
             world,
             normal,
             attack,
-            heap: Agenda::default(),
+            agenda: Agenda::default(),
             actors: Vec::new(),
             free: Vec::new(),
             seq: 0,
@@ -386,7 +386,7 @@ impl Simulator {
 
     fn requeue(&mut self, t: i64, slot: u32) {
         self.seq += 1;
-        self.heap.push((t, self.seq, slot));
+        self.agenda.push((t, self.seq, slot));
     }
 
     fn accept(&mut self, t: i64) -> bool {
@@ -398,7 +398,7 @@ impl Simulator {
     /// The returned event's buffers are reused by the next call: copy what you keep.
     pub fn next_event(&mut self) -> &SimEvent {
         loop {
-            let Some((t, _, slot)) = self.heap.pop() else {
+            let Some((t, _, slot)) = self.agenda.pop() else {
                 // Validation guarantees at least one perpetual actor; an empty queue
                 // would be a bug. Keep the last event rather than panic.
                 return &self.event;
@@ -560,7 +560,7 @@ impl Simulator {
     /// Sessions, jobs, services and campaigns currently scheduled. Bounded by the client
     /// counts and [`MAX_ACTIVE_SESSIONS`], however long the simulator runs.
     pub fn in_flight(&self) -> usize {
-        self.heap.len()
+        self.agenda.len()
     }
 }
 
