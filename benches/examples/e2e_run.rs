@@ -305,6 +305,15 @@ fn machine_ticks() -> (u64, u64, u64) {
     (busy, get(7), busy + get(3) + get(4) + get(7))
 }
 
+/// Cores' worth of CPU between two [`machine_ticks`] readings: (busy, stolen). Ticks are
+/// summed over the cores, so a share of the ticks times the core count is cores.
+fn cores_between(from: (u64, u64, u64), to: (u64, u64, u64)) -> (f64, f64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let total = to.2.saturating_sub(from.2).max(1) as f64;
+    let share = |a: u64, b: u64| a.saturating_sub(b) as f64 / total * cores;
+    (share(to.0, from.0), share(to.1, from.1))
+}
+
 /// What `--timeline` has seen since its last line.
 struct Second {
     at: Instant,
@@ -330,10 +339,7 @@ impl Second {
         let mut threads = self.threads.clone();
         threads.sample(pid);
         let machine = machine_ticks();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let busy = (machine.0.saturating_sub(self.machine.0)) as f64
-            / (machine.2.saturating_sub(self.machine.2)).max(1) as f64
-            * cores;
+        let (busy, _) = cores_between(self.machine, machine);
         let sim_cpu = simulator.map_or(self.simulator, |p| cpu_secs(p, ticks));
         let groups: Vec<String> = threads
             .since(&self.threads, pid, ticks)
@@ -766,7 +772,8 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
             timeline.push(second.next(
                 child.id(),
                 produced_done.is_none().then_some(sim_pid),
-                metric(port, "gatewatch_events_in_total").unwrap_or(second.events_in),
+                // The counter as read above in this pass (it only grows).
+                last_in.1,
                 ticks,
                 started,
             ));
@@ -826,21 +833,15 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
         secs = a.latency_secs,
         n = latencies.len(),
     );
-    if let Some(((busy, steal, total), processor, secs)) = while_producing {
-        let (busy0, steal0, total0) = machine_at_start;
-        // Ticks are summed over the cores, so tick shares times the core count are cores.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let share = |a: u64, b: u64| {
-            (a.saturating_sub(b)) as f64 / (total.saturating_sub(total0)).max(1) as f64 * cores
-        };
+    if let Some((machine, processor, secs)) = while_producing {
+        let (busy, steal) = cores_between(machine_at_start, machine);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let processor = (processor - processor_at_start) / secs;
         let simulator = sim_cpu / secs;
-        let busy = share(busy, busy0);
         println!(
             "cores used while producing ({secs:.1} s, {cores} cores): {busy:.2} busy, \
              {steal:.2} stolen by the hypervisor; the processor {processor:.2}, the simulator \
              {simulator:.2}, the rest (broker, this reader, others) {rest:.2}",
-            steal = share(steal, steal0),
             rest = busy - processor - simulator,
         );
     }

@@ -1,8 +1,8 @@
 //! The simulator's agenda: which actor acts next, by simulated time.
 //!
 //! A min-heap with four children per node. A busy simulation keeps hundreds of thousands
-//! of sessions waiting, and a binary heap's pop then walks about eighteen levels, most of
-//! them cache misses. Four children halve the levels, and a node's four children lie next
+//! of sessions waiting (up to 250,000), and a binary heap's pop then walks up to eighteen
+//! levels, the deeper ones far apart in memory. Four children halve the levels, and a node's four children lie next
 //! to each other in memory (96 bytes). Keys are unique (a time and a sequence number), so
 //! this pops exactly the order any correct priority queue would: the simulator's output
 //! does not depend on which one it uses.
