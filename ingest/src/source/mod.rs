@@ -29,7 +29,10 @@ pub const MAX_BATCH_ROWS: usize = 1 << 16;
 #[serde(deny_unknown_fields, default)]
 pub struct Batching {
     /// Close a batch at this many records (events plus dead letters). Default 8192, at
-    /// most [`MAX_BATCH_ROWS`].
+    /// most [`MAX_BATCH_ROWS`]. Every record of a batch waits for the batch to fill and
+    /// then for the whole batch to be scored, so smaller batches bring alerts sooner; but
+    /// each batch also has a fixed cost (about 1.7 ms on a 2-core VM, spread over every
+    /// stage). BENCHMARKS.md ("Batch size against latency") has the measurements.
     pub max_rows: usize,
     /// Close a non-empty batch this long after its first record. Default 200 ms.
     #[serde(with = "millis", rename = "linger_ms")]
