@@ -56,15 +56,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use futures::executor::block_on;
 use gatewatch_benches::{corpus, full_run, lines};
 use gatewatch_ingest::Format;
 use gatewatch_ingest::source::kafka::{
     DEFAULT_FETCH_QUEUE_BACKOFF, KafkaSource, KafkaSourceConfig, TopicConfig,
 };
 use gatewatch_ingest::source::{Batching, admin};
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -112,23 +109,8 @@ fn unique(what: &str) -> String {
 /// Deletes the bench's topics, so that repeated runs do not fill a broker that keeps
 /// everything in memory (as the local tansu does). Best effort: a failure is only reported.
 fn delete_topics(brokers: &str, names: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-    {
-        Ok(a) => a,
-        Err(e) => return eprintln!("kafka_source bench: not deleting the topics: {e}"),
-    };
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    match block_on(admin.delete_topics(names, &opts)) {
-        Ok(results) => {
-            for r in results {
-                if let Err((t, e)) = r {
-                    eprintln!("kafka_source bench: deleting topic {t}: {e}");
-                }
-            }
-        }
-        Err(e) => eprintln!("kafka_source bench: deleting the topics: {e}"),
+    if let Err(e) = admin::delete_topics(brokers, names, Duration::from_secs(10)) {
+        eprintln!("kafka_source bench: deleting the topics: {e}");
     }
 }
 

@@ -49,6 +49,18 @@
 //!    `--alerts-out FILE` keeps the alerts as JSON lines; `--keep-data DIR` keeps a copy of
 //!    the throughput run's data directory (its Parquet store), e.g. for `maintain_store`.
 //!
+//! 4. **Repeats and comparisons**: `--repeat N` runs each phase N times and ends with the
+//!    medians and every run's figure (a shared VM's pace can drift by a quarter within
+//!    minutes, see BENCHMARKS.md: quote medians). The throughput runs all read the one
+//!    topic produced above, each in a consumer group of its own. `--against PATH` runs a
+//!    second binary after each run of `--gatewatch`, on the same records and model, and
+//!    prints the second's medians over the first's as a ratio: alternating runs compare two
+//!    builds at the same moments. The records, the specification and the models all come
+//!    from `--gatewatch`. `--alerts-out` and `--keep-data` keep the first run's.
+//!
+//! Each run deletes its topics and its data directory when it is done, so that repeated runs
+//! do not fill a broker that keeps every record in memory (a run that fails leaves them).
+//!
 //! The harness itself only reads metrics and alerts; build it in debug.
 
 use std::io::{BufRead, Read, Write};
@@ -74,6 +86,19 @@ struct Args {
     alerts_out: Option<PathBuf>,
     keep_data: Option<PathBuf>,
     timeline: bool,
+    /// Runs of each phase (per binary).
+    repeat: u32,
+    /// A second binary, run alternately with `gatewatch` on the same input.
+    against: Option<PathBuf>,
+}
+
+impl Args {
+    /// The binaries under test, in the order each round runs them.
+    fn binaries(&self) -> Vec<&Path> {
+        std::iter::once(self.gatewatch.as_path())
+            .chain(self.against.as_deref())
+            .collect()
+    }
 }
 
 fn parse_args() -> Args {
@@ -89,6 +114,8 @@ fn parse_args() -> Args {
         alerts_out: None,
         keep_data: None,
         timeline: false,
+        repeat: 1,
+        against: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -108,12 +135,14 @@ fn parse_args() -> Args {
             "--alerts-out" => a.alerts_out = Some(v().into()),
             "--keep-data" => a.keep_data = Some(v().into()),
             "--timeline" => a.timeline = true,
+            "--repeat" => a.repeat = num(&k, &v()).clamp(1, 100) as u32,
+            "--against" => a.against = Some(v().into()),
             "-h" | "--help" => {
                 println!(
                     "e2e_run [--gatewatch PATH] [--brokers HOST:PORT] [--format kong|combined|…] \
                      [--events N] [--rate EVENTS_PER_SEC] [--latency-secs S] \
                      [--latency-train-secs S] [--partitions P] [--alerts-out FILE] \
-                     [--keep-data DIR] [--timeline]\n\
+                     [--keep-data DIR] [--timeline] [--repeat N] [--against PATH]\n\
                      Set --events 0 or --rate 0 to skip that phase. The latency run's model \
                      is trained on S seconds of flat traffic at its rate (default 20; 0 uses \
                      the model of two simulated hours at 100 events/s that the throughput \
@@ -122,18 +151,24 @@ fn parse_args() -> Args {
                      store) to DIR. --timeline prints the latency run second by second: \
                      events taken in, cores used by each of the processor's threads, the \
                      simulator and the whole machine, and the alerts read with the worst \
-                     latency among them."
+                     latency among them. --repeat N runs each phase N times (the throughput \
+                     runs all read the same records) and prints the medians. --against PATH \
+                     runs a second binary after each run of --gatewatch, on the same input and \
+                     model, and prints its medians beside the first's with their ratio: \
+                     alternating runs compare two builds on a machine whose pace drifts."
                 );
                 std::process::exit(0);
             }
             other => fail(&format!("unknown argument {other}; see --help")),
         }
     }
-    if !a.gatewatch.is_file() {
-        fail(&format!(
-            "no gatewatch binary at {} (cargo build --release --bin gatewatch)",
-            a.gatewatch.display()
-        ));
+    for bin in a.binaries() {
+        if !bin.is_file() {
+            fail(&format!(
+                "no gatewatch binary at {} (cargo build --release --bin gatewatch)",
+                bin.display()
+            ));
+        }
     }
     a
 }
@@ -156,8 +191,13 @@ fn unique() -> String {
     format!("{}-{ns}", std::process::id())
 }
 
+/// The binary under test (`--gatewatch`): it also simulates and trains for every run.
 fn gatewatch(a: &Args) -> Command {
-    let mut c = Command::new(&a.gatewatch);
+    gatewatch_at(&a.gatewatch)
+}
+
+fn gatewatch_at(bin: &Path) -> Command {
+    let mut c = Command::new(bin);
     c.env_remove("GATEWATCH_CONFIG")
         .env("GATEWATCH__LOG__LEVEL", "warn");
     c
@@ -393,12 +433,13 @@ fn write_config(
     model: &Path,
     spec: &Path,
 ) -> PathBuf {
-    let path = dir.join(format!("{input}.toml"));
+    // Named after the alert topic, which is each run's own; the input may be shared.
+    let path = dir.join(format!("{alerts}.toml"));
     let cfg = format!(
         r#"
 [kafka]
 brokers = "{brokers}"
-group_id = "e2e-{input}"
+group_id = "e2e-{alerts}"
 topics = [{{ name = "{input}", format = "{format}" }}]
 [kafka.properties]
 "fetch.wait.max.ms" = "10"
@@ -422,8 +463,8 @@ suppress = [{{ entity = "svc-*", category = "bola", reason = "internal services"
 
 /// Starts `gatewatch run` with its HTTP server on a port the kernel picks, and returns it
 /// with that port, read from the `metrics: http://…/metrics` line it prints on stdout.
-fn start_run(a: &Args, config: &Path, data: &Path) -> (Child, u16) {
-    let mut child = gatewatch(a)
+fn start_run(bin: &Path, config: &Path, data: &Path) -> (Child, u16) {
+    let mut child = gatewatch_at(bin)
         .arg("--config")
         .arg(config)
         .args(["run", "--no-dashboard", "--listen", "127.0.0.1:0"])
@@ -565,13 +606,11 @@ fn train_model(a: &Args, dir: &Path, name: &str, sim_args: &[&str]) -> PathBuf {
     model
 }
 
+/// The throughput phase: `--events` records produced once, then read by every run.
 fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64) {
     let input = format!("e2e-in-{u}");
-    let alerts = format!("e2e-alerts-{u}");
     admin::create_topic(&a.brokers, &input, a.partitions, Duration::from_secs(30))
         .unwrap_or_else(|e| fail(&format!("creating {input}: {e}")));
-    admin::create_topic(&a.brokers, &alerts, 1, Duration::from_secs(30))
-        .unwrap_or_else(|e| fail(&format!("creating {alerts}: {e}")));
     eprintln!("e2e_run: producing {} {} records", a.events, a.format);
     let n = a.events.to_string();
     check(
@@ -581,9 +620,87 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
             .args(["--kafka-brokers", &a.brokers, "--kafka-topic", &input]),
         "simulate (to Kafka)",
     );
-    let cfg = write_config(dir, a, &input, &alerts, model, spec);
+    let bins = a.binaries();
+    let mut figures: Vec<Vec<Throughput>> = vec![Vec::new(); bins.len()];
+    for round in 0..a.repeat {
+        for (b, bin) in bins.iter().enumerate() {
+            if a.repeat > 1 || bins.len() > 1 {
+                println!(
+                    "throughput run {} of {} with {}",
+                    round + 1,
+                    a.repeat,
+                    bin.display()
+                );
+            }
+            let keep = (round == 0 && b == 0)
+                .then_some(a.keep_data.as_deref())
+                .flatten();
+            let run = format!("{u}-{round}-{b}");
+            figures[b].push(throughput_run(
+                a, bin, dir, &input, &run, model, spec, ticks, keep,
+            ));
+        }
+    }
+    if a.repeat > 1 || bins.len() > 1 {
+        summarise(
+            "throughput to exit, events per CPU-second",
+            &bins,
+            &figures,
+            |f| f.per_cpu_to_exit,
+        );
+        summarise(
+            "throughput to the last event in, events per CPU-second",
+            &bins,
+            &figures,
+            |f| f.per_cpu,
+        );
+        // Which thread a difference between two builds came from.
+        for (i, name) in MAIN_THREADS.iter().enumerate() {
+            summarise_with(
+                &format!("CPU seconds of {name} to exit"),
+                &bins,
+                &figures,
+                |f| f.per_thread[i],
+                2,
+            );
+        }
+    }
+    drop_topics(a, &[&input]);
+}
+
+/// What one throughput run measured.
+#[derive(Clone, Copy)]
+struct Throughput {
+    per_cpu: f64,
+    per_cpu_to_exit: f64,
+    /// CPU seconds to exit of each of [`MAIN_THREADS`].
+    per_thread: [f64; 4],
+}
+
+/// The processor's threads that do nearly all its work, as `ThreadTicks::since` names them.
+const MAIN_THREADS: [&str; 4] = ["engine", "kafka-decode", "gatewatch-sink", "librdkafka"];
+
+/// One `gatewatch run` (binary `bin`) over the whole `input` topic, in a consumer group,
+/// alert topic and data directory of its own.
+#[allow(clippy::too_many_arguments)]
+fn throughput_run(
+    a: &Args,
+    bin: &Path,
+    dir: &Path,
+    input: &str,
+    run: &str,
+    model: &Path,
+    spec: &Path,
+    ticks: f64,
+    keep_data: Option<&Path>,
+) -> Throughput {
+    let alerts = format!("e2e-alerts-{run}");
+    admin::create_topic(&a.brokers, &alerts, 1, Duration::from_secs(30))
+        .unwrap_or_else(|e| fail(&format!("creating {alerts}: {e}")));
+    let cfg = write_config(dir, a, input, &alerts, model, spec);
+    let data = dir.join(format!("data-throughput-{run}"));
     let started = Instant::now();
-    let (child, port) = start_run(a, &cfg, &dir.join("data-throughput"));
+    let (child, port) = start_run(bin, &cfg, &data);
     let pid = child.id();
     // From the first events in to the last: start-up (model load, connecting, the first
     // fetch) and shutdown are left out.
@@ -618,10 +735,9 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
     let cpu_to_exit = stop(child, ticks, &mut threads)
         .map(|c| c - c0)
         .unwrap_or_else(|| fail("the processor did not exit within a minute of SIGTERM"));
-    if let Some(keep) = &a.keep_data {
-        let from = dir.join("data-throughput");
+    if let Some(keep) = keep_data {
         check(
-            Command::new("cp").arg("-a").arg(&from).arg(keep),
+            Command::new("cp").arg("-a").arg(&data).arg(keep),
             "copying the data directory",
         );
         eprintln!(
@@ -644,8 +760,8 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
         fmt = a.format,
         per_cpu = events / cpu_to_exit.max(1e-9),
     );
-    let per_thread: Vec<String> = threads
-        .since(&threads_at_t0, pid, ticks)
+    let by_thread = threads.since(&threads_at_t0, pid, ticks);
+    let per_thread: Vec<String> = by_thread
         .iter()
         .map(|(group, secs)| format!("{group} {secs:.2}"))
         .collect();
@@ -654,21 +770,137 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
         per_thread.join(", "),
         fmt = a.format
     );
+    // Each run's store is up to a few hundred MB: only the kept copy stays.
+    let _ = std::fs::remove_dir_all(&data);
+    drop_topics(a, &[&alerts]);
+    let thread = |name: &str| {
+        by_thread
+            .iter()
+            .find(|(group, _)| group.starts_with(name))
+            .map_or(0.0, |(_, secs)| *secs)
+    };
+    Throughput {
+        per_cpu: events / cpu.max(1e-9),
+        per_cpu_to_exit: events / cpu_to_exit.max(1e-9),
+        per_thread: MAIN_THREADS.map(thread),
+    }
 }
 
+/// Prints, for each binary, the median of `value` over its runs with every run's figure,
+/// and with two binaries the second's median over the first's.
+fn summarise<T>(what: &str, bins: &[&Path], runs: &[Vec<T>], value: impl Fn(&T) -> f64) {
+    summarise_with(what, bins, runs, value, 0)
+}
+
+/// [`summarise`] with `decimals` digits after the point.
+fn summarise_with<T>(
+    what: &str,
+    bins: &[&Path],
+    runs: &[Vec<T>],
+    value: impl Fn(&T) -> f64,
+    decimals: usize,
+) {
+    let medians: Vec<f64> = runs
+        .iter()
+        .map(|r| median(r.iter().map(&value).collect()))
+        .collect();
+    for ((bin, r), m) in bins.iter().zip(runs).zip(&medians) {
+        let all: Vec<String> = r
+            .iter()
+            .map(|f| format!("{:.decimals$}", value(f)))
+            .collect();
+        println!(
+            "{what}, {}: median {m:.decimals$} of {} runs ({})",
+            bin.display(),
+            r.len(),
+            all.join(", ")
+        );
+    }
+    if let [first, second] = medians[..] {
+        println!(
+            "{what}: {} / {} = {:.3} (ratio of the medians)",
+            bins[1].display(),
+            bins[0].display(),
+            second / first
+        );
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count); NaN for none.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The latency phase: every run has a live feed of its own.
 fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64) {
-    let input = format!("e2e-live-{u}");
-    let alerts = format!("e2e-live-alerts-{u}");
+    let bins = a.binaries();
+    let mut figures: Vec<Vec<Latency>> = vec![Vec::new(); bins.len()];
+    for round in 0..a.repeat {
+        for (b, bin) in bins.iter().enumerate() {
+            if a.repeat > 1 || bins.len() > 1 {
+                println!(
+                    "latency run {} of {} with {}",
+                    round + 1,
+                    a.repeat,
+                    bin.display()
+                );
+            }
+            let alerts_out = (round == 0 && b == 0)
+                .then_some(a.alerts_out.as_deref())
+                .flatten();
+            let run = format!("{u}-{round}-{b}");
+            match latency_run(a, bin, dir, &run, model, spec, ticks, alerts_out) {
+                Some(f) => figures[b].push(f),
+                None => println!("(no alerts in this run: it counts in no median)"),
+            }
+        }
+    }
+    if a.repeat > 1 || bins.len() > 1 {
+        summarise("latency p99, ms", &bins, &figures, |f| f.p99_ms);
+        summarise("latency p50, ms", &bins, &figures, |f| f.p50_ms);
+        summarise("events/s taken in", &bins, &figures, |f| f.kept_up);
+    }
+}
+
+/// What one latency run measured.
+#[derive(Clone, Copy)]
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+    kept_up: f64,
+}
+
+/// One `gatewatch run` (binary `bin`) reading a feed that `gatewatch simulate` produces in
+/// real time; `None` when no alert was read, so there is no latency to report.
+#[allow(clippy::too_many_arguments)]
+fn latency_run(
+    a: &Args,
+    bin: &Path,
+    dir: &Path,
+    run: &str,
+    model: &Path,
+    spec: &Path,
+    ticks: f64,
+    alerts_out: Option<&Path>,
+) -> Option<Latency> {
+    let input = format!("e2e-live-{run}");
+    let alerts = format!("e2e-live-alerts-{run}");
     admin::create_topic(&a.brokers, &input, a.partitions, Duration::from_secs(30))
         .unwrap_or_else(|e| fail(&format!("creating {input}: {e}")));
     admin::create_topic(&a.brokers, &alerts, 1, Duration::from_secs(30))
         .unwrap_or_else(|e| fail(&format!("creating {alerts}: {e}")));
     let cfg = write_config(dir, a, &input, &alerts, model, spec);
-    let (child, port) = start_run(a, &cfg, &dir.join("data-latency"));
+    let data = dir.join(format!("data-latency-{run}"));
+    let (child, port) = start_run(bin, &cfg, &data);
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &a.brokers)
-        .set("group.id", format!("e2e-reader-{u}"))
+        .set("group.id", format!("e2e-reader-{run}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
@@ -719,7 +951,7 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
     // The three slowest alerts with what they were and when in the run they arrived: a
     // p99 near the limit says which detector or moment to look at.
     let mut slowest: Vec<(i64, String, f64)> = Vec::with_capacity(4);
-    let mut kept = a.alerts_out.as_ref().map(|p| {
+    let mut kept = alerts_out.map(|p| {
         std::io::BufWriter::new(
             std::fs::File::create(p)
                 .unwrap_or_else(|e| fail(&format!("--alerts-out {}: {e}", p.display()))),
@@ -862,5 +1094,23 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
     println!("slowest alerts: {}", top.join(", "));
     if let Some(mut w) = kept {
         let _ = w.flush();
+    }
+    drop(consumer);
+    let _ = std::fs::remove_dir_all(&data);
+    drop_topics(a, &[&input, &alerts]);
+    (!latencies.is_empty()).then(|| Latency {
+        p50_ms: q(0.5) as f64,
+        p99_ms: q(0.99) as f64,
+        kept_up,
+    })
+}
+
+/// Deletes a finished run's topics, so that a broker keeping every record in memory (the
+/// local tansu with `memory://` storage) does not grow from run to run: a broker that had
+/// taken dozens of runs was found using most of the machine's memory and slowing every
+/// run after. Best effort; a failure is reported and the figures stand.
+fn drop_topics(a: &Args, topics: &[&str]) {
+    if let Err(e) = admin::delete_topics(&a.brokers, topics, Duration::from_secs(30)) {
+        eprintln!("e2e_run: could not delete {}: {e}", topics.join(", "));
     }
 }

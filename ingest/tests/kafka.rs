@@ -1188,3 +1188,40 @@ fn in_group_once_joined_even_as_a_standby_member() {
     b.close().unwrap();
     a.close().unwrap();
 }
+
+/// The names of the topics the broker lists now.
+fn listed_topics(brokers: &str) -> BTreeSet<String> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let md = probe.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    md.topics().iter().map(|t| t.name().to_owned()).collect()
+}
+
+#[test]
+fn deleted_topics_leave_the_broker_and_a_second_delete_is_an_error() {
+    let brokers = broker_or_skip!();
+    let (a, b, kept) = (unique("del-a"), unique("del-b"), unique("del-kept"));
+    for t in [&a, &b, &kept] {
+        create_topic(&brokers, t, 2);
+    }
+    let p = producer(&brokers);
+    produce(&p, &a, 0, "k", Some(combined_line(0).as_bytes()));
+    admin::delete_topics(&brokers, &[&a, &b], Duration::from_secs(30)).unwrap();
+    // Deletion is asynchronous on some brokers: wait for the metadata to drop them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = listed_topics(&brokers);
+        assert!(listed.contains(&kept), "{kept} went too: {listed:?}");
+        if !listed.contains(&a) && !listed.contains(&b) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still listed: {listed:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = admin::delete_topics(&brokers, &[&a], Duration::from_secs(30));
+    assert!(again.is_err(), "deleting {a} twice: {again:?}");
+    admin::delete_topics(&brokers, &[], Duration::from_secs(1)).unwrap();
+    admin::delete_topics(&brokers, &[&kept], Duration::from_secs(30)).unwrap();
+}

@@ -98,3 +98,21 @@ pub fn create_topic(brokers: &str, name: &str, partitions: i32, timeout: Duratio
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Deletes `names`, waiting up to `timeout` for the broker to confirm. Benches and
+/// harnesses call it when they are done: a broker that keeps every record in memory
+/// (as the local tansu does with `memory://` storage) otherwise grows with every run.
+/// The first topic the broker refuses (or that is unknown to it) is the error.
+pub fn delete_topics(brokers: &str, names: &[&str], timeout: Duration) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    for r in block_on(admin.delete_topics(names, &opts))? {
+        r.map_err(|(_, code)| Error::Kafka(KafkaError::AdminOp(code)))?;
+    }
+    Ok(())
+}
