@@ -58,8 +58,9 @@
 //!    builds at the same moments. The records, the specification and the models all come
 //!    from `--gatewatch`. `--alerts-out` and `--keep-data` keep the first run's.
 //!
-//! Each run deletes its topics and its data directory when it is done, so that repeated runs
-//! do not fill a broker that keeps every record in memory (a run that fails leaves them).
+//! Each run deletes its topics and its data directory when it is done, and a harness that
+//! gives up deletes the topics it made, so that repeated runs do not fill a broker that
+//! keeps every record in memory.
 //!
 //! The harness itself only reads metrics and alerts; build it in debug.
 
@@ -180,7 +181,26 @@ fn num(k: &str, v: &str) -> u64 {
 
 fn fail(msg: &str) -> ! {
     eprintln!("e2e_run: {msg}");
+    // Leave the broker as it was found, as a run that ends well does.
+    let live = std::mem::take(&mut *live_topics());
+    for (brokers, topic) in live {
+        let _ = admin::delete_topics(&brokers, &[&topic], Duration::from_secs(10));
+    }
     std::process::exit(2)
+}
+
+/// Topics this process created and has not deleted yet, with their broker: `drop_topics`
+/// deletes them when a run is done, `fail` when the harness gives up.
+fn live_topics() -> std::sync::MutexGuard<'static, Vec<(String, String)>> {
+    static LIVE: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Creates `name` on the broker and waits until it is visible, or fails the harness.
+fn create_topic(a: &Args, name: &str, partitions: i32) {
+    admin::create_topic(&a.brokers, name, partitions, Duration::from_secs(30))
+        .unwrap_or_else(|e| fail(&format!("creating {name}: {e}")));
+    live_topics().push((a.brokers.clone(), name.to_owned()));
 }
 
 fn unique() -> String {
@@ -609,8 +629,7 @@ fn train_model(a: &Args, dir: &Path, name: &str, sim_args: &[&str]) -> PathBuf {
 /// The throughput phase: `--events` records produced once, then read by every run.
 fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64) {
     let input = format!("e2e-in-{u}");
-    admin::create_topic(&a.brokers, &input, a.partitions, Duration::from_secs(30))
-        .unwrap_or_else(|e| fail(&format!("creating {input}: {e}")));
+    create_topic(a, &input, a.partitions);
     eprintln!("e2e_run: producing {} {} records", a.events, a.format);
     let n = a.events.to_string();
     check(
@@ -695,8 +714,7 @@ fn throughput_run(
     keep_data: Option<&Path>,
 ) -> Throughput {
     let alerts = format!("e2e-alerts-{run}");
-    admin::create_topic(&a.brokers, &alerts, 1, Duration::from_secs(30))
-        .unwrap_or_else(|e| fail(&format!("creating {alerts}: {e}")));
+    create_topic(a, &alerts, 1);
     let cfg = write_config(dir, a, input, &alerts, model, spec);
     let data = dir.join(format!("data-throughput-{run}"));
     let started = Instant::now();
@@ -890,10 +908,8 @@ fn latency_run(
 ) -> Option<Latency> {
     let input = format!("e2e-live-{run}");
     let alerts = format!("e2e-live-alerts-{run}");
-    admin::create_topic(&a.brokers, &input, a.partitions, Duration::from_secs(30))
-        .unwrap_or_else(|e| fail(&format!("creating {input}: {e}")));
-    admin::create_topic(&a.brokers, &alerts, 1, Duration::from_secs(30))
-        .unwrap_or_else(|e| fail(&format!("creating {alerts}: {e}")));
+    create_topic(a, &input, a.partitions);
+    create_topic(a, &alerts, 1);
     let cfg = write_config(dir, a, &input, &alerts, model, spec);
     let data = dir.join(format!("data-latency-{run}"));
     let (child, port) = start_run(bin, &cfg, &data);
@@ -1110,6 +1126,7 @@ fn latency_run(
 /// taken dozens of runs was found using most of the machine's memory and slowing every
 /// run after. Best effort; a failure is reported and the figures stand.
 fn drop_topics(a: &Args, topics: &[&str]) {
+    live_topics().retain(|(_, t)| !topics.contains(&t.as_str()));
     if let Err(e) = admin::delete_topics(&a.brokers, topics, Duration::from_secs(30)) {
         eprintln!("e2e_run: could not delete {}: {e}", topics.join(", "));
     }
