@@ -640,26 +640,12 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
         "simulate (to Kafka)",
     );
     let bins = a.binaries();
-    let mut figures: Vec<Vec<Throughput>> = vec![Vec::new(); bins.len()];
-    for round in 0..a.repeat {
-        for (b, bin) in bins.iter().enumerate() {
-            if a.repeat > 1 || bins.len() > 1 {
-                println!(
-                    "throughput run {} of {} with {}",
-                    round + 1,
-                    a.repeat,
-                    bin.display()
-                );
-            }
-            let keep = (round == 0 && b == 0)
-                .then_some(a.keep_data.as_deref())
-                .flatten();
-            let run = format!("{u}-{round}-{b}");
-            figures[b].push(throughput_run(
-                a, bin, dir, &input, &run, model, spec, ticks, keep,
-            ));
-        }
-    }
+    let figures = rounds(a, u, "throughput", |bin, run, first| {
+        let keep = a.keep_data.as_deref().filter(|_| first);
+        Some(throughput_run(
+            a, bin, dir, &input, run, model, spec, ticks, keep,
+        ))
+    });
     if a.repeat > 1 || bins.len() > 1 {
         summarise(
             "throughput to exit, events per CPU-second",
@@ -685,6 +671,35 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
         }
     }
     drop_topics(a, &[&input]);
+}
+
+/// Runs `one` `--repeat` times for each binary, the binaries alternating within each
+/// round, and returns each binary's figures. `one` gets the binary, a name for the run's
+/// topics and files, and whether this is the very first run; `None` is a run with
+/// nothing to count.
+fn rounds<T>(
+    a: &Args,
+    u: &str,
+    phase: &str,
+    mut one: impl FnMut(&Path, &str, bool) -> Option<T>,
+) -> Vec<Vec<T>> {
+    let bins = a.binaries();
+    let mut figures: Vec<Vec<T>> = bins.iter().map(|_| Vec::new()).collect();
+    for round in 0..a.repeat {
+        for (b, bin) in bins.iter().enumerate() {
+            if a.repeat > 1 || bins.len() > 1 {
+                println!(
+                    "{phase} run {} of {} with {}",
+                    round + 1,
+                    a.repeat,
+                    bin.display()
+                );
+            }
+            let run = format!("{u}-{round}-{b}");
+            figures[b].extend(one(bin, &run, round == 0 && b == 0));
+        }
+    }
+    figures
 }
 
 /// What one throughput run measured.
@@ -857,27 +872,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// The latency phase: every run has a live feed of its own.
 fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64) {
     let bins = a.binaries();
-    let mut figures: Vec<Vec<Latency>> = vec![Vec::new(); bins.len()];
-    for round in 0..a.repeat {
-        for (b, bin) in bins.iter().enumerate() {
-            if a.repeat > 1 || bins.len() > 1 {
-                println!(
-                    "latency run {} of {} with {}",
-                    round + 1,
-                    a.repeat,
-                    bin.display()
-                );
-            }
-            let alerts_out = (round == 0 && b == 0)
-                .then_some(a.alerts_out.as_deref())
-                .flatten();
-            let run = format!("{u}-{round}-{b}");
-            match latency_run(a, bin, dir, &run, model, spec, ticks, alerts_out) {
-                Some(f) => figures[b].push(f),
-                None => println!("(no alerts in this run: it counts in no median)"),
-            }
+    let figures = rounds(a, u, "latency", |bin, run, first| {
+        let alerts_out = a.alerts_out.as_deref().filter(|_| first);
+        let f = latency_run(a, bin, dir, run, model, spec, ticks, alerts_out);
+        if f.is_none() {
+            println!("(no alerts in this run: it counts in no median)");
         }
-    }
+        f
+    });
     if a.repeat > 1 || bins.len() > 1 {
         summarise("latency p99, ms", &bins, &figures, |f| f.p99_ms);
         summarise("latency p50, ms", &bins, &figures, |f| f.p50_ms);
