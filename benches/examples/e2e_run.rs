@@ -136,7 +136,13 @@ fn parse_args() -> Args {
             "--alerts-out" => a.alerts_out = Some(v().into()),
             "--keep-data" => a.keep_data = Some(v().into()),
             "--timeline" => a.timeline = true,
-            "--repeat" => a.repeat = num(&k, &v()).clamp(1, 100) as u32,
+            "--repeat" => {
+                let v = v();
+                a.repeat = match num(&k, &v) {
+                    n @ 1..=100 => n as u32,
+                    _ => fail(&format!("--repeat: {v} runs; give 1 to 100")),
+                };
+            }
             "--against" => a.against = Some(v().into()),
             "-h" | "--help" => {
                 println!(
