@@ -100,6 +100,11 @@ impl Args {
             .chain(self.against.as_deref())
             .collect()
     }
+
+    /// Whether a phase runs more than once, so that its runs are numbered and summed up.
+    fn several_runs(&self) -> bool {
+        self.repeat > 1 || self.against.is_some()
+    }
 }
 
 fn parse_args() -> Args {
@@ -652,7 +657,7 @@ fn throughput(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f
             a, bin, dir, &input, run, model, spec, ticks, keep,
         ))
     });
-    if a.repeat > 1 || bins.len() > 1 {
+    if a.several_runs() {
         summarise(
             "throughput to exit, events per CPU-second",
             &bins,
@@ -693,7 +698,7 @@ fn rounds<T>(
     let mut figures: Vec<Vec<T>> = bins.iter().map(|_| Vec::new()).collect();
     for round in 0..a.repeat {
         for (b, bin) in bins.iter().enumerate() {
-            if a.repeat > 1 || bins.len() > 1 {
+            if a.several_runs() {
                 println!(
                     "{phase} run {} of {} with {}",
                     round + 1,
@@ -709,7 +714,6 @@ fn rounds<T>(
 }
 
 /// What one throughput run measured.
-#[derive(Clone, Copy)]
 struct Throughput {
     per_cpu: f64,
     per_cpu_to_exit: f64,
@@ -886,7 +890,7 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
         }
         f
     });
-    if a.repeat > 1 || bins.len() > 1 {
+    if a.several_runs() {
         summarise("latency p99, ms", &bins, &figures, |f| f.p99_ms);
         summarise("latency p50, ms", &bins, &figures, |f| f.p50_ms);
         summarise("events/s taken in", &bins, &figures, |f| f.kept_up);
@@ -894,7 +898,6 @@ fn latency(a: &Args, dir: &Path, u: &str, model: &Path, spec: &Path, ticks: f64)
 }
 
 /// What one latency run measured.
-#[derive(Clone, Copy)]
 struct Latency {
     p50_ms: f64,
     p99_ms: f64,
